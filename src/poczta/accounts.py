@@ -1,0 +1,364 @@
+"""Account helpers: password hashing (argon2id), address normalisation and login throttling.
+
+This module is pure: no asyncio, no store, no sockets. The store keeps users, domains and
+aliases; what every protocol needs to agree on about them lives here.
+
+Passwords
+    `hash_password` produces an argon2id PHC string with the parameters of RFC 9106's
+    second recommended profile (t=3, m=64 MiB, p=4, 16-byte salt, 32-byte tag).
+    Verifying one costs tens of milliseconds of CPU and 64 MiB of memory, so callers in an
+    event loop must run `verify_password` and `hash_password` in a worker thread
+    (``await asyncio.to_thread(verify_password, stored, given)``). `verify_password`
+    never raises for a malformed stored hash; it answers False. Passing ``None`` as the
+    stored hash (the user does not exist) still spends the time of one verification,
+    so a login's duration does not reveal whether the account exists.
+
+Addresses
+    An address is ``local@domain``. poczta treats the local part case-insensitively and
+    stores it lower-cased: RFC 5321 allows a server to distinguish ``Bob`` from ``bob``,
+    but no deployed mail system relies on it and users expect them to be the same
+    mailbox. The domain is converted to its ASCII (IDNA, "xn--") form and lower-cased;
+    a trailing root dot is dropped. Unicode local parts (RFC 6531) are kept as given,
+    only lower-cased.
+
+Throttling
+    `LoginThrottle` counts failed logins per client network (an IPv4 address, or the /64
+    an IPv6 address belongs to) and per account name within a sliding window. SMTP AUTH,
+    POP3 and IMAP share one instance. It never consults the store: a failure for an
+    unknown account is counted exactly like one for a real account.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.low_level import Type
+
+__all__ = [
+    "LoginThrottle",
+    "ThrottleSettings",
+    "domain_of",
+    "hash_password",
+    "is_valid_address",
+    "needs_rehash",
+    "normalize_address",
+    "normalize_domain",
+    "split_address",
+    "verify_password",
+]
+
+# --------------------------------------------------------------------------- passwords
+
+#: RFC 9106 section 4, second recommended option ("low memory"): argon2id, t=3, m=64 MiB, p=4.
+_HASHER: Final = PasswordHasher(
+    time_cost=3,
+    memory_cost=64 * 1024,  # KiB
+    parallelism=4,
+    hash_len=32,
+    salt_len=16,
+    type=Type.ID,
+)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so both paths cost the same."""
+    return _HASHER.hash("poczta: no such account")
+
+
+def hash_password(password: str) -> str:
+    """Return an argon2id PHC string for `password` (slow: run it in a thread).
+
+    Raises ValueError when the password cannot be encoded as UTF-8 (lone surrogates).
+    """
+    try:
+        return _HASHER.hash(password)
+    except UnicodeEncodeError as exc:
+        raise ValueError("password is not valid Unicode text") from exc
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """True when `password` matches the `stored` hash (slow: run it in a thread).
+
+    Never raises: a malformed or foreign hash string answers False. With `stored` None
+    (no such account) a dummy hash is verified so the time taken is the same.
+    """
+    target = _dummy_hash() if stored is None else stored
+    try:
+        ok = _HASHER.verify(target, password)
+    except (VerificationError, InvalidHashError, UnicodeError, TypeError, ValueError):
+        return False
+    return ok and stored is not None
+
+
+def needs_rehash(stored: str) -> bool:
+    """True when `stored` was made with other parameters than today's (or is unreadable)."""
+    try:
+        return _HASHER.check_needs_rehash(stored)
+    except (InvalidHashError, ValueError, TypeError):
+        return True
+
+
+# --------------------------------------------------------------------------- addresses
+
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+# RFC 5322 atext, plus any non-ASCII character (RFC 6531).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
+_QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"\Z')
+_MAX_LOCAL = 64
+_MAX_DOMAIN = 253
+_MAX_ADDRESS = 254
+
+
+def normalize_domain(domain: str) -> str:
+    """Return `domain` in lower-case ASCII (IDNA) form; ValueError when it is not a host name."""
+    name = domain.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise ValueError("empty domain")
+    labels: list[str] = []
+    for label in name.split("."):
+        try:
+            ascii_label = label.encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            raise ValueError(f"invalid domain label {label!r}") from exc
+        if not _LDH_LABEL.match(ascii_label):
+            raise ValueError(f"invalid domain label {label!r}")
+        labels.append(ascii_label)
+    result = ".".join(labels)
+    if len(result) > _MAX_DOMAIN:
+        raise ValueError("domain longer than 253 characters")
+    return result
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """Split ``local@domain`` at its last "@"; ValueError when either side is empty."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"not an address: {address!r}")
+    return local, domain
+
+
+def _check_local(local: str) -> None:
+    if len(local.encode("utf-8", "surrogatepass")) > _MAX_LOCAL:
+        raise ValueError("local part longer than 64 octets")
+    if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
+        raise ValueError(f"invalid local part {local!r}")
+
+
+def normalize_address(address: str) -> str:
+    """Return the canonical form of `address`: local part lower-cased, domain IDNA ASCII.
+
+    ValueError when it is not a valid mailbox address.
+    """
+    local, domain = split_address(address)
+    _check_local(local)
+    result = f"{local.lower()}@{normalize_domain(domain)}"
+    if len(result) > _MAX_ADDRESS:
+        raise ValueError("address longer than 254 characters")
+    return result
+
+
+def is_valid_address(address: str) -> bool:
+    """True when `address` is a mailbox address poczta accepts (see `normalize_address`)."""
+    try:
+        normalize_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def domain_of(address: str) -> str:
+    """The normalised domain of `address`; ValueError when it has none or it is invalid."""
+    return normalize_domain(split_address(address)[1])
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+class ThrottleSettings(Protocol):
+    """What `LoginThrottle.from_settings` reads (the config's ``[auth]`` table)."""
+
+    @property
+    def throttle_window(self) -> int: ...
+    @property
+    def max_failures_per_ip(self) -> int: ...
+    @property
+    def max_failures_per_account(self) -> int: ...
+    @property
+    def failure_delay(self) -> float: ...
+
+
+def client_key(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The throttling key of a client: its IPv4 address or its IPv6 /64 network.
+
+    IPv4-mapped IPv6 addresses count as their IPv4 address; anything that is not an IP
+    address (a Unix socket peer, say) is used as given.
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return str(ip).strip().lower()
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+def account_key(account: str) -> str:
+    """The throttling key of a login name: its normalised address, else the name lower-cased."""
+    try:
+        return normalize_address(account)
+    except ValueError:
+        return account.strip().lower()
+
+
+class _Counter:
+    """Failure timestamps of one key, oldest first, bounded in length."""
+
+    __slots__ = ("times",)
+
+    def __init__(self, cap: int) -> None:
+        self.times: deque[float] = deque(maxlen=cap)
+
+
+class _FailureTable:
+    """Sliding-window failure counts per key, with pruning and a cap on tracked keys."""
+
+    def __init__(self, window: float, limit: int, max_keys: int) -> None:
+        self._window = window
+        self._cap = max(limit, 1) + 1
+        self._max_keys = max_keys
+        self._entries: OrderedDict[str, _Counter] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def count(self, key: str, now: float) -> int:
+        counter = self._entries.get(key)
+        if counter is None:
+            return 0
+        horizon = now - self._window
+        return sum(1 for t in counter.times if t > horizon)
+
+    def add(self, key: str, now: float) -> None:
+        self.prune(now)
+        counter = self._entries.pop(key, None) or _Counter(self._cap)
+        counter.times.append(now)
+        self._entries[key] = counter  # most recently failed last
+        while len(self._entries) > self._max_keys:
+            self._entries.popitem(last=False)
+
+    def clear(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def prune(self, now: float) -> None:
+        """Forget keys whose latest failure is outside the window (oldest come first)."""
+        horizon = now - self._window
+        while self._entries:
+            key, counter = next(iter(self._entries.items()))
+            if counter.times and counter.times[-1] > horizon:
+                break
+            del self._entries[key]
+
+
+class LoginThrottle:
+    """Counts failed logins per client network and per account; says how long to stall.
+
+    Use it the same way in every protocol::
+
+        if throttle.is_blocked(ip, user): refuse (without checking the password)
+        ok = await asyncio.to_thread(verify_password, stored, password)
+        if ok: throttle.record_success(ip, user)
+        else:  throttle.record_failure(ip, user); await asyncio.sleep(throttle.delay_for(ip, user))
+
+    The delay is ``failure_delay * 2 ** (n - 1)`` for n failures (the larger of the
+    network's and the account's count), capped at `max_delay`. Blocking applies once
+    either count reaches its limit and lasts until failures age out of the window.
+    Memory is bounded: expired keys are pruned as new failures arrive and at most
+    `max_tracked` keys are kept per table (the least recently failing are dropped).
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 300.0,
+        max_failures_per_ip: int = 10,
+        max_failures_per_account: int = 5,
+        failure_delay: float = 1.0,
+        max_delay: float = 15.0,
+        max_tracked: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window <= 0 or max_tracked < 1:
+            raise ValueError("window and max_tracked must be positive")
+        if max_failures_per_ip < 1 or max_failures_per_account < 1:
+            raise ValueError("failure limits must be at least 1")
+        if failure_delay < 0 or max_delay < 0:
+            raise ValueError("delays must not be negative")
+        self.max_failures_per_ip = max_failures_per_ip
+        self.max_failures_per_account = max_failures_per_account
+        self.failure_delay = failure_delay
+        self.max_delay = max_delay
+        self._clock = clock
+        self._ips = _FailureTable(window, max_failures_per_ip, max_tracked)
+        self._accounts = _FailureTable(window, max_failures_per_account, max_tracked)
+
+    @classmethod
+    def from_settings(
+        cls, settings: ThrottleSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> LoginThrottle:
+        """Build a throttle from the ``[auth]`` settings."""
+        return cls(
+            window=float(settings.throttle_window),
+            max_failures_per_ip=settings.max_failures_per_ip,
+            max_failures_per_account=settings.max_failures_per_account,
+            failure_delay=settings.failure_delay,
+            clock=clock,
+        )
+
+    def failures(self, ip: str, account: str) -> tuple[int, int]:
+        """Failures within the window: (for the client's network, for the account)."""
+        now = self._clock()
+        return (
+            self._ips.count(client_key(ip), now),
+            self._accounts.count(account_key(account), now),
+        )
+
+    def record_failure(self, ip: str, account: str) -> None:
+        """Count one failed login by `ip` for `account` (existing or not)."""
+        now = self._clock()
+        self._ips.add(client_key(ip), now)
+        self._accounts.add(account_key(account), now)
+
+    def record_success(self, ip: str, account: str) -> None:
+        """Forget the account's failures; the client network's failures stay counted."""
+        del ip  # a success does not make the network any more trustworthy
+        self._accounts.clear(account_key(account))
+
+    def delay_for(self, ip: str, account: str) -> float:
+        """Seconds to wait before answering: 0 when clean, doubling per failure, capped."""
+        n = max(self.failures(ip, account))
+        if n == 0:
+            return 0.0
+        return float(min(self.failure_delay * 2.0 ** min(n - 1, 32), self.max_delay))
+
+    def is_blocked(self, ip: str, account: str) -> bool:
+        """True when the network or the account has reached its failure limit."""
+        by_ip, by_account = self.failures(ip, account)
+        return by_ip >= self.max_failures_per_ip or by_account >= self.max_failures_per_account
+
+    def tracked(self) -> tuple[int, int]:
+        """How many keys are held: (networks, accounts). For tests and metrics."""
+        return len(self._ips), len(self._accounts)

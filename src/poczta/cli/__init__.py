@@ -1,0 +1,25 @@
+"""The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue."""
+
+from __future__ import annotations
+
+import click
+
+from poczta import __version__
+from poczta.cli.admin import alias, domain, user
+from poczta.cli.common import friendly_errors
+from poczta.cli.mail import mail, queue
+from poczta.cli.server import config, dev, init, serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="poczta")
+def cli() -> None:
+    """poczta: an all-in-one, secure mail server."""
+
+
+for command in (init, serve, dev, config, domain, user, alias, mail, queue):
+    cli.add_command(command)
+
+
+def main() -> None:
+    friendly_errors(lambda: cli.main(standalone_mode=False))

@@ -1,0 +1,186 @@
+"""CLI commands for accounts: domain, user and alias add/list/remove, user passwd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from poczta.accounts import domain_of, normalize_address
+from poczta.cli.common import config_options, read_password, resolve_config, run_with_store
+from poczta.store.base import MailStore
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _address(value: str) -> str:
+    try:
+        return normalize_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a valid address ({exc})") from exc
+
+
+@click.group()
+def domain() -> None:
+    """Manage local mail domains."""
+
+
+@domain.command("add")
+@config_options
+@click.argument("name")
+def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> None:
+    """Add a local domain."""
+    name = domain_of(_address(f"postmaster@{name}"))
+    run_with_store(resolve_config(config_path, data_dir), lambda s: s.add_domain(name))
+    click.echo(f"added domain {name}")
+
+
+@domain.command("list")
+@config_options
+def domain_list(config_path: Path | None, data_dir: Path | None) -> None:
+    """List local domains."""
+    names = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_domains())
+    for name in names:
+        click.echo(name)
+
+
+@domain.command("remove")
+@config_options
+@click.option("--force", is_flag=True, help="Remove even when users still exist in it.")
+@click.argument("name")
+def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, force: bool) -> None:
+    """Remove a local domain."""
+    run_with_store(
+        resolve_config(config_path, data_dir), lambda s: s.remove_domain(name.lower(), force=force)
+    )
+    click.echo(f"removed domain {name.lower()}")
+
+
+@click.group()
+def user() -> None:
+    """Manage mail users (passwords are prompted or read from stdin, never from arguments)."""
+
+
+def _credentials(password: str) -> tuple[str, str]:
+    from poczta.accounts import hash_password
+    from poczta.sasl import derive_scram_credentials
+
+    return hash_password(password), derive_scram_credentials(password).to_string()
+
+
+@user.command("add")
+@config_options
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.argument("address")
+def user_add(
+    config_path: Path | None, data_dir: Path | None, address: str, password_stdin: bool
+) -> None:
+    """Add a user; it gets INBOX, Sent, Drafts, Junk, Trash and Archive."""
+    address = _address(address)
+    config = resolve_config(config_path, data_dir)
+    password_hash, scram = _credentials(read_password(password_stdin))
+
+    async def add(store: MailStore) -> None:
+        if not await store.domain_exists(domain_of(address)):
+            raise click.UsageError(
+                f"{domain_of(address)} is not a local domain (poczta domain add first)"
+            )
+        await store.add_user(address, password_hash, scram)
+
+    run_with_store(config, add)
+    click.echo(f"added user {address}")
+
+
+@user.command("passwd")
+@config_options
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.argument("address")
+def user_passwd(
+    config_path: Path | None, data_dir: Path | None, address: str, password_stdin: bool
+) -> None:
+    """Change a user's password."""
+    address = _address(address)
+    config = resolve_config(config_path, data_dir)
+    password_hash, scram = _credentials(read_password(password_stdin))
+    run_with_store(config, lambda s: s.set_password(address, password_hash, scram))
+    click.echo(f"changed the password of {address}")
+
+
+@user.command("list")
+@config_options
+def user_list(config_path: Path | None, data_dir: Path | None) -> None:
+    """List users."""
+    users = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_users())
+    _table("users", ["address", "created"], [[u.address, str(u.created)] for u in users])
+
+
+@user.command("remove")
+@config_options
+@click.argument("address")
+def user_remove(config_path: Path | None, data_dir: Path | None, address: str) -> None:
+    """Remove a user and all its mail."""
+    address = _address(address)
+    run_with_store(resolve_config(config_path, data_dir), lambda s: s.remove_user(address))
+    click.echo(f"removed user {address}")
+
+
+@click.group()
+def alias() -> None:
+    """Manage aliases: `info@example.org` → a user or any address; `@example.org` catches all."""
+
+
+def _alias_source(value: str) -> str:
+    if value.startswith("@"):
+        return "@" + domain_of(_address(f"postmaster{value}"))
+    return _address(value)
+
+
+@alias.command("add")
+@config_options
+@click.argument("source")
+@click.argument("target")
+def alias_add(config_path: Path | None, data_dir: Path | None, source: str, target: str) -> None:
+    """Add an alias SOURCE → TARGET (SOURCE may be `@domain` for a catch-all)."""
+    source, target = _alias_source(source), _address(target)
+    config = resolve_config(config_path, data_dir)
+
+    async def add(store: MailStore) -> None:
+        if not await store.domain_exists(domain_of("x" + source if source[0] == "@" else source)):
+            raise click.UsageError(f"the alias {source} is not in a local domain")
+        await store.add_alias(source, target)
+
+    run_with_store(config, add)
+    click.echo(f"added alias {source} → {target}")
+
+
+@alias.command("list")
+@config_options
+def alias_list(config_path: Path | None, data_dir: Path | None) -> None:
+    """List aliases."""
+    aliases = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_aliases())
+    _table("aliases", ["source", "target"], [[source, target] for source, target in aliases])
+
+
+@alias.command("remove")
+@config_options
+@click.argument("source")
+@click.argument("target", required=False)
+def alias_remove(
+    config_path: Path | None, data_dir: Path | None, source: str, target: str | None
+) -> None:
+    """Remove an alias (all its targets unless TARGET is given)."""
+    source = _alias_source(source)
+    resolved_target = _address(target) if target else None
+    run_with_store(
+        resolve_config(config_path, data_dir), lambda s: s.remove_alias(source, resolved_target)
+    )
+    click.echo(f"removed alias {source}")

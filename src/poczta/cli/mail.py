@@ -1,0 +1,139 @@
+"""CLI commands that show stored mail and the outbound queue: mail list/show, queue list."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from poczta.accounts import normalize_address
+from poczta.cli.common import config_options, resolve_config, run_with_store
+from poczta.store.base import MailboxId, MailStore, NotFound
+
+
+async def _mailbox_id(store: MailStore, address: str, mailbox: str) -> MailboxId:
+    user = await store.get_user(normalize_address(address))
+    if user is None:
+        raise click.UsageError(f"no user {address}")
+    try:
+        return (await store.get_mailbox(user.id, mailbox)).id
+    except NotFound:
+        raise click.UsageError(f"{address} has no mailbox {mailbox!r}") from None
+
+
+@click.group()
+def mail() -> None:
+    """Look at stored mail without a mail client."""
+
+
+@mail.command("list")
+@config_options
+@click.option("--mailbox", default="INBOX", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.argument("address")
+def mail_list(
+    config_path: Path | None, data_dir: Path | None, address: str, mailbox: str, as_json: bool
+) -> None:
+    """List the messages of a user's mailbox: uid, date, from, subject, size, flags."""
+    config = resolve_config(config_path, data_dir)
+
+    async def collect(store: MailStore) -> list[dict[str, Any]]:
+        metas = await store.fetch_meta(await _mailbox_id(store, address, mailbox))
+        return [
+            {
+                "uid": m.uid,
+                "date": m.internal_date.isoformat(),
+                "from": ", ".join(a.address or "" for a in m.envelope.from_),
+                "subject": m.envelope.subject or "",
+                "size": m.size,
+                "flags": sorted(m.flags),
+            }
+            for m in metas
+        ]
+
+    rows = run_with_store(config, collect)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, ensure_ascii=False))
+        return
+    table = Table(title=f"{address} {mailbox}: {len(rows)} messages")
+    for column in ("uid", "date", "from", "subject", "size", "flags"):
+        table.add_column(column, justify="right" if column in ("uid", "size") else "left")
+    for row in rows:
+        table.add_row(
+            str(row["uid"]),
+            row["date"][:19],
+            row["from"],
+            row["subject"],
+            str(row["size"]),
+            " ".join(row["flags"]),
+        )
+    Console().print(table)
+
+
+@mail.command("show")
+@config_options
+@click.argument("address")
+@click.argument("mailbox")
+@click.argument("uid", type=int)
+def mail_show(
+    config_path: Path | None, data_dir: Path | None, address: str, mailbox: str, uid: int
+) -> None:
+    """Print the stored bytes of one message."""
+    config = resolve_config(config_path, data_dir)
+
+    async def read(store: MailStore) -> bytes:
+        try:
+            return await store.read_message(await _mailbox_id(store, address, mailbox), uid)
+        except NotFound:
+            raise click.UsageError(f"no message with uid {uid} in {mailbox}") from None
+
+    sys.stdout.buffer.write(run_with_store(config, read))
+    sys.stdout.buffer.flush()
+
+
+@click.group()
+def queue() -> None:
+    """Look at the outbound queue."""
+
+
+@queue.command("list")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def queue_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """List queued outbound messages and their recipients."""
+    entries = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_queue())
+    rows: list[dict[str, Any]] = [
+        {
+            "id": e.id,
+            "created": e.created.isoformat(),
+            "sender": e.sender,
+            "recipients": [r.address for r in e.recipients],
+            "size": e.size,
+            "attempts": e.attempts,
+            "next_attempt": e.next_attempt.isoformat(),
+            "last_error": e.last_error or "",
+        }
+        for e in entries
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"outbound queue: {len(rows)} messages")
+    for column in ("id", "created", "sender", "recipients", "size", "attempts", "last_error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["created"][:19],
+            row["sender"] or "<>",
+            ", ".join(row["recipients"]),
+            str(row["size"]),
+            str(row["attempts"]),
+            row["last_error"],
+        )
+    Console().print(table)

@@ -1,0 +1,202 @@
+"""CLI commands that set up and run a server: init, serve, dev, config check."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from poczta.cli.common import DEFAULT_DEV_DIR, config_options, resolve_config, run_with_store
+from poczta.config import Config, load_config, render_default_config
+from poczta.net.tls import write_self_signed
+from poczta.store.base import MailStore
+
+DEV_DOMAIN = "example.test"
+DEV_USER = "demo@example.test"
+DEV_PASSWORD_ENV = "POCZTA_DEV_PASSWORD"
+
+
+def ensure_certificate(config: Config) -> bool:
+    """Create a self-signed certificate when the configured files are missing."""
+    cert, key = config.tls.certificate, config.tls.private_key
+    if cert.exists() and key.exists():
+        return False
+    write_self_signed(cert, key, config.hostname)
+    return True
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("poczta.toml"),
+    show_default=True,
+    help="Where to write the config.",
+)
+@click.option(
+    "--hostname",
+    default="localhost",
+    show_default=True,
+    help="The server's host name (greetings, Received headers, certificate).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("poczta-data"),
+    show_default=True,
+    help="The data directory.",
+)
+@click.option("--domain", "domains", multiple=True, help="A local mail domain (repeatable).")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init(
+    config_path: Path, hostname: str, data_dir: Path, domains: tuple[str, ...], force: bool
+) -> None:
+    """Write a commented config, create the data directory and a self-signed certificate."""
+    if config_path.exists() and not force:
+        raise click.UsageError(f"{config_path} exists (use --force to overwrite)")
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    config_path.write_text(render_default_config(hostname, data_dir, list(domains)))
+    config = load_config(config_path)
+    created = ensure_certificate(config)
+    click.echo(f"wrote {config_path}; data directory {data_dir}")
+    if created:
+        click.echo(f"created a self-signed certificate {config.tls.certificate}")
+    click.echo(f"next: poczta user add -c {config_path} you@{(domains or ['example.org'])[0]}")
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The poczta.toml to serve.",
+)
+def serve(config_path: Path) -> None:
+    """Run the server in the foreground (SIGTERM stops gracefully, SIGHUP reloads TLS)."""
+    from poczta import app
+    from poczta.logs import setup_logging
+
+    config = load_config(config_path)
+    setup_logging(config.log.level, config.log.format)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    app.run(config)
+
+
+def dev_password(data_dir: Path) -> tuple[str, str]:
+    """The demo password: $POCZTA_DEV_PASSWORD, else the one saved in the data dir, else new."""
+    saved = data_dir / "demo-password"
+    from_env = os.environ.get(DEV_PASSWORD_ENV)
+    if from_env:
+        return from_env, f"from ${DEV_PASSWORD_ENV}"
+    if saved.is_file():
+        return saved.read_text().strip(), f"saved in {saved}"
+    password = secrets.token_urlsafe(12)
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return password, f"new, saved in {saved}"
+
+
+async def ensure_dev_account(store: MailStore, password: str) -> None:
+    from poczta.accounts import hash_password
+    from poczta.sasl import derive_scram_credentials
+
+    if not await store.domain_exists(DEV_DOMAIN):
+        await store.add_domain(DEV_DOMAIN)
+    password_hash = hash_password(password)
+    scram = derive_scram_credentials(password).to_string()
+    if await store.get_user(DEV_USER) is None:
+        await store.add_user(DEV_USER, password_hash, scram)
+    else:
+        await store.set_password(DEV_USER, password_hash, scram)
+
+
+def dev_banner(config: Config, password: str, origin: str) -> str:
+    ports = {name: addrs[0].port for name, addrs in config.listeners.items() if addrs}
+    host = "127.0.0.1"
+    lines = [
+        "poczta dev is running (dev mode: plaintext AUTH/LOGIN allowed on loopback only)",
+        f"  data directory  {config.data_dir}",
+        f"  account         {DEV_USER}",
+        f"  password        {password}   ({origin})",
+        "",
+        "  service       port   security",
+    ]
+    security = {
+        "smtp": "STARTTLS optional (MX, no AUTH)",
+        "submission": "STARTTLS, AUTH",
+        "submissions": "implicit TLS, AUTH",
+        "pop3": "STLS",
+        "pop3s": "implicit TLS",
+        "imap": "STARTTLS",
+        "imaps": "implicit TLS",
+    }
+    for name, port in ports.items():
+        lines.append(f"  {name:<13} {port:<6} {security.get(name, '')}")
+    submission = ports.get("submission")
+    smtp = ports.get("smtp")
+    lines += [
+        "",
+        "Try it:",
+        f"  swaks --server {host}:{smtp} --to {DEV_USER} --from someone@elsewhere.test",
+        f"  swaks --server {host}:{submission} -tls --auth-user {DEV_USER} "
+        f"--auth-password '{password}' --from {DEV_USER} --to {DEV_USER}",
+        f"  poczta mail list --data-dir {config.data_dir} {DEV_USER}",
+        "",
+        "Thunderbird (accept the self-signed certificate when asked):",
+        f"  incoming IMAP {host} port {ports.get('imaps', '-')} SSL/TLS, "
+        f"or POP3 port {ports.get('pop3s', '-')} SSL/TLS",
+        f"  outgoing SMTP {host} port {submission} STARTTLS, normal password, user name {DEV_USER}",
+        "Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DEV_DIR,
+    show_default=True,
+    help="The dev data directory.",
+)
+def dev(data_dir: Path) -> None:
+    """Run poczta with embedded dev defaults: example.test, demo user, ports 2525/2587/..."""
+    from poczta import app
+    from poczta.logs import setup_logging
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    config = Config.dev(data_dir)
+    setup_logging(config.log.level, config.log.format)
+    ensure_certificate(config)
+    password, origin = dev_password(data_dir)
+
+    async def prepare(store: MailStore) -> None:
+        await ensure_dev_account(store, password)
+
+    run_with_store(config, prepare)
+    app.run(config, on_ready=lambda _app: click.echo(dev_banner(config, password, origin)))
+
+
+@click.group()
+def config() -> None:
+    """Check configuration files."""
+
+
+@config.command("check")
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(config_file: Path) -> None:
+    """Validate a poczta.toml; errors name the file, line and key."""
+    loaded = load_config(config_file)
+    click.echo(f"{config_file}: ok (hostname {loaded.hostname}, data directory {loaded.data_dir})")
+
+
+__all__ = ["config", "config_options", "dev", "init", "resolve_config", "serve"]

@@ -1,0 +1,394 @@
+"""The configuration file: poczta.toml read into validated `Config` settings, errors by line.
+
+`load_config(path)` reads one TOML file and returns a frozen `Config` (declared in
+`poczta.config_schema`). Every problem is a `ConfigError` whose text is one line,
+``FILE:LINE: KEY: what is wrong``; the line is found by scanning the file for the
+key (or its ``[table]`` header) and left out only when it cannot be found.
+
+Paths: ``data_dir`` is resolved against the directory holding the file; paths that
+live inside the data directory (``tls.certificate``, ``tls.private_key``,
+``store.path``) are resolved against ``data_dir``. Absolute paths are kept as given.
+
+`render_default_config` writes a commented poczta.toml holding every key with its
+default, which `load_config` reads back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from poczta.accounts import normalize_domain
+from poczta.config_locate import KeyPath, locate_keys
+from poczta.config_schema import (
+    AuthSettings,
+    Config,
+    ConfigError,
+    Limits,
+    ListenAddress,
+    Listeners,
+    LogSettings,
+    SmtpSettings,
+    StoreSettings,
+    TlsSettings,
+)
+
+__all__ = [
+    "AuthSettings",
+    "Config",
+    "ConfigError",
+    "Limits",
+    "ListenAddress",
+    "Listeners",
+    "LogSettings",
+    "SmtpSettings",
+    "StoreSettings",
+    "TlsSettings",
+    "load_config",
+    "render_default_config",
+    "validate_text",
+    "with_overrides",
+]
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+class _Problem(Exception):
+    """A schema error found while converting; turned into a ConfigError with a line."""
+
+    def __init__(self, path: KeyPath, message: str, *, near: KeyPath = ()) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.near = near  # where to point when `path` itself is absent from the file
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate the configuration file at `path`."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(file), f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(file), "the file is not UTF-8 text", line=line) from None
+    return validate_text(text, str(file), base_dir=file.absolute().parent)
+
+
+def validate_text(text: str, filename: str, *, base_dir: Path | None = None) -> Config:
+    """Validate configuration `text` as if read from `filename`.
+
+    Relative paths resolve against `base_dir`, by default the directory of `filename`.
+    """
+    base = base_dir if base_dir is not None else Path(filename).absolute().parent
+    document = _parse_toml(text, filename)
+    try:
+        config = _convert_dataclass(Config, document, ())
+        _check_consistency(config)
+    except _Problem as problem:
+        lines = locate_keys(text)
+        raise ConfigError(
+            filename,
+            problem.message,
+            key=".".join(problem.path),
+            line=lines.get(problem.path) or _line_of(lines, problem.near or problem.path),
+        ) from None
+    return _resolve_paths(config, base, Path(filename))
+
+
+def with_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
+    """A copy of `config` with dotted keys replaced, values given as in the TOML file.
+
+    ``with_overrides(cfg, {"limits.max_recipients": 5, "listeners.imap": []})``; each
+    value is validated like the file's and relative paths are resolved as in the file
+    (``data_dir`` against the file's directory, or the working directory for a config
+    without a file). Raises ConfigError naming the key.
+    """
+    result = config
+    for dotted, value in overrides.items():
+        path = tuple(dotted.split("."))
+        try:
+            result = _override(result, path, (), value)
+            _check_consistency(result)
+        except _Problem as problem:
+            raise ConfigError("override", problem.message, key=".".join(problem.path)) from None
+    base = config.source.absolute().parent if config.source is not None else Path.cwd()
+    return _resolve_paths(result, base, config.source)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parse_toml(text: str, filename: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        if match:
+            detail = message[: match.start()]
+            line, column = int(match.group(1)), int(match.group(2))
+            raise ConfigError(
+                filename, f"invalid TOML: {detail} (column {column})", line=line
+            ) from None
+        end = _TOML_END.search(message)
+        if end:
+            line = text.count("\n") + 1
+            raise ConfigError(
+                filename, f"invalid TOML: {message[: end.start()]}", line=line
+            ) from None
+        raise ConfigError(filename, f"invalid TOML: {message}") from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigError(filename, f"invalid TOML: {exc}") from None
+
+
+def _line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "an array", dict: "a table"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _convert_dataclass(cls: Any, value: object, path: KeyPath) -> Any:
+    if not isinstance(value, dict):
+        raise _Problem(path, f"expected a table, found {_type_name(value)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.name != "source"}
+    for key in value:
+        if key not in known:
+            raise _Problem((*path, key), _unknown_key_message(key, known))
+    kwargs: dict[str, Any] = {}
+    for name, spec in known.items():
+        if name in value:
+            kwargs[name] = _convert(hints[name], spec.metadata, value[name], (*path, name))
+        elif spec.default is MISSING and spec.default_factory is MISSING:
+            raise _Problem((*path, name), "missing required key")
+    return cls(**kwargs)
+
+
+def _unknown_key_message(key: str, known: Mapping[str, object]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def _convert(hint: Any, meta: Mapping[str, Any], value: object, path: KeyPath) -> Any:
+    if is_dataclass(hint):
+        return _convert_dataclass(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Problem(path, f"expected true or false, found {_type_name(value)}")
+        return value
+    if hint is int or hint is float:
+        return _convert_number(hint, meta, value, path)
+    if hint is str:
+        return _convert_string(meta, value, path)
+    if hint is Path:
+        text = _convert_string(meta, value, path)
+        if not text or "\0" in text:
+            raise _Problem(path, "expected a file path, found an empty or invalid string")
+        return Path(text)
+    if typing.get_origin(hint) is tuple:
+        return _convert_list(typing.get_args(hint)[0], meta, value, path)
+    raise TypeError(f"setting {'.'.join(path)} has an unsupported type {hint!r}")
+
+
+def _convert_number(hint: type, meta: Mapping[str, Any], value: object, path: KeyPath) -> Any:
+    allowed: tuple[type, ...] = (int,) if hint is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        wanted = "an integer" if hint is int else "a number"
+        raise _Problem(path, f"expected {wanted}, found {_type_name(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Problem(path, f"expected a finite number, found {value}")
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
+    if minimum is not None and value < minimum:
+        what = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+        raise _Problem(path, f"{what}, found {value}")
+    if maximum is not None and value > maximum:
+        raise _Problem(path, f"must be at most {maximum}, found {value}")
+    return hint(value)
+
+
+def _convert_string(meta: Mapping[str, Any], value: object, path: KeyPath) -> str:
+    if not isinstance(value, str):
+        raise _Problem(path, f"expected a string, found {_type_name(value)}")
+    choices: tuple[str, ...] = meta.get("choices", ())
+    if choices and value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise _Problem(path, f"unknown value {value!r}; expected one of {listed}")
+    if meta.get("kind") == "domain":
+        return _domain(value, path)
+    return value
+
+
+def _domain(value: str, path: KeyPath) -> str:
+    try:
+        return normalize_domain(value)
+    except ValueError as exc:
+        raise _Problem(path, f"{value!r} is not a valid domain name ({exc})") from None
+
+
+def _convert_list(
+    item: Any, meta: Mapping[str, Any], value: object, path: KeyPath
+) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise _Problem(path, f"expected an array, found {_type_name(value)}")
+    result: list[Any] = []
+    for index, element in enumerate(value, start=1):
+        if not isinstance(element, str):
+            raise _Problem(path, f"item {index}: expected a string, found {_type_name(element)}")
+        if item is ListenAddress:
+            try:
+                result.append(ListenAddress.parse(element))
+            except ValueError as exc:
+                raise _Problem(path, f"item {index}: {exc}") from None
+        else:
+            result.append(_convert_string(meta, element, path))
+        if result[-1] in result[:-1]:
+            raise _Problem(path, f"item {index}: {element!r} is listed twice")
+    return tuple(result)
+
+
+def _check_consistency(config: Config) -> None:
+    if config.store.backend == "postgres" and not config.store.dsn.strip():
+        raise _Problem(
+            ("store", "dsn"), "required when backend is 'postgres'", near=("store", "backend")
+        )
+    seen: dict[ListenAddress, str] = {}
+    for service, addresses in config.listeners.items():
+        for address in addresses:
+            if address.port and address in seen:
+                raise _Problem(
+                    ("listeners", service),
+                    f"{address} is already used by listeners.{seen[address]}",
+                )
+            seen[address] = service
+
+
+def _resolve_paths(config: Config, base: Path, source: Path | None) -> Config:
+    """Make every path absolute (idempotent: absolute paths are kept)."""
+    data_dir = (base / config.data_dir).absolute()
+    return replace(
+        config,
+        data_dir=data_dir,
+        tls=replace(
+            config.tls,
+            certificate=data_dir / config.tls.certificate,
+            private_key=data_dir / config.tls.private_key,
+        ),
+        store=replace(config.store, path=data_dir / config.store.path),
+        source=source,
+    )
+
+
+def _override(obj: Any, path: KeyPath, done: KeyPath, value: object) -> Any:
+    """Replace `path` inside the dataclass `obj` by the converted `value`."""
+    name, rest = path[0], path[1:]
+    known = {f.name: f for f in fields(obj) if f.name != "source"}
+    if name not in known:
+        raise _Problem((*done, name), _unknown_key_message(name, known))
+    if rest:
+        inner = getattr(obj, name)
+        if not is_dataclass(inner):
+            raise _Problem((*done, name), "is not a table")
+        return replace(obj, **{name: _override(inner, rest, (*done, name), value)})
+    hint = typing.get_type_hints(type(obj))[name]
+    return replace(obj, **{name: _convert(hint, known[name].metadata, value, (*done, name))})
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_default_config(hostname: str, data_dir: Path | str, domains: Sequence[str]) -> str:
+    """A fully commented poczta.toml: every key, its default and its meaning."""
+    out = [
+        "# poczta configuration. Every key is shown with its default value.",
+        "# A relative data_dir is taken from this file's directory; the tls and store",
+        "# paths are taken from data_dir.",
+        "",
+    ]
+    given: dict[str, object] = {
+        "hostname": hostname,
+        "data_dir": str(data_dir),
+        "domains": list(domains),
+    }
+    hints = typing.get_type_hints(Config)
+    tables: list[tuple[str, Any]] = []
+    for spec in fields(Config):
+        if spec.name == "source":
+            continue
+        if is_dataclass(hints[spec.name]):
+            tables.append((spec.name, hints[spec.name]))
+            continue
+        value = given[spec.name] if spec.name in given else _default_of(spec)
+        out += _render_key(spec.name, value, spec.metadata)
+    for name, section in tables:
+        doc = (section.__doc__ or "").strip().removeprefix(f"[{name}]:").strip()
+        out += ["", f"# {doc}", f"[{name}]"]
+        for spec in fields(section):
+            out += _render_key(spec.name, _default_of(spec), spec.metadata)
+    return "\n".join(out) + "\n"
+
+
+def _default_of(spec: Any) -> object:
+    value = spec.default_factory() if spec.default is MISSING else spec.default
+    if isinstance(value, tuple):
+        return [str(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _render_key(name: str, value: object, meta: Mapping[str, Any]) -> list[str]:
+    doc = str(meta.get("doc", ""))
+    choices: tuple[str, ...] = meta.get("choices", ())
+    if choices:
+        doc += " (" + " | ".join(choices) + ")"
+    return [f"# {doc}", f"{name} = {_toml_value(value)}"]
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _toml_string(text: str) -> str:
+    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n"}
+    escapes |= {"\f": "\\f", "\r": "\\r"}
+    parts = []
+    for char in text:
+        if char in escapes:
+            parts.append(escapes[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            parts.append(f"\\u{ord(char):04x}")
+        else:
+            parts.append(char)
+    return '"' + "".join(parts) + '"'

@@ -1,0 +1,299 @@
+"""The settings poczta reads from poczta.toml, as frozen dataclasses that document themselves.
+
+Every setting is a dataclass field whose metadata carries its meaning and its bounds
+(see `setting`). The loader in `poczta.config` validates a TOML document against these
+fields, and `render_default_config` writes a commented file from the same metadata, so
+a new setting needs to be declared in one place only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "AuthSettings",
+    "Config",
+    "ConfigError",
+    "Limits",
+    "ListenAddress",
+    "Listeners",
+    "LogSettings",
+    "SmtpSettings",
+    "StoreSettings",
+    "TlsSettings",
+    "meta",
+]
+
+
+class ConfigError(Exception):
+    """A problem in a configuration file; its text is one line: ``FILE:LINE: KEY: problem``."""
+
+    def __init__(
+        self, filename: str, message: str, *, key: str | None = None, line: int | None = None
+    ) -> None:
+        self.filename = filename
+        self.line = line
+        self.key = key
+        self.message = message
+        where = filename if line is None else f"{filename}:{line}"
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        super().__init__(" ".join(text.splitlines()))
+
+
+def meta(
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    kind: str = "",
+) -> dict[str, Any]:
+    """Describe a setting for the loader and the renderer: its meaning and accepted values.
+
+    `kind` refines a string: "domain" means a host name, kept in IDNA ASCII form.
+    """
+    return {"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "kind": kind}
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One socket to listen on: an IP address (or host name) and a TCP port."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse ``HOST:PORT`` (``[IPv6]:PORT`` for IPv6); ValueError when malformed."""
+        host, sep, port_text = text.strip().rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        if host.startswith("["):
+            if not host.endswith("]"):
+                raise ValueError(f"{text!r}: unclosed '[' around the IPv6 address")
+            host = host[1:-1]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
+        elif ":" in host:
+            raise ValueError(f"{text!r}: write IPv6 addresses in brackets, like [::1]:25")
+        elif not _HOSTNAME.match(host):
+            raise ValueError(f"{text!r}: {host!r} is not an IP address or host name")
+        if not port_text.isdigit():
+            raise ValueError(f"{text!r}: port {port_text!r} is not a number")
+        port = int(port_text)
+        if port > 65535:
+            raise ValueError(f"{text!r}: port {port} is out of range 0-65535")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _addrs(*texts: str) -> tuple[ListenAddress, ...]:
+    return tuple(ListenAddress.parse(t) for t in texts)
+
+
+def _listener(default: str, doc: str) -> Any:
+    return field(default_factory=lambda: _addrs(default), metadata=meta(doc))
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """[tls]: the certificate all TLS listeners and STARTTLS present."""
+
+    certificate: Path = field(
+        default=Path("tls/cert.pem"),
+        metadata=meta("PEM certificate chain, relative to data_dir (poczta init makes one)"),
+    )
+    private_key: Path = field(
+        default=Path("tls/key.pem"), metadata=meta("PEM private key, relative to data_dir")
+    )
+    min_version: str = field(
+        default="1.2", metadata=meta("oldest TLS version accepted", choices=("1.2", "1.3"))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """[listeners]: where each service listens, a list of "HOST:PORT"; [] turns it off."""
+
+    smtp: tuple[ListenAddress, ...] = _listener("0.0.0.0:25", "SMTP from other servers")
+    submission: tuple[ListenAddress, ...] = _listener(
+        "0.0.0.0:587", "mail submission by users: STARTTLS, then AUTH"
+    )
+    submissions: tuple[ListenAddress, ...] = _listener(
+        "0.0.0.0:465", "mail submission over implicit TLS"
+    )
+    pop3: tuple[ListenAddress, ...] = _listener("0.0.0.0:110", "POP3 (STLS offered)")
+    pop3s: tuple[ListenAddress, ...] = _listener("0.0.0.0:995", "POP3 over implicit TLS")
+    imap: tuple[ListenAddress, ...] = _listener("0.0.0.0:143", "IMAP (STARTTLS offered)")
+    imaps: tuple[ListenAddress, ...] = _listener("0.0.0.0:993", "IMAP over implicit TLS")
+
+    def items(self) -> tuple[tuple[str, tuple[ListenAddress, ...]], ...]:
+        """(service name, addresses) for every service, in declaration order."""
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self))
+
+
+def _count(default: int, doc: str, minimum: int = 1) -> Any:
+    return field(default=default, metadata=meta(doc, minimum=minimum))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """[limits]: bounds on every session; crossing one is answered with an error."""
+
+    max_message_size: int = _count(52_428_800, "largest message accepted, in bytes")
+    max_recipients: int = _count(100, "recipients per message")
+    max_command_line: int = _count(2048, "longest command line, in bytes", 512)
+    max_data_line: int = _count(65536, "longest line of message data, in bytes", 1000)
+    max_errors: int = _count(10, "protocol errors before the session is closed")
+    max_commands: int = _count(10000, "commands per session")
+    max_auth_failures: int = _count(3, "failed logins per session")
+    max_connections: int = _count(1000, "open connections per listener")
+    max_connections_per_ip: int = _count(20, "open connections per client address")
+    idle_timeout: int = _count(300, "seconds a session may wait between commands")
+    session_timeout: int = _count(3600, "seconds a whole session may last")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """[smtp]: SMTP behaviour."""
+
+    bare_line_endings: str = field(
+        default="normalize",
+        metadata=meta(
+            "a lone CR or LF in message data: make it CRLF, or reject the message",
+            choices=("normalize", "reject"),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """[auth]: login throttling shared by SMTP AUTH, POP3 and IMAP."""
+
+    throttle_window: int = _count(300, "seconds over which failed logins are counted")
+    max_failures_per_ip: int = _count(
+        10, "failures from one address (IPv6: one /64) within the window; then refused"
+    )
+    max_failures_per_account: int = _count(
+        5, "failures for one account within the window; then refused"
+    )
+    failure_delay: float = field(
+        default=1.0,
+        metadata=meta(
+            "seconds added before answering a failed login (doubling per failure)", minimum=0
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """[store]: where accounts, mailboxes and messages are kept."""
+
+    backend: str = field(
+        default="sqlite", metadata=meta("storage backend", choices=("sqlite", "postgres"))
+    )
+    path: Path = field(
+        default=Path("poczta.db"), metadata=meta("sqlite database file, relative to data_dir")
+    )
+    dsn: str = field(default="", metadata=meta("postgres connection string; required for postgres"))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """[log]: what is logged and how."""
+
+    level: str = field(
+        default="info",
+        metadata=meta("lowest level logged", choices=("debug", "info", "warning", "error")),
+    )
+    format: str = field(
+        default="text", metadata=meta("one line per event", choices=("text", "json"))
+    )
+
+
+#: The ports `Config.dev` listens on, on loopback.
+DEV_PORTS: Final = {
+    "smtp": 2525,
+    "submission": 2587,
+    "submissions": 2465,
+    "pop3": 2110,
+    "pop3s": 2995,
+    "imap": 2143,
+    "imaps": 2993,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything poczta.toml says, validated; paths are absolute once loaded."""
+
+    hostname: str = field(
+        metadata=meta("the server's name in greetings and Received headers", kind="domain")
+    )
+    data_dir: Path = field(
+        metadata=meta("store, blobs, queue and dev certificate live here; relative to this file")
+    )
+    domains: tuple[str, ...] = field(
+        default=(),
+        metadata=meta("local domains, ensured present in the store at start", kind="domain"),
+    )
+    dev_mode: bool = field(
+        default=False,
+        metadata=meta("plaintext AUTH/LOGIN allowed on loopback only; checks only report"),
+    )
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    listeners: Listeners = field(default_factory=Listeners)
+    limits: Limits = field(default_factory=Limits)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: Path | None = None
+
+    @classmethod
+    def dev(
+        cls,
+        data_dir: Path,
+        *,
+        hostname: str = "localhost",
+        domains: tuple[str, ...] = ("example.test",),
+        ephemeral_ports: bool = False,
+    ) -> Config:
+        """The embedded development settings: loopback listeners, sqlite in `data_dir`.
+
+        With `ephemeral_ports` every listener asks for port 0 (the system picks one),
+        which lets tests run servers side by side.
+        """
+        root = Path(data_dir).absolute()
+        listeners = Listeners(
+            **{
+                name: (ListenAddress("127.0.0.1", 0 if ephemeral_ports else port),)
+                for name, port in DEV_PORTS.items()
+            }
+        )
+        return cls(
+            hostname=hostname,
+            data_dir=root,
+            domains=domains,
+            dev_mode=True,
+            tls=TlsSettings(certificate=root / "tls/cert.pem", private_key=root / "tls/key.pem"),
+            listeners=listeners,
+            store=StoreSettings(path=root / "poczta.db"),
+            log=LogSettings(level="debug"),
+        )
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some top-level fields replaced (no validation; see `with_overrides`)."""
+        return replace(self, **changes)

@@ -1,0 +1,102 @@
+"""Local delivery: which recipients are ours, who may send as whom, and filing a message.
+
+Recipients resolve through the store (exact user, alias, plus-addressing `user+tag`,
+catch-all `@domain`). One message to several local users is stored once (one blob)
+and linked into each INBOX; remote recipients go to the durable outbound queue in
+the same call.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from poczta.accounts import domain_of, normalize_address
+from poczta.message import ParsedMessage
+from poczta.store.base import DeliveryTarget, MailStore, Outbound, UserId
+
+
+class RecipientKind(enum.Enum):
+    LOCAL = "local"  # a user or alias of one of our domains
+    REMOTE = "remote"  # a domain that is not ours
+    UNKNOWN_USER = "unknown-user"  # our domain, but no such user or alias
+
+
+@dataclass(frozen=True)
+class RecipientVerdict:
+    kind: RecipientKind
+    address: str
+    local_user_ids: tuple[UserId, ...] = ()
+    remote_addresses: tuple[str, ...] = ()
+
+
+@dataclass
+class DeliveryPlan:
+    """Everything a transaction's accepted recipients resolved to."""
+
+    user_ids: list[UserId] = field(default_factory=list)
+    remote: list[str] = field(default_factory=list)
+
+    def add(self, verdict: RecipientVerdict) -> None:
+        for user_id in verdict.local_user_ids:
+            if user_id not in self.user_ids:
+                self.user_ids.append(user_id)
+        for address in verdict.remote_addresses:
+            if address not in self.remote:
+                self.remote.append(address)
+
+
+class Delivery:
+    """Answers recipient and sender questions and stores accepted messages."""
+
+    def __init__(self, store: MailStore) -> None:
+        self.store = store
+
+    async def classify(self, address: str) -> RecipientVerdict:
+        try:
+            normalized = normalize_address(address)
+        except ValueError:
+            return RecipientVerdict(RecipientKind.UNKNOWN_USER, address)
+        if not await self.store.domain_exists(domain_of(normalized)):
+            return RecipientVerdict(RecipientKind.REMOTE, normalized, (), (normalized,))
+        resolution = await self.store.resolve_recipient(normalized)
+        if resolution is None or not (resolution.local_users or resolution.remote_addresses):
+            return RecipientVerdict(RecipientKind.UNKNOWN_USER, normalized)
+        return RecipientVerdict(
+            RecipientKind.LOCAL,
+            normalized,
+            tuple(user.id for user in resolution.local_users),
+            tuple(resolution.remote_addresses),
+        )
+
+    async def may_send_as(self, user: str, sender: str) -> bool:
+        """True when `sender` is the user's own address or an alias (incl. plus form) of it."""
+        try:
+            sender = normalize_address(sender)
+        except ValueError:
+            return False
+        if sender == normalize_address(user):
+            return True
+        if not await self.store.domain_exists(domain_of(sender)):
+            return False
+        resolution = await self.store.resolve_recipient(sender)
+        if resolution is None:
+            return False
+        return [u.address for u in resolution.local_users] == [normalize_address(user)]
+
+    async def deliver(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        plan: DeliveryPlan,
+        sender: str,
+        now: datetime | None = None,
+    ) -> None:
+        """Durably store `data` for every local user and queue it for remote ones (one commit)."""
+        targets: Sequence[DeliveryTarget] = [
+            DeliveryTarget(user_id=user_id, mailbox="INBOX") for user_id in plan.user_ids
+        ]
+        outbound = Outbound(sender, tuple(plan.remote)) if plan.remote else None
+        await self.store.accept(data, parsed, now or datetime.now(UTC), targets, outbound)

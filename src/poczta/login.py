@@ -1,0 +1,74 @@
+"""Logins against the store, throttled: password and SCRAM checks shared by SMTP, POP3 and IMAP.
+
+Password verification (argon2id) costs tens of milliseconds of CPU, so it runs in a
+worker thread. An unknown account is verified against a dummy hash so that timing and
+answers never tell whether a user exists; failures for unknown accounts are throttled
+the same way as for real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from poczta.accounts import LoginThrottle, normalize_address, verify_password
+from poczta.logs import log
+from poczta.sasl import ScramCredentials, derive_scram_credentials
+from poczta.store.base import MailStore
+
+_DUMMY_SCRAM = derive_scram_credentials("poczta-dummy-password-for-unknown-users")
+
+
+class LoginService:
+    """Answers "is this password right for this account?" with throttling and logging."""
+
+    def __init__(self, store: MailStore, throttle: LoginThrottle) -> None:
+        self.store = store
+        self.throttle = throttle
+
+    def _account(self, authcid: str) -> str:
+        try:
+            return normalize_address(authcid)
+        except ValueError:
+            return authcid.lower()
+
+    async def check_password(
+        self, ip: str, authcid: str, password: str, service: str
+    ) -> str | None:
+        """The canonical user address when the password matches, else None (after a delay)."""
+        account = self._account(authcid)
+        if self.throttle.is_blocked(ip, account):
+            await self.failed(ip, account, service, "throttled")
+            return None
+        user = await self.store.get_user(account)
+        stored_hash = user.password_hash if user is not None else None
+        ok = await asyncio.to_thread(verify_password, stored_hash, password)
+        if ok and user is not None:
+            self.throttle.record_success(ip, account)
+            log("auth.ok", service=service, ip=ip, user=user.address)
+            return user.address
+        await self.failed(ip, account, service, "bad credentials")
+        return None
+
+    async def scram_credentials(
+        self, ip: str, authcid: str
+    ) -> tuple[ScramCredentials | None, str | None]:
+        """Stored SCRAM credentials; dummy ones for unknown or throttled accounts (fail later)."""
+        account = self._account(authcid)
+        if self.throttle.is_blocked(ip, account):
+            return _DUMMY_SCRAM, None
+        user = await self.store.get_user(account)
+        if user is None or not user.scram:
+            return _DUMMY_SCRAM, None
+        return ScramCredentials.from_string(user.scram), user.address
+
+    async def failed(self, ip: str, authcid: str, service: str, reason: str) -> None:
+        account = self._account(authcid)
+        self.throttle.record_failure(ip, account)
+        log("auth.failed", service=service, ip=ip, user=account, reason=reason)
+        delay = self.throttle.delay_for(ip, account)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def succeeded(self, ip: str, user: str, service: str) -> None:
+        self.throttle.record_success(ip, self._account(user))
+        log("auth.ok", service=service, ip=ip, user=user)

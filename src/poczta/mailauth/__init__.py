@@ -1,0 +1,1 @@
+"""Mail authentication checks: SPF, DKIM, DMARC, DNS blocklists, greylisting."""

@@ -1,0 +1,1 @@
+"""The asyncio network layer: listeners, connections, TLS."""

@@ -1,0 +1,148 @@
+"""TCP listeners: accept, connection limits, implicit TLS, session timeouts, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from poczta.logs import log
+from poczta.net.connection import Connection, ConnectionClosed
+from poczta.net.tls import ReloadableContext
+
+SessionHandler = Callable[[Connection], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceReplies:
+    """The protocol's words for what the listener must say on its own."""
+
+    too_many: bytes  # over a connection limit, sent before closing
+    timeout: bytes  # the whole-session time limit ran out
+
+
+class ConnectionLimiter:
+    """Counts open connections per client IP, shared by every listener."""
+
+    def __init__(self, max_per_ip: int) -> None:
+        self.max_per_ip = max_per_ip
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, ip: str) -> bool:
+        if self._open[ip] >= self.max_per_ip:
+            return False
+        self._open[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self._open[ip] -= 1
+        if self._open[ip] <= 0:
+            del self._open[ip]
+
+
+@dataclass
+class ListenerSettings:
+    service: str
+    host: str
+    port: int
+    implicit_tls: bool
+    max_connections: int
+    session_timeout: float
+    tls_handshake_timeout: float = 15.0
+
+
+class Listener:
+    """One bound address of one service; runs `handler` for each admitted connection."""
+
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        handler: SessionHandler,
+        replies: ServiceReplies,
+        limiter: ConnectionLimiter,
+        tls: ReloadableContext | None,
+    ) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.replies = replies
+        self.limiter = limiter
+        self.tls = tls
+        self._server: asyncio.Server | None = None
+        self._sessions: dict[asyncio.Task[None], Connection] = {}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._server is not None and self._server.sockets:
+            host, port = self._server.sockets[0].getsockname()[:2]
+            return str(host), int(port)
+        return self.settings.host, self.settings.port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host = self.settings.host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        implicit_tls = self.settings.implicit_tls
+        if implicit_tls and self.tls is None:
+            raise ValueError(f"{self.settings.service} needs a TLS certificate")
+        # Implicit TLS is terminated by the transport itself, so no byte of the ClientHello can
+        # race a later upgrade; the session starts once the handshake is done.
+        self._server = await loop.create_server(
+            lambda: Connection(on_made=self._accepted),
+            host,
+            self.settings.port,
+            family=family,
+            reuse_address=True,
+            backlog=1024,
+            ssl=self.tls.context if implicit_tls and self.tls else None,
+            ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit_tls else None,
+        )
+
+    def _accepted(self, conn: Connection) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(conn))
+        self._sessions[task] = conn
+        task.add_done_callback(self._sessions.pop)
+
+    async def _serve(self, conn: Connection) -> None:
+        ip = conn.peer_ip
+        if len(self._sessions) > self.settings.max_connections or not self.limiter.acquire(ip):
+            log("connection.refused", service=self.settings.service, ip=ip, reason="limit")
+            conn.write(self.replies.too_many)
+            conn.close()
+            return
+        try:
+            await asyncio.wait_for(self.handler(conn), self.settings.session_timeout)
+        except TimeoutError:
+            conn.write(self.replies.timeout)
+            log("session.timeout", service=self.settings.service, ip=ip)
+        except (ConnectionClosed, ConnectionError, OSError):
+            pass
+        except Exception:  # a bug in a session must not take the listener down
+            logging.getLogger("poczta").exception("session failed")
+        finally:
+            self.limiter.release(ip)
+            conn.close()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, ask every session to finish, abort what is left after `grace`."""
+        if self._server is not None:
+            self._server.close()
+        for task, conn in list(self._sessions.items()):
+            if conn.handshaking:  # nothing to finish yet; the handshake would only delay us
+                task.cancel()
+            conn.interrupt()
+        tasks = list(self._sessions)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                self._sessions[task].abort()
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -1,0 +1,45 @@
+"""POP3 service: the sans-I/O protocol core and the values it exchanges with a session."""
+
+from poczta.pop3.events import (
+    CheckPassword,
+    Close,
+    CommitDeletions,
+    Continue,
+    Event,
+    LoginResult,
+    MailboxError,
+    MaildropSnapshot,
+    MultiLine,
+    NeedMessage,
+    NeedScram,
+    NeedTop,
+    OpenMailbox,
+    Pop3Limits,
+    Reply,
+    StartTls,
+    valid_uid,
+)
+from poczta.pop3.server import Pop3Server, Pop3State, Pop3UsageError
+
+__all__ = [
+    "CheckPassword",
+    "Close",
+    "CommitDeletions",
+    "Continue",
+    "Event",
+    "LoginResult",
+    "MailboxError",
+    "MaildropSnapshot",
+    "MultiLine",
+    "NeedMessage",
+    "NeedScram",
+    "NeedTop",
+    "OpenMailbox",
+    "Pop3Limits",
+    "Pop3Server",
+    "Pop3State",
+    "Pop3UsageError",
+    "Reply",
+    "StartTls",
+    "valid_uid",
+]

@@ -1,0 +1,239 @@
+"""SMTP sessions: run the sans-I/O core over a connection and answer its questions.
+
+The core decides protocol rules; this module decides policy (who may relay, who may
+send as whom, where mail goes) by asking the store, the login service and delivery,
+and turns the core's events into writes, TLS upgrades and closes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from poczta.delivery import Delivery, DeliveryPlan, RecipientKind, RecipientVerdict
+from poczta.login import LoginService
+from poczta.logs import log
+from poczta.message import ParsedMessage, parse_message
+from poczta.net.connection import Connection
+from poczta.net.tls import ReloadableContext
+from poczta.smtp import server as core_api
+from poczta.smtp.server import (
+    Accept,
+    AuthPassword,
+    AuthScram,
+    CheckRecipient,
+    CheckSender,
+    Close,
+    Envelope,
+    MessageReceived,
+    Reject,
+    Reply,
+    Role,
+    SmtpLimits,
+    SmtpServer,
+    StartTls,
+)
+from poczta.store.base import StoreUnavailable
+
+_SERVICE_NAMES = {Role.MX: "smtp", Role.SUBMISSION: "submission", Role.SUBMISSIONS: "submissions"}
+
+
+@dataclass
+class SmtpContext:
+    """What every SMTP session of one listener shares."""
+
+    hostname: str
+    role: Role
+    limits: SmtpLimits
+    idle_timeout: float
+    tls: ReloadableContext | None
+    dev_mode: bool
+    logins: LoginService
+    delivery: Delivery
+    bare_line_endings: str = "normalize"
+    shutting_down: bool = False
+
+
+def new_queue_id() -> str:
+    return secrets.token_hex(6).upper()
+
+
+def received_header(envelope: Envelope, hostname: str, queue_id: str, now: datetime) -> bytes:
+    """The trace header we prepend (RFC 5321 §4.4, with the RFC 8314 `tls` clause)."""
+    helo = envelope.helo or "unknown"
+    ip = envelope.client_ip
+    literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
+    lines = [f"Received: from {helo} ({literal})", f"\tby {hostname} (poczta)"]
+    lines[-1] += f" with {envelope.protocol} id {queue_id}"
+    if len(envelope.recipients) == 1:
+        lines.append(f"\tfor <{envelope.recipients[0].address}>")
+    if envelope.tls is not None:
+        tls = envelope.tls
+        lines.append(f"\ttls {tls.cipher} ({tls.version}, {tls.bits} bits)")
+    lines[-1] += ";"
+    lines.append(f"\t{format_datetime(now)}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
+
+
+class SmtpSession:
+    """One connection's dialogue: the core plus the answers it needs."""
+
+    def __init__(self, ctx: SmtpContext, conn: Connection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.service = _SERVICE_NAMES[ctx.role]
+        self.plan = DeliveryPlan()
+        plaintext_auth = ctx.dev_mode and conn.is_loopback
+        note = "(dev mode: plaintext AUTH allowed on loopback)" if plaintext_auth else ""
+        self.core = SmtpServer(
+            hostname=ctx.hostname,
+            role=ctx.role,
+            limits=ctx.limits,
+            tls_available=ctx.tls is not None,
+            tls_active=conn.tls is not None,
+            plaintext_auth_allowed=plaintext_auth,
+            client_ip=conn.peer_ip,
+            greeting_note=note,
+            bare_line_endings=ctx.bare_line_endings,  # type: ignore[arg-type]
+            tls_info=conn.tls,
+        )
+
+    async def run(self) -> None:
+        log(
+            "smtp.connect",
+            service=self.service,
+            ip=self.conn.peer_ip,
+            tls=self.conn.tls is not None,
+        )
+        if not await self.handle(self.core.start()):
+            return
+        while True:
+            if self.conn.interrupted and not self.core.in_data:
+                self.conn.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+                return
+            try:
+                data = await self.conn.read(self.ctx.idle_timeout)
+            except TimeoutError:
+                self.conn.write(b"421 4.4.2 Idle timeout, closing connection\r\n")
+                return
+            if data is None:
+                await self.handle(self.core.eof())
+                return
+            if data and not await self.handle(self.core.receive(data)):
+                return
+
+    async def handle(self, events: Sequence[object]) -> bool:
+        """Carry out the core's events; False once the connection should close."""
+        pending = list(events)
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, Reply):
+                self.conn.write(event.encode())
+            elif isinstance(event, Close):
+                await self.conn.drain()
+                return False
+            elif isinstance(event, StartTls):
+                # No await between writing "220 Ready" and the upgrade: a ClientHello must not
+                # reach the plaintext buffer, which start_tls clears.
+                assert self.ctx.tls is not None
+                info = await self.conn.start_tls(self.ctx.tls.context)
+                pending = list(self.core.tls_started(info)) if info else []
+                self.plan = DeliveryPlan()
+            else:
+                pending = list(await self.answer(event)) + pending
+        await self.conn.drain()
+        return True
+
+    async def answer(self, event: object) -> list[object]:
+        if isinstance(event, CheckSender):
+            return list(self.core.answer(await self.check_sender(event)))
+        if isinstance(event, CheckRecipient):
+            return list(self.core.answer(await self.check_recipient(event)))
+        if isinstance(event, AuthPassword):
+            user = await self.ctx.logins.check_password(
+                self.conn.peer_ip, event.authcid, event.password, self.service
+            )
+            return list(self.core.answer_auth_password(user))
+        if isinstance(event, AuthScram):
+            creds, user = await self.ctx.logins.scram_credentials(self.conn.peer_ip, event.authcid)
+            return list(self.core.answer_auth_scram(creds, user))
+        if isinstance(event, MessageReceived):
+            return list(self.core.answer(await self.store_message(event)))
+        if isinstance(event, core_api.AuthFailed):
+            await self.ctx.logins.failed(self.conn.peer_ip, event.authcid, self.service, "scram")
+            return []
+        raise AssertionError(f"unexpected SMTP core event {event!r}")
+
+    async def check_sender(self, event: CheckSender) -> Accept | Reject:
+        self.plan = DeliveryPlan()
+        user = self.core.authenticated_user
+        if self.ctx.role is Role.MX or user is None:
+            return Accept()
+        if event.reverse_path and await self.ctx.delivery.may_send_as(user, event.reverse_path):
+            return Accept()
+        log("smtp.sender_refused", user=user, sender=event.reverse_path or "<>")
+        return Reject(553, "5.7.1", f"Sender address <{event.reverse_path}> is not owned by {user}")
+
+    async def check_recipient(self, event: CheckRecipient) -> Accept | Reject:
+        try:
+            verdict = await self.ctx.delivery.classify(event.forward_path)
+        except StoreUnavailable:
+            return Reject(451, "4.3.0", "Temporary lookup failure, try again later")
+        return self.recipient_decision(verdict)
+
+    def recipient_decision(self, verdict: RecipientVerdict) -> Accept | Reject:
+        submitting = self.core.authenticated_user is not None
+        if verdict.kind is RecipientKind.UNKNOWN_USER:
+            return Reject(
+                550, "5.1.1", f"<{verdict.address}>: Recipient address rejected: User unknown"
+            )
+        if verdict.kind is RecipientKind.REMOTE and not submitting:
+            return Reject(554, "5.7.1", f"<{verdict.address}>: Relay access denied")
+        self.plan.add(verdict)
+        return Accept()
+
+    async def store_message(self, event: MessageReceived) -> Accept | Reject:
+        user = self.core.authenticated_user
+        if user is not None and not await self.header_from_allowed(user, parse_message(event.data)):
+            return Reject(
+                550, "5.7.1", f"From: header does not match the authenticated user {user}"
+            )
+        queue_id = new_queue_id()
+        now = datetime.now(UTC)
+        trace = received_header(event.envelope, self.ctx.hostname, queue_id, now)
+        data = trace + event.data
+        parsed = parse_message(data)
+        plan, self.plan = self.plan, DeliveryPlan()
+        try:
+            await self.ctx.delivery.deliver(data, parsed, plan, event.envelope.mail_from, now)
+        except StoreUnavailable as exc:
+            log("smtp.store_failed", id=queue_id, error=exc)
+            return Reject(451, "4.3.0", "Temporary storage failure, try again later")
+        log(
+            "smtp.accepted",
+            service=self.service,
+            id=queue_id,
+            ip=self.conn.peer_ip,
+            sender=event.envelope.mail_from or "<>",
+            local=len(plan.user_ids),
+            remote=len(plan.remote),
+            size=len(data),
+            user=user or "",
+        )
+        return Accept(f"Ok: queued as {queue_id}")
+
+    async def header_from_allowed(self, user: str, parsed: ParsedMessage) -> bool:
+        senders = [a.address for a in parsed.envelope.from_ if a.address]
+        if not senders:
+            return False
+        for address in senders:
+            if not await self.ctx.delivery.may_send_as(user, address):
+                return False
+        return True
+
+
+async def run_smtp_session(ctx: SmtpContext, conn: Connection) -> None:
+    await SmtpSession(ctx, conn).run()

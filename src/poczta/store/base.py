@@ -1,0 +1,282 @@
+"""The mail store interface: records, errors and the `MailStore` protocol every backend implements.
+
+Callers (SMTP delivery, IMAP, POP3, the queue runner, the command line) speak only
+this module's language. Nothing of a backend leaks out: ids are opaque integers, a
+failure of the disk or the database is `StoreUnavailable` (answer 451 4.3.0 and let
+the client retry), and the other errors are `NotFound` and `AlreadyExists`.
+
+Addresses are compared case-insensitively: the store lower-cases the whole address
+(the local part too) before storing or looking it up, and returns it lower-cased.
+
+Mailbox names use "/" as the hierarchy separator; "INBOX" is matched in any case.
+A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk").
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NewType, Protocol
+
+from poczta.message import Envelope, ParsedMessage
+
+__all__ = [
+    "DEFAULT_MAILBOXES",
+    "SPECIAL_USES",
+    "SYSTEM_FLAGS",
+    "Accepted",
+    "AlreadyExists",
+    "Delivered",
+    "DeliveryTarget",
+    "FlagMode",
+    "FlagResult",
+    "MailStore",
+    "MailboxId",
+    "MailboxState",
+    "MessageMeta",
+    "NotFound",
+    "Outbound",
+    "QueueEntry",
+    "QueueId",
+    "QueueRecipient",
+    "Resolution",
+    "StoreError",
+    "StoreUnavailable",
+    "UserId",
+    "UserRecord",
+    "normalize_address",
+    "normalize_flags",
+]
+
+UserId = NewType("UserId", int)
+MailboxId = NewType("MailboxId", int)
+QueueId = NewType("QueueId", int)
+
+SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
+SPECIAL_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Junk", "\\Junk"),
+    ("Trash", "\\Trash"),
+    ("Archive", "\\Archive"),
+)
+
+
+class StoreError(Exception):
+    """Base of every error the store raises."""
+
+
+class StoreUnavailable(StoreError):
+    """The disk or the database failed; nothing was changed. Callers answer 451 4.3.0."""
+
+
+class NotFound(StoreError):
+    """The domain, user, alias, mailbox, message or blob named does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """The domain, user, alias or mailbox to create exists already."""
+
+
+def normalize_address(address: str) -> str:
+    """The store's form of an address: stripped and lower-cased (local part too)."""
+    return address.strip().lower()
+
+
+_SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+
+
+def normalize_flags(flags: Sequence[str] | frozenset[str]) -> frozenset[str]:
+    """Flags with system flags in their canonical case; keywords kept as given."""
+    return frozenset(_SYSTEM_BY_LOWER.get(flag.lower(), flag) for flag in flags)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: UserId
+    address: str
+    password_hash: str
+    scram: str
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where mail for one recipient goes: local users and remote addresses (via aliases)."""
+
+    local_users: tuple[UserRecord, ...] = ()
+    remote_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxState:
+    id: MailboxId
+    user_id: UserId
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """One message as FETCH and SEARCH see it, without its bytes."""
+
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internal_date: datetime
+    size: int
+    digest: str
+    header_size: int
+    sent_date: datetime | None
+    subject: str
+    envelope: Envelope
+    search_headers: tuple[tuple[str, str], ...]
+
+
+class FlagMode(enum.Enum):
+    ADD = "add"
+    REMOVE = "remove"
+    REPLACE = "replace"
+
+
+@dataclass(frozen=True, slots=True)
+class FlagResult:
+    """Outcome of `set_flags`: the messages changed and those refused by UNCHANGEDSINCE."""
+
+    changed: tuple[tuple[int, frozenset[str], int], ...]  # (uid, new flags, new modseq)
+    modified: tuple[int, ...]  # UIDs whose modseq was above unchangedsince
+    highestmodseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """One local destination: a user's mailbox by name, or by special use ("\\Junk")."""
+
+    user_id: UserId
+    mailbox: str = "INBOX"
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    mailbox_id: MailboxId
+    uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """Remote recipients of a message, to be queued in the same commit as local delivery."""
+
+    sender: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Result of `accept`: the local copies and the queue entry (None when nothing is remote)."""
+
+    delivered: tuple[Delivered, ...]
+    queue_id: QueueId | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecipient:
+    address: str
+    status: str  # "pending", "delivered" or "failed"
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    id: QueueId
+    sender: str
+    recipients: tuple[QueueRecipient, ...]
+    digest: str
+    size: int
+    created: datetime
+    next_attempt: datetime
+    attempts: int
+    last_error: str | None
+
+
+class MailStore(Protocol):
+    """Accounts, mailboxes, messages, blobs and the outbound queue, behind one interface."""
+
+    async def close(self) -> None: ...
+
+    # domains
+    async def add_domain(self, domain: str) -> None: ...
+    async def remove_domain(self, domain: str, *, force: bool = False) -> None: ...
+    async def list_domains(self) -> list[str]: ...
+    async def domain_exists(self, domain: str) -> bool: ...
+
+    # users
+    async def add_user(self, address: str, password_hash: str, scram: str) -> UserId: ...
+    async def set_password(self, address: str, password_hash: str, scram: str) -> None: ...
+    async def remove_user(self, address: str) -> None: ...
+    async def list_users(self, domain: str | None = None) -> list[UserRecord]: ...
+    async def get_user(self, address: str) -> UserRecord | None: ...
+
+    # aliases
+    async def add_alias(self, source: str, target: str) -> None: ...
+    async def remove_alias(self, source: str, target: str | None = None) -> None: ...
+    async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]: ...
+    async def resolve_recipient(self, address: str) -> Resolution | None: ...
+
+    # mailboxes
+    async def list_mailboxes(self, user_id: UserId) -> list[MailboxState]: ...
+    async def get_mailbox(self, user_id: UserId, name: str) -> MailboxState: ...
+    async def create_mailbox(
+        self, user_id: UserId, name: str, special_use: str | None = None
+    ) -> MailboxState: ...
+    async def delete_mailbox(self, user_id: UserId, name: str) -> None: ...
+    async def rename_mailbox(self, user_id: UserId, old: str, new: str) -> None: ...
+
+    # messages
+    async def deliver(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+    ) -> list[Delivered]: ...
+    async def accept(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+        outbound: Outbound | None = None,
+    ) -> Accepted: ...
+    async def fetch_meta(
+        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
+    ) -> list[MessageMeta]: ...
+    async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes: ...
+    async def set_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Sequence[int],
+        flags: Sequence[str] | frozenset[str],
+        mode: FlagMode,
+        unchangedsince: int | None = None,
+    ) -> FlagResult: ...
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
+    ) -> list[int]: ...
+    async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]: ...
+
+    # blobs and the outbound queue
+    async def store_blob(self, data: bytes) -> str: ...
+    async def read_blob(self, digest: str) -> bytes: ...
+    async def enqueue(
+        self, sender: str, recipients: Sequence[str], digest: str, size: int
+    ) -> QueueId: ...
+    async def list_queue(self) -> list[QueueEntry]: ...

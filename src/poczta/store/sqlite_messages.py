@@ -1,0 +1,491 @@
+"""Mailboxes, messages, blob references and the outbound queue in the SQLite store.
+
+Plain synchronous functions on a connection: the `*_job` factories return writer jobs
+(run inside the writer's batch transaction), the others read on a reader connection.
+
+Every change to a mailbox's messages takes the next MODSEQ of that mailbox: a delivery
+one per message, a flag change one per call (shared by the messages it changed),
+an expunge one per call (kept with the expunged UIDs for VANISHED).
+Blob rows count their references; when a count reaches zero the row goes in the same
+transaction and the file is deleted after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from poczta.store.base import (
+    Accepted,
+    AlreadyExists,
+    Delivered,
+    DeliveryTarget,
+    FlagMode,
+    FlagResult,
+    MailboxId,
+    MailboxState,
+    MessageMeta,
+    NotFound,
+    Outbound,
+    QueueEntry,
+    QueueId,
+    QueueRecipient,
+    StoreError,
+    UserId,
+    normalize_address,
+    normalize_flags,
+)
+from poczta.store.codec import (
+    MessageColumns,
+    decode_envelope,
+    decode_flags,
+    decode_headers,
+    decode_time,
+    encode_flags,
+    now_text,
+)
+from poczta.store.sqlite_writer import Job, JobContext
+
+_MAILBOX_STATE = (
+    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"
+    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id) FROM mailboxes"
+)
+_META_COLUMNS = (
+    "uid, modseq, flags, internal_date, size, digest, header_size, sent_date, subject,"
+    " envelope, headers"
+)
+_UIDS = "uid IN (SELECT value FROM json_each(?))"
+
+
+def mailbox_name(name: str) -> str:
+    """A valid mailbox name with INBOX in its canonical case."""
+    name = name.strip()
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if name.upper().startswith("INBOX/"):
+        name = "INBOX" + name[5:]
+    if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+        raise StoreError(f"invalid mailbox name {name!r}")
+    return name
+
+
+def _state(row: tuple[int, int, str, int, int, int, str | None, int]) -> MailboxState:
+    return MailboxState(
+        MailboxId(row[0]), UserId(row[1]), row[2], row[3], row[4], row[5], row[6], row[7]
+    )
+
+
+def list_mailboxes(conn: sqlite3.Connection, user_id: int) -> list[MailboxState]:
+    rows = conn.execute(f"{_MAILBOX_STATE} WHERE user_id = ? ORDER BY name", (user_id,))
+    return [_state(r) for r in rows]
+
+
+def get_mailbox(conn: sqlite3.Connection, user_id: int, name: str) -> MailboxState:
+    name = mailbox_name(name)
+    row = conn.execute(f"{_MAILBOX_STATE} WHERE user_id = ? AND name = ?", (user_id, name))
+    found = row.fetchone()
+    if found is None:
+        raise NotFound(f"no mailbox {name}")
+    return _state(found)
+
+
+def next_uidvalidity(conn: sqlite3.Connection) -> int:
+    """A UIDVALIDITY never given before: the clock, or one more than the last one."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'last_uidvalidity'").fetchone()
+    value = max(int(time.time()), int(row[0]) + 1 if row else 0)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(value),),
+    )
+    return value
+
+
+def create_mailbox_row(
+    conn: sqlite3.Connection, user_id: int, name: str, special_use: str | None
+) -> int:
+    try:
+        cursor = conn.execute(
+            "INSERT INTO mailboxes (user_id, name, special_use, uidvalidity) VALUES (?, ?, ?, ?)",
+            (user_id, name, special_use, next_uidvalidity(conn)),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise AlreadyExists(f"mailbox {name} exists") from exc
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def create_mailbox_job(user_id: int, name: str, special_use: str | None) -> Job:
+    name = mailbox_name(name)
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> MailboxState:
+        if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+            raise NotFound(f"no user {user_id}")
+        parts = name.split("/")
+        for depth in range(1, len(parts)):  # superiors are created as needed
+            parent = "/".join(parts[:depth])
+            exists = conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, parent)
+            ).fetchone()
+            if exists is None:
+                create_mailbox_row(conn, user_id, parent, None)
+        create_mailbox_row(conn, user_id, name, special_use)
+        return get_mailbox(conn, user_id, name)
+
+    return job
+
+
+def delete_mailbox_job(user_id: int, name: str) -> Job:
+    name = mailbox_name(name)
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> None:
+        if name == "INBOX":
+            raise StoreError("INBOX cannot be deleted")
+        box = get_mailbox(conn, user_id, name)
+        digests = conn.execute(
+            "SELECT digest, count(*) FROM messages WHERE mailbox_id = ? GROUP BY digest",
+            (box.id,),
+        ).fetchall()
+        conn.execute("DELETE FROM mailboxes WHERE id = ?", (box.id,))
+        release_blobs(conn, ctx, digests)
+
+    return job
+
+
+def rename_mailbox_job(user_id: int, old: str, new: str) -> Job:
+    old, new = mailbox_name(old), mailbox_name(new)
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> None:
+        if old == "INBOX" or new == "INBOX":
+            raise StoreError("renaming INBOX is not supported")
+        get_mailbox(conn, user_id, old)
+        clash = conn.execute(
+            "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, new)
+        ).fetchone()
+        if clash is not None:
+            raise AlreadyExists(f"mailbox {new} exists")
+        rows = conn.execute(
+            "SELECT id, name FROM mailboxes"
+            " WHERE user_id = ? AND (name = ? OR substr(name, 1, ?) = ?)",
+            (user_id, old, len(old) + 1, old + "/"),
+        ).fetchall()
+        for box_id, box_name in rows:
+            renamed = new + box_name[len(old) :]
+            conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, box_id))
+
+    return job
+
+
+# --- blobs -----------------------------------------------------------------
+
+
+def add_blob_ref(
+    conn: sqlite3.Connection,
+    ctx: JobContext,
+    digest: str,
+    size: int,
+    data: bytes | None,
+    count: int,
+) -> None:
+    """Count `count` more references to a blob; (re)write its file if no row had it."""
+    cursor = conn.execute("UPDATE blobs SET refs = refs + ? WHERE digest = ?", (count, digest))
+    if cursor.rowcount:
+        return
+    # No row: the file may have been deleted after an earlier batch dropped the last
+    # reference. Deletions happen on this thread, so checking now is race-free.
+    if not ctx.blobs.exists(digest):
+        if data is None:
+            raise NotFound(f"no blob {digest}")
+        _, directory = ctx.blobs.put(data, sync_dir=False)
+        ctx.sync_dirs.add(directory)
+    conn.execute("INSERT INTO blobs (digest, size, refs) VALUES (?, ?, ?)", (digest, size, count))
+
+
+def release_blobs(
+    conn: sqlite3.Connection, ctx: JobContext, digests: Sequence[tuple[str, int]]
+) -> None:
+    """Drop references; rows that reach zero go now, their files after the commit."""
+    blobs = ctx.blobs
+    for digest, count in digests:
+        conn.execute("UPDATE blobs SET refs = refs - ? WHERE digest = ?", (count, digest))
+        gone = conn.execute(
+            "DELETE FROM blobs WHERE digest = ? AND refs <= 0 RETURNING digest", (digest,)
+        ).fetchone()
+        if gone is not None:
+            ctx.after_commit.append(lambda d=digest: blobs.delete(d))  # type: ignore[misc]
+
+
+# --- messages --------------------------------------------------------------
+
+
+def _target_mailbox(conn: sqlite3.Connection, target: DeliveryTarget) -> int:
+    if target.mailbox.startswith("\\"):
+        row = conn.execute(
+            "SELECT id FROM mailboxes WHERE user_id = ? AND special_use = ? ORDER BY id LIMIT 1",
+            (target.user_id, target.mailbox),
+        ).fetchone()
+        name = "INBOX"  # a special-use mailbox the user removed: deliver to INBOX
+    else:
+        row, name = None, mailbox_name(target.mailbox)
+    if row is None:
+        row = conn.execute(
+            "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (target.user_id, name)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
+    return int(row[0])
+
+
+def _bump(conn: sqlite3.Connection, mailbox_id: int, uids: int) -> tuple[int, int]:
+    """Take `uids` new UIDs (maybe 0) and the next modseq; return (first uid, modseq)."""
+    row = conn.execute(
+        "UPDATE mailboxes SET uidnext = uidnext + ?, highestmodseq = highestmodseq + 1"
+        " WHERE id = ? RETURNING uidnext - ?, highestmodseq",
+        (uids, mailbox_id, uids),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return int(row[0]), int(row[1])
+
+
+def deliver_job(
+    digest: str,
+    data: bytes,
+    columns: MessageColumns,
+    internal_date: str,
+    targets: Sequence[DeliveryTarget],
+    outbound: Outbound | None,
+) -> Job:
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> Accepted:
+        refs = len(targets) + (1 if outbound and outbound.recipients else 0)
+        if refs:
+            add_blob_ref(conn, ctx, digest, len(data), data, refs)
+        delivered: list[Delivered] = []
+        for target in targets:
+            mailbox_id = _target_mailbox(conn, target)
+            uid, modseq = _bump(conn, mailbox_id, 1)
+            conn.execute(
+                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, digest,"
+                " size, header_size, sent_date, subject, message_id, envelope, headers)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    mailbox_id,
+                    uid,
+                    modseq,
+                    encode_flags(normalize_flags(target.flags)),
+                    internal_date,
+                    digest,
+                    *columns,
+                ),
+            )
+            delivered.append(Delivered(MailboxId(mailbox_id), uid))
+        queue_id = None
+        if outbound and outbound.recipients:
+            queue_id = _insert_queue(conn, outbound.sender, outbound.recipients, digest, len(data))
+        return Accepted(tuple(delivered), queue_id)
+
+    return job
+
+
+def _meta(row: tuple[object, ...]) -> MessageMeta:
+    uid, modseq, flags, internal, size, digest, header_size, sent, subject, env, heads = row
+    return MessageMeta(
+        uid=int(uid),  # type: ignore[call-overload]
+        modseq=int(modseq),  # type: ignore[call-overload]
+        flags=decode_flags(str(flags)),
+        internal_date=decode_time(str(internal)),
+        size=int(size),  # type: ignore[call-overload]
+        digest=str(digest),
+        header_size=int(header_size),  # type: ignore[call-overload]
+        sent_date=decode_time(str(sent)) if sent else None,
+        subject=str(subject),
+        envelope=decode_envelope(str(env)),
+        search_headers=decode_headers(str(heads)),
+    )
+
+
+def _require_mailbox(conn: sqlite3.Connection, mailbox_id: int) -> None:
+    if conn.execute("SELECT 1 FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone() is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+
+
+def fetch_meta(
+    conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int] | None
+) -> list[MessageMeta]:
+    _require_mailbox(conn, mailbox_id)
+    if uids is None:
+        rows = conn.execute(
+            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+            (mailbox_id,),
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? AND {_UIDS} ORDER BY uid",
+            (mailbox_id, json.dumps(list(uids))),
+        )
+    return [_meta(r) for r in rows]
+
+
+def message_digest(conn: sqlite3.Connection, mailbox_id: int, uid: int) -> str:
+    row = conn.execute(
+        "SELECT digest FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no message {uid} in mailbox {mailbox_id}")
+    return str(row[0])
+
+
+def _new_flags(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
+    if mode is FlagMode.ADD:
+        return old | flags
+    if mode is FlagMode.REMOVE:
+        return old - flags
+    return flags
+
+
+def set_flags_job(
+    mailbox_id: int,
+    uids: Sequence[int],
+    flags: frozenset[str],
+    mode: FlagMode,
+    unchangedsince: int | None,
+) -> Job:
+    wanted = normalize_flags(flags)
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> FlagResult:
+        _require_mailbox(conn, mailbox_id)
+        rows = conn.execute(
+            f"SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND {_UIDS}"
+            " ORDER BY uid",
+            (mailbox_id, json.dumps(list(uids))),
+        ).fetchall()
+        modified: list[int] = []
+        updates: list[tuple[int, frozenset[str]]] = []
+        for uid, text, modseq in rows:
+            if unchangedsince is not None and modseq > unchangedsince:
+                modified.append(uid)
+                continue
+            old = decode_flags(text)
+            new = _new_flags(old, wanted, mode)
+            if new != old:
+                updates.append((uid, new))
+        if not updates:
+            row = conn.execute(
+                "SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            return FlagResult((), tuple(modified), int(row[0]))
+        _, modseq = _bump(conn, mailbox_id, 0)
+        conn.executemany(
+            "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+            [(encode_flags(new), modseq, mailbox_id, uid) for uid, new in updates],
+        )
+        changed = tuple((uid, new, modseq) for uid, new in updates)
+        return FlagResult(changed, tuple(modified), modseq)
+
+    return job
+
+
+def expunge_job(mailbox_id: int, uids: Sequence[int] | None) -> Job:
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> list[int]:
+        _require_mailbox(conn, mailbox_id)
+        if uids is None:
+            rows = conn.execute(
+                "SELECT uid, digest, flags FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            ).fetchall()
+            rows = [r for r in rows if "\\Deleted" in decode_flags(r[2])]
+        else:
+            rows = conn.execute(
+                f"SELECT uid, digest, flags FROM messages WHERE mailbox_id = ? AND {_UIDS}"
+                " ORDER BY uid",
+                (mailbox_id, json.dumps(list(uids))),
+            ).fetchall()
+        if not rows:
+            return []
+        _, modseq = _bump(conn, mailbox_id, 0)
+        gone = [int(r[0]) for r in rows]
+        conn.executemany(
+            "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
+            [(mailbox_id, uid) for uid in gone],
+        )
+        conn.executemany(
+            "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+            [(mailbox_id, uid, modseq) for uid in gone],
+        )
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row[1]] = counts.get(row[1], 0) + 1
+        release_blobs(conn, ctx, list(counts.items()))
+        return gone
+
+    return job
+
+
+def vanished(conn: sqlite3.Connection, mailbox_id: int, since_modseq: int) -> list[int]:
+    _require_mailbox(conn, mailbox_id)
+    rows = conn.execute(
+        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        (mailbox_id, since_modseq),
+    )
+    return [int(r[0]) for r in rows]
+
+
+# --- outbound queue --------------------------------------------------------
+
+
+def _insert_queue(
+    conn: sqlite3.Connection, sender: str, recipients: Sequence[str], digest: str, size: int
+) -> QueueId:
+    now = now_text()
+    cursor = conn.execute(
+        "INSERT INTO queue (sender, digest, size, created, next_attempt) VALUES (?, ?, ?, ?, ?)",
+        (sender, digest, size, now, now),
+    )
+    queue_id = cursor.lastrowid
+    assert queue_id is not None
+    unique = dict.fromkeys(normalize_address(r) for r in recipients)
+    conn.executemany(
+        "INSERT INTO queue_recipients (queue_id, address) VALUES (?, ?)",
+        [(queue_id, address) for address in unique],
+    )
+    return QueueId(queue_id)
+
+
+def enqueue_job(sender: str, recipients: Sequence[str], digest: str, size: int) -> Job:
+    if not recipients:
+        raise StoreError("a queue entry needs at least one recipient")
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> QueueId:
+        add_blob_ref(conn, ctx, digest, size, None, 1)
+        return _insert_queue(conn, sender, recipients, digest, size)
+
+    return job
+
+
+def list_queue(conn: sqlite3.Connection) -> list[QueueEntry]:
+    recipients: dict[int, list[QueueRecipient]] = {}
+    for queue_id, address, status, error in conn.execute(
+        "SELECT queue_id, address, status, last_error FROM queue_recipients ORDER BY address"
+    ):
+        recipients.setdefault(queue_id, []).append(QueueRecipient(address, status, error))
+    entries = []
+    for row in conn.execute(
+        "SELECT id, sender, digest, size, created, next_attempt, attempts, last_error"
+        " FROM queue ORDER BY next_attempt, id"
+    ):
+        entries.append(
+            QueueEntry(
+                id=QueueId(row[0]),
+                sender=row[1],
+                recipients=tuple(recipients.get(row[0], ())),
+                digest=row[2],
+                size=row[3],
+                created=decode_time(row[4]),
+                next_attempt=decode_time(row[5]),
+                attempts=row[6],
+                last_error=row[7],
+            )
+        )
+    return entries

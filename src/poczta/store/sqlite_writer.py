@@ -1,0 +1,208 @@
+"""The SQLite store's single writer: one thread, one connection, group commit of queued jobs.
+
+Every change to the database is a *job*: a function run on the writer's connection.
+The writer thread takes all the jobs waiting in its queue (up to `max_batch`), runs
+them inside one `BEGIN IMMEDIATE … COMMIT`, each under its own savepoint so that one
+job's error rolls back that job alone, fsyncs the blob directories the batch's jobs
+depend on, commits (WAL, synchronous=FULL: one fsync of the log for the whole batch),
+then runs the after-commit actions (deleting unreferenced blob files) and hands every
+caller its own result or error on its event loop.
+
+A failure of the batch as a whole (the commit, a directory fsync, a broken disk) fails
+every job of the batch with `StoreUnavailable`, and nothing of it is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from poczta.store.base import StoreError, StoreUnavailable
+from poczta.store.blobs import BlobStore
+
+__all__ = ["Job", "JobContext", "Writer", "connect", "translate_error"]
+
+log = logging.getLogger("poczta.store")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = FULL")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+    return conn
+
+
+def translate_error(exc: BaseException) -> BaseException:
+    """Database and OS errors become `StoreUnavailable`; the store's own errors pass."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error | OSError):
+        unavailable = StoreUnavailable(f"mail store failure: {exc}")
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
+
+
+@dataclass
+class JobContext:
+    """What a job asks of its batch: directories to sync first, actions after the commit."""
+
+    blobs: BlobStore
+    sync_dirs: set[Path] = field(default_factory=set)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+Job = Callable[[sqlite3.Connection, JobContext], Any]
+
+
+@dataclass
+class _Pending:
+    job: Job
+    sync_dir: Path | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in items:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class Writer:
+    """The writer thread and its queue of jobs."""
+
+    def __init__(
+        self,
+        path: Path,
+        blobs: BlobStore,
+        *,
+        max_batch: int = 512,
+        sync_pool: Executor | None = None,
+    ) -> None:
+        self._sync_pool = sync_pool
+        self._conn = connect(path)
+        self._blobs = blobs
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="poczta-store-writer", daemon=True)
+        self._closed = False
+        self.batches = 0
+        self.jobs = 0
+        self._thread.start()
+
+    async def submit(self, job: Job, sync_dir: Path | None = None) -> Any:
+        """Run `job` in the next batch; return its result once the batch is committed."""
+        if self._closed:
+            raise StoreUnavailable("mail store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Pending(job, sync_dir, loop, future))
+        return await future
+
+    def close(self) -> None:
+        """Finish the queued jobs, stop the thread and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Pending] = [first]  # type: ignore[list-item]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            try:
+                self._run_batch(batch)
+            except Exception as exc:  # never let the writer die with callers waiting
+                log.exception("store writer failed")
+                failure = StoreUnavailable(f"mail store failure: {exc}")
+                self._dispatch(batch, [(False, failure)] * len(batch))
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        results: list[tuple[bool, Any]] = []
+        after: list[Callable[[], None]] = []
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            dirs: set[Path] = set()
+            for pending in batch:
+                ctx = JobContext(self._blobs)
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = pending.job(conn, ctx)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((False, translate_error(exc)))
+                    continue
+                conn.execute("RELEASE job")
+                results.append((True, value))
+                dirs |= ctx.sync_dirs
+                if pending.sync_dir is not None:
+                    dirs.add(pending.sync_dir)
+                after.extend(ctx.after_commit)
+            self._blobs.sync_dirs(dirs, self._sync_pool)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.error("store batch of %d failed: %s", len(batch), exc)
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            failure = translate_error(exc)
+            if not isinstance(failure, StoreUnavailable):
+                failure = StoreUnavailable(f"mail store failure: {exc}")
+            results = [(False, failure)] * len(batch)
+            after = []
+        self.batches += 1
+        self.jobs += len(batch)
+        for action in after:
+            try:
+                action()
+            except Exception as exc:  # leftovers are garbage, not damage
+                log.warning("after-commit action failed: %s", exc)
+        self._dispatch(batch, results)
+
+    @staticmethod
+    def _dispatch(batch: list[_Pending], results: list[tuple[bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for pending, (ok, value) in zip(batch, results, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
+        for loop, items in by_loop.items():
+            # RuntimeError: the caller's loop is gone and nobody is waiting
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, items)

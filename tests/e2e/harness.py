@@ -1,0 +1,151 @@
+"""A running poczta for end-to-end tests: config, ports, CLI calls, start, stop, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POCZTA = [sys.executable, "-m", "poczta"]
+SERVICES = ("smtp", "submission", "submissions")
+IMPLICIT_TLS = ("submissions", "pop3s", "imaps")
+PASSWORDS = {
+    "alice@example.test": "alice-secret-1",
+    "bob@example.test": "bob-secret-2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0, tls: bool = False
+) -> None:
+    """Wait until the port answers; TLS ports get a full handshake so no session lingers."""
+    deadline = time.monotonic() + timeout
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"poczta exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                if tls:
+                    context.wrap_socket(sock).close()
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+@dataclass
+class PocztaServer:
+    """A configured poczta: its config file, ports, and a running `serve` process."""
+
+    root: Path
+    ports: dict[str, int]
+    extra_config: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.root / "serve.log"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "poczta.toml"
+
+    def write_config(self) -> None:
+        listeners = "\n".join(
+            f'{name} = ["127.0.0.1:{self.ports[name]}"]' if name in self.ports else f"{name} = []"
+            for name in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+        )
+        self.config.write_text(
+            f'hostname = "mx.example.test"\n'
+            f'data_dir = "{self.root / "data"}"\n'
+            f'domains = ["example.test"]\n'
+            f"\n[listeners]\n{listeners}\n"
+            f"{self.extra_config}\n"
+        )
+
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*POCZTA, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "POCZTA_CONFIG": str(self.config)},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"poczta {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*POCZTA, "serve", "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        for name, port in self.ports.items():
+            wait_for_port(port, self.proc, tls=name in IMPLICIT_TLS)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def messages(self, user: str, mailbox: str = "INBOX") -> list[dict[str, Any]]:
+        out = self.cli("mail", "list", user, "--mailbox", mailbox, "--json").stdout
+        return list(json.loads(out))
+
+    def message_bytes(self, user: str, uid: int, mailbox: str = "INBOX") -> bytes:
+        result = subprocess.run(
+            [*POCZTA, "mail", "show", "-c", str(self.config), user, mailbox, str(uid)],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def make_server(root: Path, extra_config: str = "") -> PocztaServer:
+    server = PocztaServer(root, {name: free_port() for name in SERVICES}, extra_config)
+    server.write_config()
+    server.cli(
+        "init",
+        "-c",
+        str(server.root / "unused.toml"),
+        "--data-dir",
+        str(server.root / "data"),
+        "--hostname",
+        "mx.example.test",
+    )
+    # `init` wrote the certificate into the data dir; the test config uses the same defaults.
+    for address, password in PASSWORDS.items():
+        server.cli("user", "add", address, "--password-stdin", stdin=password + "\n")
+    server.cli("alias", "add", "info@example.test", "alice@example.test")
+    server.cli("alias", "add", "alice.smith@example.test", "alice@example.test")
+    return server

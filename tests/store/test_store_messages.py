@@ -1,0 +1,173 @@
+"""Contract tests of mailboxes and messages: UIDs, MODSEQ, flags, expunge, cached parse."""
+
+from __future__ import annotations
+
+import pytest
+
+from poczta.message import parse_message
+from poczta.store import (
+    AlreadyExists,
+    DeliveryTarget,
+    FlagMode,
+    MailboxId,
+    MailStore,
+    NotFound,
+    StoreError,
+)
+from tests.store.store_helpers import WHEN, Backend, deliver_one, make_message, with_user
+
+
+def test_mailbox_lifecycle(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        created = await store.create_mailbox(user, "Projects/2024/Q1")
+        assert created.name == "Projects/2024/Q1" and created.uidnext == 1
+        names = {b.name for b in await store.list_mailboxes(user)}
+        assert {"Projects", "Projects/2024", "Projects/2024/Q1"} <= names
+        with pytest.raises(AlreadyExists):
+            await store.create_mailbox(user, "Projects")
+        inbox = await store.get_mailbox(user, "inbox")
+        assert inbox.name == "INBOX"
+        await deliver_one(store, user, 1, "Projects/2024")
+        await store.rename_mailbox(user, "Projects", "Work")
+        names = {b.name for b in await store.list_mailboxes(user)}
+        assert {"Work", "Work/2024", "Work/2024/Q1"} <= names and "Projects" not in names
+        moved = await store.get_mailbox(user, "Work/2024")
+        assert moved.messages == 1
+        with pytest.raises(AlreadyExists):
+            await store.rename_mailbox(user, "Work", "Sent")
+        with pytest.raises(StoreError):
+            await store.delete_mailbox(user, "INBOX")
+        await store.delete_mailbox(user, "Work/2024")
+        with pytest.raises(NotFound):
+            await store.get_mailbox(user, "Work/2024")
+        with pytest.raises(NotFound):
+            await store.delete_mailbox(user, "Work/2024")
+        again = await store.create_mailbox(user, "Work/2024")
+        assert again.uidvalidity > moved.uidvalidity and again.uidnext == 1
+
+    backend.run(body)
+
+
+def test_deliver_and_fetch(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        data = make_message(7)
+        parsed = parse_message(data)
+        targets = [
+            DeliveryTarget(user),
+            DeliveryTarget(user, "\\Junk", frozenset({"\\seen", "$Junk"})),
+        ]
+        done = await store.deliver(data, parsed, WHEN, targets)
+        inbox = await store.get_mailbox(user, "INBOX")
+        junk = await store.get_mailbox(user, "Junk")
+        assert [(d.mailbox_id, d.uid) for d in done] == [(inbox.id, 1), (junk.id, 1)]
+        assert (inbox.uidnext, inbox.messages) == (2, 1)
+        [meta] = await store.fetch_meta(junk.id)
+        assert meta.uid == 1 and meta.flags == frozenset({"\\Seen", "$Junk"})
+        assert meta.internal_date == WHEN and meta.size == len(data)
+        assert meta.subject == "Hello 7" and meta.envelope == parsed.envelope
+        assert meta.sent_date == parsed.date and meta.header_size == parsed.header_size
+        assert ("subject", "Hello 7") in meta.search_headers
+        assert meta.modseq <= junk.highestmodseq
+        assert await store.read_message(inbox.id, 1) == data
+        assert await store.read_blob(meta.digest) == data
+        with pytest.raises(NotFound):
+            await store.read_message(inbox.id, 99)
+        with pytest.raises(NotFound):
+            await store.deliver(data, parsed, WHEN, [DeliveryTarget(user, "Nope")])
+
+    backend.run(body)
+
+
+def test_fetch_meta_selected_uids(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        for n in range(5):
+            await deliver_one(store, user, n)
+        inbox = await store.get_mailbox(user, "INBOX")
+        assert [m.uid for m in await store.fetch_meta(inbox.id, [4, 2, 99])] == [2, 4]
+        assert [m.uid for m in await store.fetch_meta(inbox.id)] == [1, 2, 3, 4, 5]
+        assert await store.fetch_meta(inbox.id, []) == []
+        with pytest.raises(NotFound):
+            await store.fetch_meta(MailboxId(inbox.id + 1000))
+
+    backend.run(body)
+
+
+def test_flags_and_modseq(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        for n in range(3):
+            await deliver_one(store, user, n)
+        box = await store.get_mailbox(user, "INBOX")
+        start = box.highestmodseq
+        added = await store.set_flags(box.id, [1, 2], ["\\SEEN", "work"], FlagMode.ADD)
+        assert [(u, f) for u, f, _ in added.changed] == [
+            (1, frozenset({"\\Seen", "work"})),
+            (2, frozenset({"\\Seen", "work"})),
+        ]
+        assert added.highestmodseq > start and all(
+            m == added.highestmodseq for *_, m in added.changed
+        )
+        same = await store.set_flags(box.id, [1], ["\\Seen"], FlagMode.ADD)
+        assert same.changed == () and same.highestmodseq == added.highestmodseq
+        removed = await store.set_flags(box.id, [1, 3], ["work"], FlagMode.REMOVE)
+        assert [u for u, *_ in removed.changed] == [1]
+        replaced = await store.set_flags(box.id, [3], ["\\Flagged"], FlagMode.REPLACE)
+        assert replaced.changed[0][1] == frozenset({"\\Flagged"})
+        # UNCHANGEDSINCE: message 3 changed after `added`, so it is refused
+        guarded = await store.set_flags(
+            box.id, [2, 3], ["\\Answered"], FlagMode.ADD, unchangedsince=added.highestmodseq
+        )
+        assert [u for u, *_ in guarded.changed] == [2] and guarded.modified == (3,)
+        metas = {m.uid: m for m in await store.fetch_meta(box.id)}
+        assert metas[2].flags == frozenset({"\\Seen", "work", "\\Answered"})
+        assert metas[2].modseq == guarded.highestmodseq
+        after = await store.get_mailbox(user, "INBOX")
+        assert after.highestmodseq == guarded.highestmodseq
+
+    backend.run(body)
+
+
+def test_expunge_and_vanished(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        for n in range(4):
+            await deliver_one(store, user, n)
+        box = await store.get_mailbox(user, "INBOX")
+        before = box.highestmodseq
+        await store.set_flags(box.id, [2, 3], ["\\Deleted"], FlagMode.ADD)
+        assert await store.expunge(box.id) == [2, 3]
+        assert await store.expunge(box.id) == []
+        assert await store.expunge(box.id, [4, 77]) == [4]
+        assert [m.uid for m in await store.fetch_meta(box.id)] == [1]
+        assert await store.vanished(box.id, before) == [2, 3, 4]
+        after = await store.get_mailbox(user, "INBOX")
+        assert await store.vanished(box.id, after.highestmodseq) == []
+        assert after.messages == 1 and after.uidnext == 5
+        uid = await deliver_one(store, user, 9)
+        assert uid == 5  # UIDs are never reused
+
+    backend.run(body)
+
+
+def test_blob_removed_with_last_reference(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        data = make_message(1)
+        parsed = parse_message(data)
+        await store.deliver(data, parsed, WHEN, [DeliveryTarget(user)])
+        await store.deliver(data, parsed, WHEN, [DeliveryTarget(user, "Archive")])
+        inbox = await store.get_mailbox(user, "INBOX")
+        [meta] = await store.fetch_meta(inbox.id)
+        await store.expunge(inbox.id, [1])
+        assert await store.read_blob(meta.digest) == data  # Archive still holds it
+        await store.delete_mailbox(user, "Archive")
+        with pytest.raises(NotFound):
+            await store.read_blob(meta.digest)
+        # the same content delivered again is stored again
+        await store.deliver(data, parsed, WHEN, [DeliveryTarget(user)])
+        assert await store.read_message(inbox.id, 2) == data
+
+    backend.run(body)

@@ -1,0 +1,237 @@
+"""Tests for poczta.dns: the in-memory zone, the cache, and the dnspython resolver
+against a real DNS server (dnsmasq) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poczta.dns import (
+    DnsCache,
+    DnsPythonResolver,
+    DnsTimeout,
+    MxRecord,
+    NXDomain,
+    ServFail,
+    ZoneResolver,
+)
+
+# --- ZoneResolver ----------------------------------------------------------------
+
+
+def test_zone_answers_and_failures() -> None:
+    zone = ZoneResolver.from_mapping(
+        {
+            "example.test": {"TXT": ["v=spf1 -all", ["v=spf1 ", "a"]], "MX": [(10, "mx.test.")]},
+            "alias.example.test": {"CNAME": ["example.test."]},
+            "slow.test": {"A": ["192.0.2.1"], "TXT": ["x"]},
+            "4.3.2.1.in-addr.arpa": {"PTR": ["host.example.test."]},
+        }
+    )
+    zone.timeout.add("down.test")
+    zone.servfail.add("broken.test")
+    zone.timeout_rtypes.add(("slow.test", "TXT"))
+
+    async def run() -> None:
+        assert await zone.txt("EXAMPLE.test.") == [b"v=spf1 -all", b"v=spf1 a"]
+        assert await zone.txt("alias.example.test") == [b"v=spf1 -all", b"v=spf1 a"]
+        assert await zone.mx("example.test") == [MxRecord(10, "mx.test")]
+        assert await zone.a("example.test") == []
+        assert await zone.ptr("1.2.3.4") == ["host.example.test"]
+        assert await zone.a("slow.test") == ["192.0.2.1"]
+        with pytest.raises(DnsTimeout):
+            await zone.txt("slow.test")
+        with pytest.raises(NXDomain):
+            await zone.a("nowhere.test")
+        with pytest.raises(DnsTimeout):
+            await zone.a("down.test")
+        with pytest.raises(ServFail):
+            await zone.a("broken.test")
+
+    asyncio.run(run())
+
+
+def test_zone_cname_loop_is_servfail() -> None:
+    zone = ZoneResolver.from_mapping(
+        {"a.test": {"CNAME": ["b.test"]}, "b.test": {"CNAME": ["a.test"]}}
+    )
+    with pytest.raises(ServFail):
+        asyncio.run(zone.a("a.test"))
+
+
+# --- DnsCache --------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cache_ttl_caps_and_bound() -> None:
+    clock = FakeClock()
+    cache = DnsCache(2, max_ttl=60, max_negative_ttl=5, clock=clock)
+    cache.put(("a", "A"), ["192.0.2.1"], 3600, negative=False)
+    cache.put(("n", "A"), [], 3600, negative=True)
+    cache.put(("z", "A"), ["192.0.2.9"], 0, negative=False)  # TTL 0: not kept
+    assert cache.get(("a", "A")) == ["192.0.2.1"]
+    assert cache.get(("n", "A")) == []
+    assert cache.get(("z", "A")) is None
+    clock.now += 6
+    assert cache.get(("n", "A")) is None  # negative TTL capped at 5
+    assert cache.get(("a", "A")) == ["192.0.2.1"]
+    clock.now += 60
+    assert cache.get(("a", "A")) is None  # positive TTL capped at 60
+    for name in ("x", "y", "w"):
+        cache.put((name, "A"), [name], 30, negative=False)
+    assert len(cache) == 2 and cache.get(("x", "A")) is None  # least recently used went
+
+
+# --- DnsPythonResolver against dnsmasq --------------------------------------------
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_server(port: int) -> None:
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x04ping\x04test\x00\x00\x01\x00\x01"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            try:
+                sock.sendto(query, ("127.0.0.1", port))
+                sock.recv(512)
+                return
+            except OSError:
+                continue
+    raise RuntimeError("dnsmasq did not start answering")
+
+
+@pytest.fixture(scope="module")
+def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A dnsmasq serving example.test on 127.0.0.1; yields (port, query log)."""
+    binary = shutil.which("dnsmasq") or (
+        "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None
+    )
+    if binary is None:
+        pytest.skip("dnsmasq is not installed (Debian package dnsmasq-base)")
+    port = _free_udp_port()
+    log = tmp_path_factory.mktemp("dnsmasq") / "queries.log"
+    args = [
+        binary,
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        f"--port={port}",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--pid-file=",
+        "--user=" + pwd.getpwuid(os.getuid()).pw_name,  # no privilege change needed
+        "--local=/example.test/",
+        "--local-ttl=300",
+        "--log-queries",
+        f"--log-facility={log}",
+        "--txt-record=example.test,v=spf1 ip4:192.0.2.0/24, -all",
+        "--txt-record=example.test,hello",
+        "--host-record=mail.example.test,192.0.2.1,2001:db8::1",
+        "--host-record=gather.example.test,192.0.2.7",
+        "--mx-host=example.test,mail.example.test,10",
+        "--ptr-record=1.2.0.192.in-addr.arpa,mail.example.test",
+        "--cname=alias.example.test,mail.example.test",
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_server(port)
+    except RuntimeError:
+        process.kill()
+        _, err = process.communicate()
+        pytest.skip(f"dnsmasq did not start: {err.decode(errors='replace')[:200]}")
+    yield port, log
+    process.terminate()
+    process.wait(timeout=5)
+
+
+def _queries(log: Path, name: str) -> int:
+    return sum(1 for line in log.read_text().splitlines() if "query[" in line and name in line)
+
+
+def test_real_server_answers(dnsmasq: tuple[int, Path]) -> None:
+    port, _ = dnsmasq
+    resolver = DnsPythonResolver(["127.0.0.1"], port=port, timeout=1, lifetime=2)
+
+    async def run() -> None:
+        assert sorted(await resolver.txt("example.test")) == [
+            b"hello",
+            b"v=spf1 ip4:192.0.2.0/24 -all",
+        ]
+        assert await resolver.a("mail.example.test") == ["192.0.2.1"]
+        assert await resolver.aaaa("mail.example.test.") == ["2001:db8::1"]
+        assert await resolver.mx("example.test") == [MxRecord(10, "mail.example.test")]
+        assert await resolver.ptr("192.0.2.1") == ["mail.example.test"]
+        assert await resolver.a("alias.example.test") == ["192.0.2.1"]  # CNAME followed
+        assert await resolver.txt("mail.example.test") == []  # no data
+        with pytest.raises(NXDomain):
+            await resolver.a("nothing.example.test")
+        with pytest.raises(NXDomain):
+            await resolver.a("x" * 64 + ".example.test")  # cannot exist
+        with pytest.raises(ServFail):
+            await resolver.a("elsewhere.invalid")  # dnsmasq REFUSED: not its zone
+
+    asyncio.run(run())
+
+
+def test_real_server_caching(dnsmasq: tuple[int, Path]) -> None:
+    port, log = dnsmasq
+    clock = FakeClock()
+    cache = DnsCache(max_negative_ttl=10, clock=clock)
+    resolver = DnsPythonResolver(["127.0.0.1"], port=port, cache=cache)
+
+    async def run() -> None:
+        for _ in range(3):
+            assert await resolver.a("mail.example.test") == ["192.0.2.1"]
+            with pytest.raises(NXDomain):
+                await resolver.txt("cached-nx.example.test")
+        together = await asyncio.gather(*(resolver.a("gather.example.test") for _ in range(5)))
+        assert together == [["192.0.2.7"]] * 5
+        clock.now += 11  # past the negative cap, within the 300 s positive TTL
+        await resolver.a("mail.example.test")
+        with pytest.raises(NXDomain):
+            await resolver.txt("cached-nx.example.test")
+
+    asyncio.run(run())
+    time.sleep(0.2)  # let dnsmasq flush its log
+    assert _queries(log, "cached-nx.example.test") == 2
+    assert _queries(log, "gather.example.test") == 1  # five concurrent asks, one query
+    assert cache.hits >= 5
+
+
+def test_timeout_when_nothing_answers() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never read: queries go unanswered
+        port = silent.getsockname()[1]
+        resolver = DnsPythonResolver(["127.0.0.1"], port=port, timeout=0.2, lifetime=0.5)
+        started = time.monotonic()
+        with pytest.raises(DnsTimeout):
+            asyncio.run(resolver.txt("example.test"))
+        assert time.monotonic() - started < 3
+
+
+def test_refused_port_is_temp_failure() -> None:
+    resolver = DnsPythonResolver(["127.0.0.1"], port=_free_udp_port(), timeout=0.2, lifetime=0.5)
+    with pytest.raises((ServFail, DnsTimeout)):
+        asyncio.run(resolver.a("example.test"))
