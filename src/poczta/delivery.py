@@ -1,7 +1,10 @@
 """Local delivery: which recipients are ours, who may send as whom, and filing a message.
 
 Recipients resolve through the store (exact user, alias, plus-addressing `user+tag`,
-catch-all `@domain`). One message to several local users is stored once (one blob)
+catch-all `@domain`); answers are cached for a few seconds (`RecipientCache`), so a
+busy MX asks the store once per recipient and interval, not once per message. An
+admin's change (new user, removed alias) is seen within that interval, also by other
+nodes sharing the database. One message to several local users is stored once (one blob)
 and linked into each INBOX; remote recipients go to the durable outbound queue in
 the same call.
 """
@@ -9,6 +12,7 @@ the same call.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,13 +52,45 @@ class DeliveryPlan:
                 self.remote.append(address)
 
 
+class RecipientCache:
+    """Recent recipient verdicts, each kept for `ttl` seconds; at most `max_entries`."""
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, RecipientVerdict]] = {}
+
+    def get(self, address: str) -> RecipientVerdict | None:
+        entry = self._entries.get(address)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[address]
+            return None
+        return entry[1]
+
+    def put(self, address: str, verdict: RecipientVerdict) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # crude but bounded; a refill costs one lookup each
+        self._entries[address] = (time.monotonic() + self.ttl, verdict)
+
+
 class Delivery:
     """Answers recipient and sender questions and stores accepted messages."""
 
-    def __init__(self, store: MailStore) -> None:
+    def __init__(self, store: MailStore, cache_ttl: float = 5.0) -> None:
         self.store = store
+        self.cache = RecipientCache(cache_ttl)
 
     async def classify(self, address: str) -> RecipientVerdict:
+        """Where mail for `address` goes (cached for a few seconds)."""
+        cached = self.cache.get(address)
+        if cached is None:
+            cached = await self._classify(address)
+            self.cache.put(address, cached)
+        return cached
+
+    async def _classify(self, address: str) -> RecipientVerdict:
         try:
             normalized = normalize_address(address)
         except ValueError:

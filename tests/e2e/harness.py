@@ -131,8 +131,10 @@ class PocztaServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def make_server(root: Path, extra_config: str = "") -> PocztaServer:
-    server = PocztaServer(root, {name: free_port() for name in SERVICES}, extra_config)
+def make_server(
+    root: Path, extra_config: str = "", services: tuple[str, ...] = SERVICES
+) -> PocztaServer:
+    server = PocztaServer(root, {name: free_port() for name in services}, extra_config)
     server.write_config()
     server.cli(
         "init",

@@ -19,6 +19,11 @@ from poczta.net.tls import TlsInfo
 _READ_HIGH_WATER = 256 * 1024
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class ConnectionClosed(Exception):
     """The peer went away while we were writing."""
 
@@ -111,11 +116,16 @@ class Connection(asyncio.Protocol):
         when nothing arrives within `timeout` seconds.
         """
         if not self._inbox and not self._eof:
-            self._data_waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._data_waiter = loop.create_future()
+            # A timer handle is much cheaper than asyncio.wait_for, which makes a task per call.
+            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
             try:
-                await asyncio.wait_for(self._data_waiter, timeout)
+                await waiter
             finally:
                 self._data_waiter = None
+                if timer is not None:
+                    timer.cancel()
         if not self._inbox:
             return None if self._eof else b""
         data = bytes(self._inbox)

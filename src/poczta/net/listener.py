@@ -114,7 +114,8 @@ class Listener:
             conn.close()
             return
         try:
-            await asyncio.wait_for(self.handler(conn), self.settings.session_timeout)
+            async with asyncio.timeout(self.settings.session_timeout):
+                await self.handler(conn)
         except TimeoutError:
             conn.write(self.replies.timeout)
             log("session.timeout", service=self.settings.service, ip=ip)

@@ -12,21 +12,21 @@ Extensions: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING
 (BDAT), DSN parameters, STARTTLS (RFC 3207: bytes pipelined after the command are
 dropped and the session state is reset once TLS is up) and AUTH (RFC 4954, only on
 the submission roles and only over TLS unless plaintext authentication is allowed).
-Body intake, including the treatment of bare CR and LF, is described in
-`poczta.smtp.body`. Command lines end at LF with an optional CR before it.
+The mail transaction (envelope, limits, body readers) is `poczta.smtp.transaction`,
+body intake (bare CR and LF included) `poczta.smtp.body`. Command lines end at LF
+with an optional CR before it.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable
 from typing import ClassVar
 
 from poczta import sasl
 from poczta.smtp import replies as R
 from poczta.smtp.auth import AuthDialogue, AuthOutcome, AuthStep
-from poczta.smtp.body import BareLineEndings, ChunkReader, DotReader
+from poczta.smtp.body import BareLineEndings
 from poczta.smtp.events import (
     Accept,
     Answer,
@@ -46,10 +46,10 @@ from poczta.smtp.events import (
     StartTls,
     TlsDetails,
     TlsInfo,
-    protocol_name,
 )
 from poczta.smtp.replies import Reply
-from poczta.smtp.syntax import MailParams, RcptParams, parse_mail_from, parse_rcpt_to
+from poczta.smtp.syntax import MailParams, RcptParams
+from poczta.smtp.transaction import ClientError, MailTransaction
 
 __all__ = [
     "Accept",
@@ -76,8 +76,6 @@ __all__ = [
     "TlsDetails",
     "TlsInfo",
 ]
-
-_BDAT_ARG = re.compile(r"([0-9]{1,18})(?: +(LAST))?", re.IGNORECASE)
 
 
 class SmtpStateError(RuntimeError):
@@ -127,7 +125,6 @@ class SmtpServer:
         self._tls: TlsDetails | None = tls_info
         self._plaintext_auth = plaintext_auth_allowed
         self._greeting_note = greeting_note
-        self._bare = bare_line_endings
         self._sasl_nonce = sasl_nonce
         self._buf = bytearray()
         self._out: list[Event] = []
@@ -142,7 +139,7 @@ class SmtpServer:
         self._dialogue: AuthDialogue | None = None
         self._helo: str | None = None
         self._esmtp = False
-        self._reset_transaction()
+        self._tx = MailTransaction(self.limits, bare_line_endings)
 
     # ------------------------------------------------------------------ public API
 
@@ -197,7 +194,7 @@ class SmtpServer:
         self._tls = info
         self._helo = None
         self._esmtp = False
-        self._reset_transaction()
+        self._tx.reset()
         self._mode = _Mode.COMMAND
         return []
 
@@ -205,11 +202,11 @@ class SmtpServer:
         """Answer CheckSender, CheckRecipient or MessageReceived."""
         question = self._take_question()
         if question is _Question.SENDER:
-            self._answer_sender(answer)
+            self._emit(self._tx.sender_answered(answer))
         elif question is _Question.RECIPIENT:
-            self._answer_recipient(answer)
+            self._emit(self._tx.recipient_answered(answer))
         elif question is _Question.MESSAGE:
-            self._answer_message(answer)
+            self._emit(self._tx.message_answered(answer))
         else:
             raise SmtpStateError("an AUTH question needs answer_auth_password/answer_auth_scram")
         return self._run()
@@ -265,16 +262,12 @@ class SmtpServer:
             self._emit(R.TOO_MANY_ERRORS)
             self._close()
 
-    def _reset_transaction(self) -> None:
-        self._mail_from: str | None = None
-        self._mail_params = MailParams()
-        self._recipients: list[Recipient] = []
-        self._pending_sender: tuple[str, MailParams] | None = None
-        self._pending_rcpt: tuple[str, RcptParams] | None = None
-        self._dot: DotReader | None = None
-        self._chunks: ChunkReader | None = None
-        self._chunk_last = False
-        self._chunk_bad: Reply | None = None
+    def _refuse(self, refusal: Reply | ClientError) -> None:
+        """A transaction refusal: client errors count towards the error limit."""
+        if isinstance(refusal, ClientError):
+            self._error(refusal.reply)
+        else:
+            self._emit(refusal)
 
     def _run(self) -> list[Event]:
         """Handle buffered input until it runs out or a question is pending."""
@@ -287,8 +280,11 @@ class SmtpServer:
                 self._buf.clear()
                 self._feed_data(data)
             elif mode is _Mode.BDAT:
-                if not self._feed_chunk():
+                result = self._tx.feed_chunk(self._buf)
+                if result is None:
                     break
+                self._mode = _Mode.COMMAND
+                self._received(result)
             elif mode in (_Mode.COMMAND, _Mode.AUTH):
                 line = self._next_line()
                 if line is None:
@@ -366,7 +362,7 @@ class SmtpServer:
             self._error(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
             return
         self._helo, self._esmtp = name, esmtp
-        self._reset_transaction()
+        self._tx.reset()
         if not esmtp:
             self._emit(Reply(250, None, self.hostname))
             return
@@ -388,166 +384,74 @@ class SmtpServer:
     def _auth_allowed(self) -> bool:
         return self.role is not Role.MX and (self._tls_active or self._plaintext_auth)
 
+    # ------------------------------------------------------------------ the mail transaction
+
     def _mail(self, arg: str) -> None:
         if self._helo is None:
             self._error(R.NEED_HELO)
         elif self.role is not Role.MX and self._user is None:
             self._error(R.AUTH_REQUIRED)
-        elif self._mail_from is not None:
-            self._error(R.NESTED_MAIL)
         else:
-            parsed = parse_mail_from(arg, esmtp=self._esmtp, max_size=self.limits.max_message_size)
-            if isinstance(parsed, Reply):
-                self._reject_param(parsed)
-                return
-            self._pending_sender = parsed
-            self._ask(_Question.SENDER, CheckSender(*parsed))
-
-    def _reject_param(self, reply: Reply) -> None:
-        if reply.code in (552, 553):
-            self._emit(reply)  # a policy limit, not a client syntax error
-        else:
-            self._error(reply)
-
-    def _answer_sender(self, answer: Answer) -> None:
-        assert self._pending_sender is not None
-        address, params = self._pending_sender
-        self._pending_sender = None
-        if isinstance(answer, Reject):
-            self._emit(Reply(answer.code, answer.enhanced, answer.text))
-            return
-        self._mail_from, self._mail_params = address, params
-        self._emit(Reply(250, "2.1.0", answer.text or f"Sender <{address}> OK"))
+            result = self._tx.mail(arg, esmtp=self._esmtp)
+            if isinstance(result, CheckSender):
+                self._ask(_Question.SENDER, result)
+            else:
+                self._refuse(result)
 
     def _rcpt(self, arg: str) -> None:
-        if self._mail_from is None:
-            self._error(R.NEED_MAIL)
-            return
-        if len(self._recipients) >= self.limits.max_recipients:
-            self._emit(R.TOO_MANY_RECIPIENTS)
-            return
-        parsed = parse_rcpt_to(arg, esmtp=self._esmtp, smtputf8=self._mail_params.smtputf8)
-        if isinstance(parsed, Reply):
-            self._reject_param(parsed)
-            return
-        self._pending_rcpt = parsed
-        self._ask(_Question.RECIPIENT, CheckRecipient(*parsed))
-
-    def _answer_recipient(self, answer: Answer) -> None:
-        assert self._pending_rcpt is not None
-        address, params = self._pending_rcpt
-        self._pending_rcpt = None
-        if isinstance(answer, Reject):
-            self._emit(Reply(answer.code, answer.enhanced, answer.text))
-            return
-        self._recipients.append(Recipient(address, params))
-        self._emit(Reply(250, "2.1.5", answer.text or f"Recipient <{address}> OK"))
+        result = self._tx.rcpt(arg, esmtp=self._esmtp)
+        if isinstance(result, CheckRecipient):
+            self._ask(_Question.RECIPIENT, result)
+        else:
+            self._refuse(result)
 
     def _data(self, arg: str) -> None:
-        if arg:
-            self._error(R.NO_ARGUMENTS)
-        elif self._mail_from is None:
-            self._error(R.NEED_MAIL)
-        elif self._chunks is not None:
-            self._error(R.BAD_SEQUENCE)
-        elif not self._recipients:
-            self._error(R.NO_RECIPIENTS)
+        refusal = self._tx.data(arg)
+        if refusal is not None:
+            self._refuse(refusal)
         else:
-            limits = self.limits
-            self._dot = DotReader(limits.max_message_size, limits.max_data_line)
             self._mode = _Mode.DATA
             self._emit(R.START_DATA)
 
     def _feed_data(self, data: bytes) -> None:
-        reader = self._dot
+        reader = self._tx.dot
         assert reader is not None
         leftover = reader.feed(data)
         if leftover is None:
             return
         self._buf[:0] = leftover
         self._mode = _Mode.COMMAND
-        self._complete(reader.result(self._bare, self.limits.max_message_size))
-
-    def _complete(self, result: bytes | Reply) -> None:
-        """The message is in: refuse it, or ask the session to store it."""
-        if isinstance(result, Reply):
-            self._reset_transaction()
-            self._emit(result)
-            return
-        self._ask(_Question.MESSAGE, MessageReceived(self._envelope(), result))
-
-    def _envelope(self) -> Envelope:
-        assert self._helo is not None and self._mail_from is not None
-        protocol = protocol_name(
-            esmtp=self._esmtp,
-            smtputf8=self._mail_params.smtputf8,
-            tls=self._tls_active,
-            authenticated=self._user is not None,
-        )
-        return Envelope(
-            helo=self._helo,
-            esmtp=self._esmtp,
-            mail_from=self._mail_from,
-            mail_params=self._mail_params,
-            recipients=tuple(self._recipients),
-            user=self._user,
-            tls=self._tls,
-            client_ip=self.client_ip,
-            protocol=protocol,
-        )
-
-    def _answer_message(self, answer: Answer) -> None:
-        self._reset_transaction()
-        if isinstance(answer, Reject):
-            self._emit(Reply(answer.code, answer.enhanced, answer.text))
-        else:
-            self._emit(Reply(250, "2.0.0", answer.text or "OK: message accepted"))
+        self._received(self._tx.data_ended())
 
     def _bdat(self, arg: str) -> None:
-        m = _BDAT_ARG.fullmatch(arg)
-        if m is None:
-            self._error(Reply(501, "5.5.4", "Syntax: BDAT size [LAST]"))
-            return
-        if self._chunks is None:
-            limits = self.limits
-            self._chunks = ChunkReader(limits.max_message_size, limits.max_data_line)
-            if self._mail_from is None:
-                self._chunk_bad = R.NEED_MAIL
-            elif not self._recipients:
-                self._chunk_bad = R.NO_RECIPIENTS
-            if self._chunk_bad is not None:
-                self._chunks.refuse()
-        self._chunks.expect(int(m.group(1)))
-        self._chunk_last = m.group(2) is not None
-        self._mode = _Mode.BDAT
-
-    def _feed_chunk(self) -> bool:
-        """Consume BDAT bytes; True when the chunk completed."""
-        reader = self._chunks
-        assert reader is not None
-        if reader.remaining:
-            if not self._buf:
-                return False
-            data = bytes(self._buf)
-            self._buf[:] = reader.feed(data)
-            if reader.remaining:
-                return False
-        self._mode = _Mode.COMMAND
-        if self._chunk_bad is not None:
-            bad = self._chunk_bad
-            self._reset_transaction()
-            self._error(bad)
-        elif self._chunk_last:
-            self._complete(reader.result(self._bare))
+        refusal = self._tx.bdat(arg)
+        if refusal is not None:
+            self._refuse(refusal)
         else:
-            self._emit(Reply(250, "2.0.0", f"{reader.size} octets received"))
-        return True
+            self._mode = _Mode.BDAT
+
+    def _received(self, result: bytes | Reply | ClientError) -> None:
+        """Body intake ended: ask the session to store the message, or refuse it."""
+        if not isinstance(result, bytes):
+            self._refuse(result)
+            return
+        envelope = self._tx.envelope(
+            helo=self._helo,
+            esmtp=self._esmtp,
+            user=self._user,
+            tls=self._tls,
+            tls_active=self._tls_active,
+            client_ip=self.client_ip,
+        )
+        self._ask(_Question.MESSAGE, MessageReceived(envelope, result))
+
+    # ------------------------------------------------------------------ other commands
 
     def _rset(self, arg: str) -> None:
         if arg:
             self._error(R.NO_ARGUMENTS)
             return
-        self._reset_transaction()
+        self._tx.reset()
         self._emit(R.OK)
 
     def _noop(self, arg: str) -> None:
@@ -607,7 +511,7 @@ class SmtpServer:
             return R.NEED_STARTTLS
         if self._user is not None:
             return Reply(503, "5.5.1", "Already authenticated")
-        if self._mail_from is not None:
+        if self._tx.mail_from is not None:
             return Reply(503, "5.5.1", "AUTH not permitted during a mail transaction")
         return None
 

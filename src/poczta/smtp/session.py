@@ -7,7 +7,10 @@ and turns the core's events into writes, TLS upgrades and closes.
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,8 +60,17 @@ class SmtpContext:
     shutting_down: bool = False
 
 
+_QUEUE_ID_PREFIX = f"{os.getpid() & 0xFFF:03X}"
+_queue_counter = itertools.count(secrets.randbelow(1 << 20))
+
+
 def new_queue_id() -> str:
-    return secrets.token_hex(6).upper()
+    """A short id unique to this process, for logs and Received headers.
+
+    Time in microseconds, the pid and a counter: reading os.urandom for every message
+    costs more than the rest of the id's work.
+    """
+    return f"{time.time_ns() // 1000:X}{_QUEUE_ID_PREFIX}{next(_queue_counter) & 0xFFFF:04X}"
 
 
 def received_header(envelope: Envelope, hostname: str, queue_id: str, now: datetime) -> bytes:

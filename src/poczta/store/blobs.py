@@ -7,7 +7,14 @@ then fsync'd so that the new name survives a crash. Identical content is stored 
 
 The directory fsync can be done per write (`put(..., sync_dir=True)`) or left to the
 caller, who collects the directories of a batch and syncs each once (`sync_dirs`)
-before committing the rows that refer to them. Every method is synchronous and meant
+before committing the rows that refer to them.
+
+The delivery hot path splits a write in two so that no thread hand-off is needed per
+message: `stage` (on the event loop: only fast page-cache syscalls, the temp file's fd
+kept open) and `commit_staged` (on the store's writer thread, for a whole group commit:
+fsync every temp file, create shard directories, rename, fsync the directories). A
+final name is created only after its content is durable, which is what makes "the
+file exists" a safe dedup test. Every method is synchronous and meant
 to run in a worker thread; OS errors become `StoreUnavailable`.
 """
 
@@ -19,11 +26,12 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 from poczta.store.base import NotFound, StoreUnavailable
 
-__all__ = ["BlobStore", "blob_digest"]
+__all__ = ["BlobStore", "StagedBlob", "blob_digest"]
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -39,6 +47,23 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class StagedBlob:
+    """A body written to a temp file but not yet durable (fd still open), or already stored."""
+
+    digest: str
+    final: Path
+    fd: int | None = None  # None: the body was already stored
+    temp: Path | None = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 class BlobStore:
@@ -77,14 +102,68 @@ class BlobStore:
             raise StoreUnavailable(f"cannot store message body: {exc}") from exc
         return digest, directory
 
+    def stage(self, data: bytes) -> StagedBlob:
+        """Write `data` to a temp file without fsync (cheap enough for the event loop)."""
+        digest = blob_digest(data)
+        final = self.path(digest)
+        if final.exists():
+            return StagedBlob(digest, final)
+        temp = self._tmp / f"{digest[:16]}.{secrets.token_hex(8)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot store message body: {exc}") from exc
+        staged = StagedBlob(digest, final, fd, temp)
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            self.discard_staged([staged])
+            raise StoreUnavailable(f"cannot store message body: {exc}") from exc
+        return staged
+
+    def commit_staged(self, staged: Iterable[StagedBlob], pool: Executor | None = None) -> None:
+        """Make staged bodies durable under their final names; `StoreUnavailable` on failure."""
+        pending = [item for item in staged if item.fd is not None]
+        if not pending:
+            return
+        try:
+            fds = [item.fd for item in pending if item.fd is not None]
+            if pool is not None and len(fds) > 8:
+                list(pool.map(os.fsync, fds))
+            else:
+                for fd in fds:
+                    os.fsync(fd)
+            directories: set[Path] = set()
+            for item in pending:
+                assert item.fd is not None and item.temp is not None
+                os.close(item.fd)
+                item.fd = None
+                self._ensure_dir(item.final.parent)
+                os.replace(item.temp, item.final)
+                item.temp = None
+                directories.add(item.final.parent)
+        except OSError as exc:
+            self.discard_staged(pending)
+            raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
+        self.sync_dirs(directories, pool)
+
+    def discard_staged(self, staged: Iterable[StagedBlob]) -> None:
+        """Close and remove temp files of bodies that will not be committed."""
+        for item in staged:
+            if item.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(item.fd)
+                item.fd = None
+            if item.temp is not None:
+                with contextlib.suppress(OSError):
+                    item.temp.unlink()
+                item.temp = None
+
     def _write_new(self, data: bytes, final: Path) -> None:
         temp = self._tmp / f"{final.name[:16]}.{secrets.token_hex(8)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from poczta.store.base import StoreError, StoreUnavailable
-from poczta.store.blobs import BlobStore
+from poczta.store.blobs import BlobStore, StagedBlob
 
 __all__ = ["Job", "JobContext", "Writer", "connect", "translate_error"]
 
@@ -75,6 +75,7 @@ class _Pending:
     sync_dir: Path | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    blob: StagedBlob | None = None  # made durable with the batch, before its rows
 
 
 _STOP = object()
@@ -112,13 +113,20 @@ class Writer:
         self.jobs = 0
         self._thread.start()
 
-    async def submit(self, job: Job, sync_dir: Path | None = None) -> Any:
-        """Run `job` in the next batch; return its result once the batch is committed."""
+    async def submit(
+        self, job: Job, sync_dir: Path | None = None, blob: StagedBlob | None = None
+    ) -> Any:
+        """Run `job` in the next batch; return its result once the batch is committed.
+
+        A staged `blob` is made durable with the batch's other bodies before any row.
+        """
         if self._closed:
+            if blob is not None:
+                self._blobs.discard_staged([blob])
             raise StoreUnavailable("mail store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Pending(job, sync_dir, loop, future))
+        self._queue.put(_Pending(job, sync_dir, loop, future, blob))
         return await future
 
     def close(self) -> None:
@@ -157,7 +165,9 @@ class Writer:
         results: list[tuple[bool, Any]] = []
         after: list[Callable[[], None]] = []
         conn = self._conn
+        staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
+            self._blobs.commit_staged(staged, self._sync_pool)
             conn.execute("BEGIN IMMEDIATE")
             dirs: set[Path] = set()
             for pending in batch:

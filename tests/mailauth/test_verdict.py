@@ -1,0 +1,315 @@
+"""The verdict policy: default actions, precedence, report-only mode, log fields, headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poczta.mailauth.dkim import DkimResult, DkimStatus
+from poczta.mailauth.dmarc import DmarcRecord, DmarcResult
+from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult
+from poczta.mailauth.greylist import GreylistDecision, GreylistOutcome, GreylistTriplet
+from poczta.mailauth.results import format_authentication_results, parse_authentication_results
+from poczta.mailauth.spf import SpfResult, SpfResultCode
+from poczta.mailauth.verdict import (
+    Action,
+    CheckResults,
+    PolicySettings,
+    Verdict,
+    decide,
+    reply_text,
+)
+
+ZEN = DnsblZone("zen.example.net")
+DBL = DnsblZone("dbl.example.net", kind=DnsblKind.DOMAIN, action="junk")
+
+
+def spf(code: SpfResultCode, **kw: Any) -> SpfResult:
+    return SpfResult(code, "example.org", "alice@example.org", **kw)
+
+
+def dmarc(result: str, disposition: str = "none", policy: str = "reject", **kw: Any) -> DmarcResult:
+    record = DmarcRecord(policy=policy) if kw.pop("record", True) else None
+    return DmarcResult(result, policy, disposition, "example.org", "example.org", record, **kw)
+
+
+def listed(zone: DnsblZone = ZEN, subject: str = "192.0.2.99", reason: str = "") -> ZoneResult:
+    return ZoneResult(zone, DnsblStatus.LISTED, subject, "q", ("127.0.0.2",), reason)
+
+
+def verdict(policy: PolicySettings | None = None, **checks: Any) -> Verdict:
+    return decide(CheckResults(**checks), policy)
+
+
+def test_nothing_found_is_accept() -> None:
+    v = verdict()
+    assert (v.action, v.enforced, v.code, v.enhanced, v.text) == (
+        Action.ACCEPT,
+        Action.ACCEPT,
+        250,
+        "2.0.0",
+        "OK",
+    )
+    assert v.reasons == [] and v.resinfos() == []
+
+
+def test_all_pass_is_accept() -> None:
+    v = verdict(
+        spf=spf(SpfResultCode.PASS),
+        dkim=(DkimResult(DkimStatus.PASS, domain="example.org", selector="s"),),
+        dmarc=dmarc("pass"),
+        dnsbl=(ZoneResult(ZEN, DnsblStatus.PASS, "192.0.2.99"),),
+        greylist=GreylistDecision(GreylistOutcome.WHITELISTED, "triplet whitelisted"),
+    )
+    assert v.action is Action.ACCEPT and v.reasons == []
+
+
+def test_dmarc_reject() -> None:
+    v = verdict(dmarc=dmarc("fail", "reject"))
+    assert (v.action, v.code, v.enhanced) == (Action.REJECT, 550, "5.7.1")
+    assert v.text == "Message rejected per DMARC policy of example.org"
+    assert v.decided_by == ("dmarc",)
+    assert v.reasons == ["dmarc: DMARC fail for example.org, disposition reject -> reject"]
+
+
+def test_dmarc_quarantine_is_junk_and_fail_with_p_none_is_nothing() -> None:
+    v = verdict(dmarc=dmarc("fail", "quarantine", "quarantine"))
+    assert v.action is Action.JUNK and v.code == 250
+    assert verdict(dmarc=dmarc("fail", "none", "none")).action is Action.ACCEPT
+
+
+def test_spf_fail_junk_softfail_nothing() -> None:
+    assert verdict(spf=spf(SpfResultCode.FAIL)).action is Action.JUNK
+    assert verdict(spf=spf(SpfResultCode.SOFTFAIL)).action is Action.ACCEPT
+    assert verdict(spf=spf(SpfResultCode.NEUTRAL)).action is Action.ACCEPT
+
+
+def test_spf_fail_can_be_made_to_reject() -> None:
+    policy = PolicySettings(spf_fail="reject")
+    v = verdict(policy, spf=spf(SpfResultCode.FAIL, explanation="not allowed"))
+    assert (v.action, v.code, v.enhanced) == (Action.REJECT, 550, "5.7.23")
+    assert v.text == "SPF check failed for example.org: not allowed"
+
+
+def test_dnsbl_listing_uses_the_zone_action_and_text() -> None:
+    v = verdict(dnsbl=(listed(reason="see https://zen.example.net"),))
+    assert (v.action, v.code, v.enhanced) == (Action.REJECT, 554, "5.7.1")
+    assert (
+        v.text
+        == "Client host [192.0.2.99] blocked using zen.example.net; see https://zen.example.net"
+    )
+    junk = verdict(dnsbl=(listed(DBL, "spam.example"),))
+    assert junk.action is Action.JUNK
+
+
+def test_dnsbl_temperror_and_permerror_do_nothing_by_default() -> None:
+    results = (
+        ZoneResult(ZEN, DnsblStatus.TEMPERROR, "192.0.2.99", detail="timeout"),
+        ZoneResult(DBL, DnsblStatus.PERMERROR, "x.example", detail="refused"),
+    )
+    assert verdict(dnsbl=results).action is Action.ACCEPT
+    v = verdict(PolicySettings(dnsbl_temperror="defer"), dnsbl=results)
+    assert (v.action, v.code, v.enhanced) == (Action.DEFER, 451, "4.7.1")
+
+
+def test_dkim_fail_alone_is_nothing() -> None:
+    v = verdict(dkim=(DkimResult(DkimStatus.FAIL, domain="example.org"),))
+    assert v.action is Action.ACCEPT
+    v = verdict(PolicySettings(dkim_fail="junk"), dkim=(DkimResult(DkimStatus.FAIL, domain="x"),))
+    assert v.action is Action.JUNK and "no DKIM signature passed (x)" in v.reasons[0]
+
+
+def test_dmarc_temperror_defers_only_when_the_policy_matters() -> None:
+    unknown = dmarc("temperror", record=False, reason="DNS: timeout")
+    v = verdict(dmarc=unknown)
+    assert (v.action, v.code, v.enhanced) == (Action.DEFER, 451, "4.7.1")
+    assert "try again later" in v.text
+    assert verdict(dmarc=dmarc("temperror", policy="reject")).action is Action.DEFER
+    assert verdict(dmarc=dmarc("temperror", policy="none")).action is Action.ACCEPT
+    lenient = PolicySettings(dmarc_reject="accept", dmarc_quarantine="accept")
+    assert verdict(lenient, dmarc=unknown).action is Action.ACCEPT
+
+
+def test_spf_and_dkim_temperror_defer_only_if_configured_and_relevant() -> None:
+    temp = spf(SpfResultCode.TEMPERROR, problem="timeout")
+    assert verdict(spf=temp).action is Action.ACCEPT
+    v = verdict(PolicySettings(spf_temperror="defer"), spf=temp)
+    assert (v.action, v.code, v.enhanced) == (Action.DEFER, 451, "4.7.24")
+    relevant_not = PolicySettings(spf_temperror="defer", spf_fail="accept")
+    assert verdict(relevant_not, spf=temp).action is Action.ACCEPT
+    dkim_temp = (DkimResult(DkimStatus.TEMPERROR, domain="example.org"),)
+    assert verdict(PolicySettings(dkim_temperror="defer"), dkim=dkim_temp).action is Action.ACCEPT
+    both = PolicySettings(dkim_temperror="defer", dkim_fail="junk")
+    assert verdict(both, dkim=dkim_temp).action is Action.DEFER
+
+
+def test_dmarc_bad_from_rejects_and_bad_record_does_not() -> None:
+    bad_from = DmarcResult("permerror", disposition="reject", reason="2 From header fields")
+    v = verdict(dmarc=bad_from)
+    assert v.action is Action.REJECT and v.text == "Message rejected: 2 From header fields"
+    assert verdict(dmarc=dmarc("permerror", reason="no valid p=")).action is Action.ACCEPT
+
+
+def test_greylist_defer() -> None:
+    triplet = GreylistTriplet("192.0.2.0/24", "", "bob@example.test")
+    grey = GreylistDecision(GreylistOutcome.DEFER, "first seen", 300, triplet)
+    v = verdict(greylist=grey)
+    assert (v.action, v.code, v.enhanced) == (Action.DEFER, 451, "4.7.1")
+    assert v.text == "Greylisted, please try again in 300 seconds"
+
+
+def test_strictest_action_wins_and_its_first_check_gives_the_reply() -> None:
+    grey = GreylistDecision(GreylistOutcome.DEFER, "first seen", 300)
+    v = verdict(
+        spf=spf(SpfResultCode.FAIL),
+        dmarc=dmarc("fail", "reject"),
+        dnsbl=(listed(DBL, "spam.example"), listed()),
+        greylist=grey,
+    )
+    assert v.enforced is Action.REJECT and v.code == 554
+    assert v.decided_by == ("dnsbl", "dmarc")
+    assert len(v.reasons) == 5
+    deferred = verdict(spf=spf(SpfResultCode.FAIL), greylist=grey)
+    assert deferred.action is Action.DEFER  # defer beats junk: the retry decides
+
+
+def test_report_only_accepts_but_records_the_would_be_action() -> None:
+    policy = PolicySettings(report_only=True)
+    v = verdict(policy, dmarc=dmarc("fail", "reject"), spf=spf(SpfResultCode.FAIL))
+    assert v.action is Action.ACCEPT and v.enforced is Action.REJECT and v.report_only
+    assert (v.code, v.enhanced, v.text) == (250, "2.0.0", "OK")
+    assert len(v.reasons) == 2
+    fields = v.log_fields()
+    assert fields["action"] == "accept" and fields["enforced"] == "reject"
+    assert fields["report_only"] is True
+    assert "DMARC fail" in str(fields["reasons"])
+
+
+def test_log_fields_name_every_check() -> None:
+    v = verdict(
+        spf=spf(SpfResultCode.SOFTFAIL),
+        dkim=(),
+        dmarc=dmarc("fail", "quarantine", "quarantine"),
+        dnsbl=(listed(), ZoneResult(DBL, DnsblStatus.PASS)),
+        greylist=GreylistDecision(GreylistOutcome.PASS, "retried after the delay"),
+    )
+    fields = v.log_fields()
+    assert fields["spf"] == "softfail" and fields["spf_domain"] == "example.org"
+    assert fields["dkim"] == "none"
+    assert fields["dmarc"] == "fail" and fields["dmarc_disposition"] == "quarantine"
+    assert fields["dnsbl"] == "zen.example.net=listed(192.0.2.99:127.0.0.2) dbl.example.net=pass"
+    assert fields["greylist"] == "pass"
+    assert fields["action"] == "reject" and fields["code"] == 554
+    assert all(isinstance(value, str | int | bool) for value in fields.values())
+
+
+def test_resinfos_render_and_parse_back() -> None:
+    v = verdict(
+        spf=spf(SpfResultCode.PASS),
+        dkim=(DkimResult(DkimStatus.PASS, domain="example.org", selector="s1", signature_b="abc"),),
+        dmarc=dmarc("pass"),
+        dnsbl=(listed(),),
+        greylist=GreylistDecision(GreylistOutcome.EXEMPT, "authenticated as example.org"),
+    )
+    infos = v.resinfos()
+    assert [i.method for i in infos] == ["spf", "dkim", "dmarc", "dnsbl", "greylist"]
+    assert infos[0].get("smtp.mailfrom") == "alice@example.org"
+    assert infos[3].result == "listed" and infos[3].get("policy.ip") == "192.0.2.99"
+    parsed = parse_authentication_results(format_authentication_results("mx.example.test", infos))
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("spf", "pass"),
+        ("dkim", "pass"),
+        ("dmarc", "pass"),
+        ("dnsbl", "listed"),
+        ("greylist", "exempt"),
+    ]
+    helo = SpfResult(SpfResultCode.NONE, "client.example", "postmaster@client.example", "helo")
+    assert verdict(spf=helo).resinfos()[0].get("smtp.helo") == "client.example"
+
+
+def test_quoted_texts_cannot_break_the_reply_line() -> None:
+    policy = PolicySettings(spf_fail="reject")
+    v = verdict(
+        policy, spf=spf(SpfResultCode.FAIL, explanation="no\r\n250 OK\x00 żółw " + "x" * 400)
+    )
+    assert v.text.isascii() and v.text.isprintable() and len(v.text) <= 300
+    assert v.text.startswith("SPF check failed for example.org: no  250 OK? ???w x")
+    assert reply_text("fine text") == "fine text"
+
+
+def test_policy_values_are_validated() -> None:
+    with pytest.raises(ValueError):
+        PolicySettings(spf_fail="discard")
+    assert PolicySettings().action("dmarc_reject") is Action.REJECT
+
+
+_ACTIONS = st.sampled_from([a.value for a in Action])
+_POLICIES = st.builds(
+    PolicySettings,
+    report_only=st.booleans(),
+    dmarc_reject=_ACTIONS,
+    dmarc_quarantine=_ACTIONS,
+    dmarc_temperror=_ACTIONS,
+    dmarc_bad_from=_ACTIONS,
+    spf_fail=_ACTIONS,
+    spf_temperror=_ACTIONS,
+    dkim_fail=_ACTIONS,
+    dkim_temperror=_ACTIONS,
+    dnsbl_temperror=_ACTIONS,
+)
+_TEXT = st.text(max_size=30)
+_CHECKS = st.builds(
+    CheckResults,
+    spf=st.none() | st.builds(SpfResult, st.sampled_from(list(SpfResultCode)), _TEXT, _TEXT),
+    dkim=st.none()
+    | st.lists(
+        st.builds(DkimResult, st.sampled_from(list(DkimStatus)), domain=_TEXT), max_size=3
+    ).map(tuple),
+    dmarc=st.none()
+    | st.builds(
+        DmarcResult,
+        st.sampled_from(["pass", "fail", "none", "temperror", "permerror", "odd"]),
+        st.sampled_from(["none", "quarantine", "reject", "odd"]),
+        st.sampled_from(["none", "quarantine", "reject", "odd"]),
+        _TEXT,
+    ),
+    dnsbl=st.lists(
+        st.builds(
+            ZoneResult,
+            st.sampled_from([ZEN, DBL]),
+            st.sampled_from(list(DnsblStatus)),
+            _TEXT,
+            codes=st.just(("127.0.0.2",)),
+            reason=_TEXT,
+        ),
+        max_size=3,
+    ).map(tuple),
+    greylist=st.none()
+    | st.builds(GreylistDecision, st.sampled_from(list(GreylistOutcome)), _TEXT, st.integers(0, 9)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(checks=_CHECKS, policy=_POLICIES)
+def test_any_combination_gives_a_consistent_verdict(
+    checks: CheckResults, policy: PolicySettings
+) -> None:
+    v = decide(checks, policy)
+    assert v.action in Action and v.enforced in Action
+    if policy.report_only:
+        assert v.action is Action.ACCEPT
+    else:
+        assert v.action is v.enforced
+    if v.action is Action.REJECT:
+        assert 500 <= v.code < 600 and v.enhanced.startswith("5.")
+    elif v.action is Action.DEFER:
+        assert 400 <= v.code < 500 and v.enhanced.startswith("4.")
+    else:
+        assert v.code == 250
+    assert (v.enforced is Action.ACCEPT) == (not v.reasons)
+    assert v.text.isascii() and v.text.isprintable()
+    v.log_fields()
+    format_authentication_results("mx.example.test", v.resinfos())
