@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 from poczta.accounts import LoginThrottle
-from poczta.config import Config
+from poczta.config import Config, ListenAddress
 from poczta.delivery import Delivery
 from poczta.login import LoginService
 from poczta.logs import log
@@ -20,8 +20,11 @@ from poczta.net.listener import (
     Listener,
     ListenerSettings,
     ServiceReplies,
+    SessionHandler,
 )
 from poczta.net.tls import ReloadableContext, TlsError
+from poczta.pop3.events import Pop3Limits
+from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SmtpContext, run_smtp_session
 from poczta.store.base import MailStore, StoreUnavailable
@@ -104,19 +107,58 @@ class App:
                 bare_line_endings=config.smtp.bare_line_endings,
             )
             handler: Callable[[Connection], Awaitable[None]] = partial(run_smtp_session, ctx)
-            for address in addresses:
-                settings = ListenerSettings(
-                    service=service,
-                    host=address.host,
-                    port=address.port,
-                    implicit_tls=implicit,
-                    max_connections=config.limits.max_connections,
-                    session_timeout=config.limits.session_timeout,
-                )
-                listener = Listener(settings, handler, SMTP_REPLIES, limiter, self.tls)
-                await listener.start()
-                self.listeners.append(listener)
-                log("listening", service=service, address=f"{address.host}:{address.port}")
+            await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)
+        await self._start_pop3_listeners(logins, limiter)
+
+    async def _listen(
+        self,
+        service: str,
+        addresses: Sequence[ListenAddress],
+        implicit_tls: bool,
+        handler: SessionHandler,
+        replies: ServiceReplies,
+        limiter: ConnectionLimiter,
+    ) -> None:
+        """Start one listener per address of `service`, all running `handler`."""
+        limits = self.config.limits
+        for address in addresses:
+            settings = ListenerSettings(
+                service=service,
+                host=address.host,
+                port=address.port,
+                implicit_tls=implicit_tls,
+                max_connections=limits.max_connections,
+                session_timeout=limits.session_timeout,
+            )
+            listener = Listener(settings, handler, replies, limiter, self.tls)
+            await listener.start()
+            self.listeners.append(listener)
+            log("listening", service=service, address=f"{address.host}:{address.port}")
+
+    async def _start_pop3_listeners(self, logins: LoginService, limiter: ConnectionLimiter) -> None:
+        """pop3 (STLS) and pop3s (implicit TLS); one maildrop lock table for both."""
+        config = self.config
+        assert self.store is not None
+        locks = MaildropLocks()
+        limits = Pop3Limits(
+            max_errors=config.limits.max_errors,
+            max_auth_failures=config.limits.max_auth_failures,
+        )
+        services = (("pop3", config.listeners.pop3, False), ("pop3s", config.listeners.pop3s, True))
+        for service, addresses, implicit in services:
+            ctx = Pop3Context(
+                hostname=config.hostname,
+                service=service,
+                limits=limits,
+                idle_timeout=config.limits.idle_timeout,
+                tls=self.tls,
+                dev_mode=config.dev_mode,
+                logins=logins,
+                store=self.store,
+                locks=locks,
+            )
+            handler = partial(run_pop3_session, ctx)
+            await self._listen(service, addresses, implicit, handler, POP3_REPLIES, limiter)
 
     def reload_tls(self) -> None:
         if self.tls is None:

@@ -1,0 +1,282 @@
+"""POP3 sessions: run the sans-I/O core over a connection and answer it from the store.
+
+The core decides protocol rules; this module answers its questions (passwords via
+the shared login service, the INBOX snapshot, message octets, the expunge at QUIT),
+holds the one-session-per-maildrop lock, and turns the core's events into writes,
+TLS upgrades and closes. Deletions reach the store only through `CommitDeletions`,
+which the core emits for QUIT in the TRANSACTION state: a dropped connection, an
+idle timeout or a shutdown deletes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from poczta.login import LoginService
+from poczta.logs import log
+from poczta.net.connection import Connection
+from poczta.net.listener import ServiceReplies
+from poczta.net.tls import ReloadableContext
+from poczta.pop3.events import (
+    CheckPassword,
+    Close,
+    CommitDeletions,
+    Continue,
+    Event,
+    LoginResult,
+    MailboxError,
+    MaildropSnapshot,
+    MultiLine,
+    NeedMessage,
+    NeedScram,
+    NeedTop,
+    OpenMailbox,
+    Pop3Limits,
+    Reply,
+    StartTls,
+)
+from poczta.pop3.server import Pop3Server
+from poczta.store.base import MailboxId, MailStore, NotFound, StoreError
+
+POP3_REPLIES = ServiceReplies(
+    too_many=b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    timeout=b"-ERR Session time limit reached, closing connection\r\n",
+)
+IDLE_TIMEOUT_REPLY = b"-ERR idle timeout\r\n"
+SHUTDOWN_REPLY = b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
+
+
+class MaildropLocks:
+    """Which maildrops have a POP3 session open, in this process.
+
+    RFC 1939 gives a maildrop to one session at a time. Several poczta processes
+    sharing one store would need the lock in the store instead.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+
+    def acquire(self, user: str) -> bool:
+        """Take the lock for `user`; False when another session holds it."""
+        if user in self._held:
+            return False
+        self._held.add(user)
+        return True
+
+    def release(self, user: str) -> None:
+        self._held.discard(user)
+
+    def held(self, user: str) -> bool:
+        return user in self._held
+
+
+@dataclass
+class Pop3Context:
+    """What every POP3 session of one listener shares."""
+
+    hostname: str
+    service: str  # "pop3" (STLS) or "pop3s" (implicit TLS)
+    limits: Pop3Limits
+    idle_timeout: float
+    tls: ReloadableContext | None
+    dev_mode: bool
+    logins: LoginService
+    store: MailStore
+    locks: MaildropLocks = field(default_factory=MaildropLocks)
+
+
+@dataclass
+class OpenDrop:
+    """The maildrop this session locked: its mailbox and, per UIDL string, (UID, blob digest)."""
+
+    user: str
+    mailbox_id: MailboxId
+    messages: dict[str, tuple[int, str]]
+
+
+def uidl_string(uidvalidity: int, uid: int) -> str:
+    """The POP3 unique-id of a message: stable while the mailbox keeps its UIDVALIDITY."""
+    return f"{uidvalidity}.{uid}"
+
+
+class Pop3Session:
+    """One connection's dialogue: the core plus the answers it needs."""
+
+    def __init__(self, ctx: Pop3Context, conn: Connection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.plaintext_auth = ctx.dev_mode and conn.is_loopback
+        self.core = Pop3Server(
+            hostname=ctx.hostname,
+            tls_available=ctx.tls is not None,
+            tls_active=conn.tls is not None,
+            plaintext_auth_allowed=self.plaintext_auth,
+            limits=ctx.limits,
+        )
+        self.drop: OpenDrop | None = None
+        self._locked: str | None = None  # the maildrop lock this session holds
+        self._scram_authcid: str | None = None
+
+    async def run(self) -> None:
+        log(
+            "pop3.connect",
+            service=self.ctx.service,
+            ip=self.conn.peer_ip,
+            tls=self.conn.tls is not None,
+        )
+        try:
+            await self._dialogue()
+        finally:  # however the session ended, even cancelled in the middle of a store call
+            if self._locked is not None:
+                self.ctx.locks.release(self._locked)
+                self._locked = None
+
+    async def _dialogue(self) -> None:
+        if not await self.handle(self._greeting()):
+            return
+        while True:
+            if self.conn.interrupted:
+                self.conn.write(SHUTDOWN_REPLY)
+                return
+            try:
+                data = await self.conn.read(self.ctx.idle_timeout)
+            except TimeoutError:
+                self.conn.write(IDLE_TIMEOUT_REPLY)
+                log("pop3.idle_timeout", ip=self.conn.peer_ip, user=self.core.user or "")
+                return
+            if data is None:
+                await self.handle(self.core.eof())
+                return
+            if data and not await self.handle(self.core.receive(data)):
+                return
+
+    def _greeting(self) -> list[Event]:
+        events = self.core.start()
+        if self.plaintext_auth and events and isinstance(events[0], Reply):
+            first = events[0]
+            note = "(dev mode: plaintext login allowed on loopback)"
+            events[0] = Reply(first.ok, f"{first.text} {note}", first.code)
+        return events
+
+    async def handle(self, events: Sequence[Event]) -> bool:
+        """Carry out the core's events; False once the connection should close."""
+        pending = list(events)
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, Reply):
+                if self._scram_authcid is not None:
+                    await self._scram_outcome(event)
+                self.conn.write(event.encode())
+            elif isinstance(event, Continue):
+                self.conn.write(event.encode())
+            elif isinstance(event, MultiLine):
+                self.conn.write(event.encode())
+                await self.conn.drain()  # a pipelined RETR run must not pile up in memory
+            elif isinstance(event, Close):
+                await self.conn.drain()
+                return False
+            elif isinstance(event, StartTls):
+                # No await between writing "+OK" and the upgrade: the ClientHello must not
+                # reach the plaintext buffer, which start_tls clears.
+                assert self.ctx.tls is not None
+                info = await self.conn.start_tls(self.ctx.tls.context)
+                pending = self.core.tls_started() if info else []
+            else:
+                pending = await self.answer(event) + pending
+        await self.conn.drain()
+        return True
+
+    async def _scram_outcome(self, reply: Reply) -> None:
+        """A SCRAM exchange ended in `reply`: count a rejection with the throttle (and wait).
+
+        Password checks go through `LoginService.check_password`, which does this itself;
+        SCRAM proofs are verified inside the core, so the session learns of a failure
+        only from the "-ERR [AUTH]" reply.
+        """
+        authcid, self._scram_authcid = self._scram_authcid, None
+        if authcid is not None and not reply.ok and reply.code == "AUTH":
+            await self.ctx.logins.failed(self.conn.peer_ip, authcid, self.ctx.service, "scram")
+
+    async def answer(self, event: Event) -> list[Event]:
+        """The core's question answered; returns the events that follow."""
+        if isinstance(event, CheckPassword):
+            user = await self.ctx.logins.check_password(
+                self.conn.peer_ip, event.user, event.password, self.ctx.service
+            )
+            return self.core.login_result(LoginResult(user) if user else LoginResult.failure())
+        if isinstance(event, NeedScram):
+            creds, user = await self.ctx.logins.scram_credentials(self.conn.peer_ip, event.authcid)
+            self._scram_authcid = event.authcid
+            return self.core.scram_result(creds, user)
+        if isinstance(event, OpenMailbox):
+            if self._scram_authcid is not None:
+                self.ctx.logins.succeeded(self.conn.peer_ip, event.user, self.ctx.service)
+                self._scram_authcid = None
+            return self.core.mailbox_opened(await self.open_mailbox(event.user))
+        if isinstance(event, NeedMessage | NeedTop):
+            return self.core.message_data(await self.read_message(event.uid))
+        if isinstance(event, CommitDeletions):
+            return self.core.update_done(await self.commit(event.uids))
+        raise AssertionError(f"unexpected POP3 core event {event!r}")
+
+    async def open_mailbox(self, user: str) -> MaildropSnapshot | MailboxError:
+        """Lock `user`'s maildrop and snapshot its INBOX (numbers and sizes fixed from now on)."""
+        if not self.ctx.locks.acquire(user):
+            log("pop3.in_use", ip=self.conn.peer_ip, user=user)
+            return MailboxError("IN-USE", "Maildrop is already in use by another session")
+        self._locked = user
+        try:
+            record = await self.ctx.store.get_user(user)
+            if record is None:
+                raise NotFound(f"no user {user}")
+            mailbox = await self.ctx.store.get_mailbox(record.id, "INBOX")
+            metas = await self.ctx.store.fetch_meta(mailbox.id)
+        except StoreError as exc:
+            self.ctx.locks.release(user)
+            self._locked = None
+            log("pop3.open_failed", ip=self.conn.peer_ip, user=user, error=exc)
+            return MailboxError("SYS/TEMP", "Maildrop is not available now, try again later")
+        messages = {
+            uidl_string(mailbox.uidvalidity, meta.uid): (meta.uid, meta.digest) for meta in metas
+        }
+        self.drop = OpenDrop(user, mailbox.id, messages)
+        log(
+            "pop3.login",
+            service=self.ctx.service,
+            ip=self.conn.peer_ip,
+            user=user,
+            messages=len(messages),
+        )
+        return MaildropSnapshot(
+            [(uid, meta.size) for uid, meta in zip(messages, metas, strict=True)]
+        )
+
+    async def read_message(self, uid: str) -> bytes | None:
+        """The stored octets of the message with POP3 unique-id `uid` (None: unreadable).
+
+        Read by the digest noted at login: one file read, no database query per RETR.
+        """
+        assert self.drop is not None
+        try:
+            return await self.ctx.store.read_blob(self.drop.messages[uid][1])
+        except StoreError as exc:  # expunged elsewhere meanwhile, or the disk failed
+            log("pop3.read_failed", user=self.drop.user, uid=uid, error=exc)
+            return None
+
+    async def commit(self, uids: Sequence[str]) -> bool:
+        """UPDATE state: expunge the messages marked deleted, all in one store transaction."""
+        assert self.drop is not None
+        store_uids = [self.drop.messages[uid][0] for uid in uids]
+        try:
+            gone = await self.ctx.store.expunge(self.drop.mailbox_id, store_uids)
+        except StoreError as exc:
+            log("pop3.update_failed", user=self.drop.user, error=exc)
+            return False
+        # Messages another client expunged meanwhile are gone too: that is success.
+        log("pop3.update", user=self.drop.user, deleted=len(gone), marked=len(store_uids))
+        return True
+
+
+async def run_pop3_session(ctx: Pop3Context, conn: Connection) -> None:
+    await Pop3Session(ctx, conn).run()
