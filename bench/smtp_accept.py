@@ -1,4 +1,4 @@
-"""SMTP acceptance throughput: poczta against aiosmtpd and Postfix.
+"""SMTP acceptance throughput: poczta against aiosmtpd and Postfix, and with its checks on.
 
 For every target and every concurrency level the benchmark starts a fresh
 server on a free loopback port in its own temporary directory, sends N
@@ -7,7 +7,9 @@ until the last "250" after DATA.  Meanwhile it samples the summed RSS (and PSS)
 of the server's whole process tree from /proc.  Every target must have stored
 each message durably (fsync) before answering 250; afterwards the stored
 messages are counted and a run whose count differs from the number sent is
-marked FAIL.
+marked FAIL. poczta runs with its checks of incoming mail off, like its peers; with
+``--checks`` it runs a second time with them on (answers from a local dnsmasq) and the
+report adds the ratio checks-on / checks-off.
 
 Run it with ``python bench/smtp_accept --help`` for the options.
 """
@@ -389,7 +391,10 @@ def poczta_commands(exe: str, *group: str) -> set[str]:
     return names
 
 
-def poczta_config(data_dir: Path, port: int) -> str:
+CHECKS_OFF = "\n[checks]\nenabled = false\n"
+
+
+def poczta_config(data_dir: Path, port: int, checks: str = CHECKS_OFF) -> str:
     return f"""\
 hostname = "{HELO}"
 data_dir = "{data_dir}"
@@ -406,10 +411,12 @@ imaps = []
 
 [limits]
 max_connections_per_ip = 200
-"""
+{checks}"""
 
 
-def poczta_setup(exe: str, config: Path, data_dir: Path, port: int) -> None:
+def poczta_setup(
+    exe: str, config: Path, data_dir: Path, port: int, checks: str = CHECKS_OFF
+) -> None:
     """Write ``config`` and prepare a fresh data directory holding the benchmark recipient.
 
     This is the one place to adapt when poczta's command line changes.
@@ -434,7 +441,7 @@ def poczta_setup(exe: str, config: Path, data_dir: Path, port: int) -> None:
                 DOMAIN,
             ]
         )
-    config.write_text(poczta_config(data_dir, port))
+    config.write_text(poczta_config(data_dir, port, checks))
     cfg = ["-c", str(config)]
     if "domain" in commands:
         # the domain is also listed in the config; "already exists" is fine
@@ -478,10 +485,108 @@ class PocztaTarget(PopenTarget):
         return len(items)
 
 
+# The zones the checks-on case asks: the benchmark sender passes SPF and DMARC (p=reject),
+# the client address and the sender domain are looked up in blocklists that do not list
+# them. smtp-source cannot sign, so DKIM finds no signature.
+BENCH_ZONES = {
+    "bench.test": f"v=spf1 ip4:{HOST} -all",
+    "_dmarc.bench.test": "v=DMARC1; p=reject",
+}
+
+
+def checks_config(dns_port: int) -> str:
+    return f"""
+[dns]
+nameservers = ["{HOST}"]
+port = {dns_port}
+timeout = 1.0
+
+[checks]
+dnsbl_ip_zones = ["bl.bench.test"]
+dnsbl_domain_zones = ["dbl.bench.test"]
+greylist_delay = 0
+"""
+
+
+class PocztaChecksTarget(PocztaTarget):
+    """poczta with every check of incoming mail on, its DNS answered by a local dnsmasq.
+
+    Greylisting is on: before the measured run one RCPT is greylisted and retried, so the
+    benchmark triplet is whitelisted, as a regular correspondent's would be.
+    """
+
+    name = "poczta-checks"
+    dns: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def unavailable(cls, opts: argparse.Namespace) -> str | None:
+        if dnsmasq_bin() is None:
+            return "dnsmasq not found (Debian package dnsmasq-base)"
+        return super().unavailable(opts)
+
+    def start(self) -> None:
+        exe = poczta_bin(self.opts)
+        assert exe is not None
+        self.exe = exe
+        self.config = self.workdir / "poczta.toml"
+        dns_port = free_port(HOST)
+        self.dns = start_dnsmasq(dns_port, self.workdir)
+        checks = checks_config(dns_port)
+        poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port, checks)
+        self.spawn([exe, "serve", "-c", str(self.config)])
+        wait_port(HOST, self.port, timeout=self.opts.start_timeout, alive=self.alive)
+        pass_greylisting(self.port)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.dns is not None:
+            self.dns.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.dns.wait(timeout=5)
+
+
+def dnsmasq_bin() -> str | None:
+    return shutil.which("dnsmasq", path=f"/usr/sbin:{os.environ.get('PATH', '')}")
+
+
+def start_dnsmasq(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    exe = dnsmasq_bin()
+    assert exe is not None
+    # On the command line dnsmasq keeps quotes as data and splits strings at commas.
+    records = [f"--txt-record={name},{text}" for name, text in BENCH_ZONES.items()]
+    proc = subprocess.Popen(
+        [exe, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+         "--bind-interfaces", f"--listen-address={HOST}", f"--port={port}", "--local=/test/",
+         "--local-ttl=300",
+         f"--pid-file={workdir / 'dnsmasq.pid'}", *records],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        raise BenchError(f"dnsmasq exited with {proc.returncode}")
+    return proc
+
+
+def pass_greylisting(port: int) -> None:
+    """Greylist the benchmark triplet and retry at once (delay 0): it is whitelisted."""
+    import smtplib
+
+    codes = []
+    for _ in range(2):
+        with smtplib.SMTP(HOST, port, timeout=30) as client:
+            client.ehlo(HELO)
+            client.mail(SENDER)
+            codes.append(client.rcpt(RCPT)[0])
+            client.rset()
+    if codes != [451, 250]:
+        raise BenchError(f"greylisting warm-up answered {codes}, expected [451, 250]")
+
+
 TARGET_CLASSES: dict[str, type[Target]] = {
     "poczta": PocztaTarget,
     "aiosmtpd": AiosmtpdTarget,
     "postfix": PostfixTarget,
+    "poczta-checks": PocztaChecksTarget,
 }
 
 
@@ -665,6 +770,15 @@ def ratio_rows(results: list[Result], concurrencies: list[int]) -> list[list[str
     return rows
 
 
+def checks_ratio_rows(results: list[Result], concurrencies: list[int]) -> list[list[str]]:
+    by = {(r.target, r.concurrency): r for r in results if r.ok}
+    rows = []
+    for c in concurrencies:
+        on, off = by.get(("poczta-checks", c)), by.get(("poczta", c))
+        rows.append([str(c), ratio(on and on.msgs_per_s, off and off.msgs_per_s)])
+    return rows
+
+
 def report(results: list[Result], opts: argparse.Namespace, skipped: dict[str, str]) -> None:
     print()
     print(
@@ -723,6 +837,10 @@ def report(results: list[Result], opts: argparse.Namespace, skipped: dict[str, s
     print()
     print("Ratios poczta / peer (msg/s above 1: poczta faster; RSS, PSS below 1: poczta smaller)")
     print_table(RATIO_HEADERS, ratio_rows(results, opts.concurrency), right=range(7))
+    if opts.checks:
+        print()
+        print("Checks on / checks off (poczta msg/s; below 1: what the checks cost)")
+        print_table(["conc", "on / off"], checks_ratio_rows(results, opts.concurrency), right=[1])
     full = [r for r in results if r.note and "\n" in r.note]
     for r in full:
         print(f"\n{r.target} c={r.concurrency}: {r.note}")
@@ -754,6 +872,11 @@ def write_json(
             dict(zip(RATIO_KEYS, row, strict=True)) for row in ratio_rows(results, opts.concurrency)
         ],
     }
+    if opts.checks:
+        doc["checks_on_vs_off"] = [
+            {"concurrency": int(c), "msgs": r}
+            for c, r in checks_ratio_rows(results, opts.concurrency)
+        ]
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
@@ -810,6 +933,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="parent of the temporary server dirs (system temp dir; must not be "
         "tmpfs, or fsync costs nothing)",
     )
+    p.add_argument(
+        "--checks",
+        action="store_true",
+        help="also measure poczta with the checks of incoming mail on (SPF, DKIM, DMARC, "
+        "blocklists, greylisting; DNS from a local dnsmasq) and print on/off ratios",
+    )
     p.add_argument("--keep", action="store_true", help="keep the server dirs for inspection")
     p.add_argument("--poczta-bin", type=Path, help="poczta executable (next to this python)")
     p.add_argument(
@@ -849,7 +978,10 @@ def main(argv: list[str] | None = None) -> int:
             if found is None:
                 raise BenchError("smtp-source not found although postfix is installed")
             opts.smtp_source = found
-            for name in opts.targets:
+            names = list(opts.targets)
+            if opts.checks and "poczta" in names:
+                names.insert(names.index("poczta") + 1, "poczta-checks")
+            for name in names:
                 cls = TARGET_CLASSES[name]
                 why = cls.unavailable(opts)
                 if why:

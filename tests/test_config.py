@@ -409,3 +409,57 @@ def test_arbitrary_values_raise_only_config_error(document: dict[str, object]) -
         assert str(error).startswith("override")
     else:
         assert isinstance(config, Config)
+
+
+# --------------------------------------------------------------------------- [dns] and [checks]
+
+
+def test_checks_and_dns_defaults() -> None:
+    config = validate_text(BASE, "poczta.toml")
+    assert config.dns.nameservers == () and config.dns.port == 53 and config.dns.timeout == 2.0
+    checks = config.checks
+    assert checks.enabled and not checks.report_only and checks.greylisting
+    assert checks.dnsbl_ip_zones == () and checks.dnsbl_domain_zones == ()
+    assert (checks.dmarc_reject, checks.spf_fail, checks.dkim_fail) == ("reject", "junk", "accept")
+
+
+def test_checks_and_dns_values() -> None:
+    text = BASE + (
+        '[dns]\nnameservers = ["127.0.0.1", "::1"]\nport = 5353\ntimeout = 0.5\n'
+        '[checks]\ndnsbl_ip_zones = ["zen.spamhaus.org"]\nspf_fail = "reject"\n'
+        'greylist_exempt_networks = ["192.0.2.7", "2001:db8::/32"]\ngreylist_delay = 60\n'
+    )
+    config = validate_text(text, "poczta.toml")
+    assert config.dns.nameservers == ("127.0.0.1", "::1") and config.dns.port == 5353
+    assert config.checks.dnsbl_ip_zones == ("zen.spamhaus.org",)
+    assert config.checks.spf_fail == "reject" and config.checks.greylist_delay == 60
+    assert config.checks.greylist_exempt_networks == ("192.0.2.7/32", "2001:db8::/32")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('[dns]\nnameservers = ["dns.example"]\n', "poczta.toml:5: dns.nameservers: 'dns.example'"),
+        ("[dns]\ntimeout = 0\n", "poczta.toml:5: dns.timeout: must be at least 0.05"),
+        ("[dns]\nport = 70000\n", "poczta.toml:5: dns.port: must be at most 65535"),
+        ('[checks]\nspf_fail = "drop"\n', "poczta.toml:5: checks.spf_fail: unknown value 'drop'"),
+        ('[checks]\ndnsbl_action = "defer"\n', "checks.dnsbl_action: unknown value 'defer'"),
+        ('[checks]\ngreylist_exempt_networks = ["x"]\n', "not an IP network"),
+        ("[checks]\ngreylist_delay = 100\ngreylist_retry_window = 50\n", "must be longer"),
+        ("[checks]\nenable = false\n", "unknown key 'enable'; did you mean 'enabled'?"),
+    ],
+)
+def test_checks_and_dns_errors(extra: str, expected: str) -> None:
+    assert expected in error_of(BASE + "\n" + extra)
+
+
+def test_dev_config_checks_only_report(tmp_path: Path) -> None:
+    config = Config.dev(tmp_path)
+    assert config.checks.enabled and config.checks.report_only
+    assert config.dns.timeout == 0.5
+
+
+def test_rendered_config_documents_checks() -> None:
+    text = render_default_config("mx.example.org", "/srv/mail", ["example.org"])
+    assert "[dns]" in text and "[checks]" in text and "zen.spamhaus.org" in text
+    assert "dnsbl_ip_zones = []" in text and "greylisting = true" in text

@@ -1,4 +1,4 @@
-"""Wiring: config → store, logins, delivery, listeners; start, reload on SIGHUP, graceful stop."""
+"""Wiring: config → store, logins, delivery, mail checks, listeners; start, reload, stop."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from poczta.accounts import LoginThrottle
-from poczta.config import Config, ListenAddress
+from poczta.config import Config, ConfigError, ListenAddress
 from poczta.delivery import Delivery
+from poczta.dns import DnsPythonResolver
 from poczta.login import LoginService
 from poczta.logs import log
+from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
+from poczta.mailauth.greylist import Greylister, GreylistSettings
+from poczta.mailauth.pipeline import MailChecks
+from poczta.mailauth.verdict import PolicySettings
 from poczta.net.connection import Connection
 from poczta.net.listener import (
     ConnectionLimiter,
@@ -28,8 +33,10 @@ from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_po
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SmtpContext, run_smtp_session
 from poczta.store.base import MailStore, StoreUnavailable
+from poczta.store.greylist_sqlite import SqliteGreylistStore
 
 SHUTDOWN_GRACE_SECONDS = 30.0
+GREYLIST_SWEEP_SECONDS = 600.0
 
 SMTP_REPLIES = ServiceReplies(
     too_many=b"421 4.7.0 Too many connections, try again later\r\n",
@@ -69,6 +76,106 @@ async def open_configured_store(config: Config) -> MailStore:
     return store
 
 
+def build_resolver(config: Config) -> DnsPythonResolver:
+    """The resolver of [dns]; with no nameservers, those of resolv.conf (dev mode falls
+    back to 127.0.0.1 when there is none, so a demo starts anywhere)."""
+    import dns.resolver
+
+    settings = config.dns
+
+    def resolver(nameservers: Sequence[str] | None) -> DnsPythonResolver:
+        timeout = settings.timeout
+        return DnsPythonResolver(
+            nameservers, port=settings.port, timeout=timeout, lifetime=2 * timeout
+        )
+
+    if settings.nameservers:
+        return resolver(settings.nameservers)
+    try:
+        return resolver(None)
+    except dns.resolver.NoResolverConfiguration:
+        if config.dev_mode:
+            log("dns.no_resolv_conf", fallback="127.0.0.1")
+            return resolver(["127.0.0.1"])
+        raise ConfigError(
+            str(config.source or "config"),
+            "empty, and the system has no usable resolv.conf: list your resolvers here",
+            key="dns.nameservers",
+        ) from None
+
+
+def policy_settings(config: Config) -> PolicySettings:
+    c = config.checks
+    return PolicySettings(
+        report_only=c.report_only or config.dev_mode,
+        dmarc_reject=c.dmarc_reject,
+        dmarc_quarantine=c.dmarc_quarantine,
+        dmarc_temperror=c.dmarc_temperror,
+        dmarc_bad_from=c.dmarc_bad_from,
+        dmarc_permerror=c.dmarc_permerror,
+        spf_fail=c.spf_fail,
+        spf_softfail=c.spf_softfail,
+        spf_temperror=c.spf_temperror,
+        spf_permerror=c.spf_permerror,
+        dkim_fail=c.dkim_fail,
+        dkim_temperror=c.dkim_temperror,
+        dnsbl_temperror=c.dnsbl_temperror,
+    )
+
+
+def greylist_settings(config: Config) -> GreylistSettings:
+    c = config.checks
+    return GreylistSettings(
+        enabled=c.greylisting,
+        delay=float(c.greylist_delay),
+        retry_window=float(c.greylist_retry_window),
+        whitelist_period=c.greylist_whitelist_days * 86_400.0,
+        whitelist_scope=c.greylist_whitelist_scope,
+        exempt_networks=c.greylist_exempt_networks,
+        exempt_recipient_domains=c.greylist_exempt_recipient_domains,
+        exempt_sender_domains=c.greylist_exempt_sender_domains,
+        trusted_domains=c.greylist_trusted_domains,
+        auto_whitelist_after=c.greylist_auto_whitelist_after,
+    )
+
+
+async def open_mail_checks(config: Config) -> tuple[MailChecks | None, SqliteGreylistStore | None]:
+    """The checks of incoming mail, and the greylist store they write (None when off)."""
+    c = config.checks
+    if not c.enabled or not config.listeners.smtp:
+        return None, None
+    resolver = build_resolver(config)
+    zones = [DnsblZone(z, DnsblKind.IP, c.dnsbl_action) for z in c.dnsbl_ip_zones]
+    zones += [DnsblZone(z, DnsblKind.DOMAIN, c.dnsbl_action) for z in c.dnsbl_domain_zones]
+    greylist_store = None
+    greylister = None
+    if c.greylisting:
+        greylist_store = await SqliteGreylistStore.open(config.store.path)
+        greylister = Greylister(greylist_store, greylist_settings(config))
+    checks = MailChecks(
+        resolver,
+        authserv_id=config.hostname,
+        policy=policy_settings(config),
+        zones=zones,
+        greylister=greylister,
+        deadline=c.deadline,
+    )
+    return checks, greylist_store
+
+
+async def sweep_greylist(greylister: Greylister, every: float = GREYLIST_SWEEP_SECONDS) -> None:
+    """Delete expired greylisting entries every `every` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            removed = await greylister.sweep()
+        except Exception as exc:  # the next sweep tries again; mail flow is unaffected
+            log("greylist.sweep_failed", error=exc)
+            continue
+        if removed:
+            log("greylist.swept", removed=removed)
+
+
 @dataclass
 class App:
     """A running poczta: every listener of the config, sharing one store and one throttle."""
@@ -78,6 +185,9 @@ class App:
     tls: ReloadableContext | None = None
     listeners: list[Listener] = field(default_factory=list)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    checks: MailChecks | None = None
+    greylist_store: SqliteGreylistStore | None = None
+    sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -89,6 +199,11 @@ class App:
         logins = LoginService(self.store, throttle)
         delivery = Delivery(self.store)
         limiter = ConnectionLimiter(config.limits.max_connections_per_ip)
+        self.checks, self.greylist_store = await open_mail_checks(config)
+        if self.checks is not None and self.checks.greylister is not None:
+            self.sweeper = asyncio.get_running_loop().create_task(
+                sweep_greylist(self.checks.greylister)
+            )
         smtp_services = (
             ("smtp", Role.MX, config.listeners.smtp, False),
             ("submission", Role.SUBMISSION, config.listeners.submission, False),
@@ -105,6 +220,7 @@ class App:
                 logins=logins,
                 delivery=delivery,
                 bare_line_endings=config.smtp.bare_line_endings,
+                checks=self.checks if role is Role.MX else None,
             )
             handler: Callable[[Connection], Awaitable[None]] = partial(run_smtp_session, ctx)
             await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)
@@ -172,6 +288,12 @@ class App:
     async def stop(self) -> None:
         log("stopping", grace=SHUTDOWN_GRACE_SECONDS)
         await asyncio.gather(*(lis.stop(SHUTDOWN_GRACE_SECONDS) for lis in self.listeners))
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        if self.greylist_store is not None:
+            await self.greylist_store.close()
         if self.store is not None:
             await self.store.close()
         log("stopped")

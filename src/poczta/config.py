@@ -16,6 +16,7 @@ default, which `load_config` reads back.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 import tomllib
@@ -29,8 +30,10 @@ from poczta.accounts import normalize_domain
 from poczta.config_locate import KeyPath, locate_keys
 from poczta.config_schema import (
     AuthSettings,
+    CheckSettings,
     Config,
     ConfigError,
+    DnsSettings,
     Limits,
     ListenAddress,
     Listeners,
@@ -42,8 +45,10 @@ from poczta.config_schema import (
 
 __all__ = [
     "AuthSettings",
+    "CheckSettings",
     "Config",
     "ConfigError",
+    "DnsSettings",
     "Limits",
     "ListenAddress",
     "Listeners",
@@ -237,9 +242,22 @@ def _convert_string(meta: Mapping[str, Any], value: object, path: KeyPath) -> st
     if choices and value not in choices:
         listed = ", ".join(repr(c) for c in choices)
         raise _Problem(path, f"unknown value {value!r}; expected one of {listed}")
-    if meta.get("kind") == "domain":
+    kind = meta.get("kind")
+    if kind == "domain":
         return _domain(value, path)
+    if kind in ("ip", "network"):
+        return _address(value, path, network=kind == "network")
     return value
+
+
+def _address(value: str, path: KeyPath, *, network: bool) -> str:
+    try:
+        if network:
+            return str(ipaddress.ip_network(value.strip(), strict=False))
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        what = "an IP network like 192.0.2.0/24" if network else "an IP address"
+        raise _Problem(path, f"{value!r} is not {what}") from None
 
 
 def _domain(value: str, path: KeyPath) -> str:
@@ -284,6 +302,11 @@ def _check_consistency(config: Config) -> None:
                     f"{address} is already used by listeners.{seen[address]}",
                 )
             seen[address] = service
+    checks = config.checks
+    if checks.greylist_retry_window <= checks.greylist_delay:
+        raise _Problem(
+            ("checks", "greylist_retry_window"), "must be longer than checks.greylist_delay"
+        )
 
 
 def _resolve_paths(config: Config, base: Path, source: Path | None) -> Config:

@@ -16,8 +16,10 @@ from typing import Any, Final
 
 __all__ = [
     "AuthSettings",
+    "CheckSettings",
     "Config",
     "ConfigError",
+    "DnsSettings",
     "Limits",
     "ListenAddress",
     "Listeners",
@@ -54,7 +56,8 @@ def meta(
 ) -> dict[str, Any]:
     """Describe a setting for the loader and the renderer: its meaning and accepted values.
 
-    `kind` refines a string: "domain" means a host name, kept in IDNA ASCII form.
+    `kind` refines a string: "domain" means a host name, kept in IDNA ASCII form; "ip" an
+    IP address; "network" an IP network in CIDR form (a bare address is one host).
     """
     return {"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "kind": kind}
 
@@ -223,6 +226,114 @@ class LogSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """[dns]: the resolvers asked by the checks of incoming mail (SPF, DKIM, DMARC, blocklists)."""
+
+    nameservers: tuple[str, ...] = field(
+        default=(),
+        metadata=meta(
+            "IP addresses of recursive resolvers; [] uses those of /etc/resolv.conf", kind="ip"
+        ),
+    )
+    port: int = field(
+        default=53, metadata=meta("port the resolvers listen on", minimum=1, maximum=65535)
+    )
+    timeout: float = field(
+        default=2.0,
+        metadata=meta(
+            "seconds to wait for one server's answer; a lookup gives up after twice this",
+            minimum=0.05,
+            maximum=60,
+        ),
+    )
+
+
+#: What a check's outcome may do to a message (`poczta.mailauth.verdict.Action`).
+ACTIONS: Final = ("accept", "junk", "defer", "reject")
+
+
+def _action(default: str, doc: str) -> Any:
+    return field(default=default, metadata=meta(doc, choices=ACTIONS))
+
+
+def _seconds(default: int, doc: str, minimum: int = 0) -> Any:
+    return field(default=default, metadata=meta(doc, minimum=minimum))
+
+
+def _names(doc: str, kind: str = "domain") -> Any:
+    return field(default=(), metadata=meta(doc, kind=kind))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSettings:
+    """[checks]: protection of mail arriving on the smtp listener; submitted mail is not checked."""
+
+    enabled: bool = field(default=True, metadata=meta("check incoming mail at all"))
+    report_only: bool = field(
+        default=False,
+        metadata=meta("record and log every verdict, but accept all mail (dev mode does this)"),
+    )
+    deadline: float = field(
+        default=20.0,
+        metadata=meta(
+            "seconds one check (SPF, DKIM, ...) may take; then it is a temperror",
+            minimum=0.1,
+            maximum=600,
+        ),
+    )
+    dnsbl_ip_zones: tuple[str, ...] = _names(
+        'client address blocklists; none by default, usually ["zen.spamhaus.org"]'
+    )
+    dnsbl_domain_zones: tuple[str, ...] = _names(
+        'DNS blocklists of domains (MAIL FROM, HELO, From), e.g. ["dbl.spamhaus.org"]'
+    )
+    dnsbl_action: str = field(
+        default="reject",
+        metadata=meta(
+            "a listed client or domain: reject (554 at RCPT) or file in Junk",
+            choices=("reject", "junk"),
+        ),
+    )
+    dnsbl_temperror: str = _action("accept", "a blocklist that cannot be asked")
+    dmarc_reject: str = _action("reject", "DMARC fail under the sender's p=reject")
+    dmarc_quarantine: str = _action("junk", "DMARC fail under the sender's p=quarantine")
+    dmarc_temperror: str = _action("defer", "DMARC could not be checked for now")
+    dmarc_bad_from: str = _action("reject", "From header missing, repeated or not one address")
+    dmarc_permerror: str = _action("accept", "the sender's DMARC record is unusable")
+    spf_fail: str = _action("junk", "SPF fail (-all)")
+    spf_softfail: str = _action("accept", "SPF softfail (~all)")
+    spf_temperror: str = _action("accept", "SPF could not be checked for now")
+    spf_permerror: str = _action("accept", "the sender's SPF record is broken")
+    dkim_fail: str = _action("accept", "signed, but no DKIM signature verifies")
+    dkim_temperror: str = _action("accept", "a DKIM key could not be fetched for now")
+    greylisting: bool = field(
+        default=True, metadata=meta("greylist unknown (client network, sender, recipient) triplets")
+    )
+    greylist_delay: int = _seconds(300, "seconds before a retry of a new triplet passes")
+    greylist_retry_window: int = _seconds(86_400, "seconds within which that retry must come", 1)
+    greylist_whitelist_days: int = _seconds(36, "days a passed triplet stays whitelisted")
+    greylist_whitelist_scope: str = field(
+        default="triplet",
+        metadata=meta("what a passed retry whitelists", choices=("triplet", "network")),
+    )
+    greylist_auto_whitelist_after: int = _seconds(
+        5, "passes that whitelist a whole client network (0: never)"
+    )
+    greylist_exempt_networks: tuple[str, ...] = _names(
+        'client networks never greylisted, e.g. ["192.0.2.0/24"]', kind="network"
+    )
+    greylist_exempt_recipient_domains: tuple[str, ...] = _names(
+        "recipient domains never greylisted"
+    )
+    greylist_exempt_sender_domains: tuple[str, ...] = _names(
+        "sender domains never greylisted (the sender address is easily forged)"
+    )
+    greylist_trusted_domains: tuple[str, ...] = _names(
+        "domains whose mail passing SPF skips greylisting"
+    )
+
+
 #: The ports `Config.dev` listens on, on loopback.
 DEV_PORTS: Final = {
     "smtp": 2525,
@@ -260,6 +371,8 @@ class Config:
     auth: AuthSettings = field(default_factory=AuthSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
     source: Path | None = None
 
     @classmethod
@@ -292,6 +405,8 @@ class Config:
             listeners=listeners,
             store=StoreSettings(path=root / "poczta.db"),
             log=LogSettings(level="debug"),
+            dns=DnsSettings(timeout=0.5),
+            checks=CheckSettings(report_only=True, deadline=2.0),
         )
 
     def replace(self, **changes: Any) -> Config:

@@ -5,8 +5,8 @@ catch-all `@domain`); answers are cached for a few seconds (`RecipientCache`), s
 busy MX asks the store once per recipient and interval, not once per message. An
 admin's change (new user, removed alias) is seen within that interval, also by other
 nodes sharing the database. One message to several local users is stored once (one blob)
-and linked into each INBOX; remote recipients go to the durable outbound queue in
-the same call.
+and linked into each INBOX (or each Junk mailbox, when the checks' verdict says junk);
+remote recipients go to the durable outbound queue in the same call.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from poczta.accounts import domain_of, normalize_address
 from poczta.message import ParsedMessage
 from poczta.store.base import DeliveryTarget, MailStore, Outbound, UserId
+
+#: Where junk goes: named by its special use, so a renamed Junk folder still receives it.
+JUNK_MAILBOX = "\\Junk"
 
 
 class RecipientKind(enum.Enum):
@@ -42,6 +45,7 @@ class DeliveryPlan:
 
     user_ids: list[UserId] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    junk: bool = False  # the checks' verdict: local copies go to each user's Junk mailbox
 
     def add(self, verdict: RecipientVerdict) -> None:
         for user_id in verdict.local_user_ids:
@@ -130,9 +134,13 @@ class Delivery:
         sender: str,
         now: datetime | None = None,
     ) -> None:
-        """Durably store `data` for every local user and queue it for remote ones (one commit)."""
+        """Durably store `data` for every local user and queue it for remote ones (one commit).
+
+        Local copies go to INBOX, or to the mailbox with the \\Junk special use when the
+        plan says so."""
+        mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
         targets: Sequence[DeliveryTarget] = [
-            DeliveryTarget(user_id=user_id, mailbox="INBOX") for user_id in plan.user_ids
+            DeliveryTarget(user_id=user_id, mailbox=mailbox) for user_id in plan.user_ids
         ]
         outbound = Outbound(sender, tuple(plan.remote)) if plan.remote else None
         await self.store.accept(data, parsed, now or datetime.now(UTC), targets, outbound)

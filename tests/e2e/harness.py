@@ -72,12 +72,16 @@ class PocztaServer:
             f'{name} = ["127.0.0.1:{self.ports[name]}"]' if name in self.ports else f"{name} = []"
             for name in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
         )
+        # Tests that do not test the checks of incoming mail run without them: no DNS, no
+        # greylisting.
+        checks = "" if "[checks]" in self.extra_config else "\n[checks]\nenabled = false\n"
         self.config.write_text(
             f'hostname = "mx.example.test"\n'
             f'data_dir = "{self.root / "data"}"\n'
             f'domains = ["example.test"]\n'
             f"\n[listeners]\n{listeners}\n"
             f"{self.extra_config}\n"
+            f"{checks}"
         )
 
     def cli(

@@ -15,7 +15,7 @@ def test_put_read_dedup(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     digest, directory = blobs.put(b"hello\r\n")
     assert digest == hashlib.sha256(b"hello\r\n").hexdigest()
-    assert blobs.path(digest) == tmp_path / digest[:2] / digest[2:4] / digest
+    assert blobs.path(digest) == tmp_path / digest[:2] / digest
     assert directory == blobs.path(digest).parent
     assert blobs.read(digest) == b"hello\r\n"
     again, _ = blobs.put(b"hello\r\n", sync_dir=False)

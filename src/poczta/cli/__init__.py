@@ -1,4 +1,4 @@
-"""The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue."""
+"""The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue, why."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from poczta.cli.admin import alias, domain, user
 from poczta.cli.common import friendly_errors
 from poczta.cli.mail import mail, queue
 from poczta.cli.server import config, dev, init, serve
+from poczta.cli.why import why
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +18,7 @@ def cli() -> None:
     """poczta: an all-in-one, secure mail server."""
 
 
-for command in (init, serve, dev, config, domain, user, alias, mail, queue):
+for command in (init, serve, dev, config, domain, user, alias, mail, queue, why):
     cli.add_command(command)
 
 

@@ -154,6 +154,11 @@ class SmtpServer:
         return self._user
 
     @property
+    def helo(self) -> str | None:
+        """The name the client gave in EHLO/HELO, once it has."""
+        return self._helo
+
+    @property
     def in_data(self) -> bool:
         """True while a message body (DATA or a BDAT chunk) is being received."""
         return self._mode in (_Mode.DATA, _Mode.BDAT)

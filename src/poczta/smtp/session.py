@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
 from poczta.delivery import Delivery, DeliveryPlan, RecipientKind, RecipientVerdict
 from poczta.login import LoginService
 from poczta.logs import log
+from poczta.mailauth.pipeline import CheckDecision, InboundChecks, MailChecks
+from poczta.mailauth.verdict import Action
 from poczta.message import ParsedMessage, parse_message
 from poczta.net.connection import Connection
 from poczta.net.tls import ReloadableContext
@@ -58,6 +61,7 @@ class SmtpContext:
     delivery: Delivery
     bare_line_endings: str = "normalize"
     shutting_down: bool = False
+    checks: MailChecks | None = None  # the MX listener's checks of incoming mail
 
 
 _QUEUE_ID_PREFIX = f"{os.getpid() & 0xFFF:03X}"
@@ -98,6 +102,7 @@ class SmtpSession:
         self.conn = conn
         self.service = _SERVICE_NAMES[ctx.role]
         self.plan = DeliveryPlan()
+        self.checks: InboundChecks | None = None
         plaintext_auth = ctx.dev_mode and conn.is_loopback
         note = "(dev mode: plaintext AUTH allowed on loopback)" if plaintext_auth else ""
         self.core = SmtpServer(
@@ -120,6 +125,15 @@ class SmtpSession:
             ip=self.conn.peer_ip,
             tls=self.conn.tls is not None,
         )
+        if self.ctx.checks is not None and self.ctx.role is Role.MX:
+            self.checks = self.ctx.checks.connect(self.conn.peer_ip)
+        try:
+            await self.dialogue()
+        finally:
+            if self.checks is not None:
+                self.checks.close()
+
+    async def dialogue(self) -> None:
         if not await self.handle(self.core.start()):
             return
         while True:
@@ -182,6 +196,8 @@ class SmtpSession:
     async def check_sender(self, event: CheckSender) -> Accept | Reject:
         self.plan = DeliveryPlan()
         user = self.core.authenticated_user
+        if self.checks is not None and user is None:
+            self.checks.mail_from(event.reverse_path, self.core.helo or "")
         if self.ctx.role is Role.MX or user is None:
             return Accept()
         if event.reverse_path and await self.ctx.delivery.may_send_as(user, event.reverse_path):
@@ -194,7 +210,26 @@ class SmtpSession:
             verdict = await self.ctx.delivery.classify(event.forward_path)
         except StoreUnavailable:
             return Reject(451, "4.3.0", "Temporary lookup failure, try again later")
+        if self.checks is not None and verdict.kind is RecipientKind.LOCAL:
+            decision = await self.checks.recipient(verdict.address)
+            if decision.verdict.enforced is not Action.ACCEPT:
+                self.log_verdict(decision, rcpt=verdict.address)
+            if decision.refused:
+                return self.refusal(decision)
         return self.recipient_decision(verdict)
+
+    def log_verdict(self, decision: CheckDecision, **extra: str) -> None:
+        """The one log line of a decision of the checks: where, about what, and why."""
+        sender = self.checks.sender if self.checks is not None else ""
+        fields: dict[str, Any] = {"stage": decision.stage, "ip": self.conn.peer_ip}
+        fields.update(sender=sender or "<>", **extra)
+        fields.update(decision.verdict.log_fields())
+        log("checks.verdict", **fields)
+
+    @staticmethod
+    def refusal(decision: CheckDecision) -> Reject:
+        verdict = decision.verdict
+        return Reject(verdict.code, verdict.enhanced, verdict.text)
 
     def recipient_decision(self, verdict: RecipientVerdict) -> Accept | Reject:
         submitting = self.core.authenticated_user is not None
@@ -214,11 +249,18 @@ class SmtpSession:
                 550, "5.7.1", f"From: header does not match the authenticated user {user}"
             )
         queue_id = new_queue_id()
+        body, added = event.data, b""
+        plan, self.plan = self.plan, DeliveryPlan()
+        if self.checks is not None and user is None:
+            decision = await self.checks.message(event.data)
+            self.log_verdict(decision, id=queue_id)
+            if decision.refused:
+                return self.refusal(decision)
+            body, added, plan.junk = decision.data, decision.headers, decision.junk
         now = datetime.now(UTC)
         trace = received_header(event.envelope, self.ctx.hostname, queue_id, now)
-        data = trace + event.data
+        data = added + trace + body
         parsed = parse_message(data)
-        plan, self.plan = self.plan, DeliveryPlan()
         try:
             await self.ctx.delivery.deliver(data, parsed, plan, event.envelope.mail_from, now)
         except StoreUnavailable as exc:

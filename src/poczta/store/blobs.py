@@ -1,7 +1,11 @@
 """Content-addressed message bodies: one file per distinct body, named by its SHA-256 digest.
 
-A body lives at `<root>/ab/cd/abcd…` (the first two pairs of hex digits shard the
-directories). Writing goes to a fresh file under `<root>/tmp/` (same filesystem),
+A body lives at `<root>/ab/abcd…`: the first two hex digits pick one of 256 shard
+directories, all created (and made durable) when the store opens, so delivering never
+has to create and fsync a directory. Two levels (65,536 directories) would mean a new
+directory, and one more journal commit, for nearly every one of the first tens of
+thousands of messages; 256 directories of a few thousand entries each are no burden
+for ext4 or XFS. Writing goes to a fresh file under `<root>/tmp/` (same filesystem),
 which is written, fsync'd and atomically renamed into place; the shard directory is
 then fsync'd so that the new name survives a crash. Identical content is stored once.
 
@@ -75,14 +79,26 @@ class BlobStore:
         self._known_dirs: set[Path] = set()
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
+            self._create_shards()
         except OSError as exc:
             raise StoreUnavailable(f"blob directory unusable: {exc}") from exc
         self.clear_temporary()
 
+    def _create_shards(self) -> None:
+        created = False
+        for first in range(256):
+            shard = self.root / f"{first:02x}"
+            if not shard.is_dir():
+                shard.mkdir(exist_ok=True)
+                created = True
+            self._known_dirs.add(shard)
+        if created:
+            _fsync_dir(self.root)
+
     def path(self, digest: str) -> Path:
         if len(digest) != 64 or not _HEX.issuperset(digest):
             raise NotFound(f"not a blob digest: {digest!r}")
-        return self.root / digest[:2] / digest[2:4] / digest
+        return self.root / digest[:2] / digest
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).exists()
@@ -213,11 +229,10 @@ class BlobStore:
 
     def digests(self) -> Iterator[str]:
         """Every stored digest (for consistency checks and garbage sweeps)."""
-        for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
-            for second in sorted(first.glob("[0-9a-f][0-9a-f]")):
-                for entry in sorted(second.iterdir()):
-                    if len(entry.name) == 64:
-                        yield entry.name
+        for shard in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
+            for entry in sorted(shard.iterdir()):
+                if len(entry.name) == 64:
+                    yield entry.name
 
     def clear_temporary(self) -> None:
         """Remove partial writes left by a crash (call only when no write is in flight)."""

@@ -1,0 +1,125 @@
+"""`poczta why`: the verdict on one stored message and each check's result, as recorded.
+
+The checks of incoming mail leave two header fields on every message they let in: an
+Authentication-Results field under our host name (RFC 8601: spf, dkim, dmarc, dnsbl,
+greylist) and X-Poczta-Verdict (the action, the action the policy called for, the
+reasons). Incoming copies of both are removed before ours are added, so the topmost
+ones with our name are ours; this command reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from poczta.cli.common import config_options, resolve_config, run_with_store
+from poczta.cli.mail import _mailbox_id
+from poczta.mailauth.dkim import split_message
+from poczta.mailauth.pipeline import VERDICT_HEADER, parse_verdict_header
+from poczta.mailauth.results import (
+    AuthResultsSyntaxError,
+    ResInfo,
+    authserv_id_of,
+    parse_authentication_results,
+)
+from poczta.store.base import MailStore, NotFound
+
+
+def _unfold(value: bytes) -> str:
+    return re.sub(r"\r?\n[ \t]*", " ", value.decode("utf-8", "replace")).strip()
+
+
+def recorded_checks(message: bytes, authserv_id: str) -> dict[str, Any] | None:
+    """What the checks recorded on `message`: the verdict fields and the results of our
+    Authentication-Results field; None when the message carries neither."""
+    headers, _ = split_message(message)
+    ours = authserv_id.lower().rstrip(".")
+    verdict: dict[str, str] | None = None
+    results: list[ResInfo] | None = None
+    for name, value in headers:
+        key = name.strip().lower()
+        if key == VERDICT_HEADER.lower().encode() and verdict is None:
+            verdict = parse_verdict_header(_unfold(value))
+        elif key == b"authentication-results" and results is None:
+            text = _unfold(value)
+            claimed = authserv_id_of(text)
+            if claimed is None or claimed.lower().rstrip(".") != ours:
+                continue
+            try:
+                results = parse_authentication_results(text).results
+            except AuthResultsSyntaxError:
+                results = []
+    if verdict is None and results is None:
+        return None
+    checks = [
+        {
+            "method": r.method,
+            "result": r.result,
+            "reason": r.reason,
+            "properties": {k: v for k, v in r.properties},
+        }
+        for r in results or []
+    ]
+    return {"verdict": verdict or {}, "checks": checks}
+
+
+def _print_report(where: str, authserv_id: str, record: dict[str, Any]) -> None:
+    verdict = record["verdict"]
+    click.echo(f"message: {where}")
+    if verdict:
+        line = f"verdict: {verdict.get('action', '?')} (policy asked for {verdict.get('enforced')}"
+        if verdict.get("report-only") == "yes":
+            line += "; report-only mode"
+        if verdict.get("by"):
+            line += f"; decided by {verdict['by']}"
+        click.echo(line + ")")
+        reasons = [r for r in verdict.get("reasons", "").split(" | ") if r and r != "none"]
+        click.echo("reasons:" + ("" if reasons else " none"))
+        for reason in reasons:
+            click.echo(f"  {reason}")
+    click.echo(f"checks (Authentication-Results of {authserv_id}):")
+    for check in record["checks"]:
+        props = " ".join(f"{k}={v}" for k, v in check["properties"].items())
+        reason = f" ({check['reason']})" if check["reason"] else ""
+        click.echo(f"  {check['method']:<9} {check['result']:<10} {props}{reason}".rstrip())
+
+
+@click.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.argument("address")
+@click.argument("mailbox")
+@click.argument("uid", type=int)
+def why(
+    config_path: Path | None,
+    data_dir: Path | None,
+    address: str,
+    mailbox: str,
+    uid: int,
+    as_json: bool,
+) -> None:
+    """Why a stored message is where it is: the verdict and each check's result."""
+    config = resolve_config(config_path, data_dir)
+
+    async def read(store: MailStore) -> bytes:
+        try:
+            return await store.read_message(await _mailbox_id(store, address, mailbox), uid)
+        except NotFound:
+            raise click.UsageError(f"no message with uid {uid} in {mailbox}") from None
+
+    record = recorded_checks(run_with_store(config, read), config.hostname)
+    where = f"uid {uid} in {mailbox} of {address}"
+    if record is None:
+        click.echo(
+            f"{where}: no verdict recorded (submitted by a user, or received with the checks off)"
+        )
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(record, indent=1))
+        return
+    _print_report(where, config.hostname, record)

@@ -1,0 +1,166 @@
+"""The checks of incoming mail end to end: `poczta serve` asking a real DNS server (dnsmasq).
+
+dnsmasq serves the test zones on loopback: SPF and DMARC records of the sender domains,
+a DKIM key, and a blocklist that lists 127.0.0.3. Real SMTP clients connect from
+127.0.0.2, .3 and .4 and get greylisted, refused, filed in Junk or delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poczta.mailauth.dkim_sign import generate_dkim_key, sign_dkim
+from tests.e2e.harness import PASSWORDS, PocztaServer, free_port, make_server
+
+pytestmark = pytest.mark.e2e
+
+DNSMASQ = shutil.which("dnsmasq") or (
+    "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None
+)
+PRIVATE_KEY, KEY_RECORD = generate_dkim_key("ed25519-sha256")
+RCPT = "alice@example.test"
+GOOD, LISTED, OTHER = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+ZONES = {
+    "good.test": f"v=spf1 ip4:{GOOD} -all",
+    "_dmarc.good.test": "v=DMARC1; p=reject",
+    "sel._domainkey.good.test": KEY_RECORD,
+    "junky.test": "v=spf1 ip4:192.0.2.1 -all",
+    "strict.test": "v=spf1 ip4:192.0.2.1 -all",
+    "_dmarc.strict.test": "v=DMARC1; p=reject",
+    "3.0.0.127.bl.test": "listed for testing",
+}
+
+
+@pytest.fixture(scope="module")
+def dns_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if DNSMASQ is None:
+        pytest.skip("dnsmasq is not installed (Debian: apt-get install dnsmasq-base)")
+    port = free_port()
+    args = [
+        DNSMASQ,
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        f"--port={port}",
+        "--local=/test/",
+        "--address=/3.0.0.127.bl.test/127.0.0.2",
+        f"--pid-file={tmp_path_factory.mktemp('dnsmasq') / 'pid'}",
+        # On the command line dnsmasq keeps quotes as data; a comma would split the string.
+        *(f"--txt-record={name},{text}" for name, text in ZONES.items()),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        pytest.skip(f"dnsmasq did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, dns_port: int) -> Iterator[PocztaServer]:
+    extra = (
+        f'\n[dns]\nnameservers = ["127.0.0.1"]\nport = {dns_port}\ntimeout = 1.0\n'
+        '\n[checks]\ndnsbl_ip_zones = ["bl.test"]\ngreylist_delay = 1\n'
+    )
+    srv = make_server(tmp_path_factory.mktemp("checks"), extra, services=("smtp", "submission"))
+    srv.start()
+    yield srv
+    if srv.proc is not None:
+        srv.stop()
+
+
+def message(sender: str, subject: str, *, signed: bool = False) -> bytes:
+    data = (
+        f"From: <{sender}>\r\nTo: <{RCPT}>\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@test>\r\n\r\nHello Alice.\r\n"
+    ).encode()
+    if signed:
+        domain = sender.rpartition("@")[2]
+        header = sign_dkim(
+            data, domain=domain, selector="sel", private_key=PRIVATE_KEY, algorithm="ed25519-sha256"
+        )
+        data = header + data
+    return data
+
+
+def attempt(port: int, source: str, sender: str, data: bytes) -> tuple[int, int | None, str]:
+    """One SMTP transaction from `source`: (RCPT code, DATA code or None, last reply)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10, source_address=(source, 0)) as client:
+        client.ehlo("client.test")
+        client.mail(sender)
+        code, reply = client.rcpt(RCPT)
+        if code != 250:
+            return code, None, reply.decode()
+        code_data, reply = client.data(data)
+        return code, code_data, reply.decode()
+
+
+def test_incoming_mail_is_checked(server: PocztaServer) -> None:
+    port = server.ports["smtp"]
+    good = ("alice@good.test", message("alice@good.test", "good one", signed=True))
+    junk = ("bob@junky.test", message("bob@junky.test", "spf fails"))
+    strict = ("eve@strict.test", message("eve@strict.test", "dmarc reject"))
+
+    assert attempt(port, GOOD, *good)[0] == 451
+    code, _, reply = attempt(port, OTHER, *junk)
+    assert code == 451 and "Greylisted, please try again in 1 seconds" in reply
+    assert attempt(port, OTHER, *strict)[0] == 451
+    code, _, reply = attempt(port, LISTED, *good)
+    assert code == 554 and "blocked using bl.test" in reply and "listed for testing" in reply
+
+    time.sleep(1.2)
+    assert attempt(port, GOOD, *good)[:2] == (250, 250)
+    assert attempt(port, OTHER, *junk)[:2] == (250, 250)
+    code, code_data, reply = attempt(port, OTHER, *strict)
+    assert (code, code_data) == (250, 550) and "DMARC" in reply
+
+    inbox = server.messages(RCPT)
+    junk_box = json.loads(server.cli("mail", "list", RCPT, "--mailbox", "Junk", "--json").stdout)
+    assert [m["subject"] for m in inbox] == ["good one"]
+    assert [m["subject"] for m in junk_box] == ["spf fails"]
+
+    stored = server.message_bytes(RCPT, inbox[0]["uid"]).decode()
+    assert stored.startswith("X-Poczta-Verdict: accept;")
+    header = stored.split("Authentication-Results: ", 1)[1].split("\r\nReceived:", 1)[0]
+    assert header.startswith("mx.example.test;")
+    for expected in ("spf=pass", "dkim=pass", "dmarc=pass", "dnsbl=pass", "greylist=pass"):
+        assert expected in header
+
+    why = server.cli("why", RCPT, "Junk", str(junk_box[0]["uid"])).stdout
+    assert "verdict: junk" in why and "SPF fail for junky.test" in why
+    for line in ("spf       fail", "dkim      none", "dmarc     none", "dnsbl     pass"):
+        assert line in why
+    record = json.loads(server.cli("why", RCPT, "INBOX", str(inbox[0]["uid"]), "--json").stdout)
+    assert {c["method"]: c["result"] for c in record["checks"]}["dmarc"] == "pass"
+
+    log = server.log_text()
+    assert "checks.verdict" in log and "enforced=reject" in log and "greylist=defer" in log
+
+
+def test_submitted_mail_is_not_checked(server: PocztaServer) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    port = server.ports["submission"]
+    with smtplib.SMTP("127.0.0.1", port, timeout=10, source_address=(LISTED, 0)) as client:
+        client.starttls(context=context)
+        client.login("bob@example.test", PASSWORDS["bob@example.test"])
+        client.sendmail("bob@example.test", [RCPT], message("bob@example.test", "from a user"))
+    inbox = server.messages(RCPT)
+    sent = next(m for m in inbox if m["subject"] == "from a user")
+    stored = server.message_bytes(RCPT, sent["uid"])
+    assert b"X-Poczta-Verdict" not in stored and b"Authentication-Results" not in stored
+    assert server.cli("why", RCPT, "INBOX", str(sent["uid"]), check=False).returncode == 1
