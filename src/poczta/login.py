@@ -1,7 +1,8 @@
 """Logins against the store, throttled: password and SCRAM checks shared by SMTP, POP3 and IMAP.
 
-Password verification (argon2id) costs tens of milliseconds of CPU, so it runs in a
-worker thread. An unknown account is verified against a dummy hash so that timing and
+Password verification (argon2id: ~90 ms of CPU and 64 MiB each) runs on a pool of one
+thread per core: more threads would not finish 50 concurrent logins sooner, only hold
+more 64 MiB buffers at once. An unknown account is verified against a dummy hash so that timing and
 answers never tell whether a user exists; failures for unknown accounts are throttled
 the same way as for real ones.
 """
@@ -9,6 +10,8 @@ the same way as for real ones.
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from poczta.accounts import LoginThrottle, normalize_address, verify_password
 from poczta.logs import log
@@ -16,6 +19,7 @@ from poczta.sasl import ScramCredentials, derive_scram_credentials
 from poczta.store.base import MailStore
 
 _DUMMY_SCRAM = derive_scram_credentials("poczta-dummy-password-for-unknown-users")
+_HASHING = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="poczta-argon2")
 
 
 class LoginService:
@@ -41,7 +45,8 @@ class LoginService:
             return None
         user = await self.store.get_user(account)
         stored_hash = user.password_hash if user is not None else None
-        ok = await asyncio.to_thread(verify_password, stored_hash, password)
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(_HASHING, verify_password, stored_hash, password)
         if ok and user is not None:
             self.throttle.record_success(ip, account)
             log("auth.ok", service=service, ip=ip, user=user.address)

@@ -259,3 +259,26 @@ def test_odd_inputs_never_raise(
         assert decision.outcome in GreylistOutcome
         assert decision.retry_in >= (1 if decision.deferred else 0)
     run(g.sweep())
+
+
+def test_whitelisted_triplet_is_trusted_without_the_store_for_an_hour() -> None:
+    g, store, clock = make(delay=300)
+    assert attempt(g).outcome is GreylistOutcome.DEFER
+    clock.now += 301
+    assert attempt(g).outcome is GreylistOutcome.PASS
+    clock.now += 10
+    assert attempt(g).outcome is GreylistOutcome.WHITELISTED  # confirmed from the store
+    asked: list[str] = []
+    original = store.get_triplet
+
+    async def counting_get(triplet: GreylistTriplet) -> Any:
+        asked.append(triplet.recipient)
+        return await original(triplet)
+
+    store.get_triplet = counting_get  # type: ignore[method-assign]
+    clock.now += 1800
+    assert attempt(g).outcome is GreylistOutcome.WHITELISTED
+    assert asked == []  # within the hour: no store round trip
+    clock.now += Greylister.RECONFIRM_SECONDS
+    assert attempt(g).outcome is GreylistOutcome.WHITELISTED
+    assert asked == ["bob@example.test"]  # after it: confirmed (and renewed) again

@@ -112,20 +112,24 @@ def _b64(value: str) -> bytes:
 # --- the message -------------------------------------------------------------------------
 
 
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
 def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Header fields as (name, raw value incl. folding and CRLF) and the CRLF body.
 
     Bare LF line ends become CRLF; lines that are neither a field nor a continuation
-    (an mbox ``From `` line, junk) are skipped rather than rejected.
+    (an mbox ``From `` line, junk) are skipped rather than rejected. Only the header
+    block is split into lines: the body is converted in one pass (this runs for every
+    incoming message, through DKIM and DMARC).
     """
-    lines = re.split(rb"\r?\n", message)
+    if message[:1] in (b"\n", b"\r") and message.lstrip(b"\r")[:1] == b"\n":
+        return [], _crlf(message[2 if message[:2] == b"\r\n" else 1 :])
+    end = _HEADER_END.search(message)
+    head = message[: end.start()] if end else message
     headers: list[tuple[bytes, bytes]] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        if not line:
-            break
+    for line in re.split(rb"\r?\n", head):
         if line[:1] in (b" ", b"\t"):
             if headers:
                 name, value = headers[-1]
@@ -134,9 +138,13 @@ def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         m = _HEADER_NAME.match(line)
         if m:
             headers.append((m.group(1), line[m.end() :] + b"\r\n"))
-    else:
+    if end is None:
         return headers, b""
-    return headers, b"\r\n".join(lines[i:])
+    return headers, _crlf(message[end.end() :])
+
+
+def _crlf(body: bytes) -> bytes:
+    return _BARE_LF.sub(b"\r\n", body) if b"\n" in body else body
 
 
 # --- signatures --------------------------------------------------------------------------

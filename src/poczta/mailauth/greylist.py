@@ -258,6 +258,26 @@ class Greylister:
         self.store = store
         self.settings = settings or GreylistSettings()
         self.clock = clock
+        # Whitelisted triplets and networks confirmed recently: trusted without asking the
+        # store, whose renewal of a 36-day whitelisting need not happen on every message.
+        self._confirmed: dict[GreylistTriplet | str, float] = {}
+
+    RECONFIRM_SECONDS = 3600.0
+    MAX_CONFIRMED = 100_000
+
+    def _recently_confirmed(self, triplet: GreylistTriplet, now: float) -> str | None:
+        for key, what in ((triplet.network, "network"), (triplet, "triplet")):
+            until = self._confirmed.get(key)
+            if until is not None:
+                if until > now:
+                    return what
+                del self._confirmed[key]
+        return None
+
+    def _confirm(self, key: GreylistTriplet | str, now: float, expires: float) -> None:
+        if len(self._confirmed) >= self.MAX_CONFIRMED:
+            self._confirmed.clear()
+        self._confirmed[key] = min(now + self.RECONFIRM_SECONDS, expires)
 
     def exemption(
         self, client_ip: str, sender: str, recipient: str, verified: Sequence[str] = ()
@@ -299,14 +319,21 @@ class Greylister:
         if why is not None or triplet is None:
             return GreylistDecision(GreylistOutcome.EXEMPT, why or "no client address")
         now = self.clock()
+        confirmed = self._recently_confirmed(triplet, now)
+        if confirmed is not None:
+            reason = f"{confirmed} whitelisted"
+            return GreylistDecision(GreylistOutcome.WHITELISTED, reason, 0, triplet)
         network = await self.store.get_network(triplet.network)
         if network is not None and network.whitelisted_until > now:
-            await self.store.put_network(self._renewed(network, now))
+            renewed = self._renewed(network, now)
+            await self.store.put_network(renewed)
+            self._confirm(triplet.network, now, renewed.whitelisted_until)
             return GreylistDecision(GreylistOutcome.WHITELISTED, "network whitelisted", 0, triplet)
         record = await self.store.get_triplet(triplet)
         if record is not None and not record.pending and record.expires > now:
             period = self.settings.whitelist_period
             await self.store.put_triplet(replace(record, last_seen=now, expires=now + period))
+            self._confirm(triplet, now, now + period)
             return GreylistDecision(GreylistOutcome.WHITELISTED, "triplet whitelisted", 0, triplet)
         if record is None or not record.pending or now > record.expires:
             return await self._first_seen(triplet, now, record)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -77,6 +78,7 @@ class BlobStore:
         self.root = Path(root)
         self._tmp = self.root / "tmp"
         self._known_dirs: set[Path] = set()
+        self._temp_names = itertools.count()  # unique per process; O_EXCL guards the rest
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
             self._create_shards()
@@ -124,7 +126,7 @@ class BlobStore:
         final = self.path(digest)
         if final.exists():
             return StagedBlob(digest, final)
-        temp = self._tmp / f"{digest[:16]}.{secrets.token_hex(8)}"
+        temp = self._tmp / f"{digest[:16]}.{os.getpid()}.{next(self._temp_names)}"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         except OSError as exc:
