@@ -394,11 +394,12 @@ def poczta_commands(exe: str, *group: str) -> set[str]:
 CHECKS_OFF = "\n[checks]\nenabled = false\n"
 
 
-def poczta_config(data_dir: Path, port: int, checks: str = CHECKS_OFF) -> str:
+def poczta_config(data_dir: Path, port: int, checks: str = CHECKS_OFF, workers: int = 1) -> str:
     return f"""\
 hostname = "{HELO}"
 data_dir = "{data_dir}"
 domains = ["{DOMAIN}"]
+workers = {workers}
 
 [listeners]
 smtp = ["{HOST}:{port}"]
@@ -415,7 +416,7 @@ max_connections_per_ip = 200
 
 
 def poczta_setup(
-    exe: str, config: Path, data_dir: Path, port: int, checks: str = CHECKS_OFF
+    exe: str, config: Path, data_dir: Path, port: int, checks: str = CHECKS_OFF, workers: int = 1
 ) -> None:
     """Write ``config`` and prepare a fresh data directory holding the benchmark recipient.
 
@@ -441,7 +442,7 @@ def poczta_setup(
                 DOMAIN,
             ]
         )
-    config.write_text(poczta_config(data_dir, port, checks))
+    config.write_text(poczta_config(data_dir, port, checks, workers))
     cfg = ["-c", str(config)]
     if "domain" in commands:
         # the domain is also listed in the config; "already exists" is fine
@@ -471,7 +472,8 @@ class PocztaTarget(PopenTarget):
         assert exe is not None
         self.exe = exe
         self.config = self.workdir / "poczta.toml"
-        poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port)
+        workers = self.opts.poczta_workers
+        poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port, workers=workers)
         self.spawn([exe, "serve", "-c", str(self.config)])
 
     def stored(self) -> int:
@@ -532,7 +534,8 @@ class PocztaChecksTarget(PocztaTarget):
         dns_port = free_port(HOST)
         self.dns = start_dnsmasq(dns_port, self.workdir)
         checks = checks_config(dns_port)
-        poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port, checks)
+        workers = self.opts.poczta_workers
+        poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port, checks, workers)
         self.spawn([exe, "serve", "-c", str(self.config)])
         wait_port(HOST, self.port, timeout=self.opts.start_timeout, alive=self.alive)
         pass_greylisting(self.port)
@@ -786,6 +789,9 @@ def report(results: list[Result], opts: argparse.Namespace, skipped: dict[str, s
         f"{'several messages per connection' if opts.keepalive else 'one connection per message'}"
         f", {os.cpu_count()} CPUs, work dir on {fs_type(Path(opts.workdir))}"
     )
+    workers = opts.poczta_workers
+    processes = "one per CPU core" if workers == 0 else str(workers)
+    print(f"poczta (and poczta-checks) run with workers = {workers}: {processes} process(es)")
     print()
     rows = []
     for r in results:
@@ -941,6 +947,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the server dirs for inspection")
     p.add_argument("--poczta-bin", type=Path, help="poczta executable (next to this python)")
+    p.add_argument(
+        "--poczta-workers",
+        type=int,
+        default=0,
+        help="poczta's `workers` setting (0: one process per CPU core, the default here)",
+    )
     p.add_argument(
         "--sample-interval", type=float, default=0.1, help="seconds between memory samples (0.1)"
     )

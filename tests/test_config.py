@@ -463,3 +463,23 @@ def test_rendered_config_documents_checks() -> None:
     text = render_default_config("mx.example.org", "/srv/mail", ["example.org"])
     assert "[dns]" in text and "[checks]" in text and "zen.spamhaus.org" in text
     assert "dnsbl_ip_zones = []" in text and "greylisting = true" in text
+
+
+def test_workers() -> None:
+    assert validate_text(BASE, "poczta.toml").workers == 1
+    assert validate_text(BASE + "workers = 0\n", "poczta.toml").workers == 0
+    assert validate_text(BASE + "workers = 4\n", "poczta.toml").workers == 4
+    assert "workers: must be at most 64" in error_of(BASE + "workers = 65\n")
+    assert "workers: must not be negative" in error_of(BASE + "workers = -1\n")
+    shared_any_port = BASE + 'workers = 2\n[listeners]\nsmtp = ["127.0.0.1:0"]\n'
+    assert "cannot be shared by several workers" in error_of(shared_any_port)
+    assert Config.dev(Path("/srv/dev"), ephemeral_ports=True).workers == 1
+
+
+def test_rendered_config_documents_workers() -> None:
+    text = render_default_config("mx.example.org", "/srv/mail", ["example.org"])
+    assert text.index("workers = 1") < text.index("[tls]")
+    lines = text.splitlines()
+    at = lines.index("workers = 1")
+    comment = lines[at - 1]
+    assert "0: one per CPU core" in comment and "throttling count per process" in comment

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -188,6 +189,7 @@ class App:
     checks: MailChecks | None = None
     greylist_store: SqliteGreylistStore | None = None
     sweeper: asyncio.Task[None] | None = None
+    reuse_port: bool = False  # one of several worker processes sharing the ports
 
     async def start(self) -> None:
         config = self.config
@@ -245,6 +247,7 @@ class App:
                 implicit_tls=implicit_tls,
                 max_connections=limits.max_connections,
                 session_timeout=limits.session_timeout,
+                reuse_port=self.reuse_port,
             )
             listener = Listener(settings, handler, replies, limiter, self.tls)
             await listener.start()
@@ -315,11 +318,48 @@ class App:
                     loop.remove_signal_handler(signum)
 
 
-def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
-    """Run poczta in the foreground until SIGTERM/SIGINT (uvloop when installed)."""
+async def prepare_workers(config: Config) -> None:
+    """What the workers would otherwise race on, done once before they are forked:
+    migrations, the configured domains, the greylist table; and a check of the certificate."""
+    ReloadableContext(config.tls.certificate, config.tls.private_key, config.tls.min_version)
+    store = await open_configured_store(config)
+    await store.close()
+    if config.checks.enabled and config.checks.greylisting and config.listeners.smtp:
+        greylist_store = await SqliteGreylistStore.open(config.store.path)
+        await greylist_store.close()
+
+
+def run_app(app: App, on_ready: Callable[[App], None] | None = None) -> None:
+    """Run `app` in the foreground until SIGTERM/SIGINT (uvloop when installed)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(App(config).run_until_signalled(on_ready))
+        asyncio.run(app.run_until_signalled(on_ready))
         return
-    uvloop.run(App(config).run_until_signalled(on_ready))
+    uvloop.run(app.run_until_signalled(on_ready))
+
+
+def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
+    """Run poczta in the foreground until SIGTERM/SIGINT: one process, or with `workers`
+    above one a master forking that many (`on_ready` is then called in each worker)."""
+    from poczta.workers import Master, WorkerError, probe_addresses, worker_count
+
+    count = worker_count(config)
+    if count == 1:
+        run_app(App(config), on_ready)
+        return
+    try:
+        asyncio.run(prepare_workers(config))
+        probe_addresses(config)
+        if threading.active_count() != 1:  # locks it holds would stay held in the workers
+            raise WorkerError(f"{threading.active_count() - 1} threads still run before fork")
+    except (WorkerError, StoreUnavailable, TlsError, OSError) as exc:
+        log("workers.failed", error=exc)
+        raise SystemExit(1) from exc
+    log("workers.starting", workers=count)
+    master = Master(
+        count, lambda: run_app(App(config, reuse_port=True), on_ready), grace=SHUTDOWN_GRACE_SECONDS
+    )
+    code = master.run()
+    if code:
+        raise SystemExit(code)

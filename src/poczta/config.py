@@ -302,6 +302,12 @@ def _check_consistency(config: Config) -> None:
                     f"{address} is already used by listeners.{seen[address]}",
                 )
             seen[address] = service
+            if config.workers != 1 and address.port == 0:
+                raise _Problem(
+                    ("listeners", service),
+                    "port 0 (any free port) cannot be shared by several workers",
+                    near=("workers",),
+                )
     checks = config.checks
     if checks.greylist_retry_window <= checks.greylist_delay:
         raise _Problem(

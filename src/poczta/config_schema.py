@@ -364,6 +364,15 @@ class Config:
         default=False,
         metadata=meta("plaintext AUTH/LOGIN allowed on loopback only; checks only report"),
     )
+    workers: int = field(
+        default=1,
+        metadata=meta(
+            "processes sharing the ports (0: one per CPU core); per-IP connection limits"
+            " and login throttling count per process",
+            minimum=0,
+            maximum=64,
+        ),
+    )
     tls: TlsSettings = field(default_factory=TlsSettings)
     listeners: Listeners = field(default_factory=Listeners)
     limits: Limits = field(default_factory=Limits)

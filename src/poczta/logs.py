@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 _LOGGER = logging.getLogger("poczta")
+_CONTEXT: dict[str, object] = {}  # added to every line of this process (e.g. its worker pid)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -45,7 +46,12 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.propagate = False
 
 
+def set_log_context(**fields: object) -> None:
+    """Add `fields` to every later line of this process (a worker tags its lines with its pid)."""
+    _CONTEXT.update(fields)
+
+
 def log(event: str, level: int = logging.INFO, **fields: object) -> None:
     """Log one structured event line, e.g. log("smtp.delivered", id=..., rcpts=2)."""
     if _LOGGER.isEnabledFor(level):
-        _LOGGER.log(level, event, extra={"fields": fields})
+        _LOGGER.log(level, event, extra={"fields": {**fields, **_CONTEXT}})

@@ -58,6 +58,7 @@ class PocztaServer:
     ports: dict[str, int]
     extra_config: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    top_config: str = ""  # top-level keys, written before the first table
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,7 @@ class PocztaServer:
             f'hostname = "mx.example.test"\n'
             f'data_dir = "{self.root / "data"}"\n'
             f'domains = ["example.test"]\n'
+            f"{self.top_config}"
             f"\n[listeners]\n{listeners}\n"
             f"{self.extra_config}\n"
             f"{checks}"
@@ -136,9 +138,13 @@ class PocztaServer:
 
 
 def make_server(
-    root: Path, extra_config: str = "", services: tuple[str, ...] = SERVICES
+    root: Path,
+    extra_config: str = "",
+    services: tuple[str, ...] = SERVICES,
+    top_config: str = "",
 ) -> PocztaServer:
-    server = PocztaServer(root, {name: free_port() for name in services}, extra_config)
+    ports = {name: free_port() for name in services}
+    server = PocztaServer(root, ports, extra_config, top_config=top_config)
     server.write_config()
     server.cli(
         "init",

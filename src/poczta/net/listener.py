@@ -53,6 +53,9 @@ class ListenerSettings:
     max_connections: int
     session_timeout: float
     tls_handshake_timeout: float = 15.0
+    # Several worker processes share the address (the kernel spreads connections over
+    # them); off for a single process, so a port already taken fails loudly.
+    reuse_port: bool = False
 
 
 class Listener:
@@ -96,6 +99,7 @@ class Listener:
             self.settings.port,
             family=family,
             reuse_address=True,
+            reuse_port=self.settings.reuse_port,
             backlog=1024,
             ssl=self.tls.context if implicit_tls and self.tls else None,
             ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit_tls else None,

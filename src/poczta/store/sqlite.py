@@ -3,11 +3,14 @@
 `SqliteStore` implements `MailStore`. Writes go to one writer thread that commits
 waiting jobs together (group commit, see `sqlite_writer`); reads run on a small pool
 of reader threads, each with its own connection, so the event loop never blocks on
-the database. Message bodies are written and fsync'd (file, then directory) by a pool
-of blob threads in parallel before their rows are queued. The alternative, syncing
-the directories once per batch just before the commit (`batch_dir_sync=True`), was
-measured no faster: with sharded directories a batch rarely shares one, so it only
-moves the same fsyncs into the commit's critical path.
+the database. A message body is staged on the event loop (written to a temp file, not
+yet synced: only fast page-cache syscalls) and made durable by the writer thread
+together with the rest of its batch (fsync, rename, directory fsync) right before the
+COMMIT, so a delivery costs one thread hand-off. Measured alternatives: a pool of blob
+threads syncing each body on arrival (two hand-offs per delivery, and far more GIL
+contention), and running the batch's statements on the event loop with only the
+fsyncs and COMMIT on a thread (cheaper for the store alone, slower with the SMTP
+sessions sharing the loop).
 
 `deliver`/`accept` return only when the body and the rows are durable. `accept`
 stores local copies and the outbound queue entry for remote recipients in the same

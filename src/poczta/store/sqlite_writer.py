@@ -20,6 +20,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -29,9 +30,16 @@ from typing import Any
 from poczta.store.base import StoreError, StoreUnavailable
 from poczta.store.blobs import BlobStore, StagedBlob
 
-__all__ = ["Job", "JobContext", "Writer", "connect", "translate_error"]
+__all__ = ["Job", "JobContext", "Writer", "begin_immediate", "connect", "translate_error"]
 
 log = logging.getLogger("poczta.store")
+
+BUSY_TIMEOUT_SECONDS = 30.0
+# How long the writer sleeps while another process (a worker) holds the write lock: short
+# steps, since a batch holds it for about one fsync. SQLite's own busy handler sleeps in
+# steps growing to 100 ms, which leaves the database idle most of that time.
+BUSY_RETRY_FIRST = 0.0002
+BUSY_RETRY_MAX = 0.002
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -44,6 +52,23 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         conn.execute("PRAGMA journal_mode = WAL")
     return conn
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, retried in short steps while another connection (another worker
+    process) holds the write lock; `conn` should have a busy timeout of 0."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = BUSY_RETRY_FIRST
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, BUSY_RETRY_MAX)
 
 
 def translate_error(exc: BaseException) -> BaseException:
@@ -104,6 +129,7 @@ class Writer:
     ) -> None:
         self._sync_pool = sync_pool
         self._conn = connect(path)
+        self._conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate waits for the lock
         self._blobs = blobs
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
@@ -168,7 +194,7 @@ class Writer:
         staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
             self._blobs.commit_staged(staged, self._sync_pool)
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn)
             dirs: set[Path] = set()
             for pending in batch:
                 ctx = JobContext(self._blobs)

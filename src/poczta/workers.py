@@ -1,0 +1,198 @@
+"""Multi-process serving: the master that forks workers sharing the ports, forwards signals,
+restarts a worker that dies and stops them all gracefully.
+
+Every worker is a whole poczta (its own event loop, store connections and threads); its
+listeners bind with SO_REUSEPORT, so the kernel spreads new connections over the workers.
+The master runs no event loop and no thread: it blocks the signals it handles and waits
+for them (and for SIGCHLD) with `sigtimedwait`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from poczta.config import Config
+from poczta.logs import log, set_log_context
+
+__all__ = ["Master", "WorkerError", "probe_addresses", "worker_count"]
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+WATCHED = {*FORWARDED, signal.SIGCHLD}
+STOP_MARGIN_SECONDS = 5.0  # beyond the workers' own grace period, before SIGKILL
+QUICK_DEATH_SECONDS = 5.0  # a worker that dies sooner than this failed to start
+MAX_QUICK_DEATHS = 5  # in a row: the workers cannot run, give up
+RESTART_DELAY_SECONDS = 0.25  # doubled for each quick death in a row
+POLL_SECONDS = 0.5
+
+
+class WorkerError(Exception):
+    """The workers cannot run: an address cannot be bound, or they keep dying at start."""
+
+
+def worker_count(config: Config) -> int:
+    """`workers` of the config; 0 means one per CPU core this process may run on."""
+    if config.workers:
+        return config.workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def probe_addresses(config: Config) -> None:
+    """Bind (and release) every listening address the way the workers will, so that a
+    port taken by another program is one clear error before any worker starts."""
+    for service, addresses in config.listeners.items():
+        for address in addresses:
+            host = address.host.strip("[]")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                infos = socket.getaddrinfo(
+                    host, address.port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )
+                for fam, kind, proto, _name, sockaddr in infos:
+                    with socket.socket(fam, kind, proto) as sock:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                        sock.bind(sockaddr)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise WorkerError(f"cannot listen on {address} ({service}): {reason}") from exc
+
+
+def _exit_text(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"exit {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+
+
+def _clean_exit(status: int) -> bool:
+    return os.waitstatus_to_exitcode(status) in (0, -signal.SIGTERM, -signal.SIGINT)
+
+
+@dataclass
+class Master:
+    """Forks `count` workers, each running `run_worker` to its end, and watches over them."""
+
+    count: int
+    run_worker: Callable[[], None]
+    grace: float
+    children: dict[int, float] = field(default_factory=dict)  # pid → when it started
+    restarts: list[float] = field(default_factory=list)  # when to start a replacement
+    quick_deaths: int = 0
+    stopping: bool = False
+    unclean: int = 0  # workers that did not stop cleanly once asked to
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; the exit code: 0 after a clean stop."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        try:
+            for _ in range(self.count):
+                self._spawn(mask)
+            return self._supervise(mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _spawn(self, mask: Iterable[int]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._child(mask)
+        self.children[pid] = time.monotonic()
+        log("worker.started", pid=pid)
+
+    def _child(self, mask: Iterable[int]) -> NoReturn:
+        code = 1
+        try:
+            # A SIGHUP before the worker's loop handles it must not end the worker.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            set_log_context(worker=os.getpid())
+            self.run_worker()
+            code = 0
+        except KeyboardInterrupt:
+            code = 0  # SIGINT before the worker's loop took it over: a stop, nothing to finish
+        except BaseException:
+            logging.getLogger("poczta").exception("worker failed")
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def _supervise(self, mask: Iterable[int]) -> int:
+        while True:
+            info = signal.sigtimedwait(WATCHED, POLL_SECONDS)
+            self._reap()
+            if info is not None and info.si_signo == signal.SIGHUP:
+                self._signal_all(signal.SIGHUP)
+            elif info is not None and info.si_signo != signal.SIGCHLD:
+                return self._stop(signal.Signals(info.si_signo))
+            if self.quick_deaths >= MAX_QUICK_DEATHS:
+                log(
+                    "workers.giving_up",
+                    logging.ERROR,
+                    reason=f"{self.quick_deaths} workers in a row died within "
+                    f"{QUICK_DEATH_SECONDS:g}s of starting; see the lines above",
+                )
+                self._stop(signal.SIGTERM)
+                return 1
+            now = time.monotonic()
+            for due in [t for t in self.restarts if t <= now]:
+                self.restarts.remove(due)
+                self._spawn(mask)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            started = self.children.pop(pid, None)
+            if started is None:
+                continue
+            lived = time.monotonic() - started
+            log("worker.stopped", pid=pid, status=_exit_text(status), uptime=f"{lived:.1f}s")
+            if self.stopping:
+                self.unclean += not _clean_exit(status)
+                continue
+            self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+            delay = RESTART_DELAY_SECONDS * 2**self.quick_deaths
+            self.restarts.append(time.monotonic() + delay)
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def _stop(self, signum: signal.Signals) -> int:
+        """Ask every worker to stop; SIGKILL those still running after the grace period."""
+        self.stopping = True
+        self.restarts.clear()
+        log("workers.stopping", signal=signum.name, workers=len(self.children))
+        self._signal_all(signum)
+        deadline = time.monotonic() + self.grace + STOP_MARGIN_SECONDS
+        while self.children and (left := deadline - time.monotonic()) > 0:
+            signal.sigtimedwait(WATCHED, min(POLL_SECONDS, left))  # a second SIGTERM: no news
+            self._reap()
+        if self.children:
+            log("workers.killed", logging.WARNING, pids=",".join(map(str, self.children)))
+            self._signal_all(signal.SIGKILL)
+            for pid in list(self.children):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            self.unclean += len(self.children)
+            self.children.clear()
+        log("workers.stopped", clean=not self.unclean)
+        return 1 if self.unclean else 0
