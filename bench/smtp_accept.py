@@ -790,8 +790,8 @@ def report(results: list[Result], opts: argparse.Namespace, skipped: dict[str, s
         f", {os.cpu_count()} CPUs, work dir on {fs_type(Path(opts.workdir))}"
     )
     workers = opts.poczta_workers
-    processes = "one per CPU core" if workers == 0 else str(workers)
-    print(f"poczta (and poczta-checks) run with workers = {workers}: {processes} process(es)")
+    processes = "one process per CPU core" if workers == 0 else f"{workers} process(es)"
+    print(f"poczta and poczta-checks run with workers = {workers}: {processes}")
     print()
     rows = []
     for r in results:
