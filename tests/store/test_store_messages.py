@@ -72,6 +72,7 @@ def test_deliver_and_fetch(backend: Backend) -> None:
         assert meta.modseq <= junk.highestmodseq
         assert await store.read_message(inbox.id, 1) == data
         assert await store.read_blob(meta.digest) == data
+        assert await store.read_blob(meta.digest, size_hint=meta.size) == data  # inline read
         with pytest.raises(NotFound):
             await store.read_message(inbox.id, 99)
         with pytest.raises(NotFound):

@@ -92,7 +92,7 @@ class OpenDrop:
 
     user: str
     mailbox_id: MailboxId
-    messages: dict[str, tuple[int, str]]
+    messages: dict[str, tuple[int, str, int]]  # UIDL → (store UID, digest, size)
 
 
 def uidl_string(uidvalidity: int, uid: int) -> str:
@@ -238,7 +238,8 @@ class Pop3Session:
             log("pop3.open_failed", ip=self.conn.peer_ip, user=user, error=exc)
             return MailboxError("SYS/TEMP", "Maildrop is not available now, try again later")
         messages = {
-            uidl_string(mailbox.uidvalidity, meta.uid): (meta.uid, meta.digest) for meta in metas
+            uidl_string(mailbox.uidvalidity, meta.uid): (meta.uid, meta.digest, meta.size)
+            for meta in metas
         }
         self.drop = OpenDrop(user, mailbox.id, messages)
         log(
@@ -259,7 +260,8 @@ class Pop3Session:
         """
         assert self.drop is not None
         try:
-            return await self.ctx.store.read_blob(self.drop.messages[uid][1])
+            _, digest, size = self.drop.messages[uid]
+            return await self.ctx.store.read_blob(digest, size_hint=size)
         except StoreError as exc:  # expunged elsewhere meanwhile, or the disk failed
             log("pop3.read_failed", user=self.drop.user, uid=uid, error=exc)
             return None

@@ -55,6 +55,8 @@ from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
 
 __all__ = ["SqliteStore"]
 
+INLINE_READ_LIMIT = 256 * 1024
+
 T = TypeVar("T")
 
 
@@ -297,8 +299,13 @@ class SqliteStore:
         )
         return digest
 
-    async def read_blob(self, digest: str) -> bytes:
+    async def read_blob(self, digest: str, *, size_hint: int | None = None) -> bytes:
+        """A body by digest. Known-small bodies are read on the event loop: a page-cache
+        read of a few KiB costs less than the hand-off to a reader thread (POP3 RETR of a
+        typical message); big or unknown ones are read on a reader thread."""
         self._check_open()
+        if size_hint is not None and size_hint <= INLINE_READ_LIMIT:
+            return self.blobs.read(digest)
         return await asyncio.get_running_loop().run_in_executor(
             self._readers, self.blobs.read, digest
         )
