@@ -26,6 +26,14 @@ async def _mailbox_id(store: MailStore, address: str, mailbox: str) -> MailboxId
         raise click.UsageError(f"{address} has no mailbox {mailbox!r}") from None
 
 
+async def read_stored(store: MailStore, address: str, mailbox: str, uid: int) -> bytes:
+    """The stored bytes of one message; a clear usage error when it does not exist."""
+    try:
+        return await store.read_message(await _mailbox_id(store, address, mailbox), uid)
+    except NotFound:
+        raise click.UsageError(f"no message with uid {uid} in {mailbox}") from None
+
+
 @click.group()
 def mail() -> None:
     """Look at stored mail without a mail client."""
@@ -85,14 +93,8 @@ def mail_show(
 ) -> None:
     """Print the stored bytes of one message."""
     config = resolve_config(config_path, data_dir)
-
-    async def read(store: MailStore) -> bytes:
-        try:
-            return await store.read_message(await _mailbox_id(store, address, mailbox), uid)
-        except NotFound:
-            raise click.UsageError(f"no message with uid {uid} in {mailbox}") from None
-
-    sys.stdout.buffer.write(run_with_store(config, read))
+    data = run_with_store(config, lambda store: read_stored(store, address, mailbox, uid))
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from poczta.cli.common import config_options, resolve_config, run_with_store
-from poczta.cli.mail import _mailbox_id
+from poczta.cli.mail import read_stored
 from poczta.mailauth.dkim import split_message
 from poczta.mailauth.pipeline import VERDICT_HEADER, parse_verdict_header
 from poczta.mailauth.results import (
@@ -27,7 +27,6 @@ from poczta.mailauth.results import (
     authserv_id_of,
     parse_authentication_results,
 )
-from poczta.store.base import MailStore, NotFound
 
 
 def _unfold(value: bytes) -> str:
@@ -105,14 +104,8 @@ def why(
 ) -> None:
     """Why a stored message is where it is: the verdict and each check's result."""
     config = resolve_config(config_path, data_dir)
-
-    async def read(store: MailStore) -> bytes:
-        try:
-            return await store.read_message(await _mailbox_id(store, address, mailbox), uid)
-        except NotFound:
-            raise click.UsageError(f"no message with uid {uid} in {mailbox}") from None
-
-    record = recorded_checks(run_with_store(config, read), config.hostname)
+    data = run_with_store(config, lambda store: read_stored(store, address, mailbox, uid))
+    record = recorded_checks(data, config.hostname)
     where = f"uid {uid} in {mailbox} of {address}"
     if record is None:
         click.echo(
