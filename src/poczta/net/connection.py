@@ -47,7 +47,9 @@ class Connection(asyncio.Protocol):
         self._data_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() makes a getpid() system call on every call.
+        self.loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
 
     # -- asyncio.Protocol callbacks -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,7 +118,7 @@ class Connection(asyncio.Protocol):
         when nothing arrives within `timeout` seconds.
         """
         if not self._inbox and not self._eof:
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             waiter = self._data_waiter = loop.create_future()
             # A timer handle is much cheaper than asyncio.wait_for, which makes a task per call.
             timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
@@ -143,7 +145,7 @@ class Connection(asyncio.Protocol):
         if self._lost:
             raise ConnectionClosed()
         if self._writing_paused:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = self.loop.create_future()
             await self._drain_waiter
             if self._lost:
                 raise ConnectionClosed()
@@ -152,7 +154,7 @@ class Connection(asyncio.Protocol):
         """Upgrade to TLS as server. Anything the client sent before the handshake is dropped."""
         assert self.transport is not None
         self._inbox.clear()
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._handshaking = True
         try:
             new_transport = await loop.start_tls(

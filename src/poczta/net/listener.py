@@ -106,7 +106,7 @@ class Listener:
         )
 
     def _accepted(self, conn: Connection) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(conn))
+        task = conn.loop.create_task(self._serve(conn))
         self._sessions[task] = conn
         task.add_done_callback(self._sessions.pop)
 
