@@ -18,7 +18,6 @@ from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
 from poczta.mailauth.greylist import Greylister, GreylistSettings
-from poczta.mailauth.pipeline import MailChecks
 from poczta.mailauth.verdict import PolicySettings
 from poczta.net.connection import Connection
 from poczta.net.listener import (
@@ -31,6 +30,7 @@ from poczta.net.listener import (
 from poczta.net.tls import ReloadableContext, TlsError
 from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
+from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SmtpContext, run_smtp_session
 from poczta.store.base import MailStore, StoreUnavailable

@@ -20,13 +20,13 @@ import click
 from poczta.cli.common import config_options, resolve_config, run_with_store
 from poczta.cli.mail import read_stored
 from poczta.mailauth.dkim import split_message
-from poczta.mailauth.pipeline import VERDICT_HEADER, parse_verdict_header
 from poczta.mailauth.results import (
     AuthResultsSyntaxError,
     ResInfo,
     authserv_id_of,
     parse_authentication_results,
 )
+from poczta.smtp.checks import VERDICT_HEADER, parse_verdict_header
 
 
 def _unfold(value: bytes) -> str:

@@ -20,12 +20,12 @@ from typing import Any
 from poczta.delivery import Delivery, DeliveryPlan, RecipientKind, RecipientVerdict
 from poczta.login import LoginService
 from poczta.logs import log
-from poczta.mailauth.pipeline import CheckDecision, InboundChecks, MailChecks
 from poczta.mailauth.verdict import Action
 from poczta.message import ParsedMessage, parse_message
 from poczta.net.connection import Connection
 from poczta.net.tls import ReloadableContext
 from poczta.smtp import server as core_api
+from poczta.smtp.checks import CheckDecision, InboundChecks, MailChecks
 from poczta.smtp.server import (
     Accept,
     AuthPassword,

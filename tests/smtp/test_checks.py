@@ -12,15 +12,15 @@ from poczta.dns import ZoneResolver
 from poczta.mailauth.dkim_sign import generate_dkim_key, sign_dkim
 from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
 from poczta.mailauth.greylist import Greylister, GreylistSettings, MemoryGreylistStore
-from poczta.mailauth.pipeline import (
+from poczta.mailauth.results import parse_authentication_results
+from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, decide
+from poczta.smtp.checks import (
     InboundChecks,
     MailChecks,
     parse_verdict_header,
     strip_fields,
     verdict_header,
 )
-from poczta.mailauth.results import parse_authentication_results
-from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, decide
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0
