@@ -114,7 +114,8 @@ def test_help_everywhere(tmp_path: Path) -> None:
 
 def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
     version = run("--version", cwd=tmp_path).stdout
-    script = Path(sys.executable).parent / "poczta"
-    if script.exists():
-        other = subprocess.run([str(script), "--version"], capture_output=True, text=True)
-        assert other.stdout == version
+    script = Path(sys.executable).parent / "poczta"  # .venv/bin/poczta, which scripts rely on
+    assert script.exists(), f"no console script at {script}"
+    other = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert other.returncode == 0 and other.stdout == version
+    assert version.startswith("poczta")

@@ -92,3 +92,25 @@ def test_message_size_and_recipient_limits(limited: PocztaServer) -> None:
         code, _ = client.mail("carol@elsewhere.test", ["SIZE=50000"])
         assert code == 552
     assert "big" not in [m["subject"] for m in limited.messages("alice@example.test")]
+
+
+def test_whole_session_time_limit(tmp_path: Path) -> None:
+    """A client that never idles is still cut off when session_timeout runs out."""
+    server = make_server(tmp_path, "\n[limits]\nidle_timeout = 30\nsession_timeout = 2\n")
+    server.start()
+    try:
+        sock, reader = connect(server)
+        assert reader.readline().startswith(b"220")  # type: ignore[attr-defined]
+        started = time.monotonic()
+        last = b""
+        while time.monotonic() - started < 10:
+            sock.sendall(b"NOOP\r\n")
+            last = reader.readline()  # type: ignore[attr-defined]
+            if not last.startswith(b"250"):
+                break
+            time.sleep(0.2)
+        assert last.startswith(b"421 4.4.2"), last
+        assert 1.5 < time.monotonic() - started < 6
+        sock.close()
+    finally:
+        server.stop()

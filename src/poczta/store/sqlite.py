@@ -69,13 +69,11 @@ class SqliteStore:
         blobs: BlobStore,
         *,
         readers: int = 4,
-        blob_threads: int = 4,
-        batch_dir_sync: bool = False,
+        blob_threads: int = 2,  # store_blob only; deliveries stage on the loop
         max_batch: int = 512,
     ) -> None:
         self.db_path = db_path
         self.blobs = blobs
-        self._batch_dir_sync = batch_dir_sync
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()

@@ -22,7 +22,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,9 +124,7 @@ class Writer:
         blobs: BlobStore,
         *,
         max_batch: int = 512,
-        sync_pool: Executor | None = None,
     ) -> None:
-        self._sync_pool = sync_pool
         self._conn = connect(path)
         self._conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate waits for the lock
         self._blobs = blobs
@@ -193,7 +190,7 @@ class Writer:
         conn = self._conn
         staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
-            self._blobs.commit_staged(staged, self._sync_pool)
+            self._blobs.commit_staged(staged)
             begin_immediate(conn)
             dirs: set[Path] = set()
             for pending in batch:
@@ -212,7 +209,7 @@ class Writer:
                 if pending.sync_dir is not None:
                     dirs.add(pending.sync_dir)
                 after.extend(ctx.after_commit)
-            self._blobs.sync_dirs(dirs, self._sync_pool)
+            self._blobs.sync_dirs(dirs)
             conn.execute("COMMIT")
         except Exception as exc:
             log.error("store batch of %d failed: %s", len(batch), exc)
