@@ -31,8 +31,31 @@ def stored() -> str:
 
 
 def test_hash_is_argon2id(stored: str) -> None:
-    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=1$")
     assert not needs_rehash(stored)
+
+
+def test_hash_is_readable_by_the_reference_implementation(stored: str) -> None:
+    reference = PasswordHasher()
+    assert reference.verify(stored, "correct horse ✓")
+    with pytest.raises(Exception, match="not match"):
+        reference.verify(stored, "correct horse")
+
+
+def test_four_lane_hashes_of_earlier_versions_verify_and_need_rehash() -> None:
+    legacy = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash("pw ✓")
+    assert verify_password(legacy, "pw ✓")
+    assert not verify_password(legacy, "pw")
+    assert needs_rehash(legacy)
+
+
+def test_argon2i_hashes_still_verify() -> None:
+    from argon2.low_level import Type
+
+    legacy = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1, type=Type.I).hash("pw")
+    assert verify_password(legacy, "pw")
+    assert not verify_password(legacy, "px")
+    assert needs_rehash(legacy)
 
 
 def test_verify(stored: str) -> None:

@@ -65,7 +65,9 @@ async def open_store(config: Config) -> MailStore:
     from poczta.store.sqlite import SqliteStore
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return await SqliteStore.open(config.store.path, config.data_dir / "blobs")
+    return await SqliteStore.open(
+        config.store.path, config.data_dir / "blobs", blob_sync=config.store.sync
+    )
 
 
 async def open_configured_store(config: Config) -> MailStore:

@@ -211,6 +211,14 @@ class StoreSettings:
         default=Path("poczta.db"), metadata=meta("sqlite database file, relative to data_dir")
     )
     dsn: str = field(default="", metadata=meta("postgres connection string; required for postgres"))
+    sync: str = field(
+        default="filesystem",
+        metadata=meta(
+            "how a group commit flushes message files: 'filesystem' (one syncfs per batch; "
+            "give the data dir its own filesystem) or 'file' (fsync every file and directory)",
+            choices=("filesystem", "file"),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,3 +48,50 @@ def test_write_failure_is_unavailable(tmp_path: Path) -> None:
         blobs.put(b"data")
     with pytest.raises(StoreUnavailable):
         blobs.sync_dirs([tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("sync", ["filesystem", "file"])
+def test_staged_bodies_appear_only_when_committed(tmp_path: Path, sync: str) -> None:
+    blobs = BlobStore(tmp_path, sync=sync)
+    assert blobs.sync_method == sync
+    first, second = blobs.stage(b"one\r\n"), blobs.stage(b"two\r\n")
+    assert not first.final.exists() and not second.final.exists()
+    blobs.commit_staged([first, second])
+    assert blobs.read(first.digest) == b"one\r\n"
+    assert blobs.read(second.digest) == b"two\r\n"
+    assert list((tmp_path / "tmp").iterdir()) == []
+    again = blobs.stage(b"one\r\n")
+    assert again.fd is None  # already stored: nothing written
+    blobs.commit_staged([again])
+    assert sorted(blobs.digests()) == sorted([first.digest, second.digest])
+
+
+def test_filesystem_sync_flushes_before_any_final_name(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path, sync="filesystem")
+    staged = [blobs.stage(f"body {n}\r\n".encode()) for n in range(3)]
+    calls: list[list[bool]] = []
+
+    def recording_syncfs(fd: int) -> None:
+        calls.append([item.final.exists() for item in staged])
+
+    blobs._commit_by_filesystem(staged, recording_syncfs)
+    # first flush: the data, while no final name exists; second: the names, all in place
+    assert calls == [[False, False, False], [True, True, True]]
+
+
+def test_failed_filesystem_flush_stores_nothing(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path, sync="filesystem")
+    staged = [blobs.stage(b"doomed\r\n")]
+
+    def failing_syncfs(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(StoreUnavailable, match="Input/output error"):
+        blobs._commit_by_filesystem(staged, failing_syncfs)
+    assert not staged[0].final.exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_unknown_sync_method(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sync method"):
+        BlobStore(tmp_path, sync="never")

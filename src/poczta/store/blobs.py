@@ -15,29 +15,70 @@ before committing the rows that refer to them.
 
 The delivery hot path splits a write in two so that no thread hand-off is needed per
 message: `stage` (on the event loop: only fast page-cache syscalls, the temp file's fd
-kept open) and `commit_staged` (on the store's writer thread, for a whole group commit:
-fsync every temp file, create shard directories, rename, fsync the directories). A
-final name is created only after its content is durable, which is what makes "the
+kept open) and `commit_staged` (on the store's writer thread, for a whole group commit).
+A final name is created only after its content is durable, which is what makes "the
 file exists" a safe dedup test. Every method is synchronous and meant
 to run in a worker thread; OS errors become `StoreUnavailable`.
+
+How a group commit makes its files durable (`sync`):
+
+``"filesystem"`` (the default on Linux)
+    One ``syncfs(2)`` flushes every temp file of the batch, the files are renamed into
+    place, and a second ``syncfs`` makes the new names durable. Two flushes per batch
+    instead of one fsync per file and per directory: on ext4, a batch of 10 bodies
+    takes ~0.9 ms instead of ~3.6 ms of disk wait and a third of the CPU. syncfs also
+    flushes whatever else is dirty on that filesystem, so the data directory should
+    not share a filesystem with heavy unrelated writers (then choose ``"file"``).
+    Since Linux 5.8 syncfs reports writeback errors, which fail the batch.
+``"file"``
+    fsync each temp file, rename, fsync each shard directory touched once. Also the
+    fallback where syncfs does not exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from poczta.store.base import NotFound, StoreUnavailable
 
-__all__ = ["BlobStore", "StagedBlob", "blob_digest"]
+__all__ = ["SYNC_METHODS", "BlobStore", "StagedBlob", "blob_digest"]
 
 _HEX = frozenset("0123456789abcdef")
+SYNC_METHODS = ("filesystem", "file")
+
+
+def _load_syncfs() -> Callable[[int], None] | None:
+    """libc's syncfs(2) as a function raising OSError, or None where there is none.
+
+    The standard library has no binding for it; ctypes releases the GIL during the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if function(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return syncfs
+
+
+_SYNCFS = _load_syncfs()
 
 
 def blob_digest(data: bytes) -> str:
@@ -73,9 +114,12 @@ def _write_all(fd: int, data: bytes) -> None:
 class BlobStore:
     """Message bodies as files named by digest under one root directory."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, sync: str = "filesystem") -> None:
+        if sync not in SYNC_METHODS:
+            raise ValueError(f"unknown sync method {sync!r}")
         self.root = Path(root)
         self._tmp = self.root / "tmp"
+        self._syncfs = _SYNCFS if sync == "filesystem" else None
         self._known_dirs: set[Path] = set()
         self._temp_names = itertools.count()  # unique per process; O_EXCL guards the rest
         try:
@@ -138,18 +182,30 @@ class BlobStore:
             raise StoreUnavailable(f"cannot store message body: {exc}") from exc
         return staged
 
+    @property
+    def sync_method(self) -> str:
+        return "file" if self._syncfs is None else "filesystem"
+
     def commit_staged(self, staged: Iterable[StagedBlob]) -> None:
-        """Make staged bodies durable under their final names; `StoreUnavailable` on failure."""
-        pending = [item for item in staged if item.fd is not None]
-        if not pending:
+        """Make staged bodies durable under their final names; `StoreUnavailable` on failure.
+
+        Bodies found already stored are included: another worker process may have
+        renamed that file in a batch whose flush is still running.
+        """
+        items = list(staged)
+        if not items:
             return
+        if self._syncfs is not None:
+            self._commit_by_filesystem(items, self._syncfs)
+            return
+        pending = [item for item in items if item.fd is not None]
+        directories = {item.final.parent for item in items if item.fd is None}
         try:
             # One after another: after the first, each fsync finds little left to flush,
             # and fanning them out to threads measured slower (hand-offs, GIL churn).
             for item in pending:
                 assert item.fd is not None
                 os.fsync(item.fd)
-            directories: set[Path] = set()
             for item in pending:
                 assert item.fd is not None and item.temp is not None
                 os.close(item.fd)
@@ -162,6 +218,31 @@ class BlobStore:
             self.discard_staged(pending)
             raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
         self.sync_dirs(directories)
+
+    def _commit_by_filesystem(self, items: list[StagedBlob], syncfs: Callable[[int], None]) -> None:
+        pending = [item for item in items if item.fd is not None]
+        try:
+            if pending:
+                assert pending[0].fd is not None
+                syncfs(pending[0].fd)  # every temp file's data, before any final name
+                for item in pending:
+                    assert item.fd is not None and item.temp is not None
+                    os.close(item.fd)
+                    item.fd = None
+                    self._ensure_dir(item.final.parent)
+                    os.replace(item.temp, item.final)
+                    item.temp = None
+            self._sync_root(syncfs)  # the new names (and other workers' in-flight ones)
+        except OSError as exc:
+            self.discard_staged(pending)
+            raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
+
+    def _sync_root(self, syncfs: Callable[[int], None]) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
 
     def discard_staged(self, staged: Iterable[StagedBlob]) -> None:
         """Close and remove temp files of bodies that will not be committed."""
@@ -203,9 +284,13 @@ class BlobStore:
         self._known_dirs.add(directory)
 
     def sync_dirs(self, directories: Iterable[Path]) -> None:
-        """fsync each directory once; `StoreUnavailable` on failure."""
+        """fsync each directory once (or the filesystem once); `StoreUnavailable` on failure."""
+        unique = set(directories)
         try:
-            for directory in set(directories):
+            if self._syncfs is not None and len(unique) > 1:
+                self._sync_root(self._syncfs)
+                return
+            for directory in unique:
                 _fsync_dir(directory)
         except OSError as exc:
             raise StoreUnavailable(f"cannot sync blob directory: {exc}") from exc

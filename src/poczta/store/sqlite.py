@@ -86,8 +86,18 @@ class SqliteStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, db_path: Path | str, blob_dir: Path | str, **options: Any) -> SqliteStore:
-        """Open (creating if needed) the database and blob directory; apply migrations."""
+    async def open(
+        cls,
+        db_path: Path | str,
+        blob_dir: Path | str,
+        *,
+        blob_sync: str = "filesystem",
+        **options: Any,
+    ) -> SqliteStore:
+        """Open (creating if needed) the database and blob directory; apply migrations.
+
+        `blob_sync` is how batches of bodies are flushed (see `BlobStore`).
+        """
         path, root = Path(db_path), Path(blob_dir)
 
         def prepare() -> BlobStore:
@@ -100,7 +110,7 @@ class SqliteStore:
                     conn.close()
             except (sqlite3.Error, OSError) as exc:
                 raise translate_error(exc) from exc
-            return BlobStore(root)
+            return BlobStore(root, sync=blob_sync)
 
         blobs = await asyncio.to_thread(prepare)
         return cls(path, blobs, **options)
