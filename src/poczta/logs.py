@@ -1,11 +1,19 @@
-"""Structured log lines: one line per decision that matters, as `event key=value ...` or JSON."""
+"""Structured log lines: one line per decision that matters, as `event key=value ...` or JSON.
+
+`log` is on every message's path (two lines per SMTP message), so once `setup_logging`
+has chosen the stream it formats the line itself and writes it there, without making a
+`logging.LogRecord` (a third of the cost). Lines of other loggers (library warnings, a
+store failure's traceback) still go through `logging`, to the same stream and format.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from typing import Any
+import time
+from typing import Any, TextIO
 
 _LOGGER = logging.getLogger("poczta")
 _CONTEXT: dict[str, object] = {}  # added to every line of this process (e.g. its worker pid)
@@ -37,13 +45,48 @@ def _quote(value: object) -> str:
     return text
 
 
+class _DirectWriter:
+    """The fast path of `log`: the stream, the threshold and a per-second timestamp."""
+
+    def __init__(self, stream: TextIO, level: int, fmt: str) -> None:
+        self.stream = stream
+        self.level = level
+        self.json = fmt == "json"
+        self._second = -1
+        self._stamp = ""
+
+    def _timestamp(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        return self._stamp
+
+    def write(self, level: int, event: str, fields: dict[str, object]) -> None:
+        name = logging.getLevelName(level).lower()
+        if self.json:
+            line = json.dumps({"level": name, "event": event, **fields}, default=str)
+        else:
+            parts = [self._timestamp(), name, event]
+            parts += [f"{key}={_quote(value)}" for key, value in fields.items()]
+            line = " ".join(parts)
+        # a closed or broken stream must not stop the server
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(line + "\n")
+
+
+_DIRECT: _DirectWriter | None = None
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    global _DIRECT
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger("poczta")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    _DIRECT = _DirectWriter(sys.stderr, root.getEffectiveLevel(), fmt)
 
 
 def set_log_context(**fields: object) -> None:
@@ -53,5 +96,10 @@ def set_log_context(**fields: object) -> None:
 
 def log(event: str, level: int = logging.INFO, **fields: object) -> None:
     """Log one structured event line, e.g. log("smtp.delivered", id=..., rcpts=2)."""
+    direct = _DIRECT
+    if direct is not None:
+        if level >= direct.level:
+            direct.write(level, event, {**fields, **_CONTEXT})
+        return
     if _LOGGER.isEnabledFor(level):
         _LOGGER.log(level, event, extra={"fields": {**fields, **_CONTEXT}})

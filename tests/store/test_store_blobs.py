@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from poczta.store import NotFound, StoreUnavailable
-from poczta.store.blobs import BlobStore
+from poczta.store.blobs import BlobStore, blob_digest
+
+
+def temp_files(root: Path) -> list[Path]:
+    """Files under tmp/ other than owners' lock files."""
+    return sorted(
+        p for p in (root / "tmp").rglob("*") if p.is_file() and not p.name.endswith(".lock")
+    )
 
 
 def test_put_read_dedup(tmp_path: Path) -> None:
@@ -20,7 +27,7 @@ def test_put_read_dedup(tmp_path: Path) -> None:
     assert blobs.read(digest) == b"hello\r\n"
     again, _ = blobs.put(b"hello\r\n", sync_dir=False)
     assert again == digest and list(blobs.digests()) == [digest]
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert temp_files(tmp_path) == []
     blobs.delete(digest)
     blobs.delete(digest)  # missing is fine
     with pytest.raises(NotFound):
@@ -59,7 +66,7 @@ def test_staged_bodies_appear_only_when_committed(tmp_path: Path, sync: str) -> 
     blobs.commit_staged([first, second])
     assert blobs.read(first.digest) == b"one\r\n"
     assert blobs.read(second.digest) == b"two\r\n"
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert temp_files(tmp_path) == []
     again = blobs.stage(b"one\r\n")
     assert again.fd is None  # already stored: nothing written
     blobs.commit_staged([again])
@@ -75,8 +82,9 @@ def test_filesystem_sync_flushes_before_any_final_name(tmp_path: Path) -> None:
         calls.append([item.final.exists() for item in staged])
 
     blobs._commit_by_filesystem(staged, recording_syncfs)
-    # first flush: the data, while no final name exists; second: the names, all in place
-    assert calls == [[False, False, False], [True, True, True]]
+    # one flush, of the data, while no final name exists; then the names are in place
+    assert calls == [[False, False, False]]
+    assert all(item.final.exists() for item in staged)
 
 
 def test_failed_filesystem_flush_stores_nothing(tmp_path: Path) -> None:
@@ -89,9 +97,45 @@ def test_failed_filesystem_flush_stores_nothing(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="Input/output error"):
         blobs._commit_by_filesystem(staged, failing_syncfs)
     assert not staged[0].final.exists()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_unknown_sync_method(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sync method"):
         BlobStore(tmp_path, sync="never")
+
+
+def _abandon(root: Path, owner: str, files: dict[str, bytes]) -> None:
+    """Leave temp files the way a store killed with -9 leaves them (its lock is free)."""
+    (root / "tmp" / owner).mkdir(parents=True)
+    (root / "tmp" / f"{owner}.lock").write_bytes(b"")
+    for name, data in files.items():
+        (root / "tmp" / owner / name).write_bytes(data)
+
+
+def test_complete_bodies_of_a_dead_store_are_moved_into_place(tmp_path: Path) -> None:
+    body, partial = b"complete body\r\n", b"half a bo"
+    _abandon(
+        tmp_path,
+        "4242-deadbeef",
+        {
+            f"{blob_digest(body)}.0": body,
+            f"{blob_digest(b'half a body')}.1": partial,
+            "not-a-digest.2": b"junk",
+        },
+    )
+    blobs = BlobStore(tmp_path)
+    assert blobs.read(blob_digest(body)) == body
+    assert list(blobs.digests()) == [blob_digest(body)]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_opening_a_second_store_leaves_the_first_ones_writes_alone(tmp_path: Path) -> None:
+    server = BlobStore(tmp_path)
+    in_flight = server.stage(b"being delivered\r\n")
+    admin = BlobStore(tmp_path)  # e.g. `poczta mail list` while the server runs
+    server.commit_staged([in_flight])
+    assert admin.read(in_flight.digest) == b"being delivered\r\n"
+    server.close()
+    admin.close()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -96,6 +96,26 @@ def test_fetch_meta_selected_uids(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_fetch_summaries_agree_with_meta(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        for n in range(3):
+            await deliver_one(store, user, n)
+        inbox = await store.get_mailbox(user, "INBOX")
+        await store.expunge(inbox.id, [2])
+        summaries = await store.fetch_summaries(inbox.id)
+        metas = await store.fetch_meta(inbox.id)
+        assert [(s.uid, s.size, s.digest) for s in summaries] == [
+            (m.uid, m.size, m.digest) for m in metas
+        ]
+        assert [s.uid for s in summaries] == [1, 3]
+        assert summaries[0].size == len(await store.read_message(inbox.id, 1))
+        with pytest.raises(NotFound):
+            await store.fetch_summaries(MailboxId(inbox.id + 1000))
+
+    backend.run(body)
+
+
 def test_flags_and_modseq(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         user = await with_user(store)

@@ -231,15 +231,15 @@ class Pop3Session:
             if record is None:
                 raise NotFound(f"no user {user}")
             mailbox = await self.ctx.store.get_mailbox(record.id, "INBOX")
-            metas = await self.ctx.store.fetch_meta(mailbox.id)
+            summaries = await self.ctx.store.fetch_summaries(mailbox.id)
         except StoreError as exc:
             self.ctx.locks.release(user)
             self._locked = None
             log("pop3.open_failed", ip=self.conn.peer_ip, user=user, error=exc)
             return MailboxError("SYS/TEMP", "Maildrop is not available now, try again later")
         messages = {
-            uidl_string(mailbox.uidvalidity, meta.uid): (meta.uid, meta.digest, meta.size)
-            for meta in metas
+            uidl_string(mailbox.uidvalidity, item.uid): (item.uid, item.digest, item.size)
+            for item in summaries
         }
         self.drop = OpenDrop(user, mailbox.id, messages)
         log(
@@ -250,7 +250,7 @@ class Pop3Session:
             messages=len(messages),
         )
         return MaildropSnapshot(
-            [(uid, meta.size) for uid, meta in zip(messages, metas, strict=True)]
+            [(uid, item.size) for uid, item in zip(messages, summaries, strict=True)]
         )
 
     async def read_message(self, uid: str) -> bytes | None:

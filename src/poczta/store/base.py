@@ -18,7 +18,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NewType, Protocol
+from typing import NamedTuple, NewType, Protocol
 
 from poczta.message import Envelope, ParsedMessage
 
@@ -36,6 +36,7 @@ __all__ = [
     "MailboxId",
     "MailboxState",
     "MessageMeta",
+    "MessageSummary",
     "NotFound",
     "Outbound",
     "QueueEntry",
@@ -139,6 +140,14 @@ class MessageMeta:
     subject: str
     envelope: Envelope
     search_headers: tuple[tuple[str, str], ...]
+
+
+class MessageSummary(NamedTuple):
+    """What a download needs of one message (POP3's numbers, sizes and unique ids)."""
+
+    uid: int
+    size: int
+    digest: str
 
 
 class FlagMode(enum.Enum):
@@ -259,6 +268,10 @@ class MailStore(Protocol):
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]: ...
+    async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
+        """Every message of the mailbox by UID: uid, size and digest only (cheap)."""
+        ...
+
     async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes: ...
     async def set_flags(
         self,

@@ -40,6 +40,7 @@ from poczta.store.base import (
     MailboxId,
     MailboxState,
     MessageMeta,
+    MessageSummary,
     Outbound,
     QueueEntry,
     QueueId,
@@ -121,6 +122,7 @@ class SqliteStore:
             return
         self._closed = True
         await asyncio.to_thread(self._writer.close)
+        self.blobs.close()
         self._readers.shutdown(wait=True)
         self._blob_pool.shutdown(wait=True)
         with self._conns_lock:
@@ -273,6 +275,9 @@ class SqliteStore:
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]:
         return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
+
+    async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
+        return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))
 
     async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes:
         digest = await self._read(lambda c: messages.message_digest(c, mailbox_id, uid))

@@ -27,6 +27,7 @@ from poczta.store.base import (
     MailboxId,
     MailboxState,
     MessageMeta,
+    MessageSummary,
     NotFound,
     Outbound,
     QueueEntry,
@@ -309,6 +310,14 @@ def _meta(row: tuple[object, ...]) -> MessageMeta:
 def _require_mailbox(conn: sqlite3.Connection, mailbox_id: int) -> None:
     if conn.execute("SELECT 1 FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone() is None:
         raise NotFound(f"no mailbox {mailbox_id}")
+
+
+def fetch_summaries(conn: sqlite3.Connection, mailbox_id: int) -> list[MessageSummary]:
+    _require_mailbox(conn, mailbox_id)
+    rows = conn.execute(
+        "SELECT uid, size, digest FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+    )
+    return [MessageSummary._make(row) for row in rows]
 
 
 def fetch_meta(

@@ -10,13 +10,21 @@ caller its own result or error on its event loop.
 
 A failure of the batch as a whole (the commit, a directory fsync, a broken disk) fails
 every job of the batch with `StoreUnavailable`, and nothing of it is visible.
+
+The writers of several processes (the workers of one server) take turns through an
+``flock`` on `<database>.writelock` before ``BEGIN IMMEDIATE``: a waiting writer sleeps
+in the kernel and wakes the moment the other commits, where SQLite's busy handling can
+only poll. Connections that do not take the flock (an admin command, the greylist) are
+still serialised by SQLite itself; `begin_immediate` polls in short steps for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -127,6 +135,7 @@ class Writer:
     ) -> None:
         self._conn = connect(path)
         self._conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate waits for the lock
+        self._turn_fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._blobs = blobs
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
@@ -160,6 +169,7 @@ class Writer:
         self._queue.put(_STOP)
         self._thread.join()
         self._conn.close()
+        os.close(self._turn_fd)
 
     def _run(self) -> None:
         stop = False
@@ -191,6 +201,7 @@ class Writer:
         staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
             self._blobs.commit_staged(staged)
+            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
             begin_immediate(conn)
             dirs: set[Path] = set()
             for pending in batch:
@@ -221,6 +232,8 @@ class Writer:
                 failure = StoreUnavailable(f"mail store failure: {exc}")
             results = [(False, failure)] * len(batch)
             after = []
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
         self.batches += 1
         self.jobs += len(batch)
         for action in after:
