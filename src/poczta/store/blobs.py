@@ -24,18 +24,17 @@ to run in a worker thread; OS errors become `StoreUnavailable`.
 How a group commit makes its files durable (`sync`):
 
 ``"filesystem"`` (the default on Linux)
-    One ``syncfs(2)`` flushes every temp file of the batch, then the files are renamed
-    into place and the rows committed. The renames reach the disk with the next flush
-    (any batch's syncfs, or the kernel's writeback); if the machine dies first, the
-    complete body is still there under its temp name and the next store to open moves
-    it into place (`poczta.store.blob_temp`). One flush per batch instead of one fsync
-    per file and per directory: on ext4 a batch of 10 bodies waits ~0.9 ms instead of
-    ~3.6 ms and spends a third of the CPU. syncfs also flushes whatever else is dirty on
-    that filesystem, so the data directory should not share a filesystem with heavy
-    unrelated writers (then choose ``"file"``). Since Linux 5.8 syncfs reports
-    writeback errors, which fail the batch.
-``"file"``).
-    Since Linux 5.8 syncfs reports writeback errors, which fail the batch.
+    One ``syncfs(2)`` (`flush`) makes every temp file of the batch durable, then the
+    files are renamed into place (`place_staged`) and the rows committed; the store's
+    writer shares that flush with the previous batch's commit (see
+    `poczta.store.sqlite_writer`). The renames reach the disk with the next flush; if
+    the machine dies first, the complete body is still there under its temp name and
+    the next store to open moves it into place (`poczta.store.blob_temp`). One flush
+    per batch instead of one fsync per file and per directory: on ext4 a batch of 10
+    bodies waits ~0.9 ms instead of ~3.6 ms and spends a third of the CPU. syncfs also
+    flushes whatever else is dirty on that filesystem, so the data directory should not
+    share a filesystem with heavy unrelated writers (then choose ``"file"``). Since
+    Linux 5.8 syncfs reports writeback errors, which fail the batch.
 ``"file"``
     fsync each temp file, rename, fsync each shard directory touched once. Also the
     fallback where syncfs does not exist.
@@ -236,6 +235,15 @@ class BlobStore:
         try:
             assert pending[0].fd is not None
             syncfs(pending[0].fd)  # every temp file's data, before any final name
+        except OSError as exc:
+            self.discard_staged(pending)
+            raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
+        self.place_staged(pending)
+
+    def place_staged(self, staged: Iterable[StagedBlob]) -> None:
+        """Rename bodies that a `flush` already made durable to their final names."""
+        pending = [item for item in staged if item.fd is not None]
+        try:
             for item in pending:
                 assert item.fd is not None and item.temp is not None
                 os.close(item.fd)
@@ -246,6 +254,15 @@ class BlobStore:
         except OSError as exc:
             self.discard_staged(pending)
             raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
+
+    def flush(self) -> None:
+        """Flush the whole filesystem of the store ("filesystem" method); `StoreUnavailable`."""
+        if self._syncfs is None:
+            raise StoreUnavailable("this blob store does not flush its filesystem")
+        try:
+            self._sync_root(self._syncfs)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot flush the mail store to disk: {exc}") from exc
 
     def _sync_root(self, syncfs: Callable[[int], None]) -> None:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)

@@ -11,6 +11,19 @@ caller its own result or error on its event loop.
 A failure of the batch as a whole (the commit, a directory fsync, a broken disk) fails
 every job of the batch with `StoreUnavailable`, and nothing of it is visible.
 
+Durability of the commit depends on the blob store's sync method. With ``"file"`` the
+connection runs with synchronous=FULL: COMMIT fsyncs the log, inside the write lock.
+With ``"filesystem"`` it runs with synchronous=NORMAL (in WAL mode: consistent after a
+power loss, but the last commits may be lost) and the writer makes a batch durable with
+a syncfs after its COMMIT, outside the write lock, before answering anyone. That flush
+is shared with the next batch: one syncfs makes batch k's rows durable and batch k+1's
+bodies, which are then renamed into place and whose rows are committed, to be made
+durable by the following flush. One flush per batch, no flush inside the lock of every
+worker, and a body always reaches the disk before any row that refers to it. If a flush
+fails, the callers of the committed batch get `StoreUnavailable` although its rows are
+visible: a client then sends the message again, which at worst duplicates it. Deleting
+the files of dropped bodies waits for the flush too.
+
 The writers of several processes (the workers of one server) take turns through an
 ``flock`` on `<database>.writelock` before ``BEGIN IMMEDIATE``: a waiting writer sleeps
 in the kernel and wakes the moment the other commits, where SQLite's busy handling can
@@ -113,6 +126,15 @@ class _Pending:
 _STOP = object()
 
 
+@dataclass
+class _Committed:
+    """A batch whose transaction has ended, and what to do once that is durable."""
+
+    batch: list[_Pending]
+    results: list[tuple[bool, Any]]
+    after: list[Callable[[], None]]
+
+
 def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for future, ok, value in items:
         if future.done():
@@ -137,6 +159,9 @@ class Writer:
         self._conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate waits for the lock
         self._turn_fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._blobs = blobs
+        self._flush_after_commit = blobs.sync_method == "filesystem"
+        if self._flush_after_commit:
+            self._conn.execute("PRAGMA synchronous = NORMAL")
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="poczta-store-writer", daemon=True)
@@ -171,37 +196,81 @@ class Writer:
         self._conn.close()
         os.close(self._turn_fd)
 
+    def _take(self, *, wait: bool) -> tuple[list[_Pending], bool]:
+        """The jobs waiting now (waiting for a first one if `wait`), and whether to stop."""
+        batch: list[_Pending] = []
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get() if wait and not batch else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
+
     def _run(self) -> None:
+        unflushed: _Committed | None = None
         stop = False
         while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch: list[_Pending] = [first]  # type: ignore[list-item]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
+            batch, stop = self._take(wait=unflushed is None)
             try:
-                self._run_batch(batch)
+                if self._flush_after_commit:
+                    unflushed = self._cycle(batch, unflushed)
+                elif batch:
+                    self._complete(self._commit_by_file(batch))
             except Exception as exc:  # never let the writer die with callers waiting
                 log.exception("store writer failed")
                 failure = StoreUnavailable(f"mail store failure: {exc}")
-                self._dispatch(batch, [(False, failure)] * len(batch))
+                for pending_batch in (batch, unflushed.batch if unflushed else []):
+                    self._dispatch(pending_batch, [(False, failure)] * len(pending_batch))
+                unflushed = None
+        if unflushed is not None:
+            self._cycle([], unflushed)
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
-        results: list[tuple[bool, Any]] = []
-        after: list[Callable[[], None]] = []
-        conn = self._conn
+    def _cycle(self, batch: list[_Pending], unflushed: _Committed | None) -> _Committed | None:
+        """One flush for two batches: the rows committed last time and the bodies of now.
+
+        The flush makes `unflushed` durable (its callers are answered) together with the
+        bodies of `batch`, whose rows are then committed and wait for the next flush.
+        """
+        staged = [pending.blob for pending in batch if pending.blob is not None]
+        try:
+            self._blobs.flush()
+        except StoreUnavailable as exc:
+            log.error("store flush failed: %s", exc)
+            self._blobs.discard_staged(staged)
+            if unflushed is not None:
+                self._dispatch(unflushed.batch, [(False, exc)] * len(unflushed.batch))
+            self._dispatch(batch, [(False, exc)] * len(batch))
+            return None
+        if unflushed is not None:
+            self._complete(unflushed)
+        if not batch:
+            return None
+        try:
+            self._blobs.place_staged(staged)
+        except StoreUnavailable as exc:
+            self._dispatch(batch, [(False, exc)] * len(batch))
+            return None
+        return self._transact(batch)
+
+    def _commit_by_file(self, batch: list[_Pending]) -> _Committed:
+        """fsync the bodies, commit the rows with an fsync of the log (method "file")."""
         staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
             self._blobs.commit_staged(staged)
-            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        except StoreUnavailable as exc:
+            return _Committed(batch, [(False, exc)] * len(batch), [])
+        return self._transact(batch)
+
+    def _transact(self, batch: list[_Pending]) -> _Committed:
+        """Run the batch's jobs in one transaction, holding the turn between processes."""
+        results: list[tuple[bool, Any]] = []
+        after: list[Callable[[], None]] = []
+        conn = self._conn
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        try:
             begin_immediate(conn)
             dirs: set[Path] = set()
             for pending in batch:
@@ -236,12 +305,16 @@ class Writer:
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
         self.batches += 1
         self.jobs += len(batch)
-        for action in after:
+        return _Committed(batch, results, after)
+
+    def _complete(self, committed: _Committed) -> None:
+        """The batch is durable: delete what it dropped, answer its callers."""
+        for action in committed.after:
             try:
                 action()
             except Exception as exc:  # leftovers are garbage, not damage
                 log.warning("after-commit action failed: %s", exc)
-        self._dispatch(batch, results)
+        self._dispatch(committed.batch, committed.results)
 
     @staticmethod
     def _dispatch(batch: list[_Pending], results: list[tuple[bool, Any]]) -> None:
