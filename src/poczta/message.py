@@ -236,8 +236,33 @@ def _addr_spec(tokens: list[tuple[str, str]]) -> tuple[str, str]:
     return local, host
 
 
+# The one-mailbox forms nearly every message uses: `local@host`, `<local@host>` and
+# `Display Name <local@host>` with no quotes, comments, dots in the name or lists. They
+# take a third of the time through one regular expression; anything else is tokenised.
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+_BARE_MAILBOX = re.compile(rf"[ \t]*(<?)([{_ATEXT}.]+)@([A-Za-z0-9.\-]+)(>?)[ \t]*")
+_NAMED_MAILBOX = re.compile(
+    rf"[ \t]*([{_ATEXT}][{_ATEXT} \t]*)<([{_ATEXT}.]+)@([A-Za-z0-9.\-]+)>[ \t]*"
+)
+
+
+def _simple_mailbox(value: str) -> tuple[Address, ...] | None:
+    bare = _BARE_MAILBOX.fullmatch(value)
+    if bare is not None:
+        opening, local, host, closing = bare.groups()
+        return (Address(None, local, host),) if opening == closing.replace(">", "<") else None
+    named = _NAMED_MAILBOX.fullmatch(value)
+    if named is not None:
+        name, local, host = named.groups()
+        return (Address(" ".join(name.split()), local, host),)
+    return None
+
+
 def parse_addresses(value: str) -> tuple[Address, ...]:
     """An address-list header value split into `Address` parts; never raises."""
+    simple = _simple_mailbox(value)
+    if simple is not None:
+        return simple
     try:
         return _parse_address_list(_tokens(value))
     except Exception:  # defensive: the tokenizer should not fail, but garbage is garbage

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, MailboxId, MailStore, NotFound, Outbound
 from tests.store.store_helpers import WHEN, Backend, make_message, with_user
@@ -52,6 +54,12 @@ def test_one_failing_delivery_does_not_fail_its_batch(backend: Backend) -> None:
         assert all(isinstance(r, list) for r in results[:-1])
         inbox = await store.get_mailbox(bob, "INBOX")
         assert inbox.messages == 20  # the failed delivery left no copy behind
+        # ... and no reference: once the 20 copies are gone, so is the body
+        uids = [meta.uid for meta in await store.fetch_meta(inbox.id)]
+        digest = (await store.fetch_meta(inbox.id))[0].digest
+        await store.expunge(inbox.id, uids)
+        with pytest.raises(NotFound):
+            await store.read_blob(digest)
 
     backend.run(body)
 

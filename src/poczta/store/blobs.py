@@ -126,6 +126,7 @@ class BlobStore:
         self._syncfs = _SYNCFS if sync == "filesystem" else None
         self._known_dirs: set[Path] = set()
         self._temp = TempArea(self._tmp)
+        self._root_fd: int | None = None
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
             self._create_shards()
@@ -136,6 +137,9 @@ class BlobStore:
     def close(self) -> None:
         """Remove this store's temp directory (when no write is in flight)."""
         self._temp.release()
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
 
     def _create_shards(self) -> None:
         created = False
@@ -265,11 +269,9 @@ class BlobStore:
             raise StoreUnavailable(f"cannot flush the mail store to disk: {exc}") from exc
 
     def _sync_root(self, syncfs: Callable[[int], None]) -> None:
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            syncfs(fd)
-        finally:
-            os.close(fd)
+        if self._root_fd is None:  # opened on first use: after any fork, kept until close
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        syncfs(self._root_fd)
 
     def discard_staged(self, staged: Iterable[StagedBlob]) -> None:
         """Close and remove temp files of bodies that will not be committed."""

@@ -191,17 +191,20 @@ def add_blob_ref(
     count: int,
 ) -> None:
     """Count `count` more references to a blob; (re)write its file if no row had it."""
-    cursor = conn.execute("UPDATE blobs SET refs = refs + ? WHERE digest = ?", (count, digest))
-    if cursor.rowcount:
+    (refs,) = conn.execute(
+        "INSERT INTO blobs (digest, size, refs) VALUES (?, ?, ?)"
+        " ON CONFLICT (digest) DO UPDATE SET refs = refs + excluded.refs RETURNING refs",
+        (digest, size, count),
+    ).fetchone()
+    if refs != count or digest in ctx.placed:
         return
-    # No row: the file may have been deleted after an earlier batch dropped the last
+    # A new row: the file may have been deleted after an earlier batch dropped the last
     # reference. Deletions happen on this thread, so checking now is race-free.
     if not ctx.blobs.exists(digest):
         if data is None:
             raise NotFound(f"no blob {digest}")
         _, directory = ctx.blobs.put(data, sync_dir=False)
         ctx.sync_dirs.add(directory)
-    conn.execute("INSERT INTO blobs (digest, size, refs) VALUES (?, ?, ?)", (digest, size, count))
 
 
 def release_blobs(
@@ -251,6 +254,22 @@ def _bump(conn: sqlite3.Connection, mailbox_id: int, uids: int) -> tuple[int, in
     return int(row[0]), int(row[1])
 
 
+def _take_uid(conn: sqlite3.Connection, target: DeliveryTarget) -> tuple[int, int, int]:
+    """The target mailbox's id, a new UID in it and its next modseq."""
+    if target.mailbox == "INBOX":  # most deliveries: find and bump in one statement
+        row = conn.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+            " WHERE user_id = ? AND name = 'INBOX' RETURNING id, uidnext - 1, highestmodseq",
+            (target.user_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox INBOX for user {target.user_id}")
+        return int(row[0]), int(row[1]), int(row[2])
+    mailbox_id = _target_mailbox(conn, target)
+    uid, modseq = _bump(conn, mailbox_id, 1)
+    return mailbox_id, uid, modseq
+
+
 def deliver_job(
     digest: str,
     data: bytes,
@@ -265,8 +284,7 @@ def deliver_job(
             add_blob_ref(conn, ctx, digest, len(data), data, refs)
         delivered: list[Delivered] = []
         for target in targets:
-            mailbox_id = _target_mailbox(conn, target)
-            uid, modseq = _bump(conn, mailbox_id, 1)
+            mailbox_id, uid, modseq = _take_uid(conn, target)
             conn.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, digest,"
                 " size, header_size, sent_date, subject, message_id, envelope, headers)"

@@ -104,11 +104,21 @@ def translate_error(exc: BaseException) -> BaseException:
 
 @dataclass
 class JobContext:
-    """What a job asks of its batch: directories to sync first, actions after the commit."""
+    """What a job asks of its batch: directories to sync first, actions after the commit.
+
+    `placed` names the bodies this batch has just moved into place (known to exist).
+    A job may run twice (see `Writer._run_jobs`): it must not act outside the database
+    except idempotently (writing a blob, asking for an after-commit action).
+    """
 
     blobs: BlobStore
+    placed: frozenset[str] = frozenset()
     sync_dirs: set[Path] = field(default_factory=set)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class _JobFailed(Exception):
+    """A job failed in a batch run without savepoints: run the batch again with them."""
 
 
 Job = Callable[[sqlite3.Connection, JobContext], Any]
@@ -249,22 +259,55 @@ class Writer:
         if not batch:
             return None
         try:
+            placed = frozenset(item.digest for item in staged if item.fd is not None)
             self._blobs.place_staged(staged)
         except StoreUnavailable as exc:
             self._dispatch(batch, [(False, exc)] * len(batch))
             return None
-        return self._transact(batch)
+        return self._transact(batch, placed)
 
     def _commit_by_file(self, batch: list[_Pending]) -> _Committed:
         """fsync the bodies, commit the rows with an fsync of the log (method "file")."""
         staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
+            placed = frozenset(item.digest for item in staged if item.fd is not None)
             self._blobs.commit_staged(staged)
         except StoreUnavailable as exc:
             return _Committed(batch, [(False, exc)] * len(batch), [])
-        return self._transact(batch)
+        return self._transact(batch, placed)
 
-    def _transact(self, batch: list[_Pending]) -> _Committed:
+    def _run_jobs(
+        self, batch: list[_Pending], placed: frozenset[str], *, savepoints: bool
+    ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]], set[Path]]:
+        """Run every job; with `savepoints` a failing job is undone alone, without them
+        (one statement fewer per job, and jobs rarely fail) it raises `_JobFailed`."""
+        conn = self._conn
+        results: list[tuple[bool, Any]] = []
+        after: list[Callable[[], None]] = []
+        dirs: set[Path] = set()
+        for pending in batch:
+            ctx = JobContext(self._blobs, placed)
+            if savepoints:
+                conn.execute("SAVEPOINT job")
+            try:
+                value = pending.job(conn, ctx)
+            except Exception as exc:
+                if not savepoints:
+                    raise _JobFailed() from exc
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                results.append((False, translate_error(exc)))
+                continue
+            if savepoints:
+                conn.execute("RELEASE job")
+            results.append((True, value))
+            dirs |= ctx.sync_dirs
+            if pending.sync_dir is not None:
+                dirs.add(pending.sync_dir)
+            after.extend(ctx.after_commit)
+        return results, after, dirs
+
+    def _transact(self, batch: list[_Pending], placed: frozenset[str]) -> _Committed:
         """Run the batch's jobs in one transaction, holding the turn between processes."""
         results: list[tuple[bool, Any]] = []
         after: list[Callable[[], None]] = []
@@ -272,23 +315,12 @@ class Writer:
         fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
         try:
             begin_immediate(conn)
-            dirs: set[Path] = set()
-            for pending in batch:
-                ctx = JobContext(self._blobs)
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = pending.job(conn, ctx)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((False, translate_error(exc)))
-                    continue
-                conn.execute("RELEASE job")
-                results.append((True, value))
-                dirs |= ctx.sync_dirs
-                if pending.sync_dir is not None:
-                    dirs.add(pending.sync_dir)
-                after.extend(ctx.after_commit)
+            try:
+                results, after, dirs = self._run_jobs(batch, placed, savepoints=False)
+            except _JobFailed:
+                conn.execute("ROLLBACK")
+                begin_immediate(conn)
+                results, after, dirs = self._run_jobs(batch, placed, savepoints=True)
             self._blobs.sync_dirs(dirs)
             conn.execute("COMMIT")
         except Exception as exc:
