@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_staged_bodies_appear_only_when_committed(tmp_path: Path, sync: str) -> 
     blobs = BlobStore(tmp_path, sync=sync)
     assert blobs.sync_method == sync
     first, second = blobs.stage(b"one\r\n"), blobs.stage(b"two\r\n")
-    assert not first.final.exists() and not second.final.exists()
+    assert not os.path.exists(first.final) and not os.path.exists(second.final)
     blobs.commit_staged([first, second])
     assert blobs.read(first.digest) == b"one\r\n"
     assert blobs.read(second.digest) == b"two\r\n"
@@ -79,12 +80,12 @@ def test_filesystem_sync_flushes_before_any_final_name(tmp_path: Path) -> None:
     calls: list[list[bool]] = []
 
     def recording_syncfs(fd: int) -> None:
-        calls.append([item.final.exists() for item in staged])
+        calls.append([os.path.exists(item.final) for item in staged])
 
     blobs._commit_by_filesystem(staged, recording_syncfs)
     # one flush, of the data, while no final name exists; then the names are in place
     assert calls == [[False, False, False]]
-    assert all(item.final.exists() for item in staged)
+    assert all(os.path.exists(item.final) for item in staged)
 
 
 def test_failed_filesystem_flush_stores_nothing(tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_failed_filesystem_flush_stores_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(StoreUnavailable, match="Input/output error"):
         blobs._commit_by_filesystem(staged, failing_syncfs)
-    assert not staged[0].final.exists()
+    assert not os.path.exists(staged[0].final)
     assert temp_files(tmp_path) == []
 
 

@@ -7,6 +7,7 @@ and turns the core's events into writes, TLS upgrades and closes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
@@ -77,6 +78,12 @@ def new_queue_id() -> str:
     return f"{time.time_ns() // 1000:X}{_QUEUE_ID_PREFIX}{next(_queue_counter) & 0xFFFF:04X}"
 
 
+@functools.lru_cache(maxsize=4)
+def _rfc5322_date(now: datetime) -> str:
+    """The date of trace headers; cached since most headers of a busy second share it."""
+    return format_datetime(now)
+
+
 def received_header(envelope: Envelope, hostname: str, queue_id: str, now: datetime) -> bytes:
     """The trace header we prepend (RFC 5321 §4.4, with the RFC 8314 `tls` clause)."""
     helo = envelope.helo or "unknown"
@@ -90,7 +97,7 @@ def received_header(envelope: Envelope, hostname: str, queue_id: str, now: datet
         tls = envelope.tls
         lines.append(f"\ttls {tls.cipher} ({tls.version}, {tls.bits} bits)")
     lines[-1] += ";"
-    lines.append(f"\t{format_datetime(now)}")
+    lines.append(f"\t{_rfc5322_date(now.replace(microsecond=0))}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
 

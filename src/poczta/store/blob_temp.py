@@ -39,15 +39,15 @@ class TempArea:
     def __init__(self, tmp_root: Path) -> None:
         self.tmp_root = tmp_root
         self._dir: Path | None = None
+        self._dir_name = ""
         self._lock_fd: int | None = None
         self._names = itertools.count()
 
-    def new_path(self, digest: str) -> Path:
+    def new_path(self, digest: str) -> str:
         """A fresh temp file name for a body with this digest (the file is not created)."""
         if self._dir is None:
             self._claim()
-        assert self._dir is not None
-        return self._dir / f"{digest}.{next(self._names)}"
+        return f"{self._dir_name}/{digest}.{next(self._names)}"
 
     def _claim(self) -> None:
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -62,6 +62,7 @@ class TempArea:
             os.close(lock_fd)
             raise
         self._dir, self._lock_fd = directory, lock_fd
+        self._dir_name = str(directory)
 
     def release(self) -> None:
         """Remove this store's directory and lock (only when no write is in flight)."""

@@ -103,9 +103,9 @@ class StagedBlob:
     """A body written to a temp file but not yet durable (fd still open), or already stored."""
 
     digest: str
-    final: Path
+    final: str  # strings, not Paths: this is on every delivery's path
     fd: int | None = None  # None: the body was already stored
-    temp: Path | None = None
+    temp: str | None = None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -125,6 +125,7 @@ class BlobStore:
         self._tmp = self.root / "tmp"
         self._syncfs = _SYNCFS if sync == "filesystem" else None
         self._known_dirs: set[Path] = set()
+        self._root_name = str(self.root)
         self._temp = TempArea(self._tmp)
         self._root_fd: int | None = None
         try:
@@ -178,8 +179,8 @@ class BlobStore:
     def stage(self, data: bytes) -> StagedBlob:
         """Write `data` to a temp file without fsync (cheap enough for the event loop)."""
         digest = blob_digest(data)
-        final = self.path(digest)
-        if final.exists():
+        final = f"{self._root_name}/{digest[:2]}/{digest}"
+        if os.path.exists(final):
             return StagedBlob(digest, final)
         try:
             temp = self._temp.new_path(digest)
@@ -212,7 +213,7 @@ class BlobStore:
             self._commit_by_filesystem(items, self._syncfs)
             return
         pending = [item for item in items if item.fd is not None]
-        directories = {item.final.parent for item in items if item.fd is None}
+        directories = {Path(item.final).parent for item in items if item.fd is None}
         try:
             # One after another: after the first, each fsync finds little left to flush,
             # and fanning them out to threads measured slower (hand-offs, GIL churn).
@@ -223,10 +224,11 @@ class BlobStore:
                 assert item.fd is not None and item.temp is not None
                 os.close(item.fd)
                 item.fd = None
-                self._ensure_dir(item.final.parent)
+                shard = Path(item.final).parent
+                self._ensure_dir(shard)
                 os.replace(item.temp, item.final)
                 item.temp = None
-                directories.add(item.final.parent)
+                directories.add(shard)
         except OSError as exc:
             self.discard_staged(pending)
             raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
@@ -252,8 +254,7 @@ class BlobStore:
                 assert item.fd is not None and item.temp is not None
                 os.close(item.fd)
                 item.fd = None
-                self._ensure_dir(item.final.parent)
-                os.replace(item.temp, item.final)
+                os.replace(item.temp, item.final)  # shard directories exist from the start
                 item.temp = None
         except OSError as exc:
             self.discard_staged(pending)
@@ -282,11 +283,11 @@ class BlobStore:
                 item.fd = None
             if item.temp is not None:
                 with contextlib.suppress(OSError):
-                    item.temp.unlink()
+                    os.unlink(item.temp)
                 item.temp = None
 
     def _write_new(self, data: bytes, final: Path) -> None:
-        temp = self._temp.new_path(final.name)
+        temp = Path(self._temp.new_path(final.name))
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             _write_all(fd, data)
