@@ -52,6 +52,7 @@ from poczta.store.base import (
 from poczta.store.blobs import BlobStore
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.migrate import migrate
+from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
 from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
 
 __all__ = ["SqliteStore"]
@@ -107,11 +108,14 @@ class SqliteStore:
                 conn = connect(path)
                 try:
                     migrate(conn)
+                    blobs = BlobStore(root, sync=blob_sync)
+                    conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
+                    remove_rows_of_lost_bodies(conn, blobs)
                 finally:
                     conn.close()
             except (sqlite3.Error, OSError) as exc:
                 raise translate_error(exc) from exc
-            return BlobStore(root, sync=blob_sync)
+            return blobs
 
         blobs = await asyncio.to_thread(prepare)
         return cls(path, blobs, **options)

@@ -12,17 +12,19 @@ A failure of the batch as a whole (the commit, a directory fsync, a broken disk)
 every job of the batch with `StoreUnavailable`, and nothing of it is visible.
 
 Durability of the commit depends on the blob store's sync method. With ``"file"`` the
-connection runs with synchronous=FULL: COMMIT fsyncs the log, inside the write lock.
-With ``"filesystem"`` it runs with synchronous=NORMAL (in WAL mode: consistent after a
-power loss, but the last commits may be lost) and the writer makes a batch durable with
-a syncfs after its COMMIT, outside the write lock, before answering anyone. That flush
-is shared with the next batch: one syncfs makes batch k's rows durable and batch k+1's
-bodies, which are then renamed into place and whose rows are committed, to be made
-durable by the following flush. One flush per batch, no flush inside the lock of every
-worker, and a body always reaches the disk before any row that refers to it. If a flush
-fails, the callers of the committed batch get `StoreUnavailable` although its rows are
-visible: a client then sends the message again, which at worst duplicates it. Deleting
-the files of dropped bodies waits for the flush too.
+connection runs with synchronous=FULL: the bodies are fsync'd before the transaction
+and COMMIT fsyncs the log, inside the write lock. With ``"filesystem"`` it runs with
+synchronous=NORMAL (in WAL mode: consistent after a power loss, but the last commits
+may be lost): the batch's bodies are renamed into place, its rows committed, and one
+syncfs after the COMMIT, outside the write lock, makes bodies, names and rows durable
+before anyone is answered. One flush per batch on the way to every answer, and none
+inside the lock every worker waits for. Since that flush has no order within it, the
+transaction also lists the batch's new bodies in `unflushed_bodies`; the next
+transaction unlists them, and a store opened after a crash checks the listed ones
+(`poczta.store.sqlite_recovery`). If a flush fails, the batch's callers get
+`StoreUnavailable` although its rows are visible, and its bodies stay listed: a client
+then sends the message again, which at worst duplicates it. Deleting the files of
+dropped bodies waits for the flush too.
 
 The writers of several processes (the workers of one server) take turns through an
 ``flock`` on `<database>.writelock` before ``BEGIN IMMEDIATE``: a waiting writer sleeps
@@ -36,9 +38,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -143,6 +147,7 @@ class _Committed:
     batch: list[_Pending]
     results: list[tuple[bool, Any]]
     after: list[Callable[[], None]]
+    ok: bool = True  # False: the transaction as a whole failed and was rolled back
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -173,6 +178,8 @@ class Writer:
         if self._flush_after_commit:
             self._conn.execute("PRAGMA synchronous = NORMAL")
         self._max_batch = max_batch
+        # Unique across the processes sharing the database: a random start per writer.
+        self._batch_tokens = itertools.count(secrets.randbits(62))
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="poczta-store-writer", daemon=True)
         self._closed = False
@@ -220,51 +227,64 @@ class Writer:
         return batch, False
 
     def _run(self) -> None:
-        unflushed: _Committed | None = None
+        listed: int | None = None  # the last batch whose bodies are still listed unflushed
         stop = False
         while not stop:
-            batch, stop = self._take(wait=unflushed is None)
+            batch, stop = self._take(wait=True)
+            if not batch:
+                continue
             try:
                 if self._flush_after_commit:
-                    unflushed = self._cycle(batch, unflushed)
-                elif batch:
+                    listed = self._cycle(batch, listed)
+                else:
                     self._complete(self._commit_by_file(batch))
             except Exception as exc:  # never let the writer die with callers waiting
                 log.exception("store writer failed")
                 failure = StoreUnavailable(f"mail store failure: {exc}")
-                for pending_batch in (batch, unflushed.batch if unflushed else []):
-                    self._dispatch(pending_batch, [(False, failure)] * len(pending_batch))
-                unflushed = None
-        if unflushed is not None:
-            self._cycle([], unflushed)
+                self._dispatch(batch, [(False, failure)] * len(batch))
+        if listed is not None:
+            self._unlist(listed)
 
-    def _cycle(self, batch: list[_Pending], unflushed: _Committed | None) -> _Committed | None:
-        """One flush for two batches: the rows committed last time and the bodies of now.
+    def _cycle(self, batch: list[_Pending], listed: int | None) -> int | None:
+        """Place the bodies, commit the rows, flush once, answer; return the batch to unlist.
 
-        The flush makes `unflushed` durable (its callers are answered) together with the
-        bodies of `batch`, whose rows are then committed and wait for the next flush.
+        The new bodies are listed in `unflushed_bodies` in the same transaction (see
+        `poczta.store.sqlite_recovery`), and unlisted by the next one once the flush is
+        done; `listed` is the previous batch's entries, flushed and now unlisted.
         """
         staged = [pending.blob for pending in batch if pending.blob is not None]
+        placed = frozenset(item.digest for item in staged if item.fd is not None)
         try:
-            self._blobs.flush()
-        except StoreUnavailable as exc:
-            log.error("store flush failed: %s", exc)
-            self._blobs.discard_staged(staged)
-            if unflushed is not None:
-                self._dispatch(unflushed.batch, [(False, exc)] * len(unflushed.batch))
-            self._dispatch(batch, [(False, exc)] * len(batch))
-            return None
-        if unflushed is not None:
-            self._complete(unflushed)
-        if not batch:
-            return None
-        try:
-            placed = frozenset(item.digest for item in staged if item.fd is not None)
             self._blobs.place_staged(staged)
         except StoreUnavailable as exc:
             self._dispatch(batch, [(False, exc)] * len(batch))
-            return None
-        return self._transact(batch, placed)
+            return listed
+        token = next(self._batch_tokens)
+        committed = self._transact(batch, placed, note=token, unlist=listed)
+        if not committed.ok:
+            self._complete(committed)  # every caller gets the failure
+            return listed  # rolled back, the earlier entries included
+        try:
+            self._blobs.flush()
+        except StoreUnavailable as exc:
+            log.error("store flush failed: %s", exc)  # rows visible, bodies maybe not
+            self._dispatch(batch, [(False, exc)] * len(batch))
+            return None  # keep this batch listed: the next store to open checks it
+        self._complete(committed)
+        return token
+
+    def _unlist(self, token: int) -> None:
+        """Unlist a flushed batch's bodies on its own (when the writer stops)."""
+        try:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+            try:
+                begin_immediate(self._conn)
+                self._conn.execute("DELETE FROM unflushed_bodies WHERE batch = ?", (token,))
+                self._conn.execute("COMMIT")
+            finally:
+                fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
+        except sqlite3.Error as exc:  # the next open checks these bodies instead
+            log.warning("could not unlist flushed bodies: %s", exc)
 
     def _commit_by_file(self, batch: list[_Pending]) -> _Committed:
         """fsync the bodies, commit the rows with an fsync of the log (method "file")."""
@@ -307,8 +327,19 @@ class Writer:
             after.extend(ctx.after_commit)
         return results, after, dirs
 
-    def _transact(self, batch: list[_Pending], placed: frozenset[str]) -> _Committed:
-        """Run the batch's jobs in one transaction, holding the turn between processes."""
+    def _transact(
+        self,
+        batch: list[_Pending],
+        placed: frozenset[str],
+        *,
+        note: int | None = None,
+        unlist: int | None = None,
+    ) -> _Committed:
+        """Run the batch's jobs in one transaction, holding the turn between processes.
+
+        With `note`, the bodies `placed` are listed as unflushed under that batch token;
+        with `unlist`, an earlier (flushed) batch's entries are removed.
+        """
         results: list[tuple[bool, Any]] = []
         after: list[Callable[[], None]] = []
         conn = self._conn
@@ -321,9 +352,18 @@ class Writer:
                 conn.execute("ROLLBACK")
                 begin_immediate(conn)
                 results, after, dirs = self._run_jobs(batch, placed, savepoints=True)
+            if note is not None and placed:
+                conn.executemany(
+                    "INSERT INTO unflushed_bodies (batch, digest) VALUES (?, ?)",
+                    [(note, digest) for digest in placed],
+                )
+            if unlist is not None:
+                conn.execute("DELETE FROM unflushed_bodies WHERE batch = ?", (unlist,))
             self._blobs.sync_dirs(dirs)
             conn.execute("COMMIT")
+            ok = True
         except Exception as exc:
+            ok = False
             log.error("store batch of %d failed: %s", len(batch), exc)
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
@@ -337,7 +377,7 @@ class Writer:
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
         self.batches += 1
         self.jobs += len(batch)
-        return _Committed(batch, results, after)
+        return _Committed(batch, results, after, ok)
 
     def _complete(self, committed: _Committed) -> None:
         """The batch is durable: delete what it dropped, answer its callers."""
