@@ -16,22 +16,23 @@ before committing the rows that refer to them.
 
 The delivery hot path splits a write in two so that no thread hand-off is needed per
 message: `stage` (on the event loop: only fast page-cache syscalls, the temp file's fd
-kept open) and `commit_staged` (on the store's writer thread, for a whole group commit).
-A final name is created only after its content is durable, which is what makes "the
-file exists" a safe dedup test. Every method is synchronous and meant
-to run in a worker thread; OS errors become `StoreUnavailable`.
+kept open) and, on the store's writer thread for a whole group commit, either
+`commit_staged` or `place_staged` followed by `flush`. A final name always holds
+complete content, so "the file exists" is a safe dedup test; a row that reuses a body
+placed by a batch not yet flushed is answered only after a flush, which covers that body
+too. Every method is synchronous and meant to run in a worker thread; OS errors become
+`StoreUnavailable`.
 
 How a group commit makes its files durable (`sync`):
 
 ``"filesystem"`` (the default on Linux)
-    One ``syncfs(2)`` (`flush`) makes every temp file of the batch durable, then the
-    files are renamed into place (`place_staged`) and the rows committed; the store's
-    writer shares that flush with the previous batch's commit (see
-    `poczta.store.sqlite_writer`). The renames reach the disk with the next flush; if
-    the machine dies first, the complete body is still there under its temp name and
-    the next store to open moves it into place (`poczta.store.blob_temp`). One flush
-    per batch instead of one fsync per file and per directory: on ext4 a batch of 10
-    bodies waits ~0.9 ms instead of ~3.6 ms and spends a third of the CPU. syncfs also
+    The store's writer renames the batch's temp files into place (`place_staged`),
+    commits the rows, and then one ``syncfs(2)`` (`flush`) makes bodies, names and rows
+    durable together (see `poczta.store.sqlite_writer`, and `sqlite_recovery` for a
+    machine crash in the middle of it). A temp file left by a crash is completed by the
+    next store to open (`poczta.store.blob_temp`). One flush per batch instead of one
+    fsync per file and per directory: on ext4 a batch of 10 bodies waits ~0.9 ms instead
+    of ~3.6 ms and spends a third of the CPU. syncfs also
     flushes whatever else is dirty on that filesystem, so the data directory should not
     share a filesystem with heavy unrelated writers (then choose ``"file"``). Since
     Linux 5.8 syncfs reports writeback errors, which fail the batch.

@@ -1,15 +1,16 @@
 """The SQLite store's single writer: one thread, one connection, group commit of queued jobs.
 
 Every change to the database is a *job*: a function run on the writer's connection.
-The writer thread takes all the jobs waiting in its queue (up to `max_batch`), runs
-them inside one `BEGIN IMMEDIATE … COMMIT`, each under its own savepoint so that one
-job's error rolls back that job alone, fsyncs the blob directories the batch's jobs
-depend on, commits (WAL, synchronous=FULL: one fsync of the log for the whole batch),
-then runs the after-commit actions (deleting unreferenced blob files) and hands every
-caller its own result or error on its event loop.
+The writer thread takes all the jobs waiting in its queue (up to `max_batch`) and runs
+them inside one `BEGIN IMMEDIATE … COMMIT`: first without savepoints, and if a job
+fails, once more from the start with a savepoint per job so that its error rolls back
+that job alone (one statement less per job on the common path). It fsyncs the blob
+directories the batch's jobs depend on, commits, makes the commit durable (below), then
+runs the after-commit actions (deleting unreferenced blob files) and hands every caller
+its own result or error on its event loop.
 
-A failure of the batch as a whole (the commit, a directory fsync, a broken disk) fails
-every job of the batch with `StoreUnavailable`, and nothing of it is visible.
+A failure of the transaction as a whole (the commit, a directory fsync, a broken disk)
+fails every job of the batch with `StoreUnavailable`, and nothing of it is visible.
 
 Durability of the commit depends on the blob store's sync method. With ``"file"`` the
 connection runs with synchronous=FULL: the bodies are fsync'd before the transaction
@@ -213,12 +214,12 @@ class Writer:
         self._conn.close()
         os.close(self._turn_fd)
 
-    def _take(self, *, wait: bool) -> tuple[list[_Pending], bool]:
-        """The jobs waiting now (waiting for a first one if `wait`), and whether to stop."""
+    def _take(self) -> tuple[list[_Pending], bool]:
+        """The jobs waiting (waiting for a first one), and whether to stop."""
         batch: list[_Pending] = []
         while len(batch) < self._max_batch:
             try:
-                item = self._queue.get() if wait and not batch else self._queue.get_nowait()
+                item = self._queue.get() if not batch else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -230,7 +231,7 @@ class Writer:
         listed: int | None = None  # the last batch whose bodies are still listed unflushed
         stop = False
         while not stop:
-            batch, stop = self._take(wait=True)
+            batch, stop = self._take()
             if not batch:
                 continue
             try:
