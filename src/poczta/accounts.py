@@ -49,7 +49,6 @@ import nacl.exceptions
 import nacl.pwhash.argon2id
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
-from argon2.low_level import Type
 
 __all__ = [
     "LoginThrottle",
@@ -68,15 +67,9 @@ __all__ = [
 
 _TIME_COST: Final = 3
 _MEMORY_KIB: Final = 64 * 1024
-#: Reads parameters of stored hashes and verifies what libsodium does not (argon2i/argon2d).
-_HASHER: Final = PasswordHasher(
-    time_cost=_TIME_COST,
-    memory_cost=_MEMORY_KIB,
-    parallelism=1,
-    hash_len=32,
-    salt_len=16,
-    type=Type.ID,
-)
+#: Verifies only what libsodium does not (argon2i/argon2d strings); it never hashes, so
+#: its own parameters do not matter (each string carries its own).
+_LEGACY_VERIFIER: Final = PasswordHasher()
 _ARGON2ID_PREFIX: Final = "$argon2id$"
 
 
@@ -110,7 +103,7 @@ def verify_password(stored: str | None, password: str) -> bool:
         if target.startswith(_ARGON2ID_PREFIX):
             ok = nacl.pwhash.argon2id.verify(target.encode("ascii"), password.encode("utf-8"))
         else:
-            ok = _HASHER.verify(target, password)
+            ok = _LEGACY_VERIFIER.verify(target, password)
     except (
         nacl.exceptions.CryptoError,
         VerificationError,

@@ -19,20 +19,30 @@ _LOGGER = logging.getLogger("poczta")
 _CONTEXT: dict[str, object] = {}  # added to every line of this process (e.g. its worker pid)
 
 
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def _json_line(level: str, event: str, fields: dict[str, Any]) -> str:
+    return json.dumps({"level": level, "event": event, **fields}, default=str)
+
+
+def _text_line(stamp: str, level: str, event: str, fields: dict[str, Any]) -> str:
+    parts = [stamp, level, event]
+    parts += [f"{key}={_quote(value)}" for key, value in fields.items()]
+    return " ".join(parts)
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage()}
-        payload.update(getattr(record, "fields", {}))
-        return json.dumps(payload, default=str)
+        fields = getattr(record, "fields", {})
+        return _json_line(record.levelname.lower(), record.getMessage(), fields)
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, _TIME_FORMAT)
         fields = getattr(record, "fields", {})
-        parts = [f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname.lower()}"]
-        parts.append(record.getMessage())
-        parts += [f"{key}={_quote(value)}" for key, value in fields.items()]
-        line = " ".join(parts)
+        line = _text_line(stamp, record.levelname.lower(), record.getMessage(), fields)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -59,17 +69,15 @@ class _DirectWriter:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+            self._stamp = time.strftime(_TIME_FORMAT, time.localtime(now))
         return self._stamp
 
     def write(self, level: int, event: str, fields: dict[str, object]) -> None:
         name = logging.getLevelName(level).lower()
         if self.json:
-            line = json.dumps({"level": name, "event": event, **fields}, default=str)
+            line = _json_line(name, event, fields)
         else:
-            parts = [self._timestamp(), name, event]
-            parts += [f"{key}={_quote(value)}" for key, value in fields.items()]
-            line = " ".join(parts)
+            line = _text_line(self._timestamp(), name, event, fields)
         # a closed or broken stream must not stop the server
         with contextlib.suppress(OSError, ValueError):
             self.stream.write(line + "\n")

@@ -58,10 +58,9 @@ def test_write_failure_is_unavailable(tmp_path: Path) -> None:
         blobs.sync_dirs([tmp_path / "missing"])
 
 
-@pytest.mark.parametrize("sync", ["filesystem", "file"])
-def test_staged_bodies_appear_only_when_committed(tmp_path: Path, sync: str) -> None:
-    blobs = BlobStore(tmp_path, sync=sync)
-    assert blobs.sync_method == sync
+def test_staged_bodies_appear_only_when_committed(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path, sync="file")
+    assert blobs.sync_method == "file"
     first, second = blobs.stage(b"one\r\n"), blobs.stage(b"two\r\n")
     assert not os.path.exists(first.final) and not os.path.exists(second.final)
     blobs.commit_staged([first, second])
@@ -74,29 +73,28 @@ def test_staged_bodies_appear_only_when_committed(tmp_path: Path, sync: str) -> 
     assert sorted(blobs.digests()) == sorted([first.digest, second.digest])
 
 
-def test_filesystem_sync_flushes_before_any_final_name(tmp_path: Path) -> None:
+def test_placing_renames_without_flushing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blobs = BlobStore(tmp_path, sync="filesystem")
+    assert blobs.sync_method == "filesystem"
+
+    def no_flush(*args: object) -> None:
+        raise AssertionError("place_staged must leave flushing to the caller")
+
+    monkeypatch.setattr(os, "fsync", no_flush)
+    monkeypatch.setattr(blobs, "_syncfs", no_flush)
     staged = [blobs.stage(f"body {n}\r\n".encode()) for n in range(3)]
-    calls: list[list[bool]] = []
-
-    def recording_syncfs(fd: int) -> None:
-        calls.append([os.path.exists(item.final) for item in staged])
-
-    blobs._commit_by_filesystem(staged, recording_syncfs)
-    # one flush, of the data, while no final name exists; then the names are in place
-    assert calls == [[False, False, False]]
-    assert all(os.path.exists(item.final) for item in staged)
+    blobs.place_staged(staged)
+    assert all(blobs.read(item.digest) == f"body {n}\r\n".encode() for n, item in enumerate(staged))
+    assert temp_files(tmp_path) == []
 
 
-def test_failed_filesystem_flush_stores_nothing(tmp_path: Path) -> None:
+def test_a_failed_rename_places_nothing_and_leaves_no_temp_file(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path, sync="filesystem")
     staged = [blobs.stage(b"doomed\r\n")]
-
-    def failing_syncfs(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    with pytest.raises(StoreUnavailable, match="Input/output error"):
-        blobs._commit_by_filesystem(staged, failing_syncfs)
+    assert staged[0].temp is not None
+    os.unlink(staged[0].temp)  # the temp file vanished under the store
+    with pytest.raises(StoreUnavailable):
+        blobs.place_staged(staged)
     assert not os.path.exists(staged[0].final)
     assert temp_files(tmp_path) == []
 
@@ -128,6 +126,15 @@ def test_complete_bodies_of_a_dead_store_are_moved_into_place(tmp_path: Path) ->
     blobs = BlobStore(tmp_path)
     assert blobs.read(blob_digest(body)) == body
     assert list(blobs.digests()) == [blob_digest(body)]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_directory_without_its_lock_is_recovered_too(tmp_path: Path) -> None:
+    body = b"complete body\r\n"
+    _abandon(tmp_path, "4242-cafebabe", {f"{blob_digest(body)}.0": body})
+    (tmp_path / "tmp" / "4242-cafebabe.lock").unlink()  # a recovery that died half-way
+    blobs = BlobStore(tmp_path)
+    assert blobs.read(blob_digest(body)) == body
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

@@ -38,18 +38,17 @@ class TempArea:
 
     def __init__(self, tmp_root: Path) -> None:
         self.tmp_root = tmp_root
-        self._dir: Path | None = None
-        self._dir_name = ""
+        self._dir: str | None = None  # a string: new_path is on every delivery's path
         self._lock_fd: int | None = None
         self._names = itertools.count()
 
     def new_path(self, digest: str) -> str:
         """A fresh temp file name for a body with this digest (the file is not created)."""
         if self._dir is None:
-            self._claim()
-        return f"{self._dir_name}/{digest}.{next(self._names)}"
+            self._dir = self._claim()
+        return f"{self._dir}/{digest}.{next(self._names)}"
 
-    def _claim(self) -> None:
+    def _claim(self) -> str:
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         # The lock exists before the directory: a directory without a lock file is
         # never a live owner's.
@@ -61,15 +60,16 @@ class TempArea:
         except BaseException:
             os.close(lock_fd)
             raise
-        self._dir, self._lock_fd = directory, lock_fd
-        self._dir_name = str(directory)
+        self._lock_fd = lock_fd
+        return str(directory)
 
     def release(self) -> None:
         """Remove this store's directory and lock (only when no write is in flight)."""
-        directory, lock_fd = self._dir, self._lock_fd
+        name, lock_fd = self._dir, self._lock_fd
         self._dir = self._lock_fd = None
-        if directory is None or lock_fd is None:
+        if name is None or lock_fd is None:
             return
+        directory = Path(name)
         with contextlib.suppress(OSError):
             for entry in directory.iterdir():
                 entry.unlink()

@@ -201,17 +201,14 @@ class BlobStore:
         return "file" if self._syncfs is None else "filesystem"
 
     def commit_staged(self, staged: Iterable[StagedBlob]) -> None:
-        """Make staged bodies durable under their final names; `StoreUnavailable` on failure.
+        """Make staged bodies durable under their final names, file by file (the "file"
+        method's group commit); `StoreUnavailable` on failure.
 
-        Bodies found already stored count too: with the "file" method their directory is
-        synced again, since another worker may have renamed the file without having
-        synced it yet.
+        Bodies found already stored count too: their directory is synced again, since
+        another worker may have renamed the file without having synced it yet.
         """
         items = list(staged)
         if not items:
-            return
-        if self._syncfs is not None:
-            self._commit_by_filesystem(items, self._syncfs)
             return
         pending = [item for item in items if item.fd is not None]
         directories = {Path(item.final).parent for item in items if item.fd is None}
@@ -235,20 +232,9 @@ class BlobStore:
             raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
         self.sync_dirs(directories)
 
-    def _commit_by_filesystem(self, items: list[StagedBlob], syncfs: Callable[[int], None]) -> None:
-        pending = [item for item in items if item.fd is not None]
-        if not pending:
-            return  # stored by another batch, flushed before its rename
-        try:
-            assert pending[0].fd is not None
-            syncfs(pending[0].fd)  # every temp file's data, before any final name
-        except OSError as exc:
-            self.discard_staged(pending)
-            raise StoreUnavailable(f"cannot store message bodies: {exc}") from exc
-        self.place_staged(pending)
-
     def place_staged(self, staged: Iterable[StagedBlob]) -> None:
-        """Rename bodies that a `flush` already made durable to their final names."""
+        """Rename staged bodies to their final names without flushing anything (the
+        "filesystem" method: the caller commits their rows, then calls `flush`)."""
         pending = [item for item in staged if item.fd is not None]
         try:
             for item in pending:

@@ -275,17 +275,11 @@ class Writer:
         return token
 
     def _unlist(self, token: int) -> None:
-        """Unlist a flushed batch's bodies on its own (when the writer stops)."""
-        try:
-            fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
-            try:
-                begin_immediate(self._conn)
-                self._conn.execute("DELETE FROM unflushed_bodies WHERE batch = ?", (token,))
-                self._conn.execute("COMMIT")
-            finally:
-                fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
-        except sqlite3.Error as exc:  # the next open checks these bodies instead
-            log.warning("could not unlist flushed bodies: %s", exc)
+        """Unlist a flushed batch's bodies in a transaction of their own (at the stop).
+
+        If that fails, the next store to open checks those bodies instead.
+        """
+        self._transact([], frozenset(), unlist=token)
 
     def _commit_by_file(self, batch: list[_Pending]) -> _Committed:
         """fsync the bodies, commit the rows with an fsync of the log (method "file")."""
