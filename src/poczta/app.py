@@ -58,21 +58,48 @@ def smtp_limits(config: Config) -> SmtpLimits:
     )
 
 
-async def open_store(config: Config) -> MailStore:
-    """The configured backend: SQLite (default) under the data directory."""
+async def open_store(config: Config, *, committer: bool = False) -> MailStore:
+    """The configured backend: SQLite (default) under the data directory; with `committer`
+    (a worker of several), deliveries go through the committer process when it runs."""
     if config.store.backend != "sqlite":
         raise StoreUnavailable(f"store backend {config.store.backend!r} is not available yet")
+    from poczta.store.committer import committer_address
     from poczta.store.sqlite import SqliteStore
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return await SqliteStore.open(
-        config.store.path, config.data_dir / "blobs", blob_sync=config.store.sync
+        config.store.path,
+        config.data_dir / "blobs",
+        blob_sync=config.store.sync,
+        committer=committer_address(config.store.path) if committer else None,
     )
 
 
-async def open_configured_store(config: Config) -> MailStore:
+def run_committer(config: Config) -> None:
+    """The committer process of a server with several workers (see `poczta.store.committer`):
+    serves until SIGTERM/SIGINT, which the master sends once every worker has stopped."""
+    from poczta.store.committer import committer_address, install_stop_signals, serve_committer
+    from poczta.store.sqlite import prepare_files
+    from poczta.store.sqlite_writer import Writer
+
+    stop = install_stop_signals()
+    path = config.store.path
+    blobs = prepare_files(path, config.data_dir / "blobs", config.store.sync)
+    try:
+        serve_committer(
+            lambda dispatch: Writer(path, blobs, dispatch=dispatch),
+            blobs,
+            committer_address(path),
+            stop,
+            ready=lambda: log("committer.listening"),
+        )
+    finally:
+        blobs.close()
+
+
+async def open_configured_store(config: Config, *, committer: bool = False) -> MailStore:
     """Open the configured store and make sure the configured domains exist in it."""
-    store = await open_store(config)
+    store = await open_store(config, committer=committer)
     for domain in config.domains:
         if not await store.domain_exists(domain):
             await store.add_domain(domain)
@@ -198,7 +225,7 @@ class App:
         self.tls = ReloadableContext(
             config.tls.certificate, config.tls.private_key, config.tls.min_version
         )
-        self.store = await open_configured_store(config)
+        self.store = await open_configured_store(config, committer=self.reuse_port)
         throttle = LoginThrottle.from_settings(config.auth)
         logins = LoginService(self.store, throttle)
         delivery = Delivery(self.store)
@@ -360,7 +387,10 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
         raise SystemExit(1) from exc
     log("workers.starting", workers=count)
     master = Master(
-        count, lambda: run_app(App(config, reuse_port=True), on_ready), grace=SHUTDOWN_GRACE_SECONDS
+        count,
+        lambda: run_app(App(config, reuse_port=True), on_ready),
+        grace=SHUTDOWN_GRACE_SECONDS,
+        run_committer=lambda: run_committer(config),
     )
     code = master.run()
     if code:

@@ -1,5 +1,6 @@
 """Multi-process serving: the master that forks workers sharing the ports, forwards signals,
-restarts a worker that dies and stops them all gracefully.
+restarts a worker that dies and stops them all gracefully; and, before them, the store's
+committer process (`poczta.store.committer`), restarted when it dies and stopped last.
 
 Every worker is a whole poczta (its own event loop, store connections and threads); its
 listeners bind with SO_REUSEPORT, so the kernel spreads new connections over the workers.
@@ -31,6 +32,7 @@ STOP_MARGIN_SECONDS = 5.0  # beyond the workers' own grace period, before SIGKIL
 QUICK_DEATH_SECONDS = 5.0  # a worker that dies sooner than this failed to start
 MAX_QUICK_DEATHS = 5  # in a row: the workers cannot run, give up
 RESTART_DELAY_SECONDS = 0.25  # doubled for each quick death in a row
+COMMITTER_RESTART_SECONDS = 1.0
 POLL_SECONDS = 0.5
 
 
@@ -85,6 +87,11 @@ class Master:
     count: int
     run_worker: Callable[[], None]
     grace: float
+    run_committer: Callable[[], None] | None = None  # the store's committer process, if any
+    committer: int | None = None  # its pid while it runs
+    committer_due: float | None = None  # when to start it again after it died
+    committer_started: float = 0.0
+    committer_quick_deaths: int = 0  # in a row: back off, up to a minute between tries
     children: dict[int, float] = field(default_factory=dict)  # pid → when it started
     restarts: list[float] = field(default_factory=list)  # when to start a replacement
     quick_deaths: int = 0
@@ -95,6 +102,8 @@ class Master:
         """Serve until SIGTERM/SIGINT; the exit code: 0 after a clean stop."""
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         try:
+            if self.run_committer is not None:
+                self._spawn_committer(mask)
             for _ in range(self.count):
                 self._spawn(mask)
             return self._supervise(mask)
@@ -102,27 +111,38 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _spawn(self, mask: Iterable[int]) -> None:
+        pid = self._fork(mask, self.run_worker, "worker")
+        self.children[pid] = time.monotonic()
+        log("worker.started", pid=pid)
+
+    def _spawn_committer(self, mask: Iterable[int]) -> None:
+        assert self.run_committer is not None
+        self.committer = self._fork(mask, self.run_committer, "committer")
+        self.committer_due = None
+        self.committer_started = time.monotonic()
+        log("committer.started", pid=self.committer)
+
+    def _fork(self, mask: Iterable[int], target: Callable[[], None], role: str) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._child(mask)
-        self.children[pid] = time.monotonic()
-        log("worker.started", pid=pid)
+            self._child(mask, target, role)
+        return pid
 
-    def _child(self, mask: Iterable[int]) -> NoReturn:
+    def _child(self, mask: Iterable[int], target: Callable[[], None], role: str) -> NoReturn:
         code = 1
         try:
             # A SIGHUP before the worker's loop handles it must not end the worker.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            set_log_context(worker=os.getpid())
-            self.run_worker()
+            set_log_context(**{role: os.getpid()})
+            target()
             code = 0
         except KeyboardInterrupt:
             code = 0  # SIGINT before the worker's loop took it over: a stop, nothing to finish
         except BaseException:
-            logging.getLogger("poczta").exception("worker failed")
+            logging.getLogger("poczta").exception("%s failed", role)
         finally:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
@@ -147,18 +167,23 @@ class Master:
                 self._stop(signal.SIGTERM)
                 return 1
             now = time.monotonic()
+            if self.committer_due is not None and self.committer_due <= now:
+                self._spawn_committer(mask)
             for due in [t for t in self.restarts if t <= now]:
                 self.restarts.remove(due)
                 self._spawn(mask)
 
     def _reap(self) -> None:
-        while self.children:
+        while self.children or self.committer is not None:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if pid == self.committer:
+                self._committer_ended(status)
+                continue
             started = self.children.pop(pid, None)
             if started is None:
                 continue
@@ -170,6 +195,37 @@ class Master:
             self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
             delay = RESTART_DELAY_SECONDS * 2**self.quick_deaths
             self.restarts.append(time.monotonic() + delay)
+
+    def _committer_ended(self, status: int) -> None:
+        """Workers deliver through their own writers meanwhile; start it again soon."""
+        log("committer.stopped", pid=self.committer, status=_exit_text(status))
+        self.committer = None
+        if self.stopping:
+            return
+        quick = time.monotonic() - self.committer_started < QUICK_DEATH_SECONDS
+        self.committer_quick_deaths = self.committer_quick_deaths + 1 if quick else 0
+        delay = COMMITTER_RESTART_SECONDS * 2 ** min(self.committer_quick_deaths, 6)
+        self.committer_due = time.monotonic() + delay
+
+    def _stop_committer(self) -> None:
+        """After the workers: it may still be answering the deliveries they finished."""
+        pid = self.committer
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_MARGIN_SECONDS
+        while self.committer is not None and time.monotonic() < deadline:
+            signal.sigtimedwait(WATCHED, POLL_SECONDS)
+            self._reap()
+        if self.committer is not None:
+            log("committer.killed", logging.WARNING, pid=pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.committer = None
+            self.unclean += 1
 
     def _signal_all(self, signum: signal.Signals) -> None:
         for pid in self.children:
@@ -194,5 +250,6 @@ class Master:
                     os.waitpid(pid, 0)
             self.unclean += len(self.children)
             self.children.clear()
+        self._stop_committer()
         log("workers.stopped", clean=not self.unclean)
         return 1 if self.unclean else 0

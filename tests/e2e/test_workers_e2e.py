@@ -26,13 +26,17 @@ def workers_poczta(tmp_path: Path) -> Iterator[PocztaServer]:
     yield server
     if server.proc is not None:
         server.kill()
-        for pid in started_pids(server):
+        for pid in started_pids(server) + committer_pids(server):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
 def started_pids(server: PocztaServer) -> list[int]:
     return [int(pid) for pid in re.findall(r"worker\.started pid=(\d+)", server.log_text())]
+
+
+def committer_pids(server: PocztaServer) -> list[int]:
+    return [int(pid) for pid in re.findall(r"committer\.started pid=(\d+)", server.log_text())]
 
 
 def listening_workers(server: PocztaServer) -> set[int]:
@@ -101,6 +105,16 @@ def test_workers_share_the_port_reload_restart_and_stop(workers_poczta: PocztaSe
     server.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: server.log_text().count("tls.reloaded") == 2)
 
+    # The committer process stores what both workers accept; killed, it is started again
+    # and meanwhile the workers store by themselves.
+    [committer] = committer_pids(server)
+    assert f"committer.listening committer={committer}" in server.log_text()
+    os.kill(committer, signal.SIGKILL)
+    wait_until(lambda: len(committer_pids(server)) == 2)
+    assert f'committer.stopped pid={committer} status="signal SIGKILL"' in server.log_text()
+    assert send_many(port, connections=4, per_connection=5, start=60) == 20
+    wait_until(lambda: server.log_text().count("committer.listening") == 2)
+
     victim = started_pids(server)[0]
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: len(started_pids(server)) == 3)
@@ -109,9 +123,13 @@ def test_workers_share_the_port_reload_restart_and_stop(workers_poczta: PocztaSe
     assert send_many(port, connections=4, per_connection=5, start=100) == 20
     assert len(server.messages("alice@example.test")) == len(accepting_lines(server))
 
-    pids = started_pids(server)
+    pids = started_pids(server) + committer_pids(server)
     assert server.stop() == 0
     assert not [pid for pid in pids if alive(pid)]
+    log = server.log_text()
+    last_committer = committer_pids(server)[-1]
+    # stopped after the workers, whose last deliveries it may still be answering
+    assert log.rindex("worker.stopped") < log.index(f"committer.stopped pid={last_committer}")
     assert server.log_text().count("worker.stopped pid=") == 3  # the killed one, then two
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass

@@ -105,8 +105,14 @@ class StagedBlob:
 
     digest: str
     final: str  # strings, not Paths: this is on every delivery's path
-    fd: int | None = None  # None: the body was already stored
-    temp: str | None = None
+    fd: int | None = None  # None: already stored, or written and closed (see `detach`)
+    temp: str | None = None  # None: the body was already stored
+
+    def detach(self) -> None:
+        """Close the temp file, for another process to place it ("filesystem" method)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -177,10 +183,14 @@ class BlobStore:
             raise StoreUnavailable(f"cannot store message body: {exc}") from exc
         return digest, directory
 
+    def final_name(self, digest: str) -> str:
+        """Where the body `digest` lives (a string: this is on every delivery's path)."""
+        return f"{self._root_name}/{digest[:2]}/{digest}"
+
     def stage(self, data: bytes) -> StagedBlob:
         """Write `data` to a temp file without fsync (cheap enough for the event loop)."""
         digest = blob_digest(data)
-        final = f"{self._root_name}/{digest[:2]}/{digest}"
+        final = self.final_name(digest)
         if os.path.exists(final):
             return StagedBlob(digest, final)
         try:
@@ -235,12 +245,13 @@ class BlobStore:
     def place_staged(self, staged: Iterable[StagedBlob]) -> None:
         """Rename staged bodies to their final names without flushing anything (the
         "filesystem" method: the caller commits their rows, then calls `flush`)."""
-        pending = [item for item in staged if item.fd is not None]
+        pending = [item for item in staged if item.temp is not None]
         try:
             for item in pending:
-                assert item.fd is not None and item.temp is not None
-                os.close(item.fd)
-                item.fd = None
+                assert item.temp is not None
+                if item.fd is not None:  # None: written and closed by another process
+                    os.close(item.fd)
+                    item.fd = None
                 os.replace(item.temp, item.final)  # shard directories exist from the start
                 item.temp = None
         except OSError as exc:

@@ -51,11 +51,31 @@ from poczta.store.base import (
 )
 from poczta.store.blobs import BlobStore
 from poczta.store.codec import encode_time, message_columns
+from poczta.store.committer import CommitterLink, request_for
 from poczta.store.migrate import migrate
 from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
 from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "prepare_files"]
+
+
+def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
+    """Create or migrate the database, open the blob directory and clean up after a crash
+    (blocking: run it in a thread)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path)
+        try:
+            migrate(conn)
+            blobs = BlobStore(blob_dir, sync=blob_sync)
+            conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
+            remove_rows_of_lost_bodies(conn, blobs)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        raise translate_error(exc) from exc
+    return blobs
+
 
 INLINE_READ_LIMIT = 256 * 1024
 
@@ -73,6 +93,7 @@ class SqliteStore:
         readers: int = 4,
         blob_threads: int = 2,  # store_blob only; deliveries stage on the loop
         max_batch: int = 512,
+        committer: str | None = None,
     ) -> None:
         self.db_path = db_path
         self.blobs = blobs
@@ -85,6 +106,10 @@ class SqliteStore:
         # them out to a pool measured 20-25% slower (thread hand-offs and GIL churn per
         # file cost more than the parallel fsyncs save; after the first, each is cheap).
         self._writer = Writer(db_path, blobs, max_batch=max_batch)
+        # Deliveries go to the committer process when one serves this database (several
+        # workers; see `poczta.store.committer`); it needs bodies flushed by filesystem.
+        use_committer = committer is not None and blobs.sync_method == "filesystem"
+        self._committer = CommitterLink(committer) if use_committer and committer else None
         self._closed = False
 
     @classmethod
@@ -100,24 +125,9 @@ class SqliteStore:
 
         `blob_sync` is how batches of bodies are flushed (see `BlobStore`).
         """
-        path, root = Path(db_path), Path(blob_dir)
+        path = Path(db_path)
 
-        def prepare() -> BlobStore:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = connect(path)
-                try:
-                    migrate(conn)
-                    blobs = BlobStore(root, sync=blob_sync)
-                    conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
-                    remove_rows_of_lost_bodies(conn, blobs)
-                finally:
-                    conn.close()
-            except (sqlite3.Error, OSError) as exc:
-                raise translate_error(exc) from exc
-            return blobs
-
-        blobs = await asyncio.to_thread(prepare)
+        blobs = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
         return cls(path, blobs, **options)
 
     async def close(self) -> None:
@@ -125,6 +135,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        if self._committer is not None:
+            self._committer.close()
         await asyncio.to_thread(self._writer.close)
         self.blobs.close()
         self._readers.shutdown(wait=True)
@@ -264,11 +276,16 @@ class SqliteStore:
         """
         self._check_open()
         staged = self.blobs.stage(data)
+        columns, date = message_columns(parsed), encode_time(internal_date)
+        client = await self._committer.client() if self._committer is not None else None
+        if client is not None:
+            return await client.deliver(request_for(staged, data, columns, date, targets, outbound))
         job = messages.deliver_job(
             staged.digest,
+            len(data),
             data,
-            message_columns(parsed),
-            encode_time(internal_date),
+            columns,
+            date,
             tuple(targets),
             outbound,
         )

@@ -272,16 +272,23 @@ def _take_uid(conn: sqlite3.Connection, target: DeliveryTarget) -> tuple[int, in
 
 def deliver_job(
     digest: str,
-    data: bytes,
+    size: int,
+    data: bytes | None,
     columns: MessageColumns,
     internal_date: str,
     targets: Sequence[DeliveryTarget],
     outbound: Outbound | None,
 ) -> Job:
+    """Store one message for `targets` and queue it for `outbound`.
+
+    `data` may be None when the body is staged in this batch (the committer process is
+    sent no bytes); an unstaged body whose file has since gone then fails with NotFound.
+    """
+
     def job(conn: sqlite3.Connection, ctx: JobContext) -> Accepted:
         refs = len(targets) + (1 if outbound and outbound.recipients else 0)
         if refs:
-            add_blob_ref(conn, ctx, digest, len(data), data, refs)
+            add_blob_ref(conn, ctx, digest, size, data, refs)
         delivered: list[Delivered] = []
         for target in targets:
             mailbox_id, uid, modseq = _take_uid(conn, target)
@@ -302,7 +309,7 @@ def deliver_job(
             delivered.append(Delivered(MailboxId(mailbox_id), uid))
         queue_id = None
         if outbound and outbound.recipients:
-            queue_id = _insert_queue(conn, outbound.sender, outbound.recipients, digest, len(data))
+            queue_id = _insert_queue(conn, outbound.sender, outbound.recipients, digest, size)
         return Accepted(tuple(delivered), queue_id)
 
     return job

@@ -27,7 +27,10 @@ transaction unlists them, and a store opened after a crash checks the listed one
 then sends the message again, which at worst duplicates it. Deleting the files of
 dropped bodies waits for the flush too.
 
-The writers of several processes (the workers of one server) take turns through an
+A server with several workers runs deliveries, its hot path, through one writer in a
+process of its own, the committer (`poczta.store.committer`), which drives a `Writer`
+without a thread through `run_batch`; each worker keeps its own writer for the rest.
+The writers of several processes (the committer, the workers) take turns through an
 ``flock`` on `<database>.writelock` before ``BEGIN IMMEDIATE``: a waiting writer sleeps
 in the kernel and wakes the moment the other commits, where SQLite's busy handling can
 only poll. Connections that do not take the flock (an admin command, the greylist) are
@@ -55,7 +58,16 @@ from typing import Any
 from poczta.store.base import StoreError, StoreUnavailable
 from poczta.store.blobs import BlobStore, StagedBlob
 
-__all__ = ["Job", "JobContext", "Writer", "begin_immediate", "connect", "translate_error"]
+__all__ = [
+    "Dispatch",
+    "Job",
+    "JobContext",
+    "Pending",
+    "Writer",
+    "begin_immediate",
+    "connect",
+    "translate_error",
+]
 
 log = logging.getLogger("poczta.store")
 
@@ -130,12 +142,16 @@ Job = Callable[[sqlite3.Connection, JobContext], Any]
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """A job waiting for its batch, and whom to answer: a future on an event loop, or
+    (`tag`) whatever a `Writer` without a thread of its own answers through its `dispatch`."""
+
     job: Job
     sync_dir: Path | None
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
     blob: StagedBlob | None = None  # made durable with the batch, before its rows
+    tag: Any = None
 
 
 _STOP = object()
@@ -145,7 +161,7 @@ _STOP = object()
 class _Committed:
     """A batch whose transaction has ended, and what to do once that is durable."""
 
-    batch: list[_Pending]
+    batch: list[Pending]
     results: list[tuple[bool, Any]]
     after: list[Callable[[], None]]
     ok: bool = True  # False: the transaction as a whole failed and was rolled back
@@ -161,8 +177,16 @@ def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
+Dispatch = Callable[[list[Pending], list[tuple[bool, Any]]], None]
+
+
 class Writer:
-    """The writer thread and its queue of jobs."""
+    """The writer thread and its queue of jobs.
+
+    With a `dispatch` function there is no thread: the owner (the committer process,
+    `poczta.store.committer`) hands whole batches to `run_batch` and gets each job's
+    outcome through `dispatch`.
+    """
 
     def __init__(
         self,
@@ -170,6 +194,7 @@ class Writer:
         blobs: BlobStore,
         *,
         max_batch: int = 512,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self._conn = connect(path)
         self._conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate waits for the lock
@@ -181,12 +206,18 @@ class Writer:
         self._max_batch = max_batch
         # Unique across the processes sharing the database: a random start per writer.
         self._batch_tokens = itertools.count(secrets.randbits(62))
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="poczta-store-writer", daemon=True)
+        self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
+        self._dispatch: Dispatch = dispatch or _dispatch_to_loops
+        self._listed: int | None = None  # the last batch whose bodies are still listed unflushed
+        self._thread: threading.Thread | None = None
         self._closed = False
         self.batches = 0
         self.jobs = 0
-        self._thread.start()
+        if dispatch is None:
+            self._thread = threading.Thread(
+                target=self._run, name="poczta-store-writer", daemon=True
+            )
+            self._thread.start()
 
     async def submit(
         self, job: Job, sync_dir: Path | None = None, blob: StagedBlob | None = None
@@ -201,7 +232,7 @@ class Writer:
             raise StoreUnavailable("mail store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Pending(job, sync_dir, loop, future, blob))
+        self._queue.put(Pending(job, sync_dir, loop, future, blob))
         return await future
 
     def close(self) -> None:
@@ -209,14 +240,17 @@ class Writer:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join()
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+        elif self._listed is not None:
+            self._unlist(self._listed)
         self._conn.close()
         os.close(self._turn_fd)
 
-    def _take(self) -> tuple[list[_Pending], bool]:
+    def _take(self) -> tuple[list[Pending], bool]:
         """The jobs waiting (waiting for a first one), and whether to stop."""
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get() if not batch else self._queue.get_nowait()
@@ -228,25 +262,27 @@ class Writer:
         return batch, False
 
     def _run(self) -> None:
-        listed: int | None = None  # the last batch whose bodies are still listed unflushed
         stop = False
         while not stop:
             batch, stop = self._take()
-            if not batch:
-                continue
-            try:
-                if self._flush_after_commit:
-                    listed = self._cycle(batch, listed)
-                else:
-                    self._complete(self._commit_by_file(batch))
-            except Exception as exc:  # never let the writer die with callers waiting
-                log.exception("store writer failed")
-                failure = StoreUnavailable(f"mail store failure: {exc}")
-                self._dispatch(batch, [(False, failure)] * len(batch))
-        if listed is not None:
-            self._unlist(listed)
+            if batch:
+                self.run_batch(batch)
+        if self._listed is not None:
+            self._unlist(self._listed)
 
-    def _cycle(self, batch: list[_Pending], listed: int | None) -> int | None:
+    def run_batch(self, batch: list[Pending]) -> None:
+        """Run `batch` as one group commit and answer every job of it (any exception too)."""
+        try:
+            if self._flush_after_commit:
+                self._listed = self._cycle(batch, self._listed)
+            else:
+                self._complete(self._commit_by_file(batch))
+        except Exception as exc:  # never let the writer die with callers waiting
+            log.exception("store writer failed")
+            failure = StoreUnavailable(f"mail store failure: {exc}")
+            self._dispatch(batch, [(False, failure)] * len(batch))
+
+    def _cycle(self, batch: list[Pending], listed: int | None) -> int | None:
         """Place the bodies, commit the rows, flush once, answer; return the batch to unlist.
 
         The new bodies are listed in `unflushed_bodies` in the same transaction (see
@@ -254,7 +290,7 @@ class Writer:
         done; `listed` is the previous batch's entries, flushed and now unlisted.
         """
         staged = [pending.blob for pending in batch if pending.blob is not None]
-        placed = frozenset(item.digest for item in staged if item.fd is not None)
+        placed = frozenset(item.digest for item in staged if item.temp is not None)
         try:
             self._blobs.place_staged(staged)
         except StoreUnavailable as exc:
@@ -281,18 +317,18 @@ class Writer:
         """
         self._transact([], frozenset(), unlist=token)
 
-    def _commit_by_file(self, batch: list[_Pending]) -> _Committed:
+    def _commit_by_file(self, batch: list[Pending]) -> _Committed:
         """fsync the bodies, commit the rows with an fsync of the log (method "file")."""
         staged = [pending.blob for pending in batch if pending.blob is not None]
         try:
-            placed = frozenset(item.digest for item in staged if item.fd is not None)
+            placed = frozenset(item.digest for item in staged if item.temp is not None)
             self._blobs.commit_staged(staged)
         except StoreUnavailable as exc:
             return _Committed(batch, [(False, exc)] * len(batch), [])
         return self._transact(batch, placed)
 
     def _run_jobs(
-        self, batch: list[_Pending], placed: frozenset[str], *, savepoints: bool
+        self, batch: list[Pending], placed: frozenset[str], *, savepoints: bool
     ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]], set[Path]]:
         """Run every job; with `savepoints` a failing job is undone alone, without them
         (one statement fewer per job, and jobs rarely fail) it raises `_JobFailed`."""
@@ -324,7 +360,7 @@ class Writer:
 
     def _transact(
         self,
-        batch: list[_Pending],
+        batch: list[Pending],
         placed: frozenset[str],
         *,
         note: int | None = None,
@@ -383,12 +419,14 @@ class Writer:
                 log.warning("after-commit action failed: %s", exc)
         self._dispatch(committed.batch, committed.results)
 
-    @staticmethod
-    def _dispatch(batch: list[_Pending], results: list[tuple[bool, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for pending, (ok, value) in zip(batch, results, strict=True):
-            by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
-        for loop, items in by_loop.items():
-            # RuntimeError: the caller's loop is gone and nobody is waiting
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, items)
+
+def _dispatch_to_loops(batch: list[Pending], results: list[tuple[bool, Any]]) -> None:
+    """Settle each caller's future on its own event loop, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for pending, (ok, value) in zip(batch, results, strict=True):
+        assert pending.loop is not None and pending.future is not None
+        by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
+    for loop, items in by_loop.items():
+        # RuntimeError: the caller's loop is gone and nobody is waiting
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, items)
