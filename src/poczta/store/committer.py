@@ -59,7 +59,7 @@ from poczta.store.base import (
 )
 from poczta.store.blobs import BlobStore, StagedBlob
 from poczta.store.codec import MessageColumns
-from poczta.store.sqlite_writer import Pending, Writer
+from poczta.store.sqlite_writer import Dispatch, Pending, Writer
 
 __all__ = [
     "CommitterClient",
@@ -164,7 +164,7 @@ class _Peer:
 
 
 def serve_committer(
-    writer_factory: Callable[[Callable[..., None]], Writer],
+    writer_factory: Callable[[Dispatch], Writer],
     blobs: BlobStore,
     address: str,
     stop: Callable[[], bool],
