@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poczta.config import Config, ListenAddress, Listeners
-from poczta.workers import WorkerError, probe_addresses, worker_count
+from poczta.workers import Master, WorkerError, probe_addresses, worker_count
 
 
 def config_with(tmp_path: Path, workers: int, smtp: tuple[ListenAddress, ...] = ()) -> Config:
@@ -34,3 +34,28 @@ def test_probe_accepts_a_free_port_and_names_a_taken_one(tmp_path: Path) -> None
         with pytest.raises(WorkerError, match=rf"127\.0\.0\.1:{port} \(smtp\)"):
             probe_addresses(config)
     probe_addresses(config)  # released: now it binds
+
+
+def test_a_committer_that_keeps_dying_is_started_again_ever_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("poczta.workers.time.monotonic", lambda: clock[0])
+    master = Master(count=0, run_worker=lambda: None, grace=1.0, run_committer=lambda: None)
+    killed = 9  # a wait status: killed by SIGKILL
+    delays = []
+    for _ in range(9):  # each dies at once: the wait doubles, up to 64 s
+        master.committer, master.committer_started = 4242, clock[0]
+        master._committer_ended(killed)
+        assert master.committer is None and master.committer_due is not None
+        delays.append(master.committer_due - clock[0])
+        clock[0] = master.committer_due
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 64.0, 64.0, 64.0]
+    master.committer, master.committer_started = 4242, clock[0]
+    clock[0] += 60.0  # one that ran for a minute: the next start comes after a second
+    master._committer_ended(killed)
+    assert master.committer_due == clock[0] + 1.0
+    master.stopping = True  # when stopping, no restart is planned
+    master.committer, master.committer_due = 4242, None
+    master._committer_ended(0)
+    assert master.committer_due is None

@@ -154,7 +154,7 @@ def test_without_a_committer_the_store_delivers_itself(tmp_path: Path) -> None:
 def test_a_committer_gone_fails_nothing_silently_then_the_store_takes_over(
     tmp_path: Path, committer: Committer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("poczta.store.committer.CommitterClient.RETRY_SECONDS", 0.0)
+    monkeypatch.setattr("poczta.store.committer.CommitterLink.RETRY_SECONDS", 0.0)
 
     async def main() -> None:
         store, user = await open_store(tmp_path, committer.address)

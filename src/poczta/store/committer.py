@@ -252,7 +252,7 @@ def _receive(
             request.targets,
             request.outbound,
         )
-        batch.append(Pending(job, None, None, None, staged, (peer, request_id)))
+        batch.append(Pending(job, None, staged, (peer, request_id)))
     return batch
 
 
@@ -261,7 +261,7 @@ def _answer(
 ) -> None:
     replies: dict[_Peer, list[bytes]] = {}
     for pending, (ok, value) in zip(batch, results, strict=True):
-        peer, request_id = pending.tag
+        peer, request_id = pending.reply
         if ok:
             delivered = [[d.mailbox_id, d.uid] for d in value.delivered]
             frame = _frame([request_id, True, delivered, value.queue_id])
@@ -274,8 +274,7 @@ def _answer(
         if peer.sock not in peers:
             continue  # gone meanwhile
         try:
-            peer.sock.setblocking(True)  # answers are small; a worker always reads them
-            peer.sock.settimeout(5.0)
+            peer.sock.settimeout(5.0)  # blocking: answers are small, a worker always reads them
             peer.sock.sendall(b"".join(frames))
             peer.sock.setblocking(False)
         except OSError as exc:
@@ -300,8 +299,6 @@ def install_stop_signals() -> Callable[[], bool]:
 
 class CommitterClient(asyncio.Protocol):
     """A worker's connection to the committer: requests out, answers matched by id."""
-
-    RETRY_SECONDS = 1.0
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
@@ -374,7 +371,9 @@ class CommitterClient(asyncio.Protocol):
 
 class CommitterLink:
     """The worker's way to the committer: connects lazily, and after a failure not again
-    for `CommitterClient.RETRY_SECONDS` (meanwhile the worker's own writer delivers)."""
+    for `RETRY_SECONDS` (meanwhile the worker's own writer delivers)."""
+
+    RETRY_SECONDS = 1.0
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -391,7 +390,7 @@ class CommitterLink:
         now = time.monotonic()
         if now < self._next_try:
             return None
-        self._next_try = now + CommitterClient.RETRY_SECONDS
+        self._next_try = now + self.RETRY_SECONDS
         self._connecting = asyncio.get_running_loop().create_future()
         try:
             self._client = await CommitterClient.connect(self.address)

@@ -108,8 +108,11 @@ class SqliteStore:
         self._writer = Writer(db_path, blobs, max_batch=max_batch)
         # Deliveries go to the committer process when one serves this database (several
         # workers; see `poczta.store.committer`); it needs bodies flushed by filesystem.
-        use_committer = committer is not None and blobs.sync_method == "filesystem"
-        self._committer = CommitterLink(committer) if use_committer and committer else None
+        self._committer = (
+            CommitterLink(committer)
+            if committer is not None and blobs.sync_method == "filesystem"
+            else None
+        )
         self._closed = False
 
     @classmethod
@@ -126,7 +129,6 @@ class SqliteStore:
         `blob_sync` is how batches of bodies are flushed (see `BlobStore`).
         """
         path = Path(db_path)
-
         blobs = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
         return cls(path, blobs, **options)
 

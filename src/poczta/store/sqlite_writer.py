@@ -143,15 +143,13 @@ Job = Callable[[sqlite3.Connection, JobContext], Any]
 
 @dataclass
 class Pending:
-    """A job waiting for its batch, and whom to answer: a future on an event loop, or
-    (`tag`) whatever a `Writer` without a thread of its own answers through its `dispatch`."""
+    """A job waiting for its batch, and whom to answer (`reply`): for the writer thread a
+    (loop, future) pair, for a `Writer` without a thread whatever its `dispatch` takes."""
 
     job: Job
     sync_dir: Path | None
-    loop: asyncio.AbstractEventLoop | None
-    future: asyncio.Future[Any] | None
-    blob: StagedBlob | None = None  # made durable with the batch, before its rows
-    tag: Any = None
+    blob: StagedBlob | None  # made durable with the batch, before its rows
+    reply: Any
 
 
 _STOP = object()
@@ -230,9 +228,11 @@ class Writer:
             if blob is not None:
                 self._blobs.discard_staged([blob])
             raise StoreUnavailable("mail store is closed")
+        if self._thread is None:
+            raise RuntimeError("a Writer without a thread takes batches through run_batch")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(Pending(job, sync_dir, loop, future, blob))
+        self._queue.put(Pending(job, sync_dir, blob, (loop, future)))
         return await future
 
     def close(self) -> None:
@@ -424,8 +424,8 @@ def _dispatch_to_loops(batch: list[Pending], results: list[tuple[bool, Any]]) ->
     """Settle each caller's future on its own event loop, one wake-up per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
     for pending, (ok, value) in zip(batch, results, strict=True):
-        assert pending.loop is not None and pending.future is not None
-        by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
+        loop, future = pending.reply
+        by_loop.setdefault(loop, []).append((future, ok, value))
     for loop, items in by_loop.items():
         # RuntimeError: the caller's loop is gone and nobody is waiting
         with contextlib.suppress(RuntimeError):
