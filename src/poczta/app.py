@@ -55,6 +55,8 @@ def smtp_limits(config: Config) -> SmtpLimits:
         max_errors=limits.max_errors,
         max_commands=limits.max_commands,
         max_auth_failures=limits.max_auth_failures,
+        max_header_size=limits.max_header_size,
+        max_header_fields=limits.max_header_fields,
     )
 
 

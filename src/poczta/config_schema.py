@@ -159,6 +159,8 @@ class Limits:
     max_recipients: int = _count(100, "recipients per message")
     max_command_line: int = _count(2048, "longest command line, in bytes", 512)
     max_data_line: int = _count(65536, "longest line of message data, in bytes", 1000)
+    max_header_size: int = _count(262_144, "largest header section of a message, in bytes", 1000)
+    max_header_fields: int = _count(1000, "header fields of a message", 10)
     max_errors: int = _count(10, "protocol errors before the session is closed")
     max_commands: int = _count(10000, "commands per session")
     max_auth_failures: int = _count(3, "failed logins per session")

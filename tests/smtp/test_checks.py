@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -14,12 +14,13 @@ from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
 from poczta.mailauth.greylist import Greylister, GreylistSettings, MemoryGreylistStore
 from poczta.mailauth.results import parse_authentication_results
 from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, decide
+from poczta.message.header import split_header
 from poczta.smtp.checks import (
     InboundChecks,
     MailChecks,
     parse_verdict_header,
-    strip_fields,
     verdict_header,
+    without_our_claims,
 )
 
 T = TypeVar("T")
@@ -322,11 +323,18 @@ def test_verdict_header_round_trips(reasons: list[str]) -> None:
     assert fields["reasons"] == (" | ".join(reasons) or "none")
 
 
-def test_strip_fields_keeps_other_bytes() -> None:
-    original = b"A: 1\r\nX-Poczta-Verdict: junk;\r\n\tx=1\r\nB: 2\r\n\r\nX-Poczta-Verdict: body\r\n"
-    assert (
-        strip_fields(original, "x-poczta-verdict")
-        == b"A: 1\r\nB: 2\r\n\r\nX-Poczta-Verdict: body\r\n"
+def test_our_claims_are_removed_and_other_bytes_kept() -> None:
+    original = (
+        b"A: 1\r\nX-Poczta-Verdict: junk;\r\n\tx=1\r\nB: 2\r\n"
+        b"Authentication-Results: MX.example.test.; dmarc=pass\r\n"
+        b"Authentication-Results: other.test; dmarc=fail\r\n"
+        b"\r\nX-Poczta-Verdict: body\r\n"
     )
-    unchanged: Callable[[bytes], bytes] = lambda m: strip_fields(m, "X-Other")  # noqa: E731
-    assert unchanged(original) == original
+    stripped, header = without_our_claims(original, split_header(original), "mx.example.test")
+    assert stripped == (
+        b"A: 1\r\nB: 2\r\nAuthentication-Results: other.test; dmarc=fail\r\n"
+        b"\r\nX-Poczta-Verdict: body\r\n"
+    )
+    assert header == split_header(stripped)
+    unchanged, _ = without_our_claims(original, split_header(original), "elsewhere.test")
+    assert unchanged == original.replace(b"X-Poczta-Verdict: junk;\r\n\tx=1\r\n", b"")

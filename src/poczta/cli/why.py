@@ -35,13 +35,19 @@ def _unfold(value: bytes) -> str:
 
 def recorded_checks(message: bytes, authserv_id: str) -> dict[str, Any] | None:
     """What the checks recorded on `message`: the verdict fields and the results of our
-    Authentication-Results field; None when the message carries neither."""
-    headers, _ = split_message(message)
+    Authentication-Results field; None when the message carries neither.
+
+    Only fields above the first Received field count: the checks write theirs on top
+    of our trace field, and anything below it came with the message.
+    """
+    headers = split_message(message)[0]
     ours = authserv_id.lower().rstrip(".")
     verdict: dict[str, str] | None = None
     results: list[ResInfo] | None = None
     for name, value in headers:
         key = name.strip().lower()
+        if key == b"received":
+            break
         if key == VERDICT_HEADER.lower().encode() and verdict is None:
             verdict = parse_verdict_header(_unfold(value))
         elif key == b"authentication-results" and results is None:

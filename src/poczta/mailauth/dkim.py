@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,6 +39,15 @@ from dkim import hash_headers
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 
 from poczta.dns import DnsError, NXDomain, Resolver
+from poczta.message.header import HeaderSection, split_header
+
+T = TypeVar("T")
+
+
+class Offload(Protocol):
+    """Runs a piece of CPU work somewhere and gives its result (see `verify_dkim`)."""
+
+    def __call__(self, work: Callable[[], T], /) -> Awaitable[T]: ...
 
 
 class DkimStatus(StrEnum):
@@ -77,7 +88,6 @@ _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 NAME_SYNTAX = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
 _WSP = re.compile(r"\s+")
-_HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+[ \t]*):")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
 
 
@@ -112,35 +122,20 @@ def _b64(value: str) -> bytes:
 # --- the message -------------------------------------------------------------------------
 
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+MAX_SIGNED_FIELDS = 256  # h= entries; real signers list a few dozen
 
 
-def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+def split_message(
+    message: bytes, header: HeaderSection | None = None
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Header fields as (name, raw value incl. folding and CRLF) and the CRLF body.
 
-    Bare LF line ends become CRLF; lines that are neither a field nor a continuation
-    (an mbox ``From `` line, junk) are skipped rather than rejected. Only the header
-    block is split into lines: the body is converted in one pass (this runs for every
-    incoming message, through DKIM and DMARC).
+    The header comes from `header` (split by `poczta.message.header`, see its rules)
+    or is split here; bare LF line ends in the body become CRLF.
     """
-    if message[:1] in (b"\n", b"\r") and message.lstrip(b"\r")[:1] == b"\n":
-        return [], _crlf(message[2 if message[:2] == b"\r\n" else 1 :])
-    end = _HEADER_END.search(message)
-    head = message[: end.start()] if end else message
-    headers: list[tuple[bytes, bytes]] = []
-    for line in re.split(rb"\r?\n", head):
-        if line[:1] in (b" ", b"\t"):
-            if headers:
-                name, value = headers[-1]
-                headers[-1] = (name, value + line + b"\r\n")
-            continue
-        m = _HEADER_NAME.match(line)
-        if m:
-            headers.append((m.group(1), line[m.end() :] + b"\r\n"))
-    if end is None:
-        return headers, b""
-    return headers, _crlf(message[end.end() :])
+    section = header if header is not None else split_header(message)
+    return [(f.name, f.value) for f in section], _crlf(section.body(message))
 
 
 def _crlf(body: bytes) -> bytes:
@@ -234,6 +229,8 @@ def _parse_signature_values(sig: _Signature, tags: dict[str, str]) -> None:
         raise _neutral("i= is not within d=")
     sig.canon = tags.get("c", "simple/simple").lower()
     sig.signed = [h.strip().lower() for h in tags["h"].split(":")]
+    if len(sig.signed) > MAX_SIGNED_FIELDS:
+        raise _neutral(f"h= lists more than {MAX_SIGNED_FIELDS} header fields")
     if "from" not in sig.signed:
         raise _neutral("h= does not include From")
     try:
@@ -346,8 +343,8 @@ def _key_problem(sig: _Signature, key: DkimKey) -> str | None:
 class _Verifier:
     """Hashes one message's body and header fields for any number of signatures."""
 
-    def __init__(self, message: bytes) -> None:
-        self.headers, self.body = split_message(message)
+    def __init__(self, message: bytes, header: HeaderSection | None) -> None:
+        self.headers, self.body = split_message(message, header)
         self._bodies: dict[bytes, bytes] = {}
 
     def canonical_body(self, policy: CanonicalizationPolicy) -> bytes:
@@ -412,6 +409,7 @@ async def _verify_signature(
     resolver: Resolver,
     now: float,
     cache: dict[str, list[bytes] | DkimStatus],
+    run: Offload,
 ) -> DkimResult:
     try:
         _parse_signature(sig)
@@ -438,7 +436,7 @@ async def _verify_signature(
             continue
         if sig.expiry is not None and sig.expiry + EXPIRY_GRACE_SECONDS < now:
             return sig.result(DkimStatus.FAIL, "signature expired (x=)", testing=key.testing)
-        status, reason, limited = verifier.check(sig, key)
+        status, reason, limited = await run(functools.partial(verifier.check, sig, key))
         outcome = sig.result(
             status, reason, limited=limited, testing=key.testing, key_bits=key.bits
         )
@@ -447,30 +445,47 @@ async def _verify_signature(
     return outcome or sig.result(DkimStatus.PERMERROR, problem)
 
 
+async def _inline(work: Callable[[], T]) -> T:
+    return work()
+
+
 async def verify_dkim(
-    message: bytes, resolver: Resolver, *, now: float | None = None, max_signatures: int = 5
+    message: bytes,
+    resolver: Resolver,
+    *,
+    header: HeaderSection | None = None,
+    now: float | None = None,
+    max_signatures: int = 5,
+    offload: Offload | None = None,
 ) -> list[DkimResult]:
     """Verify every DKIM-Signature of `message`, topmost first; [] when unsigned.
 
-    Signatures past `max_signatures` are not looked up and come back ``neutral``.
-    `now` (seconds since the epoch) is the clock for ``x=``; by default the real one.
+    `header` is the message's header section when it is already split. Signatures past
+    `max_signatures` are not looked up and come back ``neutral``. `now` (seconds since
+    the epoch) is the clock for ``x=``; by default the real one. `offload` runs the
+    hashing of body and header fields (the work that grows with the message), e.g. on
+    a thread so that a large message does not hold up an event loop; by default it
+    runs inline.
     """
     clock = time.time() if now is None else now
+    run = offload or _inline
+    if header is not None and not any(f.key == "dkim-signature" for f in header):
+        return []
     try:
-        verifier = _Verifier(message)
+        verifier = await run(lambda: _Verifier(message, header))
     except Exception:  # defensive: a message we cannot split has no usable signature
         return []
     sig_headers = [h for h in verifier.headers if h[0].strip().lower() == b"dkim-signature"]
     cache: dict[str, list[bytes] | DkimStatus] = {}
     results = []
-    for index, header in enumerate(sig_headers):
-        sig = _Signature(header)
+    for index, sig_field in enumerate(sig_headers):
+        sig = _Signature(sig_field)
         if index >= max_signatures:
             _parse_quietly(sig)
             results.append(sig.result(DkimStatus.NEUTRAL, "too many signatures, not checked"))
             continue
         try:
-            results.append(await _verify_signature(sig, verifier, resolver, clock, cache))
+            results.append(await _verify_signature(sig, verifier, resolver, clock, cache, run))
         except Exception as exc:  # defensive: never let one odd signature break delivery
             results.append(sig.result(DkimStatus.NEUTRAL, f"unverifiable: {type(exc).__name__}"))
     return results

@@ -25,13 +25,14 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from email.utils import getaddresses
 from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
 from poczta.dns import DnsError, NXDomain, Resolver
-from poczta.mailauth.dkim import DkimResult, DkimStatus, split_message
+from poczta.mailauth.dkim import DkimResult, DkimStatus
+from poczta.message.addresses import strict_addresses
+from poczta.message.header import HeaderSection, split_header
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,8 @@ def author_domain(from_header_values: Sequence[str]) -> str:
     """The RFC5322.From domain; FromHeaderError unless one field holds one address."""
     if len(from_header_values) != 1:
         raise FromHeaderError(f"{len(from_header_values)} From header fields")
-    addresses = [a for _, a in getaddresses([from_header_values[0]]) if a]
-    if len(addresses) != 1 or "@" not in addresses[0]:
+    addresses = strict_addresses(from_header_values[0])
+    if addresses is None or len(addresses) != 1:
         raise FromHeaderError("From does not hold exactly one address")
     domain = addresses[0].rpartition("@")[2].strip().rstrip(".").lower()
     try:
@@ -157,14 +158,10 @@ def author_domain(from_header_values: Sequence[str]) -> str:
     return domain
 
 
-def from_header_values(message: bytes) -> list[str]:
-    """The values of every From header field of `message`, unfolded."""
-    headers, _ = split_message(message)
-    return [
-        re.sub(r"\r\n", "", value.decode("utf-8", "replace")).strip()
-        for name, value in headers
-        if name.strip().lower() == b"from"
-    ]
+def from_header_values(message: bytes | HeaderSection) -> list[str]:
+    """The values of every From header field of `message` (or of its header), unfolded."""
+    header = message if isinstance(message, HeaderSection) else split_header(message)
+    return [f.text() for f in header.named("from")]
 
 
 async def _fetch_record(resolver: Resolver, domain: str) -> list[str]:
@@ -225,7 +222,7 @@ def _sampled(policy: str, pct: int, rng: Callable[[], float]) -> str:
 
 
 async def check_dmarc(
-    from_header: Sequence[str] | bytes,
+    from_header: Sequence[str] | bytes | HeaderSection,
     spf: SpfOutcome | tuple[str, str] | None,
     dkim: Sequence[DkimResult],
     resolver: Resolver,
@@ -235,10 +232,15 @@ async def check_dmarc(
 ) -> DmarcResult:
     """Evaluate DMARC for a message.
 
-    `from_header` is the message (bytes) or the values of its From header fields;
+    `from_header` is the message (bytes), its header section or the values of its From
+    header fields;
     `spf` is (result, domain) for the MAIL FROM domain (or HELO when the sender was null).
     """
-    values = from_header_values(from_header) if isinstance(from_header, bytes) else from_header
+    values: Sequence[str] = (
+        from_header_values(from_header)
+        if isinstance(from_header, bytes | HeaderSection)
+        else from_header
+    )
     try:
         from_domain = author_domain(values)
     except FromHeaderError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from poczta.mailauth.dkim import DkimResult
 from poczta.mailauth.dmarc import DmarcResult
+from poczta.message.header import HeaderField, HeaderSection, split_header
 
 
 @dataclass(frozen=True)
@@ -262,42 +263,23 @@ def authserv_id_of(value: str) -> str | None:
 
 # --- stripping ---------------------------------------------------------------------------
 
-_FIELD_START = re.compile(rb"([^\s:]+)[ \t]*:")
+
+def claims_authserv_id(field: HeaderField, authserv_id: str) -> bool:
+    """True when `field` is an Authentication-Results field naming `authserv_id`
+    (case-insensitively, a trailing dot ignored)."""
+    if field.key != "authentication-results":
+        return False
+    claimed = authserv_id_of(field.text())
+    return claimed is not None and claimed.lower().rstrip(".") == authserv_id.lower().rstrip(".")
 
 
-def strip_forged_results(message: bytes, authserv_id: str) -> bytes:
+def strip_forged_results(
+    message: bytes, authserv_id: str, header: HeaderSection | None = None
+) -> bytes:
     """`message` without the Authentication-Results fields that claim `authserv_id`.
 
-    Matching is case-insensitive on the authserv-id; folded fields are removed whole;
-    every other byte of the message is kept as it was.
+    Folded fields are removed whole; every other byte of the message is kept as it was.
+    `header` is the message's header section when it is already split.
     """
-    ours = authserv_id.lower().rstrip(".")
-    lines = message.splitlines(keepends=True)
-    out: list[bytes] = []
-    current: list[bytes] = []
-    i = 0
-    for i, line in enumerate(lines):  # noqa: B007 - i is used after the loop
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and current:
-            current.append(line)
-            continue
-        out.extend(_keep(current, ours))
-        current = [line]
-    else:
-        i = len(lines)
-    out.extend(_keep(current, ours))
-    return b"".join(out) + b"".join(lines[i:])
-
-
-def _keep(field_lines: list[bytes], ours: str) -> list[bytes]:
-    if not field_lines:
-        return []
-    m = _FIELD_START.match(field_lines[0])
-    if not m or m.group(1).lower() != b"authentication-results":
-        return field_lines
-    value = b"".join(field_lines)[m.end() :].decode("utf-8", "replace")
-    claimed = authserv_id_of(value)
-    if claimed is not None and claimed.lower().rstrip(".") == ours:
-        return []
-    return field_lines
+    section = header if header is not None else split_header(message)
+    return section.without(message, lambda f: claims_authserv_id(f, authserv_id))[0]

@@ -39,9 +39,10 @@ from poczta.mailauth.dmarc import (
 )
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult, check_dnsbl
 from poczta.mailauth.greylist import GreylistDecision, Greylister, GreylistOutcome, verified_domains
-from poczta.mailauth.results import authentication_results_header, strip_forged_results
+from poczta.mailauth.results import authentication_results_header, claims_authserv_id
 from poczta.mailauth.spf import SpfResult, SpfResultCode, check_spf
 from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, Verdict, decide
+from poczta.message.header import HeaderSection, split_header
 
 __all__ = [
     "VERDICT_HEADER",
@@ -50,11 +51,13 @@ __all__ = [
     "MailChecks",
     "parse_verdict_header",
     "verdict_header",
+    "without_our_claims",
 ]
 
 T = TypeVar("T")
 
 VERDICT_HEADER = "X-Poczta-Verdict"
+OFFLOAD_SIZE = 256 * 1024  # messages larger than this are hashed on a thread
 _REFUSING = (Action.REJECT, Action.DEFER)
 _MAX_REASONS = 800
 
@@ -68,6 +71,7 @@ class CheckDecision:
     stage: str  # "rcpt" or "data"
     headers: bytes = b""
     data: bytes = b""
+    header: HeaderSection | None = None  # the header section of `data`
 
     @property
     def refused(self) -> bool:
@@ -230,15 +234,23 @@ class InboundChecks:
 
         return await self.checks.bounded(work, unavailable)
 
-    async def message(self, data: bytes) -> CheckDecision:
-        """DKIM, the From domain's blocklist entries and DMARC, then the verdict."""
+    async def message(self, data: bytes, header: HeaderSection | None = None) -> CheckDecision:
+        """DKIM, the From domain's blocklist entries and DMARC, then the verdict.
+
+        `header` is the header section of `data` (split here when not given). The hashing
+        of a large message runs on a thread, so that the event loop goes on serving other
+        connections meanwhile.
+        """
         checks = self.checks
+        header = header if header is not None else split_header(data)
         spf = await self._spf if self._spf is not None else None
-        dkim = await checks.bounded(verify_dkim(data, checks.resolver), _dkim_temperror)
-        dnsbl = await self._dnsbl_with_from(data)
+        offload = asyncio.to_thread if len(data) > OFFLOAD_SIZE else None
+        work_dkim = verify_dkim(data, checks.resolver, header=header, offload=offload)
+        dkim = await checks.bounded(work_dkim, _dkim_temperror)
+        dnsbl = await self._dnsbl_with_from(header)
         spf_pair = (spf.result.value, spf.domain) if spf is not None else None
-        work = check_dmarc(data, spf_pair, dkim, checks.resolver)
-        dmarc = await checks.bounded(work, lambda why: _dmarc_temperror(data, why))
+        work = check_dmarc(header, spf_pair, dkim, checks.resolver)
+        dmarc = await checks.bounded(work, lambda why: _dmarc_temperror(header, why))
         greylist = next((g for g in self._greylist if g.deferred), None)
         if greylist is None and self._greylist:
             greylist = self._greylist[0]
@@ -246,17 +258,17 @@ class InboundChecks:
         verdict = decide(results, checks.policy)
         if verdict.action in _REFUSING:
             return CheckDecision(verdict, "data")
-        stripped = strip_fields(strip_forged_results(data, checks.authserv_id), VERDICT_HEADER)
+        stripped, stripped_header = without_our_claims(data, header, checks.authserv_id)
         headers = verdict_header(verdict) + authentication_results_header(
             checks.authserv_id, verdict.resinfos()
         )
-        return CheckDecision(verdict, "data", headers, stripped)
+        return CheckDecision(verdict, "data", headers, stripped, stripped_header)
 
-    async def _dnsbl_with_from(self, data: bytes) -> list[ZoneResult]:
+    async def _dnsbl_with_from(self, header: HeaderSection) -> list[ZoneResult]:
         so_far = await self._dnsbl_so_far()
         zones = self.checks.domain_zones
         try:
-            from_domain = author_domain(from_header_values(data))
+            from_domain = author_domain(from_header_values(header))
         except FromHeaderError:
             return so_far
         if not zones or from_domain in (_domain_of(self.sender).lower(), self.helo.lower()):
@@ -278,10 +290,10 @@ def _dkim_temperror(why: str) -> list[DkimResult]:
     return [DkimResult(DkimStatus.TEMPERROR, reason=why)]
 
 
-def _dmarc_temperror(data: bytes, why: str) -> DmarcResult:
+def _dmarc_temperror(header: HeaderSection, why: str) -> DmarcResult:
     domain = ""
     with contextlib.suppress(FromHeaderError):
-        domain = author_domain(from_header_values(data))
+        domain = author_domain(from_header_values(header))
     return DmarcResult("temperror", from_domain=domain, reason=why)
 
 
@@ -325,22 +337,13 @@ def parse_verdict_header(value: str) -> dict[str, str]:
     return out
 
 
-def strip_fields(message: bytes, name: str) -> bytes:
-    """`message` without any header field called `name`, folded lines included; every
-    other byte is kept as it was."""
-    wanted = name.lower().encode()
-    lines = message.splitlines(keepends=True)
-    out: list[bytes] = []
-    dropping = False
-    for index, line in enumerate(lines):
-        if line in (b"\r\n", b"\n"):
-            out.extend(lines[index:])
-            break
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                out.append(line)
-            continue
-        dropping = line.split(b":", 1)[0].strip().lower() == wanted
-        if not dropping:
-            out.append(line)
-    return b"".join(out)
+def without_our_claims(
+    data: bytes, header: HeaderSection, authserv_id: str
+) -> tuple[bytes, HeaderSection]:
+    """`data` without the fields that claim to be our checks' results: X-Poczta-Verdict
+    and Authentication-Results naming `authserv_id`. For mail from anywhere, including
+    our own users: only the checks write them."""
+    verdict_key = VERDICT_HEADER.lower()
+    return header.without(
+        data, lambda f: f.key == verdict_key or claims_authserv_id(f, authserv_id)
+    )

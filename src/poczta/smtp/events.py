@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from poczta.message.header import HeaderSection
 from poczta.smtp.replies import Reply
 from poczta.smtp.syntax import MailParams, RcptParams
 
@@ -35,6 +36,8 @@ class SmtpLimits:
     max_errors: int = 10
     max_commands: int = 10000
     max_auth_failures: int = 3
+    max_header_size: int = 262144
+    max_header_fields: int = 1000
 
 
 class TlsDetails(Protocol):
@@ -145,10 +148,12 @@ class AuthFailed:
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """A complete message: store it durably, then answer Accept or Reject."""
+    """A complete message: store it durably, then answer Accept or Reject. `header` is
+    its header section, split once here for every reader after the core."""
 
     envelope: Envelope
     data: bytes
+    header: HeaderSection
 
 
 Event = (

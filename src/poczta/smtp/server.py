@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from poczta import sasl
+from poczta.message.header import HeaderLimitExceeded, split_header
 from poczta.smtp import replies as R
 from poczta.smtp.auth import AuthDialogue, AuthOutcome, AuthStep
 from poczta.smtp.body import BareLineEndings
@@ -440,6 +441,15 @@ class SmtpServer:
         if not isinstance(result, bytes):
             self._refuse(result)
             return
+        limits = self.limits
+        try:
+            header = split_header(
+                result, max_size=limits.max_header_size, max_fields=limits.max_header_fields
+            )
+        except HeaderLimitExceeded as exc:
+            self._tx.reset()
+            self._refuse(R.HEADER_TOO_BIG if exc.what == "size" else R.TOO_MANY_HEADER_FIELDS)
+            return
         envelope = self._tx.envelope(
             helo=self._helo,
             esmtp=self._esmtp,
@@ -448,7 +458,7 @@ class SmtpServer:
             tls_active=self._tls_active,
             client_ip=self.client_ip,
         )
-        self._ask(_Question.MESSAGE, MessageReceived(envelope, result))
+        self._ask(_Question.MESSAGE, MessageReceived(envelope, result, header))
 
     # ------------------------------------------------------------------ other commands
 

@@ -22,11 +22,11 @@ from poczta.delivery import Delivery, DeliveryPlan, RecipientKind, RecipientVerd
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.verdict import Action
-from poczta.message import ParsedMessage, parse_message
+from poczta.message import parse_message
 from poczta.net.connection import Connection
 from poczta.net.tls import ReloadableContext
 from poczta.smtp import server as core_api
-from poczta.smtp.checks import CheckDecision, InboundChecks, MailChecks
+from poczta.smtp.checks import CheckDecision, InboundChecks, MailChecks, without_our_claims
 from poczta.smtp.server import (
     Accept,
     AuthPassword,
@@ -43,6 +43,7 @@ from poczta.smtp.server import (
     SmtpServer,
     StartTls,
 )
+from poczta.smtp.submission import author_refusal
 from poczta.store.base import StoreUnavailable
 
 _SERVICE_NAMES = {Role.MX: "smtp", Role.SUBMISSION: "submission", Role.SUBMISSIONS: "submissions"}
@@ -251,23 +252,27 @@ class SmtpSession:
 
     async def store_message(self, event: MessageReceived) -> Accept | Reject:
         user = self.core.authenticated_user
-        if user is not None and not await self.header_from_allowed(user, parse_message(event.data)):
-            return Reject(
-                550, "5.7.1", f"From: header does not match the authenticated user {user}"
-            )
+        data, header = event.data, event.header
+        if user is not None:
+            refusal = await author_refusal(header, user, self.ctx.delivery.may_send_as)
+            if refusal is not None:
+                log("smtp.author_refused", user=user, reason=refusal)
+                return Reject(550, "5.7.1", refusal)
+            data, header = without_our_claims(data, header, self.ctx.hostname)
         queue_id = new_queue_id()
-        body, added = event.data, b""
+        added = b""
         plan, self.plan = self.plan, DeliveryPlan()
         if self.checks is not None and user is None:
-            decision = await self.checks.message(event.data)
+            decision = await self.checks.message(data, header)
             self.log_verdict(decision, id=queue_id)
-            if decision.refused:
+            if decision.refused or decision.header is None:
                 return self.refusal(decision)
-            body, added, plan.junk = decision.data, decision.headers, decision.junk
+            data, header = decision.data, decision.header
+            added, plan.junk = decision.headers, decision.junk
         now = datetime.now(UTC)
         trace = received_header(event.envelope, self.ctx.hostname, queue_id, now)
-        data = added + trace + body
-        parsed = parse_message(data)
+        data, header = header.prepended(data, added + trace)
+        parsed = parse_message(data, header)
         try:
             await self.ctx.delivery.deliver(data, parsed, plan, event.envelope.mail_from, now)
         except StoreUnavailable as exc:
@@ -285,15 +290,6 @@ class SmtpSession:
             user=user or "",
         )
         return Accept(f"Ok: queued as {queue_id}")
-
-    async def header_from_allowed(self, user: str, parsed: ParsedMessage) -> bool:
-        senders = [a.address for a in parsed.envelope.from_ if a.address]
-        if not senders:
-            return False
-        for address in senders:
-            if not await self.ctx.delivery.may_send_as(user, address):
-                return False
-        return True
 
 
 async def run_smtp_session(ctx: SmtpContext, conn: Connection) -> None:

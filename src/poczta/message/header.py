@@ -1,0 +1,174 @@
+"""The header section of a message, split once into fields with their bytes and offsets.
+
+This is the one place where poczta splits a header section. The SMTP core splits each
+message it receives (and refuses one whose header is over the limits), and every
+reader after it takes the `HeaderSection` instead of splitting again: DKIM and DMARC,
+the removal of forged fields, the submission sender rules, the parsed-message facts.
+
+The split is a single linear pass: lines are cut with `bytes.split`, and a folded
+field's lines are joined once when the field ends, so a header of many thousands of
+continuation lines costs no more than one of long lines.
+
+- A field starts with a name of printable ASCII other than ":" (WSP before the colon
+  allowed, as RFC 5322's obsolete syntax does) and runs until a line that does not start
+  with a space or tab.
+- Lines that are neither a field nor the continuation of one (an mbox ``From `` line,
+  junk) are skipped, as are continuation lines that follow them; their bytes stay in
+  the message.
+- The header ends at the first empty line; a message without one is all header.
+  Line ends may be CRLF or a bare LF; values are given with CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+__all__ = ["HeaderField", "HeaderLimitExceeded", "HeaderSection", "split_header"]
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+
+
+class HeaderLimitExceeded(ValueError):
+    """The header section is larger, or has more fields, than allowed."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"header {what} exceeds {limit}")
+        self.what = what  # "size" or "fields"
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field: its name as written, its raw value and where it stands."""
+
+    name: bytes  # as written before the colon, WSP included
+    value: bytes  # after the colon to the end of the field, folding kept, lines end in CRLF
+    start: int  # offset of the field's first byte in the message
+    end: int  # offset just past the line end of its last line
+
+    @property
+    def key(self) -> str:
+        """The name for comparisons: lowercased, without trailing WSP."""
+        return self.name.rstrip(b" \t").decode("ascii").lower()
+
+    def text(self) -> str:
+        """The value unfolded (line breaks removed) and stripped, as text."""
+        return self.value.replace(b"\r\n", b"").decode("utf-8", "replace").strip()
+
+    def shifted(self, delta: int) -> HeaderField:
+        return HeaderField(self.name, self.value, self.start + delta, self.end + delta)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSection:
+    """The fields of a message's header and where its body starts."""
+
+    fields: tuple[HeaderField, ...]
+    size: int  # octets of the header section with its empty line: the body's offset
+    has_body: bool  # False when the message has no empty line after its header
+
+    def __iter__(self) -> Iterator[HeaderField]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def named(self, key: str) -> list[HeaderField]:
+        """Every field called `key` (lowercase), in order."""
+        return [f for f in self.fields if f.key == key]
+
+    def first(self, key: str) -> HeaderField | None:
+        return next((f for f in self.fields if f.key == key), None)
+
+    def body(self, data: bytes) -> bytes:
+        """The body of `data`, the message this section was split from."""
+        return data[self.size :] if self.has_body else b""
+
+    def without(
+        self, data: bytes, drop: Callable[[HeaderField], bool]
+    ) -> tuple[bytes, HeaderSection]:
+        """`data` without the fields `drop` chooses, and the section of the result; every
+        other byte stays as it was."""
+        if not any(drop(f) for f in self.fields):
+            return data, self
+        pieces: list[bytes] = []
+        kept: list[HeaderField] = []
+        position = removed = 0
+        for field in self.fields:
+            if drop(field):
+                pieces.append(data[position : field.start])
+                position = field.end
+                removed += field.end - field.start
+            else:
+                kept.append(field.shifted(-removed) if removed else field)
+        pieces.append(data[position:])
+        return b"".join(pieces), HeaderSection(tuple(kept), self.size - removed, self.has_body)
+
+    def prepended(self, data: bytes, fields: bytes) -> tuple[bytes, HeaderSection]:
+        """`fields` (complete header lines ending in CRLF, made by us) put before `data`,
+        and the section of the result."""
+        if not fields:
+            return data, self
+        ours = _split_fields(fields, len(fields))
+        moved = tuple(f.shifted(len(fields)) for f in self.fields)
+        return fields + data, HeaderSection((*ours, *moved), self.size + len(fields), True)
+
+
+def split_header(
+    data: bytes, *, max_size: int | None = None, max_fields: int | None = None
+) -> HeaderSection:
+    """The header section of `data`; HeaderLimitExceeded past `max_size` octets (the
+    empty line not counted) or `max_fields` fields. Never raises otherwise."""
+    if data[:1] == b"\n" or data[:2] == b"\r\n":
+        return HeaderSection((), 1 if data[:1] == b"\n" else 2, True)
+    limit = len(data) if max_size is None else min(len(data), max_size + 4)
+    end = _HEADER_END.search(data, 0, limit)
+    if end is None:
+        if max_size is not None and len(data) > max_size:
+            raise HeaderLimitExceeded("size", max_size)
+        return HeaderSection(_split_fields(data, len(data), max_fields), len(data), False)
+    if max_size is not None and end.start() > max_size:
+        raise HeaderLimitExceeded("size", max_size)
+    # The empty line's match begins with the last field's line end: keep it with the field.
+    last_line_end = end.start() + (2 if data[end.start()] == 0x0D else 1)
+    return HeaderSection(_split_fields(data, last_line_end, max_fields), end.end(), True)
+
+
+def _split_fields(data: bytes, stop: int, max_fields: int | None = None) -> tuple[HeaderField, ...]:
+    """The fields of `data[:stop]`, a run of header lines."""
+    fields: list[HeaderField] = []
+    name = b""
+    parts: list[bytes] = []
+    start = position = 0
+    open_field = False
+    lines = data[:stop].split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the text ended in a line end
+    for raw in lines:
+        line_end = min(position + len(raw) + 1, stop)
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if line[:1] in (b" ", b"\t"):
+            if open_field:
+                parts.append(line)
+            position = line_end
+            continue
+        if open_field:
+            fields.append(_field(name, parts, start, position))
+        match = _FIELD_NAME.match(line)
+        open_field = match is not None
+        if match is not None:
+            if max_fields is not None and len(fields) >= max_fields:
+                raise HeaderLimitExceeded("fields", max_fields)
+            name, parts, start = line[: match.end() - 1], [line[match.end() :]], position
+        position = line_end
+    if open_field:
+        fields.append(_field(name, parts, start, position))
+    return tuple(fields)
+
+
+def _field(name: bytes, parts: list[bytes], start: int, end: int) -> HeaderField:
+    value = parts[0] + b"\r\n" if len(parts) == 1 else b"\r\n".join(parts) + b"\r\n"
+    return HeaderField(name, value, start, end)
