@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,7 +12,14 @@ from hypothesis import strategies as st
 from poczta.mailauth.dkim import DkimResult, DkimStatus
 from poczta.mailauth.dmarc import DmarcRecord, DmarcResult
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult
-from poczta.mailauth.greylist import GreylistDecision, GreylistOutcome, GreylistTriplet
+from poczta.mailauth.greylist import (
+    GreylistDecision,
+    Greylister,
+    GreylistOutcome,
+    GreylistSettings,
+    GreylistTriplet,
+    MemoryGreylistStore,
+)
 from poczta.mailauth.results import format_authentication_results, parse_authentication_results
 from poczta.mailauth.spf import SpfResult, SpfResultCode
 from poczta.mailauth.verdict import (
@@ -313,3 +321,41 @@ def test_any_combination_gives_a_consistent_verdict(
     assert v.text.isascii() and v.text.isprintable()
     v.log_fields()
     format_authentication_results("mx.example.test", v.resinfos())
+
+
+# --- what the client sees ---------------------------------------------------------------------
+
+EXEMPT = ("10.0.0.0/8", "198.51.100.0/24", "2001:db8:77::/48")
+
+
+def test_reply_texts_name_no_configured_network_zone_or_internal_detail() -> None:
+    async def greylisted(ip: str) -> GreylistDecision:
+        settings = GreylistSettings(exempt_networks=EXEMPT, trusted_domains=("example.org",))
+        return await Greylister(MemoryGreylistStore(), settings, lambda: 1e9).check(
+            ip, "alice@example.org", "bob@example.test"
+        )
+
+    strict = PolicySettings(
+        spf_fail="reject", spf_permerror="reject", spf_temperror="defer",
+        dnsbl_temperror="defer", dkim_fail="reject", dkim_temperror="defer",
+    )  # fmt: skip
+    secret = "no answer within 20 seconds"
+    verdicts = [
+        verdict(strict, greylist=asyncio.run(greylisted("192.0.2.10"))),
+        verdict(strict, greylist=asyncio.run(greylisted("10.1.2.3"))),
+        verdict(strict, dnsbl=(ZoneResult(ZEN, DnsblStatus.TEMPERROR, "10.1.2.3", detail=secret),)),
+        verdict(strict, spf=spf(SpfResultCode.PERMERROR, problem=secret)),
+        verdict(strict, spf=spf(SpfResultCode.FAIL, problem=secret)),
+        verdict(strict, spf=spf(SpfResultCode.TEMPERROR, problem=secret)),
+        verdict(strict, dkim=(DkimResult(DkimStatus.FAIL, "x.example", reason=secret),)),
+        verdict(strict, dkim=(DkimResult(DkimStatus.TEMPERROR, "x.example", reason=secret),)),
+        verdict(strict, dmarc=dmarc("temperror", reason=secret)),
+    ]
+    assert [v.code // 100 for v in verdicts] == [4, 2, 4, 5, 5, 4, 5, 4, 4]
+    for v in verdicts:
+        assert not any(net in v.text for net in EXEMPT), v.text
+        assert secret not in v.text and "zen.example.net" not in v.text, v.text
+        assert not any(net in r for net in EXEMPT for r in v.reasons)
+    assert verdicts[2].text == "Blocklist lookup failed temporarily, try again later"
+    assert verdicts[3].text == "SPF check failed for example.org"
+    assert any(secret in r for r in verdicts[2].reasons)  # the detail stays for the log

@@ -13,6 +13,11 @@ DMARC temperror defers unless the domain's known policy is ``p=none`` (or the po
 actions are all "accept"); an SPF or DKIM temperror defers only if configured to and if
 a failure of that check would do something.
 
+Client-visible reply texts name only what the client sent or can look up itself (its
+address, its domains, a listing blocklist and that list's reason); configured
+networks, exemptions and what went wrong inside stay in the reasons, which go to the
+log and to `poczta why`.
+
 In report-only mode every action becomes accept; the verdict still records the action
 the policy called for (`enforced`) and the reasons, so a new policy can be watched in the
 logs before it refuses anything.
@@ -131,7 +136,7 @@ def _dnsbl_findings(results: Sequence[ZoneResult], policy: PolicySettings) -> li
             out.append(_reply(action, (554, "5.7.1"), (451, "4.7.1"), r.reply_text, "dnsbl", why))
         elif r.status is DnsblStatus.TEMPERROR:
             action = policy.action("dnsbl_temperror")
-            text = f"Blocklist {r.zone.name} could not be asked, try again later"
+            text = "Blocklist lookup failed temporarily, try again later"
             why = f"{r.zone.name} lookup failed: {r.detail}"
             out.append(_reply(action, (550, "5.7.1"), (451, "4.7.1"), text, "dnsbl", why))
     return out
@@ -188,8 +193,9 @@ def _spf_finding(result: SpfResult, policy: PolicySettings) -> _Finding | None:
     why = f"SPF {code.value} for {result.domain}" + (f": {detail}" if detail else "")
     if code is SpfResultCode.TEMPERROR:
         text = f"SPF check for {result.domain} failed temporarily, try again later"
-    else:
-        text = f"SPF check failed for {result.domain}" + (f": {detail}" if detail else "")
+    else:  # the explanation is the sender domain's own text for its senders (RFC 7208 6.2)
+        exp = result.explanation if code is SpfResultCode.FAIL else None
+        text = f"SPF check failed for {result.domain}" + (f": {exp}" if exp else "")
     return _reply(action, (550, "5.7.23"), (451, "4.7.24"), text, "spf", why)
 
 
