@@ -136,13 +136,17 @@ def test_incoming_mail_is_checked(server: PocztaServer) -> None:
     assert stored.startswith("X-Poczta-Verdict: accept;")
     header = stored.split("Authentication-Results: ", 1)[1].split("\r\nReceived:", 1)[0]
     assert header.startswith("mx.example.test;")
-    for expected in ("spf=pass", "dkim=pass", "dmarc=pass", "dnsbl=pass", "greylist=pass"):
+    for expected in ("spf=pass", "dkim=pass", "dmarc=pass"):
         assert expected in header
+    assert "dnsbl" not in header and "greylist" not in header  # no registered methods
+    verdict = stored.split("Authentication-Results: ", 1)[0]
+    assert "dnsbl=pass policy.zone=bl.test" in verdict and "greylist=pass" in verdict
 
     why = server.cli("why", RCPT, "Junk", str(junk_box[0]["uid"])).stdout
     assert "verdict: junk" in why and "SPF fail for junky.test" in why
     for line in ("spf       fail", "dkim      none", "dmarc     none", "dnsbl     pass"):
         assert line in why
+    assert "greylist  pass       (retried after the delay)" in why
     record = json.loads(server.cli("why", RCPT, "INBOX", str(inbox[0]["uid"]), "--json").stdout)
     assert {c["method"]: c["result"] for c in record["checks"]}["dmarc"] == "pass"
 

@@ -20,7 +20,11 @@ from poczta.mailauth.greylist import (
     GreylistTriplet,
     MemoryGreylistStore,
 )
-from poczta.mailauth.results import format_authentication_results, parse_authentication_results
+from poczta.mailauth.results import (
+    REGISTERED_METHODS,
+    format_authentication_results,
+    parse_authentication_results,
+)
 from poczta.mailauth.spf import SpfResult, SpfResultCode
 from poczta.mailauth.verdict import (
     Action,
@@ -72,7 +76,11 @@ def test_all_pass_is_accept() -> None:
         dnsbl=(ZoneResult(ZEN, DnsblStatus.PASS, "192.0.2.99"),),
         greylist=GreylistDecision(GreylistOutcome.WHITELISTED, "triplet whitelisted"),
     )
-    assert v.action is Action.ACCEPT and v.reasons == []
+    assert v.action is Action.ACCEPT and v.enforced is Action.ACCEPT
+    assert v.reasons == [  # only the results that have no Authentication-Results method
+        "dnsbl=pass policy.zone=zen.example.net",
+        'greylist=whitelisted reason="triplet whitelisted"',
+    ]
 
 
 def test_dmarc_reject() -> None:
@@ -179,7 +187,7 @@ def test_strictest_action_wins_and_its_first_check_gives_the_reply() -> None:
     )
     assert v.enforced is Action.REJECT and v.code == 554
     assert v.decided_by == ("dnsbl", "dmarc")
-    assert len(v.reasons) == 5
+    assert len([r for r in v.reasons if " -> " in r]) == 5
     deferred = verdict(spf=spf(SpfResultCode.FAIL), greylist=grey)
     assert deferred.action is Action.DEFER  # defer beats junk: the retry decides
 
@@ -223,19 +231,39 @@ def test_resinfos_render_and_parse_back() -> None:
         greylist=GreylistDecision(GreylistOutcome.EXEMPT, "authenticated as example.org"),
     )
     infos = v.resinfos()
-    assert [i.method for i in infos] == ["spf", "dkim", "dmarc", "dnsbl", "greylist"]
+    assert [i.method for i in infos] == ["spf", "dkim", "dmarc"]
     assert infos[0].get("smtp.mailfrom") == "alice@example.org"
-    assert infos[3].result == "listed" and infos[3].get("policy.ip") == "192.0.2.99"
     parsed = parse_authentication_results(format_authentication_results("mx.example.test", infos))
     assert [(r.method, r.result) for r in parsed.results] == [
         ("spf", "pass"),
         ("dkim", "pass"),
         ("dmarc", "pass"),
-        ("dnsbl", "listed"),
-        ("greylist", "exempt"),
     ]
     helo = SpfResult(SpfResultCode.NONE, "client.example", "postmaster@client.example", "helo")
     assert verdict(spf=helo).resinfos()[0].get("smtp.helo") == "client.example"
+
+
+def test_unregistered_methods_go_to_the_reasons_not_authentication_results() -> None:
+    v = verdict(
+        spf=spf(SpfResultCode.PASS),
+        dnsbl=(listed(), ZoneResult(DBL, DnsblStatus.PASS, "example.org")),
+        greylist=GreylistDecision(GreylistOutcome.PASS, "retried after the delay"),
+    )
+    value = format_authentication_results("mx.example.test", v.resinfos())
+    assert "greylist" not in value and "dnsbl" not in value
+    methods = {r.method for r in parse_authentication_results(value).results}
+    assert methods == {"spf"} and methods <= REGISTERED_METHODS
+    assert "dnsbl" not in REGISTERED_METHODS and "greylist" not in REGISTERED_METHODS
+    assert v.reasons[-3:] == [
+        "dnsbl=listed (127.0.0.2) policy.zone=zen.example.net policy.ip=192.0.2.99",
+        "dnsbl=pass policy.zone=dbl.example.net",
+        'greylist=pass reason="retried after the delay"',
+    ]
+    recorded = parse_authentication_results("x; " + "; ".join(v.reasons[-3:])).results
+    assert [(r.method, r.result) for r in recorded] == [
+        ("dnsbl", "listed"), ("dnsbl", "pass"), ("greylist", "pass"),
+    ]  # fmt: skip
+    assert recorded[2].reason == "retried after the delay"
 
 
 def test_quoted_texts_cannot_break_the_reply_line() -> None:
@@ -317,7 +345,9 @@ def test_any_combination_gives_a_consistent_verdict(
         assert 400 <= v.code < 500 and v.enhanced.startswith("4.")
     else:
         assert v.code == 250
-    assert (v.enforced is Action.ACCEPT) == (not v.reasons)
+    acting = [r for r in v.reasons if " -> " in r and not r.endswith(" -> accept")]
+    assert (v.enforced is Action.ACCEPT) == (not acting)
+    assert all(i.method in REGISTERED_METHODS for i in v.resinfos())
     assert v.text.isascii() and v.text.isprintable()
     v.log_fields()
     format_authentication_results("mx.example.test", v.resinfos())
@@ -359,3 +389,4 @@ def test_reply_texts_name_no_configured_network_zone_or_internal_detail() -> Non
     assert verdicts[2].text == "Blocklist lookup failed temporarily, try again later"
     assert verdicts[3].text == "SPF check failed for example.org"
     assert any(secret in r for r in verdicts[2].reasons)  # the detail stays for the log
+    assert any("10.1.2.3 in an exempt network" in r for r in verdicts[1].reasons)

@@ -8,15 +8,15 @@ strictest action wins (reject, then defer, then junk, then accept), and the repl
 from the first check that asked for it, in the order blocklists, DMARC, SPF, DKIM,
 greylisting.
 
-A temporary DNS failure defers only where the check's answer would have mattered: a
-DMARC temperror defers unless the domain's known policy is ``p=none`` (or the policy's
-actions are all "accept"); an SPF or DKIM temperror defers only if configured to and if
-a failure of that check would do something.
-
 Client-visible reply texts name only what the client sent or can look up itself (its
 address, its domains, a listing blocklist and that list's reason); configured
 networks, exemptions and what went wrong inside stay in the reasons, which go to the
 log and to `poczta why`.
+
+A temporary DNS failure defers only where the check's answer would have mattered: a
+DMARC temperror defers unless the domain's known policy is ``p=none`` (or the policy's
+actions are all "accept"); an SPF or DKIM temperror defers only if configured to and if
+a failure of that check would do something.
 
 In report-only mode every action becomes accept; the verdict still records the action
 the policy called for (`enforced`) and the reasons, so a new policy can be watched in the
@@ -34,7 +34,13 @@ from poczta.mailauth.dkim import DkimResult, DkimStatus
 from poczta.mailauth.dmarc import DmarcResult
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, ZoneResult
 from poczta.mailauth.greylist import GreylistDecision
-from poczta.mailauth.results import ResInfo, dkim_resinfos, dmarc_resinfo, spf_resinfo
+from poczta.mailauth.results import (
+    ResInfo,
+    dkim_resinfos,
+    dmarc_resinfo,
+    format_resinfo,
+    spf_resinfo,
+)
 from poczta.mailauth.spf import SpfResult, SpfResultCode
 
 __all__ = ["Action", "CheckResults", "PolicySettings", "Verdict", "decide", "reply_text"]
@@ -269,17 +275,24 @@ class Verdict:
         return out
 
     def resinfos(self) -> list[ResInfo]:
-        """The Authentication-Results entries of every check that ran."""
+        """The Authentication-Results entries of the checks that ran and have a registered
+        method (RFC 8601 section 2.7: spf, dkim, dmarc). The others (dnsbl, greylist)
+        are at the end of `reasons`, in the same syntax."""
         return _resinfos(self.results)
 
 
 def decide(results: CheckResults, policy: PolicySettings | None = None) -> Verdict:
-    """Combine the checks' outcomes into one `Verdict` by `policy`."""
+    """Combine the checks' outcomes into one `Verdict` by `policy`.
+
+    `reasons` name each check that asked for an action (``check: why -> action``), then
+    the results of the checks that have no registered Authentication-Results method,
+    as resinfos (``greylist=pass ...``)."""
     policy = policy or PolicySettings()
     findings = [f for f in _findings(results, policy) if f.action is not Action.ACCEPT]
     enforced = max((f.action for f in findings), key=_SEVERITY.__getitem__, default=Action.ACCEPT)
     deciding = [f for f in findings if f.action is enforced]
     reasons = [f"{f.check}: {f.reason} -> {f.action.value}" for f in findings]
+    reasons += [format_resinfo(info) for info in _unregistered_resinfos(results)]
     reply = deciding[0] if deciding else _Finding("policy", Action.ACCEPT, "")
     if policy.report_only or enforced in (Action.ACCEPT, Action.JUNK):
         reply = _Finding(reply.check, Action.ACCEPT, "")
@@ -344,6 +357,11 @@ def _resinfos(results: CheckResults) -> list[ResInfo]:
         infos.extend(dkim_resinfos(results.dkim))
     if results.dmarc is not None:
         infos.append(dmarc_resinfo(results.dmarc))
+    return infos
+
+
+def _unregistered_resinfos(results: CheckResults) -> list[ResInfo]:
+    infos: list[ResInfo] = []
     for zone in results.dnsbl:
         props = [("policy.zone", zone.zone.name)]
         if zone.listed:
