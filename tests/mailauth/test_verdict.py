@@ -353,6 +353,91 @@ def test_any_combination_gives_a_consistent_verdict(
     format_authentication_results("mx.example.test", v.resinfos())
 
 
+# --- SPF against aligned DKIM: forwarded mail and mailing lists ----------------------------
+
+SIGNED = (DkimResult(DkimStatus.PASS, domain="example.org", selector="s1"),)
+
+
+def forwarded(result: str = "pass", **kw: Any) -> DmarcResult:
+    """The DMARC result of example.org's mail resent by a forwarder: SPF failed."""
+    kw.setdefault("policy", "quarantine")
+    return dmarc(result, dkim_aligned=result == "pass", **kw)
+
+
+def test_spf_fail_is_ignored_when_dmarc_passes_via_aligned_dkim() -> None:
+    v = verdict(spf=spf(SpfResultCode.FAIL), dkim=SIGNED, dmarc=forwarded())
+    assert (v.action, v.enforced, v.code, v.decided_by) == (Action.ACCEPT, Action.ACCEPT, 250, ())
+    assert v.reasons == [
+        "spf: SPF fail for example.org ignored: DMARC passed via aligned DKIM (d=example.org)"
+        " -> accept"
+    ]
+    assert v.log_fields()["reasons"] == v.reasons[0]
+
+
+def test_spf_fail_is_ignored_for_aligned_dkim_when_the_domain_has_no_usable_dmarc_record() -> None:
+    sub = (DkimResult(DkimStatus.PASS, domain="mail.example.org", selector="s1"),)
+    for found, record in (("none", "no DMARC record"), ("permerror", "DMARC record unusable")):
+        v = verdict(spf=spf(SpfResultCode.FAIL), dkim=sub, dmarc=dmarc(found, record=False))
+        assert v.action is Action.ACCEPT and v.enforced is Action.ACCEPT
+        assert v.reasons == [
+            "spf: SPF fail for example.org ignored: DKIM aligned with the From domain passed"
+            f" (d=mail.example.org; {record}) -> accept"
+        ]
+
+
+@pytest.mark.parametrize(
+    "signatures",
+    [
+        (),  # unsigned
+        (DkimResult(DkimStatus.FAIL, domain="example.org"),),  # broken by the forwarder
+        (DkimResult(DkimStatus.PASS, domain="bulk-sender.example"),),  # not the author's
+        (DkimResult(DkimStatus.PASS, domain="example.org", body_length_limited=True),),
+    ],
+)
+def test_spf_fail_counts_without_an_aligned_dkim_pass(signatures: tuple[DkimResult, ...]) -> None:
+    v = verdict(spf=spf(SpfResultCode.FAIL), dkim=signatures, dmarc=dmarc("none", record=False))
+    assert v.action is Action.JUNK
+    assert v.reasons == ["spf: SPF fail for example.org -> junk"]
+
+
+def test_spf_fail_with_dmarc_fail_applies_the_dmarc_policy_and_spf() -> None:
+    failing = DkimResult(DkimStatus.FAIL, domain="example.org")
+    quarantine = verdict(
+        spf=spf(SpfResultCode.FAIL),
+        dkim=(failing,),
+        dmarc=forwarded("fail", disposition="quarantine"),
+    )
+    assert quarantine.action is Action.JUNK and quarantine.decided_by == ("dmarc", "spf")
+    reject = verdict(
+        spf=spf(SpfResultCode.FAIL),
+        dkim=(failing,),
+        dmarc=forwarded("fail", disposition="reject", policy="reject"),
+    )
+    assert (reject.action, reject.code, reject.decided_by) == (Action.REJECT, 550, ("dmarc",))
+    p_none = verdict(spf=spf(SpfResultCode.FAIL), dkim=(), dmarc=forwarded("fail", policy="none"))
+    assert p_none.action is Action.JUNK and p_none.decided_by == ("spf",)
+    # strict DKIM alignment (adkim=s): a subdomain's signature does not pass DMARC
+    strict = DmarcResult("fail", "quarantine", "quarantine", "example.org", "example.org",
+                         DmarcRecord(policy="quarantine", adkim="s"))  # fmt: skip
+    sub = (DkimResult(DkimStatus.PASS, domain="mail.example.org"),)
+    assert verdict(spf=spf(SpfResultCode.FAIL), dkim=sub, dmarc=strict).action is Action.JUNK
+
+
+def test_other_spf_outcomes_made_to_count_are_ignored_too_when_dmarc_passes() -> None:
+    strict = PolicySettings(spf_softfail="junk", spf_permerror="reject", spf_temperror="defer")
+    for code in (SpfResultCode.SOFTFAIL, SpfResultCode.PERMERROR, SpfResultCode.TEMPERROR):
+        alone = verdict(strict, spf=spf(code, problem="x"))
+        assert alone.action is not Action.ACCEPT
+        v = verdict(strict, spf=spf(code, problem="x"), dkim=SIGNED, dmarc=forwarded())
+        assert v.action is Action.ACCEPT and v.code == 250
+        assert v.reasons[0].startswith(f"spf: SPF {code.value} for example.org ignored: DMARC")
+
+
+def test_spf_pass_with_dmarc_pass_says_nothing_more() -> None:
+    v = verdict(spf=spf(SpfResultCode.PASS), dkim=SIGNED, dmarc=forwarded())
+    assert v.action is Action.ACCEPT and v.reasons == []
+
+
 # --- what the client sees ---------------------------------------------------------------------
 
 EXEMPT = ("10.0.0.0/8", "198.51.100.0/24", "2001:db8:77::/48")

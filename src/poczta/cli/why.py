@@ -31,6 +31,7 @@ from poczta.mailauth.results import (
 from poczta.smtp.checks import VERDICT_HEADER, parse_verdict_header
 
 _RECORDED = re.compile(r"[a-z][a-z0-9-]*=")
+_SET_ASIDE = re.compile(r"(?P<check>[a-z]+): .* ignored: (?P<why>.*) -> accept\Z")
 
 
 def _reasons(verdict: dict[str, str]) -> list[str]:
@@ -43,8 +44,9 @@ def _unfold(value: bytes) -> str:
 
 def recorded_checks(message: bytes, authserv_id: str) -> dict[str, Any] | None:
     """What the checks recorded on `message`: the verdict fields and every check's result
-    (our Authentication-Results field's, then those among the verdict's reasons); None
-    when the message carries neither field."""
+    (our Authentication-Results field's, then those among the verdict's reasons), each
+    marked with why it was ignored if the verdict set it aside; None when the message
+    carries neither field."""
     headers, _ = split_message(message)
     ours = authserv_id.lower().rstrip(".")
     verdict: dict[str, str] | None = None
@@ -67,6 +69,10 @@ def recorded_checks(message: bytes, authserv_id: str) -> dict[str, Any] | None:
     reasons = _reasons(verdict or {})
     recorded = [r for r in reasons if _RECORDED.match(r)]
     checks = [_check(r) for r in (results or []) + _parse_recorded(recorded)]
+    for set_aside in filter(None, map(_SET_ASIDE.match, reasons)):
+        for check in checks:
+            if check["method"] == set_aside["check"]:
+                check["ignored"] = set_aside["why"]
     return {"verdict": verdict or {}, "checks": checks}
 
 
@@ -108,6 +114,7 @@ def report_lines(where: str, authserv_id: str, record: dict[str, Any]) -> list[s
     for check in record["checks"]:
         details = [" ".join(f"{k}={v}" for k, v in check["properties"].items())]
         details.append(f"({check['reason']})" if check["reason"] else "")
+        details.append(f"[ignored: {check['ignored']}]" if check.get("ignored") else "")
         line = f"  {check['method']:<9} {check['result']:<10} " + " ".join(filter(None, details))
         lines.append(line.rstrip())
     return lines
