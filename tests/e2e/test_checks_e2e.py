@@ -2,7 +2,8 @@
 
 dnsmasq serves the test zones on loopback: SPF and DMARC records of the sender domains,
 a DKIM key, and a blocklist that lists 127.0.0.3. Real SMTP clients connect from
-127.0.0.2, .3 and .4 and get greylisted, refused, filed in Junk or delivered.
+127.0.0.2, .3 and .4 and get greylisted, refused, filed in Junk or delivered; a
+forwarded message (SPF fails, the author's DKIM signature passes DMARC) is delivered.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ ZONES = {
     "strict.test": "v=spf1 ip4:192.0.2.1 -all",
     "_dmarc.strict.test": "v=DMARC1; p=reject",
     "3.0.0.127.bl.test": "listed for testing",
+    "fwd.test": "v=spf1 -all",
+    "_dmarc.fwd.test": "v=DMARC1; p=quarantine",
+    "sel._domainkey.fwd.test": KEY_RECORD,
 }
 
 
@@ -136,18 +140,43 @@ def test_incoming_mail_is_checked(server: PocztaServer) -> None:
     assert stored.startswith("X-Poczta-Verdict: accept;")
     header = stored.split("Authentication-Results: ", 1)[1].split("\r\nReceived:", 1)[0]
     assert header.startswith("mx.example.test;")
-    for expected in ("spf=pass", "dkim=pass", "dmarc=pass", "dnsbl=pass", "greylist=pass"):
+    for expected in ("spf=pass", "dkim=pass", "dmarc=pass"):
         assert expected in header
+    assert "dnsbl" not in header and "greylist" not in header  # no registered methods
+    verdict = stored.split("Authentication-Results: ", 1)[0]
+    assert "dnsbl=pass policy.zone=bl.test" in verdict and "greylist=pass" in verdict
 
     why = server.cli("why", RCPT, "Junk", str(junk_box[0]["uid"])).stdout
     assert "verdict: junk" in why and "SPF fail for junky.test" in why
     for line in ("spf       fail", "dkim      none", "dmarc     none", "dnsbl     pass"):
         assert line in why
+    assert "greylist  pass       (retried after the delay)" in why
     record = json.loads(server.cli("why", RCPT, "INBOX", str(inbox[0]["uid"]), "--json").stdout)
     assert {c["method"]: c["result"] for c in record["checks"]}["dmarc"] == "pass"
 
     log = server.log_text()
     assert "checks.verdict" in log and "enforced=reject" in log and "greylist=defer" in log
+
+
+def test_forwarded_mail_passing_dmarc_through_dkim_lands_in_inbox(server: PocztaServer) -> None:
+    port = server.ports["smtp"]
+    sender = "carol@fwd.test"  # v=spf1 -all and p=quarantine: only the signature can pass
+    forwarded = message(sender, "forwarded", signed=True)
+    assert attempt(port, OTHER, sender, forwarded)[0] == 451
+    time.sleep(1.2)
+    assert attempt(port, OTHER, sender, forwarded)[:2] == (250, 250)
+
+    junk_box = json.loads(server.cli("mail", "list", RCPT, "--mailbox", "Junk", "--json").stdout)
+    assert "forwarded" not in [m["subject"] for m in junk_box]
+    uid = next(m["uid"] for m in server.messages(RCPT) if m["subject"] == "forwarded")
+    why = server.cli("why", RCPT, "INBOX", str(uid)).stdout
+    assert "verdict: accept (policy asked for accept)" in why
+    override = "DMARC passed via aligned DKIM (d=fwd.test)"
+    assert f"  spf: SPF fail for fwd.test ignored: {override} -> accept" in why
+    spf_line = next(line for line in why.splitlines() if line.startswith("  spf "))
+    assert spf_line.split()[1] == "fail" and spf_line.endswith(f"[ignored: {override}]")
+    for line in ("dkim      pass", "dmarc     pass", "greylist  pass"):
+        assert line in why
 
 
 def test_submitted_mail_is_not_checked(server: PocztaServer) -> None:

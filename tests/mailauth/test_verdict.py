@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,8 +12,19 @@ from hypothesis import strategies as st
 from poczta.mailauth.dkim import DkimResult, DkimStatus
 from poczta.mailauth.dmarc import DmarcRecord, DmarcResult
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult
-from poczta.mailauth.greylist import GreylistDecision, GreylistOutcome, GreylistTriplet
-from poczta.mailauth.results import format_authentication_results, parse_authentication_results
+from poczta.mailauth.greylist import (
+    GreylistDecision,
+    Greylister,
+    GreylistOutcome,
+    GreylistSettings,
+    GreylistTriplet,
+    MemoryGreylistStore,
+)
+from poczta.mailauth.results import (
+    REGISTERED_METHODS,
+    format_authentication_results,
+    parse_authentication_results,
+)
 from poczta.mailauth.spf import SpfResult, SpfResultCode
 from poczta.mailauth.verdict import (
     Action,
@@ -64,7 +76,11 @@ def test_all_pass_is_accept() -> None:
         dnsbl=(ZoneResult(ZEN, DnsblStatus.PASS, "192.0.2.99"),),
         greylist=GreylistDecision(GreylistOutcome.WHITELISTED, "triplet whitelisted"),
     )
-    assert v.action is Action.ACCEPT and v.reasons == []
+    assert v.action is Action.ACCEPT and v.enforced is Action.ACCEPT
+    assert v.reasons == [  # only the results that have no Authentication-Results method
+        "dnsbl=pass policy.zone=zen.example.net",
+        'greylist=whitelisted reason="triplet whitelisted"',
+    ]
 
 
 def test_dmarc_reject() -> None:
@@ -171,7 +187,7 @@ def test_strictest_action_wins_and_its_first_check_gives_the_reply() -> None:
     )
     assert v.enforced is Action.REJECT and v.code == 554
     assert v.decided_by == ("dnsbl", "dmarc")
-    assert len(v.reasons) == 5
+    assert len([r for r in v.reasons if " -> " in r]) == 5
     deferred = verdict(spf=spf(SpfResultCode.FAIL), greylist=grey)
     assert deferred.action is Action.DEFER  # defer beats junk: the retry decides
 
@@ -215,19 +231,39 @@ def test_resinfos_render_and_parse_back() -> None:
         greylist=GreylistDecision(GreylistOutcome.EXEMPT, "authenticated as example.org"),
     )
     infos = v.resinfos()
-    assert [i.method for i in infos] == ["spf", "dkim", "dmarc", "dnsbl", "greylist"]
+    assert [i.method for i in infos] == ["spf", "dkim", "dmarc"]
     assert infos[0].get("smtp.mailfrom") == "alice@example.org"
-    assert infos[3].result == "listed" and infos[3].get("policy.ip") == "192.0.2.99"
     parsed = parse_authentication_results(format_authentication_results("mx.example.test", infos))
     assert [(r.method, r.result) for r in parsed.results] == [
         ("spf", "pass"),
         ("dkim", "pass"),
         ("dmarc", "pass"),
-        ("dnsbl", "listed"),
-        ("greylist", "exempt"),
     ]
     helo = SpfResult(SpfResultCode.NONE, "client.example", "postmaster@client.example", "helo")
     assert verdict(spf=helo).resinfos()[0].get("smtp.helo") == "client.example"
+
+
+def test_unregistered_methods_go_to_the_reasons_not_authentication_results() -> None:
+    v = verdict(
+        spf=spf(SpfResultCode.PASS),
+        dnsbl=(listed(), ZoneResult(DBL, DnsblStatus.PASS, "example.org")),
+        greylist=GreylistDecision(GreylistOutcome.PASS, "retried after the delay"),
+    )
+    value = format_authentication_results("mx.example.test", v.resinfos())
+    assert "greylist" not in value and "dnsbl" not in value
+    methods = {r.method for r in parse_authentication_results(value).results}
+    assert methods == {"spf"} and methods <= REGISTERED_METHODS
+    assert "dnsbl" not in REGISTERED_METHODS and "greylist" not in REGISTERED_METHODS
+    assert v.reasons[-3:] == [
+        "dnsbl=listed (127.0.0.2) policy.zone=zen.example.net policy.ip=192.0.2.99",
+        "dnsbl=pass policy.zone=dbl.example.net",
+        'greylist=pass reason="retried after the delay"',
+    ]
+    recorded = parse_authentication_results("x; " + "; ".join(v.reasons[-3:])).results
+    assert [(r.method, r.result) for r in recorded] == [
+        ("dnsbl", "listed"), ("dnsbl", "pass"), ("greylist", "pass"),
+    ]  # fmt: skip
+    assert recorded[2].reason == "retried after the delay"
 
 
 def test_quoted_texts_cannot_break_the_reply_line() -> None:
@@ -309,7 +345,133 @@ def test_any_combination_gives_a_consistent_verdict(
         assert 400 <= v.code < 500 and v.enhanced.startswith("4.")
     else:
         assert v.code == 250
-    assert (v.enforced is Action.ACCEPT) == (not v.reasons)
+    acting = [r for r in v.reasons if " -> " in r and not r.endswith(" -> accept")]
+    assert (v.enforced is Action.ACCEPT) == (not acting)
+    assert all(i.method in REGISTERED_METHODS for i in v.resinfos())
     assert v.text.isascii() and v.text.isprintable()
     v.log_fields()
     format_authentication_results("mx.example.test", v.resinfos())
+
+
+# --- SPF against aligned DKIM: forwarded mail and mailing lists ----------------------------
+
+SIGNED = (DkimResult(DkimStatus.PASS, domain="example.org", selector="s1"),)
+
+
+def forwarded(result: str = "pass", **kw: Any) -> DmarcResult:
+    """The DMARC result of example.org's mail resent by a forwarder: SPF failed."""
+    kw.setdefault("policy", "quarantine")
+    return dmarc(result, dkim_aligned=result == "pass", **kw)
+
+
+def test_spf_fail_is_ignored_when_dmarc_passes_via_aligned_dkim() -> None:
+    v = verdict(spf=spf(SpfResultCode.FAIL), dkim=SIGNED, dmarc=forwarded())
+    assert (v.action, v.enforced, v.code, v.decided_by) == (Action.ACCEPT, Action.ACCEPT, 250, ())
+    assert v.reasons == [
+        "spf: SPF fail for example.org ignored: DMARC passed via aligned DKIM (d=example.org)"
+        " -> accept"
+    ]
+    assert v.log_fields()["reasons"] == v.reasons[0]
+
+
+def test_spf_fail_is_ignored_for_aligned_dkim_when_the_domain_has_no_usable_dmarc_record() -> None:
+    sub = (DkimResult(DkimStatus.PASS, domain="mail.example.org", selector="s1"),)
+    for found, record in (("none", "no DMARC record"), ("permerror", "DMARC record unusable")):
+        v = verdict(spf=spf(SpfResultCode.FAIL), dkim=sub, dmarc=dmarc(found, record=False))
+        assert v.action is Action.ACCEPT and v.enforced is Action.ACCEPT
+        assert v.reasons == [
+            "spf: SPF fail for example.org ignored: DKIM aligned with the From domain passed"
+            f" (d=mail.example.org; {record}) -> accept"
+        ]
+
+
+@pytest.mark.parametrize(
+    "signatures",
+    [
+        (),  # unsigned
+        (DkimResult(DkimStatus.FAIL, domain="example.org"),),  # broken by the forwarder
+        (DkimResult(DkimStatus.PASS, domain="bulk-sender.example"),),  # not the author's
+        (DkimResult(DkimStatus.PASS, domain="example.org", body_length_limited=True),),
+    ],
+)
+def test_spf_fail_counts_without_an_aligned_dkim_pass(signatures: tuple[DkimResult, ...]) -> None:
+    v = verdict(spf=spf(SpfResultCode.FAIL), dkim=signatures, dmarc=dmarc("none", record=False))
+    assert v.action is Action.JUNK
+    assert v.reasons == ["spf: SPF fail for example.org -> junk"]
+
+
+def test_spf_fail_with_dmarc_fail_applies_the_dmarc_policy_and_spf() -> None:
+    failing = DkimResult(DkimStatus.FAIL, domain="example.org")
+    quarantine = verdict(
+        spf=spf(SpfResultCode.FAIL),
+        dkim=(failing,),
+        dmarc=forwarded("fail", disposition="quarantine"),
+    )
+    assert quarantine.action is Action.JUNK and quarantine.decided_by == ("dmarc", "spf")
+    reject = verdict(
+        spf=spf(SpfResultCode.FAIL),
+        dkim=(failing,),
+        dmarc=forwarded("fail", disposition="reject", policy="reject"),
+    )
+    assert (reject.action, reject.code, reject.decided_by) == (Action.REJECT, 550, ("dmarc",))
+    p_none = verdict(spf=spf(SpfResultCode.FAIL), dkim=(), dmarc=forwarded("fail", policy="none"))
+    assert p_none.action is Action.JUNK and p_none.decided_by == ("spf",)
+    # strict DKIM alignment (adkim=s): a subdomain's signature does not pass DMARC
+    strict = DmarcResult("fail", "quarantine", "quarantine", "example.org", "example.org",
+                         DmarcRecord(policy="quarantine", adkim="s"))  # fmt: skip
+    sub = (DkimResult(DkimStatus.PASS, domain="mail.example.org"),)
+    assert verdict(spf=spf(SpfResultCode.FAIL), dkim=sub, dmarc=strict).action is Action.JUNK
+
+
+def test_other_spf_outcomes_made_to_count_are_ignored_too_when_dmarc_passes() -> None:
+    strict = PolicySettings(spf_softfail="junk", spf_permerror="reject", spf_temperror="defer")
+    for code in (SpfResultCode.SOFTFAIL, SpfResultCode.PERMERROR, SpfResultCode.TEMPERROR):
+        alone = verdict(strict, spf=spf(code, problem="x"))
+        assert alone.action is not Action.ACCEPT
+        v = verdict(strict, spf=spf(code, problem="x"), dkim=SIGNED, dmarc=forwarded())
+        assert v.action is Action.ACCEPT and v.code == 250
+        assert v.reasons[0].startswith(f"spf: SPF {code.value} for example.org ignored: DMARC")
+
+
+def test_spf_pass_with_dmarc_pass_says_nothing_more() -> None:
+    v = verdict(spf=spf(SpfResultCode.PASS), dkim=SIGNED, dmarc=forwarded())
+    assert v.action is Action.ACCEPT and v.reasons == []
+
+
+# --- what the client sees ---------------------------------------------------------------------
+
+EXEMPT = ("10.0.0.0/8", "198.51.100.0/24", "2001:db8:77::/48")
+
+
+def test_reply_texts_name_no_configured_network_zone_or_internal_detail() -> None:
+    async def greylisted(ip: str) -> GreylistDecision:
+        settings = GreylistSettings(exempt_networks=EXEMPT, trusted_domains=("example.org",))
+        return await Greylister(MemoryGreylistStore(), settings, lambda: 1e9).check(
+            ip, "alice@example.org", "bob@example.test"
+        )
+
+    strict = PolicySettings(
+        spf_fail="reject", spf_permerror="reject", spf_temperror="defer",
+        dnsbl_temperror="defer", dkim_fail="reject", dkim_temperror="defer",
+    )  # fmt: skip
+    secret = "no answer within 20 seconds"
+    verdicts = [
+        verdict(strict, greylist=asyncio.run(greylisted("192.0.2.10"))),
+        verdict(strict, greylist=asyncio.run(greylisted("10.1.2.3"))),
+        verdict(strict, dnsbl=(ZoneResult(ZEN, DnsblStatus.TEMPERROR, "10.1.2.3", detail=secret),)),
+        verdict(strict, spf=spf(SpfResultCode.PERMERROR, problem=secret)),
+        verdict(strict, spf=spf(SpfResultCode.FAIL, problem=secret)),
+        verdict(strict, spf=spf(SpfResultCode.TEMPERROR, problem=secret)),
+        verdict(strict, dkim=(DkimResult(DkimStatus.FAIL, "x.example", reason=secret),)),
+        verdict(strict, dkim=(DkimResult(DkimStatus.TEMPERROR, "x.example", reason=secret),)),
+        verdict(strict, dmarc=dmarc("temperror", reason=secret)),
+    ]
+    assert [v.code // 100 for v in verdicts] == [4, 2, 4, 5, 5, 4, 5, 4, 4]
+    for v in verdicts:
+        assert not any(net in v.text for net in EXEMPT), v.text
+        assert secret not in v.text and "zen.example.net" not in v.text, v.text
+        assert not any(net in r for net in EXEMPT for r in v.reasons)
+    assert verdicts[2].text == "Blocklist lookup failed temporarily, try again later"
+    assert verdicts[3].text == "SPF check failed for example.org"
+    assert any(secret in r for r in verdicts[2].reasons)  # the detail stays for the log
+    assert any("10.1.2.3 in an exempt network" in r for r in verdicts[1].reasons)

@@ -1,10 +1,12 @@
 """`poczta why`: the verdict on one stored message and each check's result, as recorded.
 
 The checks of incoming mail leave two header fields on every message they let in: an
-Authentication-Results field under our host name (RFC 8601: spf, dkim, dmarc, dnsbl,
-greylist) and X-Poczta-Verdict (the action, the action the policy called for, the
-reasons). Incoming copies of both are removed before ours are added, so the topmost
-ones with our name are ours; this command reads them back.
+Authentication-Results field under our host name (RFC 8601's registered methods: spf,
+dkim, dmarc) and X-Poczta-Verdict (the action, the action the policy called for, the
+reasons, and the results of the checks without a registered method, dnsbl and
+greylist, written as resinfos among the reasons). Incoming copies of both are removed
+before ours are added, so the topmost ones with our name are ours; this command reads
+them back and shows every check's result in one list.
 """
 
 from __future__ import annotations
@@ -28,14 +30,23 @@ from poczta.mailauth.results import (
 )
 from poczta.smtp.checks import VERDICT_HEADER, parse_verdict_header
 
+_RECORDED = re.compile(r"[a-z][a-z0-9-]*=")
+_SET_ASIDE = re.compile(r"(?P<check>[a-z]+): .* ignored: (?P<why>.*) -> accept\Z")
+
+
+def _reasons(verdict: dict[str, str]) -> list[str]:
+    return [r for r in verdict.get("reasons", "").split(" | ") if r and r != "none"]
+
 
 def _unfold(value: bytes) -> str:
     return re.sub(r"\r?\n[ \t]*", " ", value.decode("utf-8", "replace")).strip()
 
 
 def recorded_checks(message: bytes, authserv_id: str) -> dict[str, Any] | None:
-    """What the checks recorded on `message`: the verdict fields and the results of our
-    Authentication-Results field; None when the message carries neither.
+    """What the checks recorded on `message`: the verdict fields and every check's result
+    (our Authentication-Results field's, then those among the verdict's reasons), each
+    marked with why it was ignored if the verdict set it aside; None when the message
+    carries neither field.
 
     Only fields above the first Received field count: the checks write theirs on top
     of our trace field, and anything below it came with the message.
@@ -61,37 +72,58 @@ def recorded_checks(message: bytes, authserv_id: str) -> dict[str, Any] | None:
                 results = []
     if verdict is None and results is None:
         return None
-    checks = [
-        {
-            "method": r.method,
-            "result": r.result,
-            "reason": r.reason,
-            "properties": {k: v for k, v in r.properties},
-        }
-        for r in results or []
-    ]
+    reasons = _reasons(verdict or {})
+    recorded = [r for r in reasons if _RECORDED.match(r)]
+    checks = [_check(r) for r in (results or []) + _parse_recorded(recorded)]
+    for set_aside in filter(None, map(_SET_ASIDE.match, reasons)):
+        for check in checks:
+            if check["method"] == set_aside["check"]:
+                check["ignored"] = set_aside["why"]
     return {"verdict": verdict or {}, "checks": checks}
 
 
-def _print_report(where: str, authserv_id: str, record: dict[str, Any]) -> None:
+def _parse_recorded(entries: list[str]) -> list[ResInfo]:
+    """The dnsbl and greylist results the verdict recorded among its reasons."""
+    out: list[ResInfo] = []
+    for entry in entries:
+        try:
+            out.extend(parse_authentication_results("recorded; " + entry).results)
+        except AuthResultsSyntaxError:
+            continue
+    return out
+
+
+def _check(info: ResInfo) -> dict[str, Any]:
+    return {
+        "method": info.method,
+        "result": info.result,
+        "reason": info.reason,
+        "properties": {k: v for k, v in info.properties},
+    }
+
+
+def report_lines(where: str, authserv_id: str, record: dict[str, Any]) -> list[str]:
+    """The text `poczta why` prints for a `recorded_checks` record."""
     verdict = record["verdict"]
-    click.echo(f"message: {where}")
+    lines = [f"message: {where}"]
     if verdict:
         line = f"verdict: {verdict.get('action', '?')} (policy asked for {verdict.get('enforced')}"
         if verdict.get("report-only") == "yes":
             line += "; report-only mode"
         if verdict.get("by"):
             line += f"; decided by {verdict['by']}"
-        click.echo(line + ")")
-        reasons = [r for r in verdict.get("reasons", "").split(" | ") if r and r != "none"]
-        click.echo("reasons:" + ("" if reasons else " none"))
-        for reason in reasons:
-            click.echo(f"  {reason}")
-    click.echo(f"checks (Authentication-Results of {authserv_id}):")
+        lines.append(line + ")")
+        reasons = [r for r in _reasons(verdict) if not _RECORDED.match(r)]
+        lines.append("reasons:" + ("" if reasons else " none"))
+        lines.extend(f"  {reason}" for reason in reasons)
+    lines.append(f"checks (Authentication-Results of {authserv_id}, then X-Poczta-Verdict):")
     for check in record["checks"]:
-        props = " ".join(f"{k}={v}" for k, v in check["properties"].items())
-        reason = f" ({check['reason']})" if check["reason"] else ""
-        click.echo(f"  {check['method']:<9} {check['result']:<10} {props}{reason}".rstrip())
+        details = [" ".join(f"{k}={v}" for k, v in check["properties"].items())]
+        details.append(f"({check['reason']})" if check["reason"] else "")
+        details.append(f"[ignored: {check['ignored']}]" if check.get("ignored") else "")
+        line = f"  {check['method']:<9} {check['result']:<10} " + " ".join(filter(None, details))
+        lines.append(line.rstrip())
+    return lines
 
 
 @click.command()
@@ -121,4 +153,4 @@ def why(
     if as_json:
         click.echo(json.dumps(record, indent=1))
         return
-    _print_report(where, config.hostname, record)
+    click.echo("\n".join(report_lines(where, config.hostname, record)))

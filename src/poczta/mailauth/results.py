@@ -1,9 +1,12 @@
 """Authentication-Results header fields (RFC 8601): building, parsing, stripping forgeries.
 
-We write one field per message with our authserv-id and one resinfo per method (spf,
-dkim, dmarc, and any other method a caller adds, e.g. ``dnsbl`` or ``greylist``).
-Before adding ours, `strip_forged_results` removes incoming fields that claim our
-authserv-id, so nothing upstream can pretend to speak for us (RFC 8601 section 5).
+We write one field per message with our authserv-id and one resinfo per result of a
+registered method (`REGISTERED_METHODS`: we write spf, dkim and dmarc). Checks without
+a registered method, such as DNS blocklists and greylisting, must not appear here
+(RFC 8601 section 2.7); the verdict records them in its own header field, in the same
+resinfo syntax. Before adding ours, `strip_forged_results` removes incoming fields that
+claim our authserv-id, so nothing upstream can pretend to speak for us (RFC 8601
+section 5).
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from dataclasses import dataclass, field
 from poczta.mailauth.dkim import DkimResult
 from poczta.mailauth.dmarc import DmarcResult
 from poczta.message.header import HeaderField, HeaderSection, split_header
+
+#: The IANA "Email Authentication Methods" registry (RFC 8601 section 6.2 and later
+#: registrations). There is a ``dnswl`` (RFC 8904) for DNS allowlists, no DNS blocklist.
+REGISTERED_METHODS = frozenset(
+    {"arc", "auth", "dkim", "dkim-adsp", "dkim-atps", "dmarc", "dnswl", "domainkeys",
+     "iprev", "rrvs", "sender-id", "smime", "spf", "vbr"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

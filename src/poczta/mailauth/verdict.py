@@ -8,6 +8,33 @@ strictest action wins (reject, then defer, then junk, then accept), and the repl
 from the first check that asked for it, in the order blocklists, DMARC, SPF, DKIM,
 greylisting.
 
+SPF against DKIM and DMARC. Forwarders and mailing lists resend mail from their own
+addresses, so SPF fails for the original sender while the author's DKIM signature
+still verifies. SPF's result (fail, softfail, temperror, permerror) therefore moves
+nothing when the From domain is authenticated by a passing DKIM signature aligned
+with it; the reasons say so ("SPF fail for ... ignored: DMARC passed via aligned DKIM
+(d=...)"). In detail:
+
+- DMARC pass (which, SPF having failed, means an aligned DKIM pass): SPF is ignored.
+- DMARC none (no record) or permerror (unusable record) with a DKIM pass aligned
+  (relaxed) with the From domain: SPF is ignored too. The signature authenticates the
+  author exactly as it would under DMARC, and demanding a record would gain nothing:
+  whoever controls the domain can publish ``p=none``.
+- DMARC fail: the DMARC policy governs (``p=reject`` rejects, ``p=quarantine`` files in
+  Junk), and SPF's own action still applies, the strictest winning: with ``p=none``
+  an SPF fail still goes to Junk.
+- DMARC temperror: handled as below (a deferral unless the policy cannot matter);
+  SPF's action applies as configured.
+- No aligned DKIM pass (unsigned, broken, or signed by another domain): SPF's action
+  applies as configured (by default fail is Junk, softfail nothing).
+- A DKIM signature that covers only part of the body (``l=``) authenticates nothing
+  here, as in DMARC.
+
+Client-visible reply texts name only what the client sent or can look up itself (its
+address, its domains, a listing blocklist and that list's reason); configured
+networks, exemptions and what went wrong inside stay in the reasons, which go to the
+log and to `poczta why`.
+
 A temporary DNS failure defers only where the check's answer would have mattered: a
 DMARC temperror defers unless the domain's known policy is ``p=none`` (or the policy's
 actions are all "accept"); an SPF or DKIM temperror defers only if configured to and if
@@ -26,10 +53,16 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from poczta.mailauth.dkim import DkimResult, DkimStatus
-from poczta.mailauth.dmarc import DmarcResult
+from poczta.mailauth.dmarc import DmarcResult, aligned
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, ZoneResult
 from poczta.mailauth.greylist import GreylistDecision
-from poczta.mailauth.results import ResInfo, dkim_resinfos, dmarc_resinfo, spf_resinfo
+from poczta.mailauth.results import (
+    ResInfo,
+    dkim_resinfos,
+    dmarc_resinfo,
+    format_resinfo,
+    spf_resinfo,
+)
 from poczta.mailauth.spf import SpfResult, SpfResultCode
 
 __all__ = ["Action", "CheckResults", "PolicySettings", "Verdict", "decide", "reply_text"]
@@ -92,6 +125,7 @@ class _Finding:
     code: int = 250
     enhanced: str = "2.0.0"
     text: str = "OK"
+    note: bool = False  # an accept worth a reason: a check's action set aside
 
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
@@ -131,7 +165,7 @@ def _dnsbl_findings(results: Sequence[ZoneResult], policy: PolicySettings) -> li
             out.append(_reply(action, (554, "5.7.1"), (451, "4.7.1"), r.reply_text, "dnsbl", why))
         elif r.status is DnsblStatus.TEMPERROR:
             action = policy.action("dnsbl_temperror")
-            text = f"Blocklist {r.zone.name} could not be asked, try again later"
+            text = "Blocklist lookup failed temporarily, try again later"
             why = f"{r.zone.name} lookup failed: {r.detail}"
             out.append(_reply(action, (550, "5.7.1"), (451, "4.7.1"), text, "dnsbl", why))
     return out
@@ -172,7 +206,9 @@ def _dmarc_finding(result: DmarcResult, policy: PolicySettings) -> _Finding | No
     return None
 
 
-def _spf_finding(result: SpfResult, policy: PolicySettings) -> _Finding | None:
+def _spf_finding(
+    result: SpfResult, policy: PolicySettings, authenticated: str | None
+) -> _Finding | None:
     code = result.result
     if code not in (
         SpfResultCode.FAIL,
@@ -184,13 +220,48 @@ def _spf_finding(result: SpfResult, policy: PolicySettings) -> _Finding | None:
     if code is SpfResultCode.TEMPERROR and not _matters(policy, "spf_fail"):
         return None
     action = policy.action(f"spf_{code.value}")
+    if action is not Action.ACCEPT and authenticated is not None:
+        why = f"SPF {code.value} for {result.domain} ignored: {authenticated}"
+        return _Finding("spf", Action.ACCEPT, why, note=True)
     detail = result.explanation or result.problem or ""
     why = f"SPF {code.value} for {result.domain}" + (f": {detail}" if detail else "")
     if code is SpfResultCode.TEMPERROR:
         text = f"SPF check for {result.domain} failed temporarily, try again later"
-    else:
-        text = f"SPF check failed for {result.domain}" + (f": {detail}" if detail else "")
+    else:  # the explanation is the sender domain's own text for its senders (RFC 7208 6.2)
+        exp = result.explanation if code is SpfResultCode.FAIL else None
+        text = f"SPF check failed for {result.domain}" + (f": {exp}" if exp else "")
     return _reply(action, (550, "5.7.23"), (451, "4.7.24"), text, "spf", why)
+
+
+def _aligned_signers(dkim: Sequence[DkimResult], from_domain: str, mode: str) -> str:
+    domains = [
+        s.domain
+        for s in dkim
+        if s.status is DkimStatus.PASS
+        and not s.body_length_limited
+        and aligned(s.domain, from_domain, mode)
+    ]
+    return ", ".join(f"d={d}" for d in dict.fromkeys(domains))
+
+
+def _dkim_authenticated(results: CheckResults) -> str | None:
+    """Why SPF's outcome does not count: the From domain is authenticated by an aligned
+    DKIM pass (DMARC passed through one, or no usable record says otherwise); else None."""
+    dmarc, dkim = results.dmarc, results.dkim or ()
+    if dmarc is None or not dmarc.from_domain:
+        return None
+    if dmarc.result == "pass":
+        if not dmarc.dkim_aligned:
+            return None
+        mode = dmarc.record.adkim if dmarc.record is not None else "r"
+        signers = _aligned_signers(dkim, dmarc.from_domain, mode)
+        return "DMARC passed via aligned DKIM" + (f" ({signers})" if signers else "")
+    if dmarc.result in ("none", "permerror"):
+        signers = _aligned_signers(dkim, dmarc.from_domain, "r")
+        if signers:
+            record = "no DMARC record" if dmarc.result == "none" else "DMARC record unusable"
+            return f"DKIM aligned with the From domain passed ({signers}; {record})"
+    return None
 
 
 def _dkim_finding(results: Sequence[DkimResult], policy: PolicySettings) -> _Finding | None:
@@ -221,7 +292,9 @@ def _findings(results: CheckResults, policy: PolicySettings) -> list[_Finding]:
     out = _dnsbl_findings(results.dnsbl, policy)
     candidates = [
         _dmarc_finding(results.dmarc, policy) if results.dmarc is not None else None,
-        _spf_finding(results.spf, policy) if results.spf is not None else None,
+        _spf_finding(results.spf, policy, _dkim_authenticated(results))
+        if results.spf is not None
+        else None,
         _dkim_finding(results.dkim, policy) if results.dkim is not None else None,
         _greylist_finding(results.greylist) if results.greylist is not None else None,
     ]
@@ -263,17 +336,25 @@ class Verdict:
         return out
 
     def resinfos(self) -> list[ResInfo]:
-        """The Authentication-Results entries of every check that ran."""
+        """The Authentication-Results entries of the checks that ran and have a registered
+        method (RFC 8601 section 2.7: spf, dkim, dmarc). The others (dnsbl, greylist)
+        are at the end of `reasons`, in the same syntax."""
         return _resinfos(self.results)
 
 
 def decide(results: CheckResults, policy: PolicySettings | None = None) -> Verdict:
-    """Combine the checks' outcomes into one `Verdict` by `policy`."""
+    """Combine the checks' outcomes into one `Verdict` by `policy`.
+
+    `reasons` name each check that asked for an action (``check: why -> action``), each
+    action set aside (``-> accept``), then the results of the checks that have no
+    registered Authentication-Results method, as resinfos (``greylist=pass ...``)."""
     policy = policy or PolicySettings()
-    findings = [f for f in _findings(results, policy) if f.action is not Action.ACCEPT]
+    found = [f for f in _findings(results, policy) if f.note or f.action is not Action.ACCEPT]
+    findings = [f for f in found if not f.note]
     enforced = max((f.action for f in findings), key=_SEVERITY.__getitem__, default=Action.ACCEPT)
     deciding = [f for f in findings if f.action is enforced]
-    reasons = [f"{f.check}: {f.reason} -> {f.action.value}" for f in findings]
+    reasons = [f"{f.check}: {f.reason} -> {f.action.value}" for f in found]
+    reasons += [format_resinfo(info) for info in _unregistered_resinfos(results)]
     reply = deciding[0] if deciding else _Finding("policy", Action.ACCEPT, "")
     if policy.report_only or enforced in (Action.ACCEPT, Action.JUNK):
         reply = _Finding(reply.check, Action.ACCEPT, "")
@@ -338,6 +419,11 @@ def _resinfos(results: CheckResults) -> list[ResInfo]:
         infos.extend(dkim_resinfos(results.dkim))
     if results.dmarc is not None:
         infos.append(dmarc_resinfo(results.dmarc))
+    return infos
+
+
+def _unregistered_resinfos(results: CheckResults) -> list[ResInfo]:
+    infos: list[ResInfo] = []
     for zone in results.dnsbl:
         props = [("policy.zone", zone.zone.name)]
         if zone.listed:
