@@ -94,22 +94,35 @@ def test_a_trickled_command_is_cut_at_the_command_deadline(
     assert f"{service}.timeout deadline=command ip=127.0.0.1" in server.log_text()
 
 
-def start_data(sock: socket.socket) -> None:
+def start_transaction(sock: socket.socket) -> None:
     assert command(sock, b"EHLO client.test").startswith(b"250")
     assert command(sock, b"MAIL FROM:<carol@elsewhere.test>").startswith(b"250")
     assert command(sock, b"RCPT TO:<alice@example.test>").startswith(b"250")
+
+
+def start_data(sock: socket.socket) -> None:
+    start_transaction(sock)
     assert command(sock, b"DATA").startswith(b"354")
 
 
-def test_message_data_below_the_minimum_rate_is_refused(server: PocztaServer) -> None:
+@pytest.mark.parametrize("verb", ["DATA", "BDAT"])
+def test_message_data_below_the_minimum_rate_is_refused(server: PocztaServer, verb: str) -> None:
     sock, _ = connect(server, "smtp")
-    start_data(sock)
-    sock.sendall(b"Subject: trickled\r\n\r\n")
-    heard = trickle(sock, b"x" * 1000 + b"\r\n.\r\n")
+    subject = f"trickled {verb}"
+    body = f"Subject: {subject}\r\n\r\n".encode() + b"x" * 1000 + b"\r\n"
+    if verb == "DATA":
+        start_data(sock)
+        rest = body + b".\r\n"
+    else:  # the chunk's size is announced up front; no reply until it is all there
+        start_transaction(sock)
+        sock.sendall(f"BDAT {len(body)} LAST\r\n".encode())
+        rest = body
+    sock.sendall(rest[:30])
+    heard = trickle(sock, rest[30:])
     assert heard == b"421 4.4.2 Message data arriving too slowly, closing connection\r\n"
     assert closed(sock)
     sock.close()
-    assert "trickled" not in [m["subject"] for m in server.messages("alice@example.test")]
+    assert subject not in [m["subject"] for m in server.messages("alice@example.test")]
 
 
 def test_a_slow_but_steady_message_gets_through(server: PocztaServer) -> None:
