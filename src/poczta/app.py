@@ -20,6 +20,7 @@ from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
 from poczta.mailauth.greylist import Greylister, GreylistSettings
 from poczta.mailauth.verdict import PolicySettings
 from poczta.net.connection import Connection
+from poczta.net.deadlines import ReadTimeouts
 from poczta.net.listener import (
     ConnectionLimiter,
     Listener,
@@ -32,7 +33,7 @@ from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
 from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
-from poczta.smtp.session import SmtpContext, run_smtp_session
+from poczta.smtp.session import SESSION_TIMEOUT_REPLY, SmtpContext, run_smtp_session
 from poczta.store.base import MailStore, StoreUnavailable
 from poczta.store.greylist_sqlite import SqliteGreylistStore
 
@@ -41,8 +42,15 @@ GREYLIST_SWEEP_SECONDS = 600.0
 
 SMTP_REPLIES = ServiceReplies(
     too_many=b"421 4.7.0 Too many connections, try again later\r\n",
-    timeout=b"421 4.4.2 Session time limit reached, closing connection\r\n",
+    timeout=SESSION_TIMEOUT_REPLY,
 )
+
+
+def read_timeouts(config: Config) -> ReadTimeouts:
+    """How long sessions may wait for their clients' input (see `poczta.net.deadlines`)."""
+    limits = config.limits
+    idle, command = limits.idle_timeout, limits.command_timeout
+    return ReadTimeouts(idle, command, limits.min_data_rate, limits.session_timeout)
 
 
 def smtp_limits(config: Config) -> SmtpLimits:
@@ -247,7 +255,7 @@ class App:
                 hostname=config.hostname,
                 role=role,
                 limits=smtp_limits(config),
-                idle_timeout=config.limits.idle_timeout,
+                timeouts=read_timeouts(config),
                 tls=self.tls,
                 dev_mode=config.dev_mode,
                 logins=logins,
@@ -300,7 +308,7 @@ class App:
                 hostname=config.hostname,
                 service=service,
                 limits=limits,
-                idle_timeout=config.limits.idle_timeout,
+                timeouts=read_timeouts(config),
                 tls=self.tls,
                 dev_mode=config.dev_mode,
                 logins=logins,

@@ -166,7 +166,14 @@ class Limits:
     max_auth_failures: int = _count(3, "failed logins per session")
     max_connections: int = _count(1000, "open connections per listener")
     max_connections_per_ip: int = _count(20, "open connections per client address")
-    idle_timeout: int = _count(300, "seconds a session may wait between commands")
+    idle_timeout: int = _count(300, "seconds a client may stay silent after a complete command")
+    command_timeout: int = _count(60, "seconds a command line may take, from its first byte")
+    min_data_rate: int = _count(
+        500,
+        "least average speed of message data (DATA, BDAT), in bytes per second, with"
+        " idle_timeout seconds of slack; 0: no minimum",
+        0,
+    )
     session_timeout: int = _count(3600, "seconds a whole session may last")
 
 

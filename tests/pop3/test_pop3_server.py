@@ -209,3 +209,15 @@ def test_snapshot_rejects_duplicates_and_negative_sizes() -> None:
         MaildropSnapshot([("a", 1), ("a", 2)])
     with pytest.raises(ValueError):
         MaildropSnapshot([("a", -1)])
+
+
+def test_partial_line_until_its_line_end() -> None:
+    core = server()
+    core.start()
+    # A line over the limit is discarded as it comes, and still unfinished until its LF.
+    chunks = [b"CA", b"PA\r\nNO", b"OP\r\n", b"x" * 10_000, b"\r\n"]
+    seen = []
+    for chunk in chunks:
+        core.receive(chunk)
+        seen.append(core.partial_line)
+    assert seen == [True, True, False, True, False]

@@ -15,6 +15,7 @@ from poczta.net.connection import Connection, ConnectionClosed
 from poczta.net.tls import ReloadableContext
 
 SessionHandler = Callable[[Connection], Awaitable[None]]
+_STUCK_SESSION_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ServiceReplies:
     """The protocol's words for what the listener must say on its own."""
 
     too_many: bytes  # over a connection limit, sent before closing
-    timeout: bytes  # the whole-session time limit ran out
+    timeout: bytes  # the whole-session time limit ran out (and the session did not end itself)
 
 
 class ConnectionLimiter:
@@ -118,7 +119,10 @@ class Listener:
             conn.close()
             return
         try:
-            async with asyncio.timeout(self.settings.session_timeout):
+            # Sessions end themselves at session_timeout between reads (net.deadlines), never
+            # in the middle of a delivery; this catches one stuck elsewhere (a client that
+            # does not read what we write, a store that does not answer).
+            async with asyncio.timeout(self.settings.session_timeout + _STUCK_SESSION_GRACE):
                 await self.handler(conn)
         except TimeoutError:
             conn.write(self.replies.timeout)

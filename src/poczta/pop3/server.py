@@ -164,6 +164,11 @@ class Pop3Server:
         """Whether USER/PASS and AUTH may be used on this connection now."""
         return self.tls_active or self.plaintext_auth_allowed
 
+    @property
+    def partial_line(self) -> bool:
+        """True while part of a command (or SASL) line has arrived but not yet its end."""
+        return self.state is not Pop3State.CLOSED and (bool(self._inbuf) or self._discarding)
+
     def start(self) -> list[Event]:
         """The greeting (no APOP timestamp: APOP is not offered)."""
         return [Reply(True, f"{self.hostname} POP3 server ready")]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.net.connection import Connection
+from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.listener import ServiceReplies
 from poczta.net.tls import ReloadableContext
 from poczta.pop3.events import (
@@ -43,7 +44,12 @@ POP3_REPLIES = ServiceReplies(
     too_many=b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
     timeout=b"-ERR Session time limit reached, closing connection\r\n",
 )
-IDLE_TIMEOUT_REPLY = b"-ERR idle timeout\r\n"
+_TIMEOUT_REPLIES = {
+    Deadline.IDLE: b"-ERR idle timeout\r\n",
+    Deadline.COMMAND: b"-ERR Command line not completed in time, closing connection\r\n",
+    Deadline.DATA_RATE: b"-ERR Data arriving too slowly, closing connection\r\n",
+    Deadline.SESSION: POP3_REPLIES.timeout,
+}
 SHUTDOWN_REPLY = b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
 
 
@@ -78,7 +84,7 @@ class Pop3Context:
     hostname: str
     service: str  # "pop3" (STLS) or "pop3s" (implicit TLS)
     limits: Pop3Limits
-    idle_timeout: float
+    timeouts: ReadTimeouts
     tls: ReloadableContext | None
     dev_mode: bool
     logins: LoginService
@@ -135,21 +141,32 @@ class Pop3Session:
     async def _dialogue(self) -> None:
         if not await self.handle(self._greeting()):
             return
+        deadlines = ReadDeadlines(self.ctx.timeouts)
         while True:
             if self.conn.interrupted:
                 self.conn.write(SHUTDOWN_REPLY)
                 return
             try:
-                data = await self.conn.read(self.ctx.idle_timeout)
-            except TimeoutError:
-                self.conn.write(IDLE_TIMEOUT_REPLY)
-                log("pop3.idle_timeout", ip=self.conn.peer_ip, user=self.core.user or "")
+                data = await deadlines.read(self.conn)
+            except DeadlineExpired as expired:
+                self._timed_out(expired.deadline)
                 return
             if data is None:
                 await self.handle(self.core.eof())
                 return
-            if data and not await self.handle(self.core.receive(data)):
+            if not data:
+                continue
+            events = self.core.receive(data)
+            if not await self.handle(events):
                 return
+            deadlines.received(
+                len(data), completed=bool(events), partial_line=self.core.partial_line
+            )
+
+    def _timed_out(self, deadline: Deadline) -> None:
+        self.conn.write(_TIMEOUT_REPLIES[deadline])
+        ip, user = self.conn.peer_ip, self.core.user or ""
+        log("pop3.timeout", deadline=deadline.value, ip=ip, service=self.ctx.service, user=user)
 
     def _greeting(self) -> list[Event]:
         events = self.core.start()

@@ -164,6 +164,11 @@ class SmtpServer:
         """True while a message body (DATA or a BDAT chunk) is being received."""
         return self._mode in (_Mode.DATA, _Mode.BDAT)
 
+    @property
+    def partial_line(self) -> bool:
+        """True while part of a command (or AUTH) line has arrived but not yet its end."""
+        return self._mode in (_Mode.COMMAND, _Mode.AUTH) and (bool(self._buf) or self._discarding)
+
     def start(self) -> list[Event]:
         """The greeting."""
         note = f" {self._greeting_note}" if self._greeting_note else ""

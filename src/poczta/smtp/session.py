@@ -24,6 +24,7 @@ from poczta.logs import log
 from poczta.mailauth.verdict import Action
 from poczta.message import parse_message
 from poczta.net.connection import Connection
+from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.tls import ReloadableContext
 from poczta.smtp import server as core_api
 from poczta.smtp.checks import CheckDecision, InboundChecks, MailChecks, without_our_claims
@@ -47,6 +48,13 @@ from poczta.smtp.submission import author_refusal
 from poczta.store.base import StoreUnavailable
 
 _SERVICE_NAMES = {Role.MX: "smtp", Role.SUBMISSION: "submission", Role.SUBMISSIONS: "submissions"}
+SESSION_TIMEOUT_REPLY = b"421 4.4.2 Session time limit reached, closing connection\r\n"
+_TIMEOUT_REPLIES = {
+    Deadline.IDLE: b"421 4.4.2 Idle timeout, closing connection\r\n",
+    Deadline.COMMAND: b"421 4.4.2 Command line not completed in time, closing connection\r\n",
+    Deadline.DATA_RATE: b"421 4.4.2 Message data arriving too slowly, closing connection\r\n",
+    Deadline.SESSION: SESSION_TIMEOUT_REPLY,
+}
 
 
 @dataclass
@@ -56,7 +64,7 @@ class SmtpContext:
     hostname: str
     role: Role
     limits: SmtpLimits
-    idle_timeout: float
+    timeouts: ReadTimeouts
     tls: ReloadableContext | None
     dev_mode: bool
     logins: LoginService
@@ -144,20 +152,35 @@ class SmtpSession:
     async def dialogue(self) -> None:
         if not await self.handle(self.core.start()):
             return
+        deadlines = ReadDeadlines(self.ctx.timeouts)
         while True:
             if self.conn.interrupted and not self.core.in_data:
                 self.conn.write(b"421 4.3.2 Service shutting down, try again later\r\n")
                 return
             try:
-                data = await self.conn.read(self.ctx.idle_timeout)
-            except TimeoutError:
-                self.conn.write(b"421 4.4.2 Idle timeout, closing connection\r\n")
+                data = await deadlines.read(self.conn)
+            except DeadlineExpired as expired:
+                self.timed_out(expired.deadline)
                 return
             if data is None:
                 await self.handle(self.core.eof())
                 return
-            if data and not await self.handle(self.core.receive(data)):
+            if not data:
+                continue
+            events = self.core.receive(data)
+            if not await self.handle(events):
                 return
+            core = self.core
+            deadlines.received(
+                len(data),
+                completed=bool(events),
+                partial_line=core.partial_line,
+                in_data=core.in_data,
+            )
+
+    def timed_out(self, deadline: Deadline) -> None:
+        self.conn.write(_TIMEOUT_REPLIES[deadline])
+        log("smtp.timeout", deadline=deadline.value, ip=self.conn.peer_ip, service=self.service)
 
     async def handle(self, events: Sequence[object]) -> bool:
         """Carry out the core's events; False once the connection should close."""
