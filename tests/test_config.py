@@ -289,6 +289,20 @@ def test_every_duplicate_listener_is_reported() -> None:
     assert "already used by listeners.smtp" in info.value.errors[1].message
 
 
+def test_defaults_standing_in_for_bad_keys_do_not_clash() -> None:
+    # the default smtp listener (0.0.0.0:25) and the default greylist_delay (300) would
+    text = BASE + (
+        '[listeners]\nsmtp = "0.0.0.0:25"\nsubmission = ["0.0.0.0:25"]\n'
+        '[checks]\ngreylist_delay = "long"\ngreylist_retry_window = 200\n'
+    )
+    with pytest.raises(ConfigErrors) as info:
+        validate_text(text, "p.toml")
+    assert [(e.line, e.key) for e in errors_of(info.value)] == [
+        (4, "listeners.smtp"),
+        (7, "checks.greylist_delay"),
+    ]
+
+
 def test_read_config_keeps_the_valid_keys(tmp_path: Path) -> None:
     file = tmp_path / "p.toml"
     file.write_text(BASE + "workers = 3\n[limits]\nmax_recipients = 7\nmax_errors = 0\n")
@@ -297,7 +311,10 @@ def test_read_config_keeps_the_valid_keys(tmp_path: Path) -> None:
     assert validation.config is not None
     assert validation.config.workers == 3 and validation.config.limits.max_recipients == 7
     assert validation.config.limits.max_errors == 10  # the default stands in for the bad one
-    assert validation.is_bad(("limits", "max_errors")) and not validation.is_bad(("workers",))
+    assert validation.is_bad(("limits", "max_errors")) and validation.is_bad(("limits",))
+    assert not validation.is_bad(("workers",)) and not validation.is_bad(
+        ("limits", "max_recipients")
+    )
     with pytest.raises(ConfigError) as info:  # one problem: the ConfigError itself
         load_config(file)
     assert type(info.value) is ConfigError

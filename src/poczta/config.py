@@ -121,8 +121,8 @@ class Validation:
         return ConfigError(self.filename, message, key=".".join(path), line=line)
 
     def is_bad(self, path: KeyPath) -> bool:
-        """Whether `path` or a table holding it had a problem."""
-        return any(path[:end] in self.bad_keys for end in range(1, len(path) + 1))
+        """Whether `path`, a table holding it or (for a table) a key in it had a problem."""
+        return any(bad[: len(path)] == path or path[: len(bad)] == bad for bad in self.bad_keys)
 
 
 def raise_errors(errors: Sequence[ConfigError]) -> None:
@@ -178,7 +178,13 @@ def validate(text: str, filename: str, *, base_dir: Path | None = None) -> Valid
         return Validation(filename, None, (error,))
     problems: list[_Problem] = []
     config = _convert_dataclass(Config, document, (), problems)
-    problems += _consistency_problems(config)
+    # A default standing in for a bad key could clash with the keys next to it.
+    bad_tables = {problem.path[0] for problem in problems}
+    problems += [
+        problem
+        for problem in _consistency_problems(config)
+        if not {problem.path[0], *problem.near[:1]} & bad_tables
+    ]
     lines = locate_keys(text)
     validation = Validation(
         filename,

@@ -25,7 +25,7 @@ from pathlib import Path
 from poczta.config import Config, ConfigError, ListenAddress, Validation, read_config, sort_by_line
 from poczta.config_locate import KeyPath
 
-__all__ = ["Finding", "check_config", "findings"]
+__all__ = ["Finding", "check_config", "findings", "resolve_host"]
 
 Resolve = Callable[[str, int], set[str]]
 
@@ -81,8 +81,10 @@ def _data_dir(data_dir: Path) -> Iterator[Finding]:
     elif data_dir.exists():
         yield Finding(where, f"{data_dir} is not a directory")
     else:
-        parent = next((p for p in data_dir.parents if p.exists()), None)
-        if parent is None or not os.access(parent, os.W_OK | os.X_OK):
+        parent = next(p for p in data_dir.parents if p.exists())  # the root exists
+        if not parent.is_dir():
+            yield Finding(where, f"{data_dir} cannot be created: {parent} is not a directory")
+        elif not os.access(parent, os.W_OK | os.X_OK):
             yield Finding(where, f"{data_dir} does not exist, and {parent} is not writable")
         else:
             yield Finding(where, f"{data_dir} does not exist (poczta init creates it)")
