@@ -248,6 +248,17 @@ THREE_PROBLEMS = (
 )
 
 
+def all_errors(text: str) -> tuple[ConfigError, ...]:
+    """The problems of `text` (more than one), as loading it as p.toml raises them."""
+    with pytest.raises(ConfigErrors) as info:
+        validate_text(text, "p.toml")
+    return errors_of(info.value)
+
+
+def lines_and_keys(text: str) -> list[tuple[int | None, str | None]]:
+    return [(e.line, e.key) for e in all_errors(text)]
+
+
 def test_every_problem_is_reported_in_line_order() -> None:
     with pytest.raises(ConfigErrors) as info:
         validate_text(THREE_PROBLEMS, "p.toml")
@@ -264,10 +275,7 @@ def test_every_problem_is_reported_in_line_order() -> None:
 
 def test_a_bad_key_does_not_hide_the_next_in_its_table() -> None:
     text = BASE + '[limits]\nmax_recipients = "many"\nmax_errrors = 3\nmax_commands = -1\n'
-    with pytest.raises(ConfigErrors) as info:
-        validate_text(text, "p.toml")
-    messages = [str(e) for e in errors_of(info.value)]
-    assert messages == [
+    assert [str(e) for e in all_errors(text)] == [
         "p.toml:4: limits.max_recipients: expected an integer, found a string",
         "p.toml:5: limits.max_errrors: unknown key 'max_errrors'; did you mean 'max_errors'?",
         "p.toml:6: limits.max_commands: must be at least 1, found -1",
@@ -279,25 +287,21 @@ def test_every_duplicate_listener_is_reported() -> None:
         '[listeners]\nsmtp = ["127.0.0.1:25"]\nsubmission = ["127.0.0.1:25"]\n'
         'pop3 = ["127.0.0.1:25"]\n[checks]\ngreylist_delay = 100000\n'
     )
-    with pytest.raises(ConfigErrors) as info:
-        validate_text(text, "p.toml")
-    assert [(e.line, e.key) for e in errors_of(info.value)] == [
+    assert lines_and_keys(text) == [
         (5, "listeners.submission"),
         (6, "listeners.pop3"),
         (8, "checks.greylist_retry_window"),
     ]
-    assert "already used by listeners.smtp" in info.value.errors[1].message
+    assert "already used by listeners.smtp" in all_errors(text)[1].message
 
 
 def test_defaults_standing_in_for_bad_keys_do_not_clash() -> None:
-    # the default smtp listener (0.0.0.0:25) and the default greylist_delay (300) would
+    # the default smtp listener (0.0.0.0:25) and the default greylist_delay (300) would clash
     text = BASE + (
         '[listeners]\nsmtp = "0.0.0.0:25"\nsubmission = ["0.0.0.0:25"]\n'
         '[checks]\ngreylist_delay = "long"\ngreylist_retry_window = 200\n'
     )
-    with pytest.raises(ConfigErrors) as info:
-        validate_text(text, "p.toml")
-    assert [(e.line, e.key) for e in errors_of(info.value)] == [
+    assert lines_and_keys(text) == [
         (4, "listeners.smtp"),
         (7, "checks.greylist_delay"),
     ]
