@@ -3,14 +3,16 @@
 `load_config(path)` reads one TOML file and returns a frozen `Config` (declared in
 `poczta.config_schema`). Every problem is a `ConfigError` whose text is one line,
 ``FILE:LINE: KEY: what is wrong``; the line is found by scanning the file for the
-key (or its ``[table]`` header) and left out only when it cannot be found.
+key (or its ``[table]`` header) and left out only when it cannot be found. The loader
+goes on after a bad key (using its default) so that one reading finds every problem:
+`read_config` returns them all in a `Validation`, `load_config` raises `ConfigErrors`.
 
 Paths: ``data_dir`` is resolved against the directory holding the file; paths that
 live inside the data directory (``tls.certificate``, ``tls.private_key``,
 ``store.path``) are resolved against ``data_dir``. Absolute paths are kept as given.
 
-`render_default_config` writes a commented poczta.toml holding every key with its
-default, which `load_config` reads back.
+`render_default_config` (in `poczta.config_render`) writes a commented poczta.toml
+holding every key with its default, which `load_config` reads back.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import re
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
 from poczta.accounts import normalize_domain
 from poczta.config_locate import KeyPath, locate_keys
+from poczta.config_render import render_default_config
 from poczta.config_schema import (
     AuthSettings,
     CheckSettings,
@@ -48,6 +52,7 @@ __all__ = [
     "CheckSettings",
     "Config",
     "ConfigError",
+    "ConfigErrors",
     "DnsSettings",
     "Limits",
     "ListenAddress",
@@ -56,8 +61,11 @@ __all__ = [
     "SmtpSettings",
     "StoreSettings",
     "TlsSettings",
+    "Validation",
     "load_config",
+    "read_config",
     "render_default_config",
+    "validate",
     "validate_text",
     "with_overrides",
 ]
@@ -76,40 +84,122 @@ class _Problem(Exception):
         self.near = near  # where to point when `path` itself is absent from the file
 
 
-def load_config(path: Path | str) -> Config:
-    """Read and validate the configuration file at `path`."""
+class ConfigErrors(ConfigError):
+    """Several problems in one file: `errors` holds each, in the order of their lines.
+
+    Its own attributes are those of the first; its text is one line per problem.
+    """
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.filename, first.message, key=first.key, line=first.line)
+        self.errors = tuple(errors)
+        self.args = ("\n".join(str(error) for error in self.errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What one reading of a config file found: the settings and every problem.
+
+    `config` is None when the file could not be read or parsed as TOML. Otherwise it
+    holds every valid key, with defaults in place of the keys named in `bad_keys`, so
+    that further checks (`poczta.config_check`) can look at the rest.
+    """
+
+    filename: str
+    config: Config | None
+    errors: tuple[ConfigError, ...]
+    bad_keys: frozenset[KeyPath] = frozenset()
+    lines: Mapping[KeyPath, int] = dc_field(default_factory=dict)
+
+    def error(self, path: KeyPath, message: str, *, near: KeyPath = ()) -> ConfigError:
+        """A ConfigError about `path` pointing at its line (or that of `near`)."""
+        line = self.lines.get(path) or _line_of(self.lines, near or path)
+        return ConfigError(self.filename, message, key=".".join(path), line=line)
+
+    def is_bad(self, path: KeyPath) -> bool:
+        """Whether `path`, a table holding it or (for a table) a key in it had a problem."""
+        return any(bad[: len(path)] == path or path[: len(bad)] == bad for bad in self.bad_keys)
+
+
+def raise_errors(errors: Sequence[ConfigError]) -> None:
+    """Raise `errors` as one exception: the ConfigError itself when there is one."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def read_config(path: Path | str) -> Validation:
+    """Read the configuration file at `path` and collect every problem in it."""
     file = Path(path)
     try:
         raw = file.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(file), f"cannot read the file: {exc.strerror or exc}") from None
+        error = ConfigError(str(file), f"cannot read the file: {exc.strerror or exc}")
+        return Validation(str(file), None, (error,))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(str(file), "the file is not UTF-8 text", line=line) from None
-    return validate_text(text, str(file), base_dir=file.absolute().parent)
+        error = ConfigError(str(file), "the file is not UTF-8 text", line=line)
+        return Validation(str(file), None, (error,))
+    return validate(text, str(file), base_dir=file.absolute().parent)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate the configuration file at `path`; raise its problems."""
+    return _config_of(read_config(path))
 
 
 def validate_text(text: str, filename: str, *, base_dir: Path | None = None) -> Config:
-    """Validate configuration `text` as if read from `filename`.
+    """Validate configuration `text` as if read from `filename`; raise its problems.
 
     Relative paths resolve against `base_dir`, by default the directory of `filename`.
     """
+    return _config_of(validate(text, filename, base_dir=base_dir))
+
+
+def _config_of(validation: Validation) -> Config:
+    raise_errors(validation.errors)
+    assert validation.config is not None
+    return validation.config
+
+
+def validate(text: str, filename: str, *, base_dir: Path | None = None) -> Validation:
+    """Validate configuration `text` as if read from `filename`, collecting every problem."""
     base = base_dir if base_dir is not None else Path(filename).absolute().parent
-    document = _parse_toml(text, filename)
     try:
-        config = _convert_dataclass(Config, document, ())
-        _check_consistency(config)
-    except _Problem as problem:
-        lines = locate_keys(text)
-        raise ConfigError(
-            filename,
-            problem.message,
-            key=".".join(problem.path),
-            line=lines.get(problem.path) or _line_of(lines, problem.near or problem.path),
-        ) from None
-    return _resolve_paths(config, base, Path(filename))
+        document = _parse_toml(text, filename)
+    except ConfigError as error:
+        return Validation(filename, None, (error,))
+    problems: list[_Problem] = []
+    config = _convert_dataclass(Config, document, (), problems)
+    # A default standing in for a bad key could clash with the keys next to it.
+    bad_tables = {problem.path[0] for problem in problems}
+    problems += [
+        problem
+        for problem in _consistency_problems(config)
+        if not {problem.path[0], *problem.near[:1]} & bad_tables
+    ]
+    lines = locate_keys(text)
+    validation = Validation(
+        filename,
+        _resolve_paths(config, base, Path(filename)),
+        (),
+        frozenset(problem.path for problem in problems),
+        lines,
+    )
+    errors = [validation.error(p.path, p.message, near=p.near) for p in problems]
+    return replace(validation, errors=tuple(sort_by_line(errors)))
+
+
+def sort_by_line(errors: Sequence[ConfigError]) -> list[ConfigError]:
+    """`errors` in the order of their lines in the file; those without a line last."""
+    return sorted(errors, key=lambda error: error.line or math.inf)
 
 
 def with_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
@@ -125,7 +215,8 @@ def with_overrides(config: Config, overrides: Mapping[str, object]) -> Config:
         path = tuple(dotted.split("."))
         try:
             result = _override(result, path, (), value)
-            _check_consistency(result)
+            for problem in _consistency_problems(result):
+                raise problem
         except _Problem as problem:
             raise ConfigError("override", problem.message, key=".".join(problem.path)) from None
     base = config.source.absolute().parent if config.source is not None else Path.cwd()
@@ -175,20 +266,30 @@ def _type_name(value: object) -> str:
 # --------------------------------------------------------------------------- conversion
 
 
-def _convert_dataclass(cls: Any, value: object, path: KeyPath) -> Any:
+def _convert_dataclass(cls: Any, value: object, path: KeyPath, problems: list[_Problem]) -> Any:
+    """Convert the table `value`; a bad key is added to `problems` and left at its default
+    (a required one at an empty value), so the other keys are still checked."""
     if not isinstance(value, dict):
         raise _Problem(path, f"expected a table, found {_type_name(value)}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls) if f.name != "source"}
     for key in value:
         if key not in known:
-            raise _Problem((*path, key), _unknown_key_message(key, known))
+            problems.append(_Problem((*path, key), _unknown_key_message(key, known)))
     kwargs: dict[str, Any] = {}
     for name, spec in known.items():
-        if name in value:
-            kwargs[name] = _convert(hints[name], spec.metadata, value[name], (*path, name))
-        elif spec.default is MISSING and spec.default_factory is MISSING:
-            raise _Problem((*path, name), "missing required key")
+        required = spec.default is MISSING and spec.default_factory is MISSING
+        try:
+            if name in value:
+                kwargs[name] = _convert(
+                    hints[name], spec.metadata, value[name], (*path, name), problems
+                )
+            elif required:
+                raise _Problem((*path, name), "missing required key")
+        except _Problem as problem:
+            problems.append(problem)
+            if required:
+                kwargs[name] = hints[name]()
     return cls(**kwargs)
 
 
@@ -198,9 +299,11 @@ def _unknown_key_message(key: str, known: Mapping[str, object]) -> str:
     return f"unknown key {key!r}{hint}"
 
 
-def _convert(hint: Any, meta: Mapping[str, Any], value: object, path: KeyPath) -> Any:
+def _convert(
+    hint: Any, meta: Mapping[str, Any], value: object, path: KeyPath, problems: list[_Problem]
+) -> Any:
     if is_dataclass(hint):
-        return _convert_dataclass(hint, value, path)
+        return _convert_dataclass(hint, value, path, problems)
     if hint is bool:
         if not isinstance(value, bool):
             raise _Problem(path, f"expected true or false, found {_type_name(value)}")
@@ -288,31 +391,44 @@ def _convert_list(
     return tuple(result)
 
 
-def _check_consistency(config: Config) -> None:
+def _consistency_problems(config: Config) -> list[_Problem]:
+    """Problems between keys that are each valid on their own."""
+    problems: list[_Problem] = []
     if config.store.backend == "postgres" and not config.store.dsn.strip():
-        raise _Problem(
-            ("store", "dsn"), "required when backend is 'postgres'", near=("store", "backend")
+        problems.append(
+            _Problem(
+                ("store", "dsn"), "required when backend is 'postgres'", near=("store", "backend")
+            )
         )
     seen: dict[ListenAddress, str] = {}
     for service, addresses in config.listeners.items():
         for address in addresses:
             if address.port and address in seen:
-                raise _Problem(
-                    ("listeners", service),
-                    f"{address} is already used by listeners.{seen[address]}",
+                problems.append(
+                    _Problem(
+                        ("listeners", service),
+                        f"{address} is already used by listeners.{seen[address]}",
+                    )
                 )
-            seen[address] = service
+            seen.setdefault(address, service)
             if config.workers != 1 and address.port == 0:
-                raise _Problem(
-                    ("listeners", service),
-                    "port 0 (any free port) cannot be shared by several workers",
-                    near=("workers",),
+                problems.append(
+                    _Problem(
+                        ("listeners", service),
+                        "port 0 (any free port) cannot be shared by several workers",
+                        near=("workers",),
+                    )
                 )
     checks = config.checks
     if checks.greylist_retry_window <= checks.greylist_delay:
-        raise _Problem(
-            ("checks", "greylist_retry_window"), "must be longer than checks.greylist_delay"
+        problems.append(
+            _Problem(
+                ("checks", "greylist_retry_window"),
+                "must be longer than checks.greylist_delay",
+                near=("checks", "greylist_delay"),
+            )
         )
+    return problems
 
 
 def _resolve_paths(config: Config, base: Path, source: Path | None) -> Config:
@@ -343,81 +459,8 @@ def _override(obj: Any, path: KeyPath, done: KeyPath, value: object) -> Any:
             raise _Problem((*done, name), "is not a table")
         return replace(obj, **{name: _override(inner, rest, (*done, name), value)})
     hint = typing.get_type_hints(type(obj))[name]
-    return replace(obj, **{name: _convert(hint, known[name].metadata, value, (*done, name))})
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def render_default_config(hostname: str, data_dir: Path | str, domains: Sequence[str]) -> str:
-    """A fully commented poczta.toml: every key, its default and its meaning."""
-    out = [
-        "# poczta configuration. Every key is shown with its default value.",
-        "# A relative data_dir is taken from this file's directory; the tls and store",
-        "# paths are taken from data_dir.",
-        "",
-    ]
-    given: dict[str, object] = {
-        "hostname": hostname,
-        "data_dir": str(data_dir),
-        "domains": list(domains),
-    }
-    hints = typing.get_type_hints(Config)
-    tables: list[tuple[str, Any]] = []
-    for spec in fields(Config):
-        if spec.name == "source":
-            continue
-        if is_dataclass(hints[spec.name]):
-            tables.append((spec.name, hints[spec.name]))
-            continue
-        value = given[spec.name] if spec.name in given else _default_of(spec)
-        out += _render_key(spec.name, value, spec.metadata)
-    for name, section in tables:
-        doc = (section.__doc__ or "").strip().removeprefix(f"[{name}]:").strip()
-        out += ["", f"# {doc}", f"[{name}]"]
-        for spec in fields(section):
-            out += _render_key(spec.name, _default_of(spec), spec.metadata)
-    return "\n".join(out) + "\n"
-
-
-def _default_of(spec: Any) -> object:
-    value = spec.default_factory() if spec.default is MISSING else spec.default
-    if isinstance(value, tuple):
-        return [str(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _render_key(name: str, value: object, meta: Mapping[str, Any]) -> list[str]:
-    doc = str(meta.get("doc", ""))
-    choices: tuple[str, ...] = meta.get("choices", ())
-    if choices:
-        doc += " (" + " | ".join(choices) + ")"
-    return [f"# {doc}", f"{name} = {_toml_value(value)}"]
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _toml_string(text: str) -> str:
-    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n"}
-    escapes |= {"\f": "\\f", "\r": "\\r"}
-    parts = []
-    for char in text:
-        if char in escapes:
-            parts.append(escapes[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            parts.append(f"\\u{ord(char):04x}")
-        else:
-            parts.append(char)
-    return '"' + "".join(parts) + '"'
+    problems: list[_Problem] = []
+    converted = _convert(hint, known[name].metadata, value, (*done, name), problems)
+    if problems:
+        raise problems[0]
+    return replace(obj, **{name: converted})

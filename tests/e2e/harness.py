@@ -161,3 +161,20 @@ def make_server(
     server.cli("alias", "add", "info@example.test", "alice@example.test")
     server.cli("alias", "add", "alice.smith@example.test", "alice@example.test")
     return server
+
+
+def run_cli(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`poczta ARGS` in `cwd` with stdin and stdout not a terminal; $POCZTA_CONFIG only
+    when `env` sets it."""
+    base = {k: v for k, v in os.environ.items() if k != "POCZTA_CONFIG"}
+    return subprocess.run(
+        [*POCZTA, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+    )

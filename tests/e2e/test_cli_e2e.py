@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import POCZTA
+from tests.e2e.harness import POCZTA, free_port, wait_for_port
+from tests.e2e.harness import run_cli as run
 
 pytestmark = pytest.mark.e2e
-
-
-def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "POCZTA_CONFIG"}
-    return subprocess.run(
-        [*POCZTA, *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=60, env=env
-    )
 
 
 def test_init_then_config_check_and_accounts(tmp_path: Path) -> None:
@@ -119,3 +116,112 @@ def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
     other = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert other.returncode == 0 and other.stdout == version
     assert version.startswith("poczta")
+
+
+def init_dir(root: Path) -> Path:
+    """`poczta init` in `root`: ./poczta.toml, the data directory and its certificate."""
+    result = run("init", "--hostname", "mx.example.org", "--data-dir", "data", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root / "poczta.toml"
+
+
+def test_config_check_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "three.toml"
+    config.write_text(
+        'hostname = "mx.example.org"\n'  # 1
+        'data_dir = "data"\n'  # 2
+        "[limits]\n"  # 3
+        'max_recipients = "lots"\n'  # 4
+        "[store]\n"  # 5
+        'backend = "postgres"\n'  # 6
+        'dsn = "postgresql://localhost/poczta"\n'  # 7
+        "[tls]\n"  # 8
+        'certificate = "/nonexistent/cert.pem"\n'  # 9
+    )
+    init_dir(tmp_path)  # the data directory and the key exist
+    result = run("config", "check", "three.toml", cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "poczta: three.toml:4: limits.max_recipients: expected an integer, found a string",
+        "poczta: three.toml:6: store.backend: the postgres backend is not implemented yet;"
+        " use 'sqlite'",
+        "poczta: three.toml:9: tls.certificate: /nonexistent/cert.pem does not exist",
+    ]
+
+
+def test_config_check_finds_the_config_like_every_command(tmp_path: Path) -> None:
+    init_dir(tmp_path)
+    for args in (["-c", "poczta.toml"], ["poczta.toml"], []):
+        result = run("config", "check", *args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.splitlines() == [
+            f"poczta.toml: ok (hostname mx.example.org, data directory {tmp_path / 'data'})"
+        ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_env = run(
+        "config", "check", cwd=elsewhere, env={"POCZTA_CONFIG": str(tmp_path / "poczta.toml")}
+    )
+    assert by_env.returncode == 0 and by_env.stdout.startswith(f"{tmp_path}/poczta.toml: ok")
+    none = run("config", "check", cwd=elsewhere)
+    assert none.returncode == 1
+    assert none.stderr.startswith("poczta: no config:") and len(none.stderr.splitlines()) == 1
+    both = run("config", "check", "-c", "a.toml", "b.toml", cwd=tmp_path)
+    assert both.returncode == 2 and "Usage:" in both.stderr
+
+
+def test_serve_finds_its_config_through_the_environment(tmp_path: Path) -> None:
+    config = init_dir(tmp_path)
+    port = free_port()
+    text = config.read_text().replace('"0.0.0.0:25"', f'"127.0.0.1:{port}"')
+    for service in ("submission", "submissions", "pop3", "pop3s", "imap", "imaps"):
+        text = re.sub(rf"(?m)^{service} = .*$", f"{service} = []", text)
+    config.write_text(text.replace("enabled = true", "enabled = false"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = (tmp_path / "serve.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if k != "POCZTA_CONFIG"}
+    proc = subprocess.Popen(
+        [*POCZTA, "serve"],
+        cwd=elsewhere,
+        env={**env, "POCZTA_CONFIG": str(config)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert sock.recv(100).startswith(b"220 mx.example.org")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    missing = run("serve", cwd=elsewhere)
+    assert missing.returncode == 1 and missing.stderr.startswith("poczta: no config:")
+
+
+def test_exit_codes_usage_two_operational_one(tmp_path: Path) -> None:
+    for args in (["user", "list", "--frobnicate"], ["user", "remove"], ["mail", "move", "a"]):
+        usage = run(*args, cwd=tmp_path)
+        assert usage.returncode == 2, args
+        assert "Usage:" in usage.stderr
+    init_dir(tmp_path)
+    run("domain", "add", "example.org", cwd=tmp_path)
+    postgres = tmp_path / "postgres.toml"
+    postgres.write_text(
+        (tmp_path / "poczta.toml")
+        .read_text()
+        .replace('backend = "sqlite"', 'backend = "postgres"')
+        .replace('dsn = ""', 'dsn = "postgresql://localhost/x"')
+    )
+    operational = [
+        (["user", "list", "-c", "absent.toml"], "poczta: absent.toml: cannot read the file"),
+        (["user", "remove", "--force", "nobody@example.org"], "poczta: no user nobody@example.org"),
+        (["mail", "list", "nobody@example.org"], "poczta: no user nobody@example.org"),
+        (["domain", "remove", "nowhere.test"], "poczta: no domain nowhere.test"),
+        (["user", "list", "-c", "postgres.toml"], "poczta: store backend 'postgres' is not"),
+    ]
+    for args, expected in operational:
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith(expected), (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and "Usage:" not in result.stderr

@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from poczta.accounts import domain_of, normalize_address
-from poczta.cli.common import config_options, read_password, resolve_config, run_with_store
-from poczta.store.base import MailStore
+from poczta.cli.common import (
+    Failure,
+    config_options,
+    confirm_removal,
+    print_table,
+    read_password,
+    resolve_config,
+    run_with_store,
+)
+from poczta.store.base import MailStore, UserRecord
 
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+FORCE_HELP = "Do not ask (required when stdin is not a terminal)."
 
 
 def _address(value: str) -> str:
@@ -55,14 +54,29 @@ def domain_list(config_path: Path | None, data_dir: Path | None) -> None:
 
 @domain.command("remove")
 @config_options
-@click.option("--force", is_flag=True, help="Remove even when users still exist in it.")
+@click.option("--force", "--yes", "-y", "force", is_flag=True, help=FORCE_HELP)
 @click.argument("name")
 def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, force: bool) -> None:
-    """Remove a local domain."""
-    run_with_store(
-        resolve_config(config_path, data_dir), lambda s: s.remove_domain(name.lower(), force=force)
-    )
-    click.echo(f"removed domain {name.lower()}")
+    """Remove a local domain and its aliases; with users, asks first (they and all their
+    mail go too)."""
+    name = name.lower()
+
+    async def remove(store: MailStore) -> None:
+        if not await store.domain_exists(name):
+            raise Failure(f"no domain {name}")
+        users = await store.list_users(name)
+        if users:
+            messages = sum([await _message_count(store, u) for u in users])
+            question = f"Remove domain {name} with its {len(users)} user(s) and their"
+            confirm_removal(f"{question} {messages} message(s)?", force)
+        await store.remove_domain(name, force=force or bool(users))
+
+    run_with_store(resolve_config(config_path, data_dir), remove)
+    click.echo(f"removed domain {name}")
+
+
+async def _message_count(store: MailStore, user: UserRecord) -> int:
+    return sum(box.messages for box in await store.list_mailboxes(user.id))
 
 
 @click.group()
@@ -120,16 +134,26 @@ def user_passwd(
 def user_list(config_path: Path | None, data_dir: Path | None) -> None:
     """List users."""
     users = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_users())
-    _table("users", ["address", "created"], [[u.address, str(u.created)] for u in users])
+    print_table("users", ["address", "created"], [[u.address, str(u.created)] for u in users])
 
 
 @user.command("remove")
 @config_options
+@click.option("--force", "--yes", "-y", "force", is_flag=True, help=FORCE_HELP)
 @click.argument("address")
-def user_remove(config_path: Path | None, data_dir: Path | None, address: str) -> None:
-    """Remove a user and all its mail."""
+def user_remove(config_path: Path | None, data_dir: Path | None, address: str, force: bool) -> None:
+    """Remove a user and all its mail (asks first)."""
     address = _address(address)
-    run_with_store(resolve_config(config_path, data_dir), lambda s: s.remove_user(address))
+
+    async def remove(store: MailStore) -> None:
+        found = await store.get_user(address)
+        if found is None:
+            raise Failure(f"no user {address}")
+        messages = await _message_count(store, found)
+        confirm_removal(f"Remove user {address} and its {messages} message(s)?", force)
+        await store.remove_user(address)
+
+    run_with_store(resolve_config(config_path, data_dir), remove)
     click.echo(f"removed user {address}")
 
 
@@ -155,7 +179,7 @@ def alias_add(config_path: Path | None, data_dir: Path | None, source: str, targ
 
     async def add(store: MailStore) -> None:
         if not await store.domain_exists(domain_of("x" + source if source[0] == "@" else source)):
-            raise click.UsageError(f"the alias {source} is not in a local domain")
+            raise Failure(f"the alias {source} is not in a local domain")
         await store.add_alias(source, target)
 
     run_with_store(config, add)
@@ -167,7 +191,7 @@ def alias_add(config_path: Path | None, data_dir: Path | None, source: str, targ
 def alias_list(config_path: Path | None, data_dir: Path | None) -> None:
     """List aliases."""
     aliases = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_aliases())
-    _table("aliases", ["source", "target"], [[source, target] for source, target in aliases])
+    print_table("aliases", ["source", "target"], [[source, target] for source, target in aliases])
 
 
 @alias.command("remove")
@@ -177,7 +201,8 @@ def alias_list(config_path: Path | None, data_dir: Path | None) -> None:
 def alias_remove(
     config_path: Path | None, data_dir: Path | None, source: str, target: str | None
 ) -> None:
-    """Remove an alias (all its targets unless TARGET is given)."""
+    """Remove an alias (all its targets unless TARGET is given); no mail is deleted, so it
+    does not ask."""
     source = _alias_source(source)
     resolved_target = _address(target) if target else None
     run_with_store(

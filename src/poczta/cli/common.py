@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from poczta.config import Config, ConfigError, load_config
 from poczta.store.base import MailStore
@@ -16,6 +17,33 @@ from poczta.store.base import MailStore
 T = TypeVar("T")
 
 DEFAULT_DEV_DIR = Path("poczta-dev")
+CONFIG_ENV = "POCZTA_CONFIG"
+DEFAULT_CONFIG = Path("poczta.toml")
+NO_CONFIG = f"no config: give -c FILE or set ${CONFIG_ENV} (there is no ./poczta.toml)"
+
+
+class Failure(click.ClickException):
+    """An operational error: one line ``poczta: …`` on stderr and exit status 1.
+
+    Usage errors (unknown option, missing argument) stay click's, with exit status 2.
+    """
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"poczta: {self.format_message()}", err=True)
+
+
+def config_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds -c/--config FILE (default $POCZTA_CONFIG, then ./poczta.toml) to a command."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=CONFIG_ENV,
+        help=f"The poczta.toml to use (default: ${CONFIG_ENV}, else ./poczta.toml).",
+    )(func)
 
 
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,27 +53,41 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(file_okay=False, path_type=Path),
         help="Use the dev data directory DIR (made by `poczta dev`) instead of a config file.",
     )(func)
-    func = click.option(
-        "-c",
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="POCZTA_CONFIG",
-        help="The poczta.toml to use (default: $POCZTA_CONFIG, ./poczta.toml, or ./poczta-dev).",
-    )(func)
-    return func
+    return config_file_option(func)
 
 
-def resolve_config(config_path: Path | None, data_dir: Path | None) -> Config:
+def find_config_file(config_path: Path | None) -> Path | None:
+    """The config file every command uses: -c FILE or $POCZTA_CONFIG (click passes either
+    as `config_path`), else ./poczta.toml when it exists."""
     if config_path is not None:
-        return load_config(config_path)
+        return config_path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def resolve_config(
+    config_path: Path | None, data_dir: Path | None = None, *, dev_fallback: bool = True
+) -> Config:
+    """The settings a command works on: the config file (`find_config_file`), else the dev
+    data directory `data_dir`, else ./poczta-dev (unless `dev_fallback` is off)."""
     if data_dir is not None:
+        if config_path is not None and not given_by_environment("config_path"):
+            raise click.UsageError("give either -c FILE or --data-dir DIR, not both")
         return Config.dev(data_dir.resolve())
-    if Path("poczta.toml").is_file():
-        return load_config(Path("poczta.toml"))
-    if DEFAULT_DEV_DIR.is_dir():
+    found = find_config_file(config_path)
+    if found is not None:
+        return load_config(found)
+    if dev_fallback and DEFAULT_DEV_DIR.is_dir():
         return Config.dev(DEFAULT_DEV_DIR.resolve())
-    raise click.UsageError("no config: give -c FILE, or --data-dir DIR for a dev data directory")
+    hint = "; --data-dir DIR for a dev data directory" if dev_fallback else ""
+    raise Failure(NO_CONFIG + hint)
+
+
+def given_by_environment(parameter: str) -> bool:
+    """Whether the current command's `parameter` came from its environment variable."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    return context.get_parameter_source(parameter) is ParameterSource.ENVIRONMENT
 
 
 def run_with_store(config: Config, action: Callable[[MailStore], Awaitable[T]]) -> T:
@@ -69,17 +111,55 @@ def read_password(from_stdin: bool, confirm: bool = True) -> str:
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
     if not password:
-        raise click.UsageError("the password is empty")
+        raise Failure("the password is empty")
     return password
 
 
+_FIELD_BREAKS = str.maketrans("\t\r\n", "   ")
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[str] = ()
+) -> None:
+    """A table on a terminal (long values wrap); elsewhere (a pipe, a file) a header line
+    and one line per row, values separated by tabs and never shortened, for grep, cut
+    and awk."""
+    if not sys.stdout.isatty():
+        for row in (columns, *rows):
+            click.echo("\t".join(value.translate(_FIELD_BREAKS) for value in row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column in right else "left", overflow="fold"
+        )  # long values wrap instead of being cut
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def confirm_removal(question: str, force: bool) -> None:
+    """Ask `question` on a terminal unless `force`; without a terminal, `force` is required."""
+    if force:
+        return
+    if not sys.stdin.isatty():
+        raise Failure(f"{question.rstrip('?')}: not asked without a terminal; give --force")
+    if not click.confirm(question, default=False):
+        raise Failure("nothing removed")
+
+
 def fail(message: str) -> None:
-    click.echo(f"poczta: {message}", err=True)
+    for line in message.splitlines() or [""]:
+        click.echo(f"poczta: {line}", err=True)
     sys.exit(1)
 
 
 def friendly_errors(func: Callable[[], object]) -> None:
-    """Run the CLI; known errors become one line on stderr and a non-zero exit status."""
+    """Run the CLI. Usage errors print click's usage text and exit 2; operational errors
+    print ``poczta: …`` on stderr (one line per problem) and exit 1."""
     from poczta.net.tls import TlsError
     from poczta.store.base import StoreError
 
@@ -91,8 +171,7 @@ def friendly_errors(func: Callable[[], object]) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
+        fail("aborted")
     except ConfigError as exc:
         fail(str(exc))
     except (StoreError, TlsError) as exc:

@@ -1,4 +1,5 @@
-"""CLI commands that show stored mail and the outbound queue: mail list/show, queue list."""
+"""CLI commands that show and move stored mail and show the outbound queue: mail list/show/move,
+queue list."""
 
 from __future__ import annotations
 
@@ -8,30 +9,36 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from poczta.accounts import normalize_address
-from poczta.cli.common import config_options, resolve_config, run_with_store
-from poczta.store.base import MailboxId, MailStore, NotFound
+from poczta.cli.common import Failure, config_options, print_table, resolve_config, run_with_store
+from poczta.store.base import MailboxId, MailStore, NotFound, UserId
+
+
+async def _user_id(store: MailStore, address: str) -> UserId:
+    user = await store.get_user(normalize_address(address))
+    if user is None:
+        raise Failure(f"no user {address}")
+    return user.id
+
+
+async def _mailbox_of(store: MailStore, user_id: UserId, address: str, name: str) -> MailboxId:
+    try:
+        return (await store.get_mailbox(user_id, name)).id
+    except NotFound:
+        raise Failure(f"{address} has no mailbox {name!r}") from None
 
 
 async def _mailbox_id(store: MailStore, address: str, mailbox: str) -> MailboxId:
-    user = await store.get_user(normalize_address(address))
-    if user is None:
-        raise click.UsageError(f"no user {address}")
-    try:
-        return (await store.get_mailbox(user.id, mailbox)).id
-    except NotFound:
-        raise click.UsageError(f"{address} has no mailbox {mailbox!r}") from None
+    return await _mailbox_of(store, await _user_id(store, address), address, mailbox)
 
 
 async def read_stored(store: MailStore, address: str, mailbox: str, uid: int) -> bytes:
-    """The stored bytes of one message; a clear usage error when it does not exist."""
+    """The stored bytes of one message; a clear error when it does not exist."""
     try:
         return await store.read_message(await _mailbox_id(store, address, mailbox), uid)
     except NotFound:
-        raise click.UsageError(f"no message with uid {uid} in {mailbox}") from None
+        raise Failure(f"no message with uid {uid} in {mailbox}") from None
 
 
 @click.group()
@@ -68,19 +75,20 @@ def mail_list(
     if as_json:
         click.echo(json.dumps(rows, indent=1, ensure_ascii=False))
         return
-    table = Table(title=f"{address} {mailbox}: {len(rows)} messages")
-    for column in ("uid", "date", "from", "subject", "size", "flags"):
-        table.add_column(column, justify="right" if column in ("uid", "size") else "left")
-    for row in rows:
-        table.add_row(
-            str(row["uid"]),
-            row["date"][:19],
-            row["from"],
-            row["subject"],
-            str(row["size"]),
-            " ".join(row["flags"]),
-        )
-    Console().print(table)
+    columns = ["uid", "date", "from", "subject", "size", "flags"]
+    table = [
+        [
+            str(r["uid"]),
+            r["date"][:19],
+            r["from"],
+            r["subject"],
+            str(r["size"]),
+            " ".join(r["flags"]),
+        ]
+        for r in rows
+    ]
+    title = f"{address} {mailbox}: {len(rows)} messages"
+    print_table(title, columns, table, right=("uid", "size"))
 
 
 @mail.command("show")
@@ -96,6 +104,36 @@ def mail_show(
     data = run_with_store(config, lambda store: read_stored(store, address, mailbox, uid))
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+@mail.command("move")
+@config_options
+@click.argument("address")
+@click.argument("mailbox")
+@click.argument("uid", type=int)
+@click.argument("target")
+def mail_move(
+    config_path: Path | None,
+    data_dir: Path | None,
+    address: str,
+    mailbox: str,
+    uid: int,
+    target: str,
+) -> None:
+    """Move one message to another mailbox of the same user (e.g. from Junk to INBOX)."""
+    config = resolve_config(config_path, data_dir)
+
+    async def move(store: MailStore) -> int:
+        user_id = await _user_id(store, address)
+        for name in (mailbox, target):
+            await _mailbox_of(store, user_id, address, name)
+        try:
+            return await store.move_message(user_id, mailbox, uid, target)
+        except NotFound:
+            raise Failure(f"no message with uid {uid} in {mailbox}") from None
+
+    new_uid = run_with_store(config, move)
+    click.echo(f"moved uid {uid} of {mailbox} to {target}: uid {new_uid}")
 
 
 @click.group()
@@ -125,17 +163,19 @@ def queue_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"outbound queue: {len(rows)} messages")
-    for column in ("id", "created", "sender", "recipients", "size", "attempts", "last_error"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row["id"]),
-            row["created"][:19],
-            row["sender"] or "<>",
-            ", ".join(row["recipients"]),
-            str(row["size"]),
-            str(row["attempts"]),
-            row["last_error"],
-        )
-    Console().print(table)
+    print_table(
+        f"outbound queue: {len(rows)} messages",
+        ["id", "created", "sender", "recipients", "size", "attempts", "last_error"],
+        [
+            [
+                str(row["id"]),
+                row["created"][:19],
+                row["sender"] or "<>",
+                ", ".join(row["recipients"]),
+                str(row["size"]),
+                str(row["attempts"]),
+                row["last_error"],
+            ]
+            for row in rows
+        ],
+    )

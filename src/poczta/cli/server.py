@@ -8,8 +8,18 @@ from pathlib import Path
 
 import click
 
-from poczta.cli.common import DEFAULT_DEV_DIR, config_options, resolve_config, run_with_store
-from poczta.config import Config, load_config, render_default_config
+from poczta.cli.common import (
+    DEFAULT_DEV_DIR,
+    NO_CONFIG,
+    Failure,
+    config_file_option,
+    config_options,
+    find_config_file,
+    given_by_environment,
+    resolve_config,
+    run_with_store,
+)
+from poczta.config import Config, load_config, raise_errors, render_default_config
 from poczta.net.tls import write_self_signed
 from poczta.store.base import MailStore
 
@@ -70,20 +80,13 @@ def init(
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The poczta.toml to serve.",
-)
-def serve(config_path: Path) -> None:
+@config_file_option
+def serve(config_path: Path | None) -> None:
     """Run the server in the foreground (SIGTERM stops gracefully, SIGHUP reloads TLS)."""
     from poczta import app
     from poczta.logs import setup_logging
 
-    config = load_config(config_path)
+    config = resolve_config(config_path, dev_fallback=False)
     setup_logging(config.log.level, config.log.format)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app.run(config)
@@ -191,11 +194,21 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
-def config_check(config_file: Path) -> None:
-    """Validate a poczta.toml; errors name the file, line and key."""
-    loaded = load_config(config_file)
-    click.echo(f"{config_file}: ok (hostname {loaded.hostname}, data directory {loaded.data_dir})")
+@config_file_option
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def config_check(config_path: Path | None, config_file: Path | None) -> None:
+    """Validate a poczta.toml and what it points to (TLS files, data directory, listener
+    hosts) without binding; every problem is one line FILE:LINE: KEY: what is wrong."""
+    from poczta.config_check import check_config
+
+    if config_file and config_path and not given_by_environment("config_path"):
+        raise click.UsageError("give the config file once: as -c FILE or as an argument")
+    found = find_config_file(config_file or config_path)
+    if found is None:
+        raise Failure(NO_CONFIG)
+    raise_errors(check_config(found))
+    loaded = load_config(found)
+    click.echo(f"{found}: ok (hostname {loaded.hostname}, data directory {loaded.data_dir})")
 
 
 __all__ = ["config", "config_options", "dev", "init", "resolve_config", "serve"]

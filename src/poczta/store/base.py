@@ -285,6 +285,13 @@ class MailStore(Protocol):
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[int]: ...
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]: ...
+    async def move_message(
+        self, user_id: UserId, source_mailbox: str, uid: int, target_mailbox: str
+    ) -> int:
+        """Move one message to another mailbox of the same user in one transaction; return
+        its UID there. It keeps its flags, internal date and body; in the source it counts
+        as expunged. NotFound when either mailbox or the message does not exist."""
+        ...
 
     # blobs and the outbound queue
     async def store_blob(self, data: bytes) -> str: ...

@@ -53,6 +53,7 @@ from poczta.store.blobs import BlobStore
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.committer import CommitterLink, request_for
 from poczta.store.migrate import migrate
+from poczta.store.sqlite_move import move_message_job
 from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
 from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
 
@@ -325,6 +326,13 @@ class SqliteStore:
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
         return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+
+    async def move_message(
+        self, user_id: UserId, source_mailbox: str, uid: int, target_mailbox: str
+    ) -> int:
+        job = move_message_job(user_id, source_mailbox, uid, target_mailbox)
+        new_uid: int = await self._write(job)
+        return new_uid
 
     # --- blobs and the outbound queue ---------------------------------------
 
