@@ -84,6 +84,7 @@ def _suffix_list() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
     """The registrable domain per the Public Suffix List (the domain itself if a suffix)."""
     domain = domain.lower().rstrip(".")
@@ -145,17 +146,26 @@ def author_domain(from_header_values: Sequence[str]) -> str:
     """The RFC5322.From domain; FromHeaderError unless one field holds one address."""
     if len(from_header_values) != 1:
         raise FromHeaderError(f"{len(from_header_values)} From header fields")
-    addresses = strict_addresses(from_header_values[0])
+    domain, problem = _author_domain(from_header_values[0])
+    if problem:
+        raise FromHeaderError(problem)
+    return domain
+
+
+@lru_cache(maxsize=4096)
+def _author_domain(value: str) -> tuple[str, str]:
+    """(domain, "") for a From value holding one address, else ("", the problem)."""
+    addresses = strict_addresses(value)
     if addresses is None or len(addresses) != 1:
-        raise FromHeaderError("From does not hold exactly one address")
+        return "", "From does not hold exactly one address"
     domain = addresses[0].rpartition("@")[2].strip().rstrip(".").lower()
     try:
         domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
     except UnicodeError:
-        raise FromHeaderError("From domain is not a valid name") from None
+        return "", "From domain is not a valid name"
     if not _DOMAIN.match(domain) or len(domain) > 253:
-        raise FromHeaderError("From domain is not a valid name")
-    return domain
+        return "", "From domain is not a valid name"
+    return domain, ""
 
 
 def from_header_values(message: bytes | HeaderSection) -> list[str]:

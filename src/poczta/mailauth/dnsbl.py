@@ -24,6 +24,7 @@ from asyncio import gather
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 from poczta.dns import DnsError, NXDomain, Resolver
 
@@ -176,6 +177,7 @@ def dnsbl_query_name(subject: str, zone: DnsblZone) -> str | None:
     return name if len(name) <= 253 else None
 
 
+@lru_cache(maxsize=4096)
 def parse_client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """A client address from `text` (brackets and "IPv6:" allowed; IPv4-mapped IPv6 as
     IPv4; an IPv6 scope such as ``%eth0`` dropped), or None."""
@@ -193,6 +195,7 @@ def parse_client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     return address
 
 
+@lru_cache(maxsize=4096)
 def _as_domain(text: str) -> str | None:
     """A lower-cased ASCII domain name, or None for an IP literal or an invalid name."""
     name = text.strip().rstrip(".").lower()

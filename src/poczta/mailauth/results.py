@@ -59,8 +59,13 @@ _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9_-]+)*\.?\Z")
 
 
+_TOKEN = re.compile(
+    "[" + re.escape("".join(chr(c) for c in range(33, 127) if chr(c) not in _TSPECIALS)) + "]+"
+)
+
+
 def _is_token(value: str) -> bool:
-    return bool(value) and all(33 <= ord(c) < 127 and c not in _TSPECIALS for c in value)
+    return _TOKEN.fullmatch(value) is not None
 
 
 def quote(value: str) -> str:

@@ -203,6 +203,9 @@ def strict_addresses(value: str) -> tuple[str, ...] | None:
     well-formed; None when one is not: two angle addresses in one mailbox, text after
     the ``>``, no ``@`` or two, a stray special. For deciding who sent a message, where
     the lenient `parse_addresses` could be made to see one address of several."""
+    simple = _simple_mailbox(value)
+    if simple is not None:
+        return tuple(a.address for a in simple if a.address)
     out: list[str] = []
     for kind, run in _runs(_tokens(value)):
         if kind != "mailbox" or not run:

@@ -213,10 +213,13 @@ class InboundChecks:
         """Blocklists, then greylisting, for one (local, existing) recipient."""
         policy = self.checks.policy
         dnsbl = await self._dnsbl_so_far()
-        verdict = decide(CheckResults(dnsbl=tuple(dnsbl)), policy)
-        if verdict.action in _REFUSING or self.checks.greylister is None:
-            return CheckDecision(verdict, "rcpt")
-        greylist = await self._greylist_check(self.checks.greylister, address)
+        greylister = self.checks.greylister
+        # Only a blocklist that did not simply pass can refuse before greylisting.
+        if greylister is None or any(r.status is not DnsblStatus.PASS for r in dnsbl):
+            verdict = decide(CheckResults(dnsbl=tuple(dnsbl)), policy)
+            if verdict.action in _REFUSING or greylister is None:
+                return CheckDecision(verdict, "rcpt")
+        greylist = await self._greylist_check(greylister, address)
         verdict = decide(CheckResults(dnsbl=tuple(dnsbl), greylist=greylist), policy)
         if verdict.action not in _REFUSING:
             self._greylist.append(greylist)
