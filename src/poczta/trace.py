@@ -1,4 +1,4 @@
-"""Trace header fields (RFC 5321 4.4): text fit for a header.
+"""Trace header fields (RFC 5321 4.4): text fit for a header, and Return-Path at final delivery.
 
 Values a client chose (its EHLO name, the addresses) are validated by the SMTP core
 already; `header_text` is the second line of defence for every value copied into a
@@ -6,6 +6,11 @@ trace field, so a mistake elsewhere can never end or fold a header early.
 """
 
 from __future__ import annotations
+
+import re
+
+_RETURN_PATH = re.compile(rb"^return-path[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_LINES = re.compile(rb"(?<=\n)")
 
 
 def header_text(value: object) -> str:
@@ -18,3 +23,29 @@ def header_text(value: object) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def return_path(sender: str) -> bytes:
+    """The Return-Path field of final delivery: the envelope sender, `<>` for none."""
+    return f"Return-Path: <{header_text(sender)}>\r\n".encode()
+
+
+def with_return_path(data: bytes, header_size: int, sender: str) -> bytes:
+    """The message as final delivery stores it: our Return-Path first, the client's gone.
+
+    `header_size` is the length of the header (with its blank line), as
+    `ParsedMessage.header_size` gives it. A Return-Path field the client sent is
+    deleted with its folded lines (RFC 5321 4.4: at final delivery the field is ours).
+    """
+    head = data[:header_size]
+    if _RETURN_PATH.search(head) is None:
+        return return_path(sender) + data
+    kept: list[bytes] = []
+    dropping = False
+    for line in _LINES.split(head):
+        if dropping and line[:1] in (b" ", b"\t"):
+            continue
+        dropping = _RETURN_PATH.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return return_path(sender) + b"".join(kept) + data[header_size:]
