@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from poczta.delivery import Delivery, DeliveryPlan
-from poczta.message import parse_message
 from poczta.store import MailboxId, MailStore, MessageMeta, UserId
 from poczta.store.sqlite import SqliteStore
 from poczta.trace import with_return_path
@@ -30,8 +29,7 @@ CLIENT_RETURN_PATH = (
 
 
 def test_with_return_path_puts_ours_first_and_drops_the_clients() -> None:
-    parsed = parse_message(CLIENT_RETURN_PATH)
-    assert with_return_path(CLIENT_RETURN_PATH, parsed.header_size, "a@client.test") == (
+    assert with_return_path(CLIENT_RETURN_PATH, "a@client.test") == (
         b"Return-Path: <a@client.test>\r\n"
         b"Received: from client.test ([192.0.2.1])\r\n"
         b"From: a@client.test\r\n"
@@ -39,8 +37,20 @@ def test_with_return_path_puts_ours_first_and_drops_the_clients() -> None:
         b"Subject: hi\r\n\r\n"
         b"Return-Path: <in the body, kept>\r\n"
     )
-    plain = parse_message(MESSAGE)
-    assert with_return_path(MESSAGE, plain.header_size, "") == b"Return-Path: <>\r\n" + MESSAGE
+    assert with_return_path(MESSAGE, "") == b"Return-Path: <>\r\n" + MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("data", "stored"),
+    [
+        (b"Subject: x\r\nReturn-Path: <a>\r\n\tfolded\r\n\r\n", b"Subject: x\r\n\r\n"),
+        (b"Return-Path: <a>\r\nSubject: no body", b"Subject: no body"),
+        (b"\r\nReturn-Path: <only in the body>\r\n", b"\r\nReturn-Path: <only in the body>\r\n"),
+        (b"X: 1\nreturn-path:<a>\nY: 2\n\nbody\n", b"X: 1\nY: 2\n\nbody\n"),
+    ],
+)
+def test_with_return_path_edges(data: bytes, stored: bytes) -> None:
+    assert with_return_path(data, "s@x.test") == b"Return-Path: <s@x.test>\r\n" + stored
 
 
 def run(tmp_path: Path, body: Callable[[MailStore], Awaitable[None]]) -> None:
@@ -73,9 +83,7 @@ def test_local_copies_get_return_path_and_the_queue_copy_does_not(
     async def body(store: MailStore) -> None:
         bob, carol = await user(store, "bob@example.test"), await user(store, "carol@example.test")
         plan = DeliveryPlan(user_ids=[bob, carol], remote=["dave@remote.test"])
-        await Delivery(store).deliver(
-            CLIENT_RETURN_PATH, parse_message(CLIENT_RETURN_PATH), plan, sender
-        )
+        await Delivery(store).deliver(CLIENT_RETURN_PATH, plan, sender)
         for user_id in (bob, carol):
             meta, local = await only_inbox_message(store, user_id)
             assert local.startswith(f"Return-Path: <{sender}>\r\nReceived: ".encode())
@@ -92,7 +100,7 @@ def test_local_copies_get_return_path_and_the_queue_copy_does_not(
 def test_remote_only_mail_is_queued_without_return_path(tmp_path: Path) -> None:
     async def body(store: MailStore) -> None:
         plan = DeliveryPlan(remote=["dave@remote.test"])
-        await Delivery(store).deliver(MESSAGE, parse_message(MESSAGE), plan, "a@example.test")
+        await Delivery(store).deliver(MESSAGE, plan, "a@example.test")
         [entry] = await store.list_queue()
         assert await store.read_blob(entry.digest) == MESSAGE
 

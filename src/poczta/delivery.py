@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from poczta.accounts import domain_of, normalize_address
-from poczta.message import ParsedMessage, parse_message
+from poczta.message import parse_message
 from poczta.store.base import DeliveryTarget, MailStore, Outbound, UserId
 from poczta.trace import with_return_path
 
@@ -139,24 +139,23 @@ class Delivery:
     async def deliver(
         self,
         data: bytes,
-        parsed: ParsedMessage,
         plan: DeliveryPlan,
         sender: str,
         now: datetime | None = None,
     ) -> None:
         """Durably store `data` for every local user and queue it for remote ones.
 
-        `parsed` is `data` parsed. Local copies get our Return-Path (see the module's
-        docstring) and go to INBOX, or to the mailbox with the \\Junk special use when
-        the plan says so."""
+        Local copies get our Return-Path (see the module's docstring) and go to INBOX,
+        or to the mailbox with the \\Junk special use when the plan says so. Each body
+        is parsed once, as it is stored."""
         now = now or datetime.now(UTC)
         if plan.user_ids:
             mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
             targets: Sequence[DeliveryTarget] = [
                 DeliveryTarget(user_id=user_id, mailbox=mailbox) for user_id in plan.user_ids
             ]
-            local = with_return_path(data, parsed.header_size, sender)
+            local = with_return_path(data, sender)
             await self.store.accept(local, parse_message(local), now, targets)
         if plan.remote:
             outbound = Outbound(sender, tuple(plan.remote))
-            await self.store.accept(data, parsed, now, (), outbound)
+            await self.store.accept(data, parse_message(data), now, (), outbound)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 
-_RETURN_PATH = re.compile(rb"^return-path[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_LINES = re.compile(rb"(?<=\n)")
+_RETURN_PATH = re.compile(rb"return-path[ \t]*:", re.IGNORECASE)
 
 
 def header_text(value: object) -> str:
@@ -30,22 +29,26 @@ def return_path(sender: str) -> bytes:
     return f"Return-Path: <{header_text(sender)}>\r\n".encode()
 
 
-def with_return_path(data: bytes, header_size: int, sender: str) -> bytes:
+def with_return_path(data: bytes, sender: str) -> bytes:
     """The message as final delivery stores it: our Return-Path first, the client's gone.
 
-    `header_size` is the length of the header (with its blank line), as
-    `ParsedMessage.header_size` gives it. A Return-Path field the client sent is
-    deleted with its folded lines (RFC 5321 4.4: at final delivery the field is ours).
+    A Return-Path field the client sent is deleted with its folded lines (RFC 5321
+    4.4: at final delivery the field is ours); the header ends at the first empty line.
     """
-    head = data[:header_size]
-    if _RETURN_PATH.search(head) is None:
-        return return_path(sender) + data
     kept: list[bytes] = []
-    dropping = False
-    for line in _LINES.split(head):
-        if dropping and line[:1] in (b" ", b"\t"):
-            continue
-        dropping = _RETURN_PATH.match(line) is not None
-        if not dropping:
-            kept.append(line)
-    return return_path(sender) + b"".join(kept) + data[header_size:]
+    pos, size, dropping, removed = 0, len(data), False, False
+    while pos < size:
+        lf = data.find(b"\n", pos)
+        end = size if lf < 0 else lf + 1
+        line = data[pos:end]
+        if line in (b"\r\n", b"\n"):
+            break
+        if not (dropping and line[:1] in (b" ", b"\t")):
+            dropping = _RETURN_PATH.match(line) is not None
+            removed = removed or dropping
+            if not dropping:
+                kept.append(line)
+        pos = end
+    if not removed:
+        return return_path(sender) + data
+    return return_path(sender) + b"".join(kept) + data[pos:]

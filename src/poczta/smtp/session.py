@@ -273,9 +273,8 @@ class SmtpSession:
         now = datetime.now(UTC)
         trace = received_header(event.envelope, self.ctx.hostname, queue_id, now)
         data = added + trace + body
-        parsed = parse_message(data)
         try:
-            await self.ctx.delivery.deliver(data, parsed, plan, event.envelope.mail_from, now)
+            await self.ctx.delivery.deliver(data, plan, event.envelope.mail_from, now)
         except StoreUnavailable as exc:
             log("smtp.store_failed", id=queue_id, error=exc)
             return Reject(451, "4.3.0", "Temporary storage failure, try again later")
