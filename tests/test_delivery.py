@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from poczta.delivery import Delivery, DeliveryPlan
 from poczta.store import MailboxId, MailStore, MessageMeta, UserId
@@ -51,6 +53,17 @@ def test_with_return_path_puts_ours_first_and_drops_the_clients() -> None:
 )
 def test_with_return_path_edges(data: bytes, stored: bytes) -> None:
     assert with_return_path(data, "s@x.test") == b"Return-Path: <s@x.test>\r\n" + stored
+
+
+@given(st.text(), st.lists(st.sampled_from(["Return-Path: <a>", " folded", "X: y", "", "b"])))
+def test_with_return_path_adds_one_clean_line_and_only_removes_whole_lines(
+    sender: str, lines: list[str]
+) -> None:
+    data = "".join(line + "\r\n" for line in lines).encode()
+    ours, _, rest = with_return_path(data, sender).partition(b"\r\n")
+    assert ours.startswith(b"Return-Path: <") and ours.endswith(b">")
+    assert b"\r" not in ours and b"\n" not in ours and ours.decode().isprintable()
+    assert set(rest.split(b"\r\n")) <= set(data.split(b"\r\n"))  # nothing new, no line cut
 
 
 def run(tmp_path: Path, body: Callable[[MailStore], Awaitable[None]]) -> None:
