@@ -51,3 +51,37 @@ def test_json_lines_carry_the_process_context(
         "error": "full",
         "worker": 7,
     }
+
+
+HOSTILE = [
+    "evil\r2026-12-01T00:00:00 info smtp.accepted id=FORGED",
+    "evil\r2026-12-01T00:00:00\tinfo\tauth.ok",
+    "evil\n2026-12-01T00:00:00 info auth.ok user=root",
+    "a\x00b\x1b[2Jc\x7fd",
+    "nel\x85ls\u2028ps\u2029vt\x0bff\x0cfs\x1c",
+    "bidi\u202eoverride",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_text_values_cannot_start_a_line_or_hide_bytes(
+    stream: Callable[[], str], value: str
+) -> None:
+    logs.setup_logging("info", "text")
+    logs.log("smtp.connect", helo=value, ip="192.0.2.1")
+    out = stream()
+    [line] = out.splitlines()  # str.splitlines breaks at CR, NEL, U+2028 and more
+    assert line.isprintable() and line.isascii()
+    prefix = " info smtp.connect helo="
+    assert prefix in line and line.endswith(" ip=192.0.2.1")
+    quoted = line.split(prefix, 1)[1].removesuffix(" ip=192.0.2.1")
+    assert json.loads(quoted) == value  # escaped, not lost
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_json_values_cannot_start_a_line(stream: Callable[[], str], value: str) -> None:
+    logs.setup_logging("info", "json")
+    logs.log("smtp.connect", helo=value)
+    [line] = stream().splitlines()
+    assert line.isprintable()
+    assert json.loads(line)["helo"] == value

@@ -252,3 +252,24 @@ def test_arbitrary_bytes_never_raise(
 @given(st.binary(max_size=100))
 def test_decode_never_raises(line: bytes) -> None:
     decode_client_response(line)
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "message"),
+    [
+        ("PLAIN", b"\0alice\r\nX-Forged: yes\0secret"),
+        ("PLAIN", b"alice\x1b\0alice\0secret"),
+        ("PLAIN", b"\0alice\xc2\x85\0secret"),
+        ("PLAIN", b"\0al\xe2\x80\xa8ice\0secret"),
+        ("LOGIN", b"ali\rce"),
+        ("LOGIN", b"ali\x7fce"),
+        ("SCRAM-SHA-256", b"n,,n=ali\rce,r=abc"),
+        ("SCRAM-SHA-256", b"n,a=ali\nce,n=alice,r=abc"),
+    ],
+)
+def test_identity_with_control_characters_is_malformed(mechanism: str, message: bytes) -> None:
+    ex = SaslExchange(mechanism, None)
+    ex.start()
+    ev = ex.respond(message)
+    assert isinstance(ev, Failed) and ev.malformed
+    assert ex.authcid is None  # nothing the client named is kept for logs

@@ -7,6 +7,15 @@ admin's change (new user, removed alias) is seen within that interval, also by o
 nodes sharing the database. One message to several local users is stored once (one blob)
 and linked into each INBOX (or each Junk mailbox, when the checks' verdict says junk);
 remote recipients go to the durable outbound queue in the same call.
+
+Return-Path (RFC 5321 4.4) belongs to final delivery, so the two copies differ: the
+local one starts with `Return-Path: <envelope sender>` (`<>` for the null sender),
+and any Return-Path field the client sent is deleted from it; the queued one is the
+message as received (with our trace headers), since a relaying server must neither
+add a Return-Path nor inspect the message for one, and the final hop replaces it.
+A message with local and remote recipients is therefore two bodies and two commits:
+the local copies first, so a failure between them (the client is told to retry) can
+duplicate mail in a local mailbox but never send a second copy out.
 """
 
 from __future__ import annotations
@@ -18,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from poczta.accounts import domain_of, normalize_address
-from poczta.message import ParsedMessage
+from poczta.message import HeaderSection, parse_message, split_header
 from poczta.store.base import DeliveryTarget, MailStore, Outbound, UserId
+from poczta.trace import final_delivery_copy
 
 #: Where junk goes: named by its special use, so a renamed Junk folder still receives it.
 JUNK_MAILBOX = "\\Junk"
@@ -129,18 +139,26 @@ class Delivery:
     async def deliver(
         self,
         data: bytes,
-        parsed: ParsedMessage,
         plan: DeliveryPlan,
         sender: str,
         now: datetime | None = None,
+        *,
+        header: HeaderSection | None = None,
     ) -> None:
-        """Durably store `data` for every local user and queue it for remote ones (one commit).
+        """Durably store `data` for every local user and queue it for remote ones.
 
-        Local copies go to INBOX, or to the mailbox with the \\Junk special use when the
-        plan says so."""
-        mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
-        targets: Sequence[DeliveryTarget] = [
-            DeliveryTarget(user_id=user_id, mailbox=mailbox) for user_id in plan.user_ids
-        ]
-        outbound = Outbound(sender, tuple(plan.remote)) if plan.remote else None
-        await self.store.accept(data, parsed, now or datetime.now(UTC), targets, outbound)
+        Local copies get our Return-Path (see the module's docstring) and go to INBOX,
+        or to the mailbox with the \\Junk special use when the plan says so. `header`
+        is the header section of `data` when it is already split."""
+        now = now or datetime.now(UTC)
+        header = header if header is not None else split_header(data)
+        if plan.user_ids:
+            mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
+            targets: Sequence[DeliveryTarget] = [
+                DeliveryTarget(user_id=user_id, mailbox=mailbox) for user_id in plan.user_ids
+            ]
+            local, local_header = final_delivery_copy(data, header, sender)
+            await self.store.accept(local, parse_message(local, local_header), now, targets)
+        if plan.remote:
+            outbound = Outbound(sender, tuple(plan.remote))
+            await self.store.accept(data, parse_message(data, header), now, (), outbound)

@@ -49,10 +49,13 @@ class _TextFormatter(logging.Formatter):
 
 
 def _quote(value: object) -> str:
+    """A value as one token: JSON-quoted when it is empty, has a space, `"` or `=`, or
+    has any character that is not printable, so no value can start a line or fake a field.
+    """
     text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
-        return json.dumps(text)
-    return text
+    if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
+        return text
+    return json.dumps(text)
 
 
 class _DirectWriter:

@@ -17,7 +17,10 @@ credentials and fails at the proof step like a wrong password would.
 Rules kept here: an authorization identity, when given, must equal the
 authentication identity (no proxy authentication); SCRAM channel binding is not
 offered, so a client that asks for it (gs2 flag `p`) fails, while `n` and `y` are
-accepted. Names and passwords are normalised with NFKC (a light SASLprep).
+accepted. Names and passwords are normalised with NFKC (a light SASLprep). An
+identity (authcid or authzid) with a character that is not printable (a control
+character, a line separator) is malformed: it never reaches a lookup, a log line or
+a header.
 """
 
 from __future__ import annotations
@@ -244,6 +247,12 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
+def _identity(text: str) -> str | None:
+    """An authcid or authzid, normalised; None when it is not printable throughout."""
+    name = _normalize(text)
+    return name if name.isprintable() else None
+
+
 # --------------------------------------------------------------------------- SCRAM syntax
 
 
@@ -297,15 +306,18 @@ def _parse_client_first(data: bytes) -> _ClientFirst | Failed:
         authzid = _decode_saslname(authz_field[2:])
         if authzid is None:
             return _malformed("bad saslname escape in authzid")
+        authzid = _identity(authzid)
+        if authzid is None:
+            return _malformed("authzid is not printable")
     attrs = bare.split(",")
     if len(attrs) < 2 or not attrs[0].startswith("n=") or not attrs[1].startswith("r="):
         return _malformed("client-first-message needs n= and r=")
     authcid = _decode_saslname(attrs[0][2:])
+    authcid = _identity(authcid) if authcid else None
     nonce = attrs[1][2:]
     if not authcid or not nonce or not _printable_nonce(nonce):
         return _malformed("empty or invalid username or nonce")
-    authcid = _normalize(authcid)
-    if authzid and _normalize(authzid) != authcid:
+    if authzid and authzid != authcid:
         return Failed("authorization identity differs from authentication identity", False)
     return _ClientFirst(f"{flag},{authz_field},", bare, authcid, nonce)
 
@@ -415,8 +427,10 @@ class SaslExchange:
             return self._finish(_malformed("PLAIN message is not UTF-8"))
         if not authcid or not password:
             return self._finish(_malformed("PLAIN needs a username and a password"))
-        authcid = _normalize(authcid)
-        if authzid and _normalize(authzid) != authcid:
+        authcid, authzid = _identity(authcid), _identity(authzid)
+        if authcid is None or authzid is None:
+            return self._finish(_malformed("PLAIN identity is not printable"))
+        if authzid and authzid != authcid:
             return self._finish(
                 Failed("authorization identity differs from authentication identity", False)
             )
@@ -424,10 +438,10 @@ class SaslExchange:
         return VerifyPassword(authcid, _normalize(password))
 
     def _login_user_step(self, data: bytes) -> SaslEvent:
-        user = _utf8(data)
-        if not user or "\0" in user:
-            return self._finish(_malformed("LOGIN needs a UTF-8 username"))
-        self._login_user = _normalize(user)
+        user = _identity(_utf8(data) or "")
+        if not user:
+            return self._finish(_malformed("LOGIN needs a printable UTF-8 username"))
+        self._login_user = user
         self._step = _Step.LOGIN_PASSWORD
         return Challenge(b"Password:")
 

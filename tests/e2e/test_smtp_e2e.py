@@ -51,7 +51,7 @@ def test_mx_plain_delivers_to_inbox_with_received_header(poczta: PocztaServer) -
     stored = [m for m in poczta.messages("alice@example.test") if m["subject"] == "plain mx"]
     assert len(stored) == 1
     data = poczta.message_bytes("alice@example.test", stored[0]["uid"])
-    assert data.startswith(b"Received: from ")
+    assert data.startswith(b"Return-Path: <carol@elsewhere.test>\r\nReceived: from ")
     assert b"by mx.example.test (poczta) with ESMTP id " in data
     assert b"\r\nSubject: plain mx\r\n" in data
 

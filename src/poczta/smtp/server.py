@@ -14,7 +14,9 @@ dropped and the session state is reset once TLS is up) and AUTH (RFC 4954, only 
 the submission roles and only over TLS unless plaintext authentication is allowed).
 The mail transaction (envelope, limits, body readers) is `poczta.smtp.transaction`,
 body intake (bare CR and LF included) `poczta.smtp.body`. Command lines end at LF
-with an optional CR before it.
+with an optional CR before it; a CR elsewhere, like any control character, is refused
+wherever an argument allows no such thing (the EHLO name, paths, parameters), so none
+reaches a header or a log line.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from poczta.smtp.events import (
     TlsInfo,
 )
 from poczta.smtp.replies import Reply
-from poczta.smtp.syntax import MailParams, RcptParams
+from poczta.smtp.syntax import MailParams, RcptParams, parse_helo
 from poczta.smtp.transaction import ClientError, MailTransaction
 
 __all__ = [
@@ -367,10 +369,14 @@ class SmtpServer:
         self._greet(arg, esmtp=False)
 
     def _greet(self, arg: str, *, esmtp: bool) -> None:
-        name = arg.split(" ", 1)[0]
-        if not name:
-            verb = "EHLO" if esmtp else "HELO"
+        """EHLO/HELO; a refused name leaves the session as it was (RFC 5321 4.1.4)."""
+        verb = "EHLO" if esmtp else "HELO"
+        if not arg:
             self._error(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
+            return
+        name = parse_helo(arg)
+        if name is None:
+            self._error(Reply(501, "5.5.4", f"Invalid hostname in {verb}"))
             return
         self._helo, self._esmtp = name, esmtp
         self._tx.reset()

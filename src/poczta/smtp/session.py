@@ -22,7 +22,6 @@ from poczta.delivery import Delivery, DeliveryPlan, RecipientKind, RecipientVerd
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.verdict import Action
-from poczta.message import parse_message
 from poczta.net.connection import Connection
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.tls import ReloadableContext
@@ -46,6 +45,7 @@ from poczta.smtp.server import (
 )
 from poczta.smtp.submission import author_refusal
 from poczta.store.base import StoreUnavailable
+from poczta.trace import header_text
 
 _SERVICE_NAMES = {Role.MX: "smtp", Role.SUBMISSION: "submission", Role.SUBMISSIONS: "submissions"}
 SESSION_TIMEOUT_REPLY = b"421 4.4.2 Session time limit reached, closing connection\r\n"
@@ -94,17 +94,22 @@ def _rfc5322_date(now: datetime) -> str:
 
 
 def received_header(envelope: Envelope, hostname: str, queue_id: str, now: datetime) -> bytes:
-    """The trace header we prepend (RFC 5321 §4.4, with the RFC 8314 `tls` clause)."""
-    helo = envelope.helo or "unknown"
-    ip = envelope.client_ip
+    """The trace header we prepend (RFC 5321 §4.4, with the RFC 8314 `tls` clause).
+
+    Every value from the envelope goes through `header_text`: however it got there,
+    a control character or line break in it cannot end or fold the header.
+    """
+    helo = header_text(envelope.helo or "unknown")
+    ip = header_text(envelope.client_ip)
     literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
     lines = [f"Received: from {helo} ({literal})", f"\tby {hostname} (poczta)"]
-    lines[-1] += f" with {envelope.protocol} id {queue_id}"
+    lines[-1] += f" with {header_text(envelope.protocol)} id {queue_id}"
     if len(envelope.recipients) == 1:
-        lines.append(f"\tfor <{envelope.recipients[0].address}>")
+        lines.append(f"\tfor <{header_text(envelope.recipients[0].address)}>")
     if envelope.tls is not None:
         tls = envelope.tls
-        lines.append(f"\ttls {tls.cipher} ({tls.version}, {tls.bits} bits)")
+        cipher, version, bits = (header_text(v) for v in (tls.cipher, tls.version, tls.bits))
+        lines.append(f"\ttls {cipher} ({version}, {bits} bits)")
     lines[-1] += ";"
     lines.append(f"\t{_rfc5322_date(now.replace(microsecond=0))}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
@@ -295,9 +300,9 @@ class SmtpSession:
         now = datetime.now(UTC)
         trace = received_header(event.envelope, self.ctx.hostname, queue_id, now)
         data, header = header.prepended(data, added + trace)
-        parsed = parse_message(data, header)
         try:
-            await self.ctx.delivery.deliver(data, parsed, plan, event.envelope.mail_from, now)
+            sender = event.envelope.mail_from
+            await self.ctx.delivery.deliver(data, plan, sender, now, header=header)
         except StoreUnavailable as exc:
             log("smtp.store_failed", id=queue_id, error=exc)
             return Reject(451, "4.3.0", "Temporary storage failure, try again later")

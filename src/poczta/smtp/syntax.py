@@ -1,7 +1,10 @@
-"""SMTP argument syntax: paths of MAIL and RCPT (RFC 5321, 6531) and their ESMTP parameters.
+"""SMTP argument syntax: the EHLO name, paths of MAIL and RCPT (RFC 5321, 6531), their parameters.
 
 Every parser returns either the parsed value or the `Reply` that explains the
-error, so the state machine only has to pass the reply on. Parameters kept:
+error, so the state machine only has to pass the reply on. Nothing a parser
+accepts contains a control character (C0, DEL, C1) or a Unicode line or
+paragraph separator, so no accepted value can break a header or a log line
+it is copied into. Parameters kept:
 SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID/NOTIFY/ORCPT
 (RFC 3461) and AUTH= on MAIL (RFC 4954, accepted and ignored beyond syntax).
 Source routes (`<@a,@b:user@c>`) are accepted and dropped, as RFC 5321 asks.
@@ -9,15 +12,20 @@ Source routes (`<@a,@b:user@c>`) are accepted and dropped, as RFC 5321 asks.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 
 from poczta.smtp.replies import MESSAGE_TOO_BIG, NEEDS_SMTPUTF8, Reply
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
-_QCONTENT = r"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])"
-_LDH_END = r"[A-Za-z0-9\u0080-\U0010ffff]"
-_SUB_DOMAIN = rf"{_LDH_END}(?:[A-Za-z0-9\-\u0080-\U0010ffff]*{_LDH_END})?"
+# UTF8-non-ascii (RFC 6531) without the C1 controls and U+2028/U+2029, which some
+# readers take for line breaks.
+_UTF8 = r"\u00a0-\u2027\u202a-\U0010ffff"
+_ATEXT = rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~\-{_UTF8}]"
+_QCONTENT = rf"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])"
+_LDH_END = rf"[A-Za-z0-9{_UTF8}]"
+_SUB_DOMAIN = rf"{_LDH_END}(?:[A-Za-z0-9\-{_UTF8}]*{_LDH_END})?"
 _DOMAIN = rf"{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
 _LOCAL = rf'(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"{_QCONTENT}*")'
@@ -31,9 +39,10 @@ _PATH_ARG = re.compile(
 )
 _POSTMASTER = re.compile(r"TO:[ ]?<postmaster>(?:[ ]+(?P<params>.*))?", re.IGNORECASE | re.DOTALL)
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")
-_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+")
+_VALUE = re.compile(rf"[\x21-\x3c\x3e-\x7e{_UTF8}]+")
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 _NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 _ENVID_MAX = 100
 _MAIL_KEYWORDS = frozenset({"SIZE", "BODY", "RET", "ENVID", "AUTH"})
@@ -69,13 +78,63 @@ class RcptParams:
 
 
 def decode_xtext(text: str) -> str | None:
-    """Decode RFC 3461 xtext (`+HH` escapes); None when it is not valid xtext."""
+    """Decode RFC 3461 xtext (`+HH` escapes); None when it is not valid xtext.
+
+    RFC 3461 (4.2, 4.4) wants printable US-ASCII once decoded, so an escaped control
+    character (`+0D`) is refused like bad syntax.
+    """
     if not _XTEXT.fullmatch(text):
         return None
     if "+" not in text:
         return text
     raw = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), text)
-    return raw
+    return raw if _PRINTABLE_ASCII.fullmatch(raw) else None
+
+
+_HELO_MAX = 255  # the longest domain (RFC 5321 4.5.3.1.2)
+_HELO_ASCII = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _helo_char(c: str) -> bool:
+    if c.isascii():
+        return c in _HELO_ASCII
+    return unicodedata.category(c)[0] in "LMN"
+
+
+def _address_literal(text: str) -> bool:
+    inner = text[1:-1]
+    if not text.endswith("]") or "%" in inner:
+        return False
+    try:
+        if inner[:5].upper() == "IPV6:":
+            ipaddress.IPv6Address(inner[5:])
+        else:
+            ipaddress.IPv4Address(inner)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_helo(arg: str) -> str | None:
+    """The EHLO/HELO argument as given, or None when it is no acceptable name.
+
+    Accepted, as leniently as real clients need (RFC 5321 4.1.4 allows refusing the
+    rest): a name of dot-separated labels of letters, digits, `-` and `_`, non-ASCII
+    letters, marks and digits (U-labels), with an optional trailing dot; a single
+    label (`localhost`, a bare machine name) and a bare IPv4 address (which is such a
+    name) count. Or an address literal, `[192.0.2.1]` or `[IPv6:2001:db8::1]`; general
+    address literals (`[tag:...]`) have no registered tag and are refused. Refused:
+    empty labels, whitespace, control characters, punctuation and symbols, more than
+    255 characters.
+    """
+    if not arg or len(arg) > _HELO_MAX:
+        return None
+    if arg.startswith("["):
+        return arg if _address_literal(arg) else None
+    labels = (arg[:-1] if arg.endswith(".") else arg).split(".")
+    if all(label and all(_helo_char(c) for c in label) for label in labels):
+        return arg
+    return None
 
 
 def split_params(text: str | None) -> list[tuple[str, str | None]] | Reply:
@@ -84,7 +143,7 @@ def split_params(text: str | None) -> list[tuple[str, str | None]] | Reply:
         return []
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
-    for item in text.split():
+    for item in filter(None, text.split(" ")):
         key, eq, value = item.partition("=")
         if not _KEYWORD.fullmatch(key) or (eq and not _VALUE.fullmatch(value)):
             return SYNTAX_PARAMS
