@@ -137,7 +137,7 @@ def test_incoming_mail_is_checked(server: PocztaServer) -> None:
     assert [m["subject"] for m in junk_box] == ["spf fails"]
 
     stored = server.message_bytes(RCPT, inbox[0]["uid"]).decode()
-    assert stored.startswith("X-Poczta-Verdict: accept;")
+    assert stored.startswith("Return-Path: <alice@good.test>\r\nX-Poczta-Verdict: accept;")
     header = stored.split("Authentication-Results: ", 1)[1].split("\r\nReceived:", 1)[0]
     assert header.startswith("mx.example.test;")
     for expected in ("spf=pass", "dkim=pass", "dmarc=pass"):
