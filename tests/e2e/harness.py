@@ -161,3 +161,11 @@ def make_server(
     server.cli("alias", "add", "info@example.test", "alice@example.test")
     server.cli("alias", "add", "alice.smith@example.test", "alice@example.test")
     return server
+
+
+def client_tls() -> ssl.SSLContext:
+    """A client TLS context that accepts poczta's self-signed certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
