@@ -1,6 +1,9 @@
-"""Tests for password hashing, address normalisation and the login throttle."""
+"""Tests for password hashing and policy, address normalisation and the login throttle."""
 
 from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -17,9 +20,11 @@ from poczta.accounts import (
     needs_rehash,
     normalize_address,
     normalize_domain,
+    password_weakness,
     split_address,
     verify_password,
 )
+from poczta.cli.server import DEV_PASSWORD_ENV, dev_password
 from poczta.config import AuthSettings
 
 # --------------------------------------------------------------------------- passwords
@@ -99,6 +104,54 @@ def test_needs_rehash_for_weaker_parameters() -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
     assert needs_rehash(weak)
     assert verify_password(weak, "pw")  # still accepted, so it can be upgraded at login
+
+
+# --------------------------------------------------------------------------- password policy
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short-pw1", "it is shorter than 10 characters"),
+        ("1234567890", "it is one of the most common passwords"),
+        ("Password123", "it is one of the most common passwords"),
+        ("QWERTYUIOP", "it is one of the most common passwords"),
+        ("iloveyou2024", "it is one of the most common passwords"),
+        ("１２３４５６７８９０", "it is one of the most common passwords"),  # fullwidth digits
+        ("Ann.Smith@Example.test", "it is the address or its local part"),
+        ("ANN.SMITH0", None),
+        ("ann.smith-in-the-woods", None),
+        ("correct horse battery", None),
+    ],
+)
+def test_password_policy(password: str, reason: str | None) -> None:
+    assert password_weakness("ann.smith@example.test", password, min_length=10) == reason
+
+
+def test_password_policy_local_part_and_length_setting() -> None:
+    assert password_weakness("longname1@example.test", "LongName1", min_length=8) == (
+        "it is the address or its local part"
+    )
+    assert password_weakness("ann@example.test", "zq8#Lw", min_length=6) is None
+    assert password_weakness("ann@example.test", "zq8#Lw", min_length=7) is not None
+
+
+def test_the_common_password_list_is_bundled_and_says_where_it_comes_from() -> None:
+    text = resources.files("poczta").joinpath("data/common-passwords.txt").read_text("utf-8")
+    lines = text.splitlines()
+    assert lines[0].startswith("# ")
+    entries = [line for line in lines if not line.startswith("#")]
+    assert 1000 <= len(entries) <= 10_000
+    assert entries[:2] == ["123456", "password"]
+    assert all(entry and entry == entry.strip() for entry in entries)
+
+
+def test_the_generated_dev_password_passes_the_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(DEV_PASSWORD_ENV, raising=False)
+    password, _ = dev_password(tmp_path)
+    assert password_weakness("demo@example.test", password, min_length=10) is None
 
 
 # --------------------------------------------------------------------------- addresses

@@ -1,7 +1,8 @@
-"""Account helpers: password hashing (argon2id), address normalisation and login throttling.
+"""Account helpers: password hashing and policy, address normalisation, login throttling.
 
-This module is pure: no asyncio, no store, no sockets. The store keeps users, domains and
-aliases; what every protocol needs to agree on about them lives here.
+This module is pure: no asyncio, no store, no sockets (it reads nothing but its own list
+of common passwords). The store keeps users, domains and aliases; what every protocol
+needs to agree on about them lives here.
 
 Passwords
     `hash_password` produces an argon2id PHC string with t=3 and m=64 MiB (the work and
@@ -19,6 +20,8 @@ Passwords
     never raises for a malformed stored hash; it answers False. Passing ``None`` as the
     stored hash (the user does not exist) still spends the time of one verification,
     so a login's duration does not reveal whether the account exists.
+    `password_weakness` is the policy for new passwords: a minimum length, none of the
+    common passwords bundled in ``poczta/data/common-passwords.txt``, not the address.
 
 Addresses
     An address is ``local@domain``. poczta treats the local part case-insensitively and
@@ -43,8 +46,10 @@ import functools
 import ipaddress
 import re
 import time
+import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from importlib import resources
 from typing import Final, NamedTuple, Protocol
 
 import nacl.exceptions
@@ -62,6 +67,7 @@ __all__ = [
     "needs_rehash",
     "normalize_address",
     "normalize_domain",
+    "password_weakness",
     "split_address",
     "verify_password",
 ]
@@ -74,6 +80,7 @@ _MEMORY_KIB: Final = 64 * 1024
 #: its own parameters do not matter (each string carries its own).
 _LEGACY_VERIFIER: Final = PasswordHasher()
 _ARGON2ID_PREFIX: Final = "$argon2id$"
+_COMMON_PASSWORDS: Final = "data/common-passwords.txt"
 
 
 @functools.cache
@@ -117,6 +124,37 @@ def verify_password(stored: str | None, password: str) -> bool:
     ):
         return False
     return ok and stored is not None
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords, folded like `_fold`."""
+    text = resources.files("poczta").joinpath(_COMMON_PASSWORDS).read_text("utf-8")
+    return frozenset(
+        _fold(line) for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+def _fold(text: str) -> str:
+    """A password as logins compare it (NFKC, see `poczta.sasl`), case folded."""
+    return unicodedata.normalize("NFKC", text.strip()).casefold()
+
+
+def password_weakness(address: str, password: str, *, min_length: int) -> str | None:
+    """Why `password` may not become the password of `address`; None when it may.
+
+    Refused: fewer than `min_length` characters, one of the bundled common passwords
+    or the address or its local part (all compared case-insensitively).
+    """
+    folded = _fold(password)
+    if len(unicodedata.normalize("NFKC", password)) < min_length:
+        return f"it is shorter than {min_length} characters"
+    if folded in _common_passwords():
+        return "it is one of the most common passwords"
+    local = address.rpartition("@")[0]
+    if folded in (_fold(address), _fold(local)):
+        return "it is the address or its local part"
+    return None
 
 
 def needs_rehash(stored: str) -> bool:

@@ -8,8 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from poczta.accounts import domain_of, normalize_address
+from poczta.accounts import domain_of, normalize_address, password_weakness
 from poczta.cli.common import config_options, read_password, resolve_config, run_with_store
+from poczta.config import Config
 from poczta.store.base import MailStore
 
 
@@ -67,13 +68,22 @@ def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, fo
 
 @click.group()
 def user() -> None:
-    """Manage mail users (passwords are prompted or read from stdin, never from arguments)."""
+    """Manage mail users (passwords are prompted or read from stdin, never from arguments).
+
+    A new password needs [auth] min_password_length characters, must not be a common
+    password and must not be the address or its local part.
+    """
 
 
-def _credentials(password: str) -> tuple[str, str]:
+def _new_credentials(config: Config, address: str, password_stdin: bool) -> tuple[str, str]:
+    """Read a new password for `address`, check it against the policy and hash it."""
     from poczta.accounts import hash_password
     from poczta.sasl import derive_scram_credentials
 
+    password = read_password(password_stdin)
+    weakness = password_weakness(address, password, min_length=config.auth.min_password_length)
+    if weakness is not None:
+        raise click.ClickException(f"password refused: {weakness}; nothing was changed")
     return hash_password(password), derive_scram_credentials(password).to_string()
 
 
@@ -87,7 +97,7 @@ def user_add(
     """Add a user; it gets INBOX, Sent, Drafts, Junk, Trash and Archive."""
     address = _address(address)
     config = resolve_config(config_path, data_dir)
-    password_hash, scram = _credentials(read_password(password_stdin))
+    password_hash, scram = _new_credentials(config, address, password_stdin)
 
     async def add(store: MailStore) -> None:
         if not await store.domain_exists(domain_of(address)):
@@ -110,7 +120,7 @@ def user_passwd(
     """Change a user's password."""
     address = _address(address)
     config = resolve_config(config_path, data_dir)
-    password_hash, scram = _credentials(read_password(password_stdin))
+    password_hash, scram = _new_credentials(config, address, password_stdin)
     run_with_store(config, lambda s: s.set_password(address, password_hash, scram))
     click.echo(f"changed the password of {address}")
 
