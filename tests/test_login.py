@@ -1,13 +1,17 @@
-"""LoginService: password checks against a real store, and upgrading old hashes at login."""
+"""LoginService: password checks against a real store, throttling, upgrading old hashes."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
 from argon2 import PasswordHasher
 
-from poczta.accounts import LoginThrottle, needs_rehash, verify_password
+from poczta.accounts import LoginThrottle, hash_password, needs_rehash, verify_password
 from poczta.login import LoginService
 from poczta.sasl import derive_scram_credentials
 from poczta.store.sqlite import SqliteStore
@@ -42,3 +46,124 @@ def test_login_upgrades_a_legacy_hash_and_keeps_the_password(tmp_path: Path) -> 
     assert not needs_rehash(upgraded)
     assert verify_password(upgraded, "s3cret")
     assert not verify_password(upgraded, "nope")
+
+
+# --------------------------------------------------------------------------- throttling
+
+PASSWORD = "correct horse battery"
+ATTACKER, OWNER = "203.0.113.9", "198.51.100.7"
+
+
+T = TypeVar("T")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _with_service(
+    root: Path, scenario: Callable[[LoginService], Awaitable[T]], clock: Clock | None = None
+) -> T:
+    """Run `scenario` against a login service whose store holds ann@example.test."""
+
+    async def run() -> T:
+        store = await SqliteStore.open(root / "mail.db", root / "blobs")
+        try:
+            await store.add_domain("example.test")
+            scram = derive_scram_credentials(PASSWORD).to_string()
+            await store.add_user("ann@example.test", hash_password(PASSWORD), scram)
+            throttle = LoginThrottle(failure_delay=0.0, max_delay=0.0, clock=clock or Clock())
+            return await scenario(LoginService(store, throttle))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _auth_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
+    """(event, ip, reason or user) of every auth.* line logged so far."""
+    return [
+        (r.getMessage(), r.fields["ip"], r.fields.get("reason", r.fields["user"]))  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage().startswith("auth.")
+    ]
+
+
+async def _attack_then_owner_logs_in(service: LoginService) -> tuple[str | None, str | None]:
+    for _ in range(20):
+        await service.check_password(ATTACKER, "ann@example.test", "guess", "submission")
+    owner = await service.check_password(OWNER, "Ann@example.test", PASSWORD, "submission")
+    attacker = await service.check_password(ATTACKER, "ann@example.test", PASSWORD, "pop3")
+    return owner, attacker
+
+
+def test_an_attacker_cannot_lock_the_owner_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="poczta")
+    owner, attacker = _with_service(tmp_path, _attack_then_owner_logs_in)
+    assert owner == "ann@example.test"
+    assert attacker is None  # refused without a look at the password
+    lines = _auth_lines(caplog)
+    assert lines[:5] == [("auth.failed", ATTACKER, "bad credentials")] * 5
+    assert lines[5:20] == [("auth.failed", ATTACKER, "throttled")] * 15
+    assert lines[20:] == [
+        ("auth.ok", OWNER, "ann@example.test"),
+        ("auth.failed", ATTACKER, "throttled"),
+    ]
+
+
+def _guess(account: str) -> Callable[[LoginService], Awaitable[list[str | None]]]:
+    async def scenario(service: LoginService) -> list[str | None]:
+        return [await service.check_password(ATTACKER, account, "guess", "pop3") for _ in range(7)]
+
+    return scenario
+
+
+def test_an_unknown_account_is_throttled_like_a_real_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="poczta")
+    real = _with_service(tmp_path / "real", _guess("ann@example.test"))
+    real_reasons = [reason for _, _, reason in _auth_lines(caplog)]
+    caplog.clear()
+    unknown = _with_service(tmp_path / "unknown", _guess("nobody@example.test"))
+    unknown_reasons = [reason for _, _, reason in _auth_lines(caplog)]
+    assert real == unknown == [None] * 7
+    assert real_reasons == unknown_reasons == ["bad credentials"] * 5 + ["throttled"] * 2
+
+
+def test_refused_attempts_do_not_prolong_the_block(tmp_path: Path) -> None:
+    clock = Clock()
+
+    async def keep_trying_while_refused(service: LoginService) -> str | None:
+        for _ in range(5):
+            await service.check_password(ATTACKER, "ann@example.test", "guess", "pop3")
+        for _ in range(29):  # refused every ten seconds, until the window is nearly over
+            clock.now += 10
+            await service.check_password(ATTACKER, "ann@example.test", "guess", "pop3")
+        clock.now += 11  # the five real failures are 301 seconds old now
+        return await service.check_password(ATTACKER, "ann@example.test", PASSWORD, "pop3")
+
+    assert _with_service(tmp_path, keep_trying_while_refused, clock) == "ann@example.test"
+
+
+async def _scram_success_then_failures(service: LoginService) -> list[bool]:
+    blocked = []
+    for _ in range(4):
+        await service.failed(OWNER, "ann@example.test", "pop3", "scram")
+    service.succeeded(OWNER, "ann@example.test", "pop3")
+    for _ in range(4):
+        await service.failed(OWNER, "ann@example.test", "pop3", "scram")
+        blocked.append(service.throttle.is_blocked(OWNER, "ann@example.test"))
+    await service.failed(OWNER, "ann@example.test", "pop3", "scram")
+    blocked.append(service.throttle.is_blocked(OWNER, "ann@example.test"))
+    return blocked
+
+
+def test_a_scram_success_clears_the_clients_failures_for_the_account(tmp_path: Path) -> None:
+    assert _with_service(tmp_path, _scram_success_then_failures) == [False] * 4 + [True]

@@ -1,7 +1,8 @@
-"""Account helpers: password hashing (argon2id), address normalisation and login throttling.
+"""Account helpers: password hashing and policy, address normalisation, login throttling.
 
-This module is pure: no asyncio, no store, no sockets. The store keeps users, domains and
-aliases; what every protocol needs to agree on about them lives here.
+This module is pure: no asyncio, no store, no sockets (it reads nothing but its own list
+of common passwords). The store keeps users, domains and aliases; what every protocol
+needs to agree on about them lives here.
 
 Passwords
     `hash_password` produces an argon2id PHC string with t=3 and m=64 MiB (the work and
@@ -19,6 +20,8 @@ Passwords
     never raises for a malformed stored hash; it answers False. Passing ``None`` as the
     stored hash (the user does not exist) still spends the time of one verification,
     so a login's duration does not reveal whether the account exists.
+    `password_weakness` is the policy for new passwords: a minimum length, none of the
+    common passwords bundled in ``poczta/data/common-passwords.txt``, not the address.
 
 Addresses
     An address is ``local@domain``. poczta treats the local part case-insensitively and
@@ -29,9 +32,11 @@ Addresses
     only lower-cased.
 
 Throttling
-    `LoginThrottle` counts failed logins per client network (an IPv4 address, or the /64
-    an IPv6 address belongs to) and per account name within a sliding window. SMTP AUTH,
-    POP3 and IMAP share one instance. It never consults the store: a failure for an
+    `LoginThrottle` counts failed logins within a sliding window per client network (an
+    IPv4 address, or the /64 an IPv6 address belongs to), per (network, account) and per
+    account name. Only the first two refuse a client; the account-wide count only slows
+    answers, so nobody can lock an account's owner out by failing from elsewhere. SMTP
+    AUTH, POP3 and IMAP share one instance. It never consults the store: a failure for an
     unknown account is counted exactly like one for a real account.
 """
 
@@ -41,9 +46,11 @@ import functools
 import ipaddress
 import re
 import time
+import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Final, Protocol
+from importlib import resources
+from typing import Final, NamedTuple, Protocol
 
 import nacl.exceptions
 import nacl.pwhash.argon2id
@@ -51,6 +58,7 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
+    "Failures",
     "LoginThrottle",
     "ThrottleSettings",
     "domain_of",
@@ -59,6 +67,7 @@ __all__ = [
     "needs_rehash",
     "normalize_address",
     "normalize_domain",
+    "password_weakness",
     "split_address",
     "verify_password",
 ]
@@ -71,6 +80,7 @@ _MEMORY_KIB: Final = 64 * 1024
 #: its own parameters do not matter (each string carries its own).
 _LEGACY_VERIFIER: Final = PasswordHasher()
 _ARGON2ID_PREFIX: Final = "$argon2id$"
+_COMMON_PASSWORDS: Final = "data/common-passwords.txt"
 
 
 @functools.cache
@@ -114,6 +124,37 @@ def verify_password(stored: str | None, password: str) -> bool:
     ):
         return False
     return ok and stored is not None
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords, folded like `_fold`."""
+    text = resources.files("poczta").joinpath(_COMMON_PASSWORDS).read_text("utf-8")
+    return frozenset(
+        _fold(line) for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+def _fold(text: str) -> str:
+    """A password as logins compare it (NFKC, see `poczta.sasl`), case folded."""
+    return unicodedata.normalize("NFKC", text.strip()).casefold()
+
+
+def password_weakness(address: str, password: str, *, min_length: int) -> str | None:
+    """Why `password` may not become the password of `address`; None when it may.
+
+    Refused: fewer than `min_length` characters, one of the bundled common passwords
+    or the address or its local part (all compared case-insensitively).
+    """
+    folded = _fold(password)
+    if len(unicodedata.normalize("NFKC", password)) < min_length:
+        return f"it is shorter than {min_length} characters"
+    if folded in _common_passwords():
+        return "it is one of the most common passwords"
+    local = address.rpartition("@")[0]
+    if folded in (_fold(address), _fold(local)):
+        return "it is the address or its local part"
+    return None
 
 
 def needs_rehash(stored: str) -> bool:
@@ -218,9 +259,11 @@ class ThrottleSettings(Protocol):
     @property
     def max_failures_per_ip(self) -> int: ...
     @property
-    def max_failures_per_account(self) -> int: ...
+    def max_failures_per_ip_account(self) -> int: ...
     @property
     def failure_delay(self) -> float: ...
+    @property
+    def max_failure_delay(self) -> float: ...
 
 
 def client_key(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -248,6 +291,13 @@ def account_key(account: str) -> str:
         return account.strip().lower()
 
 
+#: Failures kept per account name: the account-wide count only sets a delay, and the
+#: doubling delay reaches any sensible cap long before this many.
+_ACCOUNT_HISTORY: Final = 32
+
+_Key = str | tuple[str, str]
+
+
 class _Counter:
     """Failure timestamps of one key, oldest first, bounded in length."""
 
@@ -260,23 +310,23 @@ class _Counter:
 class _FailureTable:
     """Sliding-window failure counts per key, with pruning and a cap on tracked keys."""
 
-    def __init__(self, window: float, limit: int, max_keys: int) -> None:
+    def __init__(self, window: float, history: int, max_keys: int) -> None:
         self._window = window
-        self._cap = max(limit, 1) + 1
+        self._cap = max(history, 1)
         self._max_keys = max_keys
-        self._entries: OrderedDict[str, _Counter] = OrderedDict()
+        self._entries: OrderedDict[_Key, _Counter] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def count(self, key: str, now: float) -> int:
+    def count(self, key: _Key, now: float) -> int:
         counter = self._entries.get(key)
         if counter is None:
             return 0
         horizon = now - self._window
         return sum(1 for t in counter.times if t > horizon)
 
-    def add(self, key: str, now: float) -> None:
+    def add(self, key: _Key, now: float) -> None:
         self.prune(now)
         counter = self._entries.pop(key, None) or _Counter(self._cap)
         counter.times.append(now)
@@ -284,7 +334,7 @@ class _FailureTable:
         while len(self._entries) > self._max_keys:
             self._entries.popitem(last=False)
 
-    def clear(self, key: str) -> None:
+    def clear(self, key: _Key) -> None:
         self._entries.pop(key, None)
 
     def prune(self, now: float) -> None:
@@ -297,21 +347,31 @@ class _FailureTable:
             del self._entries[key]
 
 
+class Failures(NamedTuple):
+    """Failed logins within the window, as `LoginThrottle` counts them for one attempt."""
+
+    network: int  # from the client's network, for any account
+    pair: int  # from the client's network, for this account
+    account: int  # for this account, from anywhere
+
+
 class LoginThrottle:
-    """Counts failed logins per client network and per account; says how long to stall.
+    """Counts failed logins per client network, per (network, account) and per account.
 
     Use it the same way in every protocol::
 
-        if throttle.is_blocked(ip, user): refuse (without checking the password)
+        if throttle.is_blocked(ip, user): refuse (without checking the password), no count
         ok = await asyncio.to_thread(verify_password, stored, password)
         if ok: throttle.record_success(ip, user)
         else:  throttle.record_failure(ip, user); await asyncio.sleep(throttle.delay_for(ip, user))
 
-    The delay is ``failure_delay * 2 ** (n - 1)`` for n failures (the larger of the
-    network's and the account's count), capped at `max_delay`. Blocking applies once
-    either count reaches its limit and lasts until failures age out of the window.
-    Memory is bounded: expired keys are pruned as new failures arrive and at most
-    `max_tracked` keys are kept per table (the least recently failing are dropped).
+    A client is refused once its network reached `max_failures_per_ip` failures (for any
+    accounts) or `max_failures_per_ip_account` for this account, until they age out of
+    the window. The account-wide count never refuses: failures from elsewhere cannot
+    lock the owner out. It only slows answers to failed logins: the delay is
+    ``failure_delay * 2 ** (n - 1)`` for the largest of the three counts n, capped at
+    `max_delay`. Memory is bounded: expired keys are pruned as new failures arrive and
+    at most `max_tracked` keys are kept per table (the least recently failing dropped).
     """
 
     def __init__(
@@ -319,7 +379,7 @@ class LoginThrottle:
         *,
         window: float = 300.0,
         max_failures_per_ip: int = 10,
-        max_failures_per_account: int = 5,
+        max_failures_per_ip_account: int = 5,
         failure_delay: float = 1.0,
         max_delay: float = 15.0,
         max_tracked: int = 100_000,
@@ -327,17 +387,19 @@ class LoginThrottle:
     ) -> None:
         if window <= 0 or max_tracked < 1:
             raise ValueError("window and max_tracked must be positive")
-        if max_failures_per_ip < 1 or max_failures_per_account < 1:
+        if max_failures_per_ip < 1 or max_failures_per_ip_account < 1:
             raise ValueError("failure limits must be at least 1")
         if failure_delay < 0 or max_delay < 0:
             raise ValueError("delays must not be negative")
         self.max_failures_per_ip = max_failures_per_ip
-        self.max_failures_per_account = max_failures_per_account
+        self.max_failures_per_ip_account = max_failures_per_ip_account
         self.failure_delay = failure_delay
         self.max_delay = max_delay
         self._clock = clock
-        self._ips = _FailureTable(window, max_failures_per_ip, max_tracked)
-        self._accounts = _FailureTable(window, max_failures_per_account, max_tracked)
+        # one more than the limit: enough to know a key is over it
+        self._networks = _FailureTable(window, max_failures_per_ip + 1, max_tracked)
+        self._pairs = _FailureTable(window, max_failures_per_ip_account + 1, max_tracked)
+        self._accounts = _FailureTable(window, _ACCOUNT_HISTORY, max_tracked)
 
     @classmethod
     def from_settings(
@@ -347,42 +409,58 @@ class LoginThrottle:
         return cls(
             window=float(settings.throttle_window),
             max_failures_per_ip=settings.max_failures_per_ip,
-            max_failures_per_account=settings.max_failures_per_account,
+            max_failures_per_ip_account=settings.max_failures_per_ip_account,
             failure_delay=settings.failure_delay,
+            max_delay=settings.max_failure_delay,
             clock=clock,
         )
 
-    def failures(self, ip: str, account: str) -> tuple[int, int]:
-        """Failures within the window: (for the client's network, for the account)."""
+    @staticmethod
+    def _keys(ip: str, account: str) -> tuple[str, tuple[str, str], str]:
+        network, name = client_key(ip), account_key(account)
+        return network, (network, name), name
+
+    def failures(self, ip: str, account: str) -> Failures:
+        """Failures within the window that concern this client's attempt for `account`."""
         now = self._clock()
-        return (
-            self._ips.count(client_key(ip), now),
-            self._accounts.count(account_key(account), now),
+        network, pair, name = self._keys(ip, account)
+        return Failures(
+            self._networks.count(network, now),
+            self._pairs.count(pair, now),
+            self._accounts.count(name, now),
         )
 
     def record_failure(self, ip: str, account: str) -> None:
         """Count one failed login by `ip` for `account` (existing or not)."""
         now = self._clock()
-        self._ips.add(client_key(ip), now)
-        self._accounts.add(account_key(account), now)
+        network, pair, name = self._keys(ip, account)
+        self._networks.add(network, now)
+        self._pairs.add(pair, now)
+        self._accounts.add(name, now)
 
     def record_success(self, ip: str, account: str) -> None:
-        """Forget the account's failures; the client network's failures stay counted."""
-        del ip  # a success does not make the network any more trustworthy
-        self._accounts.clear(account_key(account))
+        """Forget this network's failures for the account; its other failures stay counted.
+
+        The account-wide count stays too: one success does not end an attack from elsewhere.
+        """
+        _, pair, _ = self._keys(ip, account)
+        self._pairs.clear(pair)
 
     def delay_for(self, ip: str, account: str) -> float:
-        """Seconds to wait before answering: 0 when clean, doubling per failure, capped."""
+        """Seconds to wait before answering a failure: 0 when clean, doubling, capped."""
         n = max(self.failures(ip, account))
         if n == 0:
             return 0.0
         return float(min(self.failure_delay * 2.0 ** min(n - 1, 32), self.max_delay))
 
     def is_blocked(self, ip: str, account: str) -> bool:
-        """True when the network or the account has reached its failure limit."""
-        by_ip, by_account = self.failures(ip, account)
-        return by_ip >= self.max_failures_per_ip or by_account >= self.max_failures_per_account
+        """True when the client's network, or it for this account, has reached its limit."""
+        counts = self.failures(ip, account)
+        return (
+            counts.network >= self.max_failures_per_ip
+            or counts.pair >= self.max_failures_per_ip_account
+        )
 
-    def tracked(self) -> tuple[int, int]:
-        """How many keys are held: (networks, accounts). For tests and metrics."""
-        return len(self._ips), len(self._accounts)
+    def tracked(self) -> tuple[int, int, int]:
+        """How many keys are held: (networks, pairs, accounts). For tests and metrics."""
+        return len(self._networks), len(self._pairs), len(self._accounts)

@@ -192,20 +192,31 @@ class SmtpSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """[auth]: login throttling shared by SMTP AUTH, POP3 and IMAP."""
+    """[auth]: login throttling shared by SMTP AUTH, POP3 and IMAP, and the password policy."""
 
     throttle_window: int = _count(300, "seconds over which failed logins are counted")
     max_failures_per_ip: int = _count(
-        10, "failures from one address (IPv6: one /64) within the window; then refused"
+        10,
+        "failures from one address (IPv6: one /64), for any accounts, within the window;"
+        " then that address is refused",
     )
-    max_failures_per_account: int = _count(
-        5, "failures for one account within the window; then refused"
+    max_failures_per_ip_account: int = _count(
+        5,
+        "failures from one address (IPv6: one /64) for one account within the window;"
+        " then that address is refused for it (failures from elsewhere only slow answers)",
     )
     failure_delay: float = field(
         default=1.0,
         metadata=meta(
             "seconds added before answering a failed login (doubling per failure)", minimum=0
         ),
+    )
+    max_failure_delay: float = field(
+        default=15.0,
+        metadata=meta("the longest delay before answering a failed login, in seconds", minimum=0),
+    )
+    min_password_length: int = _count(
+        10, "shortest password `poczta user add` and `poczta user passwd` accept"
     )
 
 

@@ -4,8 +4,10 @@ Password verification (argon2id: ~70 ms of CPU and 64 MiB each) runs on a pool o
 thread per core: more threads would not finish 50 concurrent logins sooner, only hold
 more 64 MiB buffers at once. An unknown account is verified against a dummy hash so that timing and
 answers never tell whether a user exists; failures for unknown accounts are throttled
-the same way as for real ones. A hash made with older parameters is replaced by a
-current one after the first successful login with it.
+the same way as for real ones. A client the throttle refuses is answered as a failure
+without a password check, and that refusal is not counted as a new failure. A hash made
+with older parameters is replaced by a current one after the first successful login
+with it. Every login outcome writes one log line: ``auth.ok`` or ``auth.failed``.
 """
 
 from __future__ import annotations
@@ -55,8 +57,7 @@ class LoginService:
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(_HASHING, verify_password, stored_hash, password)
         if ok and user is not None:
-            self.throttle.record_success(ip, account)
-            log("auth.ok", service=service, ip=ip, user=user.address)
+            self.succeeded(ip, user.address, service)
             if needs_rehash(user.password_hash):
                 await self._rehash(user.address, password, user.scram)
             return user.address
@@ -87,13 +88,22 @@ class LoginService:
         return ScramCredentials.from_string(user.scram), user.address
 
     async def failed(self, ip: str, authcid: str, service: str, reason: str) -> None:
+        """Log one failed login and wait; count it unless the client was refused already.
+
+        A refused attempt is not a new failure: otherwise an attacker who keeps trying
+        would keep the block, and the account's count, alive for ever.
+        """
         account = self._account(authcid)
-        self.throttle.record_failure(ip, account)
+        if self.throttle.is_blocked(ip, account):
+            reason = "throttled"
+        else:
+            self.throttle.record_failure(ip, account)
         log("auth.failed", service=service, ip=ip, user=account, reason=reason)
         delay = self.throttle.delay_for(ip, account)
         if delay > 0:
             await asyncio.sleep(delay)
 
     def succeeded(self, ip: str, user: str, service: str) -> None:
+        """Log one successful login (the SCRAM path: its proof is checked in the core)."""
         self.throttle.record_success(ip, self._account(user))
         log("auth.ok", service=service, ip=ip, user=user)

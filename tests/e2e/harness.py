@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -178,3 +181,41 @@ def run_cli(
         timeout=60,
         env={**base, **(env or {})},
     )
+
+
+def client_tls() -> ssl.SSLContext:
+    """A client TLS context that accepts poczta's self-signed certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def b64(data: bytes | str) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+class ScramClient:
+    """The client side of one SCRAM-SHA-256 exchange (RFC 5802 / 7677), written out by hand."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.first_bare = f"n={user},r={b64(os.urandom(18))}"
+        self.password = password
+
+    def first(self) -> str:
+        """The client-first message, base64."""
+        return b64("n,," + self.first_bare)
+
+    def final(self, challenge: bytes | str) -> str:
+        """The client-final message (with the proof) answering the base64 server-first."""
+        server_first = base64.b64decode(challenge).decode()
+        attrs = dict(item.split("=", 1) for item in server_first.split(","))
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", self.password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
+        )
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        without_proof = f"c=biws,r={attrs['r']}"
+        auth_message = f"{self.first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        return b64(f"{without_proof},p={b64(proof)}")

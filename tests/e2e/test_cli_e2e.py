@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,44 @@ def test_init_then_config_check_and_accounts(tmp_path: Path) -> None:
         stdin="x-password\n",
     )
     assert foreign.returncode != 0 and "not a local domain" in foreign.stderr
+
+
+def _stored_hash(root: Path, address: str) -> str:
+    with sqlite3.connect(f"file:{root / 'data' / 'poczta.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT password_hash FROM users WHERE address = ?", (address,)).fetchone()
+    return str(row[0])
+
+
+def test_weak_passwords_are_refused_and_nothing_changes(tmp_path: Path) -> None:
+    init = ("init", "--hostname", "mail.example.org", "--data-dir", "data")
+    assert run(*init, "--domain", "example.org", cwd=tmp_path).returncode == 0
+    config = tmp_path / "poczta.toml"
+    text = config.read_text()
+    config.write_text(text.replace("min_password_length = 10", "min_password_length = 12"))
+
+    def user(command: str, password: str) -> subprocess.CompletedProcess[str]:
+        args = ("user", command, "-c", "poczta.toml", "bob@example.org", "--password-stdin")
+        return run(*args, cwd=tmp_path, stdin=password + "\n")
+
+    for password, reason in [
+        ("Tr0ub4dor&3", "it is shorter than 12 characters"),
+        ("Password1234", "it is one of the most common passwords"),
+        ("BOB@example.org", "it is the address or its local part"),
+    ]:
+        refused = user("add", password)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines() == [
+            f"poczta: password refused: {reason}; nothing was changed"
+        ]
+    assert "bob@" not in run("user", "list", "-c", "poczta.toml", cwd=tmp_path).stdout
+    assert user("add", "bob-likes-long-walks").returncode == 0
+    before = _stored_hash(tmp_path, "bob@example.org")
+    refused = user("passwd", "qwertyuiop123")
+    assert refused.returncode == 1
+    assert "it is one of the most common passwords" in refused.stderr
+    assert _stored_hash(tmp_path, "bob@example.org") == before
+    assert user("passwd", "bob-walks-even-longer").returncode == 0
+    assert _stored_hash(tmp_path, "bob@example.org") != before
 
 
 def test_config_check_names_file_line_and_key(tmp_path: Path) -> None:

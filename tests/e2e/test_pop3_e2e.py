@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import itertools
 import os
 import poplib
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import SERVICES, PocztaServer, make_server
+from tests.e2e.harness import SERVICES, PocztaServer, ScramClient, make_server
 
 pytestmark = pytest.mark.e2e
 
@@ -231,25 +229,11 @@ def test_auth_plain(server: PocztaServer) -> None:
     client.quit()
 
 
-def b64(data: bytes | str) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
-
-
 def scram_login(client: poplib.POP3, user: str, password: str) -> bytes:
-    """AUTH SCRAM-SHA-256 (RFC 5802 / 7677) by hand; returns the server's last reply."""
-    first_bare = f"n={user},r={b64(os.urandom(18))}"
-    challenge = client._shortcmd(f"AUTH SCRAM-SHA-256 {b64('n,,' + first_bare)}")
-    server_first = base64.b64decode(challenge[2:]).decode()
-    attrs = dict(item.split("=", 1) for item in server_first.split(","))
-    salted = hashlib.pbkdf2_hmac(
-        "sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
-    )
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    without_proof = f"c=biws,r={attrs['r']}"
-    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
-    signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
-    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-    client._shortcmd(b64(f"{without_proof},p={b64(proof)}"))  # "+ v=<server signature>"
+    """AUTH SCRAM-SHA-256; returns the server's last reply."""
+    scram = ScramClient(user, password)
+    challenge = client._shortcmd(f"AUTH SCRAM-SHA-256 {scram.first()}")
+    client._shortcmd(scram.final(challenge[2:]))  # "+ v=<server signature>"
     return client._shortcmd("")
 
 

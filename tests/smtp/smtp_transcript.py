@@ -8,8 +8,8 @@ Directives, one per line (`#` starts a comment line, blank lines are ignored):
 - `C: text` the client sends text plus CRLF; `B: text` sends exactly the bytes, no CRLF.
   Both understand the escapes \\r \\n \\t \\\\ and \\xHH.
 - `S: line` the next output is this reply line (a final `*` matches any rest of line).
-- `E: Name` the next output is this non-reply event (StartTls, Close, AuthFailed); after
-  `E: StartTls` the handshake is taken to succeed.
+- `E: Name` the next output is this non-reply event (StartTls, Close, AuthFailed,
+  AuthSucceeded); after `E: StartTls` the handshake is taken to succeed.
 - `Q: text` the next output is this question (see `render`); `A: ...` answers the pending
   question: `accept [text]`, `reject CODE ENHANCED text`, `user NAME`, `nouser`,
   `scram USER PASSWORD`, `scram-unknown`. A `Q:` line before `A:` is optional.
@@ -32,6 +32,7 @@ from poczta.smtp import (
     AuthFailed,
     AuthPassword,
     AuthScram,
+    AuthSucceeded,
     CheckRecipient,
     CheckSender,
     Event,
@@ -108,6 +109,8 @@ def render(event: Event) -> list[tuple[str, str]]:
         ]
     if isinstance(event, AuthFailed):
         return [("E", f"AuthFailed {event.authcid}")]
+    if isinstance(event, AuthSucceeded):
+        return [("E", f"AuthSucceeded {event.user}")]
     return [("E", type(event).__name__)]
 
 

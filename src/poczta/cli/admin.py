@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from poczta.accounts import domain_of, normalize_address
+from poczta.accounts import domain_of, normalize_address, password_weakness
 from poczta.cli.common import (
     Failure,
     config_options,
@@ -16,6 +16,7 @@ from poczta.cli.common import (
     resolve_config,
     run_with_store,
 )
+from poczta.config import Config
 from poczta.store.base import MailStore, UserRecord
 
 FORCE_HELP = "Do not ask (required when stdin is not a terminal)."
@@ -81,13 +82,22 @@ async def _message_count(store: MailStore, user: UserRecord) -> int:
 
 @click.group()
 def user() -> None:
-    """Manage mail users (passwords are prompted or read from stdin, never from arguments)."""
+    """Manage mail users (passwords are prompted or read from stdin, never from arguments).
+
+    A new password needs [auth] min_password_length characters, must not be a common
+    password and must not be the address or its local part.
+    """
 
 
-def _credentials(password: str) -> tuple[str, str]:
+def _new_credentials(config: Config, address: str, password_stdin: bool) -> tuple[str, str]:
+    """Read a new password for `address`, check it against the policy and hash it."""
     from poczta.accounts import hash_password
     from poczta.sasl import derive_scram_credentials
 
+    password = read_password(password_stdin)
+    weakness = password_weakness(address, password, min_length=config.auth.min_password_length)
+    if weakness is not None:
+        raise Failure(f"password refused: {weakness}; nothing was changed")
     return hash_password(password), derive_scram_credentials(password).to_string()
 
 
@@ -101,13 +111,11 @@ def user_add(
     """Add a user; it gets INBOX, Sent, Drafts, Junk, Trash and Archive."""
     address = _address(address)
     config = resolve_config(config_path, data_dir)
-    password_hash, scram = _credentials(read_password(password_stdin))
+    password_hash, scram = _new_credentials(config, address, password_stdin)
 
     async def add(store: MailStore) -> None:
         if not await store.domain_exists(domain_of(address)):
-            raise click.UsageError(
-                f"{domain_of(address)} is not a local domain (poczta domain add first)"
-            )
+            raise Failure(f"{domain_of(address)} is not a local domain (poczta domain add first)")
         await store.add_user(address, password_hash, scram)
 
     run_with_store(config, add)
@@ -124,7 +132,7 @@ def user_passwd(
     """Change a user's password."""
     address = _address(address)
     config = resolve_config(config_path, data_dir)
-    password_hash, scram = _credentials(read_password(password_stdin))
+    password_hash, scram = _new_credentials(config, address, password_stdin)
     run_with_store(config, lambda s: s.set_password(address, password_hash, scram))
     click.echo(f"changed the password of {address}")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from poczta import sasl
 from poczta.smtp import replies as R
-from poczta.smtp.events import AuthFailed, AuthPassword, AuthScram, Event
+from poczta.smtp.events import AuthFailed, AuthPassword, AuthScram, AuthSucceeded, Event
 from poczta.smtp.replies import Reply
 
 
@@ -104,6 +104,10 @@ class AuthDialogue:
 
     def _success(self, user: str) -> AuthStep:
         self.user = user
+        mechanism = self._exchange.mechanism
+        if mechanism.startswith("SCRAM"):
+            # the session never saw the proof verify; tell it, for throttling and logs
+            return AuthStep((AuthSucceeded(user, mechanism), R.AUTH_OK), AuthOutcome.SUCCESS)
         return AuthStep((R.AUTH_OK,), AuthOutcome.SUCCESS)
 
     def _step(self, event: sasl.SaslEvent) -> AuthStep:

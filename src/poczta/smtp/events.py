@@ -147,6 +147,17 @@ class AuthFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSucceeded:
+    """For the record only (no answer): a SCRAM proof verified; the client is now `user`.
+
+    Password mechanisms need no such event: the session saw the successful check itself.
+    """
+
+    user: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
 class MessageReceived:
     """A complete message: store it durably, then answer Accept or Reject. `header` is
     its header section, split once here for every reader after the core."""
@@ -165,6 +176,7 @@ Event = (
     | AuthPassword
     | AuthScram
     | AuthFailed
+    | AuthSucceeded
     | MessageReceived
 )
 

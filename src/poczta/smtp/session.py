@@ -227,6 +227,9 @@ class SmtpSession:
         if isinstance(event, core_api.AuthFailed):
             await self.ctx.logins.failed(self.conn.peer_ip, event.authcid, self.service, "scram")
             return []
+        if isinstance(event, core_api.AuthSucceeded):
+            self.ctx.logins.succeeded(self.conn.peer_ip, event.user, self.service)
+            return []
         raise AssertionError(f"unexpected SMTP core event {event!r}")
 
     async def check_sender(self, event: CheckSender) -> Accept | Reject:
