@@ -10,11 +10,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from poczta.logs import log
+from poczta.logs import FloodLimit, log
 from poczta.net.connection import Connection, ConnectionClosed
 from poczta.net.tls import ReloadableContext
 
 SessionHandler = Callable[[Connection], Awaitable[None]]
+
+# Refusals come as fast as a client can connect; the rest of a burst becomes one count.
+_REFUSALS = FloodLimit()
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,13 @@ class Listener:
     async def _serve(self, conn: Connection) -> None:
         ip = conn.peer_ip
         if len(self._sessions) > self.settings.max_connections or not self.limiter.acquire(ip):
-            log("connection.refused", service=self.settings.service, ip=ip, reason="limit")
+            _REFUSALS.log(
+                "connection.refused",
+                key=("service", "reason"),
+                service=self.settings.service,
+                ip=ip,
+                reason="limit",
+            )
             conn.write(self.replies.too_many)
             conn.close()
             return
