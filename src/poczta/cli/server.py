@@ -11,6 +11,7 @@ import click
 from poczta.cli.common import DEFAULT_DEV_DIR, config_options, resolve_config, run_with_store
 from poczta.config import Config, load_config, render_default_config
 from poczta.net.tls import write_self_signed
+from poczta.process import claim_data_dir
 from poczta.store.base import MailStore
 
 DEV_DOMAIN = "example.test"
@@ -85,7 +86,7 @@ def serve(config_path: Path) -> None:
 
     config = load_config(config_path)
     setup_logging(config.log.level, config.log.format)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    claim_data_dir(config.data_dir, "serve")
     app.run(config)
 
 
@@ -172,9 +173,9 @@ def dev(data_dir: Path) -> None:
     from poczta.logs import setup_logging
 
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     config = Config.dev(data_dir)
     setup_logging(config.log.level, config.log.format)
+    claim_data_dir(data_dir, "dev")
     ensure_certificate(config)
     password, origin = dev_password(data_dir)
 
