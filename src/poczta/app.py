@@ -34,6 +34,7 @@ from poczta.net.listener import (
 from poczta.net.tls import ReloadableContext, TlsError
 from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
+from poczta.privileges import become_user
 from poczta.process import StartError, warn_loose_modes
 from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
@@ -457,6 +458,7 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
     bound = bind_listeners(config, copies=count)
     try:
         tls = load_tls(config)
+        become_user(config)
     except BaseException:
         close_sockets(bound)
         raise

@@ -3,6 +3,7 @@ start errors that name the config key, listeners nothing serves."""
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import stat
@@ -44,6 +45,8 @@ def test_files_are_private_and_a_loosened_one_is_warned_about(tmp_path: Path) ->
     assert {str(d): mode(d) for d in directories} == {str(d): 0o750 for d in directories}
     assert mode(data / "tls" / "cert.pem") & 0o007 == 0
     assert "security.loose_mode" not in server.log_text()
+    if os.geteuid() == 0:  # no `user` in the config: it runs as root, and says so
+        assert "warning security.running_as_root" in server.log_text()
 
     db.chmod(0o644)
     server.start()  # it warns, and serves anyway
