@@ -70,17 +70,25 @@ def become_user(config: Config) -> None:
     os.setgroups([])
     os.setgid(account.pw_gid)
     os.setuid(account.pw_uid)
+    os.environ.update(HOME=account.pw_dir, USER=config.user, LOGNAME=config.user)
     log("security.user", user=config.user, uid=account.pw_uid, gid=account.pw_gid)
-    _check_code_readable(config.user)
+    _check_reachable(config)
 
 
-def _check_code_readable(user: str) -> None:
-    """Python imports some modules only when first used: a Python installed where the
-    user cannot read (a venv under /root) would fail later, in the middle of a session."""
+def _check_reachable(config: Config) -> None:
+    """What the user must reach, checked now rather than failing later: the data dir, and
+    the code (Python imports some modules only when first used, so a Python installed
+    where the user cannot read, such as a venv under /root, would fail mid-session)."""
     import click
 
     import poczta
 
+    user = config.user
+    if not os.access(config.data_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise StartError(
+            f"user: poczta now runs as {user}, who cannot reach the data dir {config.data_dir}"
+            f" (is a directory above it closed to {user}?)"
+        )
     for module in (os, poczta, click):  # the standard library, poczta, its dependencies
         where = Path(str(module.__file__)).parent
         if module is click:

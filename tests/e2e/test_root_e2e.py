@@ -196,6 +196,22 @@ def test_the_wrong_user_is_refused_and_the_right_one_needs_its_capability(
         " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
     )
 
+    data = base / "data"
+    os.chown(data, 0, 0)  # as if an older poczta had run as root: its files are root's
+    taken = server.cli("serve", "-c", str(server.config), check=False)
+    assert (taken.returncode, taken.stderr.splitlines()[-1]) == (
+        1,
+        f"poczta: data dir {data} belongs to root, not {USER}: chown -R {USER}: {data}",
+    )
+    os.chown(data, pwd.getpwnam(USER).pw_uid, 0)
+    base.chmod(0o700)  # the user cannot get to its data dir
+    closed = server.cli("serve", "-c", str(server.config), check=False)
+    assert (closed.returncode, closed.stderr.splitlines()[-1]) == (
+        1,
+        f"poczta: user: poczta now runs as {USER}, who cannot reach the data dir {data}"
+        f" (is a directory above it closed to {USER}?)",
+    )
+
 
 def test_init_writes_a_systemd_unit_with_the_real_paths(base: Path) -> None:
     result = subprocess.run(
