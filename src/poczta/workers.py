@@ -7,6 +7,7 @@ master binds the listening sockets before it forks (and before it gives up root)
 copy of each per worker slot, sharing the port with SO_REUSEPORT, so the kernel spreads
 new connections over the workers; a worker started again after a death takes the
 slot's sockets, whose queued connections wait for it.
+
 The master runs no event loop and no thread: it blocks the signals it handles and waits
 for them (and for SIGCHLD) with `sigtimedwait`.
 """
