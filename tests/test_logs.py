@@ -85,3 +85,81 @@ def test_json_values_cannot_start_a_line(stream: Callable[[], str], value: str) 
     [line] = stream().splitlines()
     assert line.isprintable()
     assert json.loads(line)["helo"] == value
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> None:
+        self.timers.append((self.now + delay, callback))
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, running the timers that come due."""
+        self.now += seconds
+        due = [t for t in self.timers if t[0] <= self.now]
+        self.timers = [t for t in self.timers if t[0] > self.now]
+        for _when, callback in due:
+            callback()
+
+
+def limited(clock: FakeClock, lines: list[str]) -> logs.FloodLimit:
+    def write(event: str, /, level: int = logging.INFO, **fields: object) -> None:
+        lines.append(" ".join([event, *(f"{k}={v}" for k, v in fields.items())]))
+
+    return logs.FloodLimit(3, 5.0, clock=clock, schedule=clock.schedule, write=write)
+
+
+def refuse(limit: logs.FloodLimit, service: str, ip: str) -> None:
+    limit.log("connection.refused", key=("service",), service=service, ip=ip)
+
+
+def test_a_flood_is_cut_to_a_few_lines_and_one_count_after_it_ends() -> None:
+    clock, lines = FakeClock(), []
+    limit = limited(clock, lines)
+    for n in range(1000):
+        refuse(limit, "smtp", f"192.0.2.{n % 200}")
+        clock.advance(0.0005)  # 2000 a second, for half a second
+    refuse(limit, "pop3", "192.0.2.1")  # another kind has its own allowance
+    assert lines == [
+        "connection.refused service=smtp ip=192.0.2.0",
+        "connection.refused service=smtp ip=192.0.2.1",
+        "connection.refused service=smtp ip=192.0.2.2",
+        "connection.refused service=pop3 ip=192.0.2.1",
+    ]
+    clock.advance(1.0)  # over for a second: the timer reports it
+    assert lines[4:] == [
+        "log.suppressed event=connection.refused service=smtp count=997 seconds=0.5"
+    ]
+    clock.advance(10.0)
+    refuse(limit, "smtp", "192.0.2.9")  # a later refusal is logged again
+    assert lines[5:] == ["connection.refused service=smtp ip=192.0.2.9"]
+    assert not clock.timers
+
+
+def test_a_long_flood_is_counted_every_few_seconds() -> None:
+    clock, lines = FakeClock(), []
+    limit = limited(clock, lines)
+    for _ in range(12 * 100):  # 100 a second for 12 seconds
+        refuse(limit, "smtp", "192.0.2.7")
+        clock.advance(0.01)
+    counts = [line for line in lines if line.startswith("log.suppressed")]
+    assert len(counts) == 2  # after 5 and after 10 seconds, while it goes on
+    assert len(lines) == 2 + 3 * 12  # and three lines of each second
+    clock.advance(2.0)
+    assert lines[-1].startswith("log.suppressed event=connection.refused service=smtp count=")
+    total = sum(int(line.split("count=")[1].split()[0]) for line in lines if "count=" in line)
+    assert total + 3 * 12 == 1200
+
+
+def test_lines_under_the_rate_are_all_written() -> None:
+    clock, lines = FakeClock(), []
+    limit = limited(clock, lines)
+    for _ in range(20):
+        refuse(limit, "smtp", "192.0.2.7")
+        clock.advance(0.5)  # two a second, under three
+    assert len(lines) == 20 and not clock.timers

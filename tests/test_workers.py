@@ -1,4 +1,4 @@
-"""The master of multi-process serving: worker counts and the bind probe before forking."""
+"""The master of multi-process serving: worker counts, sockets bound before forking, restarts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from poczta.app import bind_listeners, close_sockets, take_slot
 from poczta.config import Config, ListenAddress, Listeners
-from poczta.workers import Master, WorkerError, probe_addresses, worker_count
+from poczta.process import StartError
+from poczta.workers import Master, worker_count
 
 
 def config_with(tmp_path: Path, workers: int, smtp: tuple[ListenAddress, ...] = ()) -> Config:
@@ -25,15 +27,30 @@ def test_worker_count(tmp_path: Path) -> None:
     assert worker_count(config_with(tmp_path, 0)) == len(os.sched_getaffinity(0))
 
 
-def test_probe_accepts_a_free_port_and_names_a_taken_one(tmp_path: Path) -> None:
+def test_a_taken_port_is_named_by_its_config_key(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         config = config_with(tmp_path, 2, (ListenAddress("127.0.0.1", port),))
-        with pytest.raises(WorkerError, match=rf"127\.0\.0\.1:{port} \(smtp\)"):
-            probe_addresses(config)
-    probe_addresses(config)  # released: now it binds
+        with pytest.raises(StartError) as caught:
+            bind_listeners(config, copies=2)
+        assert caught.value.message == f"listeners.smtp: 127.0.0.1:{port}: address already in use"
+    bound = bind_listeners(config, copies=2)  # released: now it binds, once per worker
+    try:
+        [(address, sockets)] = bound.items()
+        assert address == ("smtp", ListenAddress("127.0.0.1", port))
+        assert [s.getsockname() for s in sockets] == [("127.0.0.1", port)] * 2
+        mine = take_slot(bound, 1)  # what a worker keeps: its copy; the other one is closed
+        assert mine[address] is sockets[1] and sockets[0].fileno() == -1
+    finally:
+        close_sockets(bound)
+
+
+def test_an_unknown_host_is_named_by_its_config_key(tmp_path: Path) -> None:
+    config = config_with(tmp_path, 1, (ListenAddress("no-such-host.invalid", 2525),))
+    with pytest.raises(StartError, match=r"^listeners\.smtp: no-such-host\.invalid:2525: cannot "):
+        bind_listeners(config)
 
 
 def test_a_committer_that_keeps_dying_is_started_again_ever_later(
@@ -41,7 +58,7 @@ def test_a_committer_that_keeps_dying_is_started_again_ever_later(
 ) -> None:
     clock = [1000.0]
     monkeypatch.setattr("poczta.workers.time.monotonic", lambda: clock[0])
-    master = Master(count=0, run_worker=lambda: None, grace=1.0, run_committer=lambda: None)
+    master = Master(count=0, run_worker=lambda _slot: None, grace=1.0, run_committer=lambda: None)
     killed = 9  # a wait status: killed by SIGKILL
     delays = []
     for _ in range(9):  # each dies at once: the wait doubles, up to 64 s

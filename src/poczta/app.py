@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import signal
+import socket
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -27,10 +30,13 @@ from poczta.net.listener import (
     ListenerSettings,
     ServiceReplies,
     SessionHandler,
+    bind_socket,
 )
 from poczta.net.tls import ReloadableContext, TlsError
 from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
+from poczta.privileges import become_user
+from poczta.process import StartError, warn_loose_modes
 from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SESSION_TIMEOUT_REPLY, SmtpContext, run_smtp_session
@@ -39,6 +45,11 @@ from poczta.store.greylist_sqlite import SqliteGreylistStore
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 GREYLIST_SWEEP_SECONDS = 600.0
+SERVED = ("smtp", "submission", "submissions", "pop3", "pop3s")  # the listeners anything serves
+NOT_SERVED_YET = ("imap", "imaps")
+
+Address = tuple[str, ListenAddress]  # (service, address) of one listener
+Sockets = Mapping[Address, socket.socket]  # what one process listens on
 
 SMTP_REPLIES = ServiceReplies(
     too_many=b"421 4.7.0 Too many connections, try again later\r\n",
@@ -76,7 +87,7 @@ async def open_store(config: Config, *, committer: bool = False) -> MailStore:
     from poczta.store.committer import committer_address
     from poczta.store.sqlite import SqliteStore
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     return await SqliteStore.open(
         config.store.path,
         config.data_dir / "blobs",
@@ -228,14 +239,16 @@ class App:
     checks: MailChecks | None = None
     greylist_store: SqliteGreylistStore | None = None
     sweeper: asyncio.Task[None] | None = None
-    reuse_port: bool = False  # one of several worker processes sharing the ports
+    shared: bool = False  # one of several worker processes sharing the ports
+    sockets: Sockets | None = None  # bound before the start; else bound by `start`
 
     async def start(self) -> None:
         config = self.config
-        self.tls = ReloadableContext(
-            config.tls.certificate, config.tls.private_key, config.tls.min_version
-        )
-        self.store = await open_configured_store(config, committer=self.reuse_port)
+        if self.tls is None:
+            self.tls = load_tls(config)
+        if self.sockets is None:
+            self.sockets = {a: s[0] for a, s in bind_listeners(config).items()}
+        self.store = await open_configured_store(config, committer=self.shared)
         throttle = LoginThrottle.from_settings(config.auth)
         logins = LoginService(self.store, throttle)
         delivery = Delivery(self.store)
@@ -278,6 +291,7 @@ class App:
     ) -> None:
         """Start one listener per address of `service`, all running `handler`."""
         limits = self.config.limits
+        assert self.sockets is not None
         for address in addresses:
             settings = ListenerSettings(
                 service=service,
@@ -286,10 +300,9 @@ class App:
                 implicit_tls=implicit_tls,
                 max_connections=limits.max_connections,
                 session_timeout=limits.session_timeout,
-                reuse_port=self.reuse_port,
             )
             listener = Listener(settings, handler, replies, limiter, self.tls)
-            await listener.start()
+            await listener.start(self.sockets[service, address])
             self.listeners.append(listener)
             log("listening", service=service, address=f"{address.host}:{address.port}")
 
@@ -357,10 +370,74 @@ class App:
                     loop.remove_signal_handler(signum)
 
 
+def load_tls(config: Config) -> ReloadableContext:
+    return ReloadableContext(config.tls.certificate, config.tls.private_key, config.tls.min_version)
+
+
+def bind_listeners(config: Config, copies: int = 1) -> dict[Address, list[socket.socket]]:
+    """Bind every served address of the config, `copies` times (one per worker process,
+    sharing the port); StartError naming the config key when one cannot be bound."""
+    bound: dict[Address, list[socket.socket]] = {}
+    try:
+        for service, addresses in config.listeners.items():
+            if service not in SERVED:
+                continue
+            for address in addresses:
+                bound[service, address] = sockets = []
+                for _ in range(copies):
+                    sockets.append(_bind(service, address, reuse_port=copies > 1))
+    except BaseException:
+        close_sockets(bound)
+        raise
+    return bound
+
+
+def _bind(service: str, address: ListenAddress, *, reuse_port: bool) -> socket.socket:
+    try:
+        return bind_socket(address.host, address.port, reuse_port=reuse_port)
+    except socket.gaierror as exc:
+        reason = f"cannot resolve {address.host!r} ({exc.strerror or exc})"
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.EACCES and address.port < 1024:
+            reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    raise StartError(f"listeners.{service}: {address}: {reason}")
+
+
+def close_sockets(bound: Mapping[Address, Iterable[socket.socket]]) -> None:
+    for sockets in bound.values():
+        for sock in sockets:
+            sock.close()
+
+
+def take_slot(bound: Mapping[Address, Sequence[socket.socket]], slot: int) -> Sockets:
+    """In a worker: its own copy of each socket; the other workers' copies are closed here."""
+    mine = {address: sockets[slot] for address, sockets in bound.items()}
+    for sockets in bound.values():
+        for index, sock in enumerate(sockets):
+            if index != slot:
+                sock.close()
+    return mine
+
+
+def log_not_served(config: Config) -> None:
+    """Listeners the config asks for that nothing serves yet: said once, not bound."""
+    unserved = [
+        str(a) for s, addrs in config.listeners.items() if s in NOT_SERVED_YET for a in addrs
+    ]
+    if unserved:
+        log(
+            "serve.not_served",
+            logging.WARNING,
+            service="imap",
+            listeners=",".join(unserved),
+            reason="IMAP is not implemented yet",
+        )
+
+
 async def prepare_workers(config: Config) -> None:
     """What the workers would otherwise race on, done once before they are forked:
-    migrations, the configured domains, the greylist table; and a check of the certificate."""
-    ReloadableContext(config.tls.certificate, config.tls.private_key, config.tls.min_version)
+    migrations, the configured domains, the greylist table."""
     store = await open_configured_store(config)
     await store.close()
     if config.checks.enabled and config.checks.greylisting and config.listeners.smtp:
@@ -380,27 +457,48 @@ def run_app(app: App, on_ready: Callable[[App], None] | None = None) -> None:
 
 def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
     """Run poczta in the foreground until SIGTERM/SIGINT: one process, or with `workers`
-    above one a master forking that many (`on_ready` is then called in each worker)."""
-    from poczta.workers import Master, WorkerError, probe_addresses, worker_count
+    above one a master forking that many (`on_ready` is then called in each worker).
+
+    The listeners are bound and the TLS key is read first, then (a root process) changes
+    to the configured user; everything after runs as that user."""
+    from poczta.workers import Master, WorkerError, worker_count
 
     count = worker_count(config)
+    log_not_served(config)
+    bound = bind_listeners(config, copies=count)
+    try:
+        tls = load_tls(config)
+        become_user(config)
+    except BaseException:
+        close_sockets(bound)
+        raise
+    warn_loose_modes(config)
     if count == 1:
-        run_app(App(config), on_ready)
+        run_app(App(config, tls=tls, sockets=take_slot(bound, 0)), on_ready)
         return
     try:
         asyncio.run(prepare_workers(config))
-        probe_addresses(config)
         if threading.active_count() != 1:  # locks it holds would stay held in the workers
             raise WorkerError(f"{threading.active_count() - 1} threads still run before fork")
-    except (WorkerError, StoreUnavailable, TlsError, OSError) as exc:
+    except (WorkerError, StoreUnavailable, OSError) as exc:
         log("workers.failed", error=exc)
         raise SystemExit(1) from exc
+
+    def worker(slot: int) -> None:
+        app = App(config, tls=tls, sockets=take_slot(bound, slot), shared=True)
+        run_app(app, on_ready)
+
+    def committer() -> None:
+        close_sockets(bound)
+        run_committer(config)
+
     log("workers.starting", workers=count)
     master = Master(
         count,
-        lambda: run_app(App(config, reuse_port=True), on_ready),
+        worker,
         grace=SHUTDOWN_GRACE_SECONDS,
-        run_committer=lambda: run_committer(config),
+        run_committer=committer,
+        close_listeners=lambda: close_sockets(bound),
     )
     code = master.run()
     if code:

@@ -17,8 +17,11 @@ from poczta.config_schema import Config
 __all__ = ["render_default_config"]
 
 
-def render_default_config(hostname: str, data_dir: Path | str, domains: Sequence[str]) -> str:
-    """A fully commented poczta.toml: every key, its default and its meaning."""
+def render_default_config(
+    hostname: str, data_dir: Path | str, domains: Sequence[str], user: str = ""
+) -> str:
+    """A fully commented poczta.toml: every key, its default and its meaning; without a
+    `user`, its line is commented out (as an example)."""
     out = [
         "# poczta configuration. Every key is shown with its default value.",
         "# A relative data_dir is taken from this file's directory; the tls and store",
@@ -29,6 +32,7 @@ def render_default_config(hostname: str, data_dir: Path | str, domains: Sequence
         "hostname": hostname,
         "data_dir": str(data_dir),
         "domains": list(domains),
+        "user": user,
     }
     hints = typing.get_type_hints(Config)
     tables: list[tuple[str, Any]] = []
@@ -37,6 +41,10 @@ def render_default_config(hostname: str, data_dir: Path | str, domains: Sequence
             continue
         if is_dataclass(hints[spec.name]):
             tables.append((spec.name, hints[spec.name]))
+            continue
+        if spec.name == "user" and not user:
+            doc, line = _render_key("user", "poczta", spec.metadata)
+            out += [doc, f"# {line}"]
             continue
         value = given[spec.name] if spec.name in given else _default_of(spec)
         out += _render_key(spec.name, value, spec.metadata)

@@ -401,6 +401,12 @@ class Config:
             maximum=64,
         ),
     )
+    user: str = field(
+        default="",
+        metadata=meta(
+            'system user to run as once the ports are bound, if started as root ("": root)'
+        ),
+    )
     tls: TlsSettings = field(default_factory=TlsSettings)
     listeners: Listeners = field(default_factory=Listeners)
     limits: Limits = field(default_factory=Limits)

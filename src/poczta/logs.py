@@ -4,6 +4,10 @@
 has chosen the stream it formats the line itself and writes it there, without making a
 `logging.LogRecord` (a third of the cost). Lines of other loggers (library warnings, a
 store failure's traceback) still go through `logging`, to the same stream and format.
+
+Lines an outsider can make us write at any rate (a refused connection) go through a
+`FloodLimit` instead: a few per second of each kind, then one `log.suppressed` line
+counting the rest. `log` itself stays as cheap as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 _LOGGER = logging.getLogger("poczta")
@@ -105,7 +111,7 @@ def set_log_context(**fields: object) -> None:
     _CONTEXT.update(fields)
 
 
-def log(event: str, level: int = logging.INFO, **fields: object) -> None:
+def log(event: str, /, level: int = logging.INFO, **fields: object) -> None:
     """Log one structured event line, e.g. log("smtp.delivered", id=..., rcpts=2)."""
     direct = _DIRECT
     if direct is not None:
@@ -114,3 +120,109 @@ def log(event: str, level: int = logging.INFO, **fields: object) -> None:
         return
     if _LOGGER.isEnabledFor(level):
         _LOGGER.log(level, event, extra={"fields": {**fields, **_CONTEXT}})
+
+
+Schedule = Callable[[float, Callable[[], None]], object]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> None:
+    """Run `callback` after `delay` seconds on the running event loop, if there is one."""
+    import asyncio
+
+    with contextlib.suppress(RuntimeError):  # no loop: the next line of its kind reports
+        asyncio.get_running_loop().call_later(delay, callback)
+
+
+@dataclass
+class _Burst:
+    window: float  # when the current one-second window began
+    lines: int = 0  # written in that window
+    suppressed: int = 0  # not written since `since`
+    since: float = 0.0
+    last: float = 0.0  # when the latest one was suppressed
+    fields: dict[str, object] | None = None  # the key fields, for the summary line
+
+
+class FloodLimit:
+    """At most `per_second` lines per kind (the event and its `key` fields) each second;
+    the rest are counted and reported by one `log.suppressed` line when the burst has
+    been over for a second, and every `report_every` seconds while it lasts."""
+
+    def __init__(
+        self,
+        per_second: int = 10,
+        report_every: float = 5.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        schedule: Schedule = _call_later,
+        write: Callable[..., None] | None = None,
+    ) -> None:
+        self.per_second = per_second
+        self.report_every = report_every
+        self._clock = clock
+        self._schedule = schedule
+        self._write = write if write is not None else log
+        self._bursts: dict[tuple[object, ...], _Burst] = {}
+        self._flush_due = False
+
+    def log(
+        self,
+        event: str,
+        /,
+        level: int = logging.INFO,
+        *,
+        key: tuple[str, ...] = (),
+        **fields: object,
+    ) -> None:
+        """`log(event, level, **fields)`, unless this kind is over its rate."""
+        kind = (event, level, *(fields.get(name) for name in key))
+        now = self._clock()
+        burst = self._bursts.get(kind)
+        if burst is None:
+            burst = self._bursts[kind] = _Burst(window=now)
+        elif now - burst.window >= 1.0:
+            burst.window, burst.lines = now, 0
+        self._report(kind, burst, now)
+        if burst.lines < self.per_second:
+            burst.lines += 1
+            self._write(event, level, **fields)
+            return
+        if not burst.suppressed:
+            burst.since = now
+            burst.fields = {name: fields.get(name) for name in key}
+            self._flush_later()
+        burst.suppressed += 1
+        burst.last = now
+
+    def flush(self) -> None:
+        """Report every burst that is over (or long enough); the schedule calls this."""
+        self._flush_due = False
+        now = self._clock()
+        for kind, burst in list(self._bursts.items()):
+            self._report(kind, burst, now)
+            if burst.suppressed:
+                self._flush_later()
+            elif now - burst.window >= 1.0:
+                del self._bursts[kind]  # quiet kinds are forgotten
+
+    def _flush_later(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self._schedule(1.0, self.flush)
+
+    def _report(self, kind: tuple[object, ...], burst: _Burst, now: float) -> None:
+        if not burst.suppressed:
+            return
+        if now - burst.last < 1.0 and now - burst.since < self.report_every:
+            return
+        event, level = kind[0], kind[1]
+        assert isinstance(event, str) and isinstance(level, int)
+        self._write(
+            "log.suppressed",
+            level,
+            event=event,
+            **(burst.fields or {}),
+            count=burst.suppressed,
+            seconds=f"{burst.last - burst.since:.1f}",
+        )
+        burst.suppressed = 0

@@ -2,8 +2,12 @@
 restarts a worker that dies and stops them all gracefully; and, before them, the store's
 committer process (`poczta.store.committer`), restarted when it dies and stopped last.
 
-Every worker is a whole poczta (its own event loop, store connections and threads); its
-listeners bind with SO_REUSEPORT, so the kernel spreads new connections over the workers.
+Every worker is a whole poczta (its own event loop, store connections and threads). The
+master binds the listening sockets before it forks (and before it gives up root): one
+copy of each per worker slot, sharing the port with SO_REUSEPORT, so the kernel spreads
+new connections over the workers; a worker started again after a death takes the
+slot's sockets, whose queued connections wait for it.
+
 The master runs no event loop and no thread: it blocks the signals it handles and waits
 for them (and for SIGCHLD) with `sigtimedwait`.
 """
@@ -14,7 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +27,7 @@ from typing import NoReturn
 from poczta.config import Config
 from poczta.logs import log, set_log_context
 
-__all__ = ["Master", "WorkerError", "probe_addresses", "worker_count"]
+__all__ = ["Master", "WorkerError", "worker_count"]
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 WATCHED = {*FORWARDED, signal.SIGCHLD}
@@ -37,7 +40,7 @@ POLL_SECONDS = 0.5
 
 
 class WorkerError(Exception):
-    """The workers cannot run: an address cannot be bound, or they keep dying at start."""
+    """The workers cannot run: they keep dying at start."""
 
 
 def worker_count(config: Config) -> int:
@@ -48,27 +51,6 @@ def worker_count(config: Config) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-def probe_addresses(config: Config) -> None:
-    """Bind (and release) every listening address the way the workers will, so that a
-    port taken by another program is one clear error before any worker starts."""
-    for service, addresses in config.listeners.items():
-        for address in addresses:
-            host = address.host.strip("[]")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                infos = socket.getaddrinfo(
-                    host, address.port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-                )
-                for fam, kind, proto, _name, sockaddr in infos:
-                    with socket.socket(fam, kind, proto) as sock:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                        sock.bind(sockaddr)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                raise WorkerError(f"cannot listen on {address} ({service}): {reason}") from exc
 
 
 def _exit_text(status: int) -> str:
@@ -82,18 +64,19 @@ def _clean_exit(status: int) -> bool:
 
 @dataclass
 class Master:
-    """Forks `count` workers, each running `run_worker` to its end, and watches over them."""
+    """Forks `count` workers, each running `run_worker(slot)` to its end, and watches over them."""
 
     count: int
-    run_worker: Callable[[], None]
+    run_worker: Callable[[int], None]
     grace: float
     run_committer: Callable[[], None] | None = None  # the store's committer process, if any
+    close_listeners: Callable[[], None] | None = None  # the master's copies, once stopping
     committer: int | None = None  # its pid while it runs
     committer_due: float | None = None  # when to start it again after it died
     committer_started: float = 0.0
     committer_quick_deaths: int = 0  # in a row: back off, up to a minute between tries
-    children: dict[int, float] = field(default_factory=dict)  # pid → when it started
-    restarts: list[float] = field(default_factory=list)  # when to start a replacement
+    children: dict[int, tuple[float, int]] = field(default_factory=dict)  # pid → started, slot
+    restarts: list[tuple[float, int]] = field(default_factory=list)  # when, which slot
     quick_deaths: int = 0
     stopping: bool = False
     unclean: int = 0  # workers that did not stop cleanly once asked to
@@ -104,15 +87,15 @@ class Master:
         try:
             if self.run_committer is not None:
                 self._spawn_committer(mask)
-            for _ in range(self.count):
-                self._spawn(mask)
+            for slot in range(self.count):
+                self._spawn(mask, slot)
             return self._supervise(mask)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def _spawn(self, mask: Iterable[int]) -> None:
-        pid = self._fork(mask, self.run_worker, "worker")
-        self.children[pid] = time.monotonic()
+    def _spawn(self, mask: Iterable[int], slot: int) -> None:
+        pid = self._fork(mask, lambda: self.run_worker(slot), "worker")
+        self.children[pid] = (time.monotonic(), slot)
         log("worker.started", pid=pid)
 
     def _spawn_committer(self, mask: Iterable[int]) -> None:
@@ -169,9 +152,9 @@ class Master:
             now = time.monotonic()
             if self.committer_due is not None and self.committer_due <= now:
                 self._spawn_committer(mask)
-            for due in [t for t in self.restarts if t <= now]:
+            for due in [r for r in self.restarts if r[0] <= now]:
                 self.restarts.remove(due)
-                self._spawn(mask)
+                self._spawn(mask, due[1])
 
     def _reap(self) -> None:
         while self.children or self.committer is not None:
@@ -184,9 +167,10 @@ class Master:
             if pid == self.committer:
                 self._committer_ended(status)
                 continue
-            started = self.children.pop(pid, None)
-            if started is None:
+            child = self.children.pop(pid, None)
+            if child is None:
                 continue
+            started, slot = child
             lived = time.monotonic() - started
             log("worker.stopped", pid=pid, status=_exit_text(status), uptime=f"{lived:.1f}s")
             if self.stopping:
@@ -194,7 +178,7 @@ class Master:
                 continue
             self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
             delay = RESTART_DELAY_SECONDS * 2**self.quick_deaths
-            self.restarts.append(time.monotonic() + delay)
+            self.restarts.append((time.monotonic() + delay, slot))
 
     def _committer_ended(self, status: int) -> None:
         """Workers deliver through their own writers meanwhile; start it again soon."""
@@ -236,6 +220,8 @@ class Master:
         """Ask every worker to stop; SIGKILL those still running after the grace period."""
         self.stopping = True
         self.restarts.clear()
+        if self.close_listeners is not None:  # the workers' copies close as they stop
+            self.close_listeners()
         log("workers.stopping", signal=signum.name, workers=len(self.children))
         self._signal_all(signum)
         deadline = time.monotonic() + self.grace + STOP_MARGIN_SECONDS

@@ -157,6 +157,8 @@ def make_server(
         str(server.root / "data"),
         "--hostname",
         "mx.example.test",
+        "--user",
+        "",  # as root, too: these tests' servers stay root (see test_root_e2e for the change)
     )
     # `init` wrote the certificate into the data dir; the test config uses the same defaults.
     for address, password in PASSWORDS.items():

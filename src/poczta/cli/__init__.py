@@ -10,6 +10,7 @@ from poczta.cli.common import friendly_errors
 from poczta.cli.mail import mail, queue
 from poczta.cli.server import config, dev, init, serve
 from poczta.cli.why import why
+from poczta.process import restrict_umask
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,4 +24,5 @@ for command in (init, serve, dev, config, domain, user, alias, mail, queue, why)
 
 
 def main() -> None:
+    restrict_umask()  # what any command creates (a database, a key, a config) stays private
     friendly_errors(lambda: cli.main(standalone_mode=False))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from functools import partial
 from pathlib import Path
 
 import click
 
+from poczta.cli import install
 from poczta.cli.common import (
     DEFAULT_DEV_DIR,
     NO_CONFIG,
@@ -21,6 +23,8 @@ from poczta.cli.common import (
 )
 from poczta.config import Config, load_config, raise_errors, render_default_config
 from poczta.net.tls import write_self_signed
+from poczta.privileges import check_user
+from poczta.process import claim_data_dir
 from poczta.store.base import MailStore
 
 DEV_DOMAIN = "example.test"
@@ -62,21 +66,61 @@ def ensure_certificate(config: Config) -> bool:
 )
 @click.option("--domain", "domains", multiple=True, help="A local mail domain (repeatable).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.option(
+    "--user",
+    default=None,
+    help="The system user to run as once the ports are bound (default as root: poczta, "
+    "created when absent; '' stays root).",
+)
+@click.option(
+    "--systemd",
+    "systemd_unit",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="[FILE]",
+    help="Also write a systemd unit for this config to FILE (no FILE: print it); with an "
+    "existing config, only the unit.",
+)
 def init(
-    config_path: Path, hostname: str, data_dir: Path, domains: tuple[str, ...], force: bool
+    config_path: Path,
+    hostname: str,
+    data_dir: Path,
+    domains: tuple[str, ...],
+    force: bool,
+    user: str | None,
+    systemd_unit: str | None,
 ) -> None:
     """Write a commented config, create the data directory and a self-signed certificate."""
+    say = partial(click.echo, err=systemd_unit == "-")  # the unit alone on stdout
     if config_path.exists() and not force:
-        raise click.UsageError(f"{config_path} exists (use --force to overwrite)")
+        if systemd_unit is None:
+            raise click.UsageError(f"{config_path} exists (use --force to overwrite)")
+        say(install.write_unit(load_config(config_path), systemd_unit))
+        return
     data_dir = data_dir.resolve()
+    user = install.default_user(user)
+    news = [install.prepare_user(user, data_dir)]
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    config_path.write_text(render_default_config(hostname, data_dir, list(domains)))
+    config_path.write_text(render_default_config(hostname, data_dir, list(domains), user))
     config = load_config(config_path)
-    created = ensure_certificate(config)
-    click.echo(f"wrote {config_path}; data directory {data_dir}")
-    if created:
-        click.echo(f"created a self-signed certificate {config.tls.certificate}")
-    click.echo(f"next: poczta user add -c {config_path} you@{(domains or ['example.org'])[0]}")
+    if ensure_certificate(config):
+        news.append(f"created a self-signed certificate {config.tls.certificate}")
+    run_with_store(config, _created)  # the database exists, owned like the rest of the data dir
+    install.hand_over(config)
+    say(f"wrote {config_path}; data directory {data_dir}")
+    if config.user and os.geteuid() == 0:
+        news.append(f"data directory owned by {config.user}; poczta serve runs as {config.user}")
+    if systemd_unit is not None:
+        news.append(install.write_unit(config, systemd_unit))
+    for line in news:
+        if line:
+            say(line)
+    say(f"next: poczta user add -c {config_path} you@{(domains or ['example.org'])[0]}")
+
+
+async def _created(_store: MailStore) -> None:
+    """Nothing to do: opening the store created it."""
 
 
 @click.command()
@@ -88,7 +132,8 @@ def serve(config_path: Path | None) -> None:
 
     config = resolve_config(config_path, dev_fallback=False)
     setup_logging(config.log.level, config.log.format)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    check_user(config)
+    claim_data_dir(config.data_dir, "serve")
     app.run(config)
 
 
@@ -175,9 +220,9 @@ def dev(data_dir: Path) -> None:
     from poczta.logs import setup_logging
 
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     config = Config.dev(data_dir)
     setup_logging(config.log.level, config.log.format)
+    claim_data_dir(data_dir, "dev")
     ensure_certificate(config)
     password, origin = dev_password(data_dir)
 

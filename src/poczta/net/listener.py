@@ -10,12 +10,42 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from poczta.logs import log
+from poczta.logs import FloodLimit, log
 from poczta.net.connection import Connection, ConnectionClosed
 from poczta.net.tls import ReloadableContext
 
 SessionHandler = Callable[[Connection], Awaitable[None]]
 _STUCK_SESSION_GRACE = 30.0
+
+# Refusals come as fast as a client can connect; the rest of a burst becomes one count.
+_REFUSALS = FloodLimit()
+BACKLOG = 1024
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on `host` (an IP address or a name; IPv6 without brackets
+    only) and `port`. `reuse_port` lets the sockets of several worker processes share the
+    address (the kernel spreads connections over them); off for a single process, so a
+    port already taken fails loudly. OSError (socket.gaierror for a name) on failure."""
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    fam, kind, proto, _name, sockaddr = socket.getaddrinfo(
+        host, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(fam, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if fam == socket.AF_INET6:  # "[::]:25" next to "0.0.0.0:25" must not clash
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclass(frozen=True)
@@ -54,9 +84,6 @@ class ListenerSettings:
     max_connections: int
     session_timeout: float
     tls_handshake_timeout: float = 15.0
-    # Several worker processes share the address (the kernel spreads connections over
-    # them); off for a single process, so a port already taken fails loudly.
-    reuse_port: bool = False
 
 
 class Listener:
@@ -85,10 +112,9 @@ class Listener:
             return str(host), int(port)
         return self.settings.host, self.settings.port
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on `sock`, bound by `bind_socket` (perhaps before the process gave up root)."""
         loop = asyncio.get_running_loop()
-        host = self.settings.host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         implicit_tls = self.settings.implicit_tls
         if implicit_tls and self.tls is None:
             raise ValueError(f"{self.settings.service} needs a TLS certificate")
@@ -96,12 +122,8 @@ class Listener:
         # race a later upgrade; the session starts once the handshake is done.
         self._server = await loop.create_server(
             lambda: Connection(on_made=self._accepted),
-            host,
-            self.settings.port,
-            family=family,
-            reuse_address=True,
-            reuse_port=self.settings.reuse_port,
-            backlog=1024,
+            sock=sock,
+            backlog=BACKLOG,
             ssl=self.tls.context if implicit_tls and self.tls else None,
             ssl_handshake_timeout=self.settings.tls_handshake_timeout if implicit_tls else None,
         )
@@ -114,7 +136,13 @@ class Listener:
     async def _serve(self, conn: Connection) -> None:
         ip = conn.peer_ip
         if len(self._sessions) > self.settings.max_connections or not self.limiter.acquire(ip):
-            log("connection.refused", service=self.settings.service, ip=ip, reason="limit")
+            _REFUSALS.log(
+                "connection.refused",
+                key=("service", "reason"),
+                service=self.settings.service,
+                ip=ip,
+                reason="limit",
+            )
             conn.write(self.replies.too_many)
             conn.close()
             return

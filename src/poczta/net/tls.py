@@ -100,14 +100,20 @@ def write_self_signed(cert: Path, key: Path, hostname: str, days: int = 3650) ->
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(private_key, hashes.SHA256())
     )
-    cert.parent.mkdir(parents=True, exist_ok=True)
-    key.parent.mkdir(parents=True, exist_ok=True)
+    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     key_bytes = private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _write_file(key, key_bytes, 0o600)
+    _write_file(cert, certificate.public_bytes(serialization.Encoding.PEM), 0o640)
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write `data` to `path` with `mode`, also when the file was there with another mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key_bytes)
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        os.fchmod(handle.fileno(), mode)
+        handle.write(data)

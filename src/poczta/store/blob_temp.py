@@ -56,7 +56,7 @@ class TempArea:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             directory = self.tmp_root / owner
-            directory.mkdir()
+            directory.mkdir(mode=0o750)
         except BaseException:
             os.close(lock_fd)
             raise

@@ -59,6 +59,7 @@ __all__ = ["SYNC_METHODS", "BlobStore", "StagedBlob", "blob_digest"]
 
 _HEX = frozenset("0123456789abcdef")
 SYNC_METHODS = ("filesystem", "file")
+DIR_MODE = 0o750  # bodies are the users' mail: never readable by others
 
 
 def _load_syncfs() -> Callable[[int], None] | None:
@@ -136,7 +137,8 @@ class BlobStore:
         self._temp = TempArea(self._tmp)
         self._root_fd: int | None = None
         try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            self._tmp.mkdir(exist_ok=True, mode=DIR_MODE)
             self._create_shards()
             self.recover_temporary()
         except OSError as exc:
@@ -154,7 +156,7 @@ class BlobStore:
         for first in range(256):
             shard = self.root / f"{first:02x}"
             if not shard.is_dir():
-                shard.mkdir(exist_ok=True)
+                shard.mkdir(exist_ok=True, mode=DIR_MODE)
                 created = True
             self._known_dirs.add(shard)
         if created:
@@ -304,10 +306,10 @@ class BlobStore:
             return
         parent = directory.parent
         if not parent.is_dir():
-            parent.mkdir(exist_ok=True)
+            parent.mkdir(exist_ok=True, mode=DIR_MODE)
             _fsync_dir(self.root)
         if not directory.is_dir():
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(exist_ok=True, mode=DIR_MODE)
             _fsync_dir(parent)
         self._known_dirs.add(directory)
 

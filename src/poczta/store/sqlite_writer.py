@@ -80,7 +80,11 @@ BUSY_RETRY_MAX = 0.002
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL."""
+    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL.
+
+    A new database file is made private (SQLite gives its -wal and -shm the same mode)."""
+    if not readonly:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
