@@ -191,3 +191,27 @@ def test_listed_bodies_that_made_it_keep_their_rows(tmp_path: Path) -> None:
 
     asyncio.run(reopen())
     assert _count(tmp_path / "mail.db", "unflushed_bodies") == 0
+
+
+def test_a_second_connection_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Opening another connection in the same process must not drop the POSIX locks
+    SQLite holds through the first, or another process that comes and goes takes itself
+    for the last user of the WAL and resets it under the first connection's writes."""
+    import subprocess
+    import sys
+
+    from poczta.store.sqlite_writer import connect
+
+    path = tmp_path / "locks.db"
+    first = connect(path)
+    first.execute("CREATE TABLE t (n INTEGER)")
+    first.execute("INSERT INTO t VALUES (1)")
+    connect(path).close()
+    count = (
+        f"import sqlite3; db = sqlite3.connect({str(path)!r}); "
+        "print(db.execute('select count(*) from t').fetchone()[0])"
+    )
+    subprocess.run([sys.executable, "-c", count], check=True, capture_output=True)
+    first.execute("INSERT INTO t VALUES (2)")
+    seen = subprocess.run([sys.executable, "-c", count], check=True, capture_output=True, text=True)
+    assert seen.stdout.strip() == "2"

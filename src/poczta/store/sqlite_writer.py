@@ -84,7 +84,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
     A new database file is made private (SQLite gives its -wal and -shm the same mode)."""
     if not readonly:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # O_EXCL: never open and close a descriptor of an existing database, since closing
+        # one drops every POSIX lock this process holds on the file, SQLite's included.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
