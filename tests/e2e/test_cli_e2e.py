@@ -158,8 +158,10 @@ def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
 
 
 def init_dir(root: Path) -> Path:
-    """`poczta init` in `root`: ./poczta.toml, the data directory and its certificate."""
-    result = run("init", "--hostname", "mx.example.org", "--data-dir", "data", cwd=root)
+    """`poczta init` in `root`: ./poczta.toml, the data directory and its certificate
+    (no system user: a test's temporary directory is closed to one)."""
+    args = ("--hostname", "mx.example.org", "--data-dir", "data", "--user", "")
+    result = run("init", *args, cwd=root)
     assert result.returncode == 0, result.stderr
     return root / "poczta.toml"
 

@@ -95,7 +95,7 @@ def init(
     say = partial(click.echo, err=systemd_unit == "-")  # the unit alone on stdout
     if config_path.exists() and not force:
         if systemd_unit is None:
-            raise click.UsageError(f"{config_path} exists (use --force to overwrite)")
+            raise Failure(f"{config_path} exists (use --force to overwrite)")
         say(install.write_unit(load_config(config_path), systemd_unit))
         return
     data_dir = data_dir.resolve()
