@@ -532,7 +532,8 @@ class PocztaChecksTarget(PocztaTarget):
         self.exe = exe
         self.config = self.workdir / "poczta.toml"
         dns_port = free_port(HOST)
-        self.dns = start_dnsmasq(dns_port, self.workdir)
+        negative_soa = not self.opts.uncached_negatives
+        self.dns = start_dnsmasq(dns_port, self.workdir, negative_soa=negative_soa)
         checks = checks_config(dns_port)
         workers = self.opts.poczta_workers
         poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port, checks, workers)
@@ -552,15 +553,22 @@ def dnsmasq_bin() -> str | None:
     return shutil.which("dnsmasq", path=f"/usr/sbin:{os.environ.get('PATH', '')}")
 
 
-def start_dnsmasq(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_dnsmasq(
+    port: int, workdir: Path, *, negative_soa: bool = True
+) -> subprocess.Popen[bytes]:
+    """dnsmasq serving BENCH_ZONES. With `negative_soa` it is authoritative for .test and
+    puts an SOA in every negative answer, as real servers do, so that a resolver (and
+    poczta's cache) keeps NXDOMAIN for the SOA's TTL; without it, negative answers carry
+    no SOA and cannot be cached: every message asks again."""
     exe = dnsmasq_bin()
     assert exe is not None
     # On the command line dnsmasq keeps quotes as data and splits strings at commas.
     records = [f"--txt-record={name},{text}" for name, text in BENCH_ZONES.items()]
+    authority = [f"--auth-server=ns.bench.test,{HOST}", "--auth-zone=test", "--auth-ttl=300"]
     proc = subprocess.Popen(
         [exe, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
          "--bind-interfaces", f"--listen-address={HOST}", f"--port={port}", "--local=/test/",
-         "--local-ttl=300",
+         "--local-ttl=300", *(authority if negative_soa else []),
          f"--pid-file={workdir / 'dnsmasq.pid'}", *records],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -957,6 +965,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also measure poczta with the checks of incoming mail on (SPF, DKIM, DMARC, "
         "blocklists, greylisting; DNS from a local dnsmasq) and print on/off ratios",
+    )
+    p.add_argument(
+        "--uncached-negatives",
+        action="store_true",
+        help="with --checks: DNS answers NXDOMAIN without an SOA, so nothing negative can be "
+        "cached and every message asks the blocklists again (a worst case)",
     )
     p.add_argument("--keep", action="store_true", help="keep the server dirs for inspection")
     p.add_argument("--poczta-bin", type=Path, help="poczta executable (next to this python)")
