@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -13,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,20 @@ def make_server(
     server.cli("alias", "add", "info@example.test", "alice@example.test")
     server.cli("alias", "add", "alice.smith@example.test", "alice@example.test")
     return server
+
+
+@contextlib.contextmanager
+def running_server(
+    root: Path, extra_config: str = "", services: tuple[str, ...] = SERVICES
+) -> Iterator[PocztaServer]:
+    """`make_server`, started, and stopped at the end (for module fixtures)."""
+    server = make_server(root, extra_config, services)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            server.stop()
 
 
 def run_cli(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import PASSWORDS, PocztaServer, make_server
+from tests.e2e.harness import PASSWORDS, PocztaServer, running_server
 from tests.e2e.test_checks_e2e import dns_port  # noqa: F401 - a fixture, used by name
 
 pytestmark = pytest.mark.e2e
@@ -31,21 +31,15 @@ def mx(tmp_path_factory: pytest.TempPathFactory, dns_port: int) -> Iterator[Pocz
         "\n[checks]\ngreylisting = false\n"
         "\n[limits]\nmax_header_size = 67108864\nmax_header_fields = 2000000\n"
     )
-    srv = make_server(tmp_path_factory.mktemp("bomb"), extra, services=("smtp",))
-    srv.start()
-    yield srv
-    if srv.proc is not None:
-        srv.stop()
+    with running_server(tmp_path_factory.mktemp("bomb"), extra, ("smtp",)) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
     """Default header limits, no checks; submission for the sender rules."""
-    srv = make_server(tmp_path_factory.mktemp("strict"), services=("smtp", "submission"))
-    srv.start()
-    yield srv
-    if srv.proc is not None:
-        srv.stop()
+    with running_server(tmp_path_factory.mktemp("strict"), "", ("smtp", "submission")) as srv:
+        yield srv
 
 
 def folded_bomb(lines: int, subject: str) -> bytes:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import PocztaServer, make_server
+from tests.e2e.harness import PocztaServer, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -21,11 +21,8 @@ FORGED = b"Authentication-Results: mx.example.test; dmarc=pass"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
     """A production config (no dev mode) with the MX and POP3S listeners."""
-    srv = make_server(tmp_path_factory.mktemp("trace"), services=("smtp", "pop3s"))
-    srv.start()
-    yield srv
-    if srv.proc is not None:
-        srv.stop()
+    with running_server(tmp_path_factory.mktemp("trace"), "", ("smtp", "pop3s")) as srv:
+        yield srv
 
 
 def new_user(srv: PocztaServer, name: str) -> str:
