@@ -100,6 +100,7 @@ def aligned(a: str, b: str, mode: str) -> bool:
     return a == b if mode == "s" else organizational_domain(a) == organizational_domain(b)
 
 
+@lru_cache(maxsize=4096)
 def parse_dmarc_record(text: str) -> DmarcRecord:
     """Parse a DMARC record; raise DmarcRecordError when v=DMARC1 is not first or p= is
     unusable without a valid rua= (RFC 7489 section 6.6.3). Bad optional tags take defaults."""

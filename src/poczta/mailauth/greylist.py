@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol
 
 from poczta.mailauth.dkim import DkimResult, DkimStatus
@@ -197,6 +198,7 @@ class GreylistDecision:
         return f"Greylisted, please try again in {self.retry_in} seconds"
 
 
+@lru_cache(maxsize=4096)
 def client_network(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str | None:
     """The network a client address is greylisted as, in CIDR form (None if no address)."""
     address = parse_client_ip(ip)

@@ -127,6 +127,7 @@ def _is_valid_domain(name: str) -> bool:
     return len(labels) >= 2 and all(0 < len(label) <= 63 for label in labels)
 
 
+@lru_cache(maxsize=4096)
 def _client_address(ip: str) -> IPAddress:
     address = ipaddress.ip_address(ip.strip().removeprefix("[").removesuffix("]"))
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
