@@ -26,6 +26,7 @@ from poczta.accounts import (
 )
 from poczta.cli.server import DEV_PASSWORD_ENV, dev_password
 from poczta.config import AuthSettings
+from tests.clock import Clock
 
 # --------------------------------------------------------------------------- passwords
 
@@ -228,14 +229,6 @@ def test_address_helpers_raise_only_value_error(text: str) -> None:
 
 
 # --------------------------------------------------------------------------- throttle
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from poczta.accounts import LoginThrottle, hash_password, needs_rehash, verify_p
 from poczta.login import LoginService
 from poczta.sasl import derive_scram_credentials
 from poczta.store.sqlite import SqliteStore
+from tests.clock import Clock
 
 
 def _throttle() -> LoginThrottle:
@@ -55,14 +56,6 @@ ATTACKER, OWNER = "203.0.113.9", "198.51.100.7"
 
 
 T = TypeVar("T")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _with_service(

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.clock import Clock
 
 from poczta.mailauth.dkim import DkimResult, DkimStatus
 from poczta.mailauth.greylist import (
@@ -28,20 +29,12 @@ T0 = 1_700_000_000.0
 DAY = 86_400.0
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
 def make(**options: Any) -> tuple[Greylister, MemoryGreylistStore, Clock]:
-    store, clock = MemoryGreylistStore(), Clock()
+    store, clock = MemoryGreylistStore(), Clock(T0)
     return Greylister(store, GreylistSettings(**options), clock), store, clock
 
 

@@ -9,14 +9,7 @@ import pytest
 
 from poczta.net.connection import Connection
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def deadlines(

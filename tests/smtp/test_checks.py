@@ -22,6 +22,7 @@ from poczta.smtp.checks import (
     verdict_header,
     without_our_claims,
 )
+from tests.clock import Clock
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0
@@ -29,14 +30,6 @@ HOST = "mx.example.test"
 GOOD_IP = "192.0.2.10"
 LISTED_IP = "192.0.2.99"
 PRIVATE_KEY, KEY_RECORD = generate_dkim_key("ed25519-sha256")
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -78,7 +71,7 @@ def make_checks(
     clock: Clock | None = None,
     deadline: float = 5.0,
 ) -> MailChecks:
-    clock = clock or Clock()
+    clock = clock or Clock(T0)
     store = MemoryGreylistStore()
     greylister = Greylister(store, greylist or GreylistSettings(delay=60), clock)
     zones = [DnsblZone("bl.test"), DnsblZone("dbl.test", DnsblKind.DOMAIN)]
@@ -102,7 +95,7 @@ async def transaction(
 
 
 def test_passing_mail_is_greylisted_then_accepted_with_results() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     checks = make_checks(clock=clock)
 
     async def go() -> None:

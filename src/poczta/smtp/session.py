@@ -296,8 +296,9 @@ class SmtpSession:
         if self.checks is not None and user is None:
             decision = await self.checks.message(data, header)
             self.log_verdict(decision, id=queue_id)
-            if decision.refused or decision.header is None:
+            if decision.refused:
                 return self.refusal(decision)
+            assert decision.header is not None  # an accepting decision carries its message
             data, header = decision.data, decision.header
             added, plan.junk = decision.headers, decision.junk
         now = datetime.now(UTC)
