@@ -40,6 +40,7 @@ class Backend:
 
 
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = 10 * 86400.0  # seconds: long past the grace period of released bodies
 
 
 def make_message(n: int = 0, size: int = 0, subject: str = "Hello") -> bytes:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, MailboxId, MailStore, NotFound, Outbound
-from tests.store.store_helpers import WHEN, Backend, make_message, with_user
+from tests.store.store_helpers import LATER, WHEN, Backend, make_message, with_user
 
 
 def test_concurrent_deliveries_get_distinct_increasing_uids(backend: Backend) -> None:
@@ -58,6 +59,7 @@ def test_one_failing_delivery_does_not_fail_its_batch(backend: Backend) -> None:
         uids = [meta.uid for meta in await store.fetch_meta(inbox.id)]
         digest = (await store.fetch_meta(inbox.id))[0].digest
         await store.expunge(inbox.id, uids)
+        assert await store.sweep_blobs(now=time.time() + LATER) == 1
         with pytest.raises(NotFound):
             await store.read_blob(digest)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from poczta.message import parse_message
@@ -14,7 +16,7 @@ from poczta.store import (
     NotFound,
     StoreError,
 )
-from tests.store.store_helpers import WHEN, Backend, deliver_one, make_message, with_user
+from tests.store.store_helpers import LATER, WHEN, Backend, deliver_one, make_message, with_user
 
 
 def test_mailbox_lifecycle(backend: Backend) -> None:
@@ -185,6 +187,9 @@ def test_blob_removed_with_last_reference(backend: Backend) -> None:
         await store.expunge(inbox.id, [1])
         assert await store.read_blob(meta.digest) == data  # Archive still holds it
         await store.delete_mailbox(user, "Archive")
+        assert await store.read_blob(meta.digest) == data  # released, kept for a while
+        assert await store.sweep_blobs() == 0
+        assert await store.sweep_blobs(now=time.time() + LATER) == 1
         with pytest.raises(NotFound):
             await store.read_blob(meta.digest)
         # the same content delivered again is stored again

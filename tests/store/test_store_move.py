@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from poczta.store import FlagMode, MailStore, NotFound
-from tests.store.store_helpers import Backend, deliver_one, make_message, with_user
+from tests.store.store_helpers import LATER, Backend, deliver_one, make_message, with_user
 
 
 def test_move_gives_a_new_uid_and_keeps_the_message(backend: Backend) -> None:
@@ -46,6 +48,7 @@ def test_moved_body_is_referenced_once(backend: Backend) -> None:
         [meta] = await store.fetch_meta(archive.id)
         assert meta.uid == new_uid
         await store.expunge(archive.id, [new_uid])  # the only reference: the body goes
+        await store.sweep_blobs(now=time.time() + LATER)
         with pytest.raises(NotFound):
             await store.read_blob(meta.digest)
 

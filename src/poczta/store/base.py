@@ -299,6 +299,12 @@ class MailStore(Protocol):
         """A body by digest; `size_hint` (its size, if known) lets small ones be read inline."""
         ...
 
+    async def sweep_blobs(self, now: float | None = None) -> int:
+        """Delete the bodies nothing has referred to for the grace period (an expunged
+        body stays that long, so that a delivery of the same content can still use it);
+        return how many went. The store also does this by itself after releasing some."""
+        ...
+
     async def enqueue(
         self, sender: str, recipients: Sequence[str], digest: str, size: int
     ) -> QueueId: ...

@@ -338,6 +338,20 @@ class BlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.path(digest).unlink()
 
+    def delete_unless_newer(self, digest: str, cutoff: float) -> bool:
+        """Remove a released body unless its file was written after `cutoff` (then it may
+        have just been placed again by a delivery); True when it is gone."""
+        path = self.path(digest)
+        try:
+            if path.stat().st_mtime >= cutoff:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot remove message body: {exc}") from exc
+        return True
+
     def digests(self) -> Iterator[str]:
         """Every stored digest (for consistency checks and garbage sweeps)."""
         for shard in sorted(self.root.glob("[0-9a-f][0-9a-f]")):

@@ -20,8 +20,11 @@ commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -30,6 +33,7 @@ from typing import Any, TypeVar
 
 from poczta.message import ParsedMessage
 from poczta.store import sqlite_accounts as accounts
+from poczta.store import sqlite_blobs
 from poczta.store import sqlite_messages as messages
 from poczta.store.base import (
     Accepted,
@@ -58,6 +62,14 @@ from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
 from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
 
 __all__ = ["SqliteStore", "prepare_files"]
+
+log = logging.getLogger("poczta.store")
+_SWEEP_AFTER_OPEN = 60.0  # seconds; a short-lived store (the command line) never sweeps
+
+
+def _log_sweep_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("sweeping released message bodies failed: %s", task.exception())
 
 
 def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
@@ -95,6 +107,7 @@ class SqliteStore:
         blob_threads: int = 2,  # store_blob only; deliveries stage on the loop
         max_batch: int = 512,
         committer: str | None = None,
+        blob_grace: float = sqlite_blobs.DEFAULT_GRACE,
     ) -> None:
         self.db_path = db_path
         self.blobs = blobs
@@ -114,6 +127,9 @@ class SqliteStore:
             if committer is not None and blobs.sync_method == "filesystem"
             else None
         )
+        self._blob_grace = blob_grace
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._sweep_task: asyncio.Task[int] | None = None
         self._closed = False
 
     @classmethod
@@ -131,13 +147,20 @@ class SqliteStore:
         """
         path = Path(db_path)
         blobs = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
-        return cls(path, blobs, **options)
+        store = cls(path, blobs, **options)
+        store._schedule_sweep(_SWEEP_AFTER_OPEN)  # what a store that died left released
+        return store
 
     async def close(self) -> None:
         """Finish queued writes, then release threads and connections. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        if self._sweep_task is not None:
+            with contextlib.suppress(Exception):
+                await self._sweep_task
         if self._committer is not None:
             self._committer.close()
         await asyncio.to_thread(self._writer.close)
@@ -187,13 +210,45 @@ class SqliteStore:
         self._check_open()
         return await self._writer.submit(job, sync_dir)
 
+    # --- released bodies --------------------------------------------------
+
+    async def sweep_blobs(self, now: float | None = None) -> int:
+        """Delete the bodies released longer ago than the grace period (see
+        `sqlite_blobs`); return how many went."""
+        cutoff = (time.time() if now is None else now) - self._blob_grace
+        swept = 0
+        while await self._read(lambda c: sqlite_blobs.releasable(c, cutoff)):
+            count: int = await self._write(sqlite_blobs.sweep_job(cutoff))
+            swept += count
+            if count < sqlite_blobs.SWEEP_BATCH:
+                break
+        return swept
+
+    def _schedule_sweep(self, delay: float) -> None:
+        if self._sweep_timer is not None or self._closed:
+            return
+        self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._start_sweep)
+
+    def _start_sweep(self) -> None:
+        self._sweep_timer = None
+        if self._closed or (self._sweep_task is not None and not self._sweep_task.done()):
+            return
+        self._sweep_task = asyncio.ensure_future(self.sweep_blobs())
+        self._sweep_task.add_done_callback(_log_sweep_failure)
+
+    async def _write_releasing(self, job: Job) -> Any:
+        """A write that may release bodies: sweep them once their grace period is over."""
+        result = await self._write(job)
+        self._schedule_sweep(self._blob_grace + 1.0)
+        return result
+
     # --- domains, users, aliases ----------------------------------------
 
     async def add_domain(self, domain: str) -> None:
         await self._write(accounts.add_domain_job(domain))
 
     async def remove_domain(self, domain: str, *, force: bool = False) -> None:
-        await self._write(accounts.remove_domain_job(domain, force))
+        await self._write_releasing(accounts.remove_domain_job(domain, force))
 
     async def list_domains(self) -> list[str]:
         return await self._read(accounts.list_domains)
@@ -209,7 +264,7 @@ class SqliteStore:
         await self._write(accounts.set_password_job(address, password_hash, scram))
 
     async def remove_user(self, address: str) -> None:
-        await self._write(accounts.remove_user_job(address))
+        await self._write_releasing(accounts.remove_user_job(address))
 
     async def list_users(self, domain: str | None = None) -> list[UserRecord]:
         return await self._read(lambda c: accounts.list_users(c, domain))
@@ -246,7 +301,7 @@ class SqliteStore:
         return state
 
     async def delete_mailbox(self, user_id: UserId, name: str) -> None:
-        await self._write(messages.delete_mailbox_job(user_id, name))
+        await self._write_releasing(messages.delete_mailbox_job(user_id, name))
 
     async def rename_mailbox(self, user_id: UserId, old: str, new: str) -> None:
         await self._write(messages.rename_mailbox_job(user_id, old, new))
@@ -321,7 +376,7 @@ class SqliteStore:
 
     async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the given messages (all flagged \\Deleted when `uids` is None)."""
-        gone: list[int] = await self._write(messages.expunge_job(mailbox_id, uids))
+        gone: list[int] = await self._write_releasing(messages.expunge_job(mailbox_id, uids))
         return gone
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:

@@ -20,7 +20,8 @@ from poczta.store.base import (
     normalize_address,
 )
 from poczta.store.codec import decode_time, now_text
-from poczta.store.sqlite_messages import create_mailbox_row, release_blobs
+from poczta.store.sqlite_blobs import release_blobs
+from poczta.store.sqlite_messages import create_mailbox_row
 from poczta.store.sqlite_writer import Job, JobContext
 
 __all__ = [

@@ -6,8 +6,7 @@ Plain synchronous functions on a connection: the `*_job` factories return writer
 Every change to a mailbox's messages takes the next MODSEQ of that mailbox: a delivery
 one per message, a flag change one per call (shared by the messages it changed),
 an expunge one per call (kept with the expunged UIDs for VANISHED).
-Blob rows count their references; when a count reaches zero the row goes in the same
-transaction and the file is deleted after the commit.
+Blob references are counted and released by `poczta.store.sqlite_blobs`.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from poczta.store.codec import (
     encode_flags,
     now_text,
 )
+from poczta.store.sqlite_blobs import add_blob_ref, release_blobs
 from poczta.store.sqlite_writer import Job, JobContext
 
 _MAILBOX_STATE = (
@@ -177,48 +177,6 @@ def rename_mailbox_job(user_id: int, old: str, new: str) -> Job:
             conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, box_id))
 
     return job
-
-
-# --- blobs -----------------------------------------------------------------
-
-
-def add_blob_ref(
-    conn: sqlite3.Connection,
-    ctx: JobContext,
-    digest: str,
-    size: int,
-    data: bytes | None,
-    count: int,
-) -> None:
-    """Count `count` more references to a blob; (re)write its file if no row had it."""
-    (refs,) = conn.execute(
-        "INSERT INTO blobs (digest, size, refs) VALUES (?, ?, ?)"
-        " ON CONFLICT (digest) DO UPDATE SET refs = refs + excluded.refs RETURNING refs",
-        (digest, size, count),
-    ).fetchone()
-    if refs != count or digest in ctx.placed:
-        return
-    # A new row: the file may have been deleted after an earlier batch dropped the last
-    # reference. Deletions happen on this thread, so checking now is race-free.
-    if not ctx.blobs.exists(digest):
-        if data is None:
-            raise NotFound(f"no blob {digest}")
-        _, directory = ctx.blobs.put(data, sync_dir=False)
-        ctx.sync_dirs.add(directory)
-
-
-def release_blobs(
-    conn: sqlite3.Connection, ctx: JobContext, digests: Sequence[tuple[str, int]]
-) -> None:
-    """Drop references; rows that reach zero go now, their files after the commit."""
-    blobs = ctx.blobs
-    for digest, count in digests:
-        conn.execute("UPDATE blobs SET refs = refs - ? WHERE digest = ?", (count, digest))
-        gone = conn.execute(
-            "DELETE FROM blobs WHERE digest = ? AND refs <= 0 RETURNING digest", (digest,)
-        ).fetchone()
-        if gone is not None:
-            ctx.after_commit.append(lambda d=digest: blobs.delete(d))  # type: ignore[misc]
 
 
 # --- messages --------------------------------------------------------------
