@@ -6,8 +6,8 @@ them inside one `BEGIN IMMEDIATE … COMMIT`: first without savepoints, and if a
 fails, once more from the start with a savepoint per job so that its error rolls back
 that job alone (one statement less per job on the common path). It fsyncs the blob
 directories the batch's jobs depend on, commits, makes the commit durable (below), then
-runs the after-commit actions (deleting unreferenced blob files) and hands every caller
-its own result or error on its event loop.
+runs the after-commit actions and hands every caller its own result or error on its
+event loop.
 
 A failure of the transaction as a whole (the commit, a directory fsync, a broken disk)
 fails every job of the batch with `StoreUnavailable`, and nothing of it is visible.
@@ -24,8 +24,9 @@ transaction also lists the batch's new bodies in `unflushed_bodies`; the next
 transaction unlists them, and a store opened after a crash checks the listed ones
 (`poczta.store.sqlite_recovery`). If a flush fails, the batch's callers get
 `StoreUnavailable` although its rows are visible, and its bodies stay listed: a client
-then sends the message again, which at worst duplicates it. Deleting the files of
-dropped bodies waits for the flush too.
+then sends the message again, which at worst duplicates it. Readers can see a batch's
+rows in the moment before its flush; after a power loss `poczta.store.sqlite_shutdown`
+keeps the UIDs and MODSEQs they saw from being handed out again.
 
 A server with several workers runs deliveries, its hot path, through one writer in a
 process of its own, the committer (`poczta.store.committer`), which drives a `Writer`
@@ -57,6 +58,7 @@ from typing import Any
 
 from poczta.store.base import StoreError, StoreUnavailable
 from poczta.store.blobs import BlobStore, StagedBlob
+from poczta.store.sqlite_shutdown import ShutdownMarker
 
 __all__ = [
     "Dispatch",
@@ -208,6 +210,7 @@ class Writer:
         self._flush_after_commit = blobs.sync_method == "filesystem"
         if self._flush_after_commit:
             self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._marker = ShutdownMarker(path, self._conn)
         self._max_batch = max_batch
         # Unique across the processes sharing the database: a random start per writer.
         self._batch_tokens = itertools.count(secrets.randbits(62))
@@ -254,6 +257,7 @@ class Writer:
             self._unlist(self._listed)
         self._conn.close()
         os.close(self._turn_fd)
+        self._marker.close()
 
     def _take(self) -> tuple[list[Pending], bool]:
         """The jobs waiting (waiting for a first one), and whether to stop."""
