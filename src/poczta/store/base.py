@@ -15,7 +15,7 @@ A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk")
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, NewType, Protocol
@@ -33,6 +33,7 @@ __all__ = [
     "FlagMode",
     "FlagResult",
     "MailStore",
+    "MailboxChange",
     "MailboxId",
     "MailboxState",
     "MessageMeta",
@@ -123,6 +124,18 @@ class MailboxState:
     highestmodseq: int
     special_use: str | None
     messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxChange:
+    """A mailbox's state after a change (see `MailStore.changes`); `exists` is False once
+    the mailbox was deleted."""
+
+    mailbox_id: MailboxId
+    highestmodseq: int
+    uidnext: int
+    messages: int
+    exists: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +298,16 @@ class MailStore(Protocol):
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[int]: ...
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]: ...
+    def changes(
+        self, mailbox_id: MailboxId, since: MailboxChange | None = None
+    ) -> AsyncIterator[MailboxChange]:
+        """Each new state of the mailbox, whichever process changed it, until the caller
+        stops iterating (IMAP's IDLE and its untagged updates). Changes are coalesced: a
+        caller that was busy gets only the latest state. `since` is the state the caller
+        last read (see `MailboxChange`), so a change between that read and the first wait
+        is reported too. Ends after reporting the mailbox deleted."""
+        ...
+
     async def move_message(
         self, user_id: UserId, source_mailbox: str, uid: int, target_mailbox: str
     ) -> int:

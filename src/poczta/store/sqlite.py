@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from poczta.store.base import (
     DeliveryTarget,
     FlagMode,
     FlagResult,
+    MailboxChange,
     MailboxId,
     MailboxState,
     MessageMeta,
@@ -54,9 +55,11 @@ from poczta.store.base import (
     UserRecord,
 )
 from poczta.store.blobs import BlobStore
+from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.committer import CommitterLink, request_for
 from poczta.store.migrate import migrate
+from poczta.store.sqlite_changes import ChangePoller
 from poczta.store.sqlite_move import move_message_job
 from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
 from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
@@ -127,6 +130,8 @@ class SqliteStore:
             if committer is not None and blobs.sync_method == "filesystem"
             else None
         )
+        self._hub = ChangeHub()
+        self._poller: ChangePoller | None = None
         self._blob_grace = blob_grace
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._sweep_task: asyncio.Task[int] | None = None
@@ -161,6 +166,8 @@ class SqliteStore:
         if self._sweep_task is not None:
             with contextlib.suppress(Exception):
                 await self._sweep_task
+        if self._poller is not None:
+            await self._poller.close()
         if self._committer is not None:
             self._committer.close()
         await asyncio.to_thread(self._writer.close)
@@ -208,7 +215,15 @@ class SqliteStore:
 
     async def _write(self, job: Job, sync_dir: Path | None = None) -> Any:
         self._check_open()
-        return await self._writer.submit(job, sync_dir)
+        try:
+            return await self._writer.submit(job, sync_dir)
+        finally:
+            self._changed()
+
+    def _changed(self) -> None:
+        """This process wrote: let the watchers of changed mailboxes know now."""
+        if self._poller is not None:
+            self._poller.poke()
 
     # --- released bodies --------------------------------------------------
 
@@ -337,7 +352,12 @@ class SqliteStore:
         columns, date = message_columns(parsed), encode_time(internal_date)
         client = await self._committer.client() if self._committer is not None else None
         if client is not None:
-            return await client.deliver(request_for(staged, data, columns, date, targets, outbound))
+            try:
+                return await client.deliver(
+                    request_for(staged, data, columns, date, targets, outbound)
+                )
+            finally:
+                self._changed()
         job = messages.deliver_job(
             staged.digest,
             len(data),
@@ -347,7 +367,10 @@ class SqliteStore:
             tuple(targets),
             outbound,
         )
-        accepted: Accepted = await self._writer.submit(job, blob=staged)
+        try:
+            accepted: Accepted = await self._writer.submit(job, blob=staged)
+        finally:
+            self._changed()
         return accepted
 
     async def fetch_meta(
@@ -381,6 +404,15 @@ class SqliteStore:
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
         return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+
+    def changes(
+        self, mailbox_id: MailboxId, since: MailboxChange | None = None
+    ) -> AsyncIterator[MailboxChange]:
+        self._check_open()
+        if self._poller is None:
+            self._poller = ChangePoller(self.db_path, self._hub, self._read)
+            self._poller.start()
+        return self._hub.changes(mailbox_id, since)
 
     async def move_message(
         self, user_id: UserId, source_mailbox: str, uid: int, target_mailbox: str
