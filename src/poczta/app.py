@@ -16,6 +16,7 @@ from functools import partial
 from poczta.accounts import LoginThrottle
 from poczta.config import Config, ConfigError, ListenAddress
 from poczta.delivery import Delivery
+from poczta.dkim_keys import DkimKeyError, KeyStore, Signer
 from poczta.dns import DnsPythonResolver
 from poczta.login import LoginService
 from poczta.logs import log
@@ -125,6 +126,22 @@ async def open_configured_store(config: Config, *, committer: bool = False) -> M
         if not await store.domain_exists(domain):
             await store.add_domain(domain)
     return store
+
+
+async def signer_for(config: Config, store: MailStore) -> Signer:
+    """The DKIM signer of submitted mail; a warning for each local domain without a key."""
+    keys = KeyStore(config.data_dir)
+    for domain in await store.list_domains():
+        try:
+            usable = bool(keys.signing_keys(domain))
+        except DkimKeyError as exc:
+            log("dkim.key_unreadable", logging.ERROR, domain=domain, error=exc)
+            continue
+        if not usable:
+            log(
+                "dkim.no_key", logging.WARNING, domain=domain, hint=f"poczta dkim generate {domain}"
+            )
+    return Signer(keys)
 
 
 def build_resolver(config: Config) -> DnsPythonResolver:
@@ -258,6 +275,7 @@ class App:
             self.sweeper = asyncio.get_running_loop().create_task(
                 sweep_greylist(self.checks.greylister)
             )
+        signer = await signer_for(config, self.store)
         smtp_services = (
             ("smtp", Role.MX, config.listeners.smtp, False),
             ("submission", Role.SUBMISSION, config.listeners.submission, False),
@@ -275,6 +293,7 @@ class App:
                 delivery=delivery,
                 bare_line_endings=config.smtp.bare_line_endings,
                 checks=self.checks if role is Role.MX else None,
+                signer=None if role is Role.MX else signer,
             )
             handler: Callable[[Connection], Awaitable[None]] = partial(run_smtp_session, ctx)
             await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)

@@ -1,4 +1,5 @@
-"""The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue, why."""
+"""The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue, dkim,
+why."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import click
 from poczta import __version__
 from poczta.cli.admin import alias, domain, user
 from poczta.cli.common import friendly_errors
+from poczta.cli.dkim import dkim
 from poczta.cli.mail import mail, queue
 from poczta.cli.server import config, dev, init, serve
 from poczta.cli.why import why
@@ -19,7 +21,7 @@ def cli() -> None:
     """poczta: an all-in-one, secure mail server."""
 
 
-for command in (init, serve, dev, config, domain, user, alias, mail, queue, why):
+for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim, why):
     cli.add_command(command)
 
 

@@ -16,7 +16,9 @@ from poczta.cli.common import (
     resolve_config,
     run_with_store,
 )
+from poczta.cli.dkim import generate_key, publish_hint
 from poczta.config import Config
+from poczta.dkim_keys import KeyStore
 from poczta.store.base import MailStore, UserRecord
 
 FORCE_HELP = "Do not ask (required when stdin is not a terminal)."
@@ -36,12 +38,16 @@ def domain() -> None:
 
 @domain.command("add")
 @config_options
+@click.option("--no-dkim", is_flag=True, help="Do not create a DKIM signing key for it.")
 @click.argument("name")
-def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> None:
-    """Add a local domain."""
+def domain_add(config_path: Path | None, data_dir: Path | None, name: str, no_dkim: bool) -> None:
+    """Add a local domain, with a DKIM key to sign its outgoing mail."""
     name = domain_of(_address(f"postmaster@{name}"))
-    run_with_store(resolve_config(config_path, data_dir), lambda s: s.add_domain(name))
+    config = resolve_config(config_path, data_dir)
+    run_with_store(config, lambda s: s.add_domain(name))
     click.echo(f"added domain {name}")
+    if not no_dkim and not KeyStore(config.data_dir).signing_keys(name):
+        click.echo(f"created a {publish_hint(generate_key(config, name, None, 'rsa'))}")
 
 
 @domain.command("list")

@@ -21,7 +21,9 @@ from poczta.cli.common import (
     resolve_config,
     run_with_store,
 )
+from poczta.cli.dkim import generate_key, publish_hint
 from poczta.config import Config, load_config, raise_errors, render_default_config
+from poczta.dkim_keys import KeyStore
 from poczta.net.tls import write_self_signed
 from poczta.privileges import check_user
 from poczta.process import claim_data_dir
@@ -107,6 +109,9 @@ def init(
     if ensure_certificate(config):
         news.append(f"created a self-signed certificate {config.tls.certificate}")
     run_with_store(config, _created)  # the database exists, owned like the rest of the data dir
+    news += [
+        f"created a {publish_hint(generate_key(config, d, None, 'rsa'))}" for d in config.domains
+    ]
     install.hand_over(config)
     say(f"wrote {config_path}; data directory {data_dir}")
     if config.user and os.geteuid() == 0:
@@ -152,7 +157,7 @@ def dev_password(data_dir: Path) -> tuple[str, str]:
     return password, f"new, saved in {saved}"
 
 
-async def ensure_dev_account(store: MailStore, password: str) -> None:
+async def ensure_dev_account(store: MailStore, password: str, data_dir: Path) -> None:
     from poczta.accounts import hash_password
     from poczta.sasl import derive_scram_credentials
 
@@ -160,6 +165,9 @@ async def ensure_dev_account(store: MailStore, password: str) -> None:
         await store.add_domain(DEV_DOMAIN)
     password_hash = hash_password(password)
     scram = derive_scram_credentials(password).to_string()
+    keys = KeyStore(data_dir)
+    if not keys.signing_keys(DEV_DOMAIN):
+        keys.generate(DEV_DOMAIN, "dev")
     if await store.get_user(DEV_USER) is None:
         await store.add_user(DEV_USER, password_hash, scram)
     else:
@@ -227,7 +235,7 @@ def dev(data_dir: Path) -> None:
     password, origin = dev_password(data_dir)
 
     async def prepare(store: MailStore) -> None:
-        await ensure_dev_account(store, password)
+        await ensure_dev_account(store, password, data_dir)
 
     run_with_store(config, prepare)
     app.run(config, on_ready=lambda _app: click.echo(dev_banner(config, password, origin)))

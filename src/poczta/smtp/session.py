@@ -7,8 +7,10 @@ and turns the core's events into writes, TLS upgrades and closes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
+import logging
 import os
 import secrets
 import time
@@ -19,14 +21,22 @@ from email.utils import format_datetime
 from typing import Any
 
 from poczta.delivery import Delivery, DeliveryPlan, RecipientKind, RecipientVerdict
+from poczta.dkim_keys import DkimKeyError, Signer
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.verdict import Action
+from poczta.message.header import HeaderSection
 from poczta.net.connection import Connection
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.tls import ReloadableContext
 from poczta.smtp import server as core_api
-from poczta.smtp.checks import CheckDecision, InboundChecks, MailChecks, without_our_claims
+from poczta.smtp.checks import (
+    OFFLOAD_SIZE,
+    CheckDecision,
+    InboundChecks,
+    MailChecks,
+    without_our_claims,
+)
 from poczta.smtp.server import (
     Accept,
     AuthPassword,
@@ -43,7 +53,7 @@ from poczta.smtp.server import (
     SmtpServer,
     StartTls,
 )
-from poczta.smtp.submission import author_refusal
+from poczta.smtp.submission import author_address, author_refusal, completed
 from poczta.store.base import StoreUnavailable
 from poczta.trace import header_text
 
@@ -72,6 +82,7 @@ class SmtpContext:
     bare_line_endings: str = "normalize"
     shutting_down: bool = False
     checks: MailChecks | None = None  # the MX listener's checks of incoming mail
+    signer: Signer | None = None  # DKIM keys for submitted mail
 
 
 _QUEUE_ID_PREFIX = f"{os.getpid() & 0xFFF:03X}"
@@ -290,6 +301,10 @@ class SmtpSession:
                 log("smtp.author_refused", user=user, reason=refusal)
                 return Reject(550, "5.7.1", refusal)
             data, header = without_our_claims(data, header, self.ctx.hostname)
+            signed = await self.signed(data, header)
+            if isinstance(signed, Reject):
+                return signed
+            data, header = signed
         queue_id = new_queue_id()
         added = b""
         plan, self.plan = self.plan, DeliveryPlan()
@@ -322,6 +337,31 @@ class SmtpSession:
             user=user or "",
         )
         return Accept(f"Ok: queued as {queue_id}")
+
+    async def signed(
+        self, data: bytes, header: HeaderSection
+    ) -> tuple[bytes, HeaderSection] | Reject:
+        """A submitted message completed (Date, Message-ID) and DKIM-signed for the
+        domain of its author, when there is a key for it."""
+        data, header = completed(data, header, self.ctx.hostname, datetime.now(UTC))
+        signer, author = self.ctx.signer, author_address(header)
+        if signer is None or author is None:
+            return data, header
+        domain = author.rpartition("@")[2]
+        try:
+            if len(data) > OFFLOAD_SIZE:
+                fields = await asyncio.to_thread(signer.signatures, data, domain)
+            else:
+                fields = signer.signatures(data, domain)
+        except DkimKeyError as exc:
+            log(
+                "smtp.dkim_failed",
+                logging.ERROR,
+                user=self.core.authenticated_user or "",
+                error=exc,
+            )
+            return Reject(451, "4.7.0", "Cannot sign the message now, try again later")
+        return header.prepended(data, fields) if fields else (data, header)
 
 
 async def run_smtp_session(ctx: SmtpContext, conn: Connection) -> None:
