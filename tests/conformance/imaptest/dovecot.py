@@ -2,7 +2,8 @@
 
 Everything lives in one temporary directory: the configuration (nothing is read from
 /etc/dovecot), a passwd-file with two users, their Maildirs, the logs and the runtime
-sockets. Plaintext LOGIN is allowed, since it listens on 127.0.0.1 only. Run as root
+sockets. Plaintext LOGIN is allowed, since it listens on 127.0.0.1 only; STARTTLS and a
+second port with TLS from the first byte use a self-signed certificate made at start. Run as root
 the mail is owned by ``nobody``; run as another user, by that user.
 
     python -m tests.conformance.imaptest.dovecot     # prints host, port, users; waits
@@ -12,6 +13,7 @@ Needs Debian's ``dovecot-imapd``; the test suite never does.
 
 from __future__ import annotations
 
+import datetime
 import os
 import pwd
 import shutil
@@ -26,6 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 USERS = (("tester", "imaptest-pass1"), ("tester2", "imaptest-pass2"))
 START_TIMEOUT = 20.0
 
@@ -36,7 +43,9 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
@@ -59,7 +68,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 namespace inbox {{
@@ -78,6 +88,7 @@ class Dovecot:
     user2: str
     password2: str
     root: Path
+    tls_port: int
 
 
 def dovecot_binary() -> str | None:
@@ -92,7 +103,25 @@ def free_port() -> int:
         return port
 
 
-def write_config(root: Path, port: int) -> Path:
+def write_certificate(root: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    (root / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (root / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    os.chmod(root / "key.pem", 0o600)
+
+
+def write_config(root: Path, port: int, tls_port: int) -> Path:
     if os.geteuid() == 0:
         owner = pwd.getpwnam("nobody")
         internal, login, extra = "dovecot", "dovenull", ""
@@ -107,10 +136,11 @@ def write_config(root: Path, port: int) -> Path:
         home = root / "home" / user
         home.mkdir(exist_ok=True)
         os.chown(home, owner.pw_uid, owner.pw_gid)
+    write_certificate(root)
     config = root / "dovecot.conf"
-    config.write_text(_CONFIG.format(root=root, port=port, uid=owner.pw_uid, gid=owner.pw_gid,
-                                     internal_user=internal, login_user=login,
-                                     extra_users=extra))
+    config.write_text(_CONFIG.format(
+        root=root, port=port, tls_port=tls_port, uid=owner.pw_uid, gid=owner.pw_gid,
+        internal_user=internal, login_user=login, extra_users=extra))
     return config
 
 
@@ -122,14 +152,14 @@ def running_dovecot(root: Path | None = None) -> Iterator[Dovecot]:
     with tempfile.TemporaryDirectory(prefix="imaptest-dovecot-") as scratch:
         base = root or Path(scratch)
         os.chmod(base, 0o755)
-        port = free_port()
-        config = write_config(base, port)
+        port, tls_port = free_port(), free_port()
+        config = write_config(base, port, tls_port)
         process = subprocess.Popen([binary, "-F", "-c", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_for_port(port, process, base)
             (user, password), (user2, password2) = USERS
-            yield Dovecot("127.0.0.1", port, user, password, user2, password2, base)
+            yield Dovecot("127.0.0.1", port, user, password, user2, password2, base, tls_port)
         finally:
             process.terminate()
             try:
@@ -158,7 +188,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         with running_dovecot() as server:
-            print(f"host {server.host}\nport {server.port}\n"
+            print(f"host {server.host}\nport {server.port} (STARTTLS offered)\n"
+                  f"tls_port {server.tls_port} (TLS from the first byte)\n"
                   f"user {server.user}\npassword {server.password}\n"
                   f"user2 {server.user2}\npassword2 {server.password2}\n"
                   f"log {server.root / 'dovecot.log'}\n"

@@ -145,20 +145,20 @@ def _logical_lines(text: str, name: str) -> Iterator[tuple[int, str]]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    multiline: list[str] | None = None
+    in_literal = False
     buffer = ""
     start = last_end = 0
     binary = False
     start_number = 0
     for number, line in enumerate(lines, 1):
-        if multiline is None:
+        if not in_literal:
             start_number = number
             if line.startswith("#"):
                 continue
             if not line.endswith("{{{"):
                 yield number, line
                 continue
-            multiline, binary = [], line.endswith("~{{{")
+            in_literal, binary = True, line.endswith("~{{{")
             buffer = line[: -4 if binary else -3]
         else:
             if not line.startswith("}}}"):
@@ -175,11 +175,11 @@ def _logical_lines(text: str, name: str) -> Iterator[tuple[int, str]]:
                 buffer += line[: -4 if binary else -3]
                 start = last_end = len(buffer)
                 continue
-            multiline = None
+            in_literal = False
             yield start_number, buffer + line
             continue
         start = last_end = len(buffer)
-    if multiline is not None:
+    if in_literal:
         raise ScriptError(f"{name}: multiline literal at line {start_number} not ended")
 
 
