@@ -496,6 +496,7 @@ class SmtpClient:
                 self._expect.append(_Expect(_Cmd.DATA_END))
                 self._send_body(tx, data_pieces(tx.message.body))
             else:  # a server that says 354 with no recipient: end the empty message
+                tx.body_done = True
                 self._command(b".", _Expect(_Cmd.DATA_END))
             return
         if live:
@@ -506,26 +507,33 @@ class SmtpClient:
             self._decide_rest(tx, reply_outcome(reply, expect.cmd.stage, self.peer))
         self._finish(tx)
 
+    def _early(self, tx: _Transaction) -> bool:
+        """A reply to data not yet handed out: the server is out of step."""
+        if tx.body_done:
+            return False
+        text = f"protocol error from {self.peer}: reply before the message data was sent"
+        self._host_failed(temporary("4.5.0", text))
+        return True
+
     def _data_end(self, reply: Reply, expect: _Expect) -> None:
         tx = self._tx
         assert tx is not None
-        cut_short = not tx.body_done
+        if self._early(tx):
+            return
         if tx.accepted and tx.refused is None:
             self._decide_rest(tx, reply_outcome(reply, expect.cmd.stage, self.peer))
         self._finish(tx)
-        if cut_short:  # a reply before the body was all sent: the stream is out of step
-            self._close()
 
     def _bdat(self, reply: Reply, expect: _Expect) -> None:
         tx = self._tx
         assert tx is not None
+        if (expect.last or not tx.pipelined) and self._early(tx):
+            return
         if reply.code // 100 != 2 and tx.refused is None:
             tx.refused = reply_outcome(reply, expect.cmd.stage, self.peer)
         if expect.last or (tx.refused is not None and not tx.pipelined):
             self._decide_rest(tx, tx.refused or reply_outcome(reply, expect.cmd.stage, self.peer))
             self._finish(tx)
-            if not tx.body_done:
-                self._close()
         elif not tx.pipelined:
             self._send_chunk(tx)
 
