@@ -112,6 +112,11 @@ class CommandReader:
         return self._state is _State.CLOSED
 
     @property
+    def buffered(self) -> int:
+        """How many received octets are held, not yet consumed."""
+        return len(self._buffer)
+
+    @property
     def waiting(self) -> bool:
         """True while the reader waits for the session (a literal decision or a pause)."""
         return self._state in (_State.WAIT_LITERAL, _State.PAUSED)
