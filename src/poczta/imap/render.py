@@ -16,12 +16,11 @@ from datetime import date
 
 from poczta.imap import commands as c
 from poczta.imap import search as s
-from poczta.imap.encoder import date_time, mailbox_octets
 from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute
 from poczta.imap.lexer import MONTHS
 from poczta.imap.limits import Dialect
+from poczta.imap.values import date_time, mailbox_octets
 
-_ATOM = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
 _ASTRING = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\]+')
 _LIST_CHARS = re.compile(rb'[^\x00-\x20\x7f-\xff(){"\\]+')
 _QUOTABLE = re.compile(rb"[^\x00\r\n]*")
