@@ -89,7 +89,9 @@ def test_strings_are_quoted_when_safe_else_literal() -> None:
     assert e.encode_value(None) == b"NIL"
     assert e.encode_value([1, None, e.Atom("\\Seen"), ["a", b"b"]]) == b'(1 NIL \\Seen ("a" "b"))'
     assert e.encode_value(e.Binary(b"a\x00b")) == b"~{3}\r\na\x00b"
-    assert e.encode_value(e.Binary(b"ab")) == b'"ab"'
+    assert e.encode_value(e.Binary(b"ab")) == b"{2}\r\nab"
+    assert e.encode_value(e.Octets(b"hi")) == b"{2}\r\nhi"
+    assert e.encode_value(b"hi") == b'"hi"'
 
 
 def test_mailbox_names_follow_the_dialect() -> None:
@@ -170,14 +172,15 @@ def test_fetch_items() -> None:
             ("MODSEQ", [12121231000]),
             ("INTERNALDATE", e.date_time(moment)),
             ("RFC822.SIZE", 44827),
-            (section.response_name(), b"From: a\r\n\r\n"),
+            (section.response_name(), e.Octets(b"From: a\r\n\r\n")),
+            ("RFC822.TEXT", e.Octets(b"")),
             ("BINARY[1]", e.Binary(b"\x00\x01")),
         ],
     )
     assert line.encode() == (
         b"* 12 FETCH (FLAGS (\\Seen) UID 4827313 MODSEQ (12121231000) "
         b'INTERNALDATE "17-Jul-1996 02:44:25 -0700" RFC822.SIZE 44827 '
-        b'BODY[HEADER.FIELDS (From "X(y")]<0> {11}\r\nFrom: a\r\n\r\n '
+        b'BODY[HEADER.FIELDS (From "X(y")]<0> {11}\r\nFrom: a\r\n\r\n RFC822.TEXT {0}\r\n '
         b"BINARY[1] ~{2}\r\n\x00\x01)\r\n"
     )
 

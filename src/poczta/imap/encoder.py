@@ -22,6 +22,7 @@ from poczta.imap.values import (
     Atom,
     Binary,
     MailboxName,
+    Octets,
     Value,
     date_time,
     encode_value,
@@ -35,6 +36,7 @@ __all__ = [
     "Atom",
     "Binary",
     "MailboxName",
+    "Octets",
     "Value",
     "date_time",
     "encode_value",
@@ -387,8 +389,8 @@ class FetchData:
 
     Names are item names as sent (`FLAGS`, `UID`, `BODY[HEADER]<0>`, see
     `BodySection.response_name`); values are generic values: `flag_atoms(...)`
-    for FLAGS, `date_time(...)` for INTERNALDATE, bytes for BODY[...], `Binary`
-    for BINARY[...], nested values for ENVELOPE and BODYSTRUCTURE.
+    for FLAGS, `date_time(...)` for INTERNALDATE, `Octets` for BODY[...] and
+    RFC822*, `Binary` for BINARY[...], nested values for ENVELOPE and BODYSTRUCTURE.
     """
 
     number: int

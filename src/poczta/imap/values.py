@@ -1,12 +1,12 @@
 """Generic IMAP data values and their wire form: strings, literals, NIL, numbers, lists.
 
 A `Value` is None (NIL), an int (a number), a str or bytes (a string: quoted when
-safe, else a literal), or a list or tuple (a parenthesised list). Three marker
-types say more: `Atom` is written as is (flags, keywords, item names),
-`MailboxName` is converted for the dialect, and `Binary` (BINARY[] content) is a
-literal8 `~{n}` when it holds NUL. `utf8` is True once the client enabled
-IMAP4rev2 or UTF8=ACCEPT: strings may then be quoted with UTF-8 in them, and
-mailbox names go out in UTF-8 instead of modified UTF-7.
+safe, else a literal), or a list or tuple (a parenthesised list). Marker types
+say more: `Atom` is written as is (flags, keywords, item names), `MailboxName` is
+converted for the dialect, `Octets` (message content) is always a literal, and
+`Binary` (BINARY[] content) is a literal8 `~{n}` when it holds NUL. `utf8` is
+True once the client enabled IMAP4rev2 or UTF8=ACCEPT: strings may then be
+quoted with UTF-8 in them, and mailbox names go out in UTF-8, not modified UTF-7.
 """
 
 from __future__ import annotations
@@ -31,8 +31,14 @@ class MailboxName(str):
     __slots__ = ()
 
 
-class Binary(bytes):
-    """Decoded part content for BINARY[]: sent as literal8 when it contains NUL."""
+class Octets(bytes):
+    """Message content (BODY[...], RFC822...): always sent as a literal."""
+
+    __slots__ = ()
+
+
+class Binary(Octets):
+    """Decoded part content for BINARY[]: a literal, or literal8 when it contains NUL."""
 
     __slots__ = ()
 
@@ -82,8 +88,9 @@ def write_value(value: Value, out: list[bytes], utf8: bool = False) -> None:
         else:
             _string(value.encode("utf-8"), utf8, out)
     elif isinstance(value, bytes):
-        if isinstance(value, Binary) and value.find(b"\x00") >= 0:
-            out += (b"~{%d}\r\n" % len(value), value)
+        if isinstance(value, Octets):
+            eight = isinstance(value, Binary) and value.find(b"\x00") >= 0
+            out += (b"~{%d}\r\n" % len(value) if eight else b"{%d}\r\n" % len(value), value)
         else:
             _string(value, utf8, out)
     elif isinstance(value, int):
