@@ -1,0 +1,497 @@
+"""The IMAP command grammar: one command's lines and literals → a typed `Command`.
+
+`parse_command` reads the tag and the command name and hands the scanner to the
+command's own parser. The grammar is RFC 9051 section 9 with the IMAP4rev1
+(RFC 3501) commands and the extensions poczta speaks: SASL-IR, ENABLE, ID,
+LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, CREATE-SPECIAL-USE, CONDSTORE, QRESYNC,
+ESEARCH, SEARCHRES, MULTIAPPEND, BINARY, MOVE, UIDPLUS, QUOTA, SORT, THREAD,
+IDLE, UNSELECT, COMPRESS and WITHIN.
+
+Hand-written: the Python IMAP libraries are clients; none parses commands as a
+server must, incrementally, with literals and bounded cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from poczta.imap import commands as c
+from poczta.imap.fetch import parse_attributes
+from poczta.imap.lexer import AppendHead, Literal, ParseError, Scanner
+from poczta.imap.limits import Dialect, ImapLimits
+from poczta.imap.search import parse_charset, parse_program, parse_return_options
+
+_DIALECT = Dialect()
+_LIMITS = ImapLimits()
+
+CommandParser = Callable[[Scanner, str], c.Command]
+
+STATUS_ITEMS = frozenset(
+    {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
+     "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID"}
+)  # fmt: skip
+LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+SORT_KEYS = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def parse_command(
+    lines: Sequence[bytes],
+    literals: Sequence[Literal],
+    dialect: Dialect | None = None,
+    limits: ImapLimits | None = None,
+) -> c.Command:
+    """Parse one whole command; raise ParseError (with `.tag` set when read)."""
+    scanner = Scanner(lines, literals, dialect or _DIALECT, limits or _LIMITS)
+    tag: str | None = None
+    try:
+        tag = scanner.tag()
+        scanner.sp()
+        name = scanner.keyword("a command name")
+        if name == "UID":
+            scanner.sp()
+            name = "UID " + scanner.keyword("a command name after UID")
+        parser = COMMANDS.get(name)
+        if parser is None:
+            raise ParseError("unknown command")
+        command = parser(scanner, tag)
+        scanner.end()
+        return command
+    except ParseError as error:
+        error.tag = tag
+        raise
+
+
+def _no_arguments(kind: Callable[[str], c.Command]) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Command:
+        if not scanner.at_end():
+            raise ParseError("this command takes no arguments")
+        return kind(tag)
+
+    return parse
+
+
+def _one_mailbox(kind: Callable[[str, str], c.Command]) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Command:
+        scanner.sp()
+        return kind(tag, scanner.mailbox())
+
+    return parse
+
+
+# ------------------------------------------------------------------ session commands
+
+
+def _authenticate(scanner: Scanner, tag: str) -> c.Authenticate:
+    scanner.sp()
+    mechanism = scanner.keyword("a SASL mechanism")
+    if not scanner.skip_sp():
+        return c.Authenticate(tag, mechanism)
+    if scanner.take(b"="):
+        return c.Authenticate(tag, mechanism, b"")
+    found = _BASE64.match(scanner.line, scanner.pos)
+    if found is None or found.end() == scanner.pos:
+        raise ParseError("initial response is not base64")
+    scanner.pos = found.end()
+    return c.Authenticate(tag, mechanism, found.group())
+
+
+def _login(scanner: Scanner, tag: str) -> c.Login:
+    scanner.sp()
+    user = scanner.astring_text("a user name")
+    scanner.sp()
+    return c.Login(tag, user, scanner.astring_text("a password"))
+
+
+def _enable(scanner: Scanner, tag: str) -> c.Enable:
+    names = []
+    while not scanner.at_end():
+        scanner.sp()
+        names.append(scanner.keyword("a capability"))
+        if len(names) > scanner.limits.max_items:
+            raise ParseError("too many capabilities", code="LIMIT")
+    if not names:
+        raise ParseError("ENABLE needs at least one capability")
+    return c.Enable(tag, tuple(names))
+
+
+def _id(scanner: Scanner, tag: str) -> c.Id:
+    scanner.sp()
+    if scanner.nil():
+        return c.Id(tag, None)
+    scanner.expect(b"(", "( or NIL")
+    pairs: list[tuple[str, str | None]] = []
+    while not scanner.take(b")"):
+        if pairs:
+            scanner.sp()
+        name = scanner.text(scanner.string(), "ID field")
+        scanner.sp()
+        value = scanner.nstring()
+        if len(name) > 30 or (value is not None and len(value) > 1024) or len(pairs) >= 30:
+            raise ParseError("ID parameters exceed RFC 2971 limits")
+        pairs.append((name, None if value is None else scanner.text(value, "ID value")))
+    return c.Id(tag, tuple(pairs))
+
+
+def _compress(scanner: Scanner, tag: str) -> c.Compress:
+    scanner.sp()
+    return c.Compress(tag, scanner.keyword("a compression mechanism"))
+
+
+# ------------------------------------------------------------------ mailbox commands
+
+
+def _select(read_only: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Select:
+        scanner.sp()
+        mailbox = scanner.mailbox()
+        condstore, qresync = False, None
+        if scanner.skip_sp():
+            for name, value in scanner.paren_list(lambda: _select_param(scanner)):
+                if name == "CONDSTORE":
+                    condstore = True
+                else:
+                    qresync = value
+        return c.Select(tag, mailbox, read_only, condstore, qresync)
+
+    return parse
+
+
+def _select_param(scanner: Scanner) -> tuple[str, c.Qresync | None]:
+    name = scanner.keyword("a select parameter")
+    if name == "CONDSTORE":
+        return name, None
+    if name != "QRESYNC":
+        raise ParseError(f"unknown select parameter {name[:32]}")
+    scanner.sp()
+    scanner.expect(b"(", "( after QRESYNC")
+    uidvalidity = scanner.number("a UIDVALIDITY", nonzero=True)
+    scanner.sp()
+    modseq = scanner.number("a mod-sequence", wide=True)
+    known, match = None, None
+    if scanner.skip_sp() and scanner.peek() != 0x28:
+        known = scanner.sequence_set(allow_saved=False)
+        scanner.skip_sp()
+    if scanner.take(b"("):
+        sequences = scanner.sequence_set(allow_saved=False)
+        scanner.sp()
+        match = (sequences, scanner.sequence_set(allow_saved=False))
+        scanner.expect(b")", ") after the sequence match data")
+    scanner.expect(b")", ") after the QRESYNC parameters")
+    return name, c.Qresync(uidvalidity, modseq, known, match)
+
+
+def _create(scanner: Scanner, tag: str) -> c.Create:
+    scanner.sp()
+    mailbox = scanner.mailbox()
+    uses: list[str] = []
+    if scanner.skip_sp():
+        scanner.expect(b"(", "( before the CREATE parameters")
+        if scanner.keyword("a CREATE parameter") != "USE":
+            raise ParseError("unknown CREATE parameter")
+        scanner.sp()
+        uses = scanner.paren_list(scanner.flag, empty=True)
+        scanner.expect(b")", ") after the CREATE parameters")
+    return c.Create(tag, mailbox, tuple(uses))
+
+
+def _rename(scanner: Scanner, tag: str) -> c.Rename:
+    scanner.sp()
+    old = scanner.mailbox()
+    scanner.sp()
+    return c.Rename(tag, old, scanner.mailbox())
+
+
+def _options(scanner: Scanner, allowed: frozenset[str], what: str) -> tuple[str, ...]:
+    options = scanner.paren_list(scanner.keyword, empty=True)
+    for option in options:
+        if option not in allowed:
+            raise ParseError(f"unknown {what} {option[:32]}")
+    return tuple(dict.fromkeys(options))
+
+
+def _list(scanner: Scanner, tag: str) -> c.List:
+    scanner.sp()
+    selection: tuple[str, ...] = ()
+    if scanner.peek() == 0x28:
+        selection = _options(scanner, LIST_SELECTION, "LIST selection option")
+        scanner.sp()
+    reference = scanner.mailbox_text(scanner.astring("a reference name"))
+    scanner.sp()
+    if scanner.peek() == 0x28:
+        patterns = tuple(scanner.paren_list(scanner.list_mailbox))
+    else:
+        patterns = (scanner.list_mailbox(),)
+    returns: list[str] = []
+    status = None
+    if scanner.skip_sp():
+        if scanner.keyword("RETURN") != "RETURN":
+            raise ParseError("expected RETURN")
+        scanner.sp()
+        for option, items in scanner.paren_list(lambda: _list_return(scanner), empty=True):
+            if items is None:
+                returns.append(option)
+            else:
+                status = items
+    return c.List(tag, reference, patterns, selection, tuple(dict.fromkeys(returns)), status)
+
+
+def _list_return(scanner: Scanner) -> tuple[str, tuple[str, ...] | None]:
+    option = scanner.keyword("a LIST return option")
+    if option == "STATUS":
+        scanner.sp()
+        return option, _status_items(scanner)
+    if option not in LIST_RETURN:
+        raise ParseError(f"unknown LIST return option {option[:32]}")
+    return option, None
+
+
+def _lsub(scanner: Scanner, tag: str) -> c.Lsub:
+    scanner.sp()
+    reference = scanner.mailbox_text(scanner.astring("a reference name"))
+    scanner.sp()
+    return c.Lsub(tag, reference, scanner.list_mailbox())
+
+
+def _status_items(scanner: Scanner) -> tuple[str, ...]:
+    return _options(scanner, STATUS_ITEMS, "STATUS item")
+
+
+def _status(scanner: Scanner, tag: str) -> c.Status:
+    scanner.sp()
+    mailbox = scanner.mailbox()
+    scanner.sp()
+    items = _status_items(scanner)
+    if not items:
+        raise ParseError("STATUS needs at least one item")
+    return c.Status(tag, mailbox, items)
+
+
+def _append(scanner: Scanner, tag: str) -> c.Append:
+    scanner.sp()
+    mailbox = scanner.mailbox()
+    messages: list[c.AppendMessage] = []
+    while not messages or not scanner.at_end():
+        scanner.sp()
+        flags: tuple[str, ...] = ()
+        if scanner.peek() == 0x28:
+            flags = scanner.flag_list()
+            scanner.sp()
+        date = None
+        if scanner.peek() == 0x22:
+            date = scanner.date_time()
+            scanner.sp()
+        slot = scanner.message(AppendHead(mailbox, flags, date, len(messages)))
+        messages.append(c.AppendMessage(flags, date, slot.size, slot.binary))
+    return c.Append(tag, mailbox, tuple(messages))
+
+
+# ------------------------------------------------------------------ message commands
+
+
+def _expunge(scanner: Scanner, tag: str) -> c.Expunge:
+    if not scanner.at_end():
+        raise ParseError("EXPUNGE takes no arguments")
+    return c.Expunge(tag)
+
+
+def _uid_expunge(scanner: Scanner, tag: str) -> c.Expunge:
+    scanner.sp()
+    return c.Expunge(tag, scanner.sequence_set())
+
+
+def _search(uid: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Search:
+        scanner.sp()
+        returns = None
+        charset = None
+        word = _peek_word(scanner)
+        if word == "RETURN":
+            scanner.pos += 6
+            returns = parse_return_options(scanner)
+            scanner.sp()
+            word = _peek_word(scanner)
+        if word == "CHARSET":
+            scanner.pos += 7
+            scanner.sp()
+            charset = parse_charset(scanner)
+            scanner.sp()
+        return c.Search(tag, uid, parse_program(scanner, charset), charset, returns)
+
+    return parse
+
+
+def _peek_word(scanner: Scanner) -> str:
+    end = scanner.line.find(b" ", scanner.pos)
+    return scanner.line[scanner.pos : end if end >= 0 else None].decode("latin-1").upper()
+
+
+def _store(uid: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Store:
+        scanner.sp()
+        sequence = scanner.sequence_set()
+        scanner.sp()
+        unchanged = None
+        if scanner.take(b"("):
+            if scanner.keyword("a STORE modifier") != "UNCHANGEDSINCE":
+                raise ParseError("unknown STORE modifier")
+            scanner.sp()
+            unchanged = scanner.number("a mod-sequence", wide=True)
+            scanner.expect(b")", ") after the STORE modifier")
+            scanner.sp()
+        mode = c.StoreMode.REPLACE
+        if scanner.peek() in (0x2B, 0x2D):  # "+" or "-"
+            mode = c.StoreMode(chr(scanner.peek()))
+            scanner.pos += 1
+        item = scanner.keyword("FLAGS, +FLAGS or -FLAGS")
+        if item not in ("FLAGS", "FLAGS.SILENT"):
+            raise ParseError(f"unknown STORE item {item[:32]}")
+        scanner.sp()
+        flags = scanner.flag_list() if scanner.peek() == 0x28 else tuple(_flags_to_end(scanner))
+        return c.Store(tag, uid, sequence, mode, flags, item.endswith(".SILENT"), unchanged)
+
+    return parse
+
+
+def _flags_to_end(scanner: Scanner) -> list[str]:
+    flags = [scanner.flag()]
+    while not scanner.at_end():
+        scanner.sp()
+        flags.append(scanner.flag())
+        if len(flags) > scanner.limits.max_items:
+            raise ParseError("too many flags", code="LIMIT")
+    return flags
+
+
+def _fetch(uid: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Fetch:
+        scanner.sp()
+        sequence = scanner.sequence_set()
+        scanner.sp()
+        attributes = parse_attributes(scanner)
+        changed, vanished = None, False
+        if scanner.skip_sp():
+            for name, value in scanner.paren_list(lambda: _fetch_modifier(scanner)):
+                if name == "VANISHED":
+                    vanished = True
+                else:
+                    changed = value
+        if vanished and (not uid or changed is None):
+            raise ParseError("VANISHED needs UID FETCH with CHANGEDSINCE")
+        return c.Fetch(tag, uid, sequence, attributes, changed, vanished)
+
+    return parse
+
+
+def _fetch_modifier(scanner: Scanner) -> tuple[str, int | None]:
+    name = scanner.keyword("a FETCH modifier")
+    if name == "VANISHED":
+        return name, None
+    if name != "CHANGEDSINCE":
+        raise ParseError(f"unknown FETCH modifier {name[:32]}")
+    scanner.sp()
+    return name, scanner.number("a mod-sequence", wide=True)
+
+
+def _copy_or_move(kind: type[c.Copy] | type[c.Move], uid: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Command:
+        scanner.sp()
+        sequence = scanner.sequence_set()
+        scanner.sp()
+        return kind(tag, uid, sequence, scanner.mailbox())
+
+    return parse
+
+
+def _sort(uid: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Sort:
+        scanner.sp()
+        returns = None
+        if _peek_word(scanner) == "RETURN":
+            scanner.pos += 6
+            returns = parse_return_options(scanner)
+            scanner.sp()
+        keys = tuple(scanner.paren_list(lambda: _sort_key(scanner)))
+        scanner.sp()
+        charset = parse_charset(scanner)
+        scanner.sp()
+        return c.Sort(tag, uid, keys, charset, parse_program(scanner, charset), returns)
+
+    return parse
+
+
+def _sort_key(scanner: Scanner) -> c.SortKey:
+    name = scanner.keyword("a sort key")
+    reverse = name == "REVERSE"
+    if reverse:
+        scanner.sp()
+        name = scanner.keyword("a sort key")
+    if name not in SORT_KEYS:
+        raise ParseError(f"unknown sort key {name[:32]}")
+    return c.SortKey(name, reverse)
+
+
+def _thread(uid: bool) -> CommandParser:
+    def parse(scanner: Scanner, tag: str) -> c.Thread:
+        scanner.sp()
+        algorithm = scanner.keyword("a threading algorithm")
+        if algorithm not in ("REFERENCES", "ORDEREDSUBJECT"):
+            raise ParseError(f"unknown threading algorithm {algorithm[:32]}")
+        scanner.sp()
+        charset = parse_charset(scanner)
+        scanner.sp()
+        return c.Thread(tag, uid, algorithm, charset, parse_program(scanner, charset))
+
+    return parse
+
+
+def _getquota(scanner: Scanner, tag: str) -> c.GetQuota:
+    scanner.sp()
+    return c.GetQuota(tag, scanner.mailbox_text(scanner.astring("a quota root")))
+
+
+COMMANDS: dict[str, CommandParser] = {
+    "CAPABILITY": _no_arguments(c.Capability),
+    "NOOP": _no_arguments(c.Noop),
+    "LOGOUT": _no_arguments(c.Logout),
+    "STARTTLS": _no_arguments(c.StartTls),
+    "AUTHENTICATE": _authenticate,
+    "LOGIN": _login,
+    "ENABLE": _enable,
+    "ID": _id,
+    "NAMESPACE": _no_arguments(c.Namespace),
+    "SELECT": _select(read_only=False),
+    "EXAMINE": _select(read_only=True),
+    "CREATE": _create,
+    "DELETE": _one_mailbox(c.Delete),
+    "RENAME": _rename,
+    "SUBSCRIBE": _one_mailbox(c.Subscribe),
+    "UNSUBSCRIBE": _one_mailbox(c.Unsubscribe),
+    "LIST": _list,
+    "LSUB": _lsub,
+    "STATUS": _status,
+    "APPEND": _append,
+    "IDLE": _no_arguments(c.Idle),
+    "CHECK": _no_arguments(c.Check),
+    "CLOSE": _no_arguments(c.Close),
+    "UNSELECT": _no_arguments(c.Unselect),
+    "EXPUNGE": _expunge,
+    "UID EXPUNGE": _uid_expunge,
+    "GETQUOTA": _getquota,
+    "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
+    "COMPRESS": _compress,
+}
+for _uid, _prefix in ((False, ""), (True, "UID ")):
+    COMMANDS[_prefix + "SEARCH"] = _search(_uid)
+    COMMANDS[_prefix + "FETCH"] = _fetch(_uid)
+    COMMANDS[_prefix + "STORE"] = _store(_uid)
+    COMMANDS[_prefix + "COPY"] = _copy_or_move(c.Copy, _uid)
+    COMMANDS[_prefix + "MOVE"] = _copy_or_move(c.Move, _uid)
+    COMMANDS[_prefix + "SORT"] = _sort(_uid)
+    COMMANDS[_prefix + "THREAD"] = _thread(_uid)
+
+PAUSING = (c.Authenticate, c.StartTls, c.Idle, c.Compress)
