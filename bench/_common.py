@@ -314,12 +314,14 @@ class ServerProcess:
     def roots(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None else []
 
-    def log_tail(self, lines: int = 4) -> str:
+    def log_text(self) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 4) -> str:
+        return " | ".join(self.log_text().strip().splitlines()[-lines:])
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the server and wait up to `grace` for it, then end its whole tree."""

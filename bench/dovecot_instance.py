@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -64,18 +64,26 @@ def stop_system_dovecot() -> None:
     terminate_tree([pid])
 
 
-def password_hash(password: str) -> str:
-    """argon2id with poczta's work factors: t=3, m=64 MiB (libsodium verifies only p=1).
-
-    `doveadm pw` would pick m=256 MiB, which Dovecot's own auth process cannot
-    afford under its default 256 MiB address-space limit.
-    """
+def argon2id(password: str, time_cost: int = 3, memory_kib: int = 64 * 1024) -> str:
+    """An argon2id PHC string; the default is poczta's work factors, t=3, m=64 MiB, one
+    lane (libsodium, which both servers verify with, handles only p=1)."""
     try:
         from argon2 import PasswordHasher, Type
     except ImportError as exc:
         raise BenchError(f"argon2-cffi is not importable by {sys.executable}") from exc
-    hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=1, type=Type.ID)
-    return "{ARGON2ID}" + hasher.hash(password)
+    hasher = PasswordHasher(
+        time_cost=time_cost, memory_cost=memory_kib, parallelism=1, type=Type.ID
+    )
+    return hasher.hash(password)
+
+
+def password_hash(phc: str) -> str:
+    """An argon2id PHC string as Dovecot's passwd-file takes it.
+
+    `doveadm pw` would pick m=256 MiB, which Dovecot's own auth process cannot
+    afford under its default 256 MiB address-space limit: `argon2id` makes the hash.
+    """
+    return "{ARGON2ID}" + phc
 
 
 @dataclass(frozen=True)
@@ -148,9 +156,10 @@ class DovecotInstance:
         self.server = ServerProcess(workdir / "server.log")
         workdir.chmod(0o755)  # the login and mail processes (dovenull, nobody) traverse it
 
-    def write_users(self, users: Iterable[str], password: str) -> None:
-        secret = password_hash(password)
-        (self.workdir / "passwd").write_text("".join(f"{u}:{secret}::::::\n" for u in users))
+    def write_users(self, secrets: Mapping[str, str]) -> None:
+        """The passwd-file: user -> password hash (see `password_hash`)."""
+        lines = "".join(f"{user}:{secret}::::::\n" for user, secret in secrets.items())
+        (self.workdir / "passwd").write_text(lines)
 
     def write_config(
         self, protocols: str, listeners: Sequence[Listener], extra: str = "", header: str = ""

@@ -94,8 +94,7 @@ async def measure(target: Target, opts: argparse.Namespace) -> Figures:
     return figures
 
 
-def run_target(name: str, opts: argparse.Namespace, root: Path, plan: Plan) -> Figures:
-    workdir = Path(tempfile.mkdtemp(prefix=f"imap-{name}-", dir=root))
+def run_target(name: str, workdir: Path, opts: argparse.Namespace, plan: Plan) -> Figures:
     target = TARGETS[name](opts, workdir, free_port(HOST), plan)
     try:
         target.probe()
@@ -107,10 +106,6 @@ def run_target(name: str, opts: argparse.Namespace, root: Path, plan: Plan) -> F
         return _run_loop(measure(target, opts))
     finally:
         target.stop()
-        if opts.keep:
-            log(f"{name}: kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run_loop(coro: Coroutine[Any, Any, Figures]) -> Figures:
@@ -183,12 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"corpus generated in {time.monotonic() - t0:.1f}s")
     results: list[Figures] = []
     unavailable: dict[str, str] = {}
+    workdirs: list[Path] = []
     status = 0
     try:
         with signals_raise():
             for name in opts.targets:
+                workdirs.append(Path(tempfile.mkdtemp(prefix=f"imap-{name}-", dir=root)))
                 try:
-                    results.append(run_target(name, opts, root, plan))
+                    results.append(run_target(name, workdirs[-1], opts, plan))
                 except NotAvailable as exc:
                     log(f"{name}: NOT AVAILABLE: {exc}")
                     unavailable[name] = str(exc)
@@ -207,7 +204,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts.json.write_text(
             json.dumps({"figures": [asdict(r) for r in results], "unavailable": unavailable})
         )
+    remove_workdirs(workdirs, opts.keep)
     return status
+
+
+def remove_workdirs(workdirs: list[Path], keep: bool) -> None:
+    """After the report: deleting tens of thousands of files takes a while on some disks
+    (and, on ext4 without a journal, slows the next server's file creation)."""
+    for workdir in workdirs:
+        if keep:
+            log(f"kept {workdir}")
+        else:
+            log(f"removing {workdir} ...")
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

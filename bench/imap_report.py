@@ -40,6 +40,7 @@ def rows(opts: argparse.Namespace) -> list[Row]:
         return get
 
     n, c, i = f"{opts.messages:,}", opts.clients, f"{opts.idle:,}"
+    bodies, changes = min(opts.bodies, opts.messages), min(opts.changes, opts.messages)
     return [
         (f"LOGIN + SELECT of {n} (ms)", "login_select", median("login_select"), ms),
         (f"first-open FETCH of {n}, cold (ms)", "first_open_cold", median("first_open_cold"), ms),
@@ -48,10 +49,10 @@ def rows(opts: argparse.Namespace) -> list[Row]:
         ("SEARCH BODY word (ms)", "search_body", median("search_body"), ms),
         ("SEARCH SINCE .. BEFORE (ms)", "search_dates", median("search_dates"), ms),
         ("SEARCH UNSEEN FLAGGED (ms)", "search_flags", median("search_flags"), ms),
-        (f"BODY.PEEK[] of {opts.bodies} (ms)", "bodies", median("bodies"), ms),
-        (f"STORE of {opts.changes:,} (ms)", "store", median("store"), ms),
+        (f"BODY.PEEK[] of {bodies:,} (ms)", "bodies", median("bodies"), ms),
+        (f"STORE of {changes:,} (ms)", "store", median("store"), ms),
         ("CONDSTORE resync, 100 changed (ms)", "condstore", median("condstore"), ms),
-        (f"MOVE of {opts.changes:,} (ms)", "move", median("move"), ms),
+        (f"MOVE of {changes:,} (ms)", "move", median("move"), ms),
         (f"{c} clients: wall (s)", "concurrent", median("concurrent"), secs),
         (f"{c} clients: latency p50 (ms)", None, latency(0.5), ms),
         (f"{c} clients: latency p95 (ms)", None, latency(0.95), ms),

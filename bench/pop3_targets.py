@@ -9,7 +9,14 @@ from pathlib import Path
 
 import poczta_instance
 from _common import ServerProcess, make_certificate, wait_port
-from dovecot_instance import DovecotInstance, Listener, MaildirWriter, install_dovecot
+from dovecot_instance import (
+    DovecotInstance,
+    Listener,
+    MaildirWriter,
+    argon2id,
+    install_dovecot,
+    password_hash,
+)
 from mailgen import DOMAIN, make_message
 
 __all__ = ["HOST", "TARGETS", "Target", "make_message"]
@@ -117,7 +124,8 @@ class DovecotTarget(Target):
             header="Private benchmark instance, written by poczta's bench/pop3.",
         )
         users = [self.big_user, *(self.user(i) for i in range(self.opts.clients))]
-        self.dovecot.write_users(users, PASSWORD)
+        secret = password_hash(argon2id(PASSWORD))
+        self.dovecot.write_users(dict.fromkeys(users, secret))
         writer = MaildirWriter(self.dovecot.home)
         names = [
             writer.pool_file(make_message(n, self.opts.size))
