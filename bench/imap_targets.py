@@ -36,7 +36,15 @@ HOST = "127.0.0.1"
 PASSWORD = "bench-password-1"
 SPECIAL = [("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Junk", "\\Junk")]
 SPECIAL += [("Trash", "\\Trash"), ("Archive", "\\Archive")]
-OTHER = ("Work", "Family", "Receipts", "Travel", "Lists-dev", "Lists-announce", "Projects")
+OTHER: tuple[str, ...] = (
+    "Work",
+    "Family",
+    "Receipts",
+    "Travel",
+    "Lists-dev",
+    "Lists-announce",
+    "Projects",
+)
 OTHER += ("Friends", "Newsletters", "Bank", "Photos", "Old-2023", "Old-2024", "Invoices", "Notes")
 FOLDERS: list[tuple[str, str | None]] = [*SPECIAL, *((name, None) for name in OTHER)]
 MOVE_TARGET = "Archive"
