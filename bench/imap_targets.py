@@ -173,6 +173,7 @@ class PocztaTarget(Target):
             {"imaps" if self.tls else "imap": [f"{HOST}:{self.port}"]},
             tls=self.tls,
             max_connections=self.opts.idle + self.opts.clients + 100,
+            limits={"max_commands": 1_000_000},  # the big session sends thousands
         )
 
     def command(self) -> list[str]:

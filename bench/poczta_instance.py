@@ -25,8 +25,11 @@ def write_config(
     *,
     tls: bool,
     max_connections: int = 1000,
+    limits: Mapping[str, int] | None = None,
 ) -> None:
-    """A config serving only `listeners` (service -> addresses); dev mode without TLS."""
+    """A config serving only `listeners` (service -> addresses); dev mode without TLS;
+    `limits` adds settings to ``[limits]``."""
+    more = "".join(f"{key} = {value}\n" for key, value in (limits or {}).items())
     listen = "".join(
         f"{s} = [{', '.join(_quoted(a) for a in listeners.get(s, ()))}]\n" for s in SERVICES
     )
@@ -36,7 +39,7 @@ def write_config(
         f'\n[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n'
         f"\n[listeners]\n{listen}"
         f"\n[limits]\nmax_connections = {max_connections}\n"
-        f"max_connections_per_ip = {max_connections}\n"
+        f"max_connections_per_ip = {max_connections}\n{more}"
     )
 
 
