@@ -8,6 +8,9 @@ project itself is importable:
 * ``free_port`` / ``wait_port`` - loopback port helpers
 * ``ensure_deb``     - install a Debian package once (apt-get), with debconf answers
 * ``terminate_tree`` / ``descendants`` - stop a process and all of its children
+* ``ServerProcess``  - a server under test started in its own session, logging to a file
+* ``run`` / ``make_certificate`` - a checked command; the self-signed certificate
+* ``raise_fd_limit`` - the soft RLIMIT_NOFILE up to the hard one (inherited by servers)
 * ``print_table``    - plain aligned text tables
 * ``signals_raise``  - turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` runs
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -251,6 +255,84 @@ def _is_zombie(pid: int) -> bool:
             return f.read().rpartition(b")")[2].split()[0] == b"Z"
     except OSError:
         return True
+
+
+def run(cmd: list[str], *, input: str | None = None, timeout: float = 300) -> str:
+    """Run `cmd`; its stdout, or BenchError quoting the end of its output."""
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        tail = " | ".join((r.stdout + r.stderr).strip().splitlines()[-4:])
+        raise BenchError(f"`{' '.join(cmd)}` exited with {r.returncode}: {tail}")
+    return r.stdout
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """One self-signed P-256 certificate in `directory`, the same for every target."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if not cert.exists():
+        run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "ec"),
+                *("-pkeyopt", "ec_paramgen_curve:P-256"),
+                *("-nodes", "-subj", "/CN=bench.test", "-days", "2"),
+                *("-keyout", str(key), "-out", str(cert)),
+            ]
+        )
+    return cert, key
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft limit on open files towards `wanted` (at most the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+class ServerProcess:
+    """A server under test: started in its own session, output to `log_path`."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, command: list[str]) -> None:
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def roots(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 4) -> str:
+        return " | ".join(self.log_text().strip().splitlines()[-lines:])
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the server and wait up to `grace` for it, then end its whole tree."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace)
+        terminate_tree([self.proc.pid])
+        self.proc = None
 
 
 @contextlib.contextmanager
