@@ -48,3 +48,17 @@ def test_reopening_keeps_data(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_migration_that_lands_after_a_higher_one_is_still_applied(tmp_path: Path) -> None:
+    import sqlite3
+
+    from poczta.store.migrate import migrate
+
+    conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    one = (1, "0001_a.sql", "CREATE TABLE a (x);")
+    three = (3, "0003_c.sql", "CREATE TABLE c (x);")
+    two = (2, "0002_b.sql", "CREATE TABLE b (x);")
+    assert migrate(conn, [one, three]) == [1, 3]
+    assert migrate(conn, [one, two, three]) == [2]
+    assert migrate(conn, [one, two, three]) == []

@@ -298,6 +298,38 @@ class MailStore(Protocol):
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[int]: ...
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]: ...
+    async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
+        """The mailbox's HIGHESTMODSEQ, UIDNEXT and message count now (NotFound: gone)."""
+        ...
+
+    async def changed_since(
+        self, mailbox_id: MailboxId, modseq: int
+    ) -> list[tuple[int, frozenset[str], int]]:
+        """(uid, flags, modseq) of every message changed or added after `modseq`, by UID."""
+        ...
+
+    async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
+        """(messages, unseen, deleted, size in octets) of a mailbox (IMAP STATUS)."""
+        ...
+
+    async def copy_messages(
+        self,
+        user_id: UserId,
+        source: MailboxId,
+        uids: Sequence[int],
+        target: str,
+        *,
+        move: bool = False,
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """COPY (or MOVE) messages to the user's mailbox `target` in one transaction:
+        (target UIDVALIDITY, [(source uid, new uid)]) in UID order, messages already gone
+        skipped. NotFound when `target` does not exist."""
+        ...
+
+    async def subscriptions(self, user_id: UserId) -> list[str]: ...
+    async def subscribe(self, user_id: UserId, name: str) -> None: ...
+    async def unsubscribe(self, user_id: UserId, name: str) -> bool: ...
+
     def changes(
         self, mailbox_id: MailboxId, since: MailboxChange | None = None
     ) -> AsyncIterator[MailboxChange]:

@@ -1,9 +1,10 @@
 """Schema migrations for the SQLite store: the numbered SQL files applied in order, once each.
 
 Each file in `migrations/` is named `NNNN_description.sql`. `migrate` applies, in
-ascending order, every file whose number is above the highest in `schema_version`,
-each in its own transaction together with its `schema_version` row, so running it
-again (or after a crash in the middle) is harmless.
+ascending order, every file whose number is not yet in `schema_version` (so one that
+landed after a higher-numbered one is still applied), each in its own transaction
+together with its `schema_version` row, so running it again (or after a crash in the
+middle) is harmless.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def current_version(conn: sqlite3.Connection) -> int:
 def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None) -> list[int]:
     """Apply the pending migrations in order; return the versions applied."""
     applied: list[int] = []
-    version = current_version(conn)
+    current_version(conn)  # creates the table
+    done = {int(row[0]) for row in conn.execute("SELECT version FROM schema_version")}
     for number, name, sql in migrations if migrations is not None else available_migrations():
-        if number <= version:
+        if number in done:
             continue
         stamp = datetime.now(UTC).isoformat()
         record = (
@@ -59,5 +61,4 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
                 conn.rollback()
             raise
         applied.append(number)
-        version = number
     return applied

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from poczta.message import ParsedMessage
 from poczta.store import sqlite_accounts as accounts
 from poczta.store import sqlite_blobs
+from poczta.store import sqlite_imap as imap
 from poczta.store import sqlite_messages as messages
 from poczta.store.base import (
     Accepted,
@@ -404,6 +405,41 @@ class SqliteStore:
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
         return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+
+    async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
+        return await self._read(lambda c: imap.mailbox_version(c, mailbox_id))
+
+    async def changed_since(
+        self, mailbox_id: MailboxId, modseq: int
+    ) -> list[tuple[int, frozenset[str], int]]:
+        return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+
+    async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
+        return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
+
+    async def copy_messages(
+        self,
+        user_id: UserId,
+        source: MailboxId,
+        uids: Sequence[int],
+        target: str,
+        *,
+        move: bool = False,
+    ) -> tuple[int, list[tuple[int, int]]]:
+        result: tuple[int, list[tuple[int, int]]] = await self._write(
+            imap.copy_job(user_id, source, uids, target, move)
+        )
+        return result
+
+    async def subscriptions(self, user_id: UserId) -> list[str]:
+        return await self._read(lambda c: imap.subscriptions(c, user_id))
+
+    async def subscribe(self, user_id: UserId, name: str) -> None:
+        await self._write(imap.subscribe_job(user_id, name))
+
+    async def unsubscribe(self, user_id: UserId, name: str) -> bool:
+        removed: bool = await self._write(imap.unsubscribe_job(user_id, name))
+        return removed
 
     def changes(
         self, mailbox_id: MailboxId, since: MailboxChange | None = None

@@ -119,6 +119,10 @@ def add_user_job(address: str, password_hash: str, scram: str) -> Job:
         assert user_id is not None
         for name, special_use in DEFAULT_MAILBOXES:
             create_mailbox_row(conn, user_id, name, special_use)
+            conn.execute(
+                "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
+                (user_id, name),
+            )
         return UserId(user_id)
 
     return job

@@ -11,15 +11,11 @@ from __future__ import annotations
 import sqlite3
 
 from poczta.store.base import NotFound
+from poczta.store.sqlite_imap import COPIED_COLUMNS as _COPIED
 from poczta.store.sqlite_messages import _bump, get_mailbox, mailbox_name
 from poczta.store.sqlite_writer import Job, JobContext
 
 __all__ = ["move_message_job"]
-
-_COPIED = (
-    "flags, internal_date, digest, size, header_size, sent_date, subject, message_id,"
-    " envelope, headers"
-)
 
 
 def move_message_job(user_id: int, source: str, uid: int, target: str) -> Job:

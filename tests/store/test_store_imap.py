@@ -1,0 +1,83 @@
+"""The store calls IMAP makes: versions, changes since a MODSEQ, COPY, MOVE, subscriptions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from poczta.store import FlagMode, MailStore, NotFound
+from tests.store.store_helpers import LATER, Backend, deliver_one, make_message, with_user
+
+
+def test_version_and_changes_since_a_modseq(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        start = await store.mailbox_version(inbox.id)
+        first = await deliver_one(store, user, 1)
+        second = await deliver_one(store, user, 2)
+        middle = await store.mailbox_version(inbox.id)
+        assert (middle.messages, middle.uidnext) == (2, second + 1)
+        assert [c[0] for c in await store.changed_since(inbox.id, start.highestmodseq)] == [
+            first,
+            second,
+        ]
+        await store.set_flags(inbox.id, [first], ["\\Seen"], FlagMode.ADD)
+        [(uid, flags, modseq)] = await store.changed_since(inbox.id, middle.highestmodseq)
+        assert (uid, flags) == (first, frozenset({"\\Seen"}))
+        assert modseq == (await store.mailbox_version(inbox.id)).highestmodseq
+        assert await store.mailbox_counts(inbox.id) == (
+            2,
+            1,
+            0,
+            len(make_message(1)) + len(make_message(2)),
+        )
+        with pytest.raises(NotFound):
+            await store.mailbox_version(inbox.id + 1000)
+
+    backend.run(body)
+
+
+def test_copy_keeps_flags_and_bodies_and_move_expunges(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        uids = [await deliver_one(store, user, n) for n in range(3)]
+        await store.set_flags(inbox.id, uids[:1], ["\\Flagged", "$Work"], FlagMode.ADD)
+        validity, pairs = await store.copy_messages(
+            user, inbox.id, [uids[2], uids[0], 99], "Archive"
+        )
+        archive = await store.get_mailbox(user, "Archive")
+        assert validity == archive.uidvalidity
+        assert pairs == [(uids[0], 1), (uids[2], 2)]
+        metas = {m.uid: m for m in await store.fetch_meta(archive.id)}
+        assert metas[1].flags == frozenset({"\\Flagged", "$Work"})
+        # The copies hold their own references: expunging the originals keeps the bodies.
+        await store.expunge(inbox.id, uids)
+        await store.sweep_blobs(now=time.time() + LATER)
+        assert await store.read_message(archive.id, 2) == make_message(2)
+        before = await store.mailbox_version(archive.id)
+        _, moved = await store.copy_messages(user, archive.id, [1, 2], "Junk", move=True)
+        assert [new for _, new in moved] == [1, 2]
+        assert (await store.mailbox_version(archive.id)).messages == 0
+        assert await store.vanished(archive.id, before.highestmodseq) == [1, 2]
+        junk = await store.get_mailbox(user, "Junk")
+        assert await store.read_message(junk.id, 2) == make_message(2)
+        with pytest.raises(NotFound):
+            await store.copy_messages(user, junk.id, [1], "Nowhere")
+
+    backend.run(body)
+
+
+def test_subscriptions_start_with_the_default_mailboxes(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        assert "INBOX" in await store.subscriptions(user)
+        await store.subscribe(user, "Lists/Python")  # need not exist
+        await store.subscribe(user, "Lists/Python")
+        assert "Lists/Python" in await store.subscriptions(user)
+        assert await store.unsubscribe(user, "Lists/Python")
+        assert not await store.unsubscribe(user, "Lists/Python")
+
+    backend.run(body)
