@@ -18,7 +18,7 @@ __all__ = ["move_message_job"]
 
 _COPIED = (
     "flags, internal_date, digest, size, header_size, sent_date, subject, message_id,"
-    " envelope, headers"
+    " envelope, headers, structure"
 )
 
 
