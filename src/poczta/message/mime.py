@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from poczta.message.envelope import Envelope, envelope_from, first_values
 from poczta.message.header import HeaderSection, split_header
@@ -71,9 +72,10 @@ class Encapsulated:
     root: MimePart
 
 
-@dataclass(frozen=True, slots=True)
-class MimePart:
-    """One part of a message (the root is the message itself).
+class MimePart(NamedTuple):
+    """One part of a message (the root is the message itself). A named tuple rather than
+    a frozen dataclass: the store decodes one per part for every FETCH of a structure,
+    and a tuple is built several times faster.
 
     Offsets are into the message's bytes: the part's header is
     `[header_start, body_start)`, its body `[body_start, body_end)`. `size` counts the
