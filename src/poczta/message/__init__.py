@@ -1,7 +1,10 @@
-"""Parsed-message facts: header fields, envelope, date, size and search text of a message.
+"""Parsed-message facts: header fields, envelope, date, size, search text and MIME
+structure of a message.
 
 The sub-modules own the pieces: `header` splits the header section (the one place that
-does), `words` decodes RFC 2047 encoded-words, `addresses` splits address lists.
+does), `words` decodes RFC 2047 encoded-words, `addresses` splits address lists,
+`envelope` builds the IMAP ENVELOPE, `mime` parses the tree of MIME parts (with
+`mime_params` for field values) and `imap_body` turns it into what IMAP FETCH shows.
 
 `parse_message` turns the raw bytes of a message into a `ParsedMessage` once, at
 delivery, so that the store can keep the facts IMAP FETCH and SEARCH need and never
@@ -13,6 +16,7 @@ parse the message again. It is pure (no I/O) and never raises: garbage in gives 
   and decoded (RFC 2047 encoded-words, whitespace collapsed) for SEARCH.
 - `size` counts octets as if every line ended in CRLF (RFC822.SIZE).
 - Address lists are split into `Address(name, mailbox, host)` parts (see `addresses`).
+- `structure` is the root `MimePart`, with the byte offsets of every part (see `mime`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from poczta.message.addresses import Address, parse_addresses
+from poczta.message.envelope import ENVELOPE_ADDRESS_FIELDS, Envelope, envelope_from
 from poczta.message.header import HeaderField, HeaderLimitExceeded, HeaderSection, split_header
+from poczta.message.mime import MimePart, parse_structure
 from poczta.message.words import decode_words
 
 __all__ = [
@@ -32,31 +38,15 @@ __all__ = [
     "HeaderField",
     "HeaderLimitExceeded",
     "HeaderSection",
+    "MimePart",
     "ParsedMessage",
     "crlf_size",
     "decode_words",
     "parse_addresses",
     "parse_message",
+    "parse_structure",
     "split_header",
 ]
-
-ENVELOPE_ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """The IMAP ENVELOPE fields: raw header values and parsed address lists."""
-
-    date: str | None = None
-    subject: str | None = None
-    from_: tuple[Address, ...] = ()
-    sender: tuple[Address, ...] = ()
-    reply_to: tuple[Address, ...] = ()
-    to: tuple[Address, ...] = ()
-    cc: tuple[Address, ...] = ()
-    bcc: tuple[Address, ...] = ()
-    in_reply_to: str | None = None
-    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +60,7 @@ class ParsedMessage:
     date: datetime | None = None
     subject: str = ""
     search_headers: tuple[tuple[str, str], ...] = field(default=())
+    structure: MimePart | None = None  # None only where a parse failed outright
 
     def header(self, name: str) -> str | None:
         """The first raw (unfolded) value of header `name`, matched case-insensitively."""
@@ -101,32 +92,19 @@ def _parse_date(value: str | None) -> datetime | None:
     return parsed
 
 
-def _envelope(first: dict[str, str]) -> Envelope:
-    def addresses(name: str) -> tuple[Address, ...]:
-        value = first.get(name)
-        return parse_addresses(value) if value else ()
-
-    return Envelope(
-        date=first.get("date"),
-        subject=first.get("subject"),
-        from_=addresses("from"),
-        sender=addresses("sender"),
-        reply_to=addresses("reply-to"),
-        to=addresses("to"),
-        cc=addresses("cc"),
-        bcc=addresses("bcc"),
-        in_reply_to=first.get("in-reply-to"),
-        message_id=first.get("message-id"),
-    )
-
-
 def parse_message(data: bytes, header: HeaderSection | None = None) -> ParsedMessage:
     """Parse the header of `data` (already split as `header`, when given) into the facts
     FETCH and SEARCH need; never raises."""
     try:
         return _parse(data, header if header is not None else split_header(data))
     except Exception:  # last resort: the rules above should make this unreachable
-        return ParsedMessage(size=len(data), header_size=0, headers=(), envelope=Envelope())
+        return ParsedMessage(
+            size=len(data),
+            header_size=0,
+            headers=(),
+            envelope=Envelope(),
+            structure=parse_structure(data),
+        )
 
 
 def _parse(data: bytes, header: HeaderSection) -> ParsedMessage:
@@ -142,12 +120,17 @@ def _parse(data: bytes, header: HeaderSection) -> ParsedMessage:
             if key == "subject":
                 subject = decoded
         search.append((key, decoded))
+    structure = parse_structure(data, header, first)
+    # The body's octets are counted by the structure already: only the header's are left.
+    head = structure.body_start
+    head_size = head + data.count(b"\n", 0, head) - data.count(b"\r\n", 0, head)
     return ParsedMessage(
-        size=crlf_size(data),
+        size=head_size + structure.size if structure.body_end == len(data) else crlf_size(data),
         header_size=header.size,
         headers=tuple(headers),
-        envelope=_envelope(first),
+        envelope=envelope_from(first),
         date=_parse_date(first.get("date")),
         subject=subject,
         search_headers=tuple(search),
+        structure=structure,
     )

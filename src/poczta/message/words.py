@@ -71,5 +71,5 @@ def _flush(pieces: list[str], run: list[bytes], charset: str) -> None:
     run.clear()
     try:
         pieces.append(data.decode(charset, "replace"))
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not a name at all (a NUL in it)
         pieces.append(data.decode("utf-8", "replace"))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, NewType, Protocol
 
-from poczta.message import Envelope, ParsedMessage
+from poczta.message import Envelope, MimePart, ParsedMessage
 
 __all__ = [
     "DEFAULT_MAILBOXES",
@@ -153,6 +153,8 @@ class MessageMeta:
     subject: str
     envelope: Envelope
     search_headers: tuple[tuple[str, str], ...]
+    # The MIME structure, with the byte offsets of every part (BODYSTRUCTURE, sections).
+    structure: MimePart | None = None
 
 
 class MessageSummary(NamedTuple):

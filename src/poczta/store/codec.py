@@ -1,6 +1,13 @@
-"""Encoding of store values as column text: flags, times, the cached envelope and search headers.
+"""Encoding of store values as column text: flags, times, the cached envelope, search
+headers and MIME structure.
 
 Shared by the SQL backends so that every backend keeps the same cached parse.
+
+The MIME structure is read for every FETCH of BODYSTRUCTURE or a body section, so its
+text is compact JSON decoded by the C parser, one list per part: type, subtype,
+parameters (a flat list), the three offsets, size and lines, then the rarely present
+fields as one list (or 0), the parts (or 0), and the encapsulated message (or 0) as
+[envelope, root].
 """
 
 from __future__ import annotations
@@ -10,17 +17,20 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from poczta.message import Address, Envelope, ParsedMessage
+from poczta.message import Address, Envelope, MimePart, ParsedMessage
+from poczta.message.mime import Encapsulated
 
 __all__ = [
     "MessageColumns",
     "decode_envelope",
     "decode_flags",
     "decode_headers",
+    "decode_structure",
     "decode_time",
     "encode_envelope",
     "encode_flags",
     "encode_headers",
+    "encode_structure",
     "encode_time",
     "message_columns",
     "now_text",
@@ -55,22 +65,22 @@ def _addresses(items: tuple[Address, ...]) -> list[list[str | None]]:
 
 
 def encode_envelope(env: Envelope) -> str:
-    return json.dumps(
-        [
-            env.date,
-            env.subject,
-            _addresses(env.from_),
-            _addresses(env.sender),
-            _addresses(env.reply_to),
-            _addresses(env.to),
-            _addresses(env.cc),
-            _addresses(env.bcc),
-            env.in_reply_to,
-            env.message_id,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return json.dumps(_envelope_list(env), ensure_ascii=False, separators=(",", ":"))
+
+
+def _envelope_list(env: Envelope) -> list[Any]:
+    return [
+        env.date,
+        env.subject,
+        _addresses(env.from_),
+        _addresses(env.sender),
+        _addresses(env.reply_to),
+        _addresses(env.to),
+        _addresses(env.cc),
+        _addresses(env.bcc),
+        env.in_reply_to,
+        env.message_id,
+    ]
 
 
 def _to_addresses(items: list[list[Any]]) -> tuple[Address, ...]:
@@ -78,7 +88,11 @@ def _to_addresses(items: list[list[Any]]) -> tuple[Address, ...]:
 
 
 def decode_envelope(text: str) -> Envelope:
-    date, subject, frm, sender, reply_to, to, cc, bcc, in_reply_to, message_id = json.loads(text)
+    return _list_envelope(json.loads(text))
+
+
+def _list_envelope(items: list[Any]) -> Envelope:
+    date, subject, frm, sender, reply_to, to, cc, bcc, in_reply_to, message_id = items
     return Envelope(
         date=date,
         subject=subject,
@@ -101,11 +115,108 @@ def decode_headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((name, value) for name, value in json.loads(text))
 
 
-MessageColumns = tuple[int, int, str | None, str, str | None, str, str]
+def _part_list(part: MimePart) -> list[Any]:
+    params: list[str] = []
+    for name, value in part.params:
+        params += [name, value]
+    rare: Any = 0
+    if (
+        part.encoding is not None
+        or part.id is not None
+        or part.description is not None
+        or part.md5 is not None
+        or part.disposition is not None
+        or part.language
+        or part.location is not None
+    ):
+        disposition = part.disposition
+        rare = [
+            part.encoding,
+            part.id,
+            part.description,
+            part.md5,
+            None
+            if disposition is None
+            else [disposition[0], [x for kv in disposition[1] for x in kv]],
+            list(part.language),
+            part.location,
+        ]
+    message = part.message
+    return [
+        part.type,
+        part.subtype,
+        params,
+        part.header_start,
+        part.body_start,
+        part.body_end,
+        part.size,
+        part.lines,
+        rare,
+        [_part_list(child) for child in part.parts] if part.parts else 0,
+        [_envelope_list(message.envelope), _part_list(message.root)] if message else 0,
+    ]
+
+
+def encode_structure(root: MimePart | None) -> str | None:
+    if root is None:
+        return None
+    return json.dumps(_part_list(root), ensure_ascii=False, separators=(",", ":"))
+
+
+def _pairs(flat: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(zip(flat[::2], flat[1::2], strict=True)) if flat else ()
+
+
+def _list_part(items: list[Any]) -> MimePart:
+    kind, subtype, params, header_start, body_start, body_end, size, lines, rare, parts, msg = items
+    children = tuple(_list_part(child) for child in parts) if parts else ()
+    message = Encapsulated(_list_envelope(msg[0]), _list_part(msg[1])) if msg else None
+    if not rare:
+        return MimePart(
+            kind,
+            subtype,
+            _pairs(params),
+            header_start,
+            body_start,
+            body_end,
+            size,
+            lines,
+            parts=children,
+            message=message,
+        )
+    encoding, content_id, description, md5, disposition, language, location = rare
+    return MimePart(
+        kind,
+        subtype,
+        _pairs(params),
+        header_start,
+        body_start,
+        body_end,
+        size,
+        lines,
+        encoding,
+        content_id,
+        description,
+        md5,
+        None if disposition is None else (disposition[0], _pairs(disposition[1])),
+        tuple(language),
+        location,
+        children,
+        message,
+    )
+
+
+def decode_structure(text: str | None) -> MimePart | None:
+    """The structure of a row; None for a row written before structures were kept."""
+    return _list_part(json.loads(text)) if text else None
+
+
+MessageColumns = tuple[int, int, str | None, str, str | None, str, str, str | None]
 
 
 def message_columns(parsed: ParsedMessage) -> MessageColumns:
-    """(size, header_size, sent_date, subject, message_id, envelope, headers) for a row."""
+    """(size, header_size, sent_date, subject, message_id, envelope, headers, structure)
+    for a row."""
     return (
         parsed.size,
         parsed.header_size,
@@ -114,4 +225,5 @@ def message_columns(parsed: ParsedMessage) -> MessageColumns:
         parsed.envelope.message_id,
         encode_envelope(parsed.envelope),
         encode_headers(parsed.search_headers),
+        encode_structure(parsed.structure),
     )

@@ -60,6 +60,7 @@ from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.committer import CommitterLink, request_for
 from poczta.store.migrate import migrate
+from poczta.store.sqlite_backfill import backfill_structures
 from poczta.store.sqlite_changes import ChangePoller
 from poczta.store.sqlite_move import move_message_job
 from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
@@ -87,6 +88,7 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
             blobs = BlobStore(blob_dir, sync=blob_sync)
             conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
             remove_rows_of_lost_bodies(conn, blobs)
+            backfill_structures(conn, blobs)
         finally:
             conn.close()
     except (sqlite3.Error, OSError) as exc:

@@ -37,7 +37,7 @@ __all__ = [
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
 COPIED_COLUMNS = (
     "flags, internal_date, digest, size, header_size, sent_date, subject, message_id,"
-    " envelope, headers"
+    " envelope, headers, structure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
 

@@ -42,6 +42,7 @@ from poczta.store.codec import (
     decode_envelope,
     decode_flags,
     decode_headers,
+    decode_structure,
     decode_time,
     encode_flags,
     now_text,
@@ -55,7 +56,7 @@ _MAILBOX_STATE = (
 )
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, size, digest, header_size, sent_date, subject,"
-    " envelope, headers"
+    " envelope, headers, structure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
 
@@ -252,8 +253,8 @@ def deliver_job(
             mailbox_id, uid, modseq = _take_uid(conn, target)
             conn.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, digest,"
-                " size, header_size, sent_date, subject, message_id, envelope, headers)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " size, header_size, sent_date, subject, message_id, envelope, headers,"
+                " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     mailbox_id,
                     uid,
@@ -274,7 +275,7 @@ def deliver_job(
 
 
 def _meta(row: tuple[object, ...]) -> MessageMeta:
-    uid, modseq, flags, internal, size, digest, header_size, sent, subject, env, heads = row
+    uid, modseq, flags, internal, size, digest, header_size, sent, subject, env, heads, mime = row
     return MessageMeta(
         uid=int(uid),  # type: ignore[call-overload]
         modseq=int(modseq),  # type: ignore[call-overload]
@@ -287,6 +288,7 @@ def _meta(row: tuple[object, ...]) -> MessageMeta:
         subject=str(subject),
         envelope=decode_envelope(str(env)),
         search_headers=decode_headers(str(heads)),
+        structure=decode_structure(mime) if isinstance(mime, str) else None,
     )
 
 
