@@ -18,6 +18,8 @@ from poczta.config import Config, ConfigError, ListenAddress
 from poczta.delivery import Delivery
 from poczta.dkim_keys import DkimKeyError, KeyStore, Signer
 from poczta.dns import DnsPythonResolver
+from poczta.imap.limits import ImapLimits
+from poczta.imap.session import IMAP_REPLIES, ImapContext, run_imap_session
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
@@ -46,8 +48,7 @@ from poczta.store.greylist_sqlite import SqliteGreylistStore
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 GREYLIST_SWEEP_SECONDS = 600.0
-SERVED = ("smtp", "submission", "submissions", "pop3", "pop3s")  # the listeners anything serves
-NOT_SERVED_YET = ("imap", "imaps")
+SERVED = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
 
 Address = tuple[str, ListenAddress]  # (service, address) of one listener
 Sockets = Mapping[Address, socket.socket]  # what one process listens on
@@ -298,6 +299,7 @@ class App:
             handler: Callable[[Connection], Awaitable[None]] = partial(run_smtp_session, ctx)
             await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)
         await self._start_pop3_listeners(logins, limiter)
+        await self._start_imap_listeners(logins, limiter)
 
     async def _listen(
         self,
@@ -349,6 +351,26 @@ class App:
             )
             handler = partial(run_pop3_session, ctx)
             await self._listen(service, addresses, implicit, handler, POP3_REPLIES, limiter)
+
+    async def _start_imap_listeners(self, logins: LoginService, limiter: ConnectionLimiter) -> None:
+        """imap (STARTTLS) and imaps (implicit TLS)."""
+        config = self.config
+        assert self.store is not None
+        limits = ImapLimits(max_append_literal=config.limits.max_message_size)
+        services = (("imap", config.listeners.imap, False), ("imaps", config.listeners.imaps, True))
+        for service, addresses, implicit in services:
+            ctx = ImapContext(
+                hostname=config.hostname,
+                service=service,
+                timeouts=read_timeouts(config),
+                tls=self.tls,
+                dev_mode=config.dev_mode,
+                logins=logins,
+                store=self.store,
+                limits=limits,
+            )
+            handler = partial(run_imap_session, ctx)
+            await self._listen(service, addresses, implicit, handler, IMAP_REPLIES, limiter)
 
     def reload_tls(self) -> None:
         if self.tls is None:
@@ -439,21 +461,6 @@ def take_slot(bound: Mapping[Address, Sequence[socket.socket]], slot: int) -> So
     return mine
 
 
-def log_not_served(config: Config) -> None:
-    """Listeners the config asks for that nothing serves yet: said once, not bound."""
-    unserved = [
-        str(a) for s, addrs in config.listeners.items() if s in NOT_SERVED_YET for a in addrs
-    ]
-    if unserved:
-        log(
-            "serve.not_served",
-            logging.WARNING,
-            service="imap",
-            listeners=",".join(unserved),
-            reason="IMAP is not implemented yet",
-        )
-
-
 async def prepare_workers(config: Config) -> None:
     """What the workers would otherwise race on, done once before they are forked:
     migrations, the configured domains, the greylist table."""
@@ -483,7 +490,6 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
     from poczta.workers import Master, WorkerError, worker_count
 
     count = worker_count(config)
-    log_not_served(config)
     bound = bind_listeners(config, copies=count)
     try:
         tls = load_tls(config)

@@ -113,24 +113,3 @@ def test_start_errors_name_the_config_key(tmp_path: Path) -> None:
     last = result.stderr.splitlines()[-1]
     assert last.startswith("poczta: listeners.smtp: no-such-host.invalid:2525: cannot resolve ")
     assert "Traceback" not in result.stderr
-
-
-def test_imap_listeners_are_said_to_be_not_served(tmp_path: Path) -> None:
-    server = make_server(tmp_path, services=("smtp",))
-    imap, imaps = free_port(), free_port()
-    server.config.write_text(
-        server.config.read_text()
-        .replace("imap = []", f'imap = ["127.0.0.1:{imap}"]')
-        .replace("imaps = []", f'imaps = ["127.0.0.1:{imaps}"]')
-    )
-    server.start()
-    try:
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", imap), timeout=5).close()
-        deliver(server, "smtp is served")
-    finally:
-        assert server.stop() == 0
-    assert (
-        f"warning serve.not_served service=imap listeners=127.0.0.1:{imap},127.0.0.1:{imaps}"
-        ' reason="IMAP is not implemented yet"'
-    ) in server.log_text()

@@ -1,0 +1,161 @@
+"""The items of one FETCH response, from a message's cached facts and, when needed, its bytes.
+
+`needs_body` says whether any attribute needs the stored bytes (sections, RFC822*,
+BINARY); the rest (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE,
+MODSEQ) comes from the parse cached at delivery, so a client's first open of a large
+mailbox reads no message file. Sections are slices of the stored bytes at the offsets
+of the cached MIME structure (`poczta.message.imap_body`); HEADER.FIELDS[.NOT] filters
+the fields of that header. A section naming no part is an empty string, as Dovecot
+answers; BINARY of an unknown transfer encoding is `UnknownEncoding` for the session
+to answer NO [UNKNOWN-CTE].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute, FetchItem
+from poczta.imap.values import Binary, Octets, Value, date_time
+from poczta.message.envelope import Envelope
+from poczta.message.header import split_header
+from poczta.message.imap_body import (
+    UnknownEncoding,
+    binary_section,
+    body,
+    bodystructure,
+    envelope_value,
+    section_range,
+)
+from poczta.message.mime import MimePart
+
+__all__ = ["BODY_FREE", "MessageFacts", "UnknownEncoding", "fetch_items", "needs_body", "sets_seen"]
+
+#: Items answered from the cached facts alone.
+BODY_FREE = frozenset(
+    {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "MODSEQ"}
+)
+
+
+class MessageFacts(Protocol):
+    """What FETCH reads of a message besides its bytes (the store's `MessageMeta`)."""
+
+    @property
+    def uid(self) -> int: ...
+    @property
+    def internal_date(self) -> datetime: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def envelope(self) -> Envelope: ...
+    @property
+    def structure(self) -> MimePart | None: ...
+
+
+def needs_body(attributes: Sequence[FetchAttribute]) -> bool:
+    return any(not (isinstance(a, FetchItem) and a.name in BODY_FREE) for a in attributes)
+
+
+def sets_seen(attributes: Sequence[FetchAttribute]) -> bool:
+    """Whether fetching these marks the message \\Seen (a non-PEEK body, RFC822, RFC822.TEXT)."""
+    for attribute in attributes:
+        if isinstance(attribute, BodySection) and not attribute.peek:
+            return True
+        if isinstance(attribute, FetchItem) and attribute.name in ("RFC822", "RFC822.TEXT"):
+            return True
+    return False
+
+
+def _filtered_header(raw: bytes, names: Sequence[str], keep: bool) -> bytes:
+    wanted = {name.lower() for name in names}
+    header = split_header(raw)
+    out = [raw[f.start : f.end] for f in header if (f.key in wanted) == keep]
+    return b"".join(out) + b"\r\n"
+
+
+def _section(data: bytes, root: MimePart, section: BodySection) -> bytes:
+    text = section.text or ""
+    found = section_range(root, section.part, text)
+    if found is None:
+        return b""
+    raw = data[found[0] : found[1]]
+    if text.startswith("HEADER.FIELDS"):
+        return _filtered_header(raw, section.fields, keep=text == "HEADER.FIELDS")
+    return raw
+
+
+def _partial(content: bytes, partial: tuple[int, int] | None) -> bytes:
+    if partial is None:
+        return content
+    origin, length = partial
+    return content[origin : origin + length]
+
+
+def fetch_items(
+    attributes: Sequence[FetchAttribute],
+    facts: MessageFacts,
+    root: MimePart,
+    data: bytes | None,
+    flag_items: list[tuple[str, Value]],
+    *,
+    with_uid: bool,
+) -> list[tuple[str, Value]] | UnknownEncoding:
+    """The items, in the order asked (UID first when `with_uid`); `flag_items` are the
+    FLAGS (and MODSEQ) as the session's view has them."""
+    items: list[tuple[str, Value]] = [("UID", facts.uid)] if with_uid else []
+    named = dict(flag_items)
+    for attribute in attributes:
+        if isinstance(attribute, FetchItem):
+            item = _simple(attribute.name, facts, root, data, named)
+            if item is not None and item[0] not in dict(items):
+                items.append(item)
+        elif isinstance(attribute, BinarySize):
+            assert data is not None
+            decoded = binary_section(data, root, attribute.part)
+            if isinstance(decoded, UnknownEncoding):
+                return decoded
+            size = len(decoded) if decoded is not None else 0
+            items.append((f"BINARY.SIZE[{'.'.join(map(str, attribute.part))}]", size))
+        else:
+            assert data is not None
+            if attribute.binary:
+                decoded = binary_section(data, root, attribute.part)
+                if isinstance(decoded, UnknownEncoding):
+                    return decoded
+                content: bytes = Binary(_partial(decoded or b"", attribute.partial))
+            else:
+                content = Octets(_partial(_section(data, root, attribute), attribute.partial))
+            items.append((attribute.response_name(), content))
+    return items
+
+
+def _simple(
+    name: str,
+    facts: MessageFacts,
+    root: MimePart,
+    data: bytes | None,
+    named: dict[str, Value],
+) -> tuple[str, Value] | None:
+    if name in ("FLAGS", "MODSEQ"):
+        return (name, named[name]) if name in named else None
+    if name == "UID":
+        return "UID", facts.uid
+    if name == "INTERNALDATE":
+        return "INTERNALDATE", date_time(facts.internal_date)
+    if name == "RFC822.SIZE":
+        return "RFC822.SIZE", facts.size
+    if name == "ENVELOPE":
+        return "ENVELOPE", envelope_value(facts.envelope)
+    if name == "BODYSTRUCTURE":
+        return "BODYSTRUCTURE", bodystructure(root)
+    if name == "BODY":
+        return "BODY", body(root)
+    assert data is not None
+    if name == "RFC822":
+        return "RFC822", Octets(data)
+    if name == "RFC822.HEADER":
+        return "RFC822.HEADER", Octets(data[: root.body_start])
+    if name == "RFC822.TEXT":
+        return "RFC822.TEXT", Octets(data[root.body_start : root.body_end])
+    return None  # EMAILID, THREADID, SAVEDATE: not kept

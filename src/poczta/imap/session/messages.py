@@ -1,0 +1,237 @@
+"""IMAP commands on messages of the selected mailbox: FETCH, STORE, COPY, MOVE, SEARCH.
+
+FETCH reads the cached facts of the messages asked for in one store read (in slices of
+`FETCH_SLICE`, written out as they are built so that a `1:*` of a large mailbox never
+sits whole in memory) and the stored bytes only for items that need them. A non-PEEK
+body fetch in a read-write mailbox sets \\Seen, and the response carries the new
+FLAGS. STORE goes through the store's flag update (UNCHANGEDSINCE answered with
+[MODIFIED]); the new flags are told to this client unless .SILENT, and to every other
+session at its next command. COPY and MOVE run in one store transaction each and answer
+COPYUID (UIDPLUS). While a FETCH, STORE or SEARCH by sequence number runs, no EXPUNGE
+is sent (RFC 9051 §7.5.2); the UID forms may carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from poczta.imap import commands as cmd
+from poczta.imap.encoder import Code, FetchData, Tagged, Untagged, vanished
+from poczta.imap.fetch import FetchAttribute, FetchItem
+from poczta.imap.fetch_response import UnknownEncoding, fetch_items, needs_body, sets_seen
+from poczta.imap.names import canonical
+from poczta.imap.sequence import SequenceSet, compact
+from poczta.imap.values import Value
+from poczta.imap.view import OutOfRange, SelectedView
+from poczta.message.mime import parse_structure
+from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound, normalize_flags
+
+if TYPE_CHECKING:
+    from poczta.imap.session.core import ImapSession
+
+FETCH_SLICE = 500
+_MODES = {cmd.StoreMode.ADD: FlagMode.ADD, cmd.StoreMode.REMOVE: FlagMode.REMOVE,
+          cmd.StoreMode.REPLACE: FlagMode.REPLACE}  # fmt: skip
+
+
+def _view(session: ImapSession) -> SelectedView:
+    assert session.view is not None
+    return session.view
+
+
+def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -> list[int] | None:
+    view = _view(session)
+    if sequence.saved:
+        known = set(view.uids)
+        return [u for u in session.saved_search if u in known]
+    try:
+        return view.resolve(sequence, uid)
+    except OutOfRange as exc:
+        session.bad(tag, str(exc))
+        return None
+
+
+async def fetch(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Fetch)
+    view = _view(session)
+    session.send(*view.announce(allow_expunge=command.uid))
+    uids = _targets(session, command.tag, command.sequence, command.uid)
+    if uids is None:
+        return
+    attributes: tuple[FetchAttribute, ...] = command.attributes
+    if command.changed_since is not None:
+        view.condstore = True
+        uids = [u for u in uids if view.modseqs.get(u, 0) > command.changed_since]
+        if command.vanished and command.uid and "QRESYNC" in session.enabled:
+            gone = await session.store.vanished(MailboxId(view.mailbox_id), command.changed_since)
+            gone = [u for u in gone if command.sequence.contains(u, max(gone, default=0))]
+            if gone:
+                session.send(vanished(compact(gone), earlier=True))
+        if not any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes):
+            attributes = (*attributes, FetchItem("MODSEQ"))
+    if any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes):
+        view.condstore = True
+    failure = await _fetch_messages(session, view, uids, attributes, command.uid)
+    if failure is not None:
+        session.no(command.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+        return
+    _finish(session, command.tag, "FETCH completed", command.uid)
+
+
+async def _fetch_messages(
+    session: ImapSession,
+    view: SelectedView,
+    uids: Sequence[int],
+    attributes: Sequence[FetchAttribute],
+    uid_form: bool,
+) -> UnknownEncoding | None:
+    mark_seen = sets_seen(attributes) and not view.read_only
+    read_body = needs_body(attributes)
+    for start in range(0, len(uids), FETCH_SLICE):
+        chunk = list(uids[start : start + FETCH_SLICE])
+        metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
+        if mark_seen:
+            await _mark_seen(session, view, [m.uid for m in metas])
+        out: list[FetchData] = []
+        for meta in metas:
+            msn = view.msn(meta.uid)
+            if msn is None:
+                continue
+            items = await _items(session, view, meta, attributes, read_body, uid_form, mark_seen)
+            if isinstance(items, UnknownEncoding):
+                return items
+            out.append(FetchData(msn, items))
+        session.send(*out)
+        await session.conn.drain()
+    return None
+
+
+async def _items(
+    session: ImapSession,
+    view: SelectedView,
+    meta: MessageMeta,
+    attributes: Sequence[FetchAttribute],
+    read_body: bool,
+    uid_form: bool,
+    seen_changed: bool,
+) -> list[tuple[str, Value]] | UnknownEncoding:
+    data = await session.store.read_blob(meta.digest, size_hint=meta.size) if read_body else None
+    root = meta.structure
+    if root is None:
+        data = data if data is not None else await session.store.read_blob(meta.digest)
+        root = parse_structure(data)
+    wanted = list(attributes)
+    if seen_changed and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):
+        wanted.append(FetchItem("FLAGS"))
+    return fetch_items(wanted, meta, root, data, view.flag_items(meta.uid), with_uid=uid_form)
+
+
+async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) -> None:
+    unseen = [u for u in uids if "\\Seen" not in view.flags.get(u, frozenset())]
+    if not unseen:
+        return
+    result = await session.store.set_flags(
+        MailboxId(view.mailbox_id), unseen, ["\\Seen"], FlagMode.ADD
+    )
+    for uid, flags, modseq in result.changed:
+        view.told(uid, flags, modseq)
+
+
+async def store_flags(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Store)
+    view = _view(session)
+    if view.read_only:
+        session.no(command.tag, "The mailbox is read-only", "READ-ONLY")
+        return
+    session.send(*view.announce(allow_expunge=command.uid))
+    uids = _targets(session, command.tag, command.sequence, command.uid)
+    if uids is None:
+        return
+    if command.unchanged_since is not None:
+        view.condstore = True
+    flags = normalize_flags(command.flags)
+    result = await session.store.set_flags(
+        MailboxId(view.mailbox_id),
+        uids,
+        flags,
+        _MODES[command.mode],
+        command.unchanged_since,
+    )
+    out: list[FetchData] = []
+    for uid, new_flags, modseq in result.changed:
+        view.told(uid, new_flags, modseq)
+        msn = view.msn(uid)
+        if msn is not None and (not command.silent or command.unchanged_since is not None):
+            items = view.flag_items(uid)
+            if command.uid and not any(name == "UID" for name, _ in items):
+                items.insert(0, ("UID", uid))
+            out.append(FetchData(msn, items))
+    view.highestmodseq = max(view.highestmodseq, result.highestmodseq)
+    session.send(*out)
+    code = None
+    if result.modified:
+        numbers = result.modified if command.uid else [view.msn(u) or 0 for u in result.modified]
+        code = Code.modified(compact(numbers))
+    _finish(session, command.tag, "STORE completed", command.uid, code)
+
+
+def _finish(
+    session: ImapSession, tag: str, text: str, uid_form: bool, code: Code | None = None
+) -> None:
+    session.send(*session.updates(allow_expunge=uid_form), Tagged(tag, "OK", text, code))
+
+
+async def _copy(session: ImapSession, command: cmd.Copy | cmd.Move, move: bool) -> None:
+    view = _view(session)
+    if move and view.read_only:
+        session.no(command.tag, "The mailbox is read-only", "READ-ONLY")
+        return
+    uids = _targets(session, command.tag, command.sequence, command.uid)
+    if uids is None:
+        return
+    assert session.user_id is not None
+    target = canonical(command.mailbox)
+    try:
+        validity, pairs = await session.store.copy_messages(
+            session.user_id,
+            MailboxId(view.mailbox_id),
+            uids,
+            target,
+            move=move,
+        )
+    except NotFound:
+        session.no(command.tag, "No such mailbox", "TRYCREATE")
+        return
+    code = None
+    if pairs:
+        code = Code.copy_uid(
+            validity, compact([o for o, _ in pairs]), compact([n for _, n in pairs])
+        )
+    name = "MOVE" if move else "COPY"
+    if move:
+        session.send(Untagged("OK", "Moved", code))
+        session.send(*view.expunged_now([o for o, _ in pairs]))
+        session.send(Tagged(command.tag, "OK", f"{name} completed"))
+        return
+    _finish(session, command.tag, f"{name} completed", command.uid, code)
+
+
+async def copy(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Copy)
+    await _copy(session, command, move=False)
+
+
+async def move(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Move)
+    await _copy(session, command, move=True)
+
+
+async def search(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Search)
+    from poczta.imap.session.search import run_search
+
+    await run_search(session, command)
+
+
+__all__ = ["copy", "fetch", "move", "search", "store_flags"]

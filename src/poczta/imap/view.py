@@ -1,0 +1,195 @@
+"""What one session's client knows of its selected mailbox: sequence numbers, flags, news.
+
+RFC 9051 §7.5.2 gives each session its own message sequence numbers: they change only
+when the server tells that client of an expunge, never behind its back. `SelectedView`
+keeps the UIDs in sequence-number order and the flags the client was last told, takes
+in what the store says changed (`absorb`: new messages, flag changes, expunges, from
+this session or any other) and turns it into untagged responses when the session may
+send them (`announce`). Expunges wait while the client runs FETCH, STORE or SEARCH by
+sequence number (the numbers it used must stay valid); new messages and flag changes
+may be told at once. With QRESYNC enabled expunges are told as VANISHED, and flag
+changes carry UID and MODSEQ.
+
+Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from poczta.imap.encoder import Data, FetchData, exists, expunge, vanished
+from poczta.imap.sequence import SequenceSet, compact
+from poczta.imap.values import Value, flag_atoms
+
+__all__ = ["OutOfRange", "SelectedView"]
+
+Change = tuple[int, frozenset[str], int]  # (uid, flags, modseq)
+
+
+class OutOfRange(ValueError):
+    """A message sequence number beyond the mailbox's (a client error: BAD)."""
+
+
+@dataclass
+class SelectedView:
+    """The selected mailbox as this session's client sees it."""
+
+    mailbox_id: int
+    uidvalidity: int
+    read_only: bool
+    uids: list[int] = field(default_factory=list)  # in sequence-number order
+    flags: dict[int, frozenset[str]] = field(default_factory=dict)
+    modseqs: dict[int, int] = field(default_factory=dict)
+    highestmodseq: int = 0
+    uidnext: int = 1
+    condstore: bool = False  # MODSEQ in flag updates (CONDSTORE enabled or used)
+    qresync: bool = False  # expunges as VANISHED
+    _expunged: set[int] = field(default_factory=set)  # gone in the store, not yet told
+    _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
+    _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
+
+    @classmethod
+    def open(
+        cls,
+        mailbox_id: int,
+        uidvalidity: int,
+        messages: Iterable[Change],
+        highestmodseq: int,
+        uidnext: int,
+        *,
+        read_only: bool,
+    ) -> SelectedView:
+        view = cls(mailbox_id, uidvalidity, read_only, highestmodseq=highestmodseq)
+        view.uidnext = uidnext
+        for uid, flags, modseq in sorted(messages):
+            view.uids.append(uid)
+            view.flags[uid] = flags
+            view.modseqs[uid] = modseq
+        return view
+
+    # --- numbers -------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def msn(self, uid: int) -> int | None:
+        """The sequence number of `uid`, or None when the client does not know it."""
+        index = bisect.bisect_left(self.uids, uid)
+        return index + 1 if index < len(self.uids) and self.uids[index] == uid else None
+
+    def by_sequence(self, numbers: SequenceSet) -> list[int]:
+        """The UIDs of message sequence numbers; OutOfRange for a number beyond them."""
+        if not self.uids:
+            if numbers.uses_star or numbers.ranges:
+                raise OutOfRange("the mailbox is empty")
+            return []
+        largest = len(self.uids)
+        ranges = numbers.resolve(largest)
+        if ranges and (ranges[-1][1] > largest or ranges[0][0] < 1):
+            raise OutOfRange(f"message sequence number out of range (1:{largest})")
+        return [self.uids[n - 1] for low, high in ranges for n in range(low, high + 1)]
+
+    def by_uid(self, numbers: SequenceSet) -> list[int]:
+        """The known UIDs in a UID set (`*` is the highest UID; unknown ones are skipped)."""
+        if not self.uids:
+            return []
+        found: list[int] = []
+        for low, high in numbers.resolve(self.uids[-1]):
+            start = bisect.bisect_left(self.uids, low)
+            end = bisect.bisect_right(self.uids, high)
+            found.extend(self.uids[start:end])
+        return found
+
+    def resolve(self, numbers: SequenceSet, uid: bool) -> list[int]:
+        return self.by_uid(numbers) if uid else self.by_sequence(numbers)
+
+    # --- news ------------------------------------------------------------------
+
+    def absorb(self, changes: Sequence[Change], gone: Iterable[int], highestmodseq: int) -> None:
+        """What the store reports changed since `self.highestmodseq`: messages changed or
+        added (uid, flags, modseq), and UIDs expunged."""
+        for uid in gone:
+            if uid in self.flags:
+                self._expunged.add(uid)
+            elif uid in self._new:
+                self._new.remove(uid)
+        known_top = self.uids[-1] if self.uids else 0
+        for uid, flags, modseq in changes:
+            if uid in self.flags:
+                self.modseqs[uid] = modseq
+                if flags != self.flags[uid] and uid not in self._expunged:
+                    self._changed[uid] = flags
+            elif uid > known_top and uid not in self._new:
+                self._new.append(uid)
+                self._new.sort()
+                self._changed[uid] = flags
+                self.modseqs[uid] = modseq
+        self.highestmodseq = max(self.highestmodseq, highestmodseq)
+
+    def told(self, uid: int, flags: frozenset[str], modseq: int | None = None) -> None:
+        """The session itself has just told the client these flags (a FETCH or STORE)."""
+        if uid in self.flags:
+            self.flags[uid] = flags
+            self._changed.pop(uid, None)
+            if modseq is not None:
+                self.modseqs[uid] = modseq
+
+    def announce(self, *, allow_expunge: bool) -> list[Data | FetchData]:
+        """The untagged responses due now, and the view updated as if the client read them."""
+        out: list[Data | FetchData] = []
+        if allow_expunge and self._expunged:
+            out += self._tell_expunges()
+        for uid in sorted(self._changed):
+            if uid in self._new:
+                continue
+            msn = self.msn(uid)
+            flags = self._changed.pop(uid)
+            if msn is None:
+                continue
+            self.flags[uid] = flags
+            out.append(FetchData(msn, self.flag_items(uid)))
+        if self._new:
+            for uid in self._new:
+                self.uids.append(uid)
+                self.flags[uid] = self._changed.pop(uid, frozenset())
+            self._new.clear()
+            out.append(exists(len(self.uids)))
+        return out
+
+    def flag_items(self, uid: int) -> list[tuple[str, Value]]:
+        """FLAGS (and UID, MODSEQ as CONDSTORE/QRESYNC want) of a message, for FETCH."""
+        items: list[tuple[str, Value]] = []
+        if self.qresync:
+            items.append(("UID", uid))
+        items.append(("FLAGS", flag_atoms(sorted(self.flags[uid]))))
+        if self.condstore or self.qresync:
+            items.append(("MODSEQ", [self.modseqs.get(uid, self.highestmodseq)]))
+        return items
+
+    def _tell_expunges(self) -> list[Data | FetchData]:
+        gone = sorted(self._expunged)
+        self._expunged.clear()
+        out: list[Data | FetchData] = []
+        if self.qresync:
+            out.append(vanished(compact(gone)))
+            keep = set(gone)
+            self.uids = [u for u in self.uids if u not in keep]
+        else:
+            for uid in reversed(gone):  # highest first: the lower numbers stay valid
+                msn = self.msn(uid)
+                if msn is not None:
+                    del self.uids[msn - 1]
+                    out.append(expunge(msn))
+        for uid in gone:
+            self.flags.pop(uid, None)
+            self.modseqs.pop(uid, None)
+            self._changed.pop(uid, None)
+        return out
+
+    def expunged_now(self, uids: Iterable[int]) -> list[Data | FetchData]:
+        """This session's own EXPUNGE: tell those (and any pending) at once."""
+        self._expunged.update(u for u in uids if u in self.flags)
+        return self._tell_expunges()

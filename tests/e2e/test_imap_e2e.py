@@ -1,0 +1,159 @@
+"""IMAP against `poczta serve`, with Python's imaplib over 993 and STARTTLS on 143."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
+
+pytestmark = pytest.mark.e2e
+
+ALICE, BOB = "alice@example.test", "bob@example.test"
+WAIT = 10.0  # seconds: a bound for a hung test, not a measurement
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
+    with running_server(tmp_path_factory.mktemp("imap"), services=("smtp", "imap", "imaps")) as srv:
+        yield srv
+
+
+def deliver(srv: PocztaServer, to: str, subject: str, body: str = "Hello.\r\n") -> None:
+    message = (
+        f"From: Carol <carol@remote.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@remote.test>\r\n\r\n{body}"
+    )
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as client:
+        client.sendmail("carol@remote.test", [to], message.encode())
+
+
+def login(srv: PocztaServer, user: str = ALICE) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL(
+        "127.0.0.1", srv.ports["imaps"], ssl_context=client_tls(), timeout=10
+    )
+    client.login(user, PASSWORDS[user])
+    return client
+
+
+def test_passwords_only_after_starttls(server: PocztaServer) -> None:
+    client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=10)
+    assert "LOGINDISABLED" in client.capabilities and "STARTTLS" in client.capabilities
+    assert not any(c.startswith("AUTH=") for c in client.capabilities)
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+        client.login(ALICE, PASSWORDS[ALICE])
+    client.starttls(client_tls())
+    assert client.login(ALICE, PASSWORDS[ALICE])[0] == "OK"
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        other = login(server, BOB)
+        other.logout()
+        imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=client_tls()).login(
+            BOB, "wrong password"
+        )
+    client.logout()
+
+
+def test_a_delivered_message_is_read_flagged_and_expunged(server: PocztaServer) -> None:
+    deliver(server, BOB, "first read", "Line one.\r\nLine two.\r\n")
+    client = login(server, BOB)
+    status, data = client.select("INBOX")
+    count = int(data[0])
+    status, data = client.fetch(str(count), "(FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)")
+    text = data[0].decode() if isinstance(data[0], bytes) else data[0][0].decode()
+    assert '"first read"' in text and '(("Carol" NIL "carol" "remote.test"))' in text
+    assert '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit"' in text
+    assert "FLAGS ()" in text
+    status, data = client.fetch(str(count), "(BODY[TEXT])")
+    assert data[0][1] == b"Line one.\r\nLine two.\r\n"
+    status, data = client.fetch(str(count), "(FLAGS)")
+    assert b"\\Seen" in data[0]  # a BODY[] fetch marks it read
+    client.store(str(count), "+FLAGS", "(\\Deleted $Work)")
+    status, data = client.expunge()
+    assert data == [str(count).encode()]
+    _, data = client.status("INBOX", "(MESSAGES)")
+    assert f"MESSAGES {count - 1}".encode() in data[0]
+    client.logout()
+
+
+def test_two_sessions_see_each_others_changes(server: PocztaServer) -> None:
+    deliver(server, ALICE, "shared one")
+    deliver(server, ALICE, "shared two")
+    first, second = login(server), login(server)
+    count = int(first.select("INBOX")[1][0])
+    assert int(second.select("INBOX")[1][0]) == count
+    first.store(str(count), "+FLAGS", "(\\Flagged)")
+    first.store(str(count - 1), "+FLAGS", "(\\Deleted)")
+    first.expunge()
+    second.noop()
+    untagged = second.untagged_responses
+    assert [f"{count - 1}".encode()] == untagged.get("EXPUNGE")
+    fetched = b" ".join(untagged.get("FETCH", []))
+    # told after the expunge, so under its new number
+    assert f"{count - 1} (FLAGS (\\Flagged))".encode() in fetched
+    first.logout()
+    second.logout()
+
+
+def _read_until(sock: ssl.SSLSocket, pattern: bytes) -> bytes:
+    data = b""
+    deadline = time.monotonic() + WAIT
+    while not re.search(pattern, data):
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_idle_is_woken_by_an_smtp_delivery(server: PocztaServer) -> None:
+    raw = socket.create_connection(("127.0.0.1", server.ports["imaps"]), timeout=WAIT)
+    sock = client_tls().wrap_socket(raw, server_hostname="localhost")
+    _read_until(sock, rb"\* OK")
+    sock.sendall(f"a LOGIN {BOB} {PASSWORDS[BOB]}\r\nb SELECT INBOX\r\n".encode())
+    selected = _read_until(sock, rb"b OK")
+    exists = int(re.search(rb"\* (\d+) EXISTS", selected).group(1))  # type: ignore[union-attr]
+    sock.sendall(b"c IDLE\r\n")
+    _read_until(sock, rb"\+ idling")
+    deliver(server, BOB, "while idle")
+    woken = _read_until(sock, rb"\* \d+ EXISTS")
+    assert f"* {exists + 1} EXISTS".encode() in woken
+    sock.sendall(b"DONE\r\nd LOGOUT\r\n")
+    assert b"c OK" in _read_until(sock, rb"d OK")
+    sock.close()
+
+
+def test_append_copy_and_move_answer_with_uids(server: PocztaServer) -> None:
+    client = login(server)
+    status, data = client.append("Drafts", "(\\Draft)", None, b"Subject: draft\r\n\r\nText\r\n")
+    assert status == "OK" and b"APPENDUID" in data[0]
+    client.select("Drafts")
+    status, data = client.copy("1", "Archive")
+    assert b"[COPYUID " in data[0]
+    status, data = client.uid("MOVE", "1:*", "Trash")
+    assert status == "OK"
+    assert int(client.select("Drafts")[1][0]) == 0
+    client.select("Trash")
+    status, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"\\Draft" in data[0][0] and data[0][1] == b"Subject: draft\r\n\r\n"
+    client.logout()
+
+
+def test_bad_commands_get_bad_and_the_session_goes_on(server: PocztaServer) -> None:
+    client = login(server)
+    tag = client._new_tag().decode()
+    client.send(f"{tag} FROBNICATE\r\n".encode())
+    assert client.readline().startswith(f"{tag} BAD".encode())
+    huge = client._new_tag().decode()
+    client.send(f"{huge} APPEND INBOX {{999999999999}}\r\n".encode())
+    assert b"TOOBIG" in client.readline()
+    assert client.noop()[0] == "OK"
+    assert client.select("../bob@example.test")[0] == "NO"
+    client.logout()
