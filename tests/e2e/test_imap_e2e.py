@@ -75,7 +75,7 @@ def test_a_delivered_message_is_read_flagged_and_expunged(server: PocztaServer) 
     status, data = client.fetch(str(count), "(FLAGS)")
     assert b"\\Seen" in data[0]  # a BODY[] fetch marks it read
     client.store(str(count), "+FLAGS", "(\\Deleted $Work)")
-    status, data = client.expunge()
+    _status, data = client.expunge()
     assert data == [str(count).encode()]
     _, data = client.status("INBOX", "(MESSAGES)")
     assert f"MESSAGES {count - 1}".encode() in data[0]
