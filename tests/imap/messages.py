@@ -51,12 +51,16 @@ _flags = st.frozensets(st.sampled_from(
     ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "$Junk", "work", "WORK"]))
 _header_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
                        max_size=30)
+_ids = st.sampled_from(["<a@x>", "<b@x>", "<c@x>", "<d@x>"])
 _raw = st.builds(
-    lambda subject, sender, to, date, refs, body: raw_message(
-        body, subject=subject, **{"from": sender}, to=to, date=date, references=refs),
-    _header_text, _header_text, _header_text,
+    lambda subject, sender, to, date, own, refs, body: raw_message(
+        body, subject=subject, **{"from": sender}, to=to, date=date, message_id=own,
+        references=refs),
+    st.one_of(st.sampled_from(["Re: x", "x", "[l] x", "Fwd: y"]), _header_text),
+    _header_text, _header_text,
     st.one_of(st.just("Wed, 1 May 2024 10:00:00 +0200"), _header_text),
-    st.one_of(st.just("<a@x> <b@x>"), _header_text), _header_text,
+    st.one_of(_ids, _header_text),
+    st.one_of(st.lists(_ids, max_size=3).map(" ".join), _header_text), _header_text,
 )
 
 
