@@ -23,6 +23,7 @@ __all__ = ["BaseSubject", "base_subject", "casemap_key", "search_fold"]
 
 _WHITESPACE_RUN = re.compile(r"[ \t\r\n]+")
 _WSP = " \t"
+_MAYBE_MARKED = re.compile(r"[:\[(\t\r\n]|  |^ | $")
 
 
 def search_fold(text: str) -> str:
@@ -131,8 +132,15 @@ def _strip_leaders(subject: str, start: int, end: int) -> tuple[int, bool]:
     return start, removed
 
 
+@lru_cache(maxsize=16384)
 def base_subject(subject: str) -> BaseSubject:
-    """The base subject of `subject` (already RFC 2047-decoded), RFC 5256 section 2.1."""
+    """The base subject of `subject` (already RFC 2047-decoded), RFC 5256 section 2.1.
+
+    Cached: a mailbox repeats its subjects (every reply in a thread), and SORT and
+    THREAD ask for each message's.
+    """
+    if _MAYBE_MARKED.search(subject) is None:  # nothing to remove: the common case
+        return BaseSubject(subject, False)
     if "\t" in subject or "\n" in subject or "  " in subject or "\r" in subject:
         subject = _WHITESPACE_RUN.sub(" ", subject)
     start, end = 0, len(subject)

@@ -66,17 +66,16 @@ def thread_numbers(
 
 
 def _ordered_subject(numbers: list[int], messages: Sequence[SearchableMessage]) -> list[_Container]:
-    def subject_key(number: int) -> tuple[str, float, int]:
-        message = messages[number - 1]
-        subject = casemap_key(base_subject(message.subject).text)
-        return subject, sent_instant(message), number
-
+    keys = {
+        number: (casemap_key(base_subject(messages[number - 1].subject).text),
+                 sent_instant(messages[number - 1]), number)
+        for number in numbers
+    }
     roots: list[_Container] = []
     previous_subject: str | None = None
-    for number in sorted(numbers, key=subject_key):
-        message = messages[number - 1]
-        container = _Container(number, key=(sent_instant(message), number))
-        subject = casemap_key(base_subject(message.subject).text)
+    for number in sorted(numbers, key=keys.__getitem__):
+        subject, sent, _ = keys[number]
+        container = _Container(number, key=(sent, number))
         if roots and subject == previous_subject:
             _link(roots[-1], container)
         else:
