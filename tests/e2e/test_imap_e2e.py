@@ -63,16 +63,16 @@ def test_passwords_only_after_starttls(server: PocztaServer) -> None:
 def test_a_delivered_message_is_read_flagged_and_expunged(server: PocztaServer) -> None:
     deliver(server, BOB, "first read", "Line one.\r\nLine two.\r\n")
     client = login(server, BOB)
-    status, data = client.select("INBOX")
+    _, data = client.select("INBOX")
     count = int(data[0])
-    status, data = client.fetch(str(count), "(FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)")
+    _, data = client.fetch(str(count), "(FLAGS ENVELOPE BODYSTRUCTURE RFC822.SIZE)")
     text = data[0].decode() if isinstance(data[0], bytes) else data[0][0].decode()
     assert '"first read"' in text and '(("Carol" NIL "carol" "remote.test"))' in text
     assert '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit"' in text
     assert "FLAGS ()" in text
-    status, data = client.fetch(str(count), "(BODY[TEXT])")
+    _, data = client.fetch(str(count), "(BODY[TEXT])")
     assert data[0][1] == b"Line one.\r\nLine two.\r\n"
-    status, data = client.fetch(str(count), "(FLAGS)")
+    _, data = client.fetch(str(count), "(FLAGS)")
     assert b"\\Seen" in data[0]  # a BODY[] fetch marks it read
     client.store(str(count), "+FLAGS", "(\\Deleted $Work)")
     _status, data = client.expunge()
@@ -132,16 +132,16 @@ def test_idle_is_woken_by_an_smtp_delivery(server: PocztaServer) -> None:
 
 def test_append_copy_and_move_answer_with_uids(server: PocztaServer) -> None:
     client = login(server)
-    status, data = client.append("Drafts", "(\\Draft)", None, b"Subject: draft\r\n\r\nText\r\n")
+    _, data = client.append("Drafts", "(\\Draft)", None, b"Subject: draft\r\n\r\nText\r\n")
     assert status == "OK" and b"APPENDUID" in data[0]
     client.select("Drafts")
-    status, data = client.copy("1", "Archive")
+    _, data = client.copy("1", "Archive")
     assert b"[COPYUID " in data[0]
-    status, data = client.uid("MOVE", "1:*", "Trash")
+    _, data = client.uid("MOVE", "1:*", "Trash")
     assert status == "OK"
     assert int(client.select("Drafts")[1][0]) == 0
     client.select("Trash")
-    status, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    _, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"\\Draft" in data[0][0] and data[0][1] == b"Subject: draft\r\n\r\n"
     client.logout()
 
