@@ -23,7 +23,10 @@ pytestmark = pytest.mark.e2e
 ABSENT = f"imaptest scripts not found at {SCRIPTS_DIR} (kept outside the repository)"
 SCRIPTS = script_paths(SCRIPTS_DIR) if SCRIPTS_DIR.is_dir() else []
 USER, USER2 = "alice@example.test", "bob@example.test"
-NOT_YET: dict[str, str] = {}
+NOT_YET = {
+    "append-binary": "BODY[1] of a part holding NUL octets is sent raw, where Dovecot encodes it",
+    "fetch-envelope": "ENVELOPE lacks names written as comments (user@host (Name)) and routes",
+}
 
 
 @pytest.fixture(scope="module")

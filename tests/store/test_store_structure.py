@@ -76,11 +76,11 @@ def test_messages_stored_before_version_6_get_their_structure_on_upgrade(
     conn = sqlite3.connect(tmp_path / "mail.db", isolation_level=None)
     conn.execute("ALTER TABLE messages DROP COLUMN structure")
     conn.execute("DELETE FROM schema_version WHERE version = 6")
-    assert current_version(conn) == 5
+    assert 6 not in {v for (v,) in conn.execute("SELECT version FROM schema_version")}
     conn.close()
     assert _metas(tmp_path) == [parse_structure(data) for data in messages]
     conn = sqlite3.connect(tmp_path / "mail.db", isolation_level=None)
-    assert current_version(conn) == 6
+    assert current_version(conn) >= 6
     nulls = conn.execute("SELECT count(*) FROM messages WHERE structure IS NULL").fetchone()
     assert nulls == (0,)
 

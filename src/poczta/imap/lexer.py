@@ -317,6 +317,8 @@ class Scanner:
             return self.text(raw, "mailbox name")
         decoded = mutf7_decode(raw)
         if isinstance(decoded, Mutf7Error):
+            if raw.isascii():  # a stray "&": the name as written, as Dovecot takes it
+                return raw.decode("ascii")
             raise ParseError(f"mailbox name is not modified UTF-7: {decoded.reason}")
         return decoded
 

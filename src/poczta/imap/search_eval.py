@@ -215,8 +215,9 @@ def _all(number: int, message: SearchableMessage) -> bool:
 class _Compiler:
     """Turns a search-key tree into one predicate over (sequence number, message)."""
 
-    def __init__(self, context: SearchContext, count: int, largest_uid: int,
-                 body: BodyText | None) -> None:
+    def __init__(
+        self, context: SearchContext, count: int, largest_uid: int, body: BodyText | None
+    ) -> None:
         self.context = context
         self.count = count
         self.largest_uid = largest_uid
@@ -293,9 +294,7 @@ class _Compiler:
         if name == "OLD":
             return lambda number, message: message.uid not in recent
         if name == "NEW":
-            return lambda number, message: (
-                message.uid in recent and "\\Seen" not in message.flags
-            )
+            return lambda number, message: message.uid in recent and "\\Seen" not in message.flags
         raise AssertionError(name)  # pragma: no cover - FLAG_KEYS lists the names above
 
     def _set(self, key: SetKey) -> Test:
@@ -396,8 +395,7 @@ def _header(field: str, needle: str) -> Test:
 
     def header_test(number: int, message: SearchableMessage) -> bool:
         return any(
-            name == field and needle in search_fold(value)
-            for name, value in message.search_headers
+            name == field and needle in search_fold(value) for name, value in message.search_headers
         )
 
     return header_test

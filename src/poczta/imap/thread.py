@@ -67,8 +67,11 @@ def thread_numbers(
 
 def _ordered_subject(numbers: list[int], messages: Sequence[SearchableMessage]) -> list[_Container]:
     keys = {
-        number: (casemap_key(base_subject(messages[number - 1].subject).text),
-                 sent_instant(messages[number - 1]), number)
+        number: (
+            casemap_key(base_subject(messages[number - 1].subject).text),
+            sent_instant(messages[number - 1]),
+            number,
+        )
         for number in numbers
     }
     roots: list[_Container] = []
@@ -128,8 +131,9 @@ def _add_message(table: dict[str, _Container], number: int, message: SearchableM
     if container is None or container.number:
         container = _Container(number)
         # A message without an id, or with one already taken, gets one no id can equal.
-        table[message_id if message_id is not None and message_id not in table
-              else f"\0{number}"] = container
+        table[
+            message_id if message_id is not None and message_id not in table else f"\0{number}"
+        ] = container
     else:
         container.number = number
     references = message_ids(_header(message, "references"))
@@ -141,8 +145,11 @@ def _add_message(table: dict[str, _Container], number: int, message: SearchableM
         referenced = table.get(reference)
         if referenced is None:
             referenced = table[reference] = _Container()
-        if (previous is not None and referenced.parent is None
-                and not _would_loop(previous, referenced)):
+        if (
+            previous is not None
+            and referenced.parent is None
+            and not _would_loop(previous, referenced)
+        ):
             _link(previous, referenced)
         previous = referenced
     if container.parent is not None and container.parent is not previous:
@@ -200,9 +207,15 @@ def _group_by_subject(
             continue
         name = casemap_key(subject.text)
         held_at = table.get(name)
-        if held_at is None or (not root.number and roots[held_at].number) or (
-            subjects[held_at].reply_or_forward and not subject.reply_or_forward
-            and roots[held_at].number and root.number
+        if (
+            held_at is None
+            or (not root.number and roots[held_at].number)
+            or (
+                subjects[held_at].reply_or_forward
+                and not subject.reply_or_forward
+                and roots[held_at].number
+                and root.number
+            )
         ):
             table[name] = index
     result: list[_Container | None] = list(roots)
@@ -215,13 +228,15 @@ def _group_by_subject(
         if held is None or held is current:
             continue
         result[index] = None
-        result[held_index] = _merge(held, current, subject.reply_or_forward,
-                                    subjects[held_index].reply_or_forward)
+        result[held_index] = _merge(
+            held, current, subject.reply_or_forward, subjects[held_index].reply_or_forward
+        )
     return [root for root in result if root is not None]
 
 
-def _merge(held: _Container, root: _Container, root_is_reply: bool,
-           held_is_reply: bool) -> _Container:
+def _merge(
+    held: _Container, root: _Container, root_is_reply: bool, held_is_reply: bool
+) -> _Container:
     """One root joins the root `held` of the same subject; the root that stays."""
     if not held.number and not root.number:
         for child in list(root.children):

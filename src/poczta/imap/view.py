@@ -19,7 +19,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from poczta.imap.encoder import Data, FetchData, exists, expunge, vanished
+from poczta.imap.encoder import Data, FetchData, exists, expunge, recent, vanished
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.values import Value, flag_atoms
 
@@ -46,6 +46,8 @@ class SelectedView:
     uidnext: int = 1
     condstore: bool = False  # MODSEQ in flag updates (CONDSTORE enabled or used)
     qresync: bool = False  # expunges as VANISHED
+    recent: set[int] = field(default_factory=set)  # \\Recent in this session (IMAP4rev1)
+    tell_recent: bool = True  # `* n RECENT` with EXISTS (IMAP4rev1 sessions)
     _expunged: set[int] = field(default_factory=set)  # gone in the store, not yet told
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
@@ -70,6 +72,11 @@ class SelectedView:
         return view
 
     # --- numbers -------------------------------------------------------------
+
+    @property
+    def arriving(self) -> list[int]:
+        """UIDs absorbed but not yet told (EXISTS pending)."""
+        return list(self._new)
 
     @property
     def exists(self) -> int:
@@ -157,6 +164,8 @@ class SelectedView:
                 self.flags[uid] = self._changed.pop(uid, frozenset())
             self._new.clear()
             out.append(exists(len(self.uids)))
+            if self.tell_recent:
+                out.append(recent(len(self.recent)))
         return out
 
     def flag_items(self, uid: int) -> list[tuple[str, Value]]:
@@ -164,7 +173,10 @@ class SelectedView:
         items: list[tuple[str, Value]] = []
         if self.qresync:
             items.append(("UID", uid))
-        items.append(("FLAGS", flag_atoms(sorted(self.flags[uid]))))
+        flags = sorted(self.flags[uid])
+        if uid in self.recent:
+            flags.append("\\Recent")
+        items.append(("FLAGS", flag_atoms(flags)))
         if self.condstore or self.qresync:
             items.append(("MODSEQ", [self.modseqs.get(uid, self.highestmodseq)]))
         return items
@@ -185,6 +197,7 @@ class SelectedView:
                     out.append(expunge(msn))
         for uid in gone:
             self.flags.pop(uid, None)
+            self.recent.discard(uid)
             self.modseqs.pop(uid, None)
             self._changed.pop(uid, None)
         return out

@@ -232,7 +232,7 @@ def binary_section(
     if encoding == "base64":
         return _decode_base64(raw)
     if encoding == "quoted-printable":
-        return binascii.a2b_qp(raw)
+        return decode_quoted_printable(raw)
     return UnknownEncoding.UNKNOWN_CTE
 
 
@@ -240,6 +240,25 @@ def binary_size(data: bytes, root: MimePart, path: Sequence[int]) -> int | Unkno
     """BINARY.SIZE[path]: the octets BINARY[path] would return."""
     decoded = binary_section(data, root, path)
     return len(decoded) if isinstance(decoded, bytes) else decoded
+
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_quoted_printable(raw: bytes) -> bytes:
+    """Quoted-printable as RFC 2045 §6.7 has it: trailing white space of a line dropped,
+    "=" at a line's end a soft break, =XX an octet, any other "=" kept as it is.
+    (binascii.a2b_qp keeps the white space before a line end and misses soft breaks
+    followed by it.)"""
+    out: list[bytes] = []
+    for line in raw.splitlines(keepends=True):
+        content = line.rstrip(b"\r\n")
+        ending = b"\r\n" if len(content) < len(line) else b""
+        content = content.rstrip(b" \t")
+        if content.endswith(b"="):
+            content, ending = content[:-1], b""
+        out.append(_QP_ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), content) + ending)
+    return b"".join(out)
 
 
 def _decode_base64(raw: bytes) -> bytes:

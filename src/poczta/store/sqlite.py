@@ -433,6 +433,13 @@ class SqliteStore:
         )
         return result
 
+    async def claim_recent(self, mailbox_id: MailboxId, up_to: int | None = None) -> int:
+        first: int = await self._write(imap.claim_recent_job(mailbox_id, up_to))
+        return first
+
+    async def recent_mark(self, mailbox_id: MailboxId) -> int:
+        return await self._read(lambda c: imap.recent_mark(c, mailbox_id))
+
     async def subscriptions(self, user_id: UserId) -> list[str]:
         return await self._read(lambda c: imap.subscriptions(c, user_id))
 

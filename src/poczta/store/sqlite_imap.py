@@ -26,9 +26,11 @@ from poczta.store.sqlite_writer import Job, JobContext
 
 __all__ = [
     "changed_since",
+    "claim_recent_job",
     "copy_job",
     "mailbox_counts",
     "mailbox_version",
+    "recent_mark",
     "subscribe_job",
     "subscriptions",
     "unsubscribe_job",
@@ -126,6 +128,33 @@ def copy_job(user_id: int, source_id: int, uids: Sequence[int], target: str, mov
         return uidvalidity, pairs
 
     return job
+
+
+def claim_recent_job(mailbox_id: int, up_to: int | None) -> Job:
+    """Take the \\Recent messages of a mailbox for one session: return the first UID
+    that is recent for it, and move the mailbox's mark to `up_to` (UIDNEXT when None;
+    never backwards). With `up_to` 0 nothing is taken (EXAMINE, STATUS)."""
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> int:
+        row = conn.execute(
+            "SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        first, uidnext = int(row[0]), int(row[1])
+        target = uidnext if up_to is None else up_to
+        if target > first:
+            conn.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (target, mailbox_id))
+        return first
+
+    return job
+
+
+def recent_mark(conn: sqlite3.Connection, mailbox_id: int) -> int:
+    row = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return int(row[0])
 
 
 def subscriptions(conn: sqlite3.Connection, user_id: int) -> list[str]:

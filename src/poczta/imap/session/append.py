@@ -5,7 +5,8 @@ exist and the client is logged in: otherwise NO [TRYCREATE] before a byte of it 
 (the reader refuses literals over the size limit itself with NO [TOOBIG]). The octets
 are collected as they arrive and stored when the command is complete; a client that
 disconnects in the middle leaves nothing stored. Bare LF line ends are stored as CRLF,
-as IMAP requires of messages (RFC 9051 §2.3.1), so sizes and sections agree. An OK means
+as IMAP requires of messages (RFC 9051 §2.3.1), so sizes and sections agree; a binary
+literal (literal8, RFC 3516) is stored exactly as sent. An OK means
 the message is durable: the store answers only after its group commit is on disk.
 MULTIAPPEND stores its messages one after the other; should one fail, those before it
 are expunged again so that the command as a whole did nothing.
@@ -71,7 +72,7 @@ async def append(session: ImapSession, command: cmd.Command) -> None:
     uids: list[int] = []
     try:
         for message, body in zip(command.messages, bodies, strict=True):
-            data = _BARE_LF.sub(b"\r\n", bytes(body))
+            data = bytes(body) if message.binary else _BARE_LF.sub(b"\r\n", bytes(body))
             target = DeliveryTarget(session.user_id, name, normalize_flags(message.flags))
             when = message.internal_date or datetime.now(UTC)
             accepted = await session.store.accept(data, parse_message(data), when, [target])

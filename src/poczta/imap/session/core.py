@@ -19,7 +19,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from poczta.imap import commands as cmd
-from poczta.imap.encoder import Code, Continuation, Data, FetchData, Tagged, Untagged, bye
+from poczta.imap.encoder import (
+    Code,
+    Continuation,
+    Data,
+    FetchData,
+    Tagged,
+    ThreadData,
+    Untagged,
+    bye,
+)
 from poczta.imap.events import (
     AppendData,
     AppendStart,
@@ -59,7 +68,7 @@ SESSION_LIMIT = 7 * 24 * 3600.0
 MAX_BAD_COMMANDS = 10  # in a row; then BYE
 SHUTDOWN = b"* BYE [UNAVAILABLE] Server shutting down, try again later\r\n"
 
-Response = Tagged | Untagged | Continuation | Data | FetchData
+Response = Tagged | Untagged | Continuation | Data | FetchData | ThreadData
 
 
 @dataclass

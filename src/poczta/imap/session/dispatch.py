@@ -6,7 +6,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from poczta.imap import commands as cmd
-from poczta.imap.session import append, auth, mailboxes, messages, selected
+from poczta.imap.session import append, auth, mailboxes, messages, search, selected
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import Handler, ImapSession
@@ -52,6 +52,8 @@ _TABLE: dict[type[cmd.Command], tuple[Any, State]] = {
     cmd.Copy: (messages.copy, _S.SELECTED),
     cmd.Move: (messages.move, _S.SELECTED),
     cmd.Search: (messages.search, _S.SELECTED),
+    cmd.Sort: (search.run_sort, _S.SELECTED),
+    cmd.Thread: (search.run_thread, _S.SELECTED),
 }
 
 

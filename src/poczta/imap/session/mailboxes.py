@@ -12,6 +12,7 @@ into the new mailbox and leaves INBOX empty (RFC 9051 §6.3.6).
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING
 
 from poczta.imap import commands as cmd
@@ -166,8 +167,29 @@ def _attributes(
     return attributes
 
 
+def _childinfo(names: set[str], matchers: list[re.Pattern[str]]) -> set[str]:
+    """RECURSIVEMATCH (RFC 5258): mailboxes matching a pattern that have a descendant
+    meeting the selection criteria but matching no pattern itself."""
+    found: set[str] = set()
+    for name in names:
+        if any(m.fullmatch(name) for m in matchers):
+            continue
+        levels = name.split(DELIMITER)
+        for depth in range(1, len(levels)):
+            parent = DELIMITER.join(levels[:depth])
+            if any(m.fullmatch(parent) for m in matchers):
+                found.add(parent)
+    return found
+
+
 async def list_mailboxes(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.List)
+    if "RECURSIVEMATCH" in command.selection and not set(command.selection) - {
+        "RECURSIVEMATCH",
+        "REMOTE",
+    }:
+        session.bad(command.tag, "RECURSIVEMATCH needs another selection option")
+        return
     if command.patterns == ("",):  # the delimiter and root
         session.send(list_data(["\\Noselect"], DELIMITER, ""))
         session.ok(command.tag, "LIST completed")
@@ -182,13 +204,16 @@ async def list_mailboxes(session: ImapSession, command: cmd.Command) -> None:
     show_subscribed = only_subscribed or "SUBSCRIBED" in command.return_options
     matchers = [pattern_matcher(_full_pattern(command.reference, p)) for p in command.patterns]
     responses: list[Data] = []
-    for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+    childinfo = _childinfo(names, matchers) if "RECURSIVEMATCH" in command.selection else set()
+    for name in sorted(names | childinfo, key=lambda n: (n != "INBOX", n)):
         if not any(m.fullmatch(name) for m in matchers):
             continue
-        attributes = _attributes(
-            name, set(boxes), boxes, name in subscribed if show_subscribed else None
-        )
-        responses.append(list_data(attributes, DELIMITER, name))
+        marked = name in subscribed if show_subscribed else None
+        attributes = _attributes(name, set(boxes), boxes, marked)
+        if name not in names:  # listed for a matching child only: no own attributes
+            attributes = [a for a in attributes if a.startswith("\\Has")]
+        info = ["SUBSCRIBED"] if name in childinfo and only_subscribed else []
+        responses.append(list_data(attributes, DELIMITER, name, childinfo=info))
         if command.return_status is not None and name in boxes:
             responses.append(await _status_data(session, boxes[name], command.return_status))
     session.send(*responses)
@@ -199,11 +224,23 @@ async def lsub(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Lsub)
     user = _user(session)
     boxes = {box.name for box in await session.store.list_mailboxes(user)}
+    subscribed = set(await session.store.subscriptions(user))
     matcher = pattern_matcher(_full_pattern(command.reference, command.pattern))
+    shown: dict[str, bool] = {}  # name → listed only as the parent of a subscribed one
+    for name in subscribed:
+        if matcher.fullmatch(name):
+            shown[name] = False
+        elif "%" in command.pattern:  # RFC 3501 §6.3.9: a level above shows as \Noselect
+            levels = name.split(DELIMITER)
+            for depth in range(1, len(levels)):
+                parent = DELIMITER.join(levels[:depth])
+                if parent not in subscribed and matcher.fullmatch(parent):
+                    shown.setdefault(parent, True)
     responses = [
-        list_data([] if name in boxes else ["\\Noselect"], DELIMITER, name, lsub=True)
-        for name in sorted(await session.store.subscriptions(user))
-        if matcher.fullmatch(name)
+        list_data(
+            ["\\Noselect"] if only_parent or name not in boxes else [], DELIMITER, name, lsub=True
+        )
+        for name, only_parent in sorted(shown.items())
     ]
     session.send(*responses)
     session.ok(command.tag, "LSUB completed")
@@ -214,6 +251,10 @@ async def _status_data(session: ImapSession, box: MailboxState, items: tuple[str
     counts = (0, 0, 0, 0)
     if {"UNSEEN", "DELETED", "SIZE", "MESSAGES"} & set(wanted):
         counts = await session.store.mailbox_counts(box.id)
+    recent = 0
+    if "RECENT" in wanted:
+        first = await session.store.recent_mark(box.id)
+        recent = len([u for u, _, _ in await session.store.changed_since(box.id, 0) if u >= first])
     values = {
         "MESSAGES": counts[0],
         "UNSEEN": counts[1],
@@ -222,7 +263,7 @@ async def _status_data(session: ImapSession, box: MailboxState, items: tuple[str
         "UIDNEXT": box.uidnext,
         "UIDVALIDITY": box.uidvalidity,
         "HIGHESTMODSEQ": box.highestmodseq,
-        "RECENT": 0,
+        "RECENT": recent,
     }
     return status_data(box.name, [(item, values[item]) for item in wanted])
 

@@ -52,6 +52,15 @@ def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -
         return None
 
 
+def enable_condstore(session: ImapSession) -> None:
+    """A command used CONDSTORE: from now on MODSEQs are told (RFC 7162 §3.1)."""
+    view = _view(session)
+    if not view.condstore:
+        view.condstore = True
+        code = Code.number("HIGHESTMODSEQ", view.highestmodseq)
+        session.send(Untagged("OK", "CONDSTORE enabled", code))
+
+
 async def fetch(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Fetch)
     view = _view(session)
@@ -61,7 +70,7 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
         return
     attributes: tuple[FetchAttribute, ...] = command.attributes
     if command.changed_since is not None:
-        view.condstore = True
+        enable_condstore(session)
         uids = [u for u in uids if view.modseqs.get(u, 0) > command.changed_since]
         if command.vanished and command.uid and "QRESYNC" in session.enabled:
             gone = await session.store.vanished(MailboxId(view.mailbox_id), command.changed_since)
@@ -71,12 +80,12 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
         if not any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes):
             attributes = (*attributes, FetchItem("MODSEQ"))
     if any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes):
-        view.condstore = True
+        enable_condstore(session)
     failure = await _fetch_messages(session, view, uids, attributes, command.uid)
     if failure is not None:
         session.no(command.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
         return
-    _finish(session, command.tag, "FETCH completed", command.uid)
+    await _finish(session, command.tag, "FETCH completed", command.uid)
 
 
 async def _fetch_messages(
@@ -149,7 +158,7 @@ async def store_flags(session: ImapSession, command: cmd.Command) -> None:
     if uids is None:
         return
     if command.unchanged_since is not None:
-        view.condstore = True
+        enable_condstore(session)
     flags = normalize_flags(command.flags)
     result = await session.store.set_flags(
         MailboxId(view.mailbox_id),
@@ -173,12 +182,16 @@ async def store_flags(session: ImapSession, command: cmd.Command) -> None:
     if result.modified:
         numbers = result.modified if command.uid else [view.msn(u) or 0 for u in result.modified]
         code = Code.modified(compact(numbers))
-    _finish(session, command.tag, "STORE completed", command.uid, code)
+    await _finish(session, command.tag, "STORE completed", command.uid, code)
 
 
-def _finish(
+async def _finish(
     session: ImapSession, tag: str, text: str, uid_form: bool, code: Code | None = None
 ) -> None:
+    """Tell what changed meanwhile (this command's own effects included), then the OK."""
+    from poczta.imap.session.selected import refresh
+
+    await refresh(session)
     session.send(*session.updates(allow_expunge=uid_form), Tagged(tag, "OK", text, code))
 
 
@@ -212,9 +225,9 @@ async def _copy(session: ImapSession, command: cmd.Copy | cmd.Move, move: bool) 
     if move:
         session.send(Untagged("OK", "Moved", code))
         session.send(*view.expunged_now([o for o, _ in pairs]))
-        session.send(Tagged(command.tag, "OK", f"{name} completed"))
+        await _finish(session, command.tag, f"{name} completed", True)
         return
-    _finish(session, command.tag, f"{name} completed", command.uid, code)
+    await _finish(session, command.tag, f"{name} completed", command.uid, code)
 
 
 async def copy(session: ImapSession, command: cmd.Command) -> None:

@@ -1,164 +1,183 @@
-"""IMAP SEARCH in a session: the messages' cached facts (and bytes for BODY/TEXT) through
-the evaluator, answered as SEARCH or ESEARCH (MIN MAX COUNT ALL SAVE, RFC 4731/5182)."""
+"""SEARCH, SORT and THREAD in a session: the cached facts of the selected mailbox through
+the pure evaluator (`poczta.imap.search_eval`, `sort`, `thread`), answered as SEARCH,
+ESEARCH (RFC 4731, with SAVE for `$`, RFC 5182), SORT, ESORT or THREAD.
+
+The facts come from one store read of the mailbox. BODY and TEXT need the messages'
+text: the evaluator then runs on a thread, asking for a message's bytes only when the
+cheaper keys leave it undecided, so a body search of a large mailbox neither blocks the
+event loop nor reads messages it need not.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from poczta.imap import commands as cmd
-from poczta.imap import search as keys
-from poczta.imap.encoder import esearch_data, search_data
-from poczta.imap.sequence import compact
-from poczta.store.base import MailboxId, MessageMeta
+from poczta.imap.encoder import Code, Thread, ThreadData, Untagged, search_data, sort_data
+from poczta.imap.esearch import esearch_response, search_return
+from poczta.imap.search import AndKey
+from poczta.imap.search_eval import (
+    SearchableMessage,
+    SearchContext,
+    evaluate,
+    highest_modseq,
+    needs_body,
+    uids_of,
+    uses_modseq,
+)
+from poczta.imap.search_text import body_text
+from poczta.imap.sort import sort_numbers
+from poczta.imap.thread import thread_numbers
+from poczta.message import Envelope
+from poczta.store.base import MailboxId
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
-_FLAG_OF = {
-    "ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
-    "FLAGGED": "\\Flagged", "SEEN": "\\Seen",
-}  # fmt: skip
-_ADDRESS_FIELDS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc", "SUBJECT": "subject"}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class _Context:
-    def __init__(self, session: ImapSession, metas: dict[int, MessageMeta]) -> None:
-        assert session.view is not None
-        self.view = session.view
-        self.metas = metas
-        self.saved = set(session.saved_search)
-        self.store = session.store
-        self.bodies: dict[int, str] = {}
-        self.now = datetime.now(UTC)
+@dataclass(frozen=True)
+class _Gone:
+    """A message this client still numbers but the store has expunged: matches little."""
+
+    uid: int
+    modseq: int = 0
+    flags: frozenset[str] = frozenset({"\\Deleted"})
+    internal_date: datetime = EPOCH
+    size: int = 0
+    sent_date: datetime | None = None
+    subject: str = ""
+    envelope: Envelope = field(default_factory=Envelope)
+    search_headers: tuple[tuple[str, str], ...] = ()
+    digest: str = ""
 
 
-def _needs_body(key: keys.SearchKey) -> bool:
-    if isinstance(key, keys.TextKey):
-        return key.field in ("BODY", "TEXT")
-    if isinstance(key, keys.NotKey):
-        return _needs_body(key.key)
-    if isinstance(key, keys.OrKey):
-        return _needs_body(key.left) or _needs_body(key.right)
-    if isinstance(key, keys.AndKey):
-        return any(_needs_body(k) for k in key.keys)
-    return False
+async def _messages(session: ImapSession) -> list[SearchableMessage]:
+    """The selected mailbox's messages in this client's sequence-number order."""
+    view = session.view
+    assert view is not None
+    metas = {m.uid: m for m in await session.store.fetch_meta(MailboxId(view.mailbox_id))}
+    return [metas.get(uid) or _Gone(uid) for uid in view.uids]
 
 
-def _matches(key: keys.SearchKey, uid: int, msn: int, ctx: _Context) -> bool:
-    view, meta = ctx.view, ctx.metas[uid]
-    flags = view.flags.get(uid, frozenset())
-    if isinstance(key, keys.AndKey):
-        return all(_matches(k, uid, msn, ctx) for k in key.keys)
-    if isinstance(key, keys.OrKey):
-        return _matches(key.left, uid, msn, ctx) or _matches(key.right, uid, msn, ctx)
-    if isinstance(key, keys.NotKey):
-        return not _matches(key.key, uid, msn, ctx)
-    if isinstance(key, keys.FlagKey):
-        return _flag_key(key.name, flags)
-    if isinstance(key, keys.KeywordKey):
-        present = any(f.lower() == key.keyword.lower() for f in flags)
-        return present == key.present
-    if isinstance(key, keys.SizeKey):
-        return meta.size > key.size if key.larger else meta.size < key.size
-    if isinstance(key, keys.SetKey):
-        if key.set.saved:
-            return uid in ctx.saved
-        number, largest = (uid, view.uids[-1]) if key.uid else (msn, len(view.uids))
-        return key.set.contains(number, largest)
-    if isinstance(key, keys.ModSeqKey):
-        return view.modseqs.get(uid, 0) >= key.modseq
-    if isinstance(key, keys.AgeKey):
-        age = (ctx.now - meta.internal_date).total_seconds()
-        return age >= key.seconds if key.older else age <= key.seconds
-    if isinstance(key, keys.DateKey):
-        return _date_key(key, meta)
-    if isinstance(key, keys.HeaderKey):
-        return _header_contains(meta, key.field.lower(), key.value)
-    if isinstance(key, keys.TextKey):
-        if key.field in _ADDRESS_FIELDS:
-            return _header_contains(meta, _ADDRESS_FIELDS[key.field], key.value)
-        text = ctx.bodies.get(uid, "")
-        return key.value.casefold() in text
-    return False
+async def _matching(
+    session: ImapSession, criteria: AndKey, messages: list[SearchableMessage]
+) -> list[int]:
+    """Sequence numbers of the messages matching `criteria`."""
+    assert session.view is not None
+    recent = frozenset(session.view.recent)
+    context = SearchContext(datetime.now(UTC), frozenset(session.saved_search), recent)
+    if not needs_body(criteria):
+        return evaluate(criteria, messages, context)
+    loop = asyncio.get_running_loop()
+    store = session.store
+
+    def text(number: int) -> str:
+        message = messages[number - 1]
+        digest = getattr(message, "digest", "")
+        if not digest:
+            return ""
+        future = asyncio.run_coroutine_threadsafe(
+            store.read_blob(digest, size_hint=message.size), loop
+        )
+        return body_text(future.result())
+
+    return await asyncio.to_thread(evaluate, criteria, messages, context, text)
 
 
-def _flag_key(name: str, flags: frozenset[str]) -> bool:
-    if name == "ALL":
-        return True
-    if name in _FLAG_OF:
-        return _FLAG_OF[name] in flags
-    if name.startswith("UN") and name[2:] in _FLAG_OF:
-        return _FLAG_OF[name[2:]] not in flags
-    if name in ("NEW", "RECENT"):
-        return False  # poczta keeps no \Recent (RFC 9051 dropped it)
-    return name == "OLD"
-
-
-def _date_key(key: keys.DateKey, meta: MessageMeta) -> bool:
-    moment = meta.internal_date
-    if key.name.startswith("SENT"):
-        moment = meta.sent_date or meta.internal_date
-    day = moment.date()
-    kind = key.name.removeprefix("SENT")
-    if kind == "BEFORE":
-        return day < key.date
-    if kind == "ON":
-        return day == key.date
-    return day >= key.date
-
-
-def _header_contains(meta: MessageMeta, field: str, value: str) -> bool:
-    needle = value.casefold()
-    for name, text in meta.search_headers:
-        if name == field and (not needle or needle in text.casefold()):
-            return True
-    return False
-
-
-async def _load_bodies(ctx: _Context, uids: list[int]) -> None:
-    for uid in uids:
-        meta = ctx.metas[uid]
-        data = await ctx.store.read_blob(meta.digest, size_hint=meta.size)
-        ctx.bodies[uid] = data.decode("utf-8", "replace").casefold()
+def _note_condstore(session: ImapSession, criteria: AndKey) -> None:
+    view = session.view
+    if view is not None and uses_modseq(criteria) and not view.condstore:
+        view.condstore = True
+        session.send(
+            Untagged("OK", "CONDSTORE enabled", Code.number("HIGHESTMODSEQ", view.highestmodseq))
+        )
 
 
 async def run_search(session: ImapSession, command: cmd.Search) -> None:
     view = session.view
     assert view is not None
     session.send(*view.announce(allow_expunge=command.uid))
-    metas = {m.uid: m for m in await session.store.fetch_meta(MailboxId(view.mailbox_id))}
-    ctx = _Context(session, metas)
-    known = [uid for uid in view.uids if uid in metas]
-    if _needs_body(command.criteria):
-        await _load_bodies(ctx, known)
-    matched = [
-        (msn, uid)
-        for msn, uid in enumerate(view.uids, 1)
-        if uid in metas and _matches(command.criteria, uid, msn, ctx)
-    ]
-    numbers = [uid if command.uid else msn for msn, uid in matched]
-    options = command.return_options
-    if options is None:
-        session.send(search_data(numbers))
+    _note_condstore(session, command.criteria)
+    messages = await _messages(session)
+    numbers = await _matching(session, command.criteria, messages)
+    modseq = highest_modseq(numbers, messages) if uses_modseq(command.criteria) else None
+    answer = uids_of(numbers, messages) if command.uid else numbers
+    if command.return_options is None:
+        session.send(search_data(answer, modseq))
     else:
-        wanted = set(options) or {"ALL"}
-        if "SAVE" in wanted:
-            session.saved_search = [uid for _, uid in matched]
-        if wanted - {"SAVE"} or not wanted:
-            session.send(
-                esearch_data(
-                    command.tag,
-                    uid=command.uid,
-                    minimum=min(numbers) if "MIN" in wanted and numbers else None,
-                    maximum=max(numbers) if "MAX" in wanted and numbers else None,
-                    count=len(numbers) if "COUNT" in wanted else None,
-                    all=compact(numbers) if "ALL" in wanted and numbers else None,
-                )
-            )
+        result = search_return(answer, command.return_options)
+        if result.saved is not None:
+            saved = set(result.saved)
+            session.saved_search = [
+                m.uid for n, m in enumerate(messages, 1) if (m.uid if command.uid else n) in saved
+            ]
+        if modseq is not None and not {"ALL", "COUNT"} & set(command.return_options or ("ALL",)):
+            # RFC 7162 §3.1.5: the highest MODSEQ of the messages the answer names
+            reported = [n for n in (result.minimum, result.maximum) if n is not None]
+            named = [numbers[answer.index(n)] for n in reported]
+            modseq = highest_modseq(named, messages)
+        response = esearch_response(command.tag, result, uid=command.uid, modseq=modseq)
+        if response is not None:
+            session.send(response)
+    await _done(session, command.tag, "SEARCH completed", command.uid)
+
+
+async def run_sort(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Sort)
+    view = session.view
+    assert view is not None
+    session.send(*view.announce(allow_expunge=command.uid))
+    messages = await _messages(session)
+    numbers = sort_numbers(
+        command.keys, await _matching(session, command.criteria, messages), messages
+    )
+    answer = uids_of(numbers, messages) if command.uid else numbers
+    if command.return_options is None:
+        session.send(sort_data(answer))
+    else:
+        response = esearch_response(
+            command.tag,
+            search_return(answer, command.return_options, ordered=True),
+            uid=command.uid,
+        )
+        if response is not None:
+            session.send(response)
+    await _done(session, command.tag, "SORT completed", command.uid)
+
+
+async def run_thread(session: ImapSession, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Thread)
+    view = session.view
+    assert view is not None
+    session.send(*view.announce(allow_expunge=command.uid))
+    messages = await _messages(session)
+    numbers = await _matching(session, command.criteria, messages)
+    threads = thread_numbers(command.algorithm, numbers, messages)
+    if command.uid:
+        threads = _as_uids(threads, messages)
+    session.send(ThreadData(threads))
+    await _done(session, command.tag, "THREAD completed", command.uid)
+
+
+def _as_uids(threads: Sequence[Thread], messages: list[SearchableMessage]) -> list[Thread]:
+    out: list[Thread] = []
+    for node in threads:
+        out.append(
+            [
+                messages[i - 1].uid if isinstance(i, int) else _as_uids([i], messages)[0]
+                for i in node
+            ]
+        )
+    return out
+
+
+async def _done(session: ImapSession, tag: str, text: str, uid_form: bool) -> None:
     from poczta.imap.session.messages import _finish
 
-    _finish(session, command.tag, "SEARCH completed", command.uid)
-
-
-__all__ = ["run_search", "timedelta"]
+    await _finish(session, tag, text, uid_form)

@@ -49,6 +49,14 @@ async def refresh(session: ImapSession) -> None:
     changes = await session.store.changed_since(MailboxId(view.mailbox_id), since)
     gone = await session.store.vanished(MailboxId(view.mailbox_id), since)
     view.absorb(changes, gone, version.highestmodseq)
+    arriving = view.arriving
+    if arriving:
+        box = MailboxId(view.mailbox_id)
+        if view.read_only:
+            first = await session.store.recent_mark(box)
+        else:
+            first = await session.store.claim_recent(box, max(arriving) + 1)
+        view.recent.update(uid for uid in arriving if uid >= first)
 
 
 async def noop(session: ImapSession, command: cmd.Command) -> None:
@@ -94,13 +102,19 @@ async def select(session: ImapSession, command: cmd.Command) -> None:
     )  # fmt: skip
     view.condstore = command.condstore or "CONDSTORE" in session.enabled
     view.qresync = "QRESYNC" in session.enabled
+    view.tell_recent = "IMAP4REV2" not in session.enabled
+    if command.read_only:
+        first = await session.store.recent_mark(box.id)
+    else:
+        first = await session.store.claim_recent(box.id, version.uidnext)
+    view.recent = {uid for uid in view.uids if uid >= first}
     session.view = view
     responses: list[Data | FetchData | Untagged] = [
         flags(_keywords(view)),
         exists(view.exists),
     ]
-    if "IMAP4REV2" not in session.enabled:
-        responses.append(recent(0))
+    if view.tell_recent:
+        responses.append(recent(len(view.recent)))
     unseen = next(
         (n for n, uid in enumerate(view.uids, 1) if "\\Seen" not in view.flags[uid]), None
     )
