@@ -9,10 +9,11 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
+from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +158,32 @@ def test_bad_commands_get_bad_and_the_session_goes_on(server: PocztaServer) -> N
     assert client.noop()[0] == "OK"
     assert client.select("../bob@example.test")[0] == "NO"
     client.logout()
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[PocztaServer]:
+    server = make_server(tmp_path, services=("smtp", "imaps"), top_config="workers = 2\n")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_idle_sessions_in_every_worker_see_a_delivery(two_workers: PocztaServer) -> None:
+    sessions = []
+    for _ in range(8):  # the kernel spreads them over both workers' sockets
+        raw = socket.create_connection(("127.0.0.1", two_workers.ports["imaps"]), timeout=WAIT)
+        sock = client_tls().wrap_socket(raw, server_hostname="localhost")
+        _read_until(sock, rb"\* OK")
+        sock.sendall(f"a LOGIN {BOB} {PASSWORDS[BOB]}\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
+        _read_until(sock, rb"\+ idling")
+        sessions.append(sock)
+    workers = set(re.findall(r"imap\.login .*worker=(\d+)", two_workers.log_text()))
+    if len(workers) < 2:
+        pytest.skip("the kernel gave every connection to one worker")
+    deliver(two_workers, BOB, "to every worker")
+    for sock in sessions:
+        assert b"* 1 EXISTS" in _read_until(sock, rb"\* 1 EXISTS")
+        sock.sendall(b"DONE\r\nd LOGOUT\r\n")
+        sock.close()
