@@ -11,6 +11,7 @@ from poczta.cli.common import friendly_errors
 from poczta.cli.dkim import dkim
 from poczta.cli.mail import mail, queue
 from poczta.cli.server import config, dev, init, serve
+from poczta.cli.user_limits import user_limits, user_show
 from poczta.cli.why import why
 from poczta.process import restrict_umask
 
@@ -23,6 +24,8 @@ def cli() -> None:
 
 for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim, why):
     cli.add_command(command)
+user.add_command(user_show)
+user.add_command(user_limits)
 
 
 def main() -> None:
