@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import pytest
 
+from poczta import sending_limits
 from poczta.sending_limits import (
     LimitOverrides,
     SendingLimiter,
@@ -164,9 +165,13 @@ def test_overrides_of_an_unknown_user_are_refused(tmp_path: Path) -> None:
 
 
 def test_limiter_refuses_the_next_message_and_logs_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock(T0)
+    logged: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(
+        sending_limits, "log", lambda event, **fields: logged.append((event, fields))
+    )
 
     async def body(store: SqliteSendingStore) -> list[object]:
         limiter = SendingLimiter(store, LIMITS, clock)
@@ -183,8 +188,24 @@ def test_limiter_refuses_the_next_message_and_logs_once(
         outcomes.append((await limiter.at_mail(USER)).refusal)
         return outcomes
 
-    with caplog.at_level("INFO", logger="poczta"):
-        outcomes = run(tmp_path, body)
+    outcomes = run(tmp_path, body)
     assert outcomes == [None, [None], None, [None], None, [None], 450, None]
-    lines = [r for r in caplog.records if r.getMessage() == "submission.limit"]
-    assert len(lines) == 1
+    assert [event for event, _ in logged] == ["submission.limit"]
+    fields = logged[0][1]
+    assert (fields["user"], fields["limit"], fields["value"]) == (USER, "messages_per_hour", 3)
+    assert fields["messages_last_hour"] == 3
+
+
+def test_recipient_refusals_log_once_per_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged: list[str] = []
+    monkeypatch.setattr(sending_limits, "log", lambda event, **fields: logged.append(event))
+
+    async def body(store: SqliteSendingStore) -> list[int | None]:
+        allowance = await SendingLimiter(store, LIMITS, Clock(T0)).at_mail(USER)
+        refusals = [allowance.add_recipient() for _ in range(5)]
+        return [r.code if r else None for r in refusals]
+
+    assert run(tmp_path, body) == [None, None, 452, 452, 452]
+    assert logged == ["submission.limit"]
