@@ -40,11 +40,13 @@ from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
 from poczta.privileges import become_user
 from poczta.process import StartError, warn_loose_modes
+from poczta.sending_limits import SendingLimiter, SendingLimits
 from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SESSION_TIMEOUT_REPLY, SmtpContext, run_smtp_session
 from poczta.store.base import MailStore, StoreUnavailable
 from poczta.store.greylist_sqlite import SqliteGreylistStore
+from poczta.store.sending_sqlite import SqliteSendingStore
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 GREYLIST_SWEEP_SECONDS = 600.0
@@ -192,6 +194,12 @@ def policy_settings(config: Config) -> PolicySettings:
     )
 
 
+def sending_limits(config: Config) -> SendingLimits:
+    """The default sending limits of submitted mail ([submission])."""
+    s = config.submission
+    return SendingLimits(s.messages_per_hour, s.recipients_per_message, s.recipients_per_day)
+
+
 def greylist_settings(config: Config) -> GreylistSettings:
     c = config.checks
     return GreylistSettings(
@@ -256,6 +264,7 @@ class App:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     checks: MailChecks | None = None
     greylist_store: SqliteGreylistStore | None = None
+    sending_store: SqliteSendingStore | None = None
     sweeper: asyncio.Task[None] | None = None
     shared: bool = False  # one of several worker processes sharing the ports
     sockets: Sockets | None = None  # bound before the start; else bound by `start`
@@ -277,6 +286,8 @@ class App:
                 sweep_greylist(self.checks.greylister)
             )
         signer = await signer_for(config, self.store)
+        self.sending_store = await SqliteSendingStore.open(config.store.path)
+        sending = SendingLimiter(self.sending_store, sending_limits(config))
         smtp_services = (
             ("smtp", Role.MX, config.listeners.smtp, False),
             ("submission", Role.SUBMISSION, config.listeners.submission, False),
@@ -295,6 +306,7 @@ class App:
                 bare_line_endings=config.smtp.bare_line_endings,
                 checks=self.checks if role is Role.MX else None,
                 signer=None if role is Role.MX else signer,
+                sending=None if role is Role.MX else sending,
             )
             handler: Callable[[Connection], Awaitable[None]] = partial(run_smtp_session, ctx)
             await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)
@@ -390,6 +402,8 @@ class App:
                 await self.sweeper
         if self.greylist_store is not None:
             await self.greylist_store.close()
+        if self.sending_store is not None:
+            await self.sending_store.close()
         if self.store is not None:
             await self.store.close()
         log("stopped")

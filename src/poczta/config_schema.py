@@ -26,6 +26,7 @@ __all__ = [
     "LogSettings",
     "SmtpSettings",
     "StoreSettings",
+    "SubmissionSettings",
     "TlsSettings",
     "meta",
 ]
@@ -187,6 +188,24 @@ class SmtpSettings:
             "a lone CR or LF in message data: make it CRLF, or reject the message",
             choices=("normalize", "reject"),
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionSettings:
+    """[submission]: what one user may send, so a stolen password is no spam cannon."""
+
+    messages_per_hour: int = _count(
+        200, "messages a user may submit in any hour; then 450 4.7.1 (0: no limit)", 0
+    )
+    recipients_per_message: int = _count(
+        100,
+        "recipients of one submitted message; the next gets 452 4.5.3 (0: no limit but"
+        " [limits] max_recipients, which also caps this)",
+        0,
+    )
+    recipients_per_day: int = _count(
+        1000, "recipients a user may send to in any 24 hours; then 450 4.7.1 (0: no limit)", 0
     )
 
 
@@ -411,6 +430,7 @@ class Config:
     listeners: Listeners = field(default_factory=Listeners)
     limits: Limits = field(default_factory=Limits)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

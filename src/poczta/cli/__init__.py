@@ -1,5 +1,5 @@
 """The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue, dkim,
-why."""
+dns, why."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from poczta import __version__
 from poczta.cli.admin import alias, domain, user
 from poczta.cli.common import friendly_errors
 from poczta.cli.dkim import dkim
+from poczta.cli.dns import dns
 from poczta.cli.mail import mail, queue
 from poczta.cli.server import config, dev, init, serve
+from poczta.cli.user_limits import user_limits, user_show
 from poczta.cli.why import why
 from poczta.process import restrict_umask
 
@@ -21,8 +23,10 @@ def cli() -> None:
     """poczta: an all-in-one, secure mail server."""
 
 
-for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim, why):
+for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim, dns, why):
     cli.add_command(command)
+user.add_command(user_show)
+user.add_command(user_limits)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from poczta.message.header import HeaderSection
 from poczta.net.connection import Connection
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.tls import ReloadableContext
+from poczta.sending_limits import Allowance, Refusal, SendingLimiter
 from poczta.smtp import server as core_api
 from poczta.smtp.checks import (
     OFFLOAD_SIZE,
@@ -83,6 +84,7 @@ class SmtpContext:
     shutting_down: bool = False
     checks: MailChecks | None = None  # the MX listener's checks of incoming mail
     signer: Signer | None = None  # DKIM keys for submitted mail
+    sending: SendingLimiter | None = None  # what each authenticated user may send
 
 
 _QUEUE_ID_PREFIX = f"{os.getpid() & 0xFFF:03X}"
@@ -135,6 +137,7 @@ class SmtpSession:
         self.service = _SERVICE_NAMES[ctx.role]
         self.plan = DeliveryPlan()
         self.checks: InboundChecks | None = None
+        self.allowance: Allowance | None = None  # the sending limits of this transaction
         plaintext_auth = ctx.dev_mode and conn.is_loopback
         note = "(dev mode: plaintext AUTH allowed on loopback)" if plaintext_auth else ""
         self.core = SmtpServer(
@@ -245,12 +248,16 @@ class SmtpSession:
 
     async def check_sender(self, event: CheckSender) -> Accept | Reject:
         self.plan = DeliveryPlan()
+        self.allowance = None
         user = self.core.authenticated_user
         if self.checks is not None and user is None:
             self.checks.mail_from(event.reverse_path, self.core.helo or "")
         if self.ctx.role is Role.MX or user is None:
             return Accept()
         if event.reverse_path and await self.ctx.delivery.may_send_as(user, event.reverse_path):
+            if self.ctx.sending is not None:
+                self.allowance = await self.ctx.sending.at_mail(user)
+                return _refused(self.allowance.refusal)
             return Accept()
         log("smtp.sender_refused", user=user, sender=event.reverse_path or "<>")
         return Reject(553, "5.7.1", f"Sender address <{event.reverse_path}> is not owned by {user}")
@@ -266,6 +273,10 @@ class SmtpSession:
                 self.log_verdict(decision, rcpt=verdict.address)
             if decision.refused:
                 return self.refusal(decision)
+        if self.allowance is not None and verdict.kind is not RecipientKind.UNKNOWN_USER:
+            over = self.allowance.add_recipient()
+            if over is not None:
+                return _refused(over)
         return self.recipient_decision(verdict)
 
     def log_verdict(self, decision: CheckDecision, **extra: str) -> None:
@@ -336,6 +347,8 @@ class SmtpSession:
             size=len(data),
             user=user or "",
         )
+        if self.allowance is not None:
+            await self.allowance.sent(len(event.envelope.recipients))
         return Accept(f"Ok: queued as {queue_id}")
 
     async def signed(
@@ -362,6 +375,10 @@ class SmtpSession:
             )
             return Reject(451, "4.7.0", "Cannot sign the message now, try again later")
         return header.prepended(data, fields) if fields else (data, header)
+
+
+def _refused(refusal: Refusal | None) -> Accept | Reject:
+    return Accept() if refusal is None else Reject(refusal.code, refusal.enhanced, refusal.text)
 
 
 async def run_smtp_session(ctx: SmtpContext, conn: Connection) -> None:

@@ -1,0 +1,101 @@
+"""Side tables of the SQLite database (greylisting, sending limits): own connection and thread.
+
+A `SideStore` has its own connection to the store's database file (WAL) and one
+thread that runs every statement, so the event loop never waits on SQLite, the
+connection is never shared, and every worker process sees the same rows. The
+connection runs with ``synchronous=NORMAL``: in WAL mode that keeps the database
+consistent, and a crash can only forget the last changes, which these tables can
+afford (unlike a delivery, which the mail store's writer syncs). `open` applies
+pending migrations, so it works on a new file as well as on one the mail store has
+already opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from poczta.store.base import StoreUnavailable
+from poczta.store.migrate import migrate
+from poczta.store.sqlite_writer import connect, translate_error
+
+__all__ = ["SideStore"]
+
+T = TypeVar("T")
+S = TypeVar("S", bound="SideStore")
+
+
+class SideStore:
+    """The connection and thread of one kind of side table; subclasses add the queries."""
+
+    thread_name: ClassVar[str] = "poczta-side"
+    what: ClassVar[str] = "side store"  # for the error once it is closed
+
+    def __init__(self, db_path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection):
+        self.db_path = db_path
+        self._executor = executor
+        self._conn: sqlite3.Connection | None = conn
+
+    @classmethod
+    async def open(cls: type[S], db_path: Path | str) -> S:
+        """Open (creating if needed) the database and apply pending migrations."""
+        path = Path(db_path)
+        executor = ThreadPoolExecutor(1, thread_name_prefix=cls.thread_name)
+
+        def prepare() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(path)
+            try:
+                conn.execute("PRAGMA synchronous = NORMAL")
+                migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(executor, prepare)
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=False)
+            raise translate_error(exc) from exc
+        return cls(path, executor, conn)
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread. Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable(f"{self.what} is closed")
+
+        def call() -> T:
+            try:
+                return fn(conn)
+            except (sqlite3.Error, OSError) as exc:
+                raise translate_error(exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` inside BEGIN IMMEDIATE ... COMMIT, rolled back when it raises."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.rollback()
+                raise
+            return result
+
+        return await self._run(run)
