@@ -5,7 +5,7 @@ process counts in the same tables and the event loop never waits on SQLite. Coun
 message is one small transaction: an upsert of the user's row for the current minute,
 and the removal of that user's rows older than a day (usually none, always in the same
 index range). With ``synchronous=NORMAL`` a crash can forget the last counts, which
-lets a user send a few messages more, never fewer. The tables come from migration 0007.
+lets a user send a few messages more, never fewer. The tables come from migration 0008.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- poczta mail store, schema version 7: sending limits of submitted mail.
+-- poczta mail store, schema version 8: sending limits of submitted mail.
 
 -- A user's own limits; a NULL column keeps the configured [submission] default.
 CREATE TABLE sending_limits (
