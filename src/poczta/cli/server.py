@@ -191,8 +191,8 @@ def dev_banner(config: Config, password: str, origin: str) -> str:
         "submissions": "implicit TLS, AUTH",
         "pop3": "STLS",
         "pop3s": "implicit TLS",
-        "imap": "(reserved: IMAP is not served yet)",
-        "imaps": "(reserved: IMAP is not served yet)",
+        "imap": "STARTTLS",
+        "imaps": "implicit TLS",
     }
     for name, port in ports.items():
         lines.append(f"  {name:<13} {port:<6} {security.get(name, '')}")
@@ -207,7 +207,8 @@ def dev_banner(config: Config, password: str, origin: str) -> str:
         f"  poczta mail list --data-dir {config.data_dir} {DEV_USER}",
         "",
         "Thunderbird (accept the self-signed certificate when asked):",
-        f"  incoming POP3 {host} port {ports.get('pop3s', '-')} SSL/TLS, normal password",
+        f"  incoming IMAP {host} port {ports.get('imaps', '-')} SSL/TLS, normal password"
+        f" (or POP3 port {ports.get('pop3s', '-')})",
         f"  outgoing SMTP {host} port {submission} STARTTLS, normal password, user name {DEV_USER}",
         "Stop with Ctrl-C.",
     ]
