@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
 from poczta.imap.lexer import MONTHS
 from poczta.imap.mutf7 import encode as mutf7_encode
@@ -50,7 +51,14 @@ _MAX_QUOTED = 1024
 _TEXT_BREAK = re.compile(r"[\r\n\x00]+")
 
 
+# ASCII that needs neither escaping nor a literal: the common case, one regex call.
+_PLAIN = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*")
+
+
 def _string(data: bytes, utf8: bool, out: list[bytes]) -> None:
+    if len(data) <= _MAX_QUOTED and _PLAIN.fullmatch(data) is not None:
+        out += (b'"', data, b'"')
+        return
     if (
         len(data) <= _MAX_QUOTED
         and _UNSAFE.search(data) is None
@@ -77,7 +85,34 @@ def mailbox_octets(name: str, utf8: bool) -> bytes:
 
 
 def write_value(value: Value, out: list[bytes], utf8: bool = False) -> None:
-    """Append the wire form of `value` to `out`."""
+    """Append the wire form of `value` to `out`.
+
+    Plain str, int, None and list items are written inline, without a call each: an
+    ENVELOPE or BODYSTRUCTURE is dozens of them, and FETCH writes thousands."""
+    kind = type(value)
+    if kind is str:
+        _string(cast(str, value).encode("utf-8"), utf8, out)
+        return
+    if kind is list or kind is tuple:
+        out.append(b"(")
+        first = True
+        item: Any
+        for item in cast("Sequence[Value]", value):
+            if first:
+                first = False
+            else:
+                out.append(b" ")
+            item_kind = type(item)
+            if item_kind is str:
+                _string(item.encode("utf-8"), utf8, out)
+            elif item is None:
+                out.append(b"NIL")
+            elif item_kind is int:
+                out.append(b"%d" % item)
+            else:
+                write_value(item, out, utf8)
+        out.append(b")")
+        return
     if value is None:
         out.append(b"NIL")
     elif isinstance(value, str):
