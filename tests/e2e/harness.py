@@ -88,6 +88,9 @@ class PocztaServer:
         # Tests that do not test the checks of incoming mail run without them: no DNS, no
         # greylisting.
         checks = "" if "[checks]" in self.extra_config else "\n[checks]\nenabled = false\n"
+        # Nor do they deliver their queue (to the DNS of the machine) unless they say so.
+        if "[outbound]" not in self.extra_config:
+            checks += "\n[outbound]\nenabled = false\n"
         domains = ", ".join(f'"{d}"' for d in self.domains)
         self.config.write_text(
             f'hostname = "{self.hostname}"\n'

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 ALICE = "alice@example.test"
 BOB = "bob@remote.test"
 BOB_PASSWORD = "bob-remote-secret-9"
-RECEIVER, RELAY = "127.0.0.2", "127.0.0.3"
+RECEIVER, RELAY, DOWN = "127.0.0.2", "127.0.0.3", "127.0.0.9"  # nothing listens on DOWN
 WAIT = 30.0  # a bound on every wait for mail to arrive
 
 
@@ -72,10 +72,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     relayed = make_server(root / "relayed", services=("smtp", "submissions"))
     txt = {"example.test": "v=spf1 ip4:127.0.0.1 -all"}
     txt |= {f"{k['selector']}._domainkey.{k['domain']}": k["record"] for k in keys}
-    hosts = {"mx.remote.test": RECEIVER, "smtp.relay.test": RELAY}
-    with dnsmasq_server(
-        root, txt=txt, hosts=hosts, mx=[("remote.test", "mx.remote.test", 10)]
-    ) as dns:
+    hosts = {"mx.remote.test": RECEIVER, "smtp.relay.test": RELAY, "mx.down.test": DOWN}
+    mx = [("remote.test", "mx.remote.test", 10), ("down.test", "mx.down.test", 10)]
+    with dnsmasq_server(root, txt=txt, hosts=hosts, mx=mx) as dns:
         receiver.extra_config = _dns(dns) + "\n[checks]\ngreylisting = false\n"
         sender.extra_config = _dns(dns) + _outbound(receiver.ports["smtp"])
         relay.extra_config = _dns(dns) + _outbound(receiver.ports["smtp"])
@@ -112,13 +111,16 @@ def submit(server: PocztaServer, subject: str, to: str = BOB) -> None:
         client.sendmail(ALICE, [to], message)
 
 
-def arrived(server: PocztaServer, user: str, subject: str) -> bytes:
-    """The message with `subject` once it is in the user's INBOX (waiting at most WAIT)."""
+def arrived(server: PocztaServer, user: str, subject: str, containing: str = "") -> bytes:
+    """The message with `subject` (and `containing` that text) once it is in the user's
+    INBOX, waiting at most WAIT."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         for meta in server.messages(user):
             if meta["subject"] == subject:
-                return server.message_bytes(user, meta["uid"])
+                data = server.message_bytes(user, meta["uid"])
+                if containing.encode() in data:
+                    return data
         time.sleep(0.2)
     raise AssertionError(f"{subject!r} did not arrive for {user}:\n{server.log_text()[-3000:]}")
 
@@ -152,3 +154,55 @@ def test_an_unknown_remote_user_bounces_to_the_sender(servers: Servers) -> None:
     bounce = arrived(servers.sender, ALICE, "Undelivered Mail Returned to Sender").decode()
     assert "Final-Recipient: rfc822;nobody@remote.test" in bounce
     assert "Status: 5.1.1" in bounce and "Action: failed" in bounce
+
+
+def _queued(server: PocztaServer) -> list[dict[str, object]]:
+    return list(json.loads(server.cli("queue", "list", "--json").stdout))
+
+
+def _tried(server: PocztaServer, recipient: str) -> dict[str, object]:
+    """The queue entry for `recipient` once it has been tried at least once."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for entry in _queued(server):
+            if recipient in entry["recipients"] and entry["attempts"]:  # type: ignore[operator]
+                return entry
+        time.sleep(0.2)
+    raise AssertionError(f"no attempt for {recipient}:\n{server.log_text()[-3000:]}")
+
+
+def test_the_queue_commands(servers: Servers) -> None:
+    sender = servers.sender
+    submit(sender, "to a dead host", to="carol@down.test")
+    entry = _tried(sender, "carol@down.test")
+    queue_id = str(entry["id"])
+    assert "connect to mx.down.test[127.0.0.9]" in str(entry["last_error"])
+    listed = sender.cli("queue", "list").stdout  # not a terminal: whole values, tab-separated
+    assert f"{queue_id}\t{ALICE}\tcarol@down.test\t" in listed
+    shown = json.loads(sender.cli("queue", "show", queue_id, "--json").stdout)
+    [carol] = shown["recipients"]
+    assert carol["status"] == "pending" and carol["attempts"] >= 1
+    assert "mx.down.test" in carol["last_reply"] and carol["tls"] == ""
+    assert "carol@down.test\tpending" in sender.cli("queue", "show", queue_id).stdout
+
+    sender.cli("queue", "hold", queue_id)
+    held = next(e for e in _queued(sender) if str(e["id"]) == queue_id)
+    assert held["held"] is True and "held" in sender.cli("queue", "list").stdout
+    sender.cli("queue", "release", queue_id)
+    assert "1 queue entries due now" in sender.cli("queue", "flush", queue_id).stdout
+
+    sender.cli("queue", "bounce", queue_id)
+    subject = "Undelivered Mail Returned to Sender"
+    bounce = arrived(sender, ALICE, subject, "rfc822;carol@down.test").decode()
+    assert "returned to the sender by the administrator" in bounce
+    deadline = time.monotonic() + WAIT
+    while any(str(e["id"]) == queue_id for e in _queued(sender)):
+        assert time.monotonic() < deadline, "the bounced entry stays queued"
+        time.sleep(0.2)
+
+    submit(sender, "deleted", to="dan@down.test")
+    doomed = str(_tried(sender, "dan@down.test")["id"])
+    assert "deleted queue entry" in sender.cli("queue", "delete", doomed).stdout
+    assert all(str(e["id"]) != doomed for e in _queued(sender))
+    missing = sender.cli("queue", "show", doomed, check=False)
+    assert missing.returncode != 0 and f"no queue entry {doomed}" in missing.stderr

@@ -9,7 +9,8 @@ from poczta import __version__
 from poczta.cli.admin import alias, domain, user
 from poczta.cli.common import friendly_errors
 from poczta.cli.dkim import dkim
-from poczta.cli.mail import mail, queue
+from poczta.cli.mail import mail
+from poczta.cli.queue import queue
 from poczta.cli.server import config, dev, init, serve
 from poczta.cli.why import why
 from poczta.process import restrict_umask
