@@ -8,6 +8,7 @@ queue holds afterwards and the DSNs in the sender's INBOX are what the tests loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -324,5 +325,28 @@ def test_results_are_recorded_before_a_crash_loses_them(tmp_path: Path) -> None:
                 r.address: r.status for r in (await s.store.get_queue_entry(queue_id)).recipients
             }
             assert statuses == {"bob@remote.test": DELIVERED, "carol@nullmx.test": FAILED}
+
+    run(test)
+
+
+def test_the_running_loop_delivers_what_is_queued_and_flushed(tmp_path: Path) -> None:
+    async def test() -> None:
+        mx = ScriptedMx(data=lambda n: Reject(451, "4.3.0", "later") if n == 0 else Accept())
+        async with serving(mx, "127.0.0.1", 0) as port, setup(tmp_path, port, poll=0.05) as s:
+            running = asyncio.ensure_future(s.runner.run())
+            try:
+                queue_id = await s.queue("bob@remote.test")
+                while mx.attempts < 1:  # the first try, refused with 451
+                    await asyncio.sleep(0.01)
+                while (await s.store.get_queue_entry(queue_id)).claimed_by is not None:
+                    await asyncio.sleep(0.01)  # rescheduled a minute ahead
+                await s.store.flush_queue(s.clock())  # as `poczta queue flush` does
+                while await s.store.list_queue():
+                    await asyncio.sleep(0.01)
+                assert len(mx.messages) == 1 and mx.attempts == 2
+            finally:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
 
     run(test)

@@ -140,7 +140,12 @@ def test_reschedule_counts_the_attempt_and_drops_the_claim(backend: Backend) -> 
         entry = await store.get_queue_entry(queue_id)
         assert (entry.attempts, entry.last_error, entry.claimed_by) == (1, "451 later", None)
         assert entry.next_attempt == now + 5 * MINUTE
+        assert entry.next_attempt == now + 5 * MINUTE
         assert await store.next_queue_due() == now + 5 * MINUTE
+        await store.flush_queue(now)
+        await store.claim_queue("runner", now, now + 30 * MINUTE, 5)
+        assert await store.next_queue_due() == now + 30 * MINUTE  # claimed: due when it runs out
+        await store.reschedule(queue_id, "runner", now + 5 * MINUTE, "451 later")
         assert await store.claim_queue("runner", now + MINUTE, now + 2 * MINUTE, 5) == []
         due = now + 5 * MINUTE
         assert len(await store.claim_queue("runner", due, due + MINUTE, 5)) == 1

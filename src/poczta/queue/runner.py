@@ -154,11 +154,14 @@ class QueueRunner:
         self._wake.set()
 
     async def _idle_time(self) -> float:
+        """How long to wait for work; a finished entry or `wake` ends the wait early."""
+        if len(self._tasks) >= self.settings.max_connections:
+            return self.settings.poll
         due = await self.store.next_queue_due()
         if due is None:
             return self.settings.poll
         wait = (due - self.clock()).total_seconds()
-        return min(max(wait, 0.0), self.settings.poll) if self._tasks or wait > 0 else 0.01
+        return min(max(wait, 0.01), self.settings.poll)
 
     async def _renew_claims(self) -> None:
         every = self.settings.claim_time / 3

@@ -411,7 +411,8 @@ class MailStore(Protocol):
         ...
 
     async def next_queue_due(self) -> datetime | None:
-        """The earliest next attempt of an entry that is not held, if any."""
+        """When the earliest entry not held may be claimed (a claimed one: once its
+        claim runs out), if there is any."""
         ...
 
     async def record_attempt(

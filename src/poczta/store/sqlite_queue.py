@@ -179,7 +179,11 @@ def get_entry(conn: sqlite3.Connection, queue_id: int) -> QueueEntry:
 
 
 def next_due(conn: sqlite3.Connection) -> datetime | None:
-    row = conn.execute("SELECT min(next_attempt) FROM queue WHERE held = 0").fetchone()
+    """When the next entry may be claimed: a claimed one once its claim runs out."""
+    row = conn.execute(
+        "SELECT min(CASE WHEN claimed_until > next_attempt THEN claimed_until"
+        " ELSE next_attempt END) FROM queue WHERE held = 0"
+    ).fetchone()
     return None if row[0] is None else decode_time(str(row[0]))
 
 
