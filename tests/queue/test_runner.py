@@ -13,7 +13,7 @@ import email
 import email.policy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -348,5 +348,25 @@ def test_the_running_loop_delivers_what_is_queued_and_flushed(tmp_path: Path) ->
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
+
+    run(test)
+
+
+def test_a_silent_server_times_out_and_the_recipient_is_retried(tmp_path: Path) -> None:
+    async def test() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # never greets
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, setup(tmp_path, port) as s:
+            s.runner.deliverer.settings = replace(
+                s.runner.deliverer.settings, timeouts=Timeouts(connect=1, command=0.3)
+            )
+            queue_id = await s.queue("bob@remote.test")
+            await s.runner.run_once()
+            [bob] = (await s.store.get_queue_entry(queue_id)).recipients
+            assert bob.status == PENDING and bob.attempts == 1
+            assert "timed out (greeting)" in (bob.last_error or "")
 
     run(test)
