@@ -18,6 +18,7 @@ def meta(
     """Describe a setting for the loader and the renderer: its meaning and accepted values.
 
     `kind` refines a string: "domain" means a host name, kept in IDNA ASCII form; "ip" an
-    IP address; "network" an IP network in CIDR form (a bare address is one host).
+    IP address; "network" an IP network in CIDR form (a bare address is one host);
+    "hostport" a "HOST:PORT" (or empty). "relay-table" marks a table of domain = "HOST:PORT".
     """
     return {"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "kind": kind}
