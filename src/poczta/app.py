@@ -268,6 +268,8 @@ class App:
     sweeper: asyncio.Task[None] | None = None
     shared: bool = False  # one of several worker processes sharing the ports
     sockets: Sockets | None = None  # bound before the start; else bound by `start`
+    runs_queue: bool = True  # the one process of the node that delivers the queue
+    queue_runner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -312,6 +314,11 @@ class App:
             await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)
         await self._start_pop3_listeners(logins, limiter)
         await self._start_imap_listeners(logins, limiter)
+        if config.outbound.enabled and self.runs_queue:
+            from poczta.queue.service import build_runner
+
+            runner = build_runner(config, delivery, build_resolver(config))
+            self.queue_runner = asyncio.get_running_loop().create_task(runner.run())
 
     async def _listen(
         self,
@@ -396,6 +403,10 @@ class App:
     async def stop(self) -> None:
         log("stopping", grace=SHUTDOWN_GRACE_SECONDS)
         await asyncio.gather(*(lis.stop(SHUTDOWN_GRACE_SECONDS) for lis in self.listeners))
+        if self.queue_runner is not None:
+            self.queue_runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.queue_runner
         if self.sweeper is not None:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -524,7 +535,9 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
         raise SystemExit(1) from exc
 
     def worker(slot: int) -> None:
-        app = App(config, tls=tls, sockets=take_slot(bound, slot), shared=True)
+        app = App(
+            config, tls=tls, sockets=take_slot(bound, slot), shared=True, runs_queue=slot == 0
+        )
         run_app(app, on_ready)
 
     def committer() -> None:

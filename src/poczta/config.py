@@ -304,6 +304,8 @@ def _convert(
 ) -> Any:
     if is_dataclass(hint):
         return _convert_dataclass(hint, value, path, problems)
+    if meta.get("kind") == "relay-table":
+        return _convert_relay_table(value, path)
     if hint is bool:
         if not isinstance(value, bool):
             raise _Problem(path, f"expected true or false, found {_type_name(value)}")
@@ -350,7 +352,23 @@ def _convert_string(meta: Mapping[str, Any], value: object, path: KeyPath) -> st
         return _domain(value, path)
     if kind in ("ip", "network"):
         return _address(value, path, network=kind == "network")
+    if kind == "hostport" and value:
+        try:
+            ListenAddress.parse(value)
+        except ValueError as exc:
+            raise _Problem(path, str(exc)) from None
     return value
+
+
+def _convert_relay_table(value: object, path: KeyPath) -> tuple[tuple[str, str], ...]:
+    """A table of domain = "HOST:PORT" (a smarthost per sender domain)."""
+    if not isinstance(value, dict):
+        raise _Problem(path, f"expected a table, found {_type_name(value)}")
+    pairs: list[tuple[str, str]] = []
+    for key, target in value.items():
+        domain = _domain(key, (*path, key))
+        pairs.append((domain, _convert_string({"kind": "hostport"}, target, (*path, key))))
+    return tuple(pairs)
 
 
 def _address(value: str, path: KeyPath, *, network: bool) -> str:

@@ -70,6 +70,10 @@ def _render_key(name: str, value: object, meta: Mapping[str, Any]) -> list[str]:
     choices: tuple[str, ...] = meta.get("choices", ())
     if choices:
         doc += " (" + " | ".join(choices) + ")"
+    if meta.get("kind") == "relay-table":  # a table of strings, written inline
+        items = typing.cast(Sequence[tuple[str, str]], value or ())
+        pairs = ", ".join(f"{_toml_string(k)} = {_toml_string(v)}" for k, v in items)
+        return [f"# {doc}", f"{name} = {{{pairs}}}"]
     return [f"# {doc}", f"{name} = {_toml_value(value)}"]
 
 

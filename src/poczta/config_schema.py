@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
+from poczta.config_meta import meta
+from poczta.config_outbound import OutboundSettings
+
 __all__ = [
     "AuthSettings",
     "CheckSettings",
@@ -24,6 +27,7 @@ __all__ = [
     "ListenAddress",
     "Listeners",
     "LogSettings",
+    "OutboundSettings",
     "SmtpSettings",
     "StoreSettings",
     "SubmissionSettings",
@@ -45,22 +49,6 @@ class ConfigError(Exception):
         where = filename if line is None else f"{filename}:{line}"
         text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         super().__init__(" ".join(text.splitlines()))
-
-
-def meta(
-    doc: str,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    choices: tuple[str, ...] = (),
-    kind: str = "",
-) -> dict[str, Any]:
-    """Describe a setting for the loader and the renderer: its meaning and accepted values.
-
-    `kind` refines a string: "domain" means a host name, kept in IDNA ASCII form; "ip" an
-    IP address; "network" an IP network in CIDR form (a bare address is one host).
-    """
-    return {"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "kind": kind}
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})\Z")
@@ -436,6 +424,7 @@ class Config:
     log: LogSettings = field(default_factory=LogSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     source: Path | None = None
 
     @classmethod

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from poczta.accounts import domain_of, normalize_address
 from poczta.message import HeaderSection, parse_message, split_header
-from poczta.store.base import DeliveryTarget, MailStore, Outbound, UserId
+from poczta.store.base import DeliveryTarget, MailStore, Outbound, RecipientDsn, UserId
 from poczta.trace import final_delivery_copy
 
 #: Where junk goes: named by its special use, so a renamed Junk folder still receives it.
@@ -56,14 +56,25 @@ class DeliveryPlan:
     user_ids: list[UserId] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
     junk: bool = False  # the checks' verdict: local copies go to each user's Junk mailbox
+    remote_dsn: dict[str, RecipientDsn] = field(default_factory=dict)  # NOTIFY, ORCPT
+    envid: str | None = None  # the transaction's DSN parameters (RFC 3461)
+    ret: str | None = None
 
-    def add(self, verdict: RecipientVerdict) -> None:
+    def add(self, verdict: RecipientVerdict, dsn: RecipientDsn | None = None) -> None:
+        """Add a recipient's destinations; a remote one keeps the RCPT's DSN parameters
+        (an alias expanded to it gets the address it was sent to as its ORCPT)."""
         for user_id in verdict.local_user_ids:
             if user_id not in self.user_ids:
                 self.user_ids.append(user_id)
         for address in verdict.remote_addresses:
             if address not in self.remote:
                 self.remote.append(address)
+                orcpt = dsn.orcpt if dsn is not None else None
+                if orcpt is None and address != verdict.address:
+                    orcpt = f"rfc822;{verdict.address}"
+                notify = dsn.notify if dsn is not None else None
+                if notify is not None or orcpt is not None:
+                    self.remote_dsn[address] = RecipientDsn(notify, orcpt)
 
 
 class RecipientCache:
@@ -160,5 +171,5 @@ class Delivery:
             local, local_header = final_delivery_copy(data, header, sender)
             await self.store.accept(local, parse_message(local, local_header), now, targets)
         if plan.remote:
-            outbound = Outbound(sender, tuple(plan.remote))
+            outbound = Outbound(sender, tuple(plan.remote), plan.envid, plan.ret, plan.remote_dsn)
             await self.store.accept(data, parse_message(data, header), now, (), outbound)

@@ -35,7 +35,11 @@ def free_port() -> int:
 
 
 def wait_for_port(
-    port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0, tls: bool = False
+    port: int,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 20.0,
+    tls: bool = False,
+    host: str = "127.0.0.1",
 ) -> None:
     """Wait until the port answers; TLS ports get a full handshake so no session lingers."""
     deadline = time.monotonic() + timeout
@@ -46,7 +50,7 @@ def wait_for_port(
         if proc.poll() is not None:
             raise RuntimeError(f"poczta exited with {proc.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            with socket.create_connection((host, port), timeout=2) as sock:
                 if tls:
                     context.wrap_socket(sock).close()
                 return
@@ -64,6 +68,9 @@ class PocztaServer:
     extra_config: str = ""
     proc: subprocess.Popen[bytes] | None = None
     top_config: str = ""  # top-level keys, written before the first table
+    host: str = "127.0.0.1"  # the loopback address it listens on
+    hostname: str = "mx.example.test"
+    domains: tuple[str, ...] = ("example.test",)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,16 +82,20 @@ class PocztaServer:
 
     def write_config(self) -> None:
         listeners = "\n".join(
-            f'{name} = ["127.0.0.1:{self.ports[name]}"]' if name in self.ports else f"{name} = []"
+            f'{name} = ["{self.host}:{self.ports[name]}"]' if name in self.ports else f"{name} = []"
             for name in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
         )
         # Tests that do not test the checks of incoming mail run without them: no DNS, no
         # greylisting.
         checks = "" if "[checks]" in self.extra_config else "\n[checks]\nenabled = false\n"
+        # Nor do they deliver their queue (to the DNS of the machine) unless they say so.
+        if "[outbound]" not in self.extra_config:
+            checks += "\n[outbound]\nenabled = false\n"
+        domains = ", ".join(f'"{d}"' for d in self.domains)
         self.config.write_text(
-            f'hostname = "mx.example.test"\n'
+            f'hostname = "{self.hostname}"\n'
             f'data_dir = "{self.root / "data"}"\n'
-            f'domains = ["example.test"]\n'
+            f"domains = [{domains}]\n"
             f"{self.top_config}"
             f"\n[listeners]\n{listeners}\n"
             f"{self.extra_config}\n"
@@ -112,7 +123,7 @@ class PocztaServer:
             [*POCZTA, "serve", "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
         )
         for name, port in self.ports.items():
-            wait_for_port(port, self.proc, tls=name in IMPLICIT_TLS)
+            wait_for_port(port, self.proc, tls=name in IMPLICIT_TLS, host=self.host)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.proc is not None
@@ -147,9 +158,21 @@ def make_server(
     extra_config: str = "",
     services: tuple[str, ...] = SERVICES,
     top_config: str = "",
+    *,
+    host: str = "127.0.0.1",
+    hostname: str = "mx.example.test",
+    domains: tuple[str, ...] = ("example.test",),
 ) -> PocztaServer:
     ports = {name: free_port() for name in services}
-    server = PocztaServer(root, ports, extra_config, top_config=top_config)
+    server = PocztaServer(
+        root,
+        ports,
+        extra_config,
+        top_config=top_config,
+        host=host,
+        hostname=hostname,
+        domains=domains,
+    )
     server.write_config()
     server.cli(
         "init",
@@ -158,11 +181,13 @@ def make_server(
         "--data-dir",
         str(server.root / "data"),
         "--hostname",
-        "mx.example.test",
+        hostname,
         "--user",
         "",  # as root, too: these tests' servers stay root (see test_root_e2e for the change)
     )
     # `init` wrote the certificate into the data dir; the test config uses the same defaults.
+    if "example.test" not in domains:
+        return server
     for address, password in PASSWORDS.items():
         server.cli("user", "add", address, "--password-stdin", stdin=password + "\n")
     server.cli("alias", "add", "info@example.test", "alice@example.test")

@@ -9,24 +9,19 @@ forwarded message (SPF fails, the author's DKIM signature passes DMARC) is deliv
 from __future__ import annotations
 
 import json
-import shutil
 import smtplib
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from poczta.mailauth.dkim_sign import generate_dkim_key, sign_dkim
-from tests.e2e.harness import PASSWORDS, PocztaServer, free_port, make_server
+from tests.e2e.dns_server import dnsmasq_server
+from tests.e2e.harness import PASSWORDS, PocztaServer, make_server
 
 pytestmark = pytest.mark.e2e
 
-DNSMASQ = shutil.which("dnsmasq") or (
-    "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None
-)
 PRIVATE_KEY, KEY_RECORD = generate_dkim_key("ed25519-sha256")
 RCPT = "alice@example.test"
 GOOD, LISTED, OTHER = "127.0.0.2", "127.0.0.3", "127.0.0.4"
@@ -46,31 +41,10 @@ ZONES = {
 
 @pytest.fixture(scope="module")
 def dns_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if DNSMASQ is None:
-        pytest.skip("dnsmasq is not installed (Debian: apt-get install dnsmasq-base)")
-    port = free_port()
-    args = [
-        DNSMASQ,
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        f"--port={port}",
-        "--local=/test/",
-        "--address=/3.0.0.127.bl.test/127.0.0.2",
-        f"--pid-file={tmp_path_factory.mktemp('dnsmasq') / 'pid'}",
-        # On the command line dnsmasq keeps quotes as data; a comma would split the string.
-        *(f"--txt-record={name},{text}" for name, text in ZONES.items()),
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.3)
-    if proc.poll() is not None:
-        pytest.skip(f"dnsmasq did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    workdir = tmp_path_factory.mktemp("dnsmasq")
+    extra = ["--address=/3.0.0.127.bl.test/127.0.0.2"]
+    with dnsmasq_server(workdir, txt=ZONES, extra=extra) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

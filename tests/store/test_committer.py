@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, Outbound, StoreUnavailable, UserId
+from poczta.store.base import RecipientDsn
 from poczta.store.committer import (
     MAX_FRAME,
     DeliveryRequest,
@@ -99,7 +100,9 @@ def test_deliveries_go_through_the_committer(tmp_path: Path, committer: Committe
         try:
             local_jobs = store.stats[1]
             results = await asyncio.gather(*(deliver(store, user, n) for n in range(40)))
-            queued = await deliver(store, user, 99, Outbound("bob@example.com", ("x@remote.test",)))
+            dsn = {"x@remote.test": RecipientDsn(("FAILURE",), "rfc822;x@alias.test")}
+            outbound = Outbound("bob@example.com", ("x@remote.test",), "env", "FULL", dsn)
+            queued = await deliver(store, user, 99, outbound)
             assert store.stats[1] == local_jobs  # none ran on the store's own writer
             inbox = await store.get_mailbox(user, "INBOX")
             metas = await store.fetch_meta(inbox.id)
@@ -110,7 +113,10 @@ def test_deliveries_go_through_the_committer(tmp_path: Path, committer: Committe
                 next(n for n, r in enumerate(results) if r.delivered[0].uid == 7)
             )
             assert queued.queue_id is not None
-            assert [e.id for e in await store.list_queue()] == [queued.queue_id]
+            [entry] = await store.list_queue()
+            assert (entry.id, entry.envid, entry.ret) == (queued.queue_id, "env", "FULL")
+            assert entry.recipients[0].notify == ("FAILURE",)
+            assert entry.recipients[0].orcpt == "rfc822;x@alias.test"
             # The temp files were placed by the committer: nothing is left behind.
             temp = tmp_path / "blobs" / "tmp"
             assert not [p for p in temp.rglob("*") if p.is_file() and p.suffix != ".lock"]

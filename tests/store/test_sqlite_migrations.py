@@ -13,27 +13,27 @@ from poczta.store.sqlite import SqliteStore
 
 
 def test_migrations_are_numbered_in_order() -> None:
-    found = available_migrations()
-    assert found and [v for v, _, _ in found] == list(range(1, len(found) + 1))
+    versions = [v for v, _, _ in available_migrations()]
+    assert versions == list(range(1, len(versions) + 1))
 
 
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
-    latest = available_migrations()[-1][0]
-    assert migrate(conn) == list(range(1, latest + 1))
+    versions = [v for v, _, _ in available_migrations()]
+    assert migrate(conn) == versions
     assert migrate(conn) == []
-    assert current_version(conn) == latest
+    assert current_version(conn) == versions[-1]
     rows = conn.execute("SELECT count(*) FROM schema_version").fetchone()
-    assert rows[0] == latest
+    assert rows[0] == len(versions)
 
 
 def test_failed_migration_leaves_nothing(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
     base = available_migrations()
-    broken = (len(base) + 1, "9999_broken.sql", "CREATE TABLE extra (x);\nNOT SQL;")
+    broken = (base[-1][0] + 1, "9999_broken.sql", "CREATE TABLE extra (x);\nNOT SQL;")
     with pytest.raises(sqlite3.Error):
         migrate(conn, [*base, broken])
-    assert current_version(conn) == len(base)
+    assert current_version(conn) == base[-1][0]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "extra" not in tables
 

@@ -10,7 +10,8 @@ from poczta.cli.admin import alias, domain, user
 from poczta.cli.common import friendly_errors
 from poczta.cli.dkim import dkim
 from poczta.cli.dns import dns
-from poczta.cli.mail import mail, queue
+from poczta.cli.mail import mail
+from poczta.cli.queue import queue
 from poczta.cli.server import config, dev, init, serve
 from poczta.cli.user_limits import user_limits, user_show
 from poczta.cli.why import why

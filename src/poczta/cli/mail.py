@@ -1,5 +1,4 @@
-"""CLI commands that show and move stored mail and show the outbound queue: mail list/show/move,
-queue list."""
+"""CLI commands that show and move stored mail: mail list/show/move."""
 
 from __future__ import annotations
 
@@ -134,48 +133,3 @@ def mail_move(
 
     new_uid = run_with_store(config, move)
     click.echo(f"moved uid {uid} of {mailbox} to {target}: uid {new_uid}")
-
-
-@click.group()
-def queue() -> None:
-    """Look at the outbound queue."""
-
-
-@queue.command("list")
-@config_options
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def queue_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
-    """List queued outbound messages and their recipients."""
-    entries = run_with_store(resolve_config(config_path, data_dir), lambda s: s.list_queue())
-    rows: list[dict[str, Any]] = [
-        {
-            "id": e.id,
-            "created": e.created.isoformat(),
-            "sender": e.sender,
-            "recipients": [r.address for r in e.recipients],
-            "size": e.size,
-            "attempts": e.attempts,
-            "next_attempt": e.next_attempt.isoformat(),
-            "last_error": e.last_error or "",
-        }
-        for e in entries
-    ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
-        return
-    print_table(
-        f"outbound queue: {len(rows)} messages",
-        ["id", "created", "sender", "recipients", "size", "attempts", "last_error"],
-        [
-            [
-                str(row["id"]),
-                row["created"][:19],
-                row["sender"] or "<>",
-                ", ".join(row["recipients"]),
-                str(row["size"]),
-                str(row["attempts"]),
-                row["last_error"],
-            ]
-            for row in rows
-        ],
-    )

@@ -55,7 +55,8 @@ from poczta.smtp.server import (
     StartTls,
 )
 from poczta.smtp.submission import author_address, author_refusal, completed
-from poczta.store.base import StoreUnavailable
+from poczta.smtp.syntax import RcptParams
+from poczta.store.base import RecipientDsn, StoreUnavailable
 from poczta.trace import header_text
 
 _SERVICE_NAMES = {Role.MX: "smtp", Role.SUBMISSION: "submission", Role.SUBMISSIONS: "submissions"}
@@ -247,7 +248,7 @@ class SmtpSession:
         raise AssertionError(f"unexpected SMTP core event {event!r}")
 
     async def check_sender(self, event: CheckSender) -> Accept | Reject:
-        self.plan = DeliveryPlan()
+        self.plan = DeliveryPlan(envid=event.params.envid, ret=event.params.ret)
         self.allowance = None
         user = self.core.authenticated_user
         if self.checks is not None and user is None:
@@ -277,7 +278,7 @@ class SmtpSession:
             over = self.allowance.add_recipient()
             if over is not None:
                 return _refused(over)
-        return self.recipient_decision(verdict)
+        return self.recipient_decision(verdict, recipient_dsn(event.params))
 
     def log_verdict(self, decision: CheckDecision, **extra: str) -> None:
         """The one log line of a decision of the checks: where, about what, and why."""
@@ -292,7 +293,9 @@ class SmtpSession:
         verdict = decision.verdict
         return Reject(verdict.code, verdict.enhanced, verdict.text)
 
-    def recipient_decision(self, verdict: RecipientVerdict) -> Accept | Reject:
+    def recipient_decision(
+        self, verdict: RecipientVerdict, dsn: RecipientDsn | None = None
+    ) -> Accept | Reject:
         submitting = self.core.authenticated_user is not None
         if verdict.kind is RecipientKind.UNKNOWN_USER:
             return Reject(
@@ -300,7 +303,7 @@ class SmtpSession:
             )
         if verdict.kind is RecipientKind.REMOTE and not submitting:
             return Reject(554, "5.7.1", f"<{verdict.address}>: Relay access denied")
-        self.plan.add(verdict)
+        self.plan.add(verdict, dsn)
         return Accept()
 
     async def store_message(self, event: MessageReceived) -> Accept | Reject:
@@ -379,6 +382,14 @@ class SmtpSession:
 
 def _refused(refusal: Refusal | None) -> Accept | Reject:
     return Accept() if refusal is None else Reject(refusal.code, refusal.enhanced, refusal.text)
+
+
+def recipient_dsn(params: RcptParams) -> RecipientDsn | None:
+    """The DSN parameters of a RCPT to keep with a queued recipient."""
+    if params.notify is None and params.orcpt is None:
+        return None
+    orcpt = f"{params.orcpt[0]};{params.orcpt[1]}" if params.orcpt is not None else None
+    return RecipientDsn(params.notify, orcpt)
 
 
 async def run_smtp_session(ctx: SmtpContext, conn: Connection) -> None:

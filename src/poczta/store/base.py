@@ -15,7 +15,7 @@ A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk")
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, NewType, Protocol
@@ -24,6 +24,9 @@ from poczta.message import Envelope, MimePart, ParsedMessage
 
 __all__ = [
     "DEFAULT_MAILBOXES",
+    "DELIVERED",
+    "FAILED",
+    "PENDING",
     "SPECIAL_USES",
     "SYSTEM_FLAGS",
     "Accepted",
@@ -43,6 +46,8 @@ __all__ = [
     "QueueEntry",
     "QueueId",
     "QueueRecipient",
+    "RecipientAttempt",
+    "RecipientDsn",
     "Resolution",
     "StoreError",
     "StoreUnavailable",
@@ -196,11 +201,24 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientDsn:
+    """A recipient's DSN parameters (RFC 3461): NOTIFY and ORCPT ("rfc822;addr" form)."""
+
+    notify: tuple[str, ...] | None = None
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Outbound:
-    """Remote recipients of a message, to be queued in the same commit as local delivery."""
+    """Remote recipients of a message, to be queued in the same commit as local delivery,
+    with the DSN parameters of the transaction (ENVID, RET) and of each recipient (by
+    address, as given in `recipients`)."""
 
     sender: str
     recipients: tuple[str, ...]
+    envid: str | None = None
+    ret: str | None = None
+    dsn: Mapping[str, RecipientDsn] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,15 +229,32 @@ class Accepted:
     queue_id: QueueId | None
 
 
+#: A queued recipient's states: PENDING is tried again; DELIVERED and FAILED are final.
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
 @dataclass(frozen=True, slots=True)
 class QueueRecipient:
+    """One recipient of a queue entry: its state and what its last attempt gave."""
+
     address: str
-    status: str  # "pending", "delivered" or "failed"
-    last_error: str | None
+    status: str  # PENDING, DELIVERED or FAILED
+    last_error: str | None  # the text of the last attempt's outcome
+    attempts: int = 0
+    reply_code: int | None = None  # the remote reply that decided the last attempt
+    reply_enhanced: str | None = None
+    remote_mta: str | None = None
+    tls: str | None = None  # the last attempt's TLS outcome, e.g. "opportunistic TLSv1.3 ..."
+    notify: tuple[str, ...] | None = None
+    orcpt: str | None = None
+    reported: bool = False  # a DSN about its final state was sent (or is not wanted)
+    last_attempt: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class QueueEntry:
+    """One queued message; `created` is its arrival time."""
+
     id: QueueId
     sender: str
     recipients: tuple[QueueRecipient, ...]
@@ -229,6 +264,28 @@ class QueueEntry:
     next_attempt: datetime
     attempts: int
     last_error: str | None
+    envid: str | None = None
+    ret: str | None = None
+    held: bool = False
+    delay_warned: bool = False
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+
+    def pending(self) -> tuple[QueueRecipient, ...]:
+        return tuple(r for r in self.recipients if r.status == PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientAttempt:
+    """What one attempt gave for one recipient, to record in the queue."""
+
+    address: str
+    status: str  # PENDING (a temporary failure), DELIVERED or FAILED
+    text: str
+    reply_code: int | None = None
+    reply_enhanced: str | None = None
+    remote_mta: str | None = None
+    tls: str | None = None
 
 
 class MailStore(Protocol):
@@ -376,3 +433,65 @@ class MailStore(Protocol):
         self, sender: str, recipients: Sequence[str], digest: str, size: int
     ) -> QueueId: ...
     async def list_queue(self) -> list[QueueEntry]: ...
+    async def get_queue_entry(self, queue_id: QueueId) -> QueueEntry:
+        """One entry with its recipients; NotFound when it is gone."""
+        ...
+
+    # the queue runner (see `poczta.queue.runner`); `owner` names one runner
+    async def claim_queue(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[QueueEntry]:
+        """Claim up to `limit` entries due at `now` (not held, not claimed by a runner
+        whose claim lasts past `now`) for `owner` until `until`, the earliest due first."""
+        ...
+
+    async def renew_claims(self, owner: str, until: datetime) -> int:
+        """Extend every claim `owner` holds to `until`; return how many."""
+        ...
+
+    async def release_claims(self, prefix: str, keep: str) -> int:
+        """Drop the claims of owners named `prefix`... other than `keep` (the runners of
+        this node that died); return how many."""
+        ...
+
+    async def next_queue_due(self) -> datetime | None:
+        """When the earliest entry not held may be claimed (a claimed one: once its
+        claim runs out), if there is any."""
+        ...
+
+    async def record_attempt(
+        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
+    ) -> None:
+        """Record each recipient's result durably before returning (a DELIVERED one only
+        after the remote 250). Recipients already final are left as they are."""
+        ...
+
+    async def reschedule(
+        self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None
+    ) -> None:
+        """Count an attempt of the entry, set its next one and drop `owner`'s claim."""
+        ...
+
+    async def mark_reported(
+        self, queue_id: QueueId, addresses: Sequence[str], *, delay_warning: bool = False
+    ) -> None:
+        """Note that a DSN about these recipients went out (or the entry's delay warning)."""
+        ...
+
+    async def finish_queue_entry(self, queue_id: QueueId) -> bool:
+        """Delete the entry and release its body if every recipient is final; True if so."""
+        ...
+
+    async def hold_queue_entry(self, queue_id: QueueId, held: bool) -> None: ...
+    async def delete_queue_entry(self, queue_id: QueueId) -> None:
+        """Remove the entry without any DSN (the administrator's decision)."""
+        ...
+
+    async def bounce_queue_entry(self, queue_id: QueueId, text: str, now: datetime) -> None:
+        """Fail every pending recipient with `text` and make the entry due now, so the
+        runner sends the bounce and finishes it."""
+        ...
+
+    async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
+        """Make the entry (or every entry not held) due at `now`; return how many."""
+        ...

@@ -53,6 +53,7 @@ from poczta.store.base import (
     NotFound,
     Outbound,
     QueueId,
+    RecipientDsn,
     StoreError,
     StoreUnavailable,
     UserId,
@@ -133,7 +134,7 @@ class DeliveryRequest:
 
     def encode(self, request_id: int) -> bytes:
         targets = [[t.user_id, t.mailbox, sorted(t.flags)] for t in self.targets]
-        outbound = [self.outbound.sender, list(self.outbound.recipients)] if self.outbound else None
+        outbound = _encode_outbound(self.outbound) if self.outbound else None
         header = [request_id, self.digest, self.size, self.temp, list(self.columns)]
         header += [self.internal_date, targets, outbound]
         return _frame(header, self.data if self.temp is None else b"")
@@ -148,10 +149,26 @@ class DeliveryRequest:
             tuple(columns),
             str(internal_date),
             tuple(DeliveryTarget(UserId(int(u)), str(m), frozenset(f)) for u, m, f in targets),
-            Outbound(str(outbound[0]), tuple(outbound[1])) if outbound else None,
+            _decode_outbound(outbound) if outbound else None,
             data,
         )
         return int(request_id), request
+
+
+def _encode_outbound(outbound: Outbound) -> list[Any]:
+    dsn = {a: [list(d.notify) if d.notify else None, d.orcpt] for a, d in outbound.dsn.items()}
+    return [outbound.sender, list(outbound.recipients), outbound.envid, outbound.ret, dsn]
+
+
+def _decode_outbound(fields: list[Any]) -> Outbound:
+    sender, recipients, envid, ret, dsn = fields
+    return Outbound(
+        str(sender),
+        tuple(recipients),
+        envid,
+        ret,
+        {str(a): RecipientDsn(tuple(n) if n else None, o) for a, (n, o) in dsn.items()},
+    )
 
 
 # --------------------------------------------------------------------------- the process

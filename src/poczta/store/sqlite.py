@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from poczta.store import sqlite_accounts as accounts
 from poczta.store import sqlite_blobs
 from poczta.store import sqlite_imap as imap
 from poczta.store import sqlite_messages as messages
+from poczta.store import sqlite_queue as queue
 from poczta.store.base import (
     Accepted,
     Delivered,
@@ -50,6 +51,7 @@ from poczta.store.base import (
     Outbound,
     QueueEntry,
     QueueId,
+    RecipientAttempt,
     Resolution,
     StoreUnavailable,
     UserId,
@@ -490,10 +492,65 @@ class SqliteStore:
     async def enqueue(
         self, sender: str, recipients: Sequence[str], digest: str, size: int
     ) -> QueueId:
-        queue_id: QueueId = await self._write(
-            messages.enqueue_job(sender, tuple(recipients), digest, size)
-        )
+        job = queue.enqueue_job(Outbound(sender, tuple(recipients)), digest, size, _utcnow())
+        queue_id: QueueId = await self._write(job)
         return queue_id
 
     async def list_queue(self) -> list[QueueEntry]:
-        return await self._read(messages.list_queue)
+        return await self._read(queue.list_queue)
+
+    async def get_queue_entry(self, queue_id: QueueId) -> QueueEntry:
+        return await self._read(lambda c: queue.get_entry(c, queue_id))
+
+    async def claim_queue(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[QueueEntry]:
+        entries: list[QueueEntry] = await self._write(queue.claim_job(owner, now, until, limit))
+        return entries
+
+    async def renew_claims(self, owner: str, until: datetime) -> int:
+        count: int = await self._write(queue.renew_claims_job(owner, until))
+        return count
+
+    async def release_claims(self, prefix: str, keep: str) -> int:
+        count: int = await self._write(queue.release_claims_job(prefix, keep))
+        return count
+
+    async def next_queue_due(self) -> datetime | None:
+        return await self._read(queue.next_due)
+
+    async def record_attempt(
+        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
+    ) -> None:
+        await self._write(queue.record_attempt_job(queue_id, tuple(results), now))
+
+    async def reschedule(
+        self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None
+    ) -> None:
+        await self._write(queue.reschedule_job(queue_id, owner, next_attempt, error))
+
+    async def mark_reported(
+        self, queue_id: QueueId, addresses: Sequence[str], *, delay_warning: bool = False
+    ) -> None:
+        await self._write(queue.mark_reported_job(queue_id, tuple(addresses), delay_warning))
+
+    async def finish_queue_entry(self, queue_id: QueueId) -> bool:
+        done: bool = await self._write_releasing(queue.finish_job(queue_id))
+        return done
+
+    async def hold_queue_entry(self, queue_id: QueueId, held: bool) -> None:
+        await self._write(queue.hold_job(queue_id, held))
+
+    async def delete_queue_entry(self, queue_id: QueueId) -> None:
+        await self._write_releasing(queue.delete_job(queue_id))
+
+    async def bounce_queue_entry(self, queue_id: QueueId, text: str, now: datetime) -> None:
+        await self._write(queue.bounce_job(queue_id, text, now))
+
+    async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
+        count: int = await self._write(queue.flush_job(now, queue_id))
+        return count
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""Mailboxes, messages, blob references and the outbound queue in the SQLite store.
+"""Mailboxes, messages and their blob references in the SQLite store.
 
 Plain synchronous functions on a connection: the `*_job` factories return writer jobs
 (run inside the writer's batch transaction), the others read on a reader connection.
@@ -6,7 +6,8 @@ Plain synchronous functions on a connection: the `*_job` factories return writer
 Every change to a mailbox's messages takes the next MODSEQ of that mailbox: a delivery
 one per message, a flag change one per call (shared by the messages it changed),
 an expunge one per call (kept with the expunged UIDs for VANISHED).
-Blob references are counted and released by `poczta.store.sqlite_blobs`.
+Blob references are counted and released by `poczta.store.sqlite_blobs`; the queue
+entry of a message's remote recipients is written by `poczta.store.sqlite_queue`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from poczta.store.base import (
     Accepted,
@@ -29,12 +31,8 @@ from poczta.store.base import (
     MessageSummary,
     NotFound,
     Outbound,
-    QueueEntry,
-    QueueId,
-    QueueRecipient,
     StoreError,
     UserId,
-    normalize_address,
     normalize_flags,
 )
 from poczta.store.codec import (
@@ -45,9 +43,9 @@ from poczta.store.codec import (
     decode_structure,
     decode_time,
     encode_flags,
-    now_text,
 )
 from poczta.store.sqlite_blobs import add_blob_ref, release_blobs
+from poczta.store.sqlite_queue import insert_queue
 from poczta.store.sqlite_writer import Job, JobContext
 
 _MAILBOX_STATE = (
@@ -268,7 +266,7 @@ def deliver_job(
             delivered.append(Delivered(MailboxId(mailbox_id), uid))
         queue_id = None
         if outbound and outbound.recipients:
-            queue_id = _insert_queue(conn, outbound.sender, outbound.recipients, digest, size)
+            queue_id = insert_queue(conn, outbound, digest, size, datetime.now(UTC))
         return Accepted(tuple(delivered), queue_id)
 
     return job
@@ -424,62 +422,3 @@ def vanished(conn: sqlite3.Connection, mailbox_id: int, since_modseq: int) -> li
         (mailbox_id, since_modseq),
     )
     return [int(r[0]) for r in rows]
-
-
-# --- outbound queue --------------------------------------------------------
-
-
-def _insert_queue(
-    conn: sqlite3.Connection, sender: str, recipients: Sequence[str], digest: str, size: int
-) -> QueueId:
-    now = now_text()
-    cursor = conn.execute(
-        "INSERT INTO queue (sender, digest, size, created, next_attempt) VALUES (?, ?, ?, ?, ?)",
-        (sender, digest, size, now, now),
-    )
-    queue_id = cursor.lastrowid
-    assert queue_id is not None
-    unique = dict.fromkeys(normalize_address(r) for r in recipients)
-    conn.executemany(
-        "INSERT INTO queue_recipients (queue_id, address) VALUES (?, ?)",
-        [(queue_id, address) for address in unique],
-    )
-    return QueueId(queue_id)
-
-
-def enqueue_job(sender: str, recipients: Sequence[str], digest: str, size: int) -> Job:
-    if not recipients:
-        raise StoreError("a queue entry needs at least one recipient")
-
-    def job(conn: sqlite3.Connection, ctx: JobContext) -> QueueId:
-        add_blob_ref(conn, ctx, digest, size, None, 1)
-        return _insert_queue(conn, sender, recipients, digest, size)
-
-    return job
-
-
-def list_queue(conn: sqlite3.Connection) -> list[QueueEntry]:
-    recipients: dict[int, list[QueueRecipient]] = {}
-    for queue_id, address, status, error in conn.execute(
-        "SELECT queue_id, address, status, last_error FROM queue_recipients ORDER BY address"
-    ):
-        recipients.setdefault(queue_id, []).append(QueueRecipient(address, status, error))
-    entries = []
-    for row in conn.execute(
-        "SELECT id, sender, digest, size, created, next_attempt, attempts, last_error"
-        " FROM queue ORDER BY next_attempt, id"
-    ):
-        entries.append(
-            QueueEntry(
-                id=QueueId(row[0]),
-                sender=row[1],
-                recipients=tuple(recipients.get(row[0], ())),
-                digest=row[2],
-                size=row[3],
-                created=decode_time(row[4]),
-                next_attempt=decode_time(row[5]),
-                attempts=row[6],
-                last_error=row[7],
-            )
-        )
-    return entries

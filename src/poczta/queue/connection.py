@@ -1,0 +1,286 @@
+"""One outbound SMTP connection over asyncio streams, and the cache of idle ones.
+
+`OutboundConnection` drives the sans-I/O `SmtpClient`: it writes what the client
+hands out, feeds it what the server sends, upgrades to TLS when asked (STARTTLS;
+`ssl` with TLS 1.2 at least) and enforces the RFC 5321 4.5.3.2 timeout of whatever
+the client waits for (`SmtpClient.waiting_for`, scaled to the configured values).
+`send` returns the message's `TransactionResult` and, when the host failed, its
+`HostFailed` too.
+
+`ConnectionCache` keeps a connection that finished a message for the next one to the
+same host, for a short idle time (Postfix's connection cache); a reused connection
+that turns out dead is simply replaced by the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from poczta.smtp.client import SmtpClient
+from poczta.smtp.client_events import (
+    ClientEvent,
+    Close,
+    Credentials,
+    HostFailed,
+    OutboundMessage,
+    SendBody,
+    StartTls,
+    TlsPolicy,
+    TransactionResult,
+    Wait,
+    Write,
+)
+
+__all__ = [
+    "ConnectionCache",
+    "ConnectionKey",
+    "OutboundConnection",
+    "Timeouts",
+    "opportunistic_tls",
+]
+
+READ_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds for each wait (defaults: RFC 5321 4.5.3.2)."""
+
+    connect: float = 30.0
+    command: float = 300.0
+    data_init: float = 120.0
+    data_block: float = 180.0
+    data_end: float = 600.0
+
+    def of(self, wait: Wait) -> float:
+        if wait is Wait.DATA_INIT:
+            return self.data_init
+        if wait is Wait.DATA_BLOCK:
+            return self.data_block
+        if wait is Wait.DATA_END:
+            return self.data_end
+        return self.command
+
+
+def opportunistic_tls() -> ssl.SSLContext:
+    """STARTTLS to an MX without a policy: any certificate, TLS 1.2 or newer (RFC 7435)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionKey:
+    """What makes two connections interchangeable: address, port, TLS mode, login."""
+
+    address: str
+    port: int
+    implicit_tls: bool = False
+    tls_policy: TlsPolicy = TlsPolicy.OPPORTUNISTIC
+    username: str | None = None
+
+
+class OutboundConnection:
+    """One connection to one host: the asyncio loop around an `SmtpClient`."""
+
+    def __init__(
+        self,
+        key: ConnectionKey,
+        host: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: SmtpClient,
+        tls: ssl.SSLContext,
+        timeouts: Timeouts,
+        verified: bool,
+    ) -> None:
+        self.key = key
+        self.host = host
+        self._reader = reader
+        self._writer = writer
+        self._client = client
+        self._tls = tls
+        self._timeouts = timeouts
+        self._verified = verified
+        self.tls_outcome = self._describe_tls() if key.implicit_tls else "none"
+        self.reused = False
+        self._done: list[TransactionResult | HostFailed] = []
+
+    @classmethod
+    async def open(
+        cls,
+        key: ConnectionKey,
+        host: str,
+        *,
+        helo: str,
+        timeouts: Timeouts,
+        tls: ssl.SSLContext,
+        credentials: Credentials | None = None,
+        verified: bool = False,
+    ) -> OutboundConnection:
+        """Connect (OSError or TimeoutError when that fails); the greeting is read by `send`."""
+        ssl_arg = tls if key.implicit_tls else None
+        server_name = host if key.implicit_tls else None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                key.address, key.port, ssl=ssl_arg, server_hostname=server_name, limit=READ_SIZE
+            ),
+            timeouts.connect,
+        )
+        client = SmtpClient(
+            hostname=helo,
+            peer=host,
+            tls_policy=key.tls_policy,
+            tls_active=key.implicit_tls,
+            credentials=credentials,
+        )
+        return cls(key, host, reader, writer, client, tls, timeouts, verified)
+
+    @property
+    def usable(self) -> bool:
+        return self._client.idle
+
+    async def send(self, message: OutboundMessage) -> list[TransactionResult | HostFailed]:
+        """Deliver one message: its result, and `HostFailed` if the host failed meanwhile."""
+        self._done = []
+        await self._handle(self._client.send(message))
+        while not self._client.closed and not any(
+            isinstance(d, TransactionResult) for d in self._done
+        ):
+            await self._read_once()
+        if self._client.closed:
+            self._writer.close()
+        return self._done
+
+    async def quit(self) -> None:
+        """QUIT politely (briefly), then close."""
+        with contextlib.suppress(Exception):
+            if self._client.idle:
+                await self._handle(self._client.quit())
+                async with asyncio.timeout(min(self._timeouts.command, 5.0)):
+                    while not self._client.closed:
+                        await self._read_once()
+        self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def _read_once(self) -> None:
+        wait = self._client.waiting_for
+        try:
+            async with asyncio.timeout(self._timeouts.of(wait)):
+                data = await self._reader.read(READ_SIZE)
+        except TimeoutError:
+            await self._handle(self._client.timed_out())
+            return
+        except (OSError, ssl.SSLError):
+            data = b""
+        await self._handle(self._client.receive(data) if data else self._client.eof())
+
+    async def _handle(self, events: list[ClientEvent]) -> None:
+        for event in events:
+            if isinstance(event, Write):
+                await self._write(event.data)
+            elif isinstance(event, SendBody):
+                for piece in event.chunks:
+                    if self._client.closed:
+                        break
+                    await self._write(piece)
+            elif isinstance(event, StartTls):
+                await self._start_tls()
+            elif isinstance(event, TransactionResult | HostFailed):
+                self._done.append(event)
+            elif isinstance(event, Close):
+                self._writer.close()
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            async with asyncio.timeout(self._timeouts.data_block):
+                await self._writer.drain()
+        except (OSError, ssl.SSLError, TimeoutError):
+            pass  # the read that follows sees the end of the connection (or times out)
+
+    async def _start_tls(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeouts.command):
+                await self._writer.start_tls(self._tls, server_hostname=self.host)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            await self._handle(self._client.tls_failed(str(exc) or type(exc).__name__))
+            return
+        self.tls_outcome = self._describe_tls()
+        await self._handle(self._client.tls_started())
+
+    def _describe_tls(self) -> str:
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return "none"
+        cipher = ssl_object.cipher()
+        kind = "verified" if self._verified else "opportunistic"
+        return f"{kind} {ssl_object.version()} {cipher[0] if cipher else ''}".strip()
+
+
+class ConnectionCache:
+    """Idle connections by `ConnectionKey`, each kept `idle_time` seconds at most."""
+
+    def __init__(self, idle_time: float, max_idle: int = 100) -> None:
+        self.idle_time = idle_time
+        self.max_idle = max_idle
+        self._idle: dict[ConnectionKey, list[tuple[float, OutboundConnection]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def take(self, key: ConnectionKey) -> OutboundConnection | None:
+        now = time.monotonic()
+        stack = self._idle.get(key, [])
+        while stack:
+            expires, conn = stack.pop()
+            if expires > now and conn.usable:
+                conn.reused = True
+                return conn
+            self._quit(conn)
+        return None
+
+    def put(self, conn: OutboundConnection) -> None:
+        if not conn.usable:
+            conn.close()
+            return
+        count = sum(len(stack) for stack in self._idle.values())
+        if self.idle_time <= 0 or count >= self.max_idle:
+            self._quit(conn)
+            return
+        self._idle.setdefault(conn.key, []).append((time.monotonic() + self.idle_time, conn))
+        asyncio.get_running_loop().call_later(self.idle_time + 0.05, self.expire)
+
+    def expire(self) -> None:
+        """QUIT the connections idle for longer than allowed."""
+        now = time.monotonic()
+        for key, stack in list(self._idle.items()):
+            keep = [(t, c) for t, c in stack if t > now and c.usable]
+            for t, conn in stack:
+                if (t, conn) not in keep:
+                    self._quit(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    async def close(self) -> None:
+        idle: Mapping[ConnectionKey, list[tuple[float, OutboundConnection]]] = self._idle
+        self._idle = {}
+        for stack in idle.values():
+            for _, conn in stack:
+                self._quit(conn)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _quit(self, conn: OutboundConnection) -> None:
+        task = asyncio.ensure_future(conn.quit())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

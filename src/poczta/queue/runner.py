@@ -1,0 +1,254 @@
+"""The queue runner: claims due entries, delivers them domain by domain, retries, expires, reports.
+
+One runner per node (in a server with several workers, the process of worker 0). It
+polls the queue's next due time (at least every `poll` seconds, at once after
+`wake`), claims due entries for itself (`MailStore.claim_queue`) and works on each:
+its pending recipients grouped by destination domain, one `Deliverer` attempt per
+domain, at most `max_connections` at once overall and `max_per_domain` per domain.
+
+Claims: a runner is named ``NODE:PID:TOKEN``; it renews its claims while it works
+and, when it starts, drops the claims other runners of its node left (they died, as
+a node runs one runner), so a killed server's entries are retried at once after a
+restart; a claim of a runner elsewhere expires after `claim_time`.
+
+After an attempt: recipients still pending past the lifetime fail (4.4.7); the DSNs
+owed go out (`poczta.queue.reports`); an entry with nothing pending is finished (its
+body released), otherwise retried after an exponential backoff (`retry_delay`). Time
+comes from the injected `clock`, so tests move it instead of sleeping.
+
+An entry whose body cannot be read is held (quarantined) with a log line, never
+retried forever nor dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from poczta.logs import log
+from poczta.queue.deliver import Deliverer, DomainJob
+from poczta.queue.reports import Reporter
+from poczta.queue.routes import Router
+from poczta.smtp.client_events import OutboundMessage, OutboundRecipient
+from poczta.store.base import (
+    FAILED,
+    MailStore,
+    NotFound,
+    QueueEntry,
+    QueueRecipient,
+    RecipientAttempt,
+    StoreError,
+)
+
+__all__ = ["QueueRunner", "RunnerSettings", "retry_delay", "utc_now"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_delay(attempts: int, first: float, maximum: float) -> float:
+    """Seconds before the next try after `attempts` attempts: first, doubling, at most max."""
+    return min(first * 2.0 ** max(attempts - 1, 0), maximum)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    retry_first: float = 300.0
+    retry_max: float = 14_400.0
+    lifetime: float = 432_000.0
+    delay_warning: float = 14_400.0  # 0: never
+    max_connections: int = 100
+    max_per_domain: int = 20
+    batch: int = 100  # entries claimed at once
+    poll: float = 1.0  # seconds between looks at the queue's next due time
+    claim_time: float = 600.0
+
+
+class QueueRunner:
+    """Delivers the queue of one store until cancelled (`run`), or what is due (`run_once`)."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        deliverer: Deliverer,
+        reporter: Reporter,
+        settings: RunnerSettings,
+        *,
+        node: str,
+        router: Router | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.deliverer = deliverer
+        self.reporter = reporter
+        self.settings = settings
+        self.router = router
+        self.clock = clock
+        self.node = node
+        self.owner = f"{node}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._connections = asyncio.Semaphore(settings.max_connections)
+        self._domains: dict[str, asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the queue now (something was queued or flushed)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        released = await self.store.release_claims(self.node + ":", self.owner)
+        log("queue.runner_started", owner=self.owner, released_claims=released)
+        renewing = asyncio.ensure_future(self._renew_claims())
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    if await self._claim_more():
+                        continue
+                    delay = await self._idle_time()
+                except StoreError as exc:
+                    log("queue.store_failed", logging.WARNING, error=exc)
+                    delay = self.settings.poll
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+        finally:
+            renewing.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(renewing, *self._tasks, return_exceptions=True)
+            await self.deliverer.cache.close()
+            with contextlib.suppress(StoreError):  # what was cut short is due again at once
+                await self.store.release_claims(self.owner, "")
+
+    async def run_once(self) -> int:
+        """Claim what is due now and deliver it to the end; return how many entries."""
+        now = self.clock()
+        until = now + timedelta(seconds=self.settings.claim_time)
+        entries = await self.store.claim_queue(self.owner, now, until, self.settings.batch)
+        await asyncio.gather(*(self.process(entry) for entry in entries))
+        return len(entries)
+
+    async def _claim_more(self) -> bool:
+        free = min(self.settings.max_connections - len(self._tasks), self.settings.batch)
+        if free <= 0:
+            return False
+        now = self.clock()
+        until = now + timedelta(seconds=self.settings.claim_time)
+        entries = await self.store.claim_queue(self.owner, now, until, free)
+        for entry in entries:
+            task = asyncio.ensure_future(self.process(entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        return len(entries) == free
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    async def _idle_time(self) -> float:
+        """How long to wait for work; a finished entry or `wake` ends the wait early."""
+        if len(self._tasks) >= self.settings.max_connections:
+            return self.settings.poll
+        due = await self.store.next_queue_due()
+        if due is None:
+            return self.settings.poll
+        wait = (due - self.clock()).total_seconds()
+        return min(max(wait, 0.01), self.settings.poll)
+
+    async def _renew_claims(self) -> None:
+        every = self.settings.claim_time / 3
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(StoreError):
+                until = self.clock() + timedelta(seconds=self.settings.claim_time)
+                await self.store.renew_claims(self.owner, until)
+
+    # --- one entry ---------------------------------------------------------
+
+    async def process(self, entry: QueueEntry) -> None:
+        """One attempt of every pending recipient of `entry`, then its bookkeeping."""
+        try:
+            original = await self.store.read_blob(entry.digest, size_hint=entry.size)
+        except NotFound:
+            await self.store.hold_queue_entry(entry.id, True)
+            log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")
+            return
+        try:
+            await self._attempt(entry, original)
+            await self._settle(await self.store.get_queue_entry(entry.id), original)
+        except NotFound:
+            return  # deleted meanwhile by the administrator
+        except StoreError as exc:  # the claim runs out and the entry is tried again
+            log("queue.store_failed", logging.WARNING, id=entry.id, error=exc)
+        except Exception as exc:
+            log("queue.failed", logging.ERROR, id=entry.id, error=repr(exc))
+            raise
+
+    async def _attempt(self, entry: QueueEntry, original: bytes) -> None:
+        pending = entry.pending()
+        if not pending or self._expired(entry):
+            return
+        route = self.router.route(entry.sender) if self.router is not None else None
+        by_domain: dict[str, list[OutboundRecipient]] = {}
+        for r in pending:
+            orcpt = r.orcpt.partition(";")[2] if r.orcpt else None
+            recipient = OutboundRecipient(r.address, r.notify, orcpt)
+            by_domain.setdefault(r.address.rpartition("@")[2], []).append(recipient)
+
+        async def record(results: Sequence[RecipientAttempt]) -> None:
+            await self.store.record_attempt(entry.id, results, self.clock())
+
+        async def one(domain: str, recipients: list[OutboundRecipient]) -> None:
+            message = OutboundMessage(
+                entry.sender, tuple(recipients), original, ret=entry.ret, envid=entry.envid
+            )
+            limit = self._domains.setdefault(
+                domain, asyncio.Semaphore(self.settings.max_per_domain)
+            )
+            async with self._connections, limit:
+                await self.deliverer.deliver(DomainJob(entry.id, domain, message, route), record)
+
+        await asyncio.gather(*(one(d, rs) for d, rs in by_domain.items()))
+
+    def _expired(self, entry: QueueEntry) -> bool:
+        return self.clock() >= entry.created + timedelta(seconds=self.settings.lifetime)
+
+    async def _settle(self, entry: QueueEntry, original: bytes) -> None:
+        pending = entry.pending()
+        if pending and self._expired(entry):
+            await self.store.record_attempt(entry.id, [_expiry(r) for r in pending], self.clock())
+            entry = await self.store.get_queue_entry(entry.id)
+            pending = entry.pending()
+        await self.reporter.final_reports(entry, original)
+        if not pending:
+            await self.store.finish_queue_entry(entry.id)
+            log("queue.finished", id=entry.id, attempts=entry.attempts + 1)
+            return
+        warn_after = self.settings.delay_warning
+        age = (self.clock() - entry.created).total_seconds()
+        if warn_after > 0 and not entry.delay_warned and age >= warn_after:
+            await self.reporter.delay_warning(entry, original)
+        delay = retry_delay(entry.attempts + 1, self.settings.retry_first, self.settings.retry_max)
+        due = self.clock() + timedelta(seconds=delay)
+        await self.store.reschedule(entry.id, self.owner, due, pending[0].last_error)
+
+
+def _expiry(r: QueueRecipient) -> RecipientAttempt:
+    last = f": {r.last_error}" if r.last_error else ""
+    return RecipientAttempt(
+        r.address,
+        FAILED,
+        f"delivery time expired{last}",
+        r.reply_code,
+        r.reply_enhanced if r.reply_enhanced and r.reply_enhanced[0] == "4" else "4.4.7",
+        r.remote_mta,
+        r.tls,
+    )

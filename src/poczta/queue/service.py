@@ -1,0 +1,88 @@
+"""The queue runner of `poczta serve`, built from the [outbound] settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable
+from datetime import datetime
+
+from poczta.config import Config
+from poczta.delivery import Delivery
+from poczta.dns import Resolver
+from poczta.process import StartError
+from poczta.queue.connection import ConnectionCache, Timeouts, opportunistic_tls
+from poczta.queue.deliver import Deliverer, DeliverySettings
+from poczta.queue.reports import Reporter
+from poczta.queue.routes import RelayError, Router
+from poczta.queue.runner import QueueRunner, RunnerSettings, utc_now
+
+__all__ = ["build_runner"]
+
+
+def _local_addresses(config: Config) -> tuple[str, ...]:
+    """The addresses this server listens on for mail: an MX there is this machine."""
+    found = []
+    for address in config.listeners.smtp:
+        try:
+            found.append(str(ipaddress.ip_address(address.host)))
+        except ValueError:
+            continue
+    return tuple(found)
+
+
+def build_runner(
+    config: Config,
+    delivery: Delivery,
+    resolver: Resolver,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+) -> QueueRunner:
+    """The runner for `config`; StartError naming the key when the relay is unusable."""
+    o = config.outbound
+    try:
+        router = Router(o, config.data_dir)
+    except RelayError as exc:
+        raise StartError(f"outbound.relay_password_file: {exc}") from None
+    ca_file = config.data_dir / o.relay_ca_file if o.relay_ca_file else None
+    try:
+        verified = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(f"outbound.relay_ca_file: {ca_file}: {exc}") from None
+    verified.minimum_version = ssl.TLSVersion.TLSv1_2
+    timeouts = Timeouts(
+        o.connect_timeout,
+        o.command_timeout,
+        o.data_init_timeout,
+        o.data_block_timeout,
+        o.data_end_timeout,
+    )
+    settings = DeliverySettings(
+        helo=o.hostname or config.hostname,
+        port=o.port,
+        timeouts=timeouts,
+        local_addresses=_local_addresses(config),
+        loopback_is_local=o.loopback_is_local,
+    )
+    cache = ConnectionCache(o.connection_cache_time, o.max_connections)
+    deliverer = Deliverer(
+        resolver, settings, cache, opportunistic=opportunistic_tls(), verified=verified
+    )
+    reporter = Reporter(delivery, config.hostname, o.lifetime, clock)
+    runner_settings = RunnerSettings(
+        retry_first=o.retry_first,
+        retry_max=o.retry_max,
+        lifetime=o.lifetime,
+        delay_warning=o.delay_warning,
+        max_connections=o.max_connections,
+        max_per_domain=o.max_per_domain,
+    )
+    return QueueRunner(
+        delivery.store,
+        deliverer,
+        reporter,
+        runner_settings,
+        node=config.hostname,
+        router=router if router.relays else None,
+        clock=clock,
+    )

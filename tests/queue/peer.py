@@ -1,0 +1,81 @@
+"""A scriptable SMTP server for the queue tests: poczta's server core behind an asyncio loop.
+
+`ScriptedMx` answers each RCPT and each end of data from the functions it is given
+(accept by default) and records connections, envelopes and bodies. It listens on a
+loopback address and port of the test's choice (several on one port, as MX hosts are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from poczta.smtp import Accept, MessageReceived, Reply, Role, SmtpServer
+from poczta.smtp import Close as ServerClose
+from poczta.smtp.events import Answer, CheckRecipient, CheckSender, Reject
+
+RcptAnswer = Callable[[str], Answer]
+DataAnswer = Callable[[int], Answer]  # by the number of messages received before
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+
+@dataclass
+class ScriptedMx:
+    rcpt: RcptAnswer = lambda _address: Accept()
+    data: DataAnswer = lambda _count: Accept()
+    connections: int = 0
+    messages: list[Received] = field(default_factory=list)
+    attempts: int = 0  # ends of data seen, accepted or not
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        core = SmtpServer(hostname="mx.peer.test", role=Role.MX)
+        pending = list(core.start())
+        try:
+            while True:
+                while pending:
+                    event = pending.pop(0)
+                    if isinstance(event, Reply):
+                        writer.write(event.encode())
+                    elif isinstance(event, ServerClose):
+                        await writer.drain()
+                        return
+                    elif isinstance(event, CheckRecipient):
+                        pending[:0] = core.answer(self.rcpt(event.forward_path))
+                    elif isinstance(event, CheckSender):
+                        pending[:0] = core.answer(Accept())
+                    elif isinstance(event, MessageReceived):
+                        answer = self.data(self.attempts)
+                        self.attempts += 1
+                        if isinstance(answer, Accept):
+                            envelope = event.envelope
+                            rcpts = [r.address for r in envelope.recipients]
+                            self.messages.append(Received(envelope.mail_from, rcpts, event.data))
+                        pending[:0] = core.answer(answer)
+                await writer.drain()
+                data = await reader.read(65536)
+                pending = core.receive(data) if data else core.eof()
+        except ConnectionError:
+            return
+        finally:
+            writer.close()
+
+
+def reject(code: int, enhanced: str, text: str) -> Reject:
+    return Reject(code, enhanced, text)
+
+
+@asynccontextmanager
+async def serving(mx: ScriptedMx, host: str, port: int) -> AsyncIterator[int]:
+    """`mx` listening on host:port (port 0: any); yields the port."""
+    server = await asyncio.start_server(mx.session, host, port)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
