@@ -69,12 +69,13 @@ def test_no_body_and_no_header() -> None:
 
 
 def test_address_forms() -> None:
+    # A comment names a mailbox that has no phrase, as Dovecot's ENVELOPE shows it
     assert parse_addresses("a@b.c (Comment), <d@e.f>") == (
-        Address(None, "a", "b.c"),
+        Address("Comment", "a", "b.c"),
         Address(None, "d", "e.f"),
     )
     assert parse_addresses('"Q \\"x\\"" <@route.example:q@h.example>') == (
-        Address('Q "x"', "q", "h.example"),
+        Address('Q "x"', "q", "h.example", "@route.example"),
     )
     assert parse_addresses("team: a@b.c, d@e.f;, z@y.x") == (
         Address(None, "team", None),

@@ -25,7 +25,6 @@ SCRIPTS = script_paths(SCRIPTS_DIR) if SCRIPTS_DIR.is_dir() else []
 USER, USER2 = "alice@example.test", "bob@example.test"
 NOT_YET = {
     "append-binary": "BODY[1] of a part holding NUL octets is sent raw, where Dovecot encodes it",
-    "fetch-envelope": "ENVELOPE lacks names written as comments (user@host (Name)) and routes",
 }
 
 

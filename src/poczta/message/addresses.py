@@ -23,6 +23,7 @@ class Address:
     name: str | None
     mailbox: str | None
     host: str | None
+    route: str | None = None  # an obsolete source route (`@a,@b`), IMAP's "adl"
 
     @property
     def is_group_start(self) -> bool:
@@ -40,28 +41,36 @@ class Address:
         return f"{self.mailbox}@{self.host}" if self.host else self.mailbox
 
 
-Token = tuple[str, str]  # ("q", quoted text), ("a", atom) or ("s", special)
-_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"?|([()<>@,;:\\.\[\]])|([^\s()<>@,;:\\".\[\]]+)|\s+')
+Token = tuple[str, str]  # ("q", quoted), ("a", atom), ("s", special) or ("c", comment)
+_TOKEN = re.compile(
+    r'\x01([^\x02]*)\x02|"((?:[^"\\]|\\.)*)"?|([()<>@,;:\\.\[\]])|([^\s()<>@,;:\\".\[\]\x01]+)|\s+'
+)
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
-def _tokens(text: str) -> list[Token]:
-    """Lexical tokens of an address list: ('q', quoted), ('a', atom), ('s', special)."""
+def _tokens(text: str, comments: bool = False) -> list[Token]:
+    """Lexical tokens of an address list: ('q', quoted), ('a', atom), ('s', special), and
+    with `comments` ('c', text) for each top-level comment."""
+    if "\x01" in text or "\x02" in text:
+        text = text.replace("\x01", " ").replace("\x02", " ")
     if "(" in text:
-        text = _strip_comments(text)
+        text = _strip_comments(text, comments)
     out: list[Token] = []
-    for quoted, special, atom in _TOKEN.findall(text):
+    for comment, quoted, special, atom in _TOKEN.findall(text):
         if atom:
             out.append(("a", atom))
         elif special:
             out.append(("s", special))
         elif quoted:
             out.append(("q", _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted))
+        elif comment.strip():
+            out.append(("c", " ".join(comment.split())))
     return out
 
 
-def _strip_comments(text: str) -> str:
-    """`text` with (nested) comments outside quoted strings replaced by a space."""
+def _strip_comments(text: str, keep: bool = False) -> str:
+    """`text` with (nested) comments outside quoted strings replaced by a space, or with
+    `keep` by their text between \\x01 and \\x02 (a comment token for `_TOKEN`)."""
     out: list[str] = []
     depth, quoted, escaped = 0, False, False
     for ch in text:
@@ -79,18 +88,31 @@ def _strip_comments(text: str) -> str:
             out.append(ch)
         elif ch == "(":
             depth += 1
+            if keep and depth == 1:
+                out.append("\x01")
+            elif keep:
+                out.append(" ")
         elif ch == ")" and depth:
             depth -= 1
             if not depth:
+                out.append("\x02" if keep else " ")
+            elif keep:
                 out.append(" ")
         elif not depth:
             quoted = ch == '"'
             out.append(ch)
+        elif keep:
+            out.append(ch)
+    if keep and depth:
+        out.append("\x02")
     return "".join(out)
 
 
 def _mailbox(tokens: list[Token]) -> Address | None:
     """One mailbox (`name <local@host>` or `local@host`) from its tokens."""
+    comments = [v for kind, v in tokens if kind == "c"]
+    if comments:  # a comment names the mailbox when no phrase does: `a@b (Name)`
+        tokens = [t for t in tokens if t[0] != "c"]
     if not tokens:
         return None
     angle = next((k for k, t in enumerate(tokens) if t == ("s", "<")), None)
@@ -100,14 +122,16 @@ def _mailbox(tokens: list[Token]) -> Address | None:
         close = next((k for k, t in enumerate(inner) if t == ("s", ">")), len(inner))
         inner = inner[:close]
         colon = next((k for k, t in enumerate(inner) if t == ("s", ":")), None)
+        route = None
         if colon is not None:  # obsolete source route: @a,@b:local@host
+            route = "".join(v for _, v in inner[:colon]) or None
             inner = inner[colon + 1 :]
         addr = _addr_spec(inner)
-        return Address(phrase or None, addr[0], addr[1])
+        return Address(phrase or (comments[-1] if comments else None), addr[0], addr[1], route)
     local, host = _addr_spec(tokens)
     if not local and not host:
         return None
-    return Address(None, local, host)
+    return Address(comments[-1] if comments else None, local, host)
 
 
 def _addr_spec(tokens: list[Token]) -> tuple[str, str]:
@@ -147,7 +171,7 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
     if simple is not None:
         return simple
     try:
-        return _parse_address_list(_tokens(value))
+        return _parse_address_list(_tokens(value, comments=True))
     except Exception:  # defensive: the tokenizer should not fail, but garbage is garbage
         return ()
 
@@ -188,7 +212,7 @@ def _parse_address_list(tokens: list[Token]) -> tuple[Address, ...]:
     out: list[Address] = []
     for kind, run in _runs(tokens):
         if kind == "group":
-            out.append(Address(None, " ".join(v for _, v in run), None))
+            out.append(Address(None, " ".join(v for k, v in run if k != "c"), None))
         elif kind == "end":
             out.append(Address(None, None, None))
         else:

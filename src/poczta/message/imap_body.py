@@ -156,7 +156,7 @@ def envelope_value(envelope: Envelope) -> ImapValue:
 def _addresses(addresses: tuple[Address, ...]) -> ImapValue:
     if not addresses:
         return None
-    return [[a.name, None, a.mailbox, a.host] for a in addresses]
+    return [[a.name, a.route, a.mailbox, a.host] for a in addresses]
 
 
 # --- sections ---------------------------------------------------------------

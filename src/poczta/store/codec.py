@@ -61,7 +61,10 @@ def now_text() -> str:
 
 
 def _addresses(items: tuple[Address, ...]) -> list[list[str | None]]:
-    return [[a.name, a.mailbox, a.host] for a in items]
+    return [
+        [a.name, a.mailbox, a.host, a.route] if a.route else [a.name, a.mailbox, a.host]
+        for a in items
+    ]
 
 
 def encode_envelope(env: Envelope) -> str:
@@ -84,7 +87,7 @@ def _envelope_list(env: Envelope) -> list[Any]:
 
 
 def _to_addresses(items: list[list[Any]]) -> tuple[Address, ...]:
-    return tuple(Address(name, mailbox, host) for name, mailbox, host in items)
+    return tuple(Address(*item) for item in items)
 
 
 def decode_envelope(text: str) -> Envelope:
