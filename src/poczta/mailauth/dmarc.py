@@ -84,6 +84,11 @@ def _suffix_list() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+def load_public_suffix_list() -> None:
+    """Read the Public Suffix List now (it takes a tenth of a second), not at first use."""
+    _suffix_list()
+
+
 @lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
     """The registrable domain per the Public Suffix List (the domain itself if a suffix)."""
