@@ -325,18 +325,19 @@ class InboundChecks:
         header = header if header is not None else split_header(data)
         spf = await _settled(self._spf) if self._spf is not None else None
         dnsbl = await self._dnsbl_so_far()
-        from_domain = self._from_domain_to_ask(header)
+        authors = from_header_values(header)  # split once, for the blocklists and DMARC
+        from_domain = self._from_domain_to_ask(authors)
         found = _DataStage()
         why = checks.too_slow
         try:
             async with asyncio.timeout(checks.deadline):
-                await self._data_checks(data, header, spf, from_domain, found)
+                await self._data_checks(data, header, authors, spf, from_domain, found)
         except TimeoutError:
             pass
         except Exception as exc:  # defensive: a broken check is a temperror, not a crash
             why = f"internal error: {type(exc).__name__}"
         dkim = found.dkim if found.dkim is not None else _dkim_temperror(why)
-        dmarc = found.dmarc if found.dmarc is not None else _dmarc_temperror(header, why)
+        dmarc = found.dmarc if found.dmarc is not None else _dmarc_temperror(authors, why)
         if from_domain is not None:
             from_dnsbl = found.dnsbl
             if from_dnsbl is None:
@@ -359,6 +360,7 @@ class InboundChecks:
         self,
         data: bytes,
         header: HeaderSection,
+        authors: list[str],
         spf: SpfResult | None,
         from_domain: str | None,
         found: _DataStage,
@@ -373,16 +375,17 @@ class InboundChecks:
             found.dnsbl = await self._from_domain_zones(from_domain)
         spf_pair = (spf.result.value, spf.domain) if spf is not None else None
         found.dmarc = await _guarded(
-            check_dmarc(header, spf_pair, found.dkim, resolver),
-            lambda why: _dmarc_temperror(header, why),
+            check_dmarc(authors, spf_pair, found.dkim, resolver),
+            lambda why: _dmarc_temperror(authors, why),
         )
 
-    def _from_domain_to_ask(self, header: HeaderSection) -> str | None:
-        """The From domain, when the domain blocklists have not been asked about it yet."""
+    def _from_domain_to_ask(self, authors: list[str]) -> str | None:
+        """The From domain (of the From field values `authors`), when the domain blocklists
+        have not been asked about it yet."""
         if not self.checks.domain_zones:
             return None
         try:
-            from_domain = author_domain(from_header_values(header))
+            from_domain = author_domain(authors)
         except FromHeaderError:
             return None
         if from_domain in (_domain_of(self.sender).lower(), self.helo.lower()):
@@ -420,10 +423,10 @@ def _dkim_temperror(why: str) -> list[DkimResult]:
     return [DkimResult(DkimStatus.TEMPERROR, reason=why)]
 
 
-def _dmarc_temperror(header: HeaderSection, why: str) -> DmarcResult:
+def _dmarc_temperror(authors: list[str], why: str) -> DmarcResult:
     domain = ""
     with contextlib.suppress(FromHeaderError):
-        domain = author_domain(from_header_values(header))
+        domain = author_domain(authors)
     return DmarcResult("temperror", from_domain=domain, reason=why)
 
 
