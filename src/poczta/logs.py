@@ -13,6 +13,7 @@ counting the rest. `log` itself stays as cheap as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -58,10 +59,17 @@ def _quote(value: object) -> str:
     """A value as one token: JSON-quoted when it is empty, has a space, `"` or `=`, or
     has any character that is not printable, so no value can start a line or fake a field.
     """
-    text = str(value)
+    # Most strings recur line after line; other values (exceptions...) are not kept alive.
+    return _quote_text(value) if type(value) is str else _quote_uncached(str(value))
+
+
+def _quote_uncached(text: str) -> str:
     if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
         return text
     return json.dumps(text)
+
+
+_quote_text = functools.lru_cache(maxsize=4096)(_quote_uncached)
 
 
 class _DirectWriter:
