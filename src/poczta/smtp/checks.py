@@ -306,6 +306,9 @@ class InboundChecks:
         if greylister.settings.trusted_domains and self._spf is not None:
             spf = await _settled(self._spf)
             verified = verified_domains((spf.result.value, spf.domain), ())
+        known = greylister.known(self.client_ip, self.sender, address, verified=verified)
+        if known is not None:  # no store to wait for, so no deadline either
+            return known
         work = greylister.check(self.client_ip, self.sender, address, verified=verified)
 
         def unavailable(why: str) -> GreylistDecision:
