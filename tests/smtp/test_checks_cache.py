@@ -85,8 +85,8 @@ def test_a_repeated_transaction_is_answered_from_the_cached_results() -> None:
     assert spf_of(first) == spf_of(again) == "pass" and not again.junk
     assert again.verdict.results.dnsbl == first.verdict.results.dnsbl
     assert again.headers == first.headers
-    # Only DMARC asked the DNS cache again: SPF and both blocklists came from their caches.
-    assert resolver.cache.hits - asked == 1
+    # SPF, both blocklists and the DMARC policy came from their own caches: no DNS asked.
+    assert resolver.cache.hits == asked
 
 
 def test_spf_results_are_keyed_by_client_sender_and_helo() -> None:
@@ -142,3 +142,15 @@ def test_temporary_failures_are_asked_again() -> None:
     resolver.cache.put(("unknown.test", "TXT"), [b"v=spf1 ip4:192.0.2.10 -all"], 300,
                        negative=False)  # fmt: skip
     assert spf_of(deliver(checks, GOOD_IP, unknown)) == "pass"
+
+
+def test_a_changed_dmarc_policy_is_seen_at_once() -> None:
+    resolver = cached_resolver(Clock())
+    checks = make_checks(resolver)
+    forged = deliver(checks, OTHER_IP, "alice@good.test", helo="other.test")
+    assert spf_of(forged) == "fail" and forged.refused  # DMARC fail, p=reject
+    resolver.cache.put(("_dmarc.good.test", "TXT"), [b"v=DMARC1; p=none"], 300, negative=False)
+    relaxed = deliver(checks, OTHER_IP, "alice@good.test", helo="other.test")
+    assert not relaxed.refused and relaxed.junk  # p=none now: only SPF's fail acts
+    dmarc = relaxed.verdict.results.dmarc
+    assert dmarc is not None and dmarc.result == "fail" and dmarc.policy == "none"

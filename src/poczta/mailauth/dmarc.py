@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -190,7 +190,10 @@ async def _fetch_record(resolver: Resolver, domain: str) -> list[str]:
     return [t for t in texts if re.match(r"v\s*=\s*DMARC1\s*(;|\Z)", t)]
 
 
-async def discover_policy(resolver: Resolver, domain: str) -> tuple[list[str], str, str]:
+PolicyRecords = tuple[list[str], str, str]  # records, domain where found, organizational domain
+
+
+async def discover_policy(resolver: Resolver, domain: str) -> PolicyRecords:
     """(records, domain where found, organizational domain). Raises DnsError when a lookup
     fails temporarily."""
     org = organizational_domain(domain)
@@ -245,12 +248,14 @@ async def check_dmarc(
     *,
     rng: Callable[[], float] = random.random,
     accept_body_length_limited: bool = False,
+    discover: Callable[[Resolver, str], Awaitable[PolicyRecords]] = discover_policy,
 ) -> DmarcResult:
     """Evaluate DMARC for a message.
 
     `from_header` is the message (bytes), its header section or the values of its From
     header fields;
-    `spf` is (result, domain) for the MAIL FROM domain (or HELO when the sender was null).
+    `spf` is (result, domain) for the MAIL FROM domain (or HELO when the sender was null);
+    `discover` finds the policy records (`discover_policy`, or one that caches its answers).
     """
     values: Sequence[str] = (
         from_header_values(from_header)
@@ -263,7 +268,7 @@ async def check_dmarc(
         return DmarcResult("permerror", disposition="reject", reason=str(exc))
     spf_outcome = SpfOutcome(*spf) if isinstance(spf, tuple) else spf
     try:
-        records, found_at, org = await discover_policy(resolver, from_domain)
+        records, found_at, org = await discover(resolver, from_domain)
     except DnsError as exc:
         return DmarcResult("temperror", from_domain=from_domain, reason=f"DNS: {exc}")
     if len(records) != 1:

@@ -14,15 +14,16 @@ what happens:
   Authentication-Results and X-Poczta-Verdict header fields, after any incoming ones
   that claim our name have been removed.
 
-Nothing here raises because of DNS: every check is bounded by `deadline` and a check
-that fails or times out is a temperror, which the policy turns into its action.
+Nothing here raises because of DNS: each background lookup, the store's greylisting
+answer and the end-of-DATA stage as a whole are bounded by `deadline`, and a check that
+fails or times out is a temperror, which the policy turns into its action. (The
+X-Poczta-Verdict field itself is written and read in `verdict_header`.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,17 +34,25 @@ from poczta.mailauth.dkim import DkimResult, DkimStatus, verify_dkim
 from poczta.mailauth.dmarc import (
     DmarcResult,
     FromHeaderError,
+    PolicyRecords,
     author_domain,
     check_dmarc,
+    discover_policy,
     from_header_values,
     load_public_suffix_list,
 )
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult, check_dnsbl
 from poczta.mailauth.greylist import GreylistDecision, Greylister, GreylistOutcome, verified_domains
-from poczta.mailauth.results import authentication_results_header, claims_authserv_id
+from poczta.mailauth.results import authentication_results_header
 from poczta.mailauth.spf import SpfResult, SpfResultCode, check_spf
 from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, Verdict, decide
 from poczta.message.header import HeaderSection, split_header
+from poczta.smtp.verdict_header import (
+    VERDICT_HEADER,
+    parse_verdict_header,
+    verdict_header,
+    without_our_claims,
+)
 
 __all__ = [
     "VERDICT_HEADER",
@@ -57,10 +66,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-VERDICT_HEADER = "X-Poczta-Verdict"
 OFFLOAD_SIZE = 256 * 1024  # messages larger than this are hashed on a thread
 _REFUSING = (Action.REJECT, Action.DEFER)
-_MAX_REASONS = 800
 
 
 @dataclass(frozen=True)
@@ -89,10 +96,11 @@ class MailChecks:
     """Everything the checks share: one per server, handing out one `InboundChecks` per
     connection. `zones` are the blocklists, `greylister` None turns greylisting off.
 
-    Blocklist answers and SPF results are kept in `DerivedCache`s (with a resolver that
-    can follow its answers, `DnsPythonResolver`): while the DNS answers they came from
-    are cached unchanged, and for at most `result_ttl` seconds, the next message from the
-    same client and sender reuses them instead of working them out again.
+    Blocklist answers, SPF results and DMARC policy records are kept in `DerivedCache`s
+    (with a resolver that can follow its answers, `DnsPythonResolver`): while the DNS
+    answers they came from are cached unchanged, and for at most `result_ttl` seconds,
+    the next message from the same client, sender or author domain reuses them instead
+    of working them out again.
     """
 
     resolver: Resolver
@@ -110,6 +118,9 @@ class MailChecks:
             self.max_results, ttl=self.result_ttl
         )
         self.dnsbl_results: DerivedCache[tuple[str, ...], list[ZoneResult]] = DerivedCache(
+            self.max_results, ttl=self.result_ttl
+        )
+        self.dmarc_policies: DerivedCache[str, PolicyRecords] = DerivedCache(
             self.max_results, ttl=self.result_ttl
         )
         load_public_suffix_list()  # now, rather than on the event loop with the first message
@@ -132,6 +143,17 @@ class MailChecks:
         if isinstance(self.resolver, DnsPythonResolver) and self.result_ttl > 0:
             return self.resolver.tracking()
         return None
+
+    async def dmarc_policy(self, resolver: Resolver, domain: str) -> PolicyRecords:
+        """`discover_policy` for `domain`, from the cache while its DNS answers live."""
+        cached = self.dmarc_policies.get(domain)
+        if cached is not None:
+            return cached
+        trail = self.answer_trail()
+        found = await discover_policy(trail if trail is not None else resolver, domain)
+        if trail is not None:
+            self.dmarc_policies.put(domain, found, trail)
+        return found
 
     async def bounded(self, work: Awaitable[T], fallback: Callable[[str], T]) -> T:
         """`work`'s result, or `fallback(why)` when it takes longer than `deadline` or
@@ -378,7 +400,7 @@ class InboundChecks:
             found.dnsbl = await self._from_domain_zones(from_domain)
         spf_pair = (spf.result.value, spf.domain) if spf is not None else None
         found.dmarc = await _guarded(
-            check_dmarc(authors, spf_pair, found.dkim, resolver),
+            check_dmarc(authors, spf_pair, found.dkim, resolver, discover=self.checks.dmarc_policy),
             lambda why: _dmarc_temperror(authors, why),
         )
 
@@ -431,55 +453,3 @@ def _dmarc_temperror(authors: list[str], why: str) -> DmarcResult:
     with contextlib.suppress(FromHeaderError):
         domain = author_domain(authors)
     return DmarcResult("temperror", from_domain=domain, reason=why)
-
-
-# --- the verdict header field ------------------------------------------------------------
-
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-_PARAM = re.compile(r'\s*;\s*([A-Za-z][A-Za-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)')
-
-
-def _quoted(text: str) -> str:
-    text = _UNPRINTABLE.sub("?", text)
-    if len(text) > _MAX_REASONS:
-        text = text[: _MAX_REASONS - 3] + "..."
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def verdict_header(verdict: Verdict) -> bytes:
-    """``X-Poczta-Verdict: ACTION; enforced=...; report-only=yes|no; by=...; reasons="..."``"""
-    parts = [
-        verdict.action.value,
-        f"enforced={verdict.enforced.value}",
-        f"report-only={'yes' if verdict.report_only else 'no'}",
-    ]
-    if verdict.decided_by:
-        parts.append("by=" + ",".join(verdict.decided_by))
-    parts.append("reasons=" + _quoted(" | ".join(verdict.reasons) or "none"))
-    value = ";\r\n\t".join(parts)
-    return f"{VERDICT_HEADER}: {value}\r\n".encode("ascii")
-
-
-def parse_verdict_header(value: str) -> dict[str, str]:
-    """The action and the parameters of an X-Poczta-Verdict value (unfolded or not)."""
-    value = re.sub(r"\r?\n[ \t]", " ", value).strip()
-    action, _, rest = value.partition(";")
-    out = {"action": action.strip()}
-    for match in _PARAM.finditer(";" + rest):
-        raw = match.group(2)
-        if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-        out[match.group(1).lower()] = raw
-    return out
-
-
-def without_our_claims(
-    data: bytes, header: HeaderSection, authserv_id: str
-) -> tuple[bytes, HeaderSection]:
-    """`data` without the fields that claim to be our checks' results: X-Poczta-Verdict
-    and Authentication-Results naming `authserv_id`. For mail from anywhere, including
-    our own users: only the checks write them."""
-    verdict_key = VERDICT_HEADER.lower()
-    return header.without(
-        data, lambda f: f.key == verdict_key or claims_authserv_id(f, authserv_id)
-    )
