@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 
 from poczta.dns import (
+    _NX,
+    AnswerTrail,
+    DerivedCache,
     DnsCache,
     DnsPythonResolver,
+    DnsTempError,
     DnsTimeout,
     MxRecord,
     NXDomain,
@@ -96,6 +100,92 @@ def test_cache_ttl_caps_and_bound() -> None:
     for name in ("x", "y", "w"):
         cache.put((name, "A"), [name], 30, negative=False)
     assert len(cache) == 2 and cache.get(("x", "A")) is None  # least recently used went
+
+
+# --- DerivedCache -----------------------------------------------------------------
+
+
+def _cached_resolver(clock: FakeClock) -> DnsPythonResolver:
+    """A resolver whose only answers are the ones put in its cache: nothing listens on
+    its server port, so a question it has not cached fails as a temporary error."""
+    resolver = DnsPythonResolver(
+        ["127.0.0.1"], port=_free_udp_port(), timeout=0.2, lifetime=0.5,
+        cache=DnsCache(clock=clock),
+    )  # fmt: skip
+    resolver.cache.put(("a.test", "TXT"), [b"v=spf1 -all"], 300, negative=False)
+    return resolver
+
+
+def _derive(resolver: DnsPythonResolver, *names: str) -> tuple[AnswerTrail, list[str]]:
+    """Ask TXT for each name through a trail; what was found (or NXDOMAIN) per name."""
+    trail = resolver.tracking()
+
+    async def ask() -> list[str]:
+        out = []
+        for name in names:
+            try:
+                out.append(repr(await trail.txt(name)))
+            except NXDomain:
+                out.append("nxdomain")
+        return out
+
+    return trail, asyncio.run(ask())
+
+
+def test_derived_value_lives_as_long_as_every_answer_it_used() -> None:
+    clock = FakeClock()
+    resolver = _cached_resolver(clock)
+    resolver.cache.put(("gone.test", "TXT"), _NX, 100, negative=True)  # a cached NXDOMAIN
+    derived: DerivedCache[str, str] = DerivedCache(ttl=200, clock=clock)
+    trail, found = _derive(resolver, "a.test", "gone.test")
+    assert found == ["[b'v=spf1 -all']", "nxdomain"]
+    derived.put("key", "value", trail)
+    assert derived.get("key") == "value" and derived.get("other") is None
+    clock.now += 101  # the cached NXDOMAIN expired: asking again might find a record
+    assert derived.get("key") is None and len(derived) == 0
+
+
+def test_derived_value_goes_when_an_answer_is_replaced_or_its_own_ttl_ends() -> None:
+    clock = FakeClock()
+    resolver = _cached_resolver(clock)
+    derived: DerivedCache[str, str] = DerivedCache(ttl=60, clock=clock)
+    trail, _ = _derive(resolver, "a.test")
+    derived.put("key", "value", trail)
+    resolver.cache.put(("a.test", "TXT"), [b"v=spf1 +all"], 300, negative=False)
+    assert derived.get("key") is None  # the record changed: the value must be worked out again
+    trail, _ = _derive(resolver, "a.test")
+    derived.put("key", "again", trail)
+    clock.now += 59
+    assert derived.get("key") == "again"
+    clock.now += 2  # the DNS answer still lives (300 s), the derived value does not (60 s)
+    assert derived.get("key") is None
+
+
+def test_derived_value_from_an_uncached_answer_is_not_kept() -> None:
+    clock = FakeClock()
+    resolver = _cached_resolver(clock)
+    derived: DerivedCache[str, str] = DerivedCache(clock=clock)
+    trail = resolver.tracking()
+
+    async def ask() -> None:
+        with pytest.raises(DnsTempError):
+            await trail.txt("unknown.test")  # not cached, and no server answers
+
+    asyncio.run(ask())
+    derived.put("key", "value", trail)
+    assert derived.get("key") is None and len(derived) == 0
+
+
+def test_derived_cache_is_bounded_least_recently_used_first() -> None:
+    clock = FakeClock()
+    resolver = _cached_resolver(clock)
+    derived: DerivedCache[str, int] = DerivedCache(2, clock=clock)
+    for n, key in enumerate(("x", "y")):
+        derived.put(key, n, _derive(resolver, "a.test")[0])
+    assert derived.get("x") == 0  # y is now the least recently used
+    derived.put("z", 2, _derive(resolver, "a.test")[0])
+    assert len(derived) == 2 and derived.get("y") is None
+    assert derived.get("x") == 0 and derived.get("z") == 2
 
 
 # --- DnsPythonResolver against dnsmasq --------------------------------------------

@@ -163,3 +163,29 @@ def test_lines_under_the_rate_are_all_written() -> None:
         refuse(limit, "smtp", "192.0.2.7")
         clock.advance(0.5)  # two a second, under three
     assert len(lines) == 20 and not clock.timers
+
+
+def test_lines_of_one_loop_turn_are_written_together_in_order(stream: Callable[[], str]) -> None:
+    import asyncio
+
+    logs.setup_logging("info", "text")
+    seen: list[str] = []
+
+    async def go() -> None:
+        logs.log("first.line", n=1)
+        logs.log("second.line", n=2)
+        seen.append(stream())  # still collected: the loop's turn has not ended
+        logging.getLogger("poczta.store").warning("third line")  # flushes the two first
+        logs.log("fourth.line", n=4)
+        await asyncio.sleep(0)  # the turn ends: written
+        seen.append(stream())
+        logs.log("fifth.line", n=5)  # written when the loop stops
+
+    asyncio.run(go())
+    seen.append(stream())
+    assert seen[0] == ""
+    events = [line.split()[2] for line in seen[1].splitlines()]
+    assert events == ["first.line", "second.line", "third", "fourth.line"]
+    assert seen[2].split()[2] == "fifth.line"
+    logs.log("outside.loop")
+    assert stream().split()[2] == "outside.loop"  # no loop: written at once

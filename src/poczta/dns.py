@@ -10,7 +10,9 @@ and DMARC tell apart are kept apart here:
 
 `ZoneResolver` answers from an in-memory zone for tests; `DnsPythonResolver` asks
 real servers through dnspython's async resolver and keeps a bounded, TTL-respecting
-cache of answers and of negative answers.
+cache of answers and of negative answers. `DerivedCache` keeps what the checks compute
+from those answers (an SPF result, a blocklist verdict) for as long as every answer
+that went into it is still cached unchanged, and never longer than its own TTL.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 import dns.asyncresolver
 import dns.exception
@@ -235,6 +237,15 @@ class DnsCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def entry(self, key: tuple[str, str]) -> _CacheEntry | None:
+        """The live entry of `key`, without counting a hit or touching the LRU order."""
+        entry = self._entries.get(key)
+        return entry if entry is not None and entry.expires > self.clock() else None
+
+    def holds(self, key: tuple[str, str], entry: _CacheEntry) -> bool:
+        """Whether `entry` is still the live answer cached for `key`."""
+        return self._entries.get(key) is entry and entry.expires > self.clock()
+
 
 _RDTYPES = {
     "TXT": dns.rdatatype.TXT,
@@ -305,6 +316,10 @@ class DnsPythonResolver:
     async def ptr(self, ip: str) -> list[str]:
         return await self._lookup(reverse_name(ip), "PTR")  # type: ignore[return-value]
 
+    def tracking(self) -> AnswerTrail:
+        """A view of this resolver that records the cached answers each lookup used."""
+        return AnswerTrail(self)
+
     async def _lookup(self, name: str, rtype: str) -> _Records:
         key = (normalize_name(name), rtype)
         cached = self.cache.get(key)
@@ -359,3 +374,113 @@ def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> float:
         except (dns.exception.DNSException, AttributeError):
             continue
     return float(min(ttls)) if ttls else 0.0
+
+
+class AnswerTrail:
+    """A `Resolver` over a `DnsPythonResolver` that notes which cache entry answered each
+    question, so that a result computed from the answers can be trusted exactly as long
+    as every one of them is still cached unchanged (`complete` is False once an answer
+    was not cached at all: a temporary failure, or a TTL of zero)."""
+
+    def __init__(self, resolver: DnsPythonResolver) -> None:
+        self.resolver = resolver
+        self.used: list[tuple[tuple[str, str], _CacheEntry]] = []
+        self.complete = True
+
+    async def txt(self, name: str) -> list[bytes]:
+        return await self._lookup(name, "TXT")  # type: ignore[return-value]
+
+    async def a(self, name: str) -> list[str]:
+        return await self._lookup(name, "A")  # type: ignore[return-value]
+
+    async def aaaa(self, name: str) -> list[str]:
+        return await self._lookup(name, "AAAA")  # type: ignore[return-value]
+
+    async def mx(self, name: str) -> list[MxRecord]:
+        return await self._lookup(name, "MX")  # type: ignore[return-value]
+
+    async def ptr(self, ip: str) -> list[str]:
+        return await self._lookup(reverse_name(ip), "PTR")  # type: ignore[return-value]
+
+    async def _lookup(self, name: str, rtype: str) -> _Records:
+        key = (normalize_name(name), rtype)
+        records: object = _NX
+        try:
+            found = await self.resolver._lookup(name, rtype)
+            records = found
+            return found
+        except NXDomain:
+            raise
+        except BaseException:
+            self.complete = False
+            raise
+        finally:
+            self._note(key, records)
+
+    def _note(self, key: tuple[str, str], records: object) -> None:
+        entry = self.resolver.cache.entry(key)
+        # The entry must hold what this lookup answered: another one may have replaced it.
+        if entry is None or not (entry.value is records or entry.value == records):
+            self.complete = False
+        else:
+            self.used.append((key, entry))
+
+    def current(self) -> bool:
+        """Whether every answer used so far is still the one cached."""
+        cache = self.resolver.cache
+        return self.complete and all(cache.holds(key, entry) for key, entry in self.used)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass
+class _Derived(Generic[V]):
+    value: V
+    trail: AnswerTrail
+    expires: float
+
+
+class DerivedCache(Generic[K, V]):
+    """A bounded cache of values computed from DNS answers (see `AnswerTrail`).
+
+    A value is given back while every answer its computation used is still cached
+    unchanged in the resolver's `DnsCache`, and for at most `ttl` seconds; so it is
+    exactly what computing it again would give. Least recently used entries go first
+    beyond `max_entries`. `clock` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        *,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: OrderedDict[K, _Derived[V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found.expires <= self.clock() or not found.trail.current():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found.value
+
+    def put(self, key: K, value: V, trail: AnswerTrail) -> None:
+        """Keep `value`, computed through `trail`, unless an answer it used was not cached."""
+        if not trail.complete or self.max_entries <= 0 or self.ttl <= 0:
+            return
+        self._entries[key] = _Derived(value, trail, self.clock() + self.ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

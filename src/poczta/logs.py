@@ -2,7 +2,8 @@
 
 `log` is on every message's path (two lines per SMTP message), so once `setup_logging`
 has chosen the stream it formats the line itself and writes it there, without making a
-`logging.LogRecord` (a third of the cost). Lines of other loggers (library warnings, a
+`logging.LogRecord` (a third of the cost), and writes the lines of one turn of the event
+loop together. Lines of other loggers (library warnings, a
 store failure's traceback) still go through `logging`, to the same stream and format.
 
 Lines an outsider can make us write at any rate (a refused connection) go through a
@@ -12,7 +13,10 @@ counting the rest. `log` itself stays as cheap as it was.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -58,14 +62,30 @@ def _quote(value: object) -> str:
     """A value as one token: JSON-quoted when it is empty, has a space, `"` or `=`, or
     has any character that is not printable, so no value can start a line or fake a field.
     """
-    text = str(value)
+    # Most strings recur line after line; other values (exceptions...) are not kept alive.
+    return _quote_text(value) if type(value) is str else _quote_uncached(str(value))
+
+
+def _quote_uncached(text: str) -> str:
     if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
         return text
     return json.dumps(text)
 
 
+_quote_text = functools.lru_cache(maxsize=4096)(_quote_uncached)
+
+
 class _DirectWriter:
-    """The fast path of `log`: the stream, the threshold and a per-second timestamp."""
+    """The fast path of `log`: the stream, the threshold and a per-second timestamp.
+
+    Inside a running event loop, lines are collected and written together at the end of
+    the loop's turn (one write for all the lines that turn made, where each line used
+    to cost a system call of its own); outside one, and before any line of the
+    `logging` handler (`_OrderedHandler`), they are written at once, so the order of
+    lines on the stream is the order they were logged in. An exit flushes what is left.
+    """
+
+    MAX_PENDING = 256  # lines: beyond these, write without waiting for the turn to end
 
     def __init__(self, stream: TextIO, level: int, fmt: str) -> None:
         self.stream = stream
@@ -73,6 +93,7 @@ class _DirectWriter:
         self.json = fmt == "json"
         self._second = -1
         self._stamp = ""
+        self._pending: list[str] = []
 
     def _timestamp(self) -> str:
         now = int(time.time())
@@ -87,17 +108,51 @@ class _DirectWriter:
             line = _json_line(name, event, fields)
         else:
             line = _text_line(self._timestamp(), name, event, fields)
+        pending = self._pending
+        pending.append(line + "\n")
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: nothing would flush it later
+                self.flush()
+        elif len(pending) >= self.MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the collected lines."""
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
         # a closed or broken stream must not stop the server
         with contextlib.suppress(OSError, ValueError):
-            self.stream.write(line + "\n")
+            self.stream.write(text)
+
+
+class _OrderedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The `logging` handler of the same stream: flushes `log`'s lines before its own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _DIRECT is not None:
+            _DIRECT.flush()
+        super().emit(record)
 
 
 _DIRECT: _DirectWriter | None = None
 
 
+def _flush_at_exit() -> None:
+    if _DIRECT is not None:
+        _DIRECT.flush()
+
+
+atexit.register(_flush_at_exit)
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     global _DIRECT
-    handler = logging.StreamHandler(sys.stderr)
+    if _DIRECT is not None:
+        _DIRECT.flush()
+    handler = _OrderedHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger("poczta")
     root.handlers[:] = [handler]
@@ -127,8 +182,6 @@ Schedule = Callable[[float, Callable[[], None]], object]
 
 def _call_later(delay: float, callback: Callable[[], None]) -> None:
     """Run `callback` after `delay` seconds on the running event loop, if there is one."""
-    import asyncio
-
     with contextlib.suppress(RuntimeError):  # no loop: the next line of its kind reports
         asyncio.get_running_loop().call_later(delay, callback)
 

@@ -275,3 +275,21 @@ def test_whitelisted_triplet_is_trusted_without_the_store_for_an_hour() -> None:
     clock.now += Greylister.RECONFIRM_SECONDS
     assert attempt(g).outcome is GreylistOutcome.WHITELISTED
     assert asked == ["bob@example.test"]  # after it: confirmed (and renewed) again
+
+
+def test_known_answers_without_the_store_only_what_check_would_answer() -> None:
+    g, _, clock = make(delay=300, exempt_sender_domains=("lists.example",))
+    assert g.known("192.0.2.10", "alice@example.org", "bob@example.test") is None  # unknown
+    exempt = g.known("192.0.2.10", "news@lists.example", "bob@example.test")
+    assert exempt is not None and exempt.outcome is GreylistOutcome.EXEMPT
+    assert attempt(g).deferred
+    clock.now += 301
+    assert g.known("192.0.2.10", "alice@example.org", "bob@example.test") is None  # pending
+    assert attempt(g).outcome is GreylistOutcome.PASS
+    clock.now += 10
+    from_store = attempt(g)  # whitelisted, as the store says
+    known = g.known("192.0.2.10", "alice@example.org", "bob@example.test")
+    assert known is not None and known == from_store == attempt(g)
+    assert known.outcome is GreylistOutcome.WHITELISTED
+    clock.now += Greylister.RECONFIRM_SECONDS + 1  # time to ask the store again
+    assert g.known("192.0.2.10", "alice@example.org", "bob@example.test") is None

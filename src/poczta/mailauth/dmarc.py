@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
@@ -82,6 +82,11 @@ _URI = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:[^\s!]+(?:![0-9]+[kmgt]?)?\Z")
 @lru_cache(maxsize=1)
 def _suffix_list() -> PublicSuffixList:
     return PublicSuffixList()
+
+
+def load_public_suffix_list() -> None:
+    """Read the Public Suffix List now (it takes a tenth of a second), not at first use."""
+    _suffix_list()
 
 
 @lru_cache(maxsize=4096)
@@ -185,7 +190,10 @@ async def _fetch_record(resolver: Resolver, domain: str) -> list[str]:
     return [t for t in texts if re.match(r"v\s*=\s*DMARC1\s*(;|\Z)", t)]
 
 
-async def discover_policy(resolver: Resolver, domain: str) -> tuple[list[str], str, str]:
+PolicyRecords = tuple[list[str], str, str]  # records, domain where found, organizational domain
+
+
+async def discover_policy(resolver: Resolver, domain: str) -> PolicyRecords:
     """(records, domain where found, organizational domain). Raises DnsError when a lookup
     fails temporarily."""
     org = organizational_domain(domain)
@@ -240,12 +248,14 @@ async def check_dmarc(
     *,
     rng: Callable[[], float] = random.random,
     accept_body_length_limited: bool = False,
+    discover: Callable[[Resolver, str], Awaitable[PolicyRecords]] = discover_policy,
 ) -> DmarcResult:
     """Evaluate DMARC for a message.
 
     `from_header` is the message (bytes), its header section or the values of its From
     header fields;
-    `spf` is (result, domain) for the MAIL FROM domain (or HELO when the sender was null).
+    `spf` is (result, domain) for the MAIL FROM domain (or HELO when the sender was null);
+    `discover` finds the policy records (`discover_policy`, or one that caches its answers).
     """
     values: Sequence[str] = (
         from_header_values(from_header)
@@ -258,30 +268,32 @@ async def check_dmarc(
         return DmarcResult("permerror", disposition="reject", reason=str(exc))
     spf_outcome = SpfOutcome(*spf) if isinstance(spf, tuple) else spf
     try:
-        records, found_at, org = await discover_policy(resolver, from_domain)
+        records, found_at, org = await discover(resolver, from_domain)
     except DnsError as exc:
         return DmarcResult("temperror", from_domain=from_domain, reason=f"DNS: {exc}")
-    base = DmarcResult("none", from_domain=from_domain, org_domain=org)
     if len(records) != 1:
         why = "no DMARC record" if not records else "several DMARC records"
-        return replace(base, reason=why)
+        return DmarcResult("none", from_domain=from_domain, org_domain=org, reason=why)
     try:
         record = parse_dmarc_record(records[0])
     except DmarcRecordError as exc:
-        return replace(base, result="permerror", reason=str(exc))
+        return DmarcResult("permerror", from_domain=from_domain, org_domain=org, reason=str(exc))
     use_sp = found_at != from_domain and record.subdomain_policy is not None
     policy = record.subdomain_policy if use_sp and record.subdomain_policy else record.policy
-    base = replace(base, record=record, policy=policy)
     alignment = _align(from_domain, record, spf_outcome, dkim, accept_body_length_limited)
+
+    def result(outcome: str, reason: str, disposition: str = "none") -> DmarcResult:
+        # Built whole rather than with dataclasses.replace: this runs for every message.
+        return DmarcResult(
+            outcome, policy, disposition, from_domain, org, record, reason,
+            alignment.spf, alignment.dkim,
+        )  # fmt: skip
+
     if alignment.spf or alignment.dkim:
         passed = "aligned " + " and ".join(
             n for n, ok in (("SPF", alignment.spf), ("DKIM", alignment.dkim)) if ok
         )
-        return replace(base, result="pass", reason=passed, spf_aligned=alignment.spf,
-                        dkim_aligned=alignment.dkim)  # fmt: skip
+        return result("pass", passed)
     if alignment.temporary:
-        return replace(base, result="temperror",
-                        reason=f"aligned {'/'.join(alignment.temporary)} temperror")  # fmt: skip
-    disposition = _sampled(policy, record.pct, rng)
-    return replace(base, result="fail", disposition=disposition,
-                    reason="no aligned SPF or DKIM pass")  # fmt: skip
+        return result("temperror", f"aligned {'/'.join(alignment.temporary)} temperror")
+    return result("fail", "no aligned SPF or DKIM pass", _sampled(policy, record.pct, rng))

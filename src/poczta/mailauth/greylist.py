@@ -308,6 +308,22 @@ class Greylister:
             return None
         return GreylistTriplet(network, normalize_sender(sender), recipient.strip().lower())
 
+    def known(
+        self, client_ip: str, sender: str, recipient: str, *, verified: Sequence[str] = ()
+    ) -> GreylistDecision | None:
+        """The decision when it needs no store: an exemption, or a triplet or network
+        whitelisted and confirmed within the last `RECONFIRM_SECONDS`; else None (ask
+        `check`, which gives the same answer in these cases)."""
+        why = self.exemption(client_ip, sender, recipient, verified)
+        triplet = self.triplet(client_ip, sender, recipient)
+        if why is not None or triplet is None:
+            return GreylistDecision(GreylistOutcome.EXEMPT, why or "no client address")
+        confirmed = self._recently_confirmed(triplet, self.clock())
+        if confirmed is not None:
+            reason = f"{confirmed} whitelisted"
+            return GreylistDecision(GreylistOutcome.WHITELISTED, reason, 0, triplet)
+        return None
+
     async def check(
         self, client_ip: str, sender: str, recipient: str, *, verified: Sequence[str] = ()
     ) -> GreylistDecision:
@@ -316,15 +332,12 @@ class Greylister:
         `verified` are the domains the message is authenticated for (see
         `verified_domains`); leave it empty when asking before DATA.
         """
-        why = self.exemption(client_ip, sender, recipient, verified)
+        known = self.known(client_ip, sender, recipient, verified=verified)
+        if known is not None:
+            return known
         triplet = self.triplet(client_ip, sender, recipient)
-        if why is not None or triplet is None:
-            return GreylistDecision(GreylistOutcome.EXEMPT, why or "no client address")
+        assert triplet is not None  # known() answers when there is no client address
         now = self.clock()
-        confirmed = self._recently_confirmed(triplet, now)
-        if confirmed is not None:
-            reason = f"{confirmed} whitelisted"
-            return GreylistDecision(GreylistOutcome.WHITELISTED, reason, 0, triplet)
         network = await self.store.get_network(triplet.network)
         if network is not None and network.whitelisted_until > now:
             renewed = self._renewed(network, now)

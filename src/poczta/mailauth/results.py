@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from poczta.mailauth.dkim import DkimResult
 from poczta.mailauth.dmarc import DmarcResult
@@ -88,6 +89,7 @@ def _comment(text: str) -> str:
     return "(" + re.sub(r"[()\\\r\n]", "", text) + ")"
 
 
+@lru_cache(maxsize=4096)  # the same few results recur on most messages
 def format_resinfo(info: ResInfo) -> str:
     parts = [f"{info.method}={info.result}"]
     if info.comment:

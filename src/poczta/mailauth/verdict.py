@@ -51,6 +51,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 
 from poczta.mailauth.dkim import DkimResult, DkimStatus
 from poczta.mailauth.dmarc import DmarcResult, aligned
@@ -128,6 +129,7 @@ class _Finding:
     note: bool = False  # an accept worth a reason: a check's action set aside
 
 
+_ACCEPTED = _Finding("policy", Action.ACCEPT, "")
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 MAX_REPLY_TEXT = 300
 
@@ -354,10 +356,13 @@ def decide(results: CheckResults, policy: PolicySettings | None = None) -> Verdi
     enforced = max((f.action for f in findings), key=_SEVERITY.__getitem__, default=Action.ACCEPT)
     deciding = [f for f in findings if f.action is enforced]
     reasons = [f"{f.check}: {f.reason} -> {f.action.value}" for f in found]
-    reasons += [format_resinfo(info) for info in _unregistered_resinfos(results)]
-    reply = deciding[0] if deciding else _Finding("policy", Action.ACCEPT, "")
+    reasons += [_zone_reason(zone) for zone in results.dnsbl]
+    if results.greylist is not None:
+        greylist = results.greylist
+        reasons.append(_greylist_reason(greylist.outcome.value, greylist.reason))
+    reply = deciding[0] if deciding else _ACCEPTED
     if policy.report_only or enforced in (Action.ACCEPT, Action.JUNK):
-        reply = _Finding(reply.check, Action.ACCEPT, "")
+        reply = _ACCEPTED
     action = Action.ACCEPT if policy.report_only else enforced
     return Verdict(
         action=action,
@@ -422,16 +427,20 @@ def _resinfos(results: CheckResults) -> list[ResInfo]:
     return infos
 
 
-def _unregistered_resinfos(results: CheckResults) -> list[ResInfo]:
-    infos: list[ResInfo] = []
-    for zone in results.dnsbl:
-        props = [("policy.zone", zone.zone.name)]
-        if zone.listed:
-            kind = "ip" if zone.zone.kind is DnsblKind.IP else "domain"
-            props.append((f"policy.{kind}", zone.subject))
-        comment = ",".join(zone.codes)
-        infos.append(ResInfo("dnsbl", zone.status.value, "", tuple(props), comment))
-    if results.greylist is not None:
-        g = results.greylist
-        infos.append(ResInfo("greylist", g.outcome.value, g.reason))
-    return infos
+# The reasons that record the checks without an Authentication-Results method: the same
+# few on most messages, so each is formatted once.
+
+
+@lru_cache(maxsize=4096)
+def _zone_reason(zone: ZoneResult) -> str:
+    props = [("policy.zone", zone.zone.name)]
+    if zone.listed:
+        kind = "ip" if zone.zone.kind is DnsblKind.IP else "domain"
+        props.append((f"policy.{kind}", zone.subject))
+    comment = ",".join(zone.codes)
+    return format_resinfo(ResInfo("dnsbl", zone.status.value, "", tuple(props), comment))
+
+
+@lru_cache(maxsize=1024)
+def _greylist_reason(outcome: str, reason: str) -> str:
+    return format_resinfo(ResInfo("greylist", outcome, reason))

@@ -14,35 +14,45 @@ what happens:
   Authentication-Results and X-Poczta-Verdict header fields, after any incoming ones
   that claim our name have been removed.
 
-Nothing here raises because of DNS: every check is bounded by `deadline` and a check
-that fails or times out is a temperror, which the policy turns into its action.
+Nothing here raises because of DNS: each background lookup, the store's greylisting
+answer and the end-of-DATA stage as a whole are bounded by `deadline`, and a check that
+fails or times out is a temperror, which the policy turns into its action. (The
+X-Poczta-Verdict field itself is written and read in `verdict_header`.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
-from poczta.dns import Resolver
+from poczta.dns import AnswerTrail, DerivedCache, DnsPythonResolver, Resolver
 from poczta.mailauth.dkim import DkimResult, DkimStatus, verify_dkim
 from poczta.mailauth.dmarc import (
     DmarcResult,
     FromHeaderError,
+    PolicyRecords,
     author_domain,
     check_dmarc,
+    discover_policy,
     from_header_values,
+    load_public_suffix_list,
 )
 from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult, check_dnsbl
 from poczta.mailauth.greylist import GreylistDecision, Greylister, GreylistOutcome, verified_domains
-from poczta.mailauth.results import authentication_results_header, claims_authserv_id
+from poczta.mailauth.results import authentication_results_header
 from poczta.mailauth.spf import SpfResult, SpfResultCode, check_spf
 from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, Verdict, decide
 from poczta.message.header import HeaderSection, split_header
+from poczta.smtp.verdict_header import (
+    VERDICT_HEADER,
+    parse_verdict_header,
+    verdict_header,
+    without_our_claims,
+)
 
 __all__ = [
     "VERDICT_HEADER",
@@ -56,10 +66,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-VERDICT_HEADER = "X-Poczta-Verdict"
 OFFLOAD_SIZE = 256 * 1024  # messages larger than this are hashed on a thread
 _REFUSING = (Action.REJECT, Action.DEFER)
-_MAX_REASONS = 800
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,14 @@ class CheckDecision:
 @dataclass
 class MailChecks:
     """Everything the checks share: one per server, handing out one `InboundChecks` per
-    connection. `zones` are the blocklists, `greylister` None turns greylisting off."""
+    connection. `zones` are the blocklists, `greylister` None turns greylisting off.
+
+    Blocklist answers, SPF results and DMARC policy records are kept in `DerivedCache`s
+    (with a resolver that can follow its answers, `DnsPythonResolver`): while the DNS
+    answers they came from are cached unchanged, and for at most `result_ttl` seconds,
+    the next message from the same client, sender or author domain reuses them instead
+    of working them out again.
+    """
 
     resolver: Resolver
     authserv_id: str
@@ -95,6 +110,20 @@ class MailChecks:
     greylister: Greylister | None = None
     deadline: float = 20.0
     clock: Callable[[], float] = time.time
+    result_ttl: float = 60.0
+    max_results: int = 10_000
+
+    def __post_init__(self) -> None:
+        self.spf_results: DerivedCache[tuple[str, str, str], SpfResult] = DerivedCache(
+            self.max_results, ttl=self.result_ttl
+        )
+        self.dnsbl_results: DerivedCache[tuple[str, ...], list[ZoneResult]] = DerivedCache(
+            self.max_results, ttl=self.result_ttl
+        )
+        self.dmarc_policies: DerivedCache[str, PolicyRecords] = DerivedCache(
+            self.max_results, ttl=self.result_ttl
+        )
+        load_public_suffix_list()  # now, rather than on the event loop with the first message
 
     def connect(self, client_ip: str) -> InboundChecks:
         """The checks of one new connection; starts the IP blocklist lookups (call it from
@@ -109,6 +138,23 @@ class MailChecks:
     def domain_zones(self) -> list[DnsblZone]:
         return [z for z in self.zones if z.kind is DnsblKind.DOMAIN]
 
+    def answer_trail(self) -> AnswerTrail | None:
+        """A resolver view recording the answers a check uses, when results can be cached."""
+        if isinstance(self.resolver, DnsPythonResolver) and self.result_ttl > 0:
+            return self.resolver.tracking()
+        return None
+
+    async def dmarc_policy(self, resolver: Resolver, domain: str) -> PolicyRecords:
+        """`discover_policy` for `domain`, from the cache while its DNS answers live."""
+        cached = self.dmarc_policies.get(domain)
+        if cached is not None:
+            return cached
+        trail = self.answer_trail()
+        found = await discover_policy(trail if trail is not None else resolver, domain)
+        if trail is not None:
+            self.dmarc_policies.put(domain, found, trail)
+        return found
+
     async def bounded(self, work: Awaitable[T], fallback: Callable[[str], T]) -> T:
         """`work`'s result, or `fallback(why)` when it takes longer than `deadline` or
         fails: a check never raises into the session."""
@@ -116,9 +162,13 @@ class MailChecks:
             async with asyncio.timeout(self.deadline):  # no extra task, unlike wait_for
                 return await work
         except TimeoutError:
-            return fallback(f"no answer within {self.deadline:g} seconds")
+            return fallback(self.too_slow)
         except Exception as exc:  # defensive: a broken check is a temperror, not a crash
             return fallback(f"internal error: {type(exc).__name__}")
+
+    @property
+    def too_slow(self) -> str:
+        return f"no answer within {self.deadline:g} seconds"
 
 
 def _zone_temperrors(zones: Sequence[DnsblZone]) -> Callable[[str], list[ZoneResult]]:
@@ -143,6 +193,23 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2] if "@" in address else ""
 
 
+# A check's result, or the task working it out (a cached result needs no task).
+_Pending: TypeAlias = "asyncio.Task[T] | T"
+
+
+async def _settled(pending: _Pending[T]) -> T:
+    return await pending if isinstance(pending, asyncio.Task) else pending
+
+
+class _DataStage:
+    """The results of the end-of-DATA checks, filled in as they finish under one deadline."""
+
+    def __init__(self) -> None:
+        self.dkim: list[DkimResult] | None = None
+        self.dnsbl: list[ZoneResult] | None = None
+        self.dmarc: DmarcResult | None = None
+
+
 class InboundChecks:
     """The checks of one connection: started at connect, MAIL FROM and RCPT, finished at
     the end of DATA. `close` cancels whatever is still running."""
@@ -152,12 +219,13 @@ class InboundChecks:
         self.client_ip = client_ip
         self.sender = ""
         self.helo = ""
-        self._ip_dnsbl: asyncio.Task[list[ZoneResult]] | None = None
-        self._domain_dnsbl: asyncio.Task[list[ZoneResult]] | None = None
-        self._spf: asyncio.Task[SpfResult] | None = None
+        self._ip_dnsbl: _Pending[list[ZoneResult]] | None = None
+        self._domain_dnsbl: _Pending[list[ZoneResult]] | None = None
+        self._spf: _Pending[SpfResult] | None = None
         self._greylist: list[GreylistDecision] = []
-        if checks.ip_zones:
-            self._ip_dnsbl = self._start(self._ask_zones(checks.ip_zones, client_ip=client_ip))
+        zones = checks.ip_zones
+        if zones:
+            self._ip_dnsbl = self._zones_pending(zones, ("ip", client_ip), client_ip=client_ip)
 
     def _start(self, work: Awaitable[T]) -> asyncio.Task[T]:
         async def run() -> T:
@@ -165,49 +233,79 @@ class InboundChecks:
 
         return asyncio.get_running_loop().create_task(run())
 
+    def _zones_pending(
+        self,
+        zones: Sequence[DnsblZone],
+        key: tuple[str, ...],
+        *,
+        client_ip: str | None = None,
+        domains: Sequence[str] = (),
+    ) -> _Pending[list[ZoneResult]]:
+        cached = self.checks.dnsbl_results.get(key)
+        if cached is not None:
+            return cached
+        return self._start(self._ask_zones(zones, key, client_ip=client_ip, domains=domains))
+
     async def _ask_zones(
         self,
         zones: Sequence[DnsblZone],
+        key: tuple[str, ...],
         *,
         client_ip: str | None = None,
         domains: Sequence[str] = (),
     ) -> list[ZoneResult]:
-        work = check_dnsbl(self.checks.resolver, zones, client_ip=client_ip, domains=domains)
-        return await self.checks.bounded(work, _zone_temperrors(zones))
+        checks = self.checks
+        trail = checks.answer_trail()
+        resolver = trail if trail is not None else checks.resolver
+        work = check_dnsbl(resolver, zones, client_ip=client_ip, domains=domains)
+        results = await checks.bounded(work, _zone_temperrors(zones))
+        if trail is not None and all(r.status is not DnsblStatus.TEMPERROR for r in results):
+            checks.dnsbl_results.put(key, results, trail)
+        return results
 
     def mail_from(self, sender: str, helo: str) -> None:
         """A new transaction: start SPF and the domain blocklist lookups."""
         self._cancel(self._spf, self._domain_dnsbl)
         self.sender, self.helo = sender, helo
         self._greylist = []
-        self._spf = self._start(self._check_spf())
+        spf = self.checks.spf_results.get((self.client_ip, sender, helo))
+        self._spf = spf if spf is not None else self._start(self._check_spf())
         zones = self.checks.domain_zones
         domains = [d for d in (_domain_of(sender), helo) if d]
-        self._domain_dnsbl = self._start(self._ask_zones(zones, domains=domains)) if zones else None
+        key = ("domain", *domains)
+        self._domain_dnsbl = self._zones_pending(zones, key, domains=domains) if zones else None
 
     async def _check_spf(self) -> SpfResult:
         identity = "mailfrom" if self.sender else "helo"
         domain = _domain_of(self.sender) if self.sender else self.helo
         sender = self.sender or f"postmaster@{self.helo}"
+        key = (self.client_ip, self.sender, self.helo)
 
         def temperror(why: str) -> SpfResult:
             return SpfResult(SpfResultCode.TEMPERROR, domain, sender, identity, problem=why)
 
+        checks = self.checks
+        trail = checks.answer_trail()
         work = check_spf(
             self.client_ip,
             self.sender,
             self.helo,
-            self.checks.resolver,
-            receiver=self.checks.authserv_id,
+            trail if trail is not None else checks.resolver,
+            receiver=checks.authserv_id,
         )
-        return await self.checks.bounded(work, temperror)
+        result = await checks.bounded(work, temperror)
+        # A temperror is worth asking again; a fail's explanation may hold the time (%{t}).
+        if trail is not None and result.result not in (SpfResultCode.TEMPERROR, SpfResultCode.FAIL):
+            checks.spf_results.put(key, result, trail)
+        return result
 
     async def _dnsbl_so_far(self) -> list[ZoneResult]:
-        found: list[list[ZoneResult]] = []
-        for task in (self._ip_dnsbl, self._domain_dnsbl):
-            if task is not None:
-                found.append(await task)
-        return _merge_zone_results(*found)
+        ip, domain = self._ip_dnsbl, self._domain_dnsbl
+        if domain is None:
+            return [] if ip is None else list(await _settled(ip))
+        if ip is None:
+            return list(await _settled(domain))
+        return _merge_zone_results(await _settled(ip), await _settled(domain))
 
     async def recipient(self, address: str) -> CheckDecision:
         """Blocklists, then greylisting, for one (local, existing) recipient."""
@@ -228,8 +326,11 @@ class InboundChecks:
     async def _greylist_check(self, greylister: Greylister, address: str) -> GreylistDecision:
         verified: tuple[str, ...] = ()
         if greylister.settings.trusted_domains and self._spf is not None:
-            spf = await self._spf
+            spf = await _settled(self._spf)
             verified = verified_domains((spf.result.value, spf.domain), ())
+        known = greylister.known(self.client_ip, self.sender, address, verified=verified)
+        if known is not None:  # no store to wait for, so no deadline either
+            return known
         work = greylister.check(self.client_ip, self.sender, address, verified=verified)
 
         def unavailable(why: str) -> GreylistDecision:
@@ -242,18 +343,31 @@ class InboundChecks:
 
         `header` is the header section of `data` (split here when not given). The hashing
         of a large message runs on a thread, so that the event loop goes on serving other
-        connections meanwhile.
+        connections meanwhile. The three share one deadline; what has not finished by
+        then is a temperror.
         """
         checks = self.checks
         header = header if header is not None else split_header(data)
-        spf = await self._spf if self._spf is not None else None
-        offload = asyncio.to_thread if len(data) > OFFLOAD_SIZE else None
-        work_dkim = verify_dkim(data, checks.resolver, header=header, offload=offload)
-        dkim = await checks.bounded(work_dkim, _dkim_temperror)
-        dnsbl = await self._dnsbl_with_from(header)
-        spf_pair = (spf.result.value, spf.domain) if spf is not None else None
-        work = check_dmarc(header, spf_pair, dkim, checks.resolver)
-        dmarc = await checks.bounded(work, lambda why: _dmarc_temperror(header, why))
+        spf = await _settled(self._spf) if self._spf is not None else None
+        dnsbl = await self._dnsbl_so_far()
+        authors = from_header_values(header)  # split once, for the blocklists and DMARC
+        from_domain = self._from_domain_to_ask(authors)
+        found = _DataStage()
+        why = checks.too_slow
+        try:
+            async with asyncio.timeout(checks.deadline):
+                await self._data_checks(data, header, authors, spf, from_domain, found)
+        except TimeoutError:
+            pass
+        except Exception as exc:  # defensive: a broken check is a temperror, not a crash
+            why = f"internal error: {type(exc).__name__}"
+        dkim = found.dkim if found.dkim is not None else _dkim_temperror(why)
+        dmarc = found.dmarc if found.dmarc is not None else _dmarc_temperror(authors, why)
+        if from_domain is not None:
+            from_dnsbl = found.dnsbl
+            if from_dnsbl is None:
+                from_dnsbl = _zone_temperrors(checks.domain_zones)(why)
+            dnsbl = _merge_zone_results(dnsbl, from_dnsbl)
         greylist = next((g for g in self._greylist if g.deferred), None)
         if greylist is None and self._greylist:
             greylist = self._greylist[0]
@@ -267,21 +381,54 @@ class InboundChecks:
         )
         return CheckDecision(verdict, "data", headers, stripped, stripped_header)
 
-    async def _dnsbl_with_from(self, header: HeaderSection) -> list[ZoneResult]:
-        so_far = await self._dnsbl_so_far()
-        zones = self.checks.domain_zones
+    async def _data_checks(
+        self,
+        data: bytes,
+        header: HeaderSection,
+        authors: list[str],
+        spf: SpfResult | None,
+        from_domain: str | None,
+        found: _DataStage,
+    ) -> None:
+        """DKIM, then the From domain's blocklist entries, then DMARC, into `found`."""
+        resolver = self.checks.resolver
+        offload = asyncio.to_thread if len(data) > OFFLOAD_SIZE else None
+        found.dkim = await _guarded(
+            verify_dkim(data, resolver, header=header, offload=offload), _dkim_temperror
+        )
+        if from_domain is not None:
+            found.dnsbl = await self._from_domain_zones(from_domain)
+        spf_pair = (spf.result.value, spf.domain) if spf is not None else None
+        found.dmarc = await _guarded(
+            check_dmarc(authors, spf_pair, found.dkim, resolver, discover=self.checks.dmarc_policy),
+            lambda why: _dmarc_temperror(authors, why),
+        )
+
+    def _from_domain_to_ask(self, authors: list[str]) -> str | None:
+        """The From domain (of the From field values `authors`), when the domain blocklists
+        have not been asked about it yet."""
+        if not self.checks.domain_zones:
+            return None
         try:
-            from_domain = author_domain(from_header_values(header))
+            from_domain = author_domain(authors)
         except FromHeaderError:
-            return so_far
-        if not zones or from_domain in (_domain_of(self.sender).lower(), self.helo.lower()):
-            return so_far
-        return _merge_zone_results(so_far, await self._ask_zones(zones, domains=[from_domain]))
+            return None
+        if from_domain in (_domain_of(self.sender).lower(), self.helo.lower()):
+            return None
+        return from_domain
+
+    async def _from_domain_zones(self, from_domain: str) -> list[ZoneResult]:
+        zones = self.checks.domain_zones
+        key = ("domain", from_domain)
+        cached = self.checks.dnsbl_results.get(key)
+        if cached is not None:
+            return cached
+        return await self._ask_zones(zones, key, domains=[from_domain])
 
     @staticmethod
-    def _cancel(*tasks: asyncio.Task[object] | asyncio.Task[SpfResult] | None) -> None:
-        for task in tasks:
-            if task is not None and not task.done():
+    def _cancel(*pending: _Pending[object] | None) -> None:
+        for task in pending:
+            if isinstance(task, asyncio.Task) and not task.done():
                 task.cancel()
 
     def close(self) -> None:
@@ -289,64 +436,20 @@ class InboundChecks:
         self._cancel(self._ip_dnsbl, self._domain_dnsbl, self._spf)
 
 
+async def _guarded(work: Awaitable[T], fallback: Callable[[str], T]) -> T:
+    """`work`'s result, or `fallback(why)` when it fails (a deadline is the caller's)."""
+    try:
+        return await work
+    except Exception as exc:  # defensive: a broken check is a temperror, not a crash
+        return fallback(f"internal error: {type(exc).__name__}")
+
+
 def _dkim_temperror(why: str) -> list[DkimResult]:
     return [DkimResult(DkimStatus.TEMPERROR, reason=why)]
 
 
-def _dmarc_temperror(header: HeaderSection, why: str) -> DmarcResult:
+def _dmarc_temperror(authors: list[str], why: str) -> DmarcResult:
     domain = ""
     with contextlib.suppress(FromHeaderError):
-        domain = author_domain(from_header_values(header))
+        domain = author_domain(authors)
     return DmarcResult("temperror", from_domain=domain, reason=why)
-
-
-# --- the verdict header field ------------------------------------------------------------
-
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-_PARAM = re.compile(r'\s*;\s*([A-Za-z][A-Za-z0-9-]*)=("(?:[^"\\]|\\.)*"|[^;\s]*)')
-
-
-def _quoted(text: str) -> str:
-    text = _UNPRINTABLE.sub("?", text)
-    if len(text) > _MAX_REASONS:
-        text = text[: _MAX_REASONS - 3] + "..."
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def verdict_header(verdict: Verdict) -> bytes:
-    """``X-Poczta-Verdict: ACTION; enforced=...; report-only=yes|no; by=...; reasons="..."``"""
-    parts = [
-        verdict.action.value,
-        f"enforced={verdict.enforced.value}",
-        f"report-only={'yes' if verdict.report_only else 'no'}",
-    ]
-    if verdict.decided_by:
-        parts.append("by=" + ",".join(verdict.decided_by))
-    parts.append("reasons=" + _quoted(" | ".join(verdict.reasons) or "none"))
-    value = ";\r\n\t".join(parts)
-    return f"{VERDICT_HEADER}: {value}\r\n".encode("ascii")
-
-
-def parse_verdict_header(value: str) -> dict[str, str]:
-    """The action and the parameters of an X-Poczta-Verdict value (unfolded or not)."""
-    value = re.sub(r"\r?\n[ \t]", " ", value).strip()
-    action, _, rest = value.partition(";")
-    out = {"action": action.strip()}
-    for match in _PARAM.finditer(";" + rest):
-        raw = match.group(2)
-        if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-        out[match.group(1).lower()] = raw
-    return out
-
-
-def without_our_claims(
-    data: bytes, header: HeaderSection, authserv_id: str
-) -> tuple[bytes, HeaderSection]:
-    """`data` without the fields that claim to be our checks' results: X-Poczta-Verdict
-    and Authentication-Results naming `authserv_id`. For mail from anywhere, including
-    our own users: only the checks write them."""
-    verdict_key = VERDICT_HEADER.lower()
-    return header.without(
-        data, lambda f: f.key == verdict_key or claims_authserv_id(f, authserv_id)
-    )
