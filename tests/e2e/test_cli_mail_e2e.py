@@ -177,3 +177,23 @@ def test_removals_that_delete_mail_ask_first(admin_dir: Path) -> None:
     assert forced.returncode == 0, forced.stderr
     assert users_of(admin_dir) == []
     assert run_cli("domain", "list", cwd=admin_dir).stdout == ""
+
+
+def test_mailboxes_are_listed_created_and_deleted(admin_dir: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("mail", "mailbox", *args, cwd=admin_dir)
+
+    made = cli("create", "alice@example.org", "Projects/2026", "--special-use", "\\Archive")
+    assert made.returncode == 0, made.stderr
+    listed = cli("list", "alice@example.org").stdout.splitlines()
+    assert listed[0].split("\t") == ["name", "special_use", "messages", "unseen", "size"]
+    rows = {line.split("\t")[0]: line.split("\t") for line in listed[1:]}
+    assert rows["Junk"][1] == "\\Junk" and rows["Junk"][2].isdigit()
+    assert rows["Projects/2026"][1] == "\\Archive" and "Projects" in rows
+    as_json = json.loads(cli("list", "alice@example.org", "--json").stdout)
+    assert {"INBOX", "Projects", "Projects/2026"} <= {box["name"] for box in as_json}
+    assert "child mailboxes" in cli("delete", "alice@example.org", "Projects").stderr
+    assert cli("delete", "alice@example.org", "Projects/2026").returncode == 0
+    assert cli("delete", "alice@example.org", "INBOX").returncode == 1
+    bad = cli("create", "alice@example.org", "../other")
+    assert bad.returncode == 1 and "'.' or '..' level" in bad.stderr

@@ -1,4 +1,4 @@
-"""CLI commands that show and move stored mail: mail list/show/move."""
+"""CLI commands that show and move stored mail: mail list/show/move (and mail mailbox)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from poczta.accounts import normalize_address
 from poczta.cli.common import Failure, config_options, print_table, resolve_config, run_with_store
+from poczta.cli.mailbox import mailbox
 from poczta.store.base import MailboxId, MailStore, NotFound, UserId
 
 
@@ -42,7 +43,10 @@ async def read_stored(store: MailStore, address: str, mailbox: str, uid: int) ->
 
 @click.group()
 def mail() -> None:
-    """Look at stored mail without a mail client."""
+    """Look at stored mail and mailboxes without a mail client."""
+
+
+mail.add_command(mailbox)
 
 
 @mail.command("list")
