@@ -183,17 +183,27 @@ def test_mailboxes_are_listed_created_and_deleted(admin_dir: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return run_cli("mail", "mailbox", *args, cwd=admin_dir)
 
-    made = cli("create", "alice@example.org", "Projects/2026", "--special-use", "\\Archive")
+    assert run_cli("domain", "add", "folders.example", "--no-dkim", cwd=admin_dir).returncode == 0
+    added = run_cli(
+        "user",
+        "add",
+        "folders@folders.example",
+        "--password-stdin",
+        cwd=admin_dir,
+        stdin="pw-1234567\n",
+    )
+    assert added.returncode == 0, added.stderr
+    made = cli("create", "folders@folders.example", "Projects/2026", "--special-use", "\\Archive")
     assert made.returncode == 0, made.stderr
-    listed = cli("list", "alice@example.org").stdout.splitlines()
+    listed = cli("list", "folders@folders.example").stdout.splitlines()
     assert listed[0].split("\t") == ["name", "special_use", "messages", "unseen", "size"]
     rows = {line.split("\t")[0]: line.split("\t") for line in listed[1:]}
     assert rows["Junk"][1] == "\\Junk" and rows["Junk"][2].isdigit()
     assert rows["Projects/2026"][1] == "\\Archive" and "Projects" in rows
-    as_json = json.loads(cli("list", "alice@example.org", "--json").stdout)
+    as_json = json.loads(cli("list", "folders@folders.example", "--json").stdout)
     assert {"INBOX", "Projects", "Projects/2026"} <= {box["name"] for box in as_json}
-    assert "child mailboxes" in cli("delete", "alice@example.org", "Projects").stderr
-    assert cli("delete", "alice@example.org", "Projects/2026").returncode == 0
-    assert cli("delete", "alice@example.org", "INBOX").returncode == 1
-    bad = cli("create", "alice@example.org", "../other")
+    assert "child mailboxes" in cli("delete", "folders@folders.example", "Projects").stderr
+    assert cli("delete", "folders@folders.example", "Projects/2026").returncode == 0
+    assert cli("delete", "folders@folders.example", "INBOX").returncode == 1
+    bad = cli("create", "folders@folders.example", "../other")
     assert bad.returncode == 1 and "'.' or '..' level" in bad.stderr
