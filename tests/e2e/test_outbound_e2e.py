@@ -152,7 +152,7 @@ def test_a_smarthost_with_auth_over_starttls_relays_everything(servers: Servers)
 def test_an_unknown_remote_user_bounces_to_the_sender(servers: Servers) -> None:
     submit(servers.sender, "to nobody", to="nobody@remote.test")
     bounce = arrived(servers.sender, ALICE, "Undelivered Mail Returned to Sender").decode()
-    assert "Final-Recipient: rfc822;nobody@remote.test" in bounce
+    assert "Final-Recipient: rfc822; nobody@remote.test" in bounce
     assert "Status: 5.1.1" in bounce and "Action: failed" in bounce
 
 
