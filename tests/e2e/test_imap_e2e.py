@@ -187,3 +187,19 @@ def test_idle_sessions_in_every_worker_see_a_delivery(two_workers: PocztaServer)
         assert b"* 1 EXISTS" in _read_until(sock, rb"\* 1 EXISTS")
         sock.sendall(b"DONE\r\nd LOGOUT\r\n")
         sock.close()
+
+
+def test_a_search_sees_what_another_session_changed_meanwhile(server: PocztaServer) -> None:
+    deliver(server, ALICE, "search me")
+    first, second = login(server), login(server)
+    first.select("INBOX")
+    second.select("INBOX")
+    _, before = first.uid("SEARCH", None, 'SUBJECT "search me" UNSEEN')
+    [uid] = before[0].split()[-1:]
+    second.uid("STORE", uid.decode(), "+FLAGS", "(\\Seen)")
+    _, after = first.uid("SEARCH", None, 'SUBJECT "search me" UNSEEN')
+    assert uid not in after[0].split()
+    _, seen = first.uid("SEARCH", None, "SEEN")
+    assert uid in seen[0].split()
+    first.logout()
+    second.logout()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import (
@@ -103,6 +104,8 @@ class ImapSession:
         self.view: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved_search: list[int] = []  # SEARCHRES `$`, as UIDs
+        # the facts SEARCH last read: ((mailbox, HIGHESTMODSEQ), facts by UID)
+        self.search_cache: tuple[tuple[int, int], dict[int, Any]] | None = None
         self.bad_in_a_row = 0
         self.pending: list[Event] = []
         self.auth: object | None = None  # an AUTHENTICATE in progress (see `auth`)
@@ -230,6 +233,7 @@ class ImapSession:
 
     async def watch(self, view: SelectedView | None) -> None:
         """Follow changes of the newly selected mailbox (none when `view` is None)."""
+        self.search_cache = None
         if self._change_task is not None:
             self._change_task.cancel()
             with contextlib.suppress(BaseException):

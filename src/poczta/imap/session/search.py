@@ -58,11 +58,20 @@ class _Gone:
 
 
 async def _messages(session: ImapSession) -> list[SearchableMessage]:
-    """The selected mailbox's messages in this client's sequence-number order."""
+    """The selected mailbox's messages in this client's sequence-number order.
+
+    The facts read are kept for the next SEARCH, SORT or THREAD while the mailbox's
+    HIGHESTMODSEQ (brought up to date before every command) has not moved: every change
+    to a mailbox moves it, so an unchanged one has unchanged facts."""
     view = session.view
     assert view is not None
-    metas = {m.uid: m for m in await session.store.fetch_meta(MailboxId(view.mailbox_id))}
-    return [metas.get(uid) or _Gone(uid) for uid in view.uids]
+    key = (view.mailbox_id, view.highestmodseq)
+    cached = session.search_cache
+    if cached is None or cached[0] != key:
+        metas = await session.store.fetch_meta(MailboxId(view.mailbox_id))
+        cached = session.search_cache = (key, {m.uid: m for m in metas})
+    by_uid = cached[1]
+    return [by_uid.get(uid) or _Gone(uid) for uid in view.uids]
 
 
 async def _matching(

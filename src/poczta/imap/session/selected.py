@@ -70,6 +70,7 @@ async def check(session: ImapSession, command: cmd.Command) -> None:
 async def idle(session: ImapSession, command: cmd.Command) -> None:
     await refresh(session)
     session.send(*session.updates())
+    session.search_cache = None  # an idling session holds no mailbox's facts
     session.idle_tag = command.tag
     session.conn.write(b"+ idling\r\n")
     session.more(session.reader.expect_done())
