@@ -40,7 +40,7 @@ from poczta.smtp.client_events import (
     Write,
 )
 from poczta.smtp.client_replies import ReplyLimits
-from tests.smtp.smtp_transcript import TranscriptError, unescape
+from tests.smtp.smtp_transcript import TranscriptError, _coerce, unescape
 
 
 def escape(data: bytes) -> str:
@@ -77,14 +77,6 @@ def render(event: ClientEvent) -> tuple[str, str]:
     if isinstance(event, HostFailed):
         return "E", f"HostFailed {event.outcome.enhanced} {event.outcome.text}"
     return "E", type(event).__name__
-
-
-def _coerce(value: str) -> Any:
-    if value in ("true", "false"):
-        return value == "true"
-    if value.isdigit():
-        return int(value)
-    return value
 
 
 def build_client(options: dict[str, Any]) -> SmtpClient:
