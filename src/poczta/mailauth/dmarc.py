@@ -90,8 +90,12 @@ def load_public_suffix_list() -> None:
 
 
 @lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def organizational_domain(domain: str) -> str:
-    """The registrable domain per the Public Suffix List (the domain itself if a suffix)."""
+    """The registrable domain per the Public Suffix List (the domain itself if a suffix).
+
+    Kept per name: the lookup encodes the name to IDNA, which costs more than the rest
+    of a message's DMARC evaluation, and the same few domains come again and again."""
     domain = domain.lower().rstrip(".")
     org = _suffix_list().privatesuffix(domain)
     return str(org) if org else domain
@@ -102,7 +106,9 @@ def aligned(a: str, b: str, mode: str) -> bool:
     a, b = a.lower().rstrip("."), b.lower().rstrip(".")
     if not a or not b:
         return False
-    return a == b if mode == "s" else organizational_domain(a) == organizational_domain(b)
+    if a == b:
+        return True
+    return mode != "s" and organizational_domain(a) == organizational_domain(b)
 
 
 @lru_cache(maxsize=4096)

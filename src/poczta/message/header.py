@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["HeaderField", "HeaderLimitExceeded", "HeaderSection", "split_header"]
+__all__ = ["HeaderField", "HeaderLimitExceeded", "HeaderSection", "field_key", "split_header"]
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
@@ -48,18 +48,14 @@ class HeaderField:
     value: bytes  # after the colon to the end of the field, folding kept, lines end in CRLF
     start: int  # offset of the field's first byte in the message
     end: int  # offset just past the line end of its last line
-
-    @property
-    def key(self) -> str:
-        """The name for comparisons: lowercased, without trailing WSP."""
-        return self.name.rstrip(b" \t").decode("ascii").lower()
+    key: str  # the name for comparisons: lowercased, without trailing WSP (see `field_key`)
 
     def text(self) -> str:
         """The value unfolded (line breaks removed) and stripped, as text."""
         return self.value.replace(b"\r\n", b"").decode("utf-8", "replace").strip()
 
     def shifted(self, delta: int) -> HeaderField:
-        return HeaderField(self.name, self.value, self.start + delta, self.end + delta)
+        return HeaderField(self.name, self.value, self.start + delta, self.end + delta, self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,4 +167,10 @@ def _split_fields(data: bytes, stop: int, max_fields: int | None = None) -> tupl
 
 def _field(name: bytes, parts: list[bytes], start: int, end: int) -> HeaderField:
     value = parts[0] + b"\r\n" if len(parts) == 1 else b"\r\n".join(parts) + b"\r\n"
-    return HeaderField(name, value, start, end)
+    return HeaderField(name, value, start, end, field_key(name))
+
+
+def field_key(name: bytes) -> str:
+    """A field name as compared: lowercased, without trailing WSP (the split keeps only
+    names of printable ASCII, so decoding cannot fail)."""
+    return name.rstrip(b" \t").decode("ascii").lower()
