@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from poczta.app import build_resolver
+from poczta.config import ConfigError, validate_text
 from poczta.dns import (
     _NX,
     AnswerTrail,
@@ -444,3 +446,26 @@ def test_an_untrusted_resolver_makes_nothing_secure(unbound: int) -> None:
         assert type(failed.value) is ServFail
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("setting", "nameservers", "validating"),
+    [
+        ("", '["127.0.0.1"]', True),  # the default: loopback resolvers are believed
+        ("", '["127.0.0.1", "192.0.2.53"]', False),
+        ('dnssec = "trusted"\n', '["192.0.2.53"]', True),
+        ('dnssec = "off"\n', '["127.0.0.1"]', False),
+    ],
+)
+def test_the_dns_dnssec_setting_decides_what_the_resolver_believes(
+    setting: str, nameservers: str, validating: bool
+) -> None:
+    text = f'hostname = "mx.example.test"\ndata_dir = "d"\n[dns]\nnameservers = {nameservers}\n'
+    config = validate_text(text + setting, "poczta.toml")
+    assert build_resolver(config).validating is validating
+
+
+def test_an_unknown_dnssec_setting_is_refused() -> None:
+    text = 'hostname = "mx.example.test"\ndata_dir = "d"\n[dns]\ndnssec = "yes"\n'
+    with pytest.raises(ConfigError, match=r"dns\.dnssec: unknown value 'yes'"):
+        validate_text(text, "poczta.toml")

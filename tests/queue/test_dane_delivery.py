@@ -249,3 +249,33 @@ def test_a_dane_connection_is_never_taken_for_an_opportunistic_one() -> None:
     assert hash(ConnectionKey("127.0.0.1", 25, dane=policy)) == hash(
         ConnectionKey("127.0.0.1", 25, dane=same)
     )
+
+
+def test_a_domain_without_mx_is_its_own_host_for_dane(tmp_path: Path) -> None:
+    async def test() -> None:
+        port = free_port()
+        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        zone = Zone(port)
+        implicit = "implicit.dane.test"
+        zone.resolver.add(implicit, "A", "127.0.0.1")  # no MX: the domain itself
+        zone.resolver.add(f"_{port}._tcp.{implicit}", "TLSA", tlsa_record(CA_ISSUED.cert, 3))
+        async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
+            result = await attempt(d, implicit)
+            assert result.status == PENDING and "DANE authentication failed" in result.text
+            assert mx.messages == []
+
+    run(test())
+
+
+def test_a_numeric_mx_is_never_looked_up_for_tlsa(tmp_path: Path) -> None:
+    async def test() -> None:
+        port = free_port()
+        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        zone = Zone(port)
+        zone.resolver.records[DOMAIN]["MX"] = [(10, "127.0.0.1")]
+        async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
+            result = await attempt(d)
+            assert result.status == DELIVERED and (result.tls or "").startswith("opportunistic")
+            assert all(name != "127.0.0.1" for name, _ in zone.resolver.queries)  # not a name
+
+    run(test())

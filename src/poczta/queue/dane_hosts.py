@@ -22,6 +22,7 @@ the MX host name.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass, field
 
 from poczta.dns import DnsError, DnssecResolver, DnsTempError, Resolver
@@ -78,7 +79,7 @@ async def _host_policy(
     resolver: DnssecResolver, host: str, domain: str, port: int
 ) -> DanePolicy | str | None:
     """The host's policy, None when DANE does not apply, or why its lookup failed."""
-    if not await _secure_addresses(resolver, host):
+    if _is_address(host) or not await _secure_addresses(resolver, host):
         return None
     name = tlsa_name(host, port)
     try:
@@ -88,6 +89,14 @@ async def _host_policy(
     if not tlsa.secure or not tlsa.records:
         return None
     return dane_policy(name, tlsa.records, (host, domain))
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 async def _secure_addresses(resolver: DnssecResolver, host: str) -> bool:
