@@ -101,19 +101,7 @@ class TestCa:
     issued: Issued = field(init=False)
 
     def __post_init__(self) -> None:
-        key = _key(self.key_kind)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
-        cert = _build(
-            self.name,
-            [],
-            key,
-            subject,
-            key,
-            ca=True,
-            not_before=NOW - datetime.timedelta(days=1),
-            not_after=NOW + datetime.timedelta(days=3650),
-        )
-        self.issued = Issued(cert, key)
+        self.issued = _self_signed(self.name, [], ca=True, key_kind=self.key_kind, days=3650)
 
     @property
     def cert(self) -> x509.Certificate:
@@ -151,18 +139,14 @@ class TestCa:
 
 def self_signed(*names: str) -> Issued:
     """A self-signed leaf for `names`, as `poczta init` makes one."""
-    key = _key("ec")
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = _build(
-        names[0],
-        list(names),
-        key,
-        subject,
-        key,
-        ca=False,
-        not_before=NOW - datetime.timedelta(days=1),
-        not_after=NOW + datetime.timedelta(days=365),
-    )
+    return _self_signed(names[0], list(names), ca=False, key_kind="ec", days=365)
+
+
+def _self_signed(subject: str, names: list[str], *, ca: bool, key_kind: str, days: int) -> Issued:
+    key = _key(key_kind)
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    before, after = NOW - datetime.timedelta(days=1), NOW + datetime.timedelta(days=days)
+    cert = _build(subject, names, key, issuer, key, ca=ca, not_before=before, not_after=after)
     return Issued(cert, key)
 
 

@@ -22,13 +22,13 @@ the MX host name.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass, field
 
 from poczta.dns import DnsError, DnssecResolver, DnsTempError, Resolver
 from poczta.logs import log
 from poczta.queue.dane import DanePolicy, dane_policy, tlsa_name
 from poczta.queue.mx import MxFailure, MxHost, MxPlan
+from poczta.queue.mx import _is_numeric as _is_address
 from poczta.smtp.client_events import TlsPolicy
 
 __all__ = ["DaneHosts", "dane_hosts"]
@@ -89,14 +89,6 @@ async def _host_policy(
     if not tlsa.secure or not tlsa.records:
         return None
     return dane_policy(name, tlsa.records, (host, domain))
-
-
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 async def _secure_addresses(resolver: DnssecResolver, host: str) -> bool:
