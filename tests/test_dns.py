@@ -1,5 +1,5 @@
 """Tests for poczta.dns: the in-memory zone, the cache, and the dnspython resolver
-against a real DNS server (dnsmasq) on loopback."""
+against real DNS servers on loopback (dnsmasq; unbound validating signed zones)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,26 @@ from pathlib import Path
 
 import pytest
 
+from poczta.app import build_resolver
+from poczta.config import ConfigError, validate_text
 from poczta.dns import (
     _NX,
     AnswerTrail,
     DerivedCache,
     DnsCache,
     DnsPythonResolver,
+    DnssecBogus,
     DnsTempError,
     DnsTimeout,
     MxRecord,
     NXDomain,
     ServFail,
+    TlsaRecord,
+    Validated,
     ZoneResolver,
+    trusts_ad,
 )
+from tests.e2e.dnssec_server import TestZone, unbound_server
 
 # --- ZoneResolver ----------------------------------------------------------------
 
@@ -325,3 +332,140 @@ def test_refused_port_is_temp_failure() -> None:
     resolver = DnsPythonResolver(["127.0.0.1"], port=_free_udp_port(), timeout=0.2, lifetime=0.5)
     with pytest.raises((ServFail, DnsTimeout)):
         asyncio.run(resolver.a("example.test"))
+
+
+# --- DNSSEC: trust, the zone resolver, and unbound validating signed zones -------
+
+
+def test_the_ad_bit_is_believed_from_loopback_resolvers_only_by_default() -> None:
+    assert trusts_ad(None, ["127.0.0.1", "::1"])
+    assert trusts_ad(None, ["127.0.0.53"])
+    assert not trusts_ad(None, ["127.0.0.1", "192.0.2.53"])
+    assert not trusts_ad(None, [])
+    assert trusts_ad(True, ["192.0.2.53"]) and not trusts_ad(False, ["127.0.0.1"])
+    assert DnsPythonResolver(["127.0.0.1"]).validating
+    assert not DnsPythonResolver(["192.0.2.53"]).validating
+    assert not DnsPythonResolver(["127.0.0.1"], trust_ad=False).validating
+
+
+def test_zone_resolver_secure_zones_and_bogus_answers() -> None:
+    record = TlsaRecord(3, 1, 1, bytes(32))
+    zone = ZoneResolver.from_mapping(
+        {
+            "dane.test": {"MX": [(10, "mx.dane.test")]},
+            "mx.dane.test": {"A": ["192.0.2.25"]},
+            "_25._tcp.mx.dane.test": {"TLSA": [record, "2 1 1 " + "ab" * 32]},
+            "plain.test": {"MX": [(10, "mx.plain.test")]},
+        }
+    )
+    zone.secure_zones.add("dane.test")
+    zone.bogus.add(("_25._tcp.mx.plain.test", "TLSA"))
+
+    async def run() -> None:
+        assert await zone.mx_validated("dane.test") == Validated(
+            [MxRecord(10, "mx.dane.test")], True
+        )
+        assert await zone.a_validated("MX.dane.test.") == Validated(["192.0.2.25"], True)
+        tlsa = await zone.tlsa("_25._tcp.mx.dane.test")
+        assert tlsa.secure and tlsa.records == [record, TlsaRecord(2, 1, 1, bytes([0xAB] * 32))]
+        assert await zone.tlsa("_25._tcp.nothing.dane.test") == Validated([], False)
+        assert not (await zone.mx_validated("plain.test")).secure
+        with pytest.raises(DnssecBogus):
+            await zone.tlsa("_25._tcp.mx.plain.test")
+        zone.validating = False
+        assert not (await zone.mx_validated("dane.test")).secure
+
+    asyncio.run(run())
+
+
+_TLSA = "3 1 1 " + "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="module")
+def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """unbound validating dane.test (signed), bogus.test (a TLSA changed after signing),
+    expired.test (signatures run out) and plain.test (unsigned); yields the port."""
+    records = ["@ IN MX 10 mx", "mx IN A 192.0.2.25", f"_25._tcp.mx IN TLSA {_TLSA}"]
+    zones = [
+        TestZone("dane.test", records),
+        TestZone("bogus.test", records, tamper={"3 1 1 0123": "3 1 1 ff23"}),
+        TestZone("expired.test", records, expired=True),
+        TestZone("plain.test", records, signed=False),
+    ]
+    with unbound_server(tmp_path_factory.mktemp("dnssec"), zones) as port:
+        yield port
+
+
+def test_validated_answers_from_unbound(unbound: int) -> None:
+    resolver = DnsPythonResolver(["127.0.0.1"], port=unbound, timeout=1, lifetime=2)
+
+    async def run() -> None:
+        assert await resolver.mx("dane.test") == [MxRecord(10, "mx.dane.test")]
+        misses = resolver.cache.misses
+        mx = await resolver.mx_validated("dane.test")  # the plain answer's security, cached
+        assert mx == Validated([MxRecord(10, "mx.dane.test")], True)
+        assert resolver.cache.misses == misses
+        assert await resolver.a_validated("mx.dane.test") == Validated(["192.0.2.25"], True)
+        assert await resolver.aaaa_validated("mx.dane.test") == Validated([], True)
+        tlsa = await resolver.tlsa("_25._tcp.mx.dane.test")
+        assert tlsa == Validated([TlsaRecord.from_text(_TLSA)], True)
+        assert await resolver.tlsa("_26._tcp.mx.dane.test") == Validated([], False)  # NXDOMAIN
+        with pytest.raises(NXDomain):
+            await resolver.a_validated("nothing.dane.test")
+        plain = await resolver.tlsa("_25._tcp.mx.plain.test")
+        assert plain == Validated([TlsaRecord.from_text(_TLSA)], False)
+        assert not (await resolver.mx_validated("plain.test")).secure
+
+    asyncio.run(run())
+
+
+def test_bogus_answers_are_temporary_failures_that_say_why(unbound: int) -> None:
+    resolver = DnsPythonResolver(["127.0.0.1"], port=unbound, timeout=1, lifetime=2)
+
+    async def run() -> None:
+        assert (await resolver.mx_validated("bogus.test")).secure  # only the TLSA was changed
+        with pytest.raises(DnssecBogus, match=r"DNSSEC validation failed \(dnssec bogus"):
+            await resolver.tlsa("_25._tcp.mx.bogus.test")
+        with pytest.raises(DnssecBogus, match="signature expired"):
+            await resolver.mx("expired.test")
+        with pytest.raises(DnssecBogus):  # never cached: asked again, failing again
+            await resolver.tlsa("_25._tcp.mx.bogus.test")
+
+    asyncio.run(run())
+
+
+def test_an_untrusted_resolver_makes_nothing_secure(unbound: int) -> None:
+    resolver = DnsPythonResolver(["127.0.0.1"], port=unbound, timeout=1, lifetime=2, trust_ad=False)
+
+    async def run() -> None:
+        assert await resolver.mx_validated("dane.test") == Validated(
+            [MxRecord(10, "mx.dane.test")], False
+        )
+        with pytest.raises(ServFail) as failed:  # still a failure, but not called bogus
+            await resolver.tlsa("_25._tcp.mx.bogus.test")
+        assert type(failed.value) is ServFail
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("setting", "nameservers", "validating"),
+    [
+        ("", '["127.0.0.1"]', True),  # the default: loopback resolvers are believed
+        ("", '["127.0.0.1", "192.0.2.53"]', False),
+        ('dnssec = "trusted"\n', '["192.0.2.53"]', True),
+        ('dnssec = "off"\n', '["127.0.0.1"]', False),
+    ],
+)
+def test_the_dns_dnssec_setting_decides_what_the_resolver_believes(
+    setting: str, nameservers: str, validating: bool
+) -> None:
+    text = f'hostname = "mx.example.test"\ndata_dir = "d"\n[dns]\nnameservers = {nameservers}\n'
+    config = validate_text(text + setting, "poczta.toml")
+    assert build_resolver(config).validating is validating
+
+
+def test_an_unknown_dnssec_setting_is_refused() -> None:
+    text = 'hostname = "mx.example.test"\ndata_dir = "d"\n[dns]\ndnssec = "yes"\n'
+    with pytest.raises(ConfigError, match=r"dns\.dnssec: unknown value 'yes'"):
+        validate_text(text, "poczta.toml")

@@ -147,6 +147,10 @@ async def signer_for(config: Config, store: MailStore) -> Signer:
     return Signer(keys)
 
 
+# [dns] dnssec → DnsPythonResolver's trust_ad (None: believe loopback resolvers only).
+_DNSSEC_TRUST: dict[str, bool | None] = {"loopback": None, "trusted": True, "off": False}
+
+
 def build_resolver(config: Config) -> DnsPythonResolver:
     """The resolver of [dns]; with no nameservers, those of resolv.conf (dev mode falls
     back to 127.0.0.1 when there is none, so a demo starts anywhere)."""
@@ -157,7 +161,11 @@ def build_resolver(config: Config) -> DnsPythonResolver:
     def resolver(nameservers: Sequence[str] | None) -> DnsPythonResolver:
         timeout = settings.timeout
         return DnsPythonResolver(
-            nameservers, port=settings.port, timeout=timeout, lifetime=2 * timeout
+            nameservers,
+            port=settings.port,
+            timeout=timeout,
+            lifetime=2 * timeout,
+            trust_ad=_DNSSEC_TRUST[settings.dnssec],
         )
 
     if settings.nameservers:

@@ -263,7 +263,7 @@ class LogSettings:
 
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
-    """[dns]: the resolvers asked by the checks of incoming mail (SPF, DKIM, DMARC, blocklists)."""
+    """[dns]: the resolvers asked by the mail checks (SPF, DKIM, DMARC, DNSBL) and the queue."""
 
     nameservers: tuple[str, ...] = field(
         default=(),
@@ -280,6 +280,15 @@ class DnsSettings:
             "seconds to wait for one server's answer; a lookup gives up after twice this",
             minimum=0.05,
             maximum=60,
+        ),
+    )
+    dnssec: str = field(
+        default="loopback",
+        metadata=meta(
+            "whose DNSSEC verdicts (the AD bit) to believe, for DANE: loopback (only when every"
+            " nameserver is on this machine), trusted (the nameservers validate and the way to"
+            " them is safe), off (none: no DANE)",
+            choices=("loopback", "trusted", "off"),
         ),
     )
 

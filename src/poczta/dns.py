@@ -6,7 +6,16 @@ and DMARC tell apart are kept apart here:
 - an answer: a list of records (possibly after following CNAMEs);
 - no data (the name exists, the type does not): an empty list;
 - `NXDomain`: the name does not exist;
-- `DnsTempError` (`ServFail`, `DnsTimeout`): try again later.
+- `DnsTempError` (`ServFail`, `DnsTimeout`): try again later; `DnssecBogus` is the
+  SERVFAIL of a validating resolver whose extended error (RFC 8914) says the
+  signatures did not validate.
+
+DNSSEC (for DANE, RFC 7672): a `DnssecResolver` also says of each answer whether it
+is *secure*, that is whether a resolver poczta trusts to validate set the AD bit.
+poczta validates nothing itself: RFC 7672 wants a validating resolver the MTA trusts,
+normally on the same machine, and by default only the AD bit of loopback resolvers is
+believed (`trusts_ad`). Queries then carry the DO bit; the security of an answer is
+cached with it, so a DNSSEC question after a plain one costs no second query.
 
 `ZoneResolver` answers from an in-memory zone for tests; `DnsPythonResolver` asks
 real servers through dnspython's async resolver and keeps a bounded, TTL-respecting
@@ -21,163 +30,63 @@ import asyncio
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 import dns.asyncresolver
+import dns.edns
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from poczta.dns_answers import (
+    DnsError,
+    DnssecBogus,
+    DnssecResolver,
+    DnsTempError,
+    DnsTimeout,
+    MxRecord,
+    NXDomain,
+    Resolver,
+    ServFail,
+    TlsaRecord,
+    Validated,
+    normalize_name,
+    reverse_name,
+    trusts_ad,
+)
+from poczta.dns_zone import ZoneResolver
 
-class DnsError(Exception):
-    """Base of every DNS failure a lookup can raise."""
-
-
-class NXDomain(DnsError):
-    """The queried name does not exist."""
-
-
-class DnsTempError(DnsError):
-    """A temporary failure: the answer may be different when asked again."""
-
-
-class ServFail(DnsTempError):
-    """The server answered SERVFAIL (or REFUSED)."""
-
-
-class DnsTimeout(DnsTempError):
-    """No server answered in time."""
-
-
-@dataclass(frozen=True)
-class MxRecord:
-    preference: int
-    exchange: str
-
-
-class Resolver(Protocol):
-    """Async DNS lookups. Names are absolute or relative; a trailing dot is optional.
-
-    Each method returns the records of the asked type (empty when the name exists but
-    has none), raises `NXDomain` when the name does not exist and `DnsTempError` on
-    SERVFAIL or timeout.
-    """
-
-    async def txt(self, name: str) -> list[bytes]:
-        """TXT records, each with its character-strings joined."""
-        ...
-
-    async def a(self, name: str) -> list[str]: ...
-
-    async def aaaa(self, name: str) -> list[str]: ...
-
-    async def mx(self, name: str) -> list[MxRecord]: ...
-
-    async def ptr(self, ip: str) -> list[str]:
-        """Names for an IP address (the reverse lookup is built here, not by the caller)."""
-        ...
-
-
-def _txt_bytes(value: object) -> bytes:
-    """One TXT record from a zone value: str, bytes, or a list of character-strings."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, list | tuple):
-        return b"".join(_txt_bytes(part) for part in value)
-    raise TypeError(f"not a TXT value: {value!r}")
-
-
-def normalize_name(name: str) -> str:
-    return name.rstrip(".").lower()
-
-
-def reverse_name(ip: str) -> str:
-    """The in-addr.arpa / ip6.arpa name of an address (IPv6 as reversed nibbles)."""
-    return ipaddress.ip_address(ip).reverse_pointer
-
-
-@dataclass
-class ZoneResolver:
-    """An in-memory zone: answers from a dict of (name, type) → records, for tests.
-
-    `records` maps a name to a mapping of record type ("TXT", "A", "AAAA", "MX", "PTR",
-    "CNAME") to a list of values: TXT as str or bytes, MX as (preference, exchange),
-    others as str. A TXT value may also be a list of strings, joined like the
-    character-strings of one record. Types no method asks for (such as the retired
-    SPF type 99) are kept but never answered. Names listed in `servfail` or `timeout`
-    raise those failures for every type; (name, type) pairs in `timeout_rtypes` time
-    out for that type only. A name absent from `records` (and from the failure sets)
-    is NXDOMAIN.
-    """
-
-    records: dict[str, dict[str, list[object]]] = field(default_factory=dict)
-    servfail: set[str] = field(default_factory=set)
-    timeout: set[str] = field(default_factory=set)
-    queries: list[tuple[str, str]] = field(default_factory=list)
-    max_cname_chain: int = 8
-    timeout_rtypes: set[tuple[str, str]] = field(default_factory=set)
-
-    def add(self, name: str, rtype: str, *values: object) -> None:
-        self.records.setdefault(normalize_name(name), {}).setdefault(rtype.upper(), []).extend(
-            values
-        )
-
-    @classmethod
-    def from_mapping(cls, zone: Mapping[str, Mapping[str, Iterable[object]]]) -> ZoneResolver:
-        resolver = cls()
-        for name, types in zone.items():
-            for rtype, values in types.items():
-                resolver.add(name, rtype, *values)
-        return resolver
-
-    def _lookup(self, name: str, rtype: str) -> Sequence[object]:
-        name = normalize_name(name)
-        for _ in range(self.max_cname_chain + 1):
-            self.queries.append((name, rtype))
-            if name in self.timeout or (name, rtype) in self.timeout_rtypes:
-                raise DnsTimeout(name)
-            if name in self.servfail:
-                raise ServFail(name)
-            node = self.records.get(name)
-            if node is None:
-                raise NXDomain(name)
-            if rtype in node:
-                return node[rtype]
-            cname = node.get("CNAME")
-            if not cname:
-                return []
-            name = normalize_name(str(cname[0]))
-        raise ServFail(f"CNAME chain too long at {name}")
-
-    async def txt(self, name: str) -> list[bytes]:
-        return [_txt_bytes(v) for v in self._lookup(name, "TXT")]
-
-    async def a(self, name: str) -> list[str]:
-        return [str(v) for v in self._lookup(name, "A")]
-
-    async def aaaa(self, name: str) -> list[str]:
-        return [str(v) for v in self._lookup(name, "AAAA")]
-
-    async def mx(self, name: str) -> list[MxRecord]:
-        out = []
-        for v in self._lookup(name, "MX"):
-            pref, exchange = cast(tuple[int, str], v)
-            out.append(MxRecord(int(pref), normalize_name(str(exchange))))
-        return out
-
-    async def ptr(self, ip: str) -> list[str]:
-        return [normalize_name(str(v)) for v in self._lookup(reverse_name(ip), "PTR")]
+__all__ = [
+    "AnswerTrail",
+    "DerivedCache",
+    "DnsCache",
+    "DnsError",
+    "DnsPythonResolver",
+    "DnsTempError",
+    "DnsTimeout",
+    "DnssecBogus",
+    "DnssecResolver",
+    "MxRecord",
+    "NXDomain",
+    "Resolver",
+    "ServFail",
+    "TlsaRecord",
+    "Validated",
+    "ZoneResolver",
+    "normalize_name",
+    "reverse_name",
+    "trusts_ad",
+]
 
 
 # What one lookup produced, as cached: the records, or the NXDOMAIN marker.
-_Records = list[bytes] | list[str] | list[MxRecord]
+_Records = list[bytes] | list[str] | list[MxRecord] | list[TlsaRecord]
 _NX = object()
 
 
@@ -185,6 +94,7 @@ _NX = object()
 class _CacheEntry:
     expires: float
     value: object  # a _Records list or _NX
+    secure: bool = False  # a trusted validating resolver set the AD bit
 
 
 class DnsCache:
@@ -215,6 +125,11 @@ class DnsCache:
         return len(self._entries)
 
     def get(self, key: tuple[str, str]) -> object | None:
+        entry = self.lookup(key)
+        return None if entry is None else entry.value
+
+    def lookup(self, key: tuple[str, str]) -> _CacheEntry | None:
+        """The live entry of `key` (counted as a hit or a miss, like `get`)."""
         entry = self._entries.get(key)
         if entry is None or entry.expires <= self.clock():
             if entry is not None:
@@ -223,13 +138,21 @@ class DnsCache:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return entry.value
+        return entry
 
-    def put(self, key: tuple[str, str], value: object, ttl: float, *, negative: bool) -> None:
+    def put(
+        self,
+        key: tuple[str, str],
+        value: object,
+        ttl: float,
+        *,
+        negative: bool,
+        secure: bool = False,
+    ) -> None:
         ttl = min(ttl, self.max_negative_ttl if negative else self.max_ttl)
         if ttl <= 0 or self.max_entries <= 0:
             return
-        self._entries[key] = _CacheEntry(self.clock() + ttl, value)
+        self._entries[key] = _CacheEntry(self.clock() + ttl, value, secure)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -253,7 +176,9 @@ _RDTYPES = {
     "AAAA": dns.rdatatype.AAAA,
     "MX": dns.rdatatype.MX,
     "PTR": dns.rdatatype.PTR,
+    "TLSA": dns.rdatatype.TLSA,
 }
+_Answer = tuple[_Records, bool]  # the records, and whether they are secure
 
 
 def _convert(rtype: str, rrset: Iterable[object]) -> _Records:
@@ -267,6 +192,11 @@ def _convert(rtype: str, rrset: Iterable[object]) -> _Records:
             MxRecord(int(rd.preference), normalize_name(rd.exchange.to_text()))  # type: ignore[attr-defined]
             for rd in rrset
         ]
+    if rtype == "TLSA":
+        return [
+            TlsaRecord(rd.usage, rd.selector, rd.mtype, bytes(rd.cert))  # type: ignore[attr-defined]
+            for rd in rrset
+        ]
     return [normalize_name(rd.target.to_text()) for rd in rrset]  # type: ignore[attr-defined]
 
 
@@ -277,7 +207,8 @@ class DnsPythonResolver:
     configuration (resolv.conf). `timeout` bounds one attempt at one server, `lifetime`
     the whole lookup. CNAME chains are followed by the recursive server and dnspython;
     a chain longer than `max_cname_chain` counts as SERVFAIL. Concurrent identical
-    questions share one query.
+    questions share one query. `trust_ad` says whether these servers validate DNSSEC
+    for poczta (see `trusts_ad`: None believes loopback servers only).
     """
 
     def __init__(
@@ -289,17 +220,21 @@ class DnsPythonResolver:
         lifetime: float = 5.0,
         cache: DnsCache | None = None,
         max_cname_chain: int = 8,
+        trust_ad: bool | None = None,
     ) -> None:
         self._resolver = dns.asyncresolver.Resolver(configure=nameservers is None)
         if nameservers is not None:
             self._resolver.nameservers = [str(ipaddress.ip_address(ns)) for ns in nameservers]
+        self.validating = trusts_ad(trust_ad, map(str, self._resolver.nameservers))
+        if self.validating:
+            self._resolver.use_edns(0, dns.flags.DO, 1232)
         self._resolver.port = port
         self._resolver.timeout = timeout
         self._resolver.lifetime = lifetime
         self._resolver.cache = None
         self.cache = cache if cache is not None else DnsCache()
         self.max_cname_chain = max_cname_chain
-        self._inflight: dict[tuple[str, str], asyncio.Task[_Records]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[_Answer]] = {}
 
     async def txt(self, name: str) -> list[bytes]:
         return await self._lookup(name, "TXT")  # type: ignore[return-value]
@@ -316,31 +251,49 @@ class DnsPythonResolver:
     async def ptr(self, ip: str) -> list[str]:
         return await self._lookup(reverse_name(ip), "PTR")  # type: ignore[return-value]
 
+    async def mx_validated(self, name: str) -> Validated[MxRecord]:
+        return Validated(*await self._answer(name, "MX"))  # type: ignore[arg-type]
+
+    async def a_validated(self, name: str) -> Validated[str]:
+        return Validated(*await self._answer(name, "A"))  # type: ignore[arg-type]
+
+    async def aaaa_validated(self, name: str) -> Validated[str]:
+        return Validated(*await self._answer(name, "AAAA"))  # type: ignore[arg-type]
+
+    async def tlsa(self, name: str) -> Validated[TlsaRecord]:
+        try:
+            return Validated(*await self._answer(name, "TLSA"))  # type: ignore[arg-type]
+        except NXDomain:
+            return Validated([], False)
+
     def tracking(self) -> AnswerTrail:
         """A view of this resolver that records the cached answers each lookup used."""
         return AnswerTrail(self)
 
     async def _lookup(self, name: str, rtype: str) -> _Records:
+        return (await self._answer(name, rtype))[0]
+
+    async def _answer(self, name: str, rtype: str) -> _Answer:
         key = (normalize_name(name), rtype)
-        cached = self.cache.get(key)
-        if cached is _NX:
+        cached = self.cache.lookup(key)
+        if cached is not None and cached.value is _NX:
             raise NXDomain(key[0])
         if cached is not None:
-            return cast(_Records, cached).copy()
+            return cast(_Records, cached.value).copy(), cached.secure
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._query(*key))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
-        records = await asyncio.shield(task)
-        return records.copy()
+        records, secure = await asyncio.shield(task)
+        return records.copy(), secure
 
-    def _finished(self, key: tuple[str, str], task: asyncio.Task[_Records]) -> None:
+    def _finished(self, key: tuple[str, str], task: asyncio.Task[_Answer]) -> None:
         self._inflight.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved here, so an abandoned failure is not reported
 
-    async def _query(self, name: str, rtype: str) -> _Records:
+    async def _query(self, name: str, rtype: str) -> _Answer:
         try:
             qname = dns.name.from_text(name or ".")
         except (dns.exception.DNSException, UnicodeError) as exc:
@@ -351,18 +304,59 @@ class DnsPythonResolver:
                 qname, _RDTYPES[rtype], raise_on_no_answer=False, search=False
             )
         except dns.resolver.NXDOMAIN as exc:
-            self.cache.put((name, rtype), _NX, _negative_ttl(exc), negative=True)
+            secure = self.validating and _all_authenticated(exc.responses().values())  # type: ignore[no-untyped-call]
+            ttl = _negative_ttl(exc)
+            self.cache.put((name, rtype), _NX, ttl, negative=True, secure=secure)
             raise NXDomain(name) from exc
         except dns.exception.Timeout as exc:
             raise DnsTimeout(name) from exc
+        except dns.resolver.NoNameservers as exc:
+            bogus = _bogus_reason(exc) if self.validating else None
+            if bogus is not None:
+                raise DnssecBogus(f"{name} {rtype}: DNSSEC validation failed ({bogus})") from exc
+            raise ServFail(f"{name}: {exc}") from exc
         except (dns.exception.DNSException, OSError) as exc:
             raise ServFail(f"{name}: {exc}") from exc
         if len(answer.chaining_result.cnames) > self.max_cname_chain:
             raise ServFail(f"{name}: CNAME chain too long")
         records = _convert(rtype, answer.rrset or ())
         ttl = answer.chaining_result.minimum_ttl
-        self.cache.put((name, rtype), records, ttl, negative=not records)
-        return records
+        secure = self.validating and _all_authenticated([answer.response])
+        self.cache.put((name, rtype), records, ttl, negative=not records, secure=secure)
+        return records, secure
+
+
+def _all_authenticated(responses: Iterable[dns.message.Message]) -> bool:
+    """Whether the server set the AD bit (RFC 4035 3.2.3) on every one of these."""
+    found = list(responses)
+    return bool(found) and all(r.flags & dns.flags.AD for r in found)
+
+
+# RFC 8914 extended errors that mean the DNSSEC validation of the answer failed.
+_BOGUS_CODES = frozenset(
+    {
+        dns.edns.EDECode.DNSSEC_BOGUS,
+        dns.edns.EDECode.SIGNATURE_EXPIRED,
+        dns.edns.EDECode.SIGNATURE_NOT_YET_VALID,
+        dns.edns.EDECode.DNSKEY_MISSING,
+        dns.edns.EDECode.RRSIGS_MISSING,
+        dns.edns.EDECode.NO_ZONE_KEY_BIT_SET,
+        dns.edns.EDECode.NSEC_MISSING,
+    }
+)
+
+
+def _bogus_reason(exc: dns.resolver.NoNameservers) -> str | None:
+    """The extended error of a SERVFAIL that says the answer is bogus, if one does."""
+    for error in exc.kwargs.get("errors", ()):
+        response = error[-1] if error else None
+        if not isinstance(response, dns.message.Message):
+            continue
+        for ede in response.extended_errors():
+            if ede.code in _BOGUS_CODES:
+                label = dns.edns.EDECode.to_text(ede.code).lower().replace("_", " ")
+                return f"{label}: {ede.text}" if ede.text else label
+    return None
 
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> float:

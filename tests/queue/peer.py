@@ -3,18 +3,22 @@
 `ScriptedMx` answers each RCPT and each end of data from the functions it is given
 (accept by default) and records connections, envelopes and bodies. It listens on a
 loopback address and port of the test's choice (several on one port, as MX hosts are).
+Given a server `tls` context it offers STARTTLS; `after_tls` keeps what each client
+sent once TLS was up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from poczta.net.tls import TlsInfo
 from poczta.smtp import Accept, MessageReceived, Reply, Role, SmtpServer
 from poczta.smtp import Close as ServerClose
-from poczta.smtp.events import Answer, CheckRecipient, CheckSender, Reject
+from poczta.smtp.events import Answer, CheckRecipient, CheckSender, Reject, StartTls
 
 RcptAnswer = Callable[[str], Answer]
 DataAnswer = Callable[[int], Answer]  # by the number of messages received before
@@ -34,10 +38,18 @@ class ScriptedMx:
     connections: int = 0
     messages: list[Received] = field(default_factory=list)
     attempts: int = 0  # ends of data seen, accepted or not
+    tls: ssl.SSLContext | None = None
+    after_tls: list[bytes] = field(default_factory=list)  # per TLS session, what came in
+    closed: int = 0  # sessions that ended
+
+    async def settled(self) -> None:
+        """Return once every session so far has ended."""
+        while self.closed < self.connections:
+            await asyncio.sleep(0.01)
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        core = SmtpServer(hostname="mx.peer.test", role=Role.MX)
+        core = SmtpServer(hostname="mx.peer.test", role=Role.MX, tls_available=bool(self.tls))
         pending = list(core.start())
         try:
             while True:
@@ -52,6 +64,13 @@ class ScriptedMx:
                         pending[:0] = core.answer(self.rcpt(event.forward_path))
                     elif isinstance(event, CheckSender):
                         pending[:0] = core.answer(Accept())
+                    elif isinstance(event, StartTls) and self.tls is not None:
+                        await writer.drain()
+                        await writer.start_tls(self.tls)
+                        info = TlsInfo.from_ssl_object(writer.get_extra_info("ssl_object"))
+                        assert info is not None
+                        self.after_tls.append(b"")
+                        pending[:0] = core.tls_started(info)
                     elif isinstance(event, MessageReceived):
                         answer = self.data(self.attempts)
                         self.attempts += 1
@@ -62,11 +81,14 @@ class ScriptedMx:
                         pending[:0] = core.answer(answer)
                 await writer.drain()
                 data = await reader.read(65536)
+                if self.after_tls and writer.get_extra_info("ssl_object") is not None:
+                    self.after_tls[-1] += data
                 pending = core.receive(data) if data else core.eof()
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             return
         finally:
             writer.close()
+            self.closed += 1
 
 
 def reject(code: int, enhanced: str, text: str) -> Reject:

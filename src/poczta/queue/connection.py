@@ -5,7 +5,9 @@ hands out, feeds it what the server sends, upgrades to TLS when asked (STARTTLS;
 `ssl` with TLS 1.2 at least) and enforces the RFC 5321 4.5.3.2 timeout of whatever
 the client waits for (`SmtpClient.waiting_for`, scaled to the configured values).
 `send` returns the message's `TransactionResult` and, when the host failed, its
-`HostFailed` too.
+`HostFailed` too. With a DANE policy in the key, the chain the server presented after
+STARTTLS must match its TLSA records (`poczta.queue.dane_tls`) before the session goes
+on; otherwise the connection is closed with QUIT and the host fails with 4.7.5.
 
 `ConnectionCache` keeps a connection that finished a message for the next one to the
 same host, for a short idle time (Postfix's connection cache); a reused connection
@@ -21,6 +23,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from poczta.queue.dane import DanePolicy
+from poczta.queue.dane_tls import dane_check
 from poczta.smtp.client import SmtpClient
 from poczta.smtp.client_events import (
     ClientEvent,
@@ -78,13 +82,15 @@ def opportunistic_tls() -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionKey:
-    """What makes two connections interchangeable: address, port, TLS mode, login."""
+    """What makes two connections interchangeable: address, port, TLS mode, login, and
+    the TLSA records a DANE connection was authenticated with."""
 
     address: str
     port: int
     implicit_tls: bool = False
     tls_policy: TlsPolicy = TlsPolicy.OPPORTUNISTIC
     username: str | None = None
+    dane: DanePolicy | None = None
 
 
 class OutboundConnection:
@@ -215,8 +221,21 @@ class OutboundConnection:
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             await self._handle(self._client.tls_failed(str(exc) or type(exc).__name__))
             return
+        refused = self._dane_refusal()
+        if refused is not None:
+            await self._write(b"QUIT\r\n")  # over TLS, before anything else
+            await self._handle(self._client.tls_failed(refused))
+            return
         self.tls_outcome = self._describe_tls()
         await self._handle(self._client.tls_started())
+
+    def _dane_refusal(self) -> str | None:
+        """Why the server's chain fails the key's DANE policy, or None when it passes."""
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        if self.key.dane is None or ssl_object is None:
+            return None
+        result = dane_check(self.key.dane, ssl_object)
+        return None if result.ok else f"DANE authentication failed: {result.text}"
 
     def _describe_tls(self) -> str:
         ssl_object = self._writer.get_extra_info("ssl_object")
@@ -224,6 +243,8 @@ class OutboundConnection:
             return "none"
         cipher = ssl_object.cipher()
         kind = "verified" if self._verified else "opportunistic"
+        if self.key.dane is not None:
+            kind = "dane verified" if self.key.dane.authenticated else "dane unauthenticated"
         return f"{kind} {ssl_object.version()} {cipher[0] if cipher else ''}".strip()
 
 

@@ -12,7 +12,9 @@ reply to RCPT or to the data does not (the next attempt is the queue's retry).
 
 With opportunistic TLS a failed handshake is tried once more in plaintext on the same
 host, as Postfix does at security level "may". To a smarthost TLS is required and its
-certificate verified. A cached connection that turns out dead is replaced once.
+certificate verified. An MX host with secure TLSA records (DANE, `poczta.queue.dane_hosts`)
+requires STARTTLS and a certificate chain matching them, never plaintext. A cached
+connection that turns out dead is replaced once.
 
 One `queue.attempt` log line per host tried: id, domain, host, recipients, result, TLS
 and duration.
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from poczta.dns import DnsError, Resolver
 from poczta.logs import log
 from poczta.queue.connection import ConnectionCache, ConnectionKey, OutboundConnection, Timeouts
+from poczta.queue.dane import DanePolicy
+from poczta.queue.dane_hosts import dane_hosts
 from poczta.queue.mx import MxFailure, mx_plan
 from poczta.queue.routes import Route
 from poczta.smtp.client_events import (
@@ -79,6 +83,7 @@ class _Host:
     implicit_tls: bool = False
     policy: TlsPolicy = TlsPolicy.OPPORTUNISTIC
     route: Route | None = None
+    dane: DanePolicy | None = None  # TLSA records the certificate chain must match
 
 
 def attempt_of(
@@ -191,6 +196,7 @@ class Deliverer:
             host.implicit_tls,
             host.policy,
             route.credentials.username if route and route.credentials else None,
+            host.dane,
         )
         cached = self.cache.take(key)
         if cached is not None:
@@ -226,7 +232,14 @@ class Deliverer:
         if isinstance(plan, MxFailure):
             return plan
         port = self.settings.port
-        return [_Host(h.name, a, port) for h in plan.hosts for a in h.addresses]
+        dane = await dane_hosts(self.resolver, plan, port)
+        if isinstance(dane, MxFailure):
+            return dane
+        return [
+            _Host(h.name, a, port, policy=dane.tls_policy(h.name), dane=dane.policy(h.name))
+            for h in dane.hosts
+            for a in h.addresses
+        ]
 
     async def _relay_hosts(self, route: Route) -> list[_Host] | MxFailure:
         try:
