@@ -125,6 +125,13 @@ def test_compress_needs_a_login(server: PocztaServer) -> None:
     assert b"n OK" in client.command("n", "NOOP")  # still uncompressed
 
 
+def test_commands_refused_in_this_state_leave_the_session_going(server: PocztaServer) -> None:
+    client = logged_in(server)  # each of these would pause the reader had it been accepted
+    assert b"t BAD" in client.command("t", "STARTTLS")
+    assert b"u BAD" in client.command("u", "AUTHENTICATE PLAIN")
+    assert b"n OK" in client.command("n", "NOOP")
+
+
 def test_an_unknown_mechanism_is_refused(server: PocztaServer) -> None:
     client = logged_in(server)
     assert b"x BAD" in client.command("x", "COMPRESS LZMA")
