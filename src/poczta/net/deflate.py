@@ -22,7 +22,12 @@ import zlib
 
 __all__ = ["DeflateError", "DeflateLayer"]
 
-RAW_DEFLATE = -15  # wbits: raw deflate with a 32 KiB window
+RAW_DEFLATE = -15  # wbits: raw deflate with a 32 KiB window, what a peer may use
+# Our own output needs no more: a peer's 32 KiB inflater reads a smaller window too. An
+# 8 KiB window and memLevel 6 keep the deflater at ~70 KiB a connection instead of
+# ~260 KiB, for ~4% less compression of FETCH responses.
+OUTPUT_WINDOW = -13
+OUTPUT_MEM_LEVEL = 6
 
 
 class DeflateError(Exception):
@@ -44,7 +49,7 @@ class DeflateLayer:
         self.max_ratio = max_ratio
         self.bomb_floor = bomb_floor
         self._inflater = zlib.decompressobj(RAW_DEFLATE)
-        self._deflater = zlib.compressobj(level, zlib.DEFLATED, RAW_DEFLATE)
+        self._deflater = zlib.compressobj(level, zlib.DEFLATED, OUTPUT_WINDOW, OUTPUT_MEM_LEVEL)
         self.compressed_in = 0  # consumed by the inflater so far
         self.inflated = 0
         self.unflushed = False  # octets given to the deflater since the last flush
