@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_TEST_PACKAGES := swaks libnet-ssleay-perl postfix opendkim-tools dnsmasq-base fetchmail getmail6 opendkim miltertest isync unbound ldnsutils
+DEB_TEST_PACKAGES := swaks libnet-ssleay-perl postfix opendkim-tools dnsmasq-base fetchmail getmail6 opendkim miltertest isync unbound ldnsutils neomutt
 
 .PHONY: dev test venv debs lint typecheck bench clean
 

@@ -59,6 +59,18 @@ def wait_for_port(
     raise TimeoutError(f"port {port} did not open")
 
 
+def _group_running(group: int) -> bool:
+    """True while a process of `group` runs (zombies waiting for a parent do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
 @dataclass
 class PocztaServer:
     """A configured poczta: its config file, ports, and a running `serve` process."""
@@ -117,10 +129,15 @@ class PocztaServer:
             raise AssertionError(f"poczta {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def start(self) -> None:
+    def start(self, *, own_group: bool = False) -> None:
+        """Start `serve`; `own_group` puts it and its workers in a process group of their
+        own, for `kill_group`."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*POCZTA, "serve", "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            [*POCZTA, "serve", "-c", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
         )
         for name, port in self.ports.items():
             wait_for_port(port, self.proc, tls=name in IMPLICIT_TLS, host=self.host)
@@ -135,6 +152,20 @@ class PocztaServer:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def kill_group(self, timeout: float = 30.0) -> None:
+        """SIGKILL every process of a server started with `own_group` (master, workers,
+        committer) at once, and wait until none of them runs."""
+        assert self.proc is not None
+        group = self.proc.pid
+        os.killpg(group, signal.SIGKILL)
+        self.proc.wait(timeout)
+        self.proc = None
+        deadline = time.monotonic() + timeout
+        while _group_running(group):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process group {group} still runs")
+            time.sleep(0.05)
 
     def messages(self, user: str, mailbox: str = "INBOX") -> list[dict[str, Any]]:
         out = self.cli("mail", "list", user, "--mailbox", mailbox, "--json").stdout

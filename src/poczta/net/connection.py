@@ -4,6 +4,12 @@ We use an `asyncio.Protocol` with our own input buffer rather than asyncio strea
 because STARTTLS must drop every byte received before the upgrade (CVE-2011-0411
 class): with our own buffer that is one `clear()` right before `loop.start_tls`,
 with no private attributes of `StreamReader` involved. It is also cheaper per read.
+
+After IMAP's COMPRESS the connection carries raw deflate (`start_compression`):
+`read` inflates, in bounded pieces, what the transport delivered and `write`
+deflates; what one event-loop turn writes is flushed together at its end (or at
+`drain` / `close`), so a response is never held back and small writes share one
+flush. Under TLS the order is TCP, TLS, deflate, protocol.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
+from poczta.net.deflate import DeflateLayer
 from poczta.net.tls import TlsInfo
 
 _READ_HIGH_WATER = 256 * 1024
@@ -47,6 +54,8 @@ class Connection(asyncio.Protocol):
         self._data_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
+        self.deflate: DeflateLayer | None = None
+        self._flush_scheduled = False
         # Kept: asyncio.get_running_loop() makes a getpid() system call on every call.
         self.loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self.loop.create_future()
@@ -115,8 +124,28 @@ class Connection(asyncio.Protocol):
         """Everything received so far (waiting for at least one byte); None at end of stream.
 
         Returns b"" when woken by `interrupt()` with nothing received; raises TimeoutError
-        when nothing arrives within `timeout` seconds.
+        when nothing arrives within `timeout` seconds. With compression on, returns at most
+        the layer's `max_chunk` inflated octets and raises `DeflateError` on bad input.
         """
+        if self.deflate is not None:
+            return await self._read_inflated(self.deflate, timeout)
+        return await self._read_raw(timeout)
+
+    async def _read_inflated(self, layer: DeflateLayer, timeout: float | None) -> bytes | None:
+        if layer.pending:
+            return layer.inflate()
+        end = None if timeout is None else self.loop.time() + timeout
+        while True:
+            wait = None if end is None else max(0.0, end - self.loop.time())
+            data = await self._read_raw(wait)
+            if not data:
+                return data
+            inflated = layer.inflate(data)
+            if inflated:
+                return inflated
+            # only block boundaries or flush markers: nothing for the session yet
+
+    async def _read_raw(self, timeout: float | None) -> bytes | None:
         if not self._inbox and not self._eof:
             loop = self.loop
             waiter = self._data_waiter = loop.create_future()
@@ -137,11 +166,36 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    @property
+    def compressed(self) -> bool:
+        return self.deflate is not None
+
+    def start_compression(self, received: bytes, layer: DeflateLayer | None = None) -> None:
+        """Inflate input and deflate output from now on; `received` is compressed input the
+        protocol layer had already read (it comes before anything still in the buffer)."""
+        self._inbox[:0] = received
+        self.deflate = layer or DeflateLayer()
+
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self._lost:
+        if self.transport is None or self._lost:
+            return
+        if self.deflate is not None:
+            data = self.deflate.deflate(data)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+        if data:
             self.transport.write(data)
 
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.deflate is not None and self.deflate.unflushed:
+            flushed = self.deflate.flush()
+            if self.transport is not None and not self._lost:
+                self.transport.write(flushed)
+
     async def drain(self) -> None:
+        self._flush()
         if self._lost:
             raise ConnectionClosed()
         if self._writing_paused:
@@ -170,6 +224,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self._lost:
+            self._flush()
             self.transport.close()
 
     def abort(self) -> None:

@@ -40,12 +40,14 @@ from poczta.imap.events import (
     SaslResponse,
 )
 from poczta.imap.limits import Dialect, ImapLimits
+from poczta.imap.parser import PAUSING
 from poczta.imap.reader import CommandReader
 from poczta.imap.view import SelectedView
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.net.connection import Connection, ConnectionClosed
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
+from poczta.net.deflate import DeflateError
 from poczta.net.listener import ServiceReplies
 from poczta.net.tls import ReloadableContext
 from poczta.store.base import (
@@ -182,6 +184,10 @@ class ImapSession:
             except DeadlineExpired as expired:
                 self._timed_out(expired.deadline)
                 return
+            except DeflateError as error:
+                self.conn.write(b"* BYE Bad compressed input\r\n")
+                log("imap.bad_compression", ip=self.conn.peer_ip, user=self.user or "", error=error)
+                return
             if data is None:
                 return
             if not data:
@@ -306,6 +312,8 @@ class ImapSession:
         if handler is None:
             self.bad_in_a_row += 1
             self.bad(command.tag, state_error)
+            if isinstance(command, PAUSING):  # refused: its pause is over too
+                self.more(self.reader.resume())
             if self.bad_in_a_row >= MAX_BAD_COMMANDS:
                 self.send(bye("Too many invalid commands"))
                 raise SessionEnd()

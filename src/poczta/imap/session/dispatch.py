@@ -6,7 +6,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from poczta.imap import commands as cmd
-from poczta.imap.session import append, auth, mailboxes, messages, search, selected
+from poczta.imap.session import append, auth, compress, mailboxes, messages, search, selected
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import Handler, ImapSession
@@ -43,6 +43,7 @@ _TABLE: dict[type[cmd.Command], tuple[Any, State]] = {
     cmd.Status: (mailboxes.status, _S.AUTHENTICATED),
     cmd.Append: (append.append, _S.AUTHENTICATED),
     cmd.Idle: (selected.idle, _S.AUTHENTICATED),
+    cmd.Compress: (compress.compress, _S.AUTHENTICATED),
     cmd.Check: (selected.check, _S.SELECTED),
     cmd.Close: (selected.close, _S.SELECTED),
     cmd.Unselect: (selected.unselect, _S.SELECTED),
