@@ -48,6 +48,7 @@ from poczta.net.connection import Connection, ConnectionClosed
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.listener import ServiceReplies
 from poczta.net.tls import ReloadableContext
+from poczta.quota import Quotas
 from poczta.store.base import (
     MailboxChange,
     MailboxId,
@@ -84,6 +85,7 @@ class ImapContext:
     logins: LoginService
     store: MailStore
     limits: ImapLimits = field(default_factory=ImapLimits)
+    quotas: Quotas | None = None  # the users' quota limits (None: none, usage only)
 
 
 class SessionEnd(Exception):
