@@ -11,26 +11,21 @@ from typing import Any, TypeVar
 
 import click
 
-from poczta.cli.common import Failure, config_options, print_table, resolve_config
-from poczta.cli.user_quota import print_quota, quota_defaults, quota_report, valid_address
+from poczta.cli.common import (
+    Failure,
+    config_options,
+    limit_value,
+    print_table,
+    resolve_config,
+    valid_address,
+)
+from poczta.cli.user_quota import print_quota, quota_defaults, quota_report
 from poczta.config import Config
 from poczta.sending_limits import LIMIT_NAMES, SendingLimits, SendingState
 from poczta.store.base import MailStore, NotFound
 from poczta.store.sending_sqlite import SqliteSendingStore
 
 T = TypeVar("T")
-
-DEFAULT = "default"
-
-
-def _limit_value(option: str, text: str) -> int | None:
-    """A limit given on the command line: a count (0: no limit), or `default` (None)."""
-    if text.lower() == DEFAULT:
-        return None
-    if text.isascii() and text.isdigit():
-        return int(text)
-    problem = f"{text!r} is not a count (0: no limit) or 'default'"
-    raise click.BadParameter(problem, param_hint=option)
 
 
 def _defaults(config: Config) -> SendingLimits:
@@ -106,7 +101,7 @@ def user_limits(
     address = valid_address(address)
     config = resolve_config(config_path, data_dir)
     changes = {
-        name: _limit_value("--" + name.replace("_", "-"), text)
+        name: limit_value("--" + name.replace("_", "-"), text)
         for name, text in given.items()
         if text is not None
     }

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from poczta.accounts import normalize_address
-from poczta.cli.common import Failure, config_options, print_table, resolve_config
+from poczta.cli.common import (
+    DEFAULT,
+    Failure,
+    config_options,
+    limit_value,
+    print_table,
+    resolve_config,
+    run_with_store,
+    valid_address,
+)
 from poczta.config import Config
 from poczta.quota import QuotaLimits
 from poczta.sizes import format_size, parse_size
@@ -18,18 +25,9 @@ from poczta.store.base import QUOTA_RESOURCES, MailStore, NotFound, QuotaState
 
 __all__ = ["print_quota", "quota_defaults", "quota_report", "user_quota"]
 
-DEFAULT = "default"
-
 
 def quota_defaults(config: Config) -> QuotaLimits:
     return QuotaLimits(config.quota.storage, config.quota.messages)
-
-
-def valid_address(value: str) -> str:
-    try:
-        return normalize_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a valid address ({exc})") from exc
 
 
 def _storage_value(text: str) -> int | None:
@@ -40,15 +38,6 @@ def _storage_value(text: str) -> int | None:
         return parse_size(text)
     except ValueError as exc:
         raise click.BadParameter(f"{exc}, or 'default'", param_hint="--storage") from None
-
-
-def _messages_value(text: str) -> int | None:
-    if text.lower() == DEFAULT:
-        return None
-    if text.isascii() and text.isdigit():
-        return int(text)
-    problem = f"{text!r} is not a count (0: no limit) or 'default'"
-    raise click.BadParameter(problem, param_hint="--messages")
 
 
 def quota_report(defaults: QuotaLimits, state: QuotaState) -> dict[str, Any]:
@@ -93,15 +82,13 @@ def user_quota(
 ) -> None:
     """Show or set a user's quota: --storage a size like 500MiB or 1G (0: no limit),
     --messages a count, or `default` (the [quota] setting); without options, show it."""
-    from poczta.app import open_configured_store
-
     address = valid_address(address)
     config = resolve_config(config_path, data_dir)
     changes: dict[str, int | None] = {}
     if storage is not None:
         changes["storage"] = _storage_value(storage)
     if messages is not None:
-        changes["messages"] = _messages_value(messages)
+        changes["messages"] = limit_value("--messages", messages)
 
     async def act(store: MailStore) -> QuotaState:
         found = await store.get_user(address)
@@ -114,14 +101,7 @@ def user_quota(
                 raise Failure(f"no user {address}") from None
         return (await store.quota_states([found.id]))[found.id]
 
-    async def go() -> QuotaState:
-        store = await open_configured_store(config)
-        try:
-            return await act(store)
-        finally:
-            await store.close()
-
-    report = quota_report(quota_defaults(config), asyncio.run(go()))
+    report = quota_report(quota_defaults(config), run_with_store(config, act))
     if as_json:
         click.echo(json.dumps({"address": address, "quota": report}, indent=1))
         return
