@@ -34,7 +34,14 @@ from poczta.logs import log
 from poczta.message import HeaderSection, parse_message, split_header
 from poczta.quota import OverQuota, Quotas, UserQuota, over_quota_report
 from poczta.sending_limits import Refusal
-from poczta.store.base import DeliveryTarget, MailStore, Outbound, RecipientDsn, UserId
+from poczta.store.base import (
+    DeliveryTarget,
+    MailStore,
+    Outbound,
+    RecipientDsn,
+    StoreUnavailable,
+    UserId,
+)
 from poczta.trace import final_delivery_copy
 
 #: Where junk goes: named by its special use, so a renamed Junk folder still receives it.
@@ -246,4 +253,7 @@ class Delivery:
             return
         bounce_plan = DeliveryPlan()
         bounce_plan.add(verdict)
-        await self.deliver(report, bounce_plan, "", now)
+        try:
+            await self.deliver(report, bounce_plan, "", now)
+        except StoreUnavailable as exc:  # the others have the message: no retry of it all
+            log("quota.bounce_failed", sender=sender, error=exc)
