@@ -40,6 +40,7 @@ from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
 from poczta.privileges import become_user
 from poczta.process import StartError, warn_loose_modes
+from poczta.quota import QuotaLimits, Quotas
 from poczta.sending_limits import SendingLimiter, SendingLimits
 from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
@@ -202,6 +203,12 @@ def policy_settings(config: Config) -> PolicySettings:
     )
 
 
+def quotas(config: Config, store: MailStore) -> Quotas:
+    """Every user's quota over `store`, with the [quota] defaults and SMTP answer."""
+    q = config.quota
+    return Quotas(store, QuotaLimits(q.storage, q.messages), permanent=q.over_quota == "permanent")
+
+
 def sending_limits(config: Config) -> SendingLimits:
     """The default sending limits of submitted mail ([submission])."""
     s = config.submission
@@ -288,7 +295,9 @@ class App:
         self.store = await open_configured_store(config, committer=self.shared)
         throttle = LoginThrottle.from_settings(config.auth)
         logins = LoginService(self.store, throttle)
-        delivery = Delivery(self.store)
+        delivery = Delivery(
+            self.store, quotas=quotas(config, self.store), hostname=config.hostname
+        )
         limiter = ConnectionLimiter(config.limits.max_connections_per_ip)
         self.checks, self.greylist_store = await open_mail_checks(config)
         if self.checks is not None and self.checks.greylister is not None:
@@ -395,6 +404,7 @@ class App:
                 logins=logins,
                 store=self.store,
                 limits=limits,
+                quotas=quotas(config, self.store),
             )
             handler = partial(run_imap_session, ctx)
             await self._listen(service, addresses, implicit, handler, IMAP_REPLIES, limiter)

@@ -46,6 +46,7 @@ from poczta.config_schema import (
     StoreSettings,
     TlsSettings,
 )
+from poczta.sizes import parse_size
 
 __all__ = [
     "AuthSettings",
@@ -306,6 +307,11 @@ def _convert(
         return _convert_dataclass(hint, value, path, problems)
     if meta.get("kind") == "relay-table":
         return _convert_relay_table(value, path)
+    if meta.get("kind") == "size" and isinstance(value, str):
+        try:
+            value = parse_size(value)
+        except ValueError as exc:
+            raise _Problem(path, str(exc)) from None
     if hint is bool:
         if not isinstance(value, bool):
             raise _Problem(path, f"expected true or false, found {_type_name(value)}")

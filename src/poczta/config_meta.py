@@ -20,5 +20,6 @@ def meta(
     `kind` refines a string: "domain" means a host name, kept in IDNA ASCII form; "ip" an
     IP address; "network" an IP network in CIDR form (a bare address is one host);
     "hostport" a "HOST:PORT" (or empty). "relay-table" marks a table of domain = "HOST:PORT".
+    "size" lets an integer of octets also be written as a string with a unit ("500MiB").
     """
     return {"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "kind": kind}

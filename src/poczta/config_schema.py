@@ -28,6 +28,7 @@ __all__ = [
     "Listeners",
     "LogSettings",
     "OutboundSettings",
+    "QuotaSettings",
     "SmtpSettings",
     "StoreSettings",
     "SubmissionSettings",
@@ -194,6 +195,30 @@ class SubmissionSettings:
     )
     recipients_per_day: int = _count(
         1000, "recipients a user may send to in any 24 hours; then 450 4.7.1 (0: no limit)", 0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    """[quota]: what one user's messages may take in all; `poczta user quota` sets a user's own."""
+
+    storage: int = field(
+        default=0,
+        metadata=meta(
+            'total size of a user\'s messages: bytes, or with a binary unit like "500M" or'
+            ' "1GiB"; then delivery is refused and APPEND is NO [OVERQUOTA] (0: no limit)',
+            minimum=0,
+            kind="size",
+        ),
+    )
+    messages: int = _count(0, "number of a user's messages, over all mailboxes (0: no limit)", 0)
+    over_quota: str = field(
+        default="temporary",
+        metadata=meta(
+            "SMTP answer for a full mailbox: 452 4.2.2, the sender retries (temporary),"
+            " or 552 5.2.2, it bounces at once (permanent)",
+            choices=("temporary", "permanent"),
+        ),
     )
 
 
@@ -428,6 +453,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
+    quota: QuotaSettings = field(default_factory=QuotaSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     log: LogSettings = field(default_factory=LogSettings)

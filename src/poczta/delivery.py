@@ -16,19 +16,32 @@ add a Return-Path nor inspect the message for one, and the final hop replaces it
 A message with local and remote recipients is therefore two bodies and two commits:
 the local copies first, so a failure between them (the client is told to retry) can
 duplicate mail in a local mailbox but never send a second copy out.
+
+Quotas (`poczta.quota`) are checked here for SMTP: `recipient_quota` at RCPT, and
+`deliver(..., quota=True)` with the message's final size; reports are never refused.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from poczta.accounts import domain_of, normalize_address
+from poczta.logs import log
 from poczta.message import HeaderSection, parse_message, split_header
-from poczta.store.base import DeliveryTarget, MailStore, Outbound, RecipientDsn, UserId
+from poczta.quota import OverQuota, Quotas, UserQuota, over_quota_report
+from poczta.sending_limits import Refusal
+from poczta.store.base import (
+    DeliveryTarget,
+    MailStore,
+    Outbound,
+    RecipientDsn,
+    StoreUnavailable,
+    UserId,
+)
 from poczta.trace import final_delivery_copy
 
 #: Where junk goes: named by its special use, so a renamed Junk folder still receives it.
@@ -59,6 +72,8 @@ class DeliveryPlan:
     remote_dsn: dict[str, RecipientDsn] = field(default_factory=dict)  # NOTIFY, ORCPT
     envid: str | None = None  # the transaction's DSN parameters (RFC 3461)
     ret: str | None = None
+    # each local user's RCPT address and its DSN parameters (for a bounce: mailbox full)
+    local_rcpts: dict[UserId, tuple[str, RecipientDsn | None]] = field(default_factory=dict)
 
     def add(self, verdict: RecipientVerdict, dsn: RecipientDsn | None = None) -> None:
         """Add a recipient's destinations; a remote one keeps the RCPT's DSN parameters
@@ -66,6 +81,7 @@ class DeliveryPlan:
         for user_id in verdict.local_user_ids:
             if user_id not in self.user_ids:
                 self.user_ids.append(user_id)
+                self.local_rcpts[user_id] = (verdict.address, dsn)
         for address in verdict.remote_addresses:
             if address not in self.remote:
                 self.remote.append(address)
@@ -103,9 +119,18 @@ class RecipientCache:
 class Delivery:
     """Answers recipient and sender questions and stores accepted messages."""
 
-    def __init__(self, store: MailStore, cache_ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: MailStore,
+        cache_ttl: float = 5.0,
+        *,
+        quotas: Quotas | None = None,
+        hostname: str = "localhost",
+    ) -> None:
         self.store = store
         self.cache = RecipientCache(cache_ttl)
+        self.quotas = quotas if quotas is not None else Quotas(store)
+        self.hostname = hostname  # the reporting MTA of bounces
 
     async def classify(self, address: str) -> RecipientVerdict:
         """Where mail for `address` goes (cached for a few seconds)."""
@@ -147,6 +172,22 @@ class Delivery:
             return False
         return [u.address for u in resolution.local_users] == [normalize_address(user)]
 
+    async def recipient_quota(
+        self, verdict: RecipientVerdict, declared_size: int | None = None
+    ) -> Refusal | None:
+        """At RCPT: the refusal of a local recipient none of whose users has room for a
+        message (of the SIZE= the client declared), or None."""
+        users = verdict.local_user_ids
+        if verdict.kind is not RecipientKind.LOCAL or verdict.remote_addresses or not users:
+            return None
+        octets = max(declared_size or 0, 1)
+        quotas = await self.quotas.of(users)
+        if any(user not in quotas or quotas[user].room_for(octets) for user in users):
+            return None
+        for user in users:
+            self.quotas.refused("rcpt", verdict.address, quotas[user], size=declared_size or 0)
+        return self.quotas.refusal(verdict.address)
+
     async def deliver(
         self,
         data: bytes,
@@ -155,21 +196,64 @@ class Delivery:
         now: datetime | None = None,
         *,
         header: HeaderSection | None = None,
+        quota: bool = False,
     ) -> None:
         """Durably store `data` for every local user and queue it for remote ones.
 
         Local copies get our Return-Path (see the module's docstring) and go to INBOX,
         or to the mailbox with the \\Junk special use when the plan says so. `header`
-        is the header section of `data` when it is already split."""
+        is the header section of `data` when it is already split. With `quota`, a user
+        without room gets no copy (the sender a bounce), and OverQuota is raised when no
+        recipient at all has room."""
         now = now or datetime.now(UTC)
         header = header if header is not None else split_header(data)
         if plan.user_ids:
-            mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
-            targets: Sequence[DeliveryTarget] = [
-                DeliveryTarget(user_id=user_id, mailbox=mailbox) for user_id in plan.user_ids
-            ]
             local, local_header = final_delivery_copy(data, header, sender)
-            await self.store.accept(local, parse_message(local, local_header), now, targets)
+            full = await self.quotas.without_room(plan.user_ids, len(local)) if quota else {}
+            if full and len(full) == len(plan.user_ids) and not plan.remote:
+                self._log_full(plan, full, len(local), "refused")
+                raise OverQuota(self.quotas.refusal())
+            mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
+            targets = [DeliveryTarget(user, mailbox) for user in plan.user_ids if user not in full]
+            if targets:
+                await self.store.accept(local, parse_message(local, local_header), now, targets)
+            if full:
+                self._log_full(plan, full, len(local), "bounced")
+                await self._bounce_full(plan, full, sender, local, now)
         if plan.remote:
             outbound = Outbound(sender, tuple(plan.remote), plan.envid, plan.ret, plan.remote_dsn)
             await self.store.accept(data, parse_message(data, header), now, (), outbound)
+
+    def _log_full(
+        self, plan: DeliveryPlan, full: Mapping[UserId, UserQuota], size: int, action: str
+    ) -> None:
+        for user, quota in full.items():
+            address = plan.local_rcpts.get(user, (str(user), None))[0]
+            self.quotas.refused("data", address, quota, size=size, action=action)
+
+    async def _bounce_full(
+        self, plan: DeliveryPlan, full: Iterable[UserId], sender: str, local: bytes, now: datetime
+    ) -> None:
+        """Tell `sender` that these recipients did not get the message (mailbox full)."""
+        recipients = [plan.local_rcpts.get(user, (str(user), None)) for user in full]
+        report = over_quota_report(
+            hostname=self.hostname,
+            sender=sender,
+            recipients=recipients,
+            envid=plan.envid,
+            ret=plan.ret,
+            original=local,
+            now=now,
+        )
+        if report is None:
+            return
+        verdict = await self.classify(sender)
+        if verdict.kind is RecipientKind.UNKNOWN_USER:
+            log("quota.bounce_dropped", sender=sender, reason="no such local user")
+            return
+        bounce_plan = DeliveryPlan()
+        bounce_plan.add(verdict)
+        try:
+            await self.deliver(report, bounce_plan, "", now)
+        except StoreUnavailable as exc:  # the others have the message: no retry of it all
+            log("quota.bounce_failed", sender=sender, error=exc)

@@ -216,5 +216,14 @@ commands = st.one_of(
     ),
     st.builds(c.GetQuota, tags, texts),
     st.builds(c.GetQuotaRoot, tags, mailboxes),
+    st.builds(
+        c.SetQuota,
+        tags,
+        texts,
+        st.lists(
+            st.tuples(st.sampled_from(["STORAGE", "MESSAGE"]), st.integers(0, 2**63 - 1)),
+            max_size=2,
+        ).map(tuple),
+    ),
     st.builds(c.Compress, tags, st.just("DEFLATE")),
 )

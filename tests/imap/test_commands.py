@@ -46,6 +46,9 @@ SESSION = [
     (b"a COMPRESS DEFLATE", c.Compress("a", "DEFLATE")),
     (b"a GETQUOTAROOT inbox", c.GetQuotaRoot("a", "INBOX")),
     (b'a GETQUOTA ""', c.GetQuota("a", "")),
+    (b'a SETQUOTA "" (STORAGE 512)', c.SetQuota("a", "", (("STORAGE", 512),))),
+    (b"a SETQUOTA x (storage 1 MESSAGE 2)", c.SetQuota("a", "x", (("STORAGE", 1), ("MESSAGE", 2)))),
+    (b'a SETQUOTA "" ()', c.SetQuota("a", "", ())),
 ]
 
 MAILBOXES = [
@@ -372,6 +375,9 @@ BAD = [
     (b'a LIST "" % RETURN (BOGUS)', "unknown LIST return option BOGUS"),
     (b"a UID EXPUNGE", "expected a space, found end of command"),
     (b"a NOOP\x00", "this command takes no arguments"),
+    (b'a SETQUOTA "" STORAGE 1', "expected a list of quota limits"),
+    (b'a SETQUOTA "" (STORAGE)', "expected a space, found unexpected character"),
+    (b'a SETQUOTA "" (STORAGE 1', "expected a space, found end of command"),
 ]
 
 

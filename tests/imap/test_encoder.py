@@ -141,6 +141,9 @@ def test_untagged_data_lines() -> None:
     )
     assert e.quota_data("", [("STORAGE", 10, 512)]).encode() == b'* QUOTA "" (STORAGE 10 512)\r\n'
     assert e.quota_root_data("INBOX", [""]).encode() == b'* QUOTAROOT "INBOX" ""\r\n'
+    assert e.quota_root_data("INBOX", []).encode() == b'* QUOTAROOT "INBOX"\r\n'
+    both = e.quota_data("", [("STORAGE", 3, 500), ("MESSAGE", 7, 10)]).encode()
+    assert both == b'* QUOTA "" (STORAGE 3 500 MESSAGE 7 10)\r\n'
     assert (
         e.vanished("300:310,405", earlier=True).encode() == b"* VANISHED (EARLIER) 300:310,405\r\n"
     )

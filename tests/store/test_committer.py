@@ -109,6 +109,9 @@ def test_deliveries_go_through_the_committer(tmp_path: Path, committer: Committe
             assert sorted(r.delivered[0].uid for r in results) == list(range(1, 41))
             assert [m.uid for m in metas] == list(range(1, 42))
             assert {m.subject for m in metas} == {f"Hello {n}" for n in [*range(40), 99]}
+            # the quota usage is counted in the committer's transactions too
+            usage = (await store.quota_states([user]))[user].usage
+            assert (usage.storage, usage.messages) == (sum(m.size for m in metas), 41)
             assert await store.read_message(inbox.id, 7) == make_message(
                 next(n for n, r in enumerate(results) if r.delivered[0].uid == 7)
             )

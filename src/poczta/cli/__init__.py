@@ -14,6 +14,7 @@ from poczta.cli.mail import mail
 from poczta.cli.queue import queue
 from poczta.cli.server import config, dev, init, serve
 from poczta.cli.user_limits import user_limits, user_show
+from poczta.cli.user_quota import user_quota
 from poczta.cli.why import why
 from poczta.process import restrict_umask
 
@@ -28,6 +29,7 @@ for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim
     cli.add_command(command)
 user.add_command(user_show)
 user.add_command(user_limits)
+user.add_command(user_quota)
 
 
 def main() -> None:

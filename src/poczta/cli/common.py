@@ -104,6 +104,30 @@ def run_with_store(config: Config, action: Callable[[MailStore], Awaitable[T]]) 
     return asyncio.run(go())
 
 
+#: What sets a per-user limit back to the configured one on the command line.
+DEFAULT = "default"
+
+
+def limit_value(option: str, text: str) -> int | None:
+    """A limit given on the command line: a count (0: no limit), or `default` (None)."""
+    if text.lower() == DEFAULT:
+        return None
+    if text.isascii() and text.isdigit():
+        return int(text)
+    problem = f"{text!r} is not a count (0: no limit) or 'default'"
+    raise click.BadParameter(problem, param_hint=option)
+
+
+def valid_address(value: str) -> str:
+    """A user's address as given on the command line, normalised (BadParameter if bad)."""
+    from poczta.accounts import normalize_address
+
+    try:
+        return normalize_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a valid address ({exc})") from exc
+
+
 def read_password(from_stdin: bool, confirm: bool = True) -> str:
     """A password from stdin (first line) or an interactive hidden prompt; never from argv."""
     if from_stdin or not sys.stdin.isatty():

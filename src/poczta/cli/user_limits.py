@@ -1,4 +1,4 @@
-"""CLI commands `poczta user show` and `poczta user limits`: mailboxes, sending limits, usage."""
+"""CLI commands `poczta user show` and `poczta user limits`: mailboxes, quota, sending limits."""
 
 from __future__ import annotations
 
@@ -11,33 +11,21 @@ from typing import Any, TypeVar
 
 import click
 
-from poczta.accounts import normalize_address
-from poczta.cli.common import Failure, config_options, print_table, resolve_config
+from poczta.cli.common import (
+    Failure,
+    config_options,
+    limit_value,
+    print_table,
+    resolve_config,
+    valid_address,
+)
+from poczta.cli.user_quota import print_quota, quota_defaults, quota_report
 from poczta.config import Config
 from poczta.sending_limits import LIMIT_NAMES, SendingLimits, SendingState
 from poczta.store.base import MailStore, NotFound
 from poczta.store.sending_sqlite import SqliteSendingStore
 
 T = TypeVar("T")
-
-DEFAULT = "default"
-
-
-def _limit_value(option: str, text: str) -> int | None:
-    """A limit given on the command line: a count (0: no limit), or `default` (None)."""
-    if text.lower() == DEFAULT:
-        return None
-    if text.isascii() and text.isdigit():
-        return int(text)
-    problem = f"{text!r} is not a count (0: no limit) or 'default'"
-    raise click.BadParameter(problem, param_hint=option)
-
-
-def _address(value: str) -> str:
-    try:
-        return normalize_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not a valid address ({exc})") from exc
 
 
 def _defaults(config: Config) -> SendingLimits:
@@ -110,10 +98,10 @@ def user_limits(
 ) -> None:
     """Show or set a user's sending limits: N (0: no limit) or `default` (the [submission]
     setting) for each one given; without options, show them."""
-    address = _address(address)
+    address = valid_address(address)
     config = resolve_config(config_path, data_dir)
     changes = {
-        name: _limit_value("--" + name.replace("_", "-"), text)
+        name: limit_value("--" + name.replace("_", "-"), text)
         for name, text in given.items()
         if text is not None
     }
@@ -142,8 +130,9 @@ def user_limits(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.argument("address")
 def user_show(config_path: Path | None, data_dir: Path | None, address: str, as_json: bool) -> None:
-    """Show a user: created, mailboxes (messages, size), sending limits and what it sent."""
-    address = _address(address)
+    """Show a user: created, mailboxes (messages, size), quota, sending limits and what it
+    sent."""
+    address = valid_address(address)
     config = resolve_config(config_path, data_dir)
 
     async def collect(store: MailStore, sending: SqliteSendingStore) -> dict[str, Any]:
@@ -155,10 +144,12 @@ def user_show(config_path: Path | None, data_dir: Path | None, address: str, as_
             size = sum(s.size for s in await store.fetch_summaries(box.id))
             boxes.append({"name": box.name, "messages": box.messages, "size": size})
         state = await sending.sending_state(address, time.time())
+        quota = (await store.quota_states([found.id]))[found.id]
         return {
             "address": found.address,
             "created": found.created.isoformat(),
             "mailboxes": boxes,
+            "quota": quota_report(quota_defaults(config), quota),
             **_limits_report(_defaults(config), state),
         }
 
@@ -170,4 +161,5 @@ def user_show(config_path: Path | None, data_dir: Path | None, address: str, as_
     click.echo(f"created: {report['created']}")
     rows = [[b["name"], str(b["messages"]), str(b["size"])] for b in report["mailboxes"]]
     print_table("mailboxes", ["mailbox", "messages", "size"], rows, right=("messages", "size"))
+    print_quota(report["quota"])
     _print_limits(report)

@@ -335,6 +335,14 @@ class GetQuotaRoot(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class SetQuota(Command):
+    """SETQUOTA root (resource limit ...) (RFC 9208): (resource name, limit) pairs."""
+
+    root: str
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Compress(Command):
     """COMPRESS mechanism (RFC 4978): the reader pauses; see `CommandReader.take_buffered`."""
 

@@ -454,6 +454,21 @@ def _getquota(scanner: Scanner, tag: str) -> c.GetQuota:
     return c.GetQuota(tag, scanner.mailbox_text(scanner.astring("a quota root")))
 
 
+def _setquota(scanner: Scanner, tag: str) -> c.SetQuota:
+    scanner.sp()
+    root = scanner.mailbox_text(scanner.astring("a quota root"))
+    scanner.sp()
+    scanner.expect(b"(", "a list of quota limits")
+    limits: list[tuple[str, int]] = []
+    while not scanner.take(b")"):
+        if limits:
+            scanner.sp()
+        name = scanner.keyword("a resource name")
+        scanner.sp()
+        limits.append((name, scanner.number("a limit", wide=True)))
+    return c.SetQuota(tag, root, tuple(limits))
+
+
 COMMANDS: dict[str, CommandParser] = {
     "CAPABILITY": _no_arguments(c.Capability),
     "NOOP": _no_arguments(c.Noop),
@@ -483,6 +498,7 @@ COMMANDS: dict[str, CommandParser] = {
     "UID EXPUNGE": _uid_expunge,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
+    "SETQUOTA": _setquota,
     "COMPRESS": _compress,
 }
 for _uid, _prefix in ((False, ""), (True, "UID ")):

@@ -358,6 +358,13 @@ def _getquota(w: _Writer, command: c.Command, bodies: Sequence[bytes] | None) ->
     w.mailbox(command.root)
 
 
+def _setquota(w: _Writer, command: c.Command, bodies: Sequence[bytes] | None) -> None:
+    assert isinstance(command, c.SetQuota)
+    w.raw("SETQUOTA ")
+    w.mailbox(command.root)
+    w.raw(" (", " ".join(f"{name} {limit}" for name, limit in command.limits), ")")
+
+
 def _compress(w: _Writer, command: c.Command, bodies: Sequence[bytes] | None) -> None:
     assert isinstance(command, c.Compress)
     w.raw("COMPRESS ", command.mechanism)
@@ -388,5 +395,6 @@ _RENDERERS = {
     c.Thread: _thread,
     c.GetQuota: _getquota,
     c.GetQuotaRoot: _one_mailbox,
+    c.SetQuota: _setquota,
     c.Compress: _compress,
 }

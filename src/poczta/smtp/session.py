@@ -29,6 +29,7 @@ from poczta.message.header import HeaderSection
 from poczta.net.connection import Connection
 from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadTimeouts
 from poczta.net.tls import ReloadableContext
+from poczta.quota import OverQuota
 from poczta.sending_limits import Allowance, Refusal, SendingLimiter
 from poczta.smtp import server as core_api
 from poczta.smtp.checks import (
@@ -139,6 +140,7 @@ class SmtpSession:
         self.plan = DeliveryPlan()
         self.checks: InboundChecks | None = None
         self.allowance: Allowance | None = None  # the sending limits of this transaction
+        self.declared_size: int | None = None  # MAIL FROM's SIZE=, for the quota at RCPT
         plaintext_auth = ctx.dev_mode and conn.is_loopback
         note = "(dev mode: plaintext AUTH allowed on loopback)" if plaintext_auth else ""
         self.core = SmtpServer(
@@ -250,6 +252,7 @@ class SmtpSession:
     async def check_sender(self, event: CheckSender) -> Accept | Reject:
         self.plan = DeliveryPlan(envid=event.params.envid, ret=event.params.ret)
         self.allowance = None
+        self.declared_size = event.params.size
         user = self.core.authenticated_user
         if self.checks is not None and user is None:
             self.checks.mail_from(event.reverse_path, self.core.helo or "")
@@ -274,6 +277,12 @@ class SmtpSession:
                 self.log_verdict(decision, rcpt=verdict.address)
             if decision.refused:
                 return self.refusal(decision)
+        try:
+            full = await self.ctx.delivery.recipient_quota(verdict, self.declared_size)
+        except StoreUnavailable:
+            return Reject(451, "4.3.0", "Temporary lookup failure, try again later")
+        if full is not None:
+            return _refused(full)
         if self.allowance is not None and verdict.kind is not RecipientKind.UNKNOWN_USER:
             over = self.allowance.add_recipient()
             if over is not None:
@@ -335,7 +344,9 @@ class SmtpSession:
         data, header = header.prepended(data, added + trace)
         try:
             sender = event.envelope.mail_from
-            await self.ctx.delivery.deliver(data, plan, sender, now, header=header)
+            await self.ctx.delivery.deliver(data, plan, sender, now, header=header, quota=True)
+        except OverQuota as over:
+            return _refused(over.refusal)
         except StoreUnavailable as exc:
             log("smtp.store_failed", id=queue_id, error=exc)
             return Reject(451, "4.3.0", "Temporary storage failure, try again later")

@@ -27,6 +27,7 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "PENDING",
+    "QUOTA_RESOURCES",
     "SPECIAL_USES",
     "SYSTEM_FLAGS",
     "Accepted",
@@ -46,6 +47,9 @@ __all__ = [
     "QueueEntry",
     "QueueId",
     "QueueRecipient",
+    "QuotaOverrides",
+    "QuotaState",
+    "QuotaUsage",
     "RecipientAttempt",
     "RecipientDsn",
     "Resolution",
@@ -183,6 +187,34 @@ class FlagResult:
     changed: tuple[tuple[int, frozenset[str], int], ...]  # (uid, new flags, new modseq)
     modified: tuple[int, ...]  # UIDs whose modseq was above unchangedsince
     highestmodseq: int
+
+
+#: What a quota limits: "storage" (octets, the sum of RFC822.SIZE) and "messages".
+QUOTA_RESOURCES = ("storage", "messages")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """What a user's messages take, over all of the user's mailboxes."""
+
+    storage: int = 0  # octets
+    messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOverrides:
+    """A user's own quota limits; None keeps the configured default (0: no limit)."""
+
+    storage: int | None = None
+    messages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """A user's usage and own limits, read together (see `poczta.quota`)."""
+
+    usage: QuotaUsage
+    overrides: QuotaOverrides
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +430,20 @@ class MailStore(Protocol):
     async def subscriptions(self, user_id: UserId) -> list[str]: ...
     async def subscribe(self, user_id: UserId, name: str) -> None: ...
     async def unsubscribe(self, user_id: UserId, name: str) -> bool: ...
+
+    async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
+        """(messages, octets) of those of `uids` the mailbox has: what a COPY of them adds."""
+        ...
+
+    # quota: the usage is kept up to date by every change of messages, in its transaction
+    async def quota_states(self, user_ids: Sequence[UserId]) -> dict[UserId, QuotaState]:
+        """The usage and own limits of each user (one unknown is left out), in one read."""
+        ...
+
+    async def set_quota(self, user_id: UserId, changes: Mapping[str, int | None]) -> None:
+        """Set some of a user's own limits (keys from `QUOTA_RESOURCES`; None: back to the
+        default). NotFound when there is no such user."""
+        ...
 
     def changes(
         self, mailbox_id: MailboxId, since: MailboxChange | None = None

@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from poczta.store import sqlite_blobs
 from poczta.store import sqlite_imap as imap
 from poczta.store import sqlite_messages as messages
 from poczta.store import sqlite_queue as queue
+from poczta.store import sqlite_quota as quota
 from poczta.store.base import (
     Accepted,
     Delivered,
@@ -51,6 +52,7 @@ from poczta.store.base import (
     Outbound,
     QueueEntry,
     QueueId,
+    QuotaState,
     RecipientAttempt,
     Resolution,
     StoreUnavailable,
@@ -451,6 +453,15 @@ class SqliteStore:
     async def unsubscribe(self, user_id: UserId, name: str) -> bool:
         removed: bool = await self._write(imap.unsubscribe_job(user_id, name))
         return removed
+
+    async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
+        return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))
+
+    async def quota_states(self, user_ids: Sequence[UserId]) -> dict[UserId, QuotaState]:
+        return await self._read(lambda c: quota.quota_states(c, user_ids))
+
+    async def set_quota(self, user_id: UserId, changes: Mapping[str, int | None]) -> None:
+        await self._write(quota.set_quota_job(user_id, dict(changes)))
 
     def changes(
         self, mailbox_id: MailboxId, since: MailboxChange | None = None

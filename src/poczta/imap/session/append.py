@@ -9,7 +9,9 @@ as IMAP requires of messages (RFC 9051 §2.3.1), so sizes and sections agree; a 
 literal (literal8, RFC 3516) is stored exactly as sent. An OK means
 the message is durable: the store answers only after its group commit is on disk.
 MULTIAPPEND stores its messages one after the other; should one fail, those before it
-are expunged again so that the command as a whole did nothing.
+are expunged again so that the command as a whole did nothing. Messages that would take
+the user past a quota limit are refused with NO [OVERQUOTA] (`poczta.imap.session.quota`),
+a synchronising literal before it is sent.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from poczta.imap.encoder import Code, Continuation, Tagged
 from poczta.imap.events import LiteralPending
 from poczta.imap.names import canonical
 from poczta.imap.sequence import compact
+from poczta.imap.session.quota import OVERQUOTA, lacks_room
 from poczta.logs import log
 from poczta.message import parse_message
 from poczta.store.base import DeliveryTarget, MailboxId, NotFound, StoreError, normalize_flags
@@ -35,7 +38,7 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 async def literal_pending(session: ImapSession, event: LiteralPending) -> None:
     if event.append is not None:
-        refusal = await _append_refusal(session, event.append.mailbox)
+        refusal = await _append_refusal(session, event.append.mailbox, event.size)
         if refusal is not None:
             session.send(Tagged(event.tag, "NO", *refusal))
             session.more(session.reader.refuse_literal())
@@ -44,11 +47,13 @@ async def literal_pending(session: ImapSession, event: LiteralPending) -> None:
     session.more(session.reader.accept_literal())
 
 
-async def _append_refusal(session: ImapSession, mailbox: str) -> tuple[str, str] | None:
+async def _append_refusal(session: ImapSession, mailbox: str, size: int) -> tuple[str, str] | None:
     if session.user_id is None:
         return "Log in first", "AUTHENTICATIONFAILED"
     try:
         await session.store.get_mailbox(session.user_id, canonical(mailbox))
+        if await lacks_room(session, size):
+            return OVERQUOTA
     except (NotFound, StoreError):
         return "No such mailbox", "TRYCREATE"
     return None
@@ -69,10 +74,16 @@ async def append(session: ImapSession, command: cmd.Command) -> None:
     if any(not body for body in bodies):
         session.no(command.tag, "An empty message cannot be appended", "CANNOT")
         return
+    datas = [
+        bytes(body) if message.binary else _BARE_LF.sub(b"\r\n", bytes(body))
+        for message, body in zip(command.messages, bodies, strict=True)
+    ]
+    if await lacks_room(session, sum(len(data) for data in datas), len(datas)):
+        session.no(command.tag, *OVERQUOTA)
+        return
     uids: list[int] = []
     try:
-        for message, body in zip(command.messages, bodies, strict=True):
-            data = bytes(body) if message.binary else _BARE_LF.sub(b"\r\n", bytes(body))
+        for message, data in zip(command.messages, datas, strict=True):
             target = DeliveryTarget(session.user_id, name, normalize_flags(message.flags))
             when = message.internal_date or datetime.now(UTC)
             accepted = await session.store.accept(data, parse_message(data), when, [target])

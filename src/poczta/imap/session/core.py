@@ -50,6 +50,7 @@ from poczta.net.deadlines import Deadline, DeadlineExpired, ReadDeadlines, ReadT
 from poczta.net.deflate import DeflateError
 from poczta.net.listener import ServiceReplies
 from poczta.net.tls import ReloadableContext
+from poczta.quota import Quotas
 from poczta.store.base import (
     MailboxChange,
     MailboxId,
@@ -86,6 +87,7 @@ class ImapContext:
     logins: LoginService
     store: MailStore
     limits: ImapLimits = field(default_factory=ImapLimits)
+    quotas: Quotas | None = None  # the users' quota limits (None: none, usage only)
 
 
 class SessionEnd(Exception):

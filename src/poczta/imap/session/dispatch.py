@@ -6,7 +6,16 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from poczta.imap import commands as cmd
-from poczta.imap.session import append, auth, compress, mailboxes, messages, search, selected
+from poczta.imap.session import (
+    append,
+    auth,
+    compress,
+    mailboxes,
+    messages,
+    quota,
+    search,
+    selected,
+)
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import Handler, ImapSession
@@ -55,6 +64,9 @@ _TABLE: dict[type[cmd.Command], tuple[Any, State]] = {
     cmd.Search: (messages.search, _S.SELECTED),
     cmd.Sort: (search.run_sort, _S.SELECTED),
     cmd.Thread: (search.run_thread, _S.SELECTED),
+    cmd.GetQuotaRoot: (quota.get_quota_root, _S.AUTHENTICATED),
+    cmd.GetQuota: (quota.get_quota, _S.AUTHENTICATED),
+    cmd.SetQuota: (quota.set_quota, _S.AUTHENTICATED),
 }
 
 

@@ -7,8 +7,9 @@ body fetch in a read-write mailbox sets \\Seen, and the response carries the new
 FLAGS. STORE goes through the store's flag update (UNCHANGEDSINCE answered with
 [MODIFIED]); the new flags are told to this client unless .SILENT, and to every other
 session at its next command. COPY and MOVE run in one store transaction each and answer
-COPYUID (UIDPLUS). While a FETCH, STORE or SEARCH by sequence number runs, no EXPUNGE
-is sent (RFC 9051 §7.5.2); the UID forms may carry them.
+COPYUID (UIDPLUS); a COPY past a quota limit is NO [OVERQUOTA]. While a FETCH, STORE or
+SEARCH by sequence number runs, no EXPUNGE is sent (RFC 9051 §7.5.2); the UID forms may
+carry them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from poczta.imap.fetch import FetchAttribute, FetchItem
 from poczta.imap.fetch_response import UnknownEncoding, fetch_items, needs_body, sets_seen
 from poczta.imap.names import canonical
 from poczta.imap.sequence import SequenceSet, compact
+from poczta.imap.session.quota import OVERQUOTA, lacks_room
 from poczta.imap.values import Value
 from poczta.imap.view import OutOfRange, SelectedView
 from poczta.message.mime import parse_structure
@@ -205,6 +207,11 @@ async def _copy(session: ImapSession, command: cmd.Copy | cmd.Move, move: bool) 
         return
     assert session.user_id is not None
     target = canonical(command.mailbox)
+    if not move:  # a MOVE stays within the user's mailboxes: the usage does not change
+        count, octets = await session.store.messages_size(MailboxId(view.mailbox_id), uids)
+        if count and await lacks_room(session, octets, count):
+            session.no(command.tag, *OVERQUOTA)
+            return
     try:
         validity, pairs = await session.store.copy_messages(
             session.user_id,
