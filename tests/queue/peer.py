@@ -3,18 +3,22 @@
 `ScriptedMx` answers each RCPT and each end of data from the functions it is given
 (accept by default) and records connections, envelopes and bodies. It listens on a
 loopback address and port of the test's choice (several on one port, as MX hosts are).
+Given a TLS context it offers STARTTLS with it, and records each message's TLS version
+("" when it came in plaintext).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from poczta.net.tls import TlsInfo
 from poczta.smtp import Accept, MessageReceived, Reply, Role, SmtpServer
 from poczta.smtp import Close as ServerClose
-from poczta.smtp.events import Answer, CheckRecipient, CheckSender, Reject
+from poczta.smtp.events import Answer, CheckRecipient, CheckSender, Reject, StartTls
 
 RcptAnswer = Callable[[str], Answer]
 DataAnswer = Callable[[int], Answer]  # by the number of messages received before
@@ -25,6 +29,7 @@ class Received:
     sender: str
     recipients: list[str]
     data: bytes
+    tls: str = ""
 
 
 @dataclass
@@ -34,11 +39,13 @@ class ScriptedMx:
     connections: int = 0
     messages: list[Received] = field(default_factory=list)
     attempts: int = 0  # ends of data seen, accepted or not
+    tls: ssl.SSLContext | None = None  # offer STARTTLS with this
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        core = SmtpServer(hostname="mx.peer.test", role=Role.MX)
+        core = SmtpServer(hostname="mx.peer.test", role=Role.MX, tls_available=bool(self.tls))
         pending = list(core.start())
+        tls = ""
         try:
             while True:
                 while pending:
@@ -52,13 +59,24 @@ class ScriptedMx:
                         pending[:0] = core.answer(self.rcpt(event.forward_path))
                     elif isinstance(event, CheckSender):
                         pending[:0] = core.answer(Accept())
+                    elif isinstance(event, StartTls) and self.tls is not None:
+                        await writer.drain()
+                        try:
+                            await writer.start_tls(self.tls)
+                        except (OSError, ssl.SSLError):
+                            return  # the client refused the certificate, say
+                        info = TlsInfo.from_ssl_object(writer.get_extra_info("ssl_object"))
+                        assert info is not None
+                        tls = info.version
+                        pending[:0] = core.tls_started(info)
                     elif isinstance(event, MessageReceived):
                         answer = self.data(self.attempts)
                         self.attempts += 1
                         if isinstance(answer, Accept):
                             envelope = event.envelope
                             rcpts = [r.address for r in envelope.recipients]
-                            self.messages.append(Received(envelope.mail_from, rcpts, event.data))
+                            received = Received(envelope.mail_from, rcpts, event.data, tls)
+                            self.messages.append(received)
                         pending[:0] = core.answer(answer)
                 await writer.drain()
                 data = await reader.read(65536)

@@ -23,7 +23,7 @@ import ssl
 
 import httpx
 
-from poczta.dns import DnsError, Resolver
+from poczta.dns import DnsError, NXDomain, Resolver
 from poczta.queue.mta_sts import MAX_POLICY_SIZE
 
 __all__ = ["MAX_ADDRESSES", "PolicyFetchError", "PolicyFetcher", "policy_context"]
@@ -83,6 +83,8 @@ class PolicyFetcher:
         for lookup in (self.resolver.a, self.resolver.aaaa):
             try:
                 found += await lookup(host)
+            except NXDomain:
+                failure = "no such host"
             except DnsError as exc:
                 failure = f"address lookup failed: {type(exc).__name__}"
         if not found:
