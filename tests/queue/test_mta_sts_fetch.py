@@ -34,7 +34,7 @@ def server(ca: TestCa, tmp_path: Path) -> Iterator[PolicyServer]:
 
 def fetcher(ca: TestCa, tmp_path: Path, port: int, *addresses: str, **kw: float) -> PolicyFetcher:
     zone = ZoneResolver.from_mapping({HOST: {"A": list(addresses or ["127.0.0.1"])}})
-    return PolicyFetcher(zone, ca.client_context(tmp_path), port=port, **kw)  # type: ignore[arg-type]
+    return PolicyFetcher(zone, ca.client_context(tmp_path), port=port, **kw)
 
 
 def fetch(policies: PolicyFetcher, domain: str = "example.org") -> bytes:
