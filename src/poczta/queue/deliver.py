@@ -48,6 +48,7 @@ from poczta.queue.connection import (
 )
 from poczta.queue.mta_sts import StsDecision, StsMode, StsPolicy, decide
 from poczta.queue.mta_sts_cache import MtaStsPolicies
+from poczta.queue.mta_sts_fetch import policy_context
 from poczta.queue.mx import MxFailure, mx_plan
 from poczta.queue.routes import Route
 from poczta.smtp.client_events import (
@@ -147,7 +148,7 @@ class Deliverer:
         self.contexts = {
             CertificateCheck.NONE: opportunistic,
             CertificateCheck.SMARTHOST: verified or ssl.create_default_context(),
-            CertificateCheck.MTA_STS: mta_sts_tls or ssl.create_default_context(),
+            CertificateCheck.MTA_STS: mta_sts_tls or policy_context(),
         }
 
     async def deliver(self, job: DomainJob, record: Record) -> None:

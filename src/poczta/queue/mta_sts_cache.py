@@ -86,6 +86,8 @@ class MtaStsPolicies:
     async def policy(self, domain: str) -> StsPolicy | None:
         """The policy to apply to mail for `domain` now, or None (opportunistic TLS)."""
         domain = domain.rstrip(".").lower()
+        if domain.startswith("["):
+            return None  # an address literal has no DNS, so no policy
         lookup = self._lookups.get(domain)
         if lookup is None:  # the first of concurrent deliveries asks; the others wait
             lookup = asyncio.ensure_future(self._policy(domain))

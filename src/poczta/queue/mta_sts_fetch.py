@@ -108,7 +108,7 @@ class PolicyFetcher:
                     return await _read_capped(host, response)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 raise
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, ValueError) as exc:  # ValueError: a name TLS cannot use
                 raise PolicyFetchError(f"{host}: {_reason(exc)}") from None
 
 
