@@ -15,21 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from poczta.delivery import Delivery
 from poczta.dns import ZoneResolver
-from poczta.queue.connection import ConnectionCache, Timeouts, opportunistic_tls
-from poczta.queue.deliver import Deliverer, DeliverySettings
 from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.mta_sts_fetch import PolicyFetcher
-from poczta.queue.reports import Reporter
-from poczta.queue.runner import QueueRunner, RunnerSettings
 from poczta.store.base import DELIVERED, PENDING, QueueRecipient
 from poczta.store.sqlite import SqliteStore
 from tests.ca import TestCa
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving
 from tests.queue.policy_server import serving_policies
-from tests.queue.test_runner import SENDER, MovingClock, Setup, run
+from tests.queue.test_runner import MovingClock, Setup, run, setup
 
 GOOD, STRANGER, PLAIN = "127.0.0.1", "127.0.0.2", "127.0.0.3"  # the MX peers' addresses
 KEEPER = "keeper@plain.test"  # always deferred (no STARTTLS where TLS is required)
@@ -91,40 +86,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             mx = "".join(f"mx: {p}\n" for p in patterns.split())
             text = f"version: STSv1\nmode: {mode}\n{mx}max_age: 86400\n"
             policies.policies[f"mta-sts.{domain}"] = text.encode()
-        setup = await stack.enter_async_context(_setup(tmp_path, port, policies.port, ca))
-        yield World(setup, good, stranger, plain)
+        resolver, trusted = zone(), ca.client_context(tmp_path)
 
+        def mta_sts(store: SqliteStore, clock: MovingClock) -> MtaStsPolicies:
+            fetcher = PolicyFetcher(resolver, trusted, port=policies.port, timeout=10)
+            return MtaStsPolicies(resolver, store, fetcher, clock)
 
-@asynccontextmanager
-async def _setup(tmp_path: Path, port: int, https_port: int, ca: TestCa) -> AsyncIterator[Setup]:
-    store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
-    await store.add_domain("example.test")
-    alice = await store.add_user(SENDER, "x", "x")
-    delivery = Delivery(store, cache_ttl=0)
-    clock = MovingClock()
-    resolver = zone()
-    trusted = ca.client_context(tmp_path)
-    fetcher = PolicyFetcher(resolver, trusted, port=https_port, timeout=10)
-    timeouts = Timeouts(connect=2, command=5, data_init=5, data_block=5, data_end=5)
-    settings = DeliverySettings(
-        helo="out.example.test", port=port, timeouts=timeouts, loopback_is_local=False
-    )
-    deliverer = Deliverer(
-        resolver,
-        settings,
-        ConnectionCache(5.0),
-        opportunistic=opportunistic_tls(),
-        mta_sts=MtaStsPolicies(resolver, store, fetcher, clock),
-        mta_sts_tls=trusted,
-    )
-    runner_settings = RunnerSettings(retry_first=60, retry_max=600)
-    reporter = Reporter(delivery, "out.example.test", runner_settings.lifetime, clock)
-    runner = QueueRunner(store, deliverer, reporter, runner_settings, node="out", clock=clock)
-    try:
-        yield Setup(store, delivery, runner, clock, alice)
-    finally:
-        await deliverer.cache.close()
-        await store.close()
+        runner = setup(tmp_path, port, resolver=resolver, mta_sts=mta_sts, mta_sts_tls=trusted)
+        yield World(await stack.enter_async_context(runner), good, stranger, plain)
 
 
 def test_enforce_with_a_listed_mx_and_a_good_certificate_delivers_verified(
