@@ -1,4 +1,4 @@
-"""The MTA-STS policy cache in the SQLite store (migration 0010): one row per domain.
+"""The MTA-STS policy cache in the SQLite store (migration 0011): one row per domain.
 
 A read on a reader connection and a writer job, as `sqlite_queue` has them. Saving a
 policy also drops the rows of expired ones (which are never used again), so the table
