@@ -14,12 +14,13 @@ def test_defaults() -> None:
     assert outbound.enabled and outbound.port == 25 and outbound.relay == ""
     assert (outbound.retry_first, outbound.retry_max, outbound.lifetime) == (300, 14400, 432000)
     assert outbound.relay_by_domain == () and outbound.relay_tls == "starttls"
+    assert (outbound.mta_sts_ca_file, outbound.mta_sts_port) == ("", 443)
 
 
 def test_values() -> None:
     text = BASE + (
         '\n[outbound]\nport = 2525\nrelay = "smtp.provider.example:587"\nrelay_tls = "tls"\n'
-        "retry_first = 0.5\n"
+        'retry_first = 0.5\nmta_sts_ca_file = "test-ca.pem"\nmta_sts_port = 8443\n'
         '\n[outbound.relay_by_domain]\n"Example.NET" = "smtp.other.example:465"\n'
     )
     outbound = validate_text(text, "poczta.toml").outbound
@@ -29,6 +30,7 @@ def test_values() -> None:
         "tls",
     )
     assert outbound.retry_first == 0.5
+    assert (outbound.mta_sts_ca_file, outbound.mta_sts_port) == ("test-ca.pem", 8443)
     assert outbound.relay_by_domain == (("example.net", "smtp.other.example:465"),)
 
 
@@ -36,6 +38,10 @@ def test_values() -> None:
     ("extra", "expected"),
     [
         ("[outbound]\nport = 0\n", "poczta.toml:4: outbound.port: must be at least 1"),
+        (
+            "[outbound]\nmta_sts_port = 65536\n",
+            "poczta.toml:4: outbound.mta_sts_port: must be at most 65535",
+        ),
         ('[outbound]\nrelay = "smtp.example"\n', "poczta.toml:4: outbound.relay: 'smtp.example'"),
         ('[outbound]\nrelay_tls = "ssl"\n', "poczta.toml:4: outbound.relay_tls: unknown value"),
         ("[outbound]\nlifetime = -1\n", "poczta.toml:4: outbound.lifetime: must be at least"),

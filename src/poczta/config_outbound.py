@@ -100,3 +100,18 @@ class OutboundSettings:
             kind="relay-table",
         ),
     )
+    mta_sts_ca_file: str = field(
+        default="",
+        metadata=meta(
+            "PEM certificates trusted for MTA-STS policy hosts and the MX hosts a policy"
+            ' names, relative to data_dir ("": the system\'s; another file for tests)'
+        ),
+    )
+    mta_sts_port: int = field(
+        default=443,
+        metadata=meta(
+            "TCP port of the HTTPS servers of MTA-STS policies (443; other values for tests)",
+            minimum=1,
+            maximum=65535,
+        ),
+    )

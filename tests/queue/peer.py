@@ -3,8 +3,9 @@
 `ScriptedMx` answers each RCPT and each end of data from the functions it is given
 (accept by default) and records connections, envelopes and bodies. It listens on a
 loopback address and port of the test's choice (several on one port, as MX hosts are).
-Given a server `tls` context it offers STARTTLS; `after_tls` keeps what each client
-sent once TLS was up.
+Given a server `tls` context it offers STARTTLS with it, records each message's TLS
+version ("" when it came in plaintext), and `after_tls` keeps what each client sent
+once TLS was up.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Received:
     sender: str
     recipients: list[str]
     data: bytes
+    tls: str = ""
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ScriptedMx:
         self.connections += 1
         core = SmtpServer(hostname="mx.peer.test", role=Role.MX, tls_available=bool(self.tls))
         pending = list(core.start())
+        tls = ""
         try:
             while True:
                 while pending:
@@ -66,9 +69,13 @@ class ScriptedMx:
                         pending[:0] = core.answer(Accept())
                     elif isinstance(event, StartTls) and self.tls is not None:
                         await writer.drain()
-                        await writer.start_tls(self.tls)
+                        try:
+                            await writer.start_tls(self.tls)
+                        except (OSError, ssl.SSLError):
+                            return  # the client refused the certificate, say
                         info = TlsInfo.from_ssl_object(writer.get_extra_info("ssl_object"))
                         assert info is not None
+                        tls = info.version
                         self.after_tls.append(b"")
                         pending[:0] = core.tls_started(info)
                     elif isinstance(event, MessageReceived):
@@ -77,7 +84,8 @@ class ScriptedMx:
                         if isinstance(answer, Accept):
                             envelope = event.envelope
                             rcpts = [r.address for r in envelope.recipients]
-                            self.messages.append(Received(envelope.mail_from, rcpts, event.data))
+                            received = Received(envelope.mail_from, rcpts, event.data, tls)
+                            self.messages.append(received)
                         pending[:0] = core.answer(answer)
                 await writer.drain()
                 data = await reader.read(65536)

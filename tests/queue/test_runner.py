@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -21,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from poczta.delivery import Delivery, DeliveryPlan
-from poczta.dns import ZoneResolver
+from poczta.dns import Resolver, ZoneResolver
 from poczta.queue.connection import ConnectionCache, Timeouts, opportunistic_tls
 from poczta.queue.deliver import Deliverer, DeliverySettings
+from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.reports import Reporter
 from poczta.queue.runner import QueueRunner, RunnerSettings, retry_delay
 from poczta.smtp.events import Accept, Reject
@@ -86,8 +88,21 @@ class Setup:
         return found  # type: ignore[return-value]
 
 
+PolicyFactory = Callable[[SqliteStore, MovingClock], MtaStsPolicies]
+
+
 @asynccontextmanager
-async def setup(tmp_path: Path, port: int, **settings: float) -> AsyncIterator[Setup]:
+async def setup(
+    tmp_path: Path,
+    port: int,
+    *,
+    resolver: Resolver | None = None,
+    mta_sts: PolicyFactory | None = None,
+    mta_sts_tls: ssl.SSLContext | None = None,
+    **settings: float,
+) -> AsyncIterator[Setup]:
+    """A runner delivering to `port` of the hosts in ZONE (or `resolver`), with the
+    MTA-STS policies `mta_sts` makes of the store and the clock, if given."""
     store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
     await store.add_domain("example.test")
     alice = await store.add_user(SENDER, "x", "x")
@@ -98,10 +113,12 @@ async def setup(tmp_path: Path, port: int, **settings: float) -> AsyncIterator[S
         helo="out.example.test", port=port, timeouts=timeouts, loopback_is_local=False
     )
     deliverer = Deliverer(
-        ZoneResolver.from_mapping(ZONE),
+        resolver or ZoneResolver.from_mapping(ZONE),
         deliver_settings,
         ConnectionCache(5.0),
         opportunistic=opportunistic_tls(),
+        mta_sts=mta_sts(store, clock) if mta_sts is not None else None,
+        mta_sts_tls=mta_sts_tls,
     )
     runner_settings = RunnerSettings(retry_first=60, retry_max=600, **settings)  # type: ignore[arg-type]
     reporter = Reporter(delivery, "out.example.test", runner_settings.lifetime, clock)

@@ -9,15 +9,24 @@ the client waits for (`SmtpClient.waiting_for`, scaled to the configured values)
 STARTTLS must match its TLSA records (`poczta.queue.dane_tls`) before the session goes
 on; otherwise the connection is closed with QUIT and the host fails with 4.7.5.
 
+`TlsRequirement` is what a connection to one host asks of TLS: whether STARTTLS is
+needed (`TlsPolicy`) and what the certificate must pass (`CertificateCheck`, which
+also names the TLS outcome, e.g. "mta-sts verified TLSv1.3 ..."). A checked
+certificate is checked by the TLS context the caller hands over for that check, for
+the host's name.
+
 `ConnectionCache` keeps a connection that finished a message for the next one to the
 same host, for a short idle time (Postfix's connection cache); a reused connection
-that turns out dead is simply replaced by the caller.
+that turns out dead is simply replaced by the caller. Its `ConnectionKey` holds the
+TLS requirement and, for a checked certificate, the name it was checked for, so a
+connection is only ever reused under the requirement it was made for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import ssl
 import time
 from collections.abc import Mapping
@@ -41,10 +50,13 @@ from poczta.smtp.client_events import (
 )
 
 __all__ = [
+    "OPPORTUNISTIC",
+    "CertificateCheck",
     "ConnectionCache",
     "ConnectionKey",
     "OutboundConnection",
     "Timeouts",
+    "TlsRequirement",
     "opportunistic_tls",
 ]
 
@@ -80,16 +92,44 @@ def opportunistic_tls() -> ssl.SSLContext:
     return context
 
 
+class CertificateCheck(enum.Enum):
+    """What the server's certificate must pass; the value names the TLS outcome."""
+
+    NONE = "opportunistic"  # any certificate, or none at all (RFC 7435)
+    SMARTHOST = "verified"  # PKIX for the smarthost's name
+    MTA_STS = "mta-sts verified"  # PKIX for the MX host's name (RFC 8461 4.2)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRequirement:
+    """What a connection to one host asks of TLS.
+
+    With `testing`, a failed check is only reported and the host tried again without
+    it (MTA-STS testing mode); otherwise a failure of `policy` or `check` is a host
+    failure (temporary: the queue retries, never in plaintext).
+    """
+
+    policy: TlsPolicy = TlsPolicy.OPPORTUNISTIC
+    check: CertificateCheck = CertificateCheck.NONE
+    testing: bool = False
+
+
+OPPORTUNISTIC = TlsRequirement()
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionKey:
     """What makes two connections interchangeable: address, port, TLS mode, login, and
-    the TLSA records a DANE connection was authenticated with."""
+    what TLS was asked for (with the name a checked certificate was checked for, or the
+    TLSA records a DANE connection was authenticated with)."""
 
     address: str
     port: int
     implicit_tls: bool = False
     tls_policy: TlsPolicy = TlsPolicy.OPPORTUNISTIC
     username: str | None = None
+    check: CertificateCheck = CertificateCheck.NONE
+    server_name: str | None = None
     dane: DanePolicy | None = None
 
 
@@ -105,7 +145,6 @@ class OutboundConnection:
         client: SmtpClient,
         tls: ssl.SSLContext,
         timeouts: Timeouts,
-        verified: bool,
     ) -> None:
         self.key = key
         self.host = host
@@ -114,7 +153,6 @@ class OutboundConnection:
         self._client = client
         self._tls = tls
         self._timeouts = timeouts
-        self._verified = verified
         self.tls_outcome = self._describe_tls() if key.implicit_tls else "none"
         self.reused = False
         self._done: list[TransactionResult | HostFailed] = []
@@ -129,9 +167,10 @@ class OutboundConnection:
         timeouts: Timeouts,
         tls: ssl.SSLContext,
         credentials: Credentials | None = None,
-        verified: bool = False,
     ) -> OutboundConnection:
-        """Connect (OSError or TimeoutError when that fails); the greeting is read by `send`."""
+        """Connect (OSError or TimeoutError when that fails); the greeting is read by `send`.
+
+        `tls` is the context for `key.check`, used with `host` as the server name."""
         ssl_arg = tls if key.implicit_tls else None
         server_name = host if key.implicit_tls else None
         reader, writer = await asyncio.wait_for(
@@ -147,7 +186,7 @@ class OutboundConnection:
             tls_active=key.implicit_tls,
             credentials=credentials,
         )
-        return cls(key, host, reader, writer, client, tls, timeouts, verified)
+        return cls(key, host, reader, writer, client, tls, timeouts)
 
     @property
     def usable(self) -> bool:
@@ -242,7 +281,7 @@ class OutboundConnection:
         if ssl_object is None:
             return "none"
         cipher = ssl_object.cipher()
-        kind = "verified" if self._verified else "opportunistic"
+        kind = self.key.check.value
         if self.key.dane is not None:
             kind = "dane verified" if self.key.dane.authenticated else "dane unauthenticated"
         return f"{kind} {ssl_object.version()} {cipher[0] if cipher else ''}".strip()

@@ -16,6 +16,14 @@ certificate verified. An MX host with secure TLSA records (DANE, `poczta.queue.d
 requires STARTTLS and a certificate chain matching them, never plaintext. A cached
 connection that turns out dead is replaced once.
 
+Each host carries its `TlsRequirement`. For a domain's MX hosts (not a smarthost) it
+comes from the domain's MTA-STS policy (`poczta.queue.mta_sts_cache`, RFC 8461 5): in
+enforce mode an MX host the policy does not list is skipped (none left: a temporary
+4.7.0 failure), and a listed one needs STARTTLS with a certificate valid for its name
+(the `mta_sts` context), or the host fails and nothing falls back to plaintext. In
+testing mode the same checks are made, each failure logged (`mta_sts.testing`) and the
+host used as without a policy.
+
 One `queue.attempt` log line per host tried: id, domain, host, recipients, result, TLS
 and duration.
 """
@@ -31,9 +39,20 @@ from dataclasses import dataclass, field, replace
 
 from poczta.dns import DnsError, Resolver
 from poczta.logs import log
-from poczta.queue.connection import ConnectionCache, ConnectionKey, OutboundConnection, Timeouts
+from poczta.queue.connection import (
+    OPPORTUNISTIC,
+    CertificateCheck,
+    ConnectionCache,
+    ConnectionKey,
+    OutboundConnection,
+    Timeouts,
+    TlsRequirement,
+)
 from poczta.queue.dane import DanePolicy
 from poczta.queue.dane_hosts import dane_hosts
+from poczta.queue.mta_sts import StsDecision, StsMode, StsPolicy, decide
+from poczta.queue.mta_sts_cache import MtaStsPolicies
+from poczta.queue.mta_sts_fetch import policy_context
 from poczta.queue.mx import MxFailure, mx_plan
 from poczta.queue.routes import Route
 from poczta.smtp.client_events import (
@@ -81,9 +100,19 @@ class _Host:
     address: str
     port: int
     implicit_tls: bool = False
-    policy: TlsPolicy = TlsPolicy.OPPORTUNISTIC
+    tls: TlsRequirement = OPPORTUNISTIC
     route: Route | None = None
     dane: DanePolicy | None = None  # TLSA records the certificate chain must match
+
+
+_STS_TLS = {
+    StsDecision.OPPORTUNISTIC: OPPORTUNISTIC,
+    StsDecision.TEST_UNLISTED: OPPORTUNISTIC,
+    StsDecision.VERIFIED: TlsRequirement(TlsPolicy.REQUIRED, CertificateCheck.MTA_STS),
+    StsDecision.TEST_VERIFIED: TlsRequirement(
+        TlsPolicy.OPPORTUNISTIC, CertificateCheck.MTA_STS, testing=True
+    ),
+}
 
 
 def attempt_of(
@@ -112,14 +141,20 @@ class Deliverer:
         *,
         opportunistic: ssl.SSLContext,
         verified: ssl.SSLContext | None = None,
+        mta_sts: MtaStsPolicies | None = None,
+        mta_sts_tls: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.resolver = resolver
         self.settings = settings
         self.cache = cache
-        self.opportunistic = opportunistic
-        self.verified = verified or ssl.create_default_context()
+        self.mta_sts = mta_sts
         self.rng = rng or random.Random()
+        self.contexts = {
+            CertificateCheck.NONE: opportunistic,
+            CertificateCheck.SMARTHOST: verified or ssl.create_default_context(),
+            CertificateCheck.MTA_STS: mta_sts_tls or policy_context(),
+        }
 
     async def deliver(self, job: DomainJob, record: Record) -> None:
         """Try the hosts of `job` in turn; every recipient's result goes to `record`."""
@@ -145,9 +180,12 @@ class Deliverer:
             remaining = [r for r in remaining if r.address not in decided]
             undecided.update({r.address: r for r in done if r.status == PENDING})
             if failed is None:
+                if host.tls.testing and not tls:
+                    _log_sts_testing(job, host, "STARTTLS not offered")
                 break
-            if failed.enhanced == "4.7.5" and host.policy is TlsPolicy.OPPORTUNISTIC and tls:
-                queue.insert(0, replace(host, policy=TlsPolicy.NONE))  # plaintext, once
+            again = _once_more(job, host, failed, tls)
+            if again is not None:
+                queue.insert(0, again)
         if remaining:
             await record([undecided[r.address] for r in remaining if r.address in undecided])
 
@@ -176,6 +214,8 @@ class Deliverer:
             final = [r for r in results if r.status != PENDING]
             if conn.reused and failure is not None and not final:
                 continue
+            if _tls_failure(failure) and host.tls.policy is TlsPolicy.REQUIRED:
+                results = [_required_by(r, host, job) for r in results]
             if final:
                 await record(final)  # durable before the connection carries anything else
             tried_tls = conn.tls_outcome != "none" or (
@@ -190,12 +230,15 @@ class Deliverer:
 
     async def _connection(self, host: _Host) -> tuple[OutboundConnection | None, str | None]:
         route = host.route
+        check = host.tls.check
         key = ConnectionKey(
             host.address,
             host.port,
             host.implicit_tls,
-            host.policy,
+            host.tls.policy,
             route.credentials.username if route and route.credentials else None,
+            check,
+            host.name if check is not CertificateCheck.NONE else None,
             host.dane,
         )
         cached = self.cache.take(key)
@@ -207,9 +250,8 @@ class Deliverer:
                 host.name,
                 helo=self.settings.helo,
                 timeouts=self.settings.timeouts,
-                tls=self.verified if route is not None else self.opportunistic,
+                tls=self.contexts[check],
                 credentials=route.credentials if route is not None else None,
-                verified=route is not None,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             reason = (
@@ -235,11 +277,21 @@ class Deliverer:
         dane = await dane_hosts(self.resolver, plan, port)
         if isinstance(dane, MxFailure):
             return dane
-        return [
-            _Host(h.name, a, port, policy=dane.tls_policy(h.name), dane=dane.policy(h.name))
+        hosts = [
+            _Host(
+                h.name,
+                a,
+                port,
+                tls=TlsRequirement(dane.tls_policy(h.name)),
+                dane=dane.policy(h.name),
+            )
             for h in dane.hosts
             for a in h.addresses
         ]
+        if self.mta_sts is None or any(h.dane is not None for h in hosts):
+            return hosts  # DANE takes precedence over MTA-STS (RFC 8461 2)
+        policy = await self.mta_sts.policy(job.domain)
+        return _under_policy(job, hosts, policy) if policy is not None else hosts
 
     async def _relay_hosts(self, route: Route) -> list[_Host] | MxFailure:
         try:
@@ -254,10 +306,8 @@ class Deliverer:
         if not addresses:
             text = f"smarthost {route.host} has no address (or DNS failed)"
             return MxFailure(route.host, False, "4.4.3", text)
-        policy = TlsPolicy.REQUIRED
-        return [
-            _Host(route.host, a, route.port, route.implicit_tls, policy, route) for a in addresses
-        ]
+        tls = TlsRequirement(TlsPolicy.REQUIRED, CertificateCheck.SMARTHOST)
+        return [_Host(route.host, a, route.port, route.implicit_tls, tls, route) for a in addresses]
 
     def _log(
         self,
@@ -287,3 +337,60 @@ def _summary(results: Sequence[RecipientAttempt]) -> str:
     text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     last = next((r.text for r in results if r.status != DELIVERED), None)
     return f"{text}: {last}" if last else text
+
+
+def _under_policy(job: DomainJob, hosts: list[_Host], policy: StsPolicy) -> list[_Host] | MxFailure:
+    """The MX hosts with what the domain's MTA-STS policy asks of each (RFC 8461 5)."""
+    kept = []
+    unlisted: dict[str, None] = {}  # names, in order, once
+    for host in hosts:
+        decision = decide(policy, host.name)
+        if decision in (StsDecision.SKIP, StsDecision.TEST_UNLISTED):
+            unlisted[host.name] = None
+        if decision is not StsDecision.SKIP:
+            kept.append(replace(host, tls=_STS_TLS[decision]))
+    patterns = ", ".join(policy.mx)
+    if unlisted and kept and policy.mode is StsMode.ENFORCE:
+        log("mta_sts.skipped", domain=job.domain, hosts=",".join(unlisted), mx=patterns)
+    elif unlisted and kept:
+        text = f"MX {', '.join(unlisted)} not listed by the policy ({patterns})"
+        _log_sts_testing(job, None, text)
+    if not kept:
+        text = (
+            f"MTA-STS policy of {job.domain} (enforce) lists none of its MX hosts"
+            f" ({', '.join(unlisted)}); it allows {patterns}"
+        )
+        log("mta_sts.skipped", domain=job.domain, hosts=",".join(unlisted), mx=patterns)
+        return MxFailure(job.domain, False, "4.7.0", text)
+    return kept
+
+
+def _once_more(job: DomainJob, host: _Host, failed: Outcome, tls: bool) -> _Host | None:
+    """The same host again after a TLS failure, where its requirement allows that:
+    without the MTA-STS check in testing mode (the failure logged), and in plaintext
+    after a failed opportunistic handshake."""
+    if host.tls.testing and _tls_failure(failed):
+        _log_sts_testing(job, host, failed.text)
+        return replace(host, tls=OPPORTUNISTIC)
+    if failed.enhanced == "4.7.5" and host.tls == OPPORTUNISTIC and tls:
+        return replace(host, tls=TlsRequirement(TlsPolicy.NONE))
+    return None
+
+
+def _tls_failure(failed: Outcome | None) -> bool:
+    """Whether TLS failed the host: not offered or refused (4.7.4), or the handshake
+    (4.7.5, a certificate that failed its check among the causes)."""
+    return failed is not None and failed.enhanced in ("4.7.4", "4.7.5")
+
+
+def _required_by(result: RecipientAttempt, host: _Host, job: DomainJob) -> RecipientAttempt:
+    """A recipient held back because TLS failed, with the policy that required it named."""
+    if result.status != PENDING or host.tls.check is not CertificateCheck.MTA_STS:
+        return result
+    return replace(result, text=f"MTA-STS policy of {job.domain} (enforce): {result.text}")
+
+
+def _log_sts_testing(job: DomainJob, host: _Host | None, failure: str) -> None:
+    """What an enforced policy would have refused (the mail goes on as without one)."""
+    where = f"{host.name}[{host.address}]:{host.port}" if host is not None else ""
+    log("mta_sts.testing", domain=job.domain, host=where, failure=failure)

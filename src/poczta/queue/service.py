@@ -13,6 +13,8 @@ from poczta.dns import Resolver
 from poczta.process import StartError
 from poczta.queue.connection import ConnectionCache, Timeouts, opportunistic_tls
 from poczta.queue.deliver import Deliverer, DeliverySettings
+from poczta.queue.mta_sts_cache import MtaStsPolicies
+from poczta.queue.mta_sts_fetch import PolicyFetcher, policy_context
 from poczta.queue.reports import Reporter
 from poczta.queue.routes import RelayError, Router
 from poczta.queue.runner import QueueRunner, RunnerSettings, utc_now
@@ -65,8 +67,21 @@ def build_runner(
         loopback_is_local=o.loopback_is_local,
     )
     cache = ConnectionCache(o.connection_cache_time, o.max_connections)
+    sts_ca = str(config.data_dir / o.mta_sts_ca_file) if o.mta_sts_ca_file else None
+    try:
+        sts_tls = policy_context(sts_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(f"outbound.mta_sts_ca_file: {sts_ca}: {exc}") from None
+    fetcher = PolicyFetcher(resolver, sts_tls, port=o.mta_sts_port)
+    policies = MtaStsPolicies(resolver, delivery.store, fetcher, clock)
     deliverer = Deliverer(
-        resolver, settings, cache, opportunistic=opportunistic_tls(), verified=verified
+        resolver,
+        settings,
+        cache,
+        opportunistic=opportunistic_tls(),
+        verified=verified,
+        mta_sts=policies,
+        mta_sts_tls=sts_tls,
     )
     reporter = Reporter(delivery, config.hostname, o.lifetime, clock)
     runner_settings = RunnerSettings(

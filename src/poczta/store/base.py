@@ -32,6 +32,7 @@ __all__ = [
     "SYSTEM_FLAGS",
     "Accepted",
     "AlreadyExists",
+    "CachedStsPolicy",
     "Delivered",
     "DeliveryTarget",
     "FlagMode",
@@ -320,6 +321,19 @@ class RecipientAttempt:
     tls: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CachedStsPolicy:
+    """A destination domain's MTA-STS policy as last fetched (RFC 8461 5.1): the id its
+    TXT record gave, the policy text, when it was fetched, and when it expires (the
+    fetch plus its max_age)."""
+
+    domain: str
+    policy_id: str
+    text: str
+    fetched: datetime
+    expires: datetime
+
+
 class MailStore(Protocol):
     """Accounts, mailboxes, messages, blobs and the outbound queue, behind one interface."""
 
@@ -540,4 +554,14 @@ class MailStore(Protocol):
 
     async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
         """Make the entry (or every entry not held) due at `now`; return how many."""
+        ...
+
+    # MTA-STS policies of destination domains (see `poczta.queue.mta_sts_cache`)
+    async def mta_sts_policy(self, domain: str) -> CachedStsPolicy | None:
+        """The policy kept for `domain` (lower-cased), expired or not, if any."""
+        ...
+
+    async def save_mta_sts_policy(self, policy: CachedStsPolicy, now: datetime) -> None:
+        """Keep `policy` as its domain's, replacing the one before; drop the policies of
+        other domains that expired before `now`."""
         ...

@@ -36,10 +36,12 @@ from poczta.store import sqlite_accounts as accounts
 from poczta.store import sqlite_blobs
 from poczta.store import sqlite_imap as imap
 from poczta.store import sqlite_messages as messages
+from poczta.store import sqlite_mta_sts as mta_sts
 from poczta.store import sqlite_queue as queue
 from poczta.store import sqlite_quota as quota
 from poczta.store.base import (
     Accepted,
+    CachedStsPolicy,
     Delivered,
     DeliveryTarget,
     FlagMode,
@@ -561,6 +563,12 @@ class SqliteStore:
     async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
         count: int = await self._write(queue.flush_job(now, queue_id))
         return count
+
+    async def mta_sts_policy(self, domain: str) -> CachedStsPolicy | None:
+        return await self._read(lambda c: mta_sts.get_policy(c, domain))
+
+    async def save_mta_sts_policy(self, policy: CachedStsPolicy, now: datetime) -> None:
+        await self._write(mta_sts.save_policy_job(policy, now))
 
 
 def _utcnow() -> datetime:
