@@ -1,16 +1,23 @@
 """Test certificates made with `cryptography`: a CA, the certificates it issues, self-signed
-ones, and the TLSA records (RFC 6698) that match them.
+ones, the TLS contexts and trust files built from them, and the TLSA records (RFC 6698)
+that match them.
 
 `TestCa.issue` gives a leaf (or an intermediate CA) for some DNS names; `Issued` holds
-the DER, the key, and writes PEM files (certificate chain first, as TLS servers load
-them). `tlsa_record` computes the record of a usage/selector/matching type for a
-certificate. Keys are ECDSA P-256 (fast to make) unless the test asks for RSA.
+the DER, the key, writes PEM files (certificate chain first, as TLS servers load them)
+and makes a server context of them. `TestCa.write_ca_file` and `TestCa.client_context`
+are for clients that verify a server by PKIX (MTA-STS, a verified relay). `tlsa_record`
+computes the record of a usage/selector/matching type for a certificate. Keys are ECDSA
+P-256 (fast to make) unless the test asks for RSA.
+
+`poczta.net.tls.write_self_signed` is what `poczta init` makes; tests of that certificate
+use it directly.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from poczta.dns import TlsaRecord
+from poczta.net.tls import make_server_context
 
 __all__ = ["Issued", "TestCa", "self_signed", "spki", "tlsa_record"]
 
@@ -61,6 +69,27 @@ class Issued:
         )
         key_path.chmod(0o600)
 
+    def server_context(self, directory: Path, *, with_chain: bool = True) -> ssl.SSLContext:
+        """A TLS server context presenting this certificate (and its chain, unless told
+        otherwise), as poczta builds one; the PEM files are written to `directory`."""
+        stem = f"{self.cert.serial_number:x}"
+        cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+        self.write(cert_path, key_path, with_chain=with_chain)
+        return make_server_context(cert_path, key_path)
+
+
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 def _build(
     subject: str,
@@ -82,7 +111,13 @@ def _build(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+        )
     )
+    if ca:
+        builder = builder.add_extension(_CA_KEY_USAGE, critical=True)
     if names:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
@@ -128,6 +163,18 @@ class TestCa:
             not_after=not_after or NOW + datetime.timedelta(days=365),
         )
         return Issued(cert, key, [self.cert, *self.issued.above])
+
+    def write_ca_file(self, path: Path) -> Path:
+        """This CA's certificate as PEM at `path`: the file a client is told to trust."""
+        path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context (TLS 1.2+) that trusts this CA and no other."""
+        pem = self.cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        context = ssl.create_default_context(cadata=pem)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
     def intermediate(self, name: str) -> TestCa:
         """A CA issued by this one, which issues certificates of its own."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.ca import TestCa
+from tests.certificates import TestCa
 from tests.e2e.dns_server import dnsmasq_server
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server
 from tests.e2e.test_outbound_e2e import ALICE, WAIT, _dns, _outbound, _tried, arrived, submit
@@ -53,7 +53,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp("mta-sts")
     (root / "rx").mkdir()
     (root / "tx").mkdir()
-    ca = TestCa.create()
+    ca = TestCa()
     receiver = make_server(
         root / "rx",
         services=("smtp",),
@@ -64,12 +64,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     for bob in ("bob@sts.test", "bob@testing.test"):  # the others' mail never arrives
         receiver.cli("user", "add", bob, "--password-stdin", stdin="bob-secret-77\n")
     tls = root / "rx" / "data" / "tls"
-    ca.issue(["mx.sts.test"], tls / "cert.pem", tls / "key.pem")
+    ca.issue("mx.sts.test").write(tls / "cert.pem", tls / "key.pem")
     sender = make_server(root / "tx", services=("smtp", "submissions"))
     policy_hosts = [f"mta-sts.{d}" for d in DOMAINS]
     with contextlib.ExitStack() as policy_server:
         policies = policy_server.enter_context(
-            serving_policies(ca.server_context(policy_hosts, root))
+            serving_policies(ca.issue(*policy_hosts).server_context(root))
         )
         for domain, (mode, pattern, _) in DOMAINS.items():
             text = f"version: STSv1\nmode: {mode}\nmx: {pattern}\nmax_age: 86400\n"
@@ -79,7 +79,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         hosts |= {mx: RECEIVER for _, _, mx in DOMAINS.values()}
         mx = [(domain, host, 10) for domain, (_, _, host) in DOMAINS.items()]
         with dnsmasq_server(root, txt=txt, hosts=hosts, mx=mx) as dns:
-            ca_file = ca.write_ca(root / "test-ca.pem")
+            ca_file = ca.write_ca_file(root / "test-ca.pem")
             sender.extra_config = _dns(dns) + _outbound(
                 receiver.ports["smtp"],
                 f'mta_sts_ca_file = "{ca_file}"\nmta_sts_port = {policies.port}\n',

@@ -9,20 +9,18 @@ clear.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from poczta.dns import TlsaRecord, ZoneResolver
-from poczta.net.tls import make_server_context
 from poczta.queue.connection import ConnectionCache, ConnectionKey, Timeouts, opportunistic_tls
 from poczta.queue.dane import dane_policy
 from poczta.queue.deliver import Deliverer, DeliverySettings, DomainJob
 from poczta.smtp.client_events import OutboundMessage
 from poczta.store.base import DELIVERED, PENDING, QueueId, RecipientAttempt
-from tests.certificates import Issued, TestCa, self_signed, tlsa_record
+from tests.certificates import TestCa, self_signed, tlsa_record
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving
 
@@ -31,12 +29,6 @@ BODY = b"From: alice@example.test\r\nSubject: dane\r\n\r\nHello.\r\n"
 CA = TestCa()
 CA_ISSUED = CA.issue(MX, "mx2.dane.test")
 SELF_SIGNED = self_signed(MX)
-
-
-def server_tls(tmp_path: Path, issued: Issued) -> ssl.SSLContext:
-    cert, key = tmp_path / f"{id(issued)}.pem", tmp_path / f"{id(issued)}.key"
-    issued.write(cert, key)
-    return make_server_context(cert, key)
 
 
 @dataclass
@@ -94,7 +86,7 @@ def run(test: object) -> None:
 def test_a_matching_dane_ee_record_delivers_over_authenticated_tls(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        mx = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         zone = Zone(port, [tlsa_record(SELF_SIGNED.cert, 3)])
         async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
             result = await attempt(d)
@@ -110,7 +102,7 @@ def test_a_matching_dane_ee_record_delivers_over_authenticated_tls(tmp_path: Pat
 def test_a_mismatching_record_defers_with_quit_and_never_in_plaintext(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        mx = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         zone = Zone(port, [tlsa_record(CA_ISSUED.cert, 3)])
         async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
             result = await attempt(d)
@@ -129,7 +121,7 @@ def test_a_mismatching_record_defers_with_quit_and_never_in_plaintext(tmp_path: 
 def test_dane_ta_delivers_to_a_server_with_a_ca_issued_certificate(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, CA_ISSUED))
+        mx = ScriptedMx(tls=CA_ISSUED.server_context(tmp_path))
         zone = Zone(port, [tlsa_record(CA.cert, 2)])
         async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
             result = await attempt(d)
@@ -141,9 +133,8 @@ def test_dane_ta_delivers_to_a_server_with_a_ca_issued_certificate(tmp_path: Pat
 def test_dane_ta_needs_the_whole_chain_from_the_server(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        cert, key = tmp_path / "leaf.pem", tmp_path / "leaf.key"
-        CA_ISSUED.write(cert, key, with_chain=False)  # the CA certificate is not sent
-        mx = ScriptedMx(tls=make_server_context(cert, key))
+        # the CA certificate is not sent
+        mx = ScriptedMx(tls=CA_ISSUED.server_context(tmp_path, with_chain=False))
         zone = Zone(port, [tlsa_record(CA.cert, 2)])
         async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
             result = await attempt(d)
@@ -158,7 +149,7 @@ def test_dane_ta_needs_the_whole_chain_from_the_server(tmp_path: Path) -> None:
 def test_without_dnssec_the_records_are_ignored_and_tls_is_opportunistic(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        mx = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         wrong = [tlsa_record(CA_ISSUED.cert, 3)]
         insecure_zone = Zone(port, wrong)
         insecure_zone.resolver.secure_zones.clear()
@@ -181,7 +172,7 @@ def test_without_dnssec_the_records_are_ignored_and_tls_is_opportunistic(tmp_pat
 def test_a_bogus_tlsa_answer_defers_without_connecting(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        mx = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         zone = Zone(port)
         zone.resolver.bogus.add((f"_{port}._tcp.{MX}", "TLSA"))
         async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
@@ -197,7 +188,7 @@ def test_a_bogus_tlsa_answer_defers_without_connecting(tmp_path: Path) -> None:
 def test_a_bogus_first_mx_is_skipped_for_the_next(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, CA_ISSUED))
+        mx = ScriptedMx(tls=CA_ISSUED.server_context(tmp_path))
         zone = Zone(port, [tlsa_record(CA.cert, 2)])
         zone.resolver.records[DOMAIN]["MX"] = [(5, "mx1.dane.test"), (10, MX)]
         zone.resolver.add("mx1.dane.test", "A", "127.0.0.1")
@@ -226,7 +217,7 @@ def test_only_unusable_records_make_tls_mandatory_but_unauthenticated(tmp_path: 
     async def test() -> None:
         port = free_port()
         pkix_only = [tlsa_record(CA_ISSUED.cert, 1), tlsa_record(CA.cert, 0)]
-        tls_peer = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        tls_peer = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         async with serving(tls_peer, "127.0.0.1", port), deliverer(Zone(port, pkix_only)) as d:
             result = await attempt(d)
             assert result.status == DELIVERED
@@ -254,7 +245,7 @@ def test_a_dane_connection_is_never_taken_for_an_opportunistic_one() -> None:
 def test_a_domain_without_mx_is_its_own_host_for_dane(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        mx = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         zone = Zone(port)
         implicit = "implicit.dane.test"
         zone.resolver.add(implicit, "A", "127.0.0.1")  # no MX: the domain itself
@@ -270,7 +261,7 @@ def test_a_domain_without_mx_is_its_own_host_for_dane(tmp_path: Path) -> None:
 def test_a_numeric_mx_is_never_looked_up_for_tlsa(tmp_path: Path) -> None:
     async def test() -> None:
         port = free_port()
-        mx = ScriptedMx(tls=server_tls(tmp_path, SELF_SIGNED))
+        mx = ScriptedMx(tls=SELF_SIGNED.server_context(tmp_path))
         zone = Zone(port)
         zone.resolver.records[DOMAIN]["MX"] = [(10, "127.0.0.1")]
         async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:

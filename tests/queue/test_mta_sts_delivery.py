@@ -20,7 +20,7 @@ from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.mta_sts_fetch import PolicyFetcher
 from poczta.store.base import DELIVERED, PENDING, QueueRecipient
 from poczta.store.sqlite import SqliteStore
-from tests.ca import TestCa
+from tests.certificates import TestCa
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving
 from tests.queue.policy_server import serving_policies
@@ -72,21 +72,23 @@ class World:
 
 @asynccontextmanager
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    ca, stranger_ca = TestCa.create(), TestCa.create("another CA")
-    good = ScriptedMx(tls=ca.server_context(["mx.sts.test", "mx2.sts.test"], tmp_path))
-    stranger = ScriptedMx(tls=stranger_ca.server_context(["mx.untrusted.test"], tmp_path))
+    ca, stranger_ca = TestCa(), TestCa("another CA")
+    good = ScriptedMx(tls=ca.issue("mx.sts.test", "mx2.sts.test").server_context(tmp_path))
+    stranger = ScriptedMx(
+        tls=stranger_ca.issue("mx.untrusted.test").server_context(tmp_path, with_chain=False)
+    )
     plain = ScriptedMx()
     port = free_port()
     async with AsyncExitStack() as stack:
         for peer, address in ((good, GOOD), (stranger, STRANGER), (plain, PLAIN)):
             await stack.enter_async_context(serving(peer, address, port))
         hosts = [f"mta-sts.{d}" for d in DOMAINS]
-        policies = stack.enter_context(serving_policies(ca.server_context(hosts, tmp_path)))
+        policies = stack.enter_context(serving_policies(ca.issue(*hosts).server_context(tmp_path)))
         for domain, (mode, patterns, _) in DOMAINS.items():
             mx = "".join(f"mx: {p}\n" for p in patterns.split())
             text = f"version: STSv1\nmode: {mode}\n{mx}max_age: 86400\n"
             policies.policies[f"mta-sts.{domain}"] = text.encode()
-        resolver, trusted = zone(), ca.client_context(tmp_path)
+        resolver, trusted = zone(), ca.client_context()
 
         def mta_sts(store: SqliteStore, clock: MovingClock) -> MtaStsPolicies:
             fetcher = PolicyFetcher(resolver, trusted, port=policies.port, timeout=10)

@@ -13,7 +13,6 @@ Needs Debian's ``dovecot-imapd``; the test suite never does.
 
 from __future__ import annotations
 
-import datetime
 import os
 import pwd
 import shutil
@@ -28,10 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.certificates import self_signed
 
 USERS = (("tester", "imaptest-pass1"), ("tester2", "imaptest-pass2"))
 START_TIMEOUT = 20.0
@@ -104,21 +100,7 @@ def free_port() -> int:
 
 
 def write_certificate(root: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    (root / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (root / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    os.chmod(root / "key.pem", 0o600)
+    self_signed("localhost").write(root / "cert.pem", root / "key.pem")
 
 
 def write_config(root: Path, port: int, tls_port: int) -> Path:
