@@ -9,6 +9,7 @@ import pytest
 
 from poczta.config_check import check_config
 from poczta.net.tls import write_self_signed
+from tests.certificates import TestCa
 
 LISTENERS = (
     '[listeners]\nsmtp = ["127.0.0.1:2525"]\nsubmission = []\nsubmissions = []\n'
@@ -137,3 +138,72 @@ def test_checks_need_resolvers(root: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert message.startswith(" dns.nameservers: empty, and the system has no usable resolv.conf")
     assert problems(root, LISTENERS + '[dns]\nnameservers = ["192.0.2.53"]\n') == []
     assert problems(root, LISTENERS + "[checks]\nenabled = false\n") == []
+
+
+def outbound(root: Path, settings: str) -> list[str]:
+    """The problems of a servable config with these [outbound] settings (from line 12)."""
+    return problems(root, f"{LISTENERS}[outbound]\n{settings}")
+
+
+def test_smarthost_credentials_are_read_as_serve_reads_them(root: Path) -> None:
+    passwords = root / "data/relay-passwords"
+    relay = 'relay = "smtp.example.net:587"\n'
+    assert outbound(root, relay) == []  # no file: the smarthost is used without AUTH
+    named = relay + 'relay_password_file = "smarthost.txt"\n'
+    assert outbound(root, named) == [
+        f"13: outbound.relay_password_file: {root}/data/smarthost.txt does not exist"
+        " (the smarthost credentials)"
+    ]
+    passwords.write_text("smtp.example.net:587 alice:secret\n")
+    passwords.chmod(0o644)
+    assert outbound(root, relay) == [
+        f"12: outbound.relay_password_file: {passwords}: readable by others (mode 644);"
+        " chmod 600 it"
+    ]
+    assert outbound(root, "") == []  # no smarthost: serve does not read the file
+    passwords.chmod(0o600)
+    assert outbound(root, relay) == []
+    passwords.write_text("# smarthosts\nsmtp.example.net:587 alice:secret\nsmtp.other.net:25\n")
+    by_domain = '[outbound.relay_by_domain]\n"example.org" = "smtp.other.net:25"\n'
+    assert outbound(root, by_domain) == [
+        f"12: outbound.relay_password_file: {passwords}:3: expected HOST:PORT USER:PASSWORD"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_smarthost_credentials(root: Path) -> None:
+    passwords = root / "data/relay-passwords"
+    passwords.write_text("smtp.example.net:587 alice:secret\n")
+    passwords.chmod(0)
+    [message] = outbound(root, 'relay = "smtp.example.net:587"\n')
+    assert message.startswith(f"12: outbound.relay_password_file: {passwords}: cannot read it")
+
+
+def test_ca_files_must_hold_certificates(root: Path) -> None:
+    ca_files = 'relay_ca_file = "relay-ca.pem"\nmta_sts_ca_file = "sts-ca.pem"\n'
+    assert outbound(root, ca_files) == [
+        f"12: outbound.relay_ca_file: {root}/data/relay-ca.pem does not exist",
+        f"13: outbound.mta_sts_ca_file: {root}/data/sts-ca.pem does not exist",
+    ]
+    TestCa().write_ca_file(root / "data/relay-ca.pem")
+    (root / "data/sts-ca.pem").write_text("not a certificate\n")
+    [message] = outbound(root, ca_files)
+    assert message.startswith(f"13: outbound.mta_sts_ca_file: {root}/data/sts-ca.pem holds no")
+    TestCa().write_ca_file(root / "data/sts-ca.pem")
+    assert outbound(root, ca_files) == []
+    (root / "data/relay-ca.pem").unlink()
+    assert outbound(root, "enabled = false\n" + ca_files) == []  # serve reads none of them
+
+
+def test_every_outbound_file_is_reported(root: Path) -> None:
+    (root / "data/relay-passwords").write_text("smtp.example.net:587\n")
+    (root / "data/relay-passwords").chmod(0o600)
+    settings = 'relay = "smtp.example.net:587"\nmta_sts_ca_file = "tls/key.pem"\n'
+    settings += 'relay_ca_file = "tls"\n'
+    found = outbound(root, settings)
+    assert [line.split(": ")[:2] for line in found] == [
+        ["12", "outbound.relay_password_file"],
+        ["13", "outbound.mta_sts_ca_file"],
+        ["14", "outbound.relay_ca_file"],
+    ]
+    assert found[2].endswith(f"{root}/data/tls is not a file")

@@ -4,9 +4,15 @@
 after a bad key) and then looks, without binding a port or opening the store, at
 what the settings point to: the TLS certificate and key (present, readable, a
 matching pair), the data directory, the listener host names (they must resolve, and
-no two services may share a port on overlapping addresses), the store backend, and
-the resolvers the checks of incoming mail need. A check whose keys already had a
-schema problem is skipped, so one mistake is reported once.
+no two services may share a port on overlapping addresses), the store backend, the
+resolvers the checks of incoming mail need, and the files the queue runner reads at
+start (the smarthost credentials, `relay_ca_file`, `mta_sts_ca_file`), read by the
+functions `serve` reads them with. A check whose keys already had a schema problem is
+skipped, so one mistake is reported once.
+
+A missing credentials file is a problem only when `relay_password_file` names another
+file than the default: under the default name it is optional, as for `serve` (a
+smarthost without AUTH).
 
 Files and directories are checked with the rights of the user running the check:
 run it as the user that serves.
@@ -24,6 +30,9 @@ from pathlib import Path
 
 from poczta.config import Config, ConfigError, ListenAddress, Validation, read_config, sort_by_line
 from poczta.config_locate import KeyPath
+from poczta.config_outbound import OutboundSettings
+from poczta.queue.mta_sts_fetch import policy_context
+from poczta.queue.routes import RelayError, Router
 
 __all__ = ["Finding", "check_config", "findings", "resolve_host"]
 
@@ -64,6 +73,8 @@ def findings(validation: Validation, resolve: Resolve) -> Iterator[Finding]:
         in_data_dir = all(path.is_relative_to(config.data_dir) for path in tls_files)
         if not validation.is_bad(("tls",)) and not (unusable and in_data_dir):
             yield from _tls(config)
+        if config.outbound.enabled and not validation.is_bad(("outbound", "enabled")):
+            yield from _outbound(validation, data_dir_usable=not unusable)
     if not validation.is_bad(("listeners",)):
         yield from _listeners(config, resolve)
     if not any(validation.is_bad((table,)) for table in ("dns", "checks", "listeners")):
@@ -90,16 +101,16 @@ def _data_dir(data_dir: Path) -> Iterator[Finding]:
             yield Finding(where, f"{data_dir} does not exist (poczta init creates it)")
 
 
-def _readable_file(path: Path, key: KeyPath) -> Finding | None:
+def _readable_file(path: Path, key: KeyPath, near: KeyPath = ("tls",)) -> Finding | None:
     if not path.exists():
-        return Finding(key, f"{path} does not exist", near=("tls",))
+        return Finding(key, f"{path} does not exist", near=near)
     if not path.is_file():
-        return Finding(key, f"{path} is not a file", near=("tls",))
+        return Finding(key, f"{path} is not a file", near=near)
     try:
         with path.open("rb"):
             pass
     except OSError as exc:
-        return Finding(key, f"{path} cannot be read: {exc.strerror or exc}", near=("tls",))
+        return Finding(key, f"{path} cannot be read: {exc.strerror or exc}", near=near)
     return None
 
 
@@ -130,6 +141,79 @@ def _tls(config: Config) -> Iterator[Finding]:
             )
     except OSError as exc:
         yield Finding(("tls", "certificate"), f"cannot load {cert}: {exc}", near=("tls",))
+
+
+# --------------------------------------------------------------------------- outbound
+
+
+def _outbound(validation: Validation, *, data_dir_usable: bool) -> Iterator[Finding]:
+    """The files `serve` reads when it starts the queue runner, each reported once."""
+    config = validation.config
+    assert config is not None
+    o = config.outbound
+    relay_keys = ("relay", "relay_by_domain", "relay_password_file")
+    if not any(validation.is_bad(("outbound", key)) for key in relay_keys):
+        finding = _relay_credentials(validation, config, data_dir_usable)
+        if finding is not None:
+            yield finding
+    ca_files = (
+        ("relay_ca_file", o.relay_ca_file, _relay_context),
+        ("mta_sts_ca_file", o.mta_sts_ca_file, policy_context),
+    )
+    for key, name, load in ca_files:
+        path = config.data_dir / name
+        where = ("outbound", key)
+        if not name or validation.is_bad(where) or _unreachable(config, path, data_dir_usable):
+            continue
+        finding = _readable_file(path, where, near=("outbound",))
+        if finding is None:
+            finding = _ca_certificates(path, where, load)
+        if finding is not None:
+            yield finding
+
+
+def _unreachable(config: Config, path: Path, data_dir_usable: bool) -> bool:
+    """Whether `path` is in a data directory already reported unusable."""
+    return not data_dir_usable and path.is_relative_to(config.data_dir)
+
+
+def _relay_credentials(
+    validation: Validation, config: Config, data_dir_usable: bool
+) -> Finding | None:
+    o = config.outbound
+    if not (o.relay or o.relay_by_domain):
+        return None  # serve does not read the file
+    path = config.data_dir / o.relay_password_file
+    where = ("outbound", "relay_password_file")
+    near = ("outbound", "relay") if o.relay else ("outbound", "relay_by_domain")
+    if _unreachable(config, path, data_dir_usable):
+        return None
+    named = o.relay_password_file != OutboundSettings().relay_password_file
+    if named and not path.exists() and not path.is_symlink():
+        return Finding(where, f"{path} does not exist (the smarthost credentials)", near=near)
+    try:
+        Router(o, config.data_dir)
+    except RelayError as exc:
+        return Finding(where, str(exc), near=near)
+    return None
+
+
+def _relay_context(cafile: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)  # as `serve` trusts a smarthost
+
+
+def _ca_certificates(
+    path: Path, where: KeyPath, load: Callable[[str | None], ssl.SSLContext]
+) -> Finding | None:
+    try:
+        load(str(path))
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        message = f"{path} holds no PEM CA certificates that load ({reason})"
+        return Finding(where, message, near=("outbound",))
+    except OSError as exc:
+        return Finding(where, f"cannot load {path}: {exc.strerror or exc}", near=("outbound",))
+    return None
 
 
 # --------------------------------------------------------------------------- listeners

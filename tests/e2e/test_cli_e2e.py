@@ -190,6 +190,31 @@ def test_config_check_reports_every_problem_with_its_line(tmp_path: Path) -> Non
     ]
 
 
+def test_config_check_reads_the_outbound_files(tmp_path: Path) -> None:
+    config = init_dir(tmp_path)
+    text = config.read_text()
+    text = text.replace('relay = ""', 'relay = "smtp.example.net:587"')
+    text = text.replace('mta_sts_ca_file = ""', 'mta_sts_ca_file = "sts-ca.pem"')
+    config.write_text(text)
+    passwords = tmp_path / "data" / "relay-passwords"
+    passwords.write_text("smtp.example.net:587 alice:secret\n")
+    passwords.chmod(0o644)
+    lines = text.splitlines()
+    password_line = lines.index('relay_password_file = "relay-passwords"') + 1
+    sts_line = lines.index('mta_sts_ca_file = "sts-ca.pem"') + 1
+    result = run("config", "check", cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"poczta: poczta.toml:{password_line}: outbound.relay_password_file: {passwords}:"
+        " readable by others (mode 644); chmod 600 it",
+        f"poczta: poczta.toml:{sts_line}: outbound.mta_sts_ca_file:"
+        f" {tmp_path / 'data' / 'sts-ca.pem'} does not exist",
+    ]
+    passwords.chmod(0o600)
+    config.write_text(text.replace('"sts-ca.pem"', '""'))
+    assert run("config", "check", cwd=tmp_path).returncode == 0
+
+
 def test_config_check_finds_the_config_like_every_command(tmp_path: Path) -> None:
     init_dir(tmp_path)
     for args in (["-c", "poczta.toml"], ["poczta.toml"], []):
