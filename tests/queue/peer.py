@@ -1,8 +1,10 @@
 """A scriptable SMTP server for the queue tests: poczta's server core behind an asyncio loop.
 
 `ScriptedMx` answers each RCPT and each end of data from the functions it is given
-(accept by default) and records connections, envelopes and bodies. It listens on a
-loopback address and port of the test's choice (several on one port, as MX hosts are).
+(accept by default) and records connections, envelopes and bodies. With
+`max_recipients` it answers 452 4.5.3 to each RCPT past that many in one transaction
+(`transactions` counts MAIL FROM commands). It listens on a loopback address and
+port of the test's choice (several on one port, as MX hosts are).
 Given a server `tls` context it offers STARTTLS with it, records each message's TLS
 version ("" when it came in plaintext), and `after_tls` keeps what each client sent
 once TLS was up.
@@ -43,6 +45,8 @@ class ScriptedMx:
     tls: ssl.SSLContext | None = None
     after_tls: list[bytes] = field(default_factory=list)  # per TLS session, what came in
     closed: int = 0  # sessions that ended
+    max_recipients: int | None = None
+    transactions: int = 0  # MAIL FROM commands seen
 
     async def settled(self) -> None:
         """Return once every session so far has ended."""
@@ -54,6 +58,7 @@ class ScriptedMx:
         core = SmtpServer(hostname="mx.peer.test", role=Role.MX, tls_available=bool(self.tls))
         pending = list(core.start())
         tls = ""
+        taken = 0  # recipients accepted in the current transaction
         try:
             while True:
                 while pending:
@@ -64,8 +69,15 @@ class ScriptedMx:
                         await writer.drain()
                         return
                     elif isinstance(event, CheckRecipient):
-                        pending[:0] = core.answer(self.rcpt(event.forward_path))
+                        if self.max_recipients is not None and taken >= self.max_recipients:
+                            answer: Answer = Reject(452, "4.5.3", "Too many recipients")
+                        else:
+                            answer = self.rcpt(event.forward_path)
+                        taken += isinstance(answer, Accept)
+                        pending[:0] = core.answer(answer)
                     elif isinstance(event, CheckSender):
+                        taken = 0
+                        self.transactions += 1
                         pending[:0] = core.answer(Accept())
                     elif isinstance(event, StartTls) and self.tls is not None:
                         await writer.drain()

@@ -9,7 +9,7 @@ line, blank lines are ignored); text understands the escapes \\r \\n \\t \\\\ \\
   max_line, max_lines, max_size (reply limits).
 - `M: <sender> <rcpt>[;notify=A,B][;orcpt=ADDR] ... [ret=X] [envid=X] [smtputf8]` starts a
   message; `Y: text` adds text plus CRLF to its body (`Y+: text` adds it without CRLF);
-  `SEND` hands the message to the client.
+  `SEND` hands the message to the client (`SEND norset`: with `rset=False`).
 - `S: text` the server sends text plus CRLF; `B: text` exactly these bytes.
 - `C: text` the next output is one write of text plus CRLF (several lines of one write
   are joined with \\r\\n). `D: bytes` the next output is a SendBody whose pieces, joined,
@@ -156,7 +156,7 @@ class ClientTranscript:
         assert client is not None
         kind, _, text = line.partition(":")
         text = text[1:] if text.startswith(" ") else text
-        if line in ("SEND", "QUIT", "EOF", "TIMEOUT"):
+        if line in ("SEND", "SEND norset", "QUIT", "EOF", "TIMEOUT"):
             self.call(lineno, line)
         elif kind == "M":
             self.message, self.body = parse_message(text), bytearray()
@@ -179,7 +179,7 @@ class ClientTranscript:
     def call(self, lineno: int, word: str) -> None:
         client = self.client
         assert client is not None
-        if word == "SEND":
+        if word.startswith("SEND"):
             if self.message is None:
                 raise self.fail(lineno, "SEND without M:")
             message = OutboundMessage(
@@ -190,7 +190,7 @@ class ClientTranscript:
                 self.message.envid,
                 self.message.smtputf8,
             )
-            self.feed(client.send(message))
+            self.feed(client.send(message, rset=word != "SEND norset"))
         elif word == "QUIT":
             self.feed(client.quit())
         elif word == "EOF":

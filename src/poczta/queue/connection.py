@@ -192,10 +192,13 @@ class OutboundConnection:
     def usable(self) -> bool:
         return self._client.idle
 
-    async def send(self, message: OutboundMessage) -> list[TransactionResult | HostFailed]:
-        """Deliver one message: its result, and `HostFailed` if the host failed meanwhile."""
+    async def send(
+        self, message: OutboundMessage, *, rset: bool = True
+    ) -> list[TransactionResult | HostFailed]:
+        """Deliver one message: its result, and `HostFailed` if the host failed meanwhile
+        (`rset` as `SmtpClient.send` takes it)."""
         self._done = []
-        await self._handle(self._client.send(message))
+        await self._handle(self._client.send(message, rset=rset))
         while not self._client.closed and not any(
             isinstance(d, TransactionResult) for d in self._done
         ):

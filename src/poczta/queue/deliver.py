@@ -10,6 +10,13 @@ connection, a 4xx greeting, a lost connection, a 421, TLS failure) passes the
 recipients still undecided to the next address, as RFC 5321 5.1 asks; a temporary
 reply to RCPT or to the data does not (the next attempt is the queue's retry).
 
+A 452 to RCPT says the server takes no more recipients in this transaction (RFC 5321
+4.5.3.1.10), so the recipients it refused that way go at once in a new transaction on
+the same connection (MAIL FROM again, no RSET after a finished one), as Postfix does,
+for as long as each transaction decides at least one recipient; a server that takes
+none leaves them pending for the queue's retry. Other 4xx replies to RCPT, 452 to MAIL
+or DATA among them, wait for the retry as before: they say nothing about the count.
+
 With opportunistic TLS a failed handshake is tried once more in plaintext on the same
 host, as Postfix does at security level "may". To a smarthost TLS is required and its
 certificate verified. An MX host with secure TLSA records (DANE, `poczta.queue.dane_hosts`)
@@ -204,20 +211,11 @@ class Deliverer:
                 ]
                 self._log(job, host, message, error, "none", started)
                 return results, Outcome(DeliveryStatus.TEMPORARY, "4.4.1", error), False
-            events = await conn.send(message)
-            tx = next((e for e in events if isinstance(e, TransactionResult)), None)
-            failure = next((e.outcome for e in events if isinstance(e, HostFailed)), None)
-            results = [
-                attempt_of(r.address, r.outcome, host.name, conn.tls_outcome)
-                for r in (tx.results if tx is not None else ())
-            ]
-            final = [r for r in results if r.status != PENDING]
-            if conn.reused and failure is not None and not final:
+            results, failure, recorded = await self._transactions(conn, host, message, record)
+            if conn.reused and failure is not None and not recorded:
                 continue
             if _tls_failure(failure) and host.tls.policy is TlsPolicy.REQUIRED:
                 results = [_required_by(r, host, job) for r in results]
-            if final:
-                await record(final)  # durable before the connection carries anything else
             tried_tls = conn.tls_outcome != "none" or (
                 failure is not None and failure.enhanced == "4.7.5"
             )
@@ -227,6 +225,35 @@ class Deliverer:
                 self.cache.put(conn)
             return results, failure, tried_tls
         raise AssertionError("unreachable")
+
+    async def _transactions(
+        self, conn: OutboundConnection, host: _Host, message: OutboundMessage, record: Record
+    ) -> tuple[list[RecipientAttempt], Outcome | None, bool]:
+        """The message over `conn`, then again for the recipients refused with 452 (too
+        many recipients) while each transaction decides someone and the connection
+        holds: (each recipient's last result, the host failure if any, whether any
+        result was recorded). Each transaction's decided recipients are recorded before
+        the next one starts."""
+        results: dict[str, RecipientAttempt] = {}
+        recorded = False
+        rset = True
+        while True:
+            events = await conn.send(message, rset=rset)
+            tx = next((e for e in events if isinstance(e, TransactionResult)), None)
+            failure = next((e.outcome for e in events if isinstance(e, HostFailed)), None)
+            done = tx.results if tx is not None else ()
+            batch = [attempt_of(r.address, r.outcome, host.name, conn.tls_outcome) for r in done]
+            results.update((r.address, r) for r in batch)
+            final = [r for r in batch if r.status != PENDING]
+            if final:
+                await record(final)  # durable before the connection carries anything else
+                recorded = True
+            left = {r.address for r in done if r.outcome.too_many_recipients}
+            if failure is not None or not left or not final:
+                return list(results.values()), failure, recorded
+            kept = tuple(r for r in message.recipients if r.address in left)
+            message = replace(message, recipients=kept)
+            rset = False  # the end of the data reset the transaction
 
     async def _connection(self, host: _Host) -> tuple[OutboundConnection | None, str | None]:
         route = host.route

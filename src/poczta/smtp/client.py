@@ -14,7 +14,8 @@ the next MX), EHLO (HELO after a 5xx), STARTTLS whenever offered unless the poli
 NONE (with REQUIRED, no STARTTLS or a refused one is a host failure), EHLO again over
 TLS, then AUTH PLAIN or LOGIN when credentials are given (only over TLS unless
 plaintext is explicitly allowed; a refusal is a host failure, so a deferral, as
-Postfix does). Each message: RSET first when the connection carried one before, MAIL
+Postfix does). Each message: RSET first when the connection carried one before (unless
+the driver says the server has reset itself, see `send`), MAIL
 FROM with SIZE, BODY=8BITMIME, SMTPUTF8, RET and ENVID as the server offers them,
 RCPT TO per recipient with NOTIFY and ORCPT, then DATA (dot-stuffed) or BDAT chunks
 when CHUNKING is offered. With PIPELINING, MAIL, every RCPT and DATA go in one write
@@ -97,6 +98,7 @@ class SmtpClient(TransactionSteps):
         self._ready = False
         self._quitting = False
         self._used = False  # a transaction ran: RSET before the next
+        self._reset_by_server = False  # the last one ended with the reply to its data
         self._sending = False  # the driver is taking pieces of a SendBody
         self._queued: OutboundMessage | None = None
         self._tx: Transaction | None = None
@@ -126,8 +128,13 @@ class SmtpClient(TransactionSteps):
         """True when the session is set up and no message is under way: `send` or `quit`."""
         return self._ready and self._tx is None and not self._closed and not self._quitting
 
-    def send(self, message: OutboundMessage) -> list[ClientEvent]:
-        """Deliver one message; before the session is set up it waits for it."""
+    def send(self, message: OutboundMessage, *, rset: bool = True) -> list[ClientEvent]:
+        """Deliver one message; before the session is set up it waits for it.
+
+        With `rset=False` no RSET goes before the message when the last transaction
+        ended with the reply to its data (the server reset itself, RFC 5321 4.1.1.4):
+        the driver sends the rest of one delivery at once. An aborted transaction is
+        always reset."""
         if self._closed or self._quitting:
             raise SmtpClientError("the connection is closing")
         if self._tx is not None or self._queued is not None:
@@ -135,7 +142,7 @@ class SmtpClient(TransactionSteps):
         if not self._ready:
             self._queued = message
             return []
-        self._start(message)
+        self._start(message, rset=rset)
         return self._flush()
 
     def quit(self) -> list[ClientEvent]:

@@ -5,7 +5,9 @@ later, possibly at the next MX) or PERMANENT (bounce), with the reply that decid
 when a server said something; `Outcome.diagnostic_code` is the DSN Diagnostic-Code
 ("smtp; 550 5.1.1 ..."). A `HostFailed` event means this host could not be used (no
 greeting, TLS missing, a lost connection, a 421, garbage): the driver tries the next
-MX for the recipients still TEMPORARY.
+MX for the recipients still TEMPORARY. A recipient refused with 452 at RCPT
+(`Outcome.too_many_recipients`) is TEMPORARY too; the driver may send it in a new
+transaction at once.
 """
 
 from __future__ import annotations
@@ -107,6 +109,12 @@ class Outcome:
             return None
         status = f" {reply.enhanced}" if reply.enhanced else ""
         return f"smtp; {reply.code}{status} {' '.join(reply.lines)}".rstrip()
+
+    @property
+    def too_many_recipients(self) -> bool:
+        """A 452 to RCPT TO: the server takes no more recipients in this transaction
+        (RFC 5321 4.5.3.1.10), so the recipient goes in the next one, not the next retry."""
+        return self.reply is not None and self.reply.code == 452 and self.stage == "RCPT TO"
 
 
 def reply_outcome(reply: Reply, stage: str, peer: str = "the server") -> Outcome:

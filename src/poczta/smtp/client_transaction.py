@@ -92,6 +92,7 @@ class TransactionSteps:
     _out: list[ClientEvent]
     _closed: bool
     _used: bool
+    _reset_by_server: bool
     _sending: bool
     _tx: Transaction | None
 
@@ -112,11 +113,11 @@ class TransactionSteps:
 
     # ------------------------------------------------------------------ the transaction
 
-    def _start(self, message: OutboundMessage) -> None:
+    def _start(self, message: OutboundMessage, *, rset: bool = True) -> None:
         ext = self.extensions
         tx = Transaction(message, pipelined=ext.pipelining, chunking=ext.chunking)
         self._tx = tx
-        if self._used:
+        if self._used and (rset or not self._reset_by_server):
             self._command(b"RSET", Expect(Cmd.RSET))
         else:
             self._begin(tx)
@@ -137,6 +138,7 @@ class TransactionSteps:
             self._finish(tx)
             return
         self._used = True
+        self._reset_by_server = False
         tx.utf8 = ext.smtputf8 and needs_smtputf8(message, tx.sent)
         mail = mail_command(message, ext, size, eight_bit=is_8bit(message.body), utf8=tx.utf8)
         if not tx.pipelined:
@@ -231,6 +233,7 @@ class TransactionSteps:
         assert tx is not None
         if self._early(tx):
             return
+        self._reset_by_server = True  # any reply to the end of data ends the transaction
         if tx.accepted and tx.refused is None:
             self._decide_rest(tx, reply_outcome(reply, expect.cmd.stage, self.peer))
         self._finish(tx)
@@ -242,6 +245,8 @@ class TransactionSteps:
             return
         if reply.code // 100 != 2 and tx.refused is None:
             tx.refused = reply_outcome(reply, expect.cmd.stage, self.peer)
+        elif expect.last and tx.refused is None:
+            self._reset_by_server = True
         if expect.last or (tx.refused is not None and not tx.pipelined):
             self._decide_rest(tx, tx.refused or reply_outcome(reply, expect.cmd.stage, self.peer))
             self._finish(tx)
