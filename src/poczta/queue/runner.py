@@ -33,17 +33,19 @@ from datetime import UTC, datetime, timedelta
 
 from poczta.logs import log
 from poczta.queue.deliver import Deliverer, DomainJob
-from poczta.queue.reports import Reporter
+from poczta.queue.reports import Reporter, owes_report
 from poczta.queue.routes import Router
 from poczta.smtp.client_events import OutboundMessage, OutboundRecipient
 from poczta.store.base import (
     FAILED,
+    PENDING,
     MailStore,
     NotFound,
     QueueEntry,
     QueueRecipient,
     RecipientAttempt,
     StoreError,
+    normalize_address,
 )
 
 __all__ = ["QueueRunner", "RunnerSettings", "retry_delay", "utc_now"]
@@ -136,8 +138,15 @@ class QueueRunner:
         await asyncio.gather(*(self.process(entry) for entry in entries))
         return len(entries)
 
+    def _room(self) -> int:
+        """Entries to claim now: a whole batch once no more than `max_connections` are
+        being worked on (so the connections have the next entries waiting), else none."""
+        if len(self._tasks) > self.settings.max_connections:
+            return 0
+        return self.settings.batch
+
     async def _claim_more(self) -> bool:
-        free = min(self.settings.max_connections - len(self._tasks), self.settings.batch)
+        free = self._room()
         if free <= 0:
             return False
         now = self.clock()
@@ -155,7 +164,7 @@ class QueueRunner:
 
     async def _idle_time(self) -> float:
         """How long to wait for work; a finished entry or `wake` ends the wait early."""
-        if len(self._tasks) >= self.settings.max_connections:
+        if self._room() <= 0:
             return self.settings.poll
         due = await self.store.next_queue_due()
         if due is None:
@@ -182,7 +191,10 @@ class QueueRunner:
             log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")
             return
         try:
-            await self._attempt(entry, original)
+            decided = await self._attempt(entry, original)
+            if _nothing_owed(entry, decided) and await self.store.finish_queue_entry(entry.id):
+                log("queue.finished", id=entry.id, attempts=entry.attempts + 1)
+                return
             await self._settle(await self.store.get_queue_entry(entry.id), original)
         except NotFound:
             return  # deleted meanwhile by the administrator
@@ -192,10 +204,12 @@ class QueueRunner:
             log("queue.failed", logging.ERROR, id=entry.id, error=repr(exc))
             raise
 
-    async def _attempt(self, entry: QueueEntry, original: bytes) -> None:
+    async def _attempt(self, entry: QueueEntry, original: bytes) -> dict[str, str]:
+        """Try every pending recipient; the final states recorded, by address."""
+        decided: dict[str, str] = {}
         pending = entry.pending()
         if not pending or self._expired(entry):
-            return
+            return decided
         route = self.router.route(entry.sender) if self.router is not None else None
         by_domain: dict[str, list[OutboundRecipient]] = {}
         for r in pending:
@@ -205,6 +219,8 @@ class QueueRunner:
 
         async def record(results: Sequence[RecipientAttempt]) -> None:
             await self.store.record_attempt(entry.id, results, self.clock())
+            final = (r for r in results if r.status != PENDING)
+            decided.update((normalize_address(r.address), r.status) for r in final)
 
         async def one(domain: str, recipients: list[OutboundRecipient]) -> None:
             message = OutboundMessage(
@@ -213,10 +229,12 @@ class QueueRunner:
             limit = self._domains.setdefault(
                 domain, asyncio.Semaphore(self.settings.max_per_domain)
             )
-            async with self._connections, limit:
+            # the domain's turn first: waiting for it must not hold a connection slot
+            async with limit, self._connections:
                 await self.deliverer.deliver(DomainJob(entry.id, domain, message, route), record)
 
         await asyncio.gather(*(one(d, rs) for d, rs in by_domain.items()))
+        return decided
 
     def _expired(self, entry: QueueEntry) -> bool:
         return self.clock() >= entry.created + timedelta(seconds=self.settings.lifetime)
@@ -239,6 +257,16 @@ class QueueRunner:
         delay = retry_delay(entry.attempts + 1, self.settings.retry_first, self.settings.retry_max)
         due = self.clock() + timedelta(seconds=delay)
         await self.store.reschedule(entry.id, self.owner, due, pending[0].last_error)
+
+
+def _nothing_owed(entry: QueueEntry, decided: dict[str, str]) -> bool:
+    """Whether the attempt left every recipient final with no DSN to send: then the entry
+    is finished at once (the store checks again that none is pending)."""
+    for r in entry.recipients:
+        status = decided.get(r.address, r.status) if r.status == PENDING else r.status
+        if status == PENDING or (not r.reported and owes_report(r, status)):
+            return False
+    return True
 
 
 def _expiry(r: QueueRecipient) -> RecipientAttempt:
