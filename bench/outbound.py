@@ -68,6 +68,7 @@ class Run:
     peak_pss_mib: float = 0.0
     peak_procs: int = 0
     sender_cpu_pct: float = 0.0
+    sender_cpu_ms: float = 0.0  # CPU per message, release to the last 250
     sink_cpu_pct: float = 0.0
     host_cpu_pct: float = 0.0
     busy_before_pct: float = 0.0
@@ -145,6 +146,7 @@ def _measure(opts: argparse.Namespace, sender: Sender, sinks: SinkFarm, result: 
         result.msgs_per_s = round(result.received / window, 1)
         result.from_release = round(last - released, 3)
         result.sender_cpu_pct = round(100 * (sender1 - sender0) / window, 1)
+        result.sender_cpu_ms = round(1000 * (sender1 - sender0) / max(result.received, 1), 3)
         result.sink_cpu_pct = round(100 * (sink1 - sink0) / window, 1)
     result.peak_rss_mib = round(sampler.result.peak_rss / MIB, 1)
     result.peak_pss_mib = round(sampler.result.peak_pss / MIB, 1)
@@ -198,10 +200,6 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if a and b else "n/a"
 
 
-def cpu_per_message(r: Run) -> float:
-    return r.sender_cpu_pct / r.msgs_per_s if r.msgs_per_s else 0.0
-
-
 def report(
     opts: argparse.Namespace, results: dict[str, Run], dkim: list[DkimCost], skipped: dict[str, str]
 ) -> None:
@@ -214,15 +212,16 @@ def report(
         print(f"{r.target} settings: " + ", ".join(f"{k} = {v}" for k, v in r.settings.items()))
     print()
     headers = ["target", "msg/s", "secs", "from release", "queue empty", "RSS MiB", "PSS MiB",
-               "procs", "sender CPU%", "sink CPU%", "host CPU%", "busy%", "check"]  # fmt: skip
+               "procs", "sender CPU%", "CPU ms/msg", "sink CPU%", "host CPU%", "busy%",
+               "check"]  # fmt: skip
     rows = [
         [r.target, f"{r.msgs_per_s:,.0f}", f"{r.seconds:.2f}", f"{r.from_release:.2f}",
          f"{r.queue_empty:.2f}", f"{r.peak_rss_mib:.0f}", f"{r.peak_pss_mib:.0f}", r.peak_procs,
-         f"{r.sender_cpu_pct:.0f}", f"{r.sink_cpu_pct:.0f}", f"{r.host_cpu_pct:.0f}",
-         f"{r.busy_before_pct:.0f}", "ok" if r.ok else "FAIL"]
+         f"{r.sender_cpu_pct:.0f}", f"{r.sender_cpu_ms:.2f}", f"{r.sink_cpu_pct:.0f}",
+         f"{r.host_cpu_pct:.0f}", f"{r.busy_before_pct:.0f}", "ok" if r.ok else "FAIL"]
         for r in results.values()
     ]  # fmt: skip
-    print_table(headers, rows, right=range(1, 12))
+    print_table(headers, rows, right=range(1, 13))
     for r in results.values():
         if r.note:
             print(f"  {r.target}: {r.note}")
@@ -234,7 +233,7 @@ def report(
             f"\npoczta/postfix: msg/s {ratio(p.msgs_per_s, q.msgs_per_s)} (target 1.5), "
             f"peak RSS {ratio(p.peak_rss_mib, q.peak_rss_mib)}, "
             f"peak PSS {ratio(p.peak_pss_mib, q.peak_pss_mib)}, "
-            f"sender CPU per message {ratio(cpu_per_message(p), cpu_per_message(q))}"
+            f"sender CPU per message {ratio(p.sender_cpu_ms, q.sender_cpu_ms)}"
         )
     if dkim:
         print(

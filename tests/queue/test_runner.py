@@ -184,9 +184,10 @@ def test_a_domain_at_its_limit_leaves_the_connections_to_other_domains(tmp_path:
             await gate.wait()  # holds the connection before greeting
             await gated_mx.session(reader, writer)
 
-        async with serving(fast, "127.0.0.1", 0) as port, setup(
-            tmp_path, port, max_connections=2, max_per_domain=1
-        ) as s:
+        async with (
+            serving(fast, "127.0.0.1", 0) as port,
+            setup(tmp_path, port, max_connections=2, max_per_domain=1) as s,
+        ):
             server = await asyncio.start_server(gated, "127.0.0.2", port)
             async with server:
                 await s.queue("one@gated.test")

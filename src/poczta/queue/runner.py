@@ -233,7 +233,11 @@ class QueueRunner:
             async with limit, self._connections:
                 await self.deliverer.deliver(DomainJob(entry.id, domain, message, route), record)
 
-        await asyncio.gather(*(one(d, rs) for d, rs in by_domain.items()))
+        jobs = [one(d, rs) for d, rs in by_domain.items()]
+        if len(jobs) == 1:
+            await jobs[0]  # the usual case, without a task of its own
+        else:
+            await asyncio.gather(*jobs)
         return decided
 
     def _expired(self, entry: QueueEntry) -> bool:
