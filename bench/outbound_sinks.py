@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from _common import BenchError, free_port, terminate_tree, tree_cpu_seconds, wait_port
@@ -79,7 +80,7 @@ class SinkFarm:
                 )
                 self._procs.append(proc)
         for t, proc in zip(self.targets, self._procs, strict=True):
-            wait_port(t.address, self.port, timeout=10, alive=lambda p=proc: p.poll() is None)
+            wait_port(t.address, self.port, timeout=10, alive=partial(_running, proc))
         self._reader = threading.Thread(target=self._read, name="sink-counters", daemon=True)
         self._reader.start()
 
@@ -145,6 +146,10 @@ class SinkFarm:
         for proc in self._procs:
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def _running(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
 
 
 def start_dnsmasq(

@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import poczta_instance
 from _common import BenchError, ServerProcess, free_port, make_certificate, wait_port
@@ -64,36 +64,25 @@ def make_message(n: int, to: str, size: int) -> bytes:
     return (head + body).encode()
 
 
-class Sender:
+class Sender(Protocol):
     """What both senders offer the benchmark."""
 
-    name = "?"
+    name: str
 
     def prepare(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Queue `messages` ((recipient, data) pairs) held, and start the server."""
-        raise NotImplementedError
 
-    def release(self) -> None:
-        raise NotImplementedError
-
+    def release(self) -> None: ...
     def queued(self) -> int:
         """Messages still in the queue."""
-        raise NotImplementedError
 
-    def roots(self) -> list[int]:
-        raise NotImplementedError
-
-    def settings(self) -> dict[str, str]:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def log_tail(self) -> str:
-        return ""
+    def roots(self) -> list[int]: ...
+    def settings(self) -> dict[str, str]: ...
+    def stop(self) -> None: ...
+    def log_tail(self) -> str: ...
 
 
-class PocztaSender(Sender):
+class PocztaSender:
     name = "poczta"
 
     def __init__(self, opts: argparse.Namespace, workdir: Path, dns_port: int, sink_port: int):
@@ -259,7 +248,7 @@ default_destination_concurrency_limit = {o.concurrency}
             self.master_pid = self._read_master_pid()
 
 
-class PostfixSender(Sender):
+class PostfixSender:
     name = "postfix"
 
     def __init__(self, opts: argparse.Namespace, workdir: Path, targets: Sequence[Destination],
