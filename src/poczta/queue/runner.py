@@ -2,19 +2,24 @@
 
 One runner per node (in a server with several workers, the process of worker 0). It
 polls the queue's next due time (at least every `poll` seconds, at once after
-`wake`), claims due entries for itself (`MailStore.claim_queue`) and works on each:
-its pending recipients grouped by destination domain, one `Deliverer` attempt per
-domain, at most `max_connections` at once overall and `max_per_domain` per domain.
+`wake`), claims due entries for itself (`MailStore.claim_queue`, `batch` at a time,
+whenever no more than `max_connections` are being worked on, so that a connection
+finishing a message finds the next one waiting) and works on each: its pending
+recipients grouped by destination domain, one `Deliverer` attempt per domain, at most
+`max_per_domain` at once per domain and `max_connections` overall (a job waits for its
+domain's turn before it takes one of those).
 
 Claims: a runner is named ``NODE:PID:TOKEN``; it renews its claims while it works
 and, when it starts, drops the claims other runners of its node left (they died, as
 a node runs one runner), so a killed server's entries are retried at once after a
 restart; a claim of a runner elsewhere expires after `claim_time`.
 
-After an attempt: recipients still pending past the lifetime fail (4.4.7); the DSNs
-owed go out (`poczta.queue.reports`); an entry with nothing pending is finished (its
-body released), otherwise retried after an exponential backoff (`retry_delay`). Time
-comes from the injected `clock`, so tests move it instead of sleeping.
+After an attempt: when it left every recipient final and no DSN is owed (the usual
+delivery), the entry is finished at once, its body released; otherwise it is read back:
+recipients still pending past the lifetime fail (4.4.7); the DSNs owed go out
+(`poczta.queue.reports`); an entry with nothing pending is finished, otherwise retried
+after an exponential backoff (`retry_delay`). Time comes from the injected `clock`, so
+tests move it instead of sleeping.
 
 An entry whose body cannot be read is held (quarantined) with a log line, never
 retried forever nor dropped silently.
