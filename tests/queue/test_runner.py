@@ -45,6 +45,8 @@ ZONE = {
     "fallback.test": {"MX": [(10, "dead.fallback.test"), (20, "mx.remote.test")]},
     "dead.fallback.test": {"A": ["127.0.0.9"]},
     "nullmx.test": {"MX": [(0, ".")]},
+    "gated.test": {"MX": [(10, "mx.gated.test")]},
+    "mx.gated.test": {"A": ["127.0.0.2"]},
 }
 
 
@@ -187,6 +189,35 @@ def test_a_connection_is_reused_for_the_next_message(tmp_path: Path) -> None:
             await s.queue("dave@remote.test")
             await s.runner.run_once()  # the cached one again
             assert len(mx.messages) == 3 and mx.connections == 2
+
+    run(test)
+
+
+def test_a_domain_at_its_limit_leaves_the_connections_to_other_domains(tmp_path: Path) -> None:
+    async def test() -> None:
+        fast, gated_mx, gate = ScriptedMx(), ScriptedMx(), asyncio.Event()
+
+        async def gated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await gate.wait()  # holds the connection before greeting
+            await gated_mx.session(reader, writer)
+
+        async with (
+            serving(fast, "127.0.0.1", 0) as port,
+            setup(tmp_path, port, max_connections=2, max_per_domain=1) as s,
+        ):
+            server = await asyncio.start_server(gated, "127.0.0.2", port)
+            async with server:
+                await s.queue("one@gated.test")
+                await s.queue("two@gated.test")  # waits for gated.test's only connection
+                await s.queue("bob@remote.test")
+                running = asyncio.ensure_future(s.runner.run_once())
+                while not fast.messages:  # delivered while gated.test is still stuck
+                    assert not running.done()
+                    await asyncio.sleep(0.01)
+                gate.set()
+                assert await running == 3
+            assert len(gated_mx.messages) == 2
+            assert await s.store.list_queue() == []
 
     run(test)
 

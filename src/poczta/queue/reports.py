@@ -22,7 +22,7 @@ from poczta.logs import log
 from poczta.queue.dsn import Report, ReportedRecipient, build_report
 from poczta.store.base import DELIVERED, FAILED, PENDING, QueueEntry, QueueRecipient
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "owes_report"]
 
 
 def _wants(recipient: QueueRecipient, event: str) -> bool:
@@ -30,6 +30,13 @@ def _wants(recipient: QueueRecipient, event: str) -> bool:
     if notify is None:
         return event in ("FAILURE", "DELAY")
     return event in notify
+
+
+def owes_report(recipient: QueueRecipient, status: str) -> bool:
+    """Whether a recipient whose final state is `status` is owed a DSN (before it is sent)."""
+    if status == FAILED:
+        return _wants(recipient, "FAILURE")
+    return status == DELIVERED and _wants(recipient, "SUCCESS")
 
 
 def _diagnostic(recipient: QueueRecipient) -> str | None:
@@ -60,8 +67,9 @@ class Reporter:
         unreported = [r for r in entry.recipients if r.status != PENDING and not r.reported]
         if not unreported:
             return
-        failed = [r for r in unreported if r.status == FAILED and _wants(r, "FAILURE")]
-        relayed = [r for r in unreported if r.status == DELIVERED and _wants(r, "SUCCESS")]
+        owed = [r for r in unreported if owes_report(r, r.status)]
+        failed = [r for r in owed if r.status == FAILED]
+        relayed = [r for r in owed if r.status == DELIVERED]
         await self._send(entry, failed, "failed", original)
         await self._send(entry, relayed, "relayed", original)
         await self.store.mark_reported(entry.id, [r.address for r in unreported])

@@ -2,19 +2,24 @@
 
 One runner per node (in a server with several workers, the process of worker 0). It
 polls the queue's next due time (at least every `poll` seconds, at once after
-`wake`), claims due entries for itself (`MailStore.claim_queue`) and works on each:
-its pending recipients grouped by destination domain, one `Deliverer` attempt per
-domain, at most `max_connections` at once overall and `max_per_domain` per domain.
+`wake`), claims due entries for itself (`MailStore.claim_queue`, `batch` at a time,
+whenever no more than `max_connections` are being worked on, so that a connection
+finishing a message finds the next one waiting) and works on each: its pending
+recipients grouped by destination domain, one `Deliverer` attempt per domain, at most
+`max_per_domain` at once per domain and `max_connections` overall (a job waits for its
+domain's turn before it takes one of those).
 
 Claims: a runner is named ``NODE:PID:TOKEN``; it renews its claims while it works
 and, when it starts, drops the claims other runners of its node left (they died, as
 a node runs one runner), so a killed server's entries are retried at once after a
 restart; a claim of a runner elsewhere expires after `claim_time`.
 
-After an attempt: recipients still pending past the lifetime fail (4.4.7); the DSNs
-owed go out (`poczta.queue.reports`); an entry with nothing pending is finished (its
-body released), otherwise retried after an exponential backoff (`retry_delay`). Time
-comes from the injected `clock`, so tests move it instead of sleeping.
+After an attempt: when it left every recipient final and no DSN is owed (the usual
+delivery), the entry is finished at once, its body released; otherwise it is read back:
+recipients still pending past the lifetime fail (4.4.7); the DSNs owed go out
+(`poczta.queue.reports`); an entry with nothing pending is finished, otherwise retried
+after an exponential backoff (`retry_delay`). Time comes from the injected `clock`, so
+tests move it instead of sleeping.
 
 An entry whose body cannot be read is held (quarantined) with a log line, never
 retried forever nor dropped silently.
@@ -33,17 +38,19 @@ from datetime import UTC, datetime, timedelta
 
 from poczta.logs import log
 from poczta.queue.deliver import Deliverer, DomainJob
-from poczta.queue.reports import Reporter
+from poczta.queue.reports import Reporter, owes_report
 from poczta.queue.routes import Router
 from poczta.smtp.client_events import OutboundMessage, OutboundRecipient
 from poczta.store.base import (
     FAILED,
+    PENDING,
     MailStore,
     NotFound,
     QueueEntry,
     QueueRecipient,
     RecipientAttempt,
     StoreError,
+    normalize_address,
 )
 
 __all__ = ["QueueRunner", "RunnerSettings", "retry_delay", "utc_now"]
@@ -136,8 +143,15 @@ class QueueRunner:
         await asyncio.gather(*(self.process(entry) for entry in entries))
         return len(entries)
 
+    def _room(self) -> int:
+        """Entries to claim now: a whole batch once no more than `max_connections` are
+        being worked on (so the connections have the next entries waiting), else none."""
+        if len(self._tasks) > self.settings.max_connections:
+            return 0
+        return self.settings.batch
+
     async def _claim_more(self) -> bool:
-        free = min(self.settings.max_connections - len(self._tasks), self.settings.batch)
+        free = self._room()
         if free <= 0:
             return False
         now = self.clock()
@@ -155,7 +169,7 @@ class QueueRunner:
 
     async def _idle_time(self) -> float:
         """How long to wait for work; a finished entry or `wake` ends the wait early."""
-        if len(self._tasks) >= self.settings.max_connections:
+        if self._room() <= 0:
             return self.settings.poll
         due = await self.store.next_queue_due()
         if due is None:
@@ -182,7 +196,10 @@ class QueueRunner:
             log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")
             return
         try:
-            await self._attempt(entry, original)
+            decided = await self._attempt(entry, original)
+            if _nothing_owed(entry, decided) and await self.store.finish_queue_entry(entry.id):
+                log("queue.finished", id=entry.id, attempts=entry.attempts + 1)
+                return
             await self._settle(await self.store.get_queue_entry(entry.id), original)
         except NotFound:
             return  # deleted meanwhile by the administrator
@@ -192,10 +209,12 @@ class QueueRunner:
             log("queue.failed", logging.ERROR, id=entry.id, error=repr(exc))
             raise
 
-    async def _attempt(self, entry: QueueEntry, original: bytes) -> None:
+    async def _attempt(self, entry: QueueEntry, original: bytes) -> dict[str, str]:
+        """Try every pending recipient; the final states recorded, by address."""
+        decided: dict[str, str] = {}
         pending = entry.pending()
         if not pending or self._expired(entry):
-            return
+            return decided
         route = self.router.route(entry.sender) if self.router is not None else None
         by_domain: dict[str, list[OutboundRecipient]] = {}
         for r in pending:
@@ -205,6 +224,8 @@ class QueueRunner:
 
         async def record(results: Sequence[RecipientAttempt]) -> None:
             await self.store.record_attempt(entry.id, results, self.clock())
+            final = (r for r in results if r.status != PENDING)
+            decided.update((normalize_address(r.address), r.status) for r in final)
 
         async def one(domain: str, recipients: list[OutboundRecipient]) -> None:
             message = OutboundMessage(
@@ -213,10 +234,16 @@ class QueueRunner:
             limit = self._domains.setdefault(
                 domain, asyncio.Semaphore(self.settings.max_per_domain)
             )
-            async with self._connections, limit:
+            # the domain's turn first: waiting for it must not hold a connection slot
+            async with limit, self._connections:
                 await self.deliverer.deliver(DomainJob(entry.id, domain, message, route), record)
 
-        await asyncio.gather(*(one(d, rs) for d, rs in by_domain.items()))
+        jobs = [one(d, rs) for d, rs in by_domain.items()]
+        if len(jobs) == 1:
+            await jobs[0]  # the usual case, without a task of its own
+        else:
+            await asyncio.gather(*jobs)
+        return decided
 
     def _expired(self, entry: QueueEntry) -> bool:
         return self.clock() >= entry.created + timedelta(seconds=self.settings.lifetime)
@@ -239,6 +266,16 @@ class QueueRunner:
         delay = retry_delay(entry.attempts + 1, self.settings.retry_first, self.settings.retry_max)
         due = self.clock() + timedelta(seconds=delay)
         await self.store.reschedule(entry.id, self.owner, due, pending[0].last_error)
+
+
+def _nothing_owed(entry: QueueEntry, decided: dict[str, str]) -> bool:
+    """Whether the attempt left every recipient final with no DSN to send: then the entry
+    is finished at once (the store checks again that none is pending)."""
+    for r in entry.recipients:
+        status = decided.get(r.address, r.status) if r.status == PENDING else r.status
+        if status == PENDING or (not r.reported and owes_report(r, status)):
+            return False
+    return True
 
 
 def _expiry(r: QueueRecipient) -> RecipientAttempt:
