@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from poczta import dkim_keys
 from poczta.dkim_keys import DkimKeyError, KeyStore, Signer
 from poczta.dns import ZoneResolver
 from poczta.mailauth.dkim import DkimStatus, verify_dkim
+from poczta.mailauth.dkim_sign import PrivateKey
 from poczta.message.header import split_header
 from poczta.smtp.submission import author_address, completed
 
@@ -60,6 +62,34 @@ def test_a_new_key_is_seen_without_reopening(tmp_path: Path) -> None:
     assert signer.keys_for("example.org") == []
     KeyStore(tmp_path).generate("example.org", "s1", "ed25519")  # as `poczta dkim generate`
     assert [k.selector for k in signer.keys_for("example.org")] == ["s1"]
+
+
+def test_each_key_is_loaded_once_and_a_rotated_key_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = KeyStore(tmp_path)
+    first = keys.generate("example.org", "s1", "rsa", DAY1)
+    loaded: list[str] = []
+    real = dkim_keys.load_signing_key
+
+    def counting(pem: str, algorithm: str) -> PrivateKey:
+        loaded.append(pem)
+        return real(pem, algorithm)
+
+    monkeypatch.setattr(dkim_keys, "load_signing_key", counting)
+    signer = Signer(keys)
+    zone = ZoneResolver()
+    zone.add(first.name, "TXT", first.record)
+    for _ in range(3):
+        [result] = asyncio.run(
+            verify_dkim(signer.signatures(MESSAGE, "example.org") + MESSAGE, zone)
+        )
+        assert result.status is DkimStatus.PASS
+    assert loaded == [first.pem]
+    second = KeyStore(tmp_path).generate("example.org", "s2", "rsa", DAY1 + timedelta(days=1))
+    KeyStore(tmp_path).retire("example.org", "s1")
+    assert b"s=s2" in signer.signatures(MESSAGE, "example.org")
+    assert loaded == [first.pem, second.pem]
 
 
 def test_submission_adds_only_the_missing_date_and_message_id() -> None:

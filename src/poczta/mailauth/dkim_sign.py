@@ -42,8 +42,14 @@ class DkimSignError(ValueError):
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
-def load_signing_key(private_key: bytes | str, algorithm: str) -> PrivateKey:
-    """A PEM private key (PKCS#1 or PKCS#8), or for ed25519 also a raw or base64 32-byte seed."""
+def load_signing_key(private_key: bytes | str | PrivateKey, algorithm: str) -> PrivateKey:
+    """A PEM private key (PKCS#1 or PKCS#8), or for ed25519 also a raw or base64 32-byte seed;
+    a key already loaded is checked against `algorithm` and returned as it is."""
+    if isinstance(private_key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        wanted = rsa.RSAPrivateKey if algorithm == "rsa-sha256" else ed25519.Ed25519PrivateKey
+        if not isinstance(private_key, wanted):
+            raise DkimSignError(f"the private key does not fit {algorithm}")
+        return private_key
     data = private_key.encode() if isinstance(private_key, str) else bytes(private_key)
     key: object = None
     if b"-----BEGIN" in data:
@@ -108,7 +114,7 @@ def sign_dkim(
     *,
     domain: str,
     selector: str,
-    private_key: bytes | str,
+    private_key: bytes | str | PrivateKey,
     algorithm: str = "rsa-sha256",
     headers: Sequence[str] = DEFAULT_SIGNED_HEADERS,
     canonicalization: str = "relaxed/relaxed",
