@@ -8,7 +8,8 @@ this session or any other) and turns it into untagged responses when the session
 send them (`announce`). Expunges wait while the client runs FETCH, STORE or SEARCH by
 sequence number (the numbers it used must stay valid); new messages and flag changes
 may be told at once. With QRESYNC enabled expunges are told as VANISHED, and flag
-changes carry UID and MODSEQ.
+changes carry UID and MODSEQ. A keyword another session created is told in a new
+`* FLAGS` response before the first FETCH that shows it (RFC 9051 §7.3.5).
 
 Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
 """
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from poczta.imap.encoder import Data, FetchData, exists, expunge, recent, vanished
+from poczta.imap.encoder import flags as flags_response
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.values import Value, flag_atoms
 
@@ -48,6 +50,9 @@ class SelectedView:
     qresync: bool = False  # expunges as VANISHED
     recent: set[int] = field(default_factory=set)  # \\Recent in this session (IMAP4rev1)
     tell_recent: bool = True  # `* n RECENT` with EXISTS (IMAP4rev1 sessions)
+    system_flags: tuple[str, ...] = ()  # listed first in FLAGS
+    keywords: set[str] = field(default_factory=set)  # told in the last FLAGS response
+    _keywords_due: set[str] = field(default_factory=set)  # about to be shown, not yet told
     _expunged: set[int] = field(default_factory=set)  # gone in the store, not yet told
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
@@ -62,14 +67,33 @@ class SelectedView:
         uidnext: int,
         *,
         read_only: bool,
+        system_flags: Sequence[str] = (),
     ) -> SelectedView:
         view = cls(mailbox_id, uidvalidity, read_only, highestmodseq=highestmodseq)
         view.uidnext = uidnext
-        for uid, flags, modseq in sorted(messages):
+        view.system_flags = tuple(system_flags)
+        for uid, message_flags, modseq in sorted(messages):
             view.uids.append(uid)
-            view.flags[uid] = flags
+            view.flags[uid] = message_flags
             view.modseqs[uid] = modseq
+            view.keywords.update(_keywords_of(message_flags))
         return view
+
+    def flag_list(self) -> list[str]:
+        """The flags of the mailbox's FLAGS response: the system flags, then the keywords."""
+        return [*self.system_flags, *sorted(self.keywords)]
+
+    def keyword_news(self) -> list[Data]:
+        """A new `* FLAGS` when flags just given to the client name keywords it was not
+        told of; due before the FETCH responses that show them."""
+        if not self._keywords_due:
+            return []
+        self.keywords |= self._keywords_due
+        self._keywords_due.clear()
+        return [flags_response(self.flag_list())]
+
+    def _showing(self, message_flags: frozenset[str]) -> None:
+        self._keywords_due.update(k for k in _keywords_of(message_flags) if k not in self.keywords)
 
     # --- numbers -------------------------------------------------------------
 
@@ -140,6 +164,7 @@ class SelectedView:
         """The session itself has just told the client these flags (a FETCH or STORE)."""
         if uid in self.flags:
             self.flags[uid] = flags
+            self._showing(flags)
             self._changed.pop(uid, None)
             if modseq is not None:
                 self.modseqs[uid] = modseq
@@ -157,16 +182,18 @@ class SelectedView:
             if msn is None:
                 continue
             self.flags[uid] = flags
+            self._showing(flags)
             out.append(FetchData(msn, self.flag_items(uid)))
         if self._new:
             for uid in self._new:
                 self.uids.append(uid)
                 self.flags[uid] = self._changed.pop(uid, frozenset())
+                self._showing(self.flags[uid])
             self._new.clear()
             out.append(exists(len(self.uids)))
             if self.tell_recent:
                 out.append(recent(len(self.recent)))
-        return out
+        return [*self.keyword_news(), *out]
 
     def flag_items(self, uid: int) -> list[tuple[str, Value]]:
         """FLAGS (and UID, MODSEQ as CONDSTORE/QRESYNC want) of a message, for FETCH."""
@@ -206,3 +233,7 @@ class SelectedView:
         """This session's own EXPUNGE: tell those (and any pending) at once."""
         self._expunged.update(u for u in uids if u in self.flags)
         return self._tell_expunges()
+
+
+def _keywords_of(message_flags: Iterable[str]) -> Iterable[str]:
+    return (flag for flag in message_flags if not flag.startswith("\\"))

@@ -72,6 +72,7 @@ async def capability(session: ImapSession, command: cmd.Command) -> None:
 async def logout(session: ImapSession, command: cmd.Command) -> None:
     from poczta.imap.session.core import SessionEnd
 
+    session.view = None  # after the BYE only the tagged OK: no news of the mailbox
     session.send(bye(f"{session.ctx.hostname} logging out"))
     session.ok(command.tag, "LOGOUT completed")
     raise SessionEnd()

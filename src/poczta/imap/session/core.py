@@ -322,7 +322,8 @@ class ImapSession:
             return
         self.bad_in_a_row = 0
         try:
-            if self.view is not None:  # what other sessions changed, told with this answer
+            # what other sessions changed, told with this answer (not to a client leaving)
+            if self.view is not None and not isinstance(command, cmd.Logout):
                 from poczta.imap.session.selected import refresh
 
                 await refresh(self)

@@ -113,7 +113,7 @@ async def _fetch_messages(
             if isinstance(items, UnknownEncoding):
                 return items
             out.append(FetchData(msn, items))
-        session.send(*out)
+        session.send(*view.keyword_news(), *out)
         await session.conn.drain()
     return None
 
@@ -179,7 +179,7 @@ async def store_flags(session: ImapSession, command: cmd.Command) -> None:
                 items.insert(0, ("UID", uid))
             out.append(FetchData(msn, items))
     view.highestmodseq = max(view.highestmodseq, result.highestmodseq)
-    session.send(*out)
+    session.send(*view.keyword_news(), *out)
     code = None
     if result.modified:
         numbers = result.modified if command.uid else [view.msn(u) or 0 for u in result.modified]

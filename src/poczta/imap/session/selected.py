@@ -76,11 +76,6 @@ async def idle(session: ImapSession, command: cmd.Command) -> None:
     session.more(session.reader.expect_done())
 
 
-def _keywords(view: SelectedView) -> list[str]:
-    found = {flag for flags_ in view.flags.values() for flag in flags_ if not flag.startswith("\\")}
-    return [*SYSTEM_FLAGS, *sorted(found)]
-
-
 async def select(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Select) and session.user_id is not None
     if session.view is not None:
@@ -99,7 +94,7 @@ async def select(session: ImapSession, command: cmd.Command) -> None:
     messages = await session.store.changed_since(box.id, 0)
     view = SelectedView.open(
         box.id, box.uidvalidity, messages, version.highestmodseq, version.uidnext,
-        read_only=command.read_only,
+        read_only=command.read_only, system_flags=SYSTEM_FLAGS,
     )  # fmt: skip
     view.condstore = command.condstore or "CONDSTORE" in session.enabled
     view.qresync = "QRESYNC" in session.enabled
@@ -111,7 +106,7 @@ async def select(session: ImapSession, command: cmd.Command) -> None:
     view.recent = {uid for uid in view.uids if uid >= first}
     session.view = view
     responses: list[Data | FetchData | Untagged] = [
-        flags(_keywords(view)),
+        flags(view.flag_list()),
         exists(view.exists),
     ]
     if view.tell_recent:

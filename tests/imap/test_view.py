@@ -1,0 +1,112 @@
+"""What a client of the selected mailbox is told when others change it: keywords come
+in a new FLAGS response before the FETCH that shows them, and LOGOUT tells no news."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import pytest
+
+from poczta.imap.session.core import ImapContext, ImapSession, SessionEnd
+from poczta.imap.view import Change, SelectedView
+from poczta.net.deadlines import ReadTimeouts
+from poczta.store.base import SYSTEM_FLAGS, MailboxChange, MailboxId
+
+SYSTEM = "\\Answered \\Deleted \\Draft \\Flagged \\Seen"
+
+
+def wire(responses: Sequence[Any]) -> bytes:
+    return b"".join(r.encode(False) for r in responses)
+
+
+def opened(messages: Sequence[Change], highestmodseq: int = 3) -> SelectedView:
+    return SelectedView.open(
+        7, 1, messages, highestmodseq, 10, read_only=False, system_flags=SYSTEM_FLAGS
+    )
+
+
+def test_flag_list_names_the_keywords_already_in_use() -> None:
+    view = opened([(1, frozenset({"$Label2", "\\Seen"}), 1), (2, frozenset({"$Label1"}), 2)])
+    assert view.flag_list() == [*SYSTEM_FLAGS, "$Label1", "$Label2"]
+
+
+def test_a_keyword_another_session_set_comes_in_flags_before_the_fetch() -> None:
+    view = opened([(1, frozenset(), 1), (2, frozenset({"$Label1"}), 2)])
+    view.absorb([(1, frozenset({"$Label5", "\\Flagged"}), 4)], [], 4)
+    assert (
+        wire(view.announce(allow_expunge=True))
+        == (
+            f"* FLAGS ({SYSTEM} $Label1 $Label5)\r\n* 1 FETCH (FLAGS ($Label5 \\Flagged))\r\n"
+        ).encode()
+    )
+    view.absorb([(2, frozenset({"$Label5"}), 5)], [], 5)
+    assert wire(view.announce(allow_expunge=True)) == b"* 2 FETCH (FLAGS ($Label5))\r\n"
+
+
+def test_a_new_message_with_a_new_keyword_comes_after_a_new_flags() -> None:
+    view = opened([(1, frozenset(), 1)])
+    view.tell_recent = False
+    view.absorb([(4, frozenset({"Junk"}), 4)], [], 4)
+    assert (
+        wire(view.announce(allow_expunge=True))
+        == (f"* FLAGS ({SYSTEM} Junk)\r\n* 2 EXISTS\r\n").encode()
+    )
+
+
+def test_flags_the_session_itself_shows_introduce_their_keywords_once() -> None:
+    view = opened([(1, frozenset({"$Label1"}), 1), (2, frozenset(), 2)])
+    view.told(1, frozenset({"$Label1"}), 4)
+    assert view.keyword_news() == []
+    view.told(2, frozenset({"$Label3", "\\Seen"}), 5)  # set by another session meanwhile
+    assert wire(view.keyword_news()) == f"* FLAGS ({SYSTEM} $Label1 $Label3)\r\n".encode()
+    assert view.keyword_news() == []
+
+
+class _Connection:
+    is_loopback = True
+    tls = None
+    peer_ip = "127.0.0.1"
+    interrupted = False
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+
+class _Store:
+    """A mailbox in which another session has just flagged message 1 \\Seen."""
+
+    async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
+        return MailboxChange(mailbox_id, 5, 10, 1)
+
+    async def changed_since(self, mailbox_id: MailboxId, since: int) -> list[Change]:
+        return [(1, frozenset({"\\Seen"}), 5)]
+
+    async def vanished(self, mailbox_id: MailboxId, since: int) -> list[int]:
+        return []
+
+
+def test_logout_answers_bye_and_ok_without_news_of_the_mailbox() -> None:
+    ctx = ImapContext(
+        hostname="mx.example.test",
+        service="imap",
+        timeouts=ReadTimeouts(60.0, 60.0, 0.0, 3600.0),
+        tls=None,
+        dev_mode=True,
+        logins=cast(Any, None),
+        store=cast(Any, _Store()),
+    )
+    connection = _Connection()
+    session = ImapSession(ctx, cast(Any, connection))
+    session.user, session.user_id = "alice@example.test", cast(Any, 1)
+    session.view = opened([(1, frozenset(), 1)])
+
+    with pytest.raises(SessionEnd):
+        asyncio.run(session.handle(session.reader.feed(b"a1 LOGOUT\r\n")))
+    assert bytes(connection.written) == (
+        b"* BYE mx.example.test logging out\r\na1 OK LOGOUT completed\r\n"
+    )
