@@ -203,3 +203,25 @@ def test_a_search_sees_what_another_session_changed_meanwhile(server: PocztaServ
     assert uid in seen[0].split()
     first.logout()
     second.logout()
+
+
+def test_status_deleted_storage_sums_the_deleted_messages(server: PocztaServer) -> None:
+    client = login(server)
+    client.create("Cleanup")
+    bodies = [b"Subject: small\r\n\r\nshort\r\n", b"Subject: mid\r\n\r\n" + b"m" * 300 + b"\r\n"]
+    bodies.append(b"Subject: kept\r\n\r\n" + b"k" * 5000 + b"\r\n")
+    for body in bodies:
+        assert client.append("Cleanup", None, None, body)[0] == "OK"
+    client.select("Cleanup")
+    client.store("1:2", "+FLAGS", "(\\Deleted)")
+    freed = len(bodies[0]) + len(bodies[1])  # their RFC822.SIZE: the bodies are CRLF already
+    _, data = client.status("Cleanup", "(DELETED DELETED-STORAGE)")
+    assert data[0] == f'"Cleanup" (DELETED 2 DELETED-STORAGE {freed})'.encode()
+    _, listed = client.list('""', "Cleanup RETURN (STATUS (DELETED-STORAGE))")
+    assert listed[0].endswith(b'"Cleanup"')
+    shown = client.untagged_responses.pop("STATUS")
+    assert shown[-1] == f'"Cleanup" (DELETED-STORAGE {freed})'.encode()
+    client.expunge()
+    _, data = client.status("Cleanup", "(MESSAGES DELETED-STORAGE)")
+    assert data[0] == b'"Cleanup" (MESSAGES 1 DELETED-STORAGE 0)'
+    client.logout()

@@ -107,6 +107,14 @@ MAILBOXES = [
             ("UIDNEXT", "MESSAGES", "HIGHESTMODSEQ", "SIZE", "DELETED", "APPENDLIMIT"),
         ),
     ),
+    (
+        b"a STATUS Trash (DELETED DELETED-STORAGE)",
+        c.Status("a", "Trash", ("DELETED", "DELETED-STORAGE")),
+    ),
+    (
+        b'a LIST "" % RETURN (STATUS (DELETED-STORAGE))',
+        c.List("a", "", ("%",), (), (), ("DELETED-STORAGE",)),
+    ),
     (b"a SELECT &AOk-t&AOk-", c.Select("a", "été")),
     (b"a SELECT &AMk-t&AOk-", c.Select("a", "Été")),
     (b"a SELECT ~peter/mail/&U,BTFw-/&ZeVnLIqe-", c.Select("a", "~peter/mail/台北/日本語")),
@@ -346,6 +354,7 @@ BAD = [
     (b"a SELECT INBOX (FOO)", "unknown select parameter FOO"),
     (b"a STATUS INBOX ()", "STATUS needs at least one item"),
     (b"a STATUS INBOX (MESSAGES BOGUS)", "unknown STATUS item BOGUS"),
+    (b"a STATUS INBOX (DELETED-STORAGES)", "unknown STATUS item DELETED-STORAGES"),
     (b"a FETCH 1 (FLAGS BOGUS)", "unknown FETCH item BOGUS"),
     (b"a FETCH 0 FLAGS", "invalid number '0' in sequence set"),
     (b"a FETCH 4294967296 FLAGS", "number in sequence set exceeds 4294967295"),

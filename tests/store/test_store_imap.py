@@ -39,6 +39,22 @@ def test_version_and_changes_since_a_modseq(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_deleted_storage_is_the_size_of_the_deleted_messages(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        uids = [await deliver_one(store, user, n) for n in range(3)]
+        assert await store.deleted_storage(inbox.id) == 0
+        await store.set_flags(inbox.id, uids[:2], ["\\Deleted"], FlagMode.ADD)
+        await store.set_flags(inbox.id, uids[2:], ["\\Seen", "Deleted"], FlagMode.ADD)
+        deleted = len(make_message(0)) + len(make_message(1))
+        assert await store.deleted_storage(inbox.id) == deleted
+        await store.expunge(inbox.id, uids[:2])
+        assert await store.deleted_storage(inbox.id) == 0
+
+    backend.run(body)
+
+
 def test_copy_keeps_flags_and_bodies_and_move_expunges(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         user = await with_user(store)

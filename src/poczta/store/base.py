@@ -417,6 +417,11 @@ class MailStore(Protocol):
         """(messages, unseen, deleted, size in octets) of a mailbox (IMAP STATUS)."""
         ...
 
+    async def deleted_storage(self, mailbox_id: MailboxId) -> int:
+        """Octets an EXPUNGE would free: the sum of the sizes of the mailbox's messages
+        flagged \\Deleted (IMAP STATUS DELETED-STORAGE, RFC 9208)."""
+        ...
+
     async def copy_messages(
         self,
         user_id: UserId,

@@ -425,6 +425,9 @@ class SqliteStore:
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
 
+    async def deleted_storage(self, mailbox_id: MailboxId) -> int:
+        return await self._read(lambda c: imap.deleted_storage(c, mailbox_id))
+
     async def copy_messages(
         self,
         user_id: UserId,

@@ -8,7 +8,8 @@
 - `copy_job`: COPY and MOVE of many messages in one transaction, in UID order, each
   taking the target's next UID (RFC 4315's COPYUID maps them); MOVE expunges the
   sources with one MODSEQ. Bodies gain a reference per copy.
-- `mailbox_counts`: STATUS's UNSEEN, DELETED and SIZE.
+- `mailbox_counts`: STATUS's UNSEEN, DELETED and SIZE; `deleted_storage`: its
+  DELETED-STORAGE, the size of the \\Deleted messages.
 - Subscriptions, kept by name (a subscribed name need not exist).
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "changed_since",
     "claim_recent_job",
     "copy_job",
+    "deleted_storage",
     "mailbox_counts",
     "mailbox_version",
     "recent_mark",
@@ -76,6 +78,16 @@ def mailbox_counts(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int,
         (mailbox_id,),
     ).fetchone()
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def deleted_storage(conn: sqlite3.Connection, mailbox_id: int) -> int:
+    """The summed size in octets of a mailbox's messages flagged \\Deleted."""
+    row = conn.execute(
+        "SELECT coalesce(sum(size), 0) FROM messages"
+        " WHERE mailbox_id = ? AND instr(' ' || flags || ' ', ' \\Deleted ') > 0",
+        (mailbox_id,),
+    ).fetchone()
+    return int(row[0])
 
 
 def copy_job(user_id: int, source_id: int, uids: Sequence[int], target: str, move: bool) -> Job:

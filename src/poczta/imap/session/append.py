@@ -6,8 +6,10 @@ exist and the client is logged in: otherwise NO [TRYCREATE] before a byte of it 
 are collected as they arrive and stored when the command is complete; a client that
 disconnects in the middle leaves nothing stored. Bare LF line ends are stored as CRLF,
 as IMAP requires of messages (RFC 9051 §2.3.1), so sizes and sections agree; a binary
-literal (literal8, RFC 3516) is stored exactly as sent. An OK means
-the message is durable: the store answers only after its group commit is on disk.
+literal (literal8, RFC 3516) keeps its line ends, and its binary parts are stored
+base64-encoded (`poczta.imap.textual`), so that no FETCH but BINARY ever has to send
+a NUL octet. An OK means the message is durable: the store answers only after its
+group commit is on disk.
 MULTIAPPEND stores its messages one after the other; should one fail, those before it
 are expunged again so that the command as a whole did nothing. Messages that would take
 the user past a quota limit are refused with NO [OVERQUOTA] (`poczta.imap.session.quota`),
@@ -26,6 +28,7 @@ from poczta.imap.events import LiteralPending
 from poczta.imap.names import canonical
 from poczta.imap.sequence import compact
 from poczta.imap.session.quota import OVERQUOTA, lacks_room
+from poczta.imap.textual import needs_textual_form, textual_form
 from poczta.logs import log
 from poczta.message import parse_message
 from poczta.store.base import DeliveryTarget, MailboxId, NotFound, StoreError, normalize_flags
@@ -59,6 +62,12 @@ async def _append_refusal(session: ImapSession, mailbox: str, size: int) -> tupl
     return None
 
 
+def _stored_form(data: bytes, binary_literal: bool) -> bytes:
+    if not binary_literal:
+        data = _BARE_LF.sub(b"\r\n", data)
+    return textual_form(data) if needs_textual_form(data, binary_literal) else data
+
+
 async def append(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Append) and session.user_id is not None
     bodies, session.appending = session.appending, []
@@ -75,7 +84,7 @@ async def append(session: ImapSession, command: cmd.Command) -> None:
         session.no(command.tag, "An empty message cannot be appended", "CANNOT")
         return
     datas = [
-        bytes(body) if message.binary else _BARE_LF.sub(b"\r\n", bytes(body))
+        _stored_form(bytes(body), message.binary)
         for message, body in zip(command.messages, bodies, strict=True)
     ]
     if await lacks_room(session, sum(len(data) for data in datas), len(datas)):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 STATUS_ITEMS = (
     "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "HIGHESTMODSEQ", "RECENT",
+    "DELETED-STORAGE",
 )  # fmt: skip
 
 
@@ -255,6 +256,9 @@ async def _status_data(session: ImapSession, box: MailboxState, items: tuple[str
     if "RECENT" in wanted:
         first = await session.store.recent_mark(box.id)
         recent = len([u for u, _, _ in await session.store.changed_since(box.id, 0) if u >= first])
+    deleted_storage = 0
+    if "DELETED-STORAGE" in wanted:
+        deleted_storage = await session.store.deleted_storage(box.id)
     values = {
         "MESSAGES": counts[0],
         "UNSEEN": counts[1],
@@ -264,6 +268,7 @@ async def _status_data(session: ImapSession, box: MailboxState, items: tuple[str
         "UIDVALIDITY": box.uidvalidity,
         "HIGHESTMODSEQ": box.highestmodseq,
         "RECENT": recent,
+        "DELETED-STORAGE": deleted_storage,
     }
     return status_data(box.name, [(item, values[item]) for item in wanted])
 
