@@ -29,7 +29,8 @@ import contextlib
 import enum
 import ssl
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from poczta.queue.dane import DanePolicy
@@ -291,57 +292,105 @@ class OutboundConnection:
 
 
 class ConnectionCache:
-    """Idle connections by `ConnectionKey`, each kept `idle_time` seconds at most."""
+    """Idle connections by `ConnectionKey`, each kept `idle_time` seconds at most.
 
-    def __init__(self, idle_time: float, max_idle: int = 100) -> None:
+    Each key's connections are in the order they were put, so the newest is taken
+    first and the expired ones are at the front; `take` and `put` cost the same
+    however many connections are idle. One timer for the whole cache sweeps out the
+    expired ones, rather than one per `put`.
+    """
+
+    def __init__(
+        self, idle_time: float, max_idle: int = 100, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.idle_time = idle_time
         self.max_idle = max_idle
-        self._idle: dict[ConnectionKey, list[tuple[float, OutboundConnection]]] = {}
+        self.clock = clock
+        self._idle: dict[ConnectionKey, deque[tuple[float, OutboundConnection]]] = {}
+        self._count = 0
+        self._sweep: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
+    def __len__(self) -> int:
+        return self._count
+
     def take(self, key: ConnectionKey) -> OutboundConnection | None:
-        now = time.monotonic()
-        stack = self._idle.get(key, [])
-        while stack:
+        stack = self._idle.get(key)
+        if stack is None:
+            return None
+        now = self.clock()
+        found = None
+        while stack and found is None:
             expires, conn = stack.pop()
-            if expires > now and conn.usable:
-                conn.reused = True
-                return conn
-            self._quit(conn)
-        return None
+            self._count -= 1
+            if expires <= now:  # the newest expired: so did every older one
+                self._quit(conn)
+                self._count -= len(stack)
+                self._quit_all(stack)
+                stack.clear()
+            elif conn.usable:
+                found = conn
+            else:
+                self._quit(conn)
+        if not stack:
+            del self._idle[key]
+        if found is not None:
+            found.reused = True
+        return found
 
     def put(self, conn: OutboundConnection) -> None:
         if not conn.usable:
             conn.close()
             return
-        count = sum(len(stack) for stack in self._idle.values())
-        if self.idle_time <= 0 or count >= self.max_idle:
+        if self.idle_time <= 0 or self._count >= self.max_idle:
             self._quit(conn)
             return
-        self._idle.setdefault(conn.key, []).append((time.monotonic() + self.idle_time, conn))
-        asyncio.get_running_loop().call_later(self.idle_time + 0.05, self.expire)
+        stack = self._idle.get(conn.key)
+        if stack is None:
+            stack = self._idle[conn.key] = deque()
+        stack.append((self.clock() + self.idle_time, conn))
+        self._count += 1
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self.idle_time + 0.05, self.expire)
 
     def expire(self) -> None:
-        """QUIT the connections idle for longer than allowed."""
-        now = time.monotonic()
+        """QUIT the connections idle for longer than allowed (and those gone unusable);
+        while some are left, sweep again when the oldest of them expires."""
+        self._sweep = None
+        now = self.clock()
+        next_expiry: float | None = None
         for key, stack in list(self._idle.items()):
-            keep = [(t, c) for t, c in stack if t > now and c.usable]
-            for t, conn in stack:
-                if (t, conn) not in keep:
-                    self._quit(conn)
-            if keep:
-                self._idle[key] = keep
-            else:
+            while stack and stack[0][0] <= now:
+                self._quit(stack.popleft()[1])
+                self._count -= 1
+            kept = [(t, c) for t, c in stack if c.usable]
+            if len(kept) < len(stack):
+                self._quit_all(e for e in stack if not e[1].usable)
+                self._count -= len(stack) - len(kept)
+                stack = self._idle[key] = deque(kept)
+            if not stack:
                 del self._idle[key]
+            elif next_expiry is None or stack[0][0] < next_expiry:
+                next_expiry = stack[0][0]
+        if next_expiry is not None:
+            delay = max(next_expiry - now, 0.0) + 0.05
+            self._sweep = asyncio.get_running_loop().call_later(delay, self.expire)
 
     async def close(self) -> None:
-        idle: Mapping[ConnectionKey, list[tuple[float, OutboundConnection]]] = self._idle
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        idle: Mapping[ConnectionKey, deque[tuple[float, OutboundConnection]]] = self._idle
         self._idle = {}
+        self._count = 0
         for stack in idle.values():
-            for _, conn in stack:
-                self._quit(conn)
+            self._quit_all(stack)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _quit_all(self, entries: Iterable[tuple[float, OutboundConnection]]) -> None:
+        for _, conn in entries:
+            self._quit(conn)
 
     def _quit(self, conn: OutboundConnection) -> None:
         task = asyncio.ensure_future(conn.quit())
