@@ -3,7 +3,9 @@
 `OutboundConnection` drives the sans-I/O `SmtpClient`: it writes what the client
 hands out, feeds it what the server sends, upgrades to TLS when asked (STARTTLS;
 `ssl` with TLS 1.2 at least) and enforces the RFC 5321 4.5.3.2 timeout of whatever
-the client waits for (`SmtpClient.waiting_for`, scaled to the configured values).
+the client waits for (`SmtpClient.waiting_for`, scaled to the configured values);
+a write the transport takes at once (its buffer at or below the low-water mark) waits
+for nothing, so it needs no timer.
 `send` returns the message's `TransactionResult` and, when the host failed, its
 `HostFailed` too. With a DANE policy in the key, the chain the server presented after
 STARTTLS must match its TLSA records (`poczta.queue.dane_tls`) before the session goes
@@ -252,10 +254,24 @@ class OutboundConnection:
     async def _write(self, data: bytes) -> None:
         try:
             self._writer.write(data)
-            async with asyncio.timeout(self._timeouts.data_block):
+            if self._drains_at_once():
                 await self._writer.drain()
-        except (OSError, ssl.SSLError, TimeoutError):
-            pass  # the read that follows sees the end of the connection (or times out)
+            else:
+                async with asyncio.timeout(self._timeouts.data_block):
+                    await self._writer.drain()
+        except TimeoutError:  # the server stopped reading
+            if not self._client.closed:
+                await self._handle(self._client.timed_out())
+        except (OSError, ssl.SSLError):
+            pass  # the read that follows sees the end of the connection
+
+    def _drains_at_once(self) -> bool:
+        """Whether `drain()` returns without waiting, so needs no timeout (one costs a
+        timer per write). A transport pauses writing above its high-water mark and
+        resumes only at or below the low one, so at or below it, it is not paused."""
+        transport = self._writer.transport
+        low, _high = transport.get_write_buffer_limits()
+        return transport.get_write_buffer_size() <= low
 
     async def _start_tls(self) -> None:
         try:
