@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -418,5 +419,38 @@ def test_a_silent_server_times_out_and_the_recipient_is_retried(tmp_path: Path) 
             [bob] = (await s.store.get_queue_entry(queue_id)).recipients
             assert bob.status == PENDING and bob.attempts == 1
             assert "timed out (greeting)" in (bob.last_error or "")
+
+    run(test)
+
+
+def test_a_server_that_stops_reading_the_data_times_out(tmp_path: Path) -> None:
+    async def test() -> None:
+        async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 stalls.test\r\n")
+            while line := await reader.readline():
+                if line.upper().startswith(b"DATA"):
+                    writer.write(b"354 go on\r\n")
+                    await writer.drain()
+                    await asyncio.Event().wait()  # reads no more of the message
+                writer.write(b"250 ok\r\n")
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        listener.bind(("127.0.0.1", 0))
+        server = await asyncio.start_server(stalls, sock=listener)
+        port = listener.getsockname()[1]
+        async with server, setup(tmp_path, port) as s:
+            s.runner.deliverer.settings = replace(
+                s.runner.deliverer.settings, timeouts=Timeouts(connect=1, data_block=0.3)
+            )
+            body = b"x" * 998 + b"\r\n"
+            big = MESSAGE + body * 8_000  # far more than the socket buffers hold
+            plan = DeliveryPlan(remote=["bob@remote.test"])
+            await s.delivery.deliver(big, plan, SENDER)
+            queue_id = (await s.store.list_queue())[-1].id
+            await s.runner.run_once()
+            [bob] = (await s.store.get_queue_entry(queue_id)).recipients
+            assert bob.status == PENDING and bob.attempts == 1
+            assert "timed out" in (bob.last_error or "")
 
     run(test)

@@ -3,7 +3,9 @@
 `OutboundConnection` drives the sans-I/O `SmtpClient`: it writes what the client
 hands out, feeds it what the server sends, upgrades to TLS when asked (STARTTLS;
 `ssl` with TLS 1.2 at least) and enforces the RFC 5321 4.5.3.2 timeout of whatever
-the client waits for (`SmtpClient.waiting_for`, scaled to the configured values).
+the client waits for (`SmtpClient.waiting_for`, scaled to the configured values);
+a write the transport takes at once (its buffer at or below the low-water mark) waits
+for nothing, so it needs no timer.
 `send` returns the message's `TransactionResult` and, when the host failed, its
 `HostFailed` too. With a DANE policy in the key, the chain the server presented after
 STARTTLS must match its TLSA records (`poczta.queue.dane_tls`) before the session goes
@@ -29,7 +31,8 @@ import contextlib
 import enum
 import ssl
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from poczta.queue.dane import DanePolicy
@@ -251,10 +254,24 @@ class OutboundConnection:
     async def _write(self, data: bytes) -> None:
         try:
             self._writer.write(data)
-            async with asyncio.timeout(self._timeouts.data_block):
+            if self._drains_at_once():
                 await self._writer.drain()
-        except (OSError, ssl.SSLError, TimeoutError):
-            pass  # the read that follows sees the end of the connection (or times out)
+            else:
+                async with asyncio.timeout(self._timeouts.data_block):
+                    await self._writer.drain()
+        except TimeoutError:  # the server stopped reading
+            if not self._client.closed:
+                await self._handle(self._client.timed_out())
+        except (OSError, ssl.SSLError):
+            pass  # the read that follows sees the end of the connection
+
+    def _drains_at_once(self) -> bool:
+        """Whether `drain()` returns without waiting, so needs no timeout (one costs a
+        timer per write). A transport pauses writing above its high-water mark and
+        resumes only at or below the low one, so at or below it, it is not paused."""
+        transport = self._writer.transport
+        low, _high = transport.get_write_buffer_limits()
+        return transport.get_write_buffer_size() <= low
 
     async def _start_tls(self) -> None:
         try:
@@ -291,57 +308,105 @@ class OutboundConnection:
 
 
 class ConnectionCache:
-    """Idle connections by `ConnectionKey`, each kept `idle_time` seconds at most."""
+    """Idle connections by `ConnectionKey`, each kept `idle_time` seconds at most.
 
-    def __init__(self, idle_time: float, max_idle: int = 100) -> None:
+    Each key's connections are in the order they were put, so the newest is taken
+    first and the expired ones are at the front; `take` and `put` cost the same
+    however many connections are idle. One timer for the whole cache sweeps out the
+    expired ones, rather than one per `put`.
+    """
+
+    def __init__(
+        self, idle_time: float, max_idle: int = 100, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.idle_time = idle_time
         self.max_idle = max_idle
-        self._idle: dict[ConnectionKey, list[tuple[float, OutboundConnection]]] = {}
+        self.clock = clock
+        self._idle: dict[ConnectionKey, deque[tuple[float, OutboundConnection]]] = {}
+        self._count = 0
+        self._sweep: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
+    def __len__(self) -> int:
+        return self._count
+
     def take(self, key: ConnectionKey) -> OutboundConnection | None:
-        now = time.monotonic()
-        stack = self._idle.get(key, [])
-        while stack:
+        stack = self._idle.get(key)
+        if stack is None:
+            return None
+        now = self.clock()
+        found = None
+        while stack and found is None:
             expires, conn = stack.pop()
-            if expires > now and conn.usable:
-                conn.reused = True
-                return conn
-            self._quit(conn)
-        return None
+            self._count -= 1
+            if expires <= now:  # the newest expired: so did every older one
+                self._quit(conn)
+                self._count -= len(stack)
+                self._quit_all(stack)
+                stack.clear()
+            elif conn.usable:
+                found = conn
+            else:
+                self._quit(conn)
+        if not stack:
+            del self._idle[key]
+        if found is not None:
+            found.reused = True
+        return found
 
     def put(self, conn: OutboundConnection) -> None:
         if not conn.usable:
             conn.close()
             return
-        count = sum(len(stack) for stack in self._idle.values())
-        if self.idle_time <= 0 or count >= self.max_idle:
+        if self.idle_time <= 0 or self._count >= self.max_idle:
             self._quit(conn)
             return
-        self._idle.setdefault(conn.key, []).append((time.monotonic() + self.idle_time, conn))
-        asyncio.get_running_loop().call_later(self.idle_time + 0.05, self.expire)
+        stack = self._idle.get(conn.key)
+        if stack is None:
+            stack = self._idle[conn.key] = deque()
+        stack.append((self.clock() + self.idle_time, conn))
+        self._count += 1
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self.idle_time + 0.05, self.expire)
 
     def expire(self) -> None:
-        """QUIT the connections idle for longer than allowed."""
-        now = time.monotonic()
+        """QUIT the connections idle for longer than allowed (and those gone unusable);
+        while some are left, sweep again when the oldest of them expires."""
+        self._sweep = None
+        now = self.clock()
+        next_expiry: float | None = None
         for key, stack in list(self._idle.items()):
-            keep = [(t, c) for t, c in stack if t > now and c.usable]
-            for t, conn in stack:
-                if (t, conn) not in keep:
-                    self._quit(conn)
-            if keep:
-                self._idle[key] = keep
-            else:
+            while stack and stack[0][0] <= now:
+                self._quit(stack.popleft()[1])
+                self._count -= 1
+            kept = [(t, c) for t, c in stack if c.usable]
+            if len(kept) < len(stack):
+                self._quit_all(e for e in stack if not e[1].usable)
+                self._count -= len(stack) - len(kept)
+                stack = self._idle[key] = deque(kept)
+            if not stack:
                 del self._idle[key]
+            elif next_expiry is None or stack[0][0] < next_expiry:
+                next_expiry = stack[0][0]
+        if next_expiry is not None:
+            delay = max(next_expiry - now, 0.0) + 0.05
+            self._sweep = asyncio.get_running_loop().call_later(delay, self.expire)
 
     async def close(self) -> None:
-        idle: Mapping[ConnectionKey, list[tuple[float, OutboundConnection]]] = self._idle
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        idle: Mapping[ConnectionKey, deque[tuple[float, OutboundConnection]]] = self._idle
         self._idle = {}
+        self._count = 0
         for stack in idle.values():
-            for _, conn in stack:
-                self._quit(conn)
+            self._quit_all(stack)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _quit_all(self, entries: Iterable[tuple[float, OutboundConnection]]) -> None:
+        for _, conn in entries:
+            self._quit(conn)
 
     def _quit(self, conn: OutboundConnection) -> None:
         task = asyncio.ensure_future(conn.quit())

@@ -1,8 +1,9 @@
 """One delivery attempt of one message to one destination domain (or through a smarthost).
 
-`Deliverer.deliver` finds the hosts (the MX plan of `poczta.queue.mx`, or the smarthost's
-addresses), takes a cached connection to the host or opens one, and sends the message
-with every recipient of the domain in one transaction. The recipients a reply decided
+`Deliverer.deliver` finds the hosts (the MX plan of `poczta.queue.mx`, its DNS answers
+kept by `MxPlans` between messages to a domain, or the smarthost's addresses), takes a
+cached connection to the host or opens one, and sends the message with every
+recipient of the domain in one transaction. The recipients a reply decided
 (2xx delivered, 5xx failed) are handed to `record` as soon as the transaction ends and
 before the connection is used for anything else, so a recipient counts as delivered
 only once the remote 250 is durably recorded. A host that cannot be used (no
@@ -60,7 +61,7 @@ from poczta.queue.dane_hosts import dane_hosts
 from poczta.queue.mta_sts import StsDecision, StsMode, StsPolicy, decide
 from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.mta_sts_fetch import policy_context
-from poczta.queue.mx import MxFailure, mx_plan
+from poczta.queue.mx import MxFailure, MxPlans
 from poczta.queue.routes import Route
 from poczta.smtp.client_events import (
     DeliveryStatus,
@@ -153,6 +154,7 @@ class Deliverer:
         rng: random.Random | None = None,
     ) -> None:
         self.resolver = resolver
+        self.mx_plans = MxPlans(resolver)
         self.settings = settings
         self.cache = cache
         self.mta_sts = mta_sts
@@ -291,8 +293,7 @@ class Deliverer:
         route = job.route
         if route is not None:
             return await self._relay_hosts(route)
-        plan = await mx_plan(
-            self.resolver,
+        plan = await self.mx_plans.plan(
             job.domain,
             rng=self.rng,
             local_addresses=self.settings.local_addresses,

@@ -1,7 +1,8 @@
 """The MX plan: which hosts to try, in which order, for one destination domain (RFC 5321 5.1).
 
-`mx_plan` asks the `Resolver` (MX, then A and AAAA of each exchange) and hands the
-answers to `plan_from_answers`, which decides without I/O:
+`mx_plan` asks the `Resolver` (MX, then A and AAAA of each exchange: `mx_answers`) and
+hands the answers to `plan_from_answers`, which decides without I/O (`MxPlans` keeps
+the answers of each domain while the DNS answers they came from are cached):
 
 - MX records in preference order, equal preferences shuffled by the injected random
   source; no MX record (the name exists) means the domain itself, at preference 0
@@ -33,7 +34,16 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from poczta.dns import DnsTempError, MxRecord, NXDomain, Resolver, normalize_name
+from poczta.dns import (
+    AnswerTrail,
+    DerivedCache,
+    DnsPythonResolver,
+    DnsTempError,
+    MxRecord,
+    NXDomain,
+    Resolver,
+    normalize_name,
+)
 
 MX_ADDRESS_LIMIT = 5
 MAX_MX_RECORDS = 16  # exchanges resolved at most, the best preferences first
@@ -212,6 +222,57 @@ def _ascii_domain(domain: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class MxAnswers:
+    """What DNS said of a domain's mail hosts, before any order is drawn: its MX records
+    (None without any) and the addresses of the exchanges."""
+
+    domain: str  # as looked up (the A-label form)
+    mx: tuple[MxRecord, ...] | None
+    addresses: Mapping[str, HostAddresses]
+
+    def plan(
+        self,
+        *,
+        rng: random.Random,
+        limit: int = MX_ADDRESS_LIMIT,
+        local_addresses: Collection[str] = (),
+        loopback_is_local: bool = True,
+    ) -> MxPlan | MxFailure:
+        """The plan from these answers, equal preferences in an order `rng` draws now."""
+        return plan_from_answers(
+            self.domain,
+            self.mx,
+            self.addresses,
+            rng=rng,
+            limit=limit,
+            local_addresses=local_addresses,
+            loopback_is_local=loopback_is_local,
+        )
+
+
+async def mx_answers(resolver: Resolver, domain: str) -> MxAnswers | MxFailure:
+    """Look up the MX records of `domain` (a U-label domain as its A-label) and the
+    addresses of its exchanges."""
+    name = _ascii_domain(domain)
+    if name is None or not _is_hostname(name):
+        return MxFailure(domain, True, "5.1.2", f"bad destination domain {domain!r}")
+    try:
+        records = await resolver.mx(name)
+    except NXDomain:
+        return MxFailure(name, True, "5.1.2", f"domain {name} does not exist")
+    except DnsTempError:
+        return MxFailure(name, False, "4.4.3", f"temporary DNS failure looking up MX of {name}")
+    mx = tuple(records) or None
+    best = sorted(records, key=lambda r: r.preference)[:MAX_MX_RECORDS]
+    names = [name] if mx is None else [r.exchange for r in best]
+    wanted = sorted(
+        {n for n in names if _is_hostname(n) and not _is_numeric(n) and not _is_localhost(n)}
+    )
+    found = await asyncio.gather(*(_addresses(resolver, n) for n in wanted))
+    return MxAnswers(name, mx, dict(zip(wanted, found, strict=True)))
+
+
 async def mx_plan(
     resolver: Resolver,
     domain: str,
@@ -222,29 +283,59 @@ async def mx_plan(
     loopback_is_local: bool = True,
 ) -> MxPlan | MxFailure:
     """Look up the MX plan for `domain` (a U-label domain is looked up as its A-label)."""
-    name = _ascii_domain(domain)
-    if name is None or not _is_hostname(name):
-        return MxFailure(domain, True, "5.1.2", f"bad destination domain {domain!r}")
-    try:
-        records = await resolver.mx(name)
-    except NXDomain:
-        return MxFailure(name, True, "5.1.2", f"domain {name} does not exist")
-    except DnsTempError:
-        return MxFailure(name, False, "4.4.3", f"temporary DNS failure looking up MX of {name}")
-    rng = rng or random.Random()
-    mx = records or None
-    best = sorted(records, key=lambda r: r.preference)[:MAX_MX_RECORDS]
-    names = [name] if mx is None else [r.exchange for r in best]
-    wanted = sorted(
-        {n for n in names if _is_hostname(n) and not _is_numeric(n) and not _is_localhost(n)}
-    )
-    found = await asyncio.gather(*(_addresses(resolver, n) for n in wanted))
-    return plan_from_answers(
-        name,
-        mx,
-        dict(zip(wanted, found, strict=True)),
-        rng=rng,
+    answers = await mx_answers(resolver, domain)
+    if isinstance(answers, MxFailure):
+        return answers
+    return answers.plan(
+        rng=rng or random.Random(),
         limit=limit,
         local_addresses=local_addresses,
         loopback_is_local=loopback_is_local,
     )
+
+
+class MxPlans:
+    """MX plans of destination domains, their DNS answers kept between messages.
+
+    With a `DnsPythonResolver` the answers a plan came from are reused for the next
+    message to the same domain while every one of them is still in the resolver's
+    cache unchanged, and for `ttl` seconds at most (`DerivedCache`), so never past a
+    DNS TTL; the order among equal preferences is still drawn for each message
+    (RFC 5321 5.1). Failures are not kept. Other resolvers are asked each time.
+    """
+
+    def __init__(self, resolver: Resolver, *, ttl: float = 60.0, max_entries: int = 10_000) -> None:
+        self.resolver = resolver
+        self._answers: DerivedCache[str, MxAnswers] = DerivedCache(max_entries, ttl=ttl)
+
+    async def plan(
+        self,
+        domain: str,
+        *,
+        rng: random.Random,
+        limit: int = MX_ADDRESS_LIMIT,
+        local_addresses: Collection[str] = (),
+        loopback_is_local: bool = True,
+    ) -> MxPlan | MxFailure:
+        """`mx_plan` for `domain`, from the kept answers while they hold."""
+        answers = self._answers.get(domain)
+        if answers is None:
+            trail = self._trail()
+            found = await mx_answers(trail if trail is not None else self.resolver, domain)
+            if isinstance(found, MxFailure):
+                return found
+            if trail is not None:
+                self._answers.put(domain, found, trail)
+            answers = found
+        return answers.plan(
+            rng=rng,
+            limit=limit,
+            local_addresses=local_addresses,
+            loopback_is_local=loopback_is_local,
+        )
+
+    def _trail(self) -> AnswerTrail | None:
+        resolver = self.resolver
+        if isinstance(resolver, DnsPythonResolver) and self._answers.ttl > 0:
+            return resolver.tracking()
+        return None
