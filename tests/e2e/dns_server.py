@@ -1,8 +1,8 @@
 """A real DNS server for end-to-end tests: dnsmasq on loopback serving the test zones.
 
 `dnsmasq_server` starts one answering for `*.test` only (everything else is refused),
-with TXT, A and MX records given by the test; it yields the port. Tests skip when
-dnsmasq is not installed (Debian: dnsmasq-base, which `make test` installs).
+with TXT, A and MX records given by the test; it yields the port once dnsmasq answers
+there. Tests skip when dnsmasq is not installed (Debian: dnsmasq-base, which `make test` installs).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
 import pytest
 
 from tests.e2e.harness import free_port
@@ -30,6 +33,20 @@ def _txt(name: str, text: str) -> str:
     # character-string of the record: so long values go as strings of 255 octets.
     chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [""]
     return f"--txt-record={name},{','.join(chunks)}"
+
+
+def _answers(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    """Whether dnsmasq on `port` answers a query (any answer) before it exits or
+    `timeout` passes."""
+    query = dns.message.make_query("ready.test", "A")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            dns.query.udp(query, "127.0.0.1", port=port, timeout=0.1)
+            return True
+        except (OSError, dns.exception.Timeout):
+            time.sleep(0.02)
+    return False
 
 
 @contextlib.contextmanager
@@ -62,8 +79,9 @@ def dnsmasq_server(
         *extra,
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.3)
-    if proc.poll() is not None:
+    if not _answers(port, proc):
+        proc.kill()
+        proc.wait(10)
         pytest.skip(f"dnsmasq did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
     try:
         yield port

@@ -1,27 +1,41 @@
-"""A running poczta for end-to-end tests: config, ports, CLI calls, start, stop, kill."""
+"""A running poczta for end-to-end tests: config, ports, CLI calls, start, stop, kill.
+
+Setting up a data directory (`poczta init`, the test users and aliases) is done once per
+host name and domain list in a session and copied for each server: it would otherwise
+cost every server a certificate, a schema and two argon2 hashes. The CLI calls a test
+makes run in this process (`tests.e2e.in_process`), but those that start a server;
+`cli_subprocess` and `run_cli_subprocess` run the installed executable.
+"""
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.in_process import as_text, run_in_process
+
 POCZTA = [sys.executable, "-m", "poczta"]
 SERVICES = ("smtp", "submission", "submissions")
 IMPLICIT_TLS = ("submissions", "pop3s", "imaps")
+#: Commands that run a server (its logging, signals, pid file): always a process of their own.
+RUNS_A_SERVER = (("serve",), ("dev",))
 PASSWORDS = {
     "alice@example.test": "alice-secret-1",
     "bob@example.test": "bob-secret-2",
@@ -117,21 +131,38 @@ class PocztaServer:
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
+        """`poczta ARGS` with this server's config, run in this process; `serve` and `dev`,
+        which run a server (logging, signals, a pid file), as a subprocess."""
+        if args[:1] in RUNS_A_SERVER:
+            return self.cli_subprocess(*args, stdin=stdin, check=check)
+        result = as_text(run_in_process(args, stdin=stdin, env=self._cli_env()))
+        if check and result.returncode != 0:
+            raise AssertionError(f"poczta {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def cli_subprocess(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`poczta ARGS` with this server's config, run as the installed executable."""
         result = subprocess.run(
             [*POCZTA, *args],
             input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "POCZTA_CONFIG": str(self.config)},
+            env={**os.environ, **self._cli_env()},
         )
         if check and result.returncode != 0:
             raise AssertionError(f"poczta {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def start(self, *, own_group: bool = False) -> None:
-        """Start `serve`; `own_group` puts it and its workers in a process group of their
-        own, for `kill_group`."""
+    def _cli_env(self) -> dict[str, str]:
+        return {"POCZTA_CONFIG": str(self.config)}
+
+    def launch(self, *, own_group: bool = False) -> None:
+        """Start `poczta serve` without waiting for it (see `start`, `start_servers`);
+        `own_group` puts it and its workers in a process group of their own, for
+        `kill_group`."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*POCZTA, "serve", "-c", str(self.config)],
@@ -139,8 +170,18 @@ class PocztaServer:
             stderr=subprocess.STDOUT,
             start_new_session=own_group,
         )
+
+    def wait_until_listening(self) -> None:
+        assert self.proc is not None
         for name, port in self.ports.items():
             wait_for_port(port, self.proc, tls=name in IMPLICIT_TLS, host=self.host)
+
+    def start(self, *, own_group: bool = False) -> None:
+        if own_group:
+            self.launch(own_group=True)
+            self.wait_until_listening()
+        else:
+            start_servers(self)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.proc is not None
@@ -172,16 +213,72 @@ class PocztaServer:
         return list(json.loads(out))
 
     def message_bytes(self, user: str, uid: int, mailbox: str = "INBOX") -> bytes:
-        result = subprocess.run(
-            [*POCZTA, "mail", "show", "-c", str(self.config), user, mailbox, str(uid)],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
+        args = ("mail", "show", "-c", str(self.config), user, mailbox, str(uid))
+        result = run_in_process(args, env={"POCZTA_CONFIG": None})
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
         return result.stdout
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_servers(*servers: PocztaServer) -> None:
+    """Start every server at once, then wait until each one listens; if one does not,
+    kill them all (a fixture that fails to start has no teardown to do it)."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_until_listening()
+    except BaseException:
+        for server in servers:
+            if server.proc is not None:
+                server.kill()
+        raise
+
+
+#: Settings that change what set-up does or writes (the store, the certificate files, the
+#: password policy, the system user): with one in a test's config, its data directory is
+#: set up in place instead of copied.
+_SETUP_SETTINGS = ("[store]", "[tls]", "min_password_length", "user =")
+_set_up: dict[tuple[str, tuple[str, ...]], Path] = {}
+
+
+def _set_up_data_dir(server: PocztaServer) -> None:
+    """`poczta init` into the server's data dir, then the test users and aliases when it
+    serves example.test."""
+    server.cli(
+        "init",
+        "-c",
+        str(server.root / "unused.toml"),
+        "--data-dir",
+        str(server.root / "data"),
+        "--hostname",
+        server.hostname,
+        "--user",
+        "",  # as root, too: these tests' servers stay root (see test_root_e2e for the change)
+    )
+    # `init` wrote the certificate into the data dir; the test config uses the same defaults.
+    if "example.test" not in server.domains:
+        return
+    for address, password in PASSWORDS.items():
+        server.cli("user", "add", address, "--password-stdin", stdin=password + "\n")
+    server.cli("alias", "add", "info@example.test", "alice@example.test")
+    server.cli("alias", "add", "alice.smith@example.test", "alice@example.test")
+
+
+def _set_up_once(hostname: str, domains: tuple[str, ...]) -> Path:
+    """A data directory set up for `hostname` and `domains`, made on first use in this
+    session and removed at its end."""
+    key = (hostname, domains)
+    if key not in _set_up:
+        root = Path(tempfile.mkdtemp(prefix="poczta-e2e-setup-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        template = PocztaServer(root, {}, hostname=hostname, domains=domains)
+        template.write_config()
+        _set_up_data_dir(template)
+        _set_up[key] = root / "data"
+    return _set_up[key]
 
 
 def make_server(
@@ -205,24 +302,10 @@ def make_server(
         domains=domains,
     )
     server.write_config()
-    server.cli(
-        "init",
-        "-c",
-        str(server.root / "unused.toml"),
-        "--data-dir",
-        str(server.root / "data"),
-        "--hostname",
-        hostname,
-        "--user",
-        "",  # as root, too: these tests' servers stay root (see test_root_e2e for the change)
-    )
-    # `init` wrote the certificate into the data dir; the test config uses the same defaults.
-    if "example.test" not in domains:
-        return server
-    for address, password in PASSWORDS.items():
-        server.cli("user", "add", address, "--password-stdin", stdin=password + "\n")
-    server.cli("alias", "add", "info@example.test", "alice@example.test")
-    server.cli("alias", "add", "alice.smith@example.test", "alice@example.test")
+    if any(name in extra_config + top_config for name in _SETUP_SETTINGS):
+        _set_up_data_dir(server)
+    else:
+        shutil.copytree(_set_up_once(hostname, domains), root / "data")
     return server
 
 
@@ -244,7 +327,17 @@ def run_cli(
     *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`poczta ARGS` in `cwd` with stdin and stdout not a terminal; $POCZTA_CONFIG only
-    when `env` sets it."""
+    when `env` sets it. Run in this process, but `serve` and `dev` (see `PocztaServer.cli`)."""
+    if args[:1] in RUNS_A_SERVER:
+        return run_cli_subprocess(*args, cwd=cwd, stdin=stdin, env=env)
+    overrides: dict[str, str | None] = {"POCZTA_CONFIG": None, **(env or {})}
+    return as_text(run_in_process(args, stdin=stdin, env=overrides, cwd=cwd))
+
+
+def run_cli_subprocess(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli`, by the installed executable."""
     base = {k: v for k, v in os.environ.items() if k != "POCZTA_CONFIG"}
     return subprocess.run(
         [*POCZTA, *args],

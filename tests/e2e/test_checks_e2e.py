@@ -120,7 +120,7 @@ def test_incoming_mail_is_checked(server: PocztaServer) -> None:
     verdict = stored.split("Authentication-Results: ", 1)[0]
     assert "dnsbl=pass policy.zone=bl.test" in verdict and "greylist=pass" in verdict
 
-    why = server.cli("why", RCPT, "Junk", str(junk_box[0]["uid"])).stdout
+    why = server.cli_subprocess("why", RCPT, "Junk", str(junk_box[0]["uid"])).stdout
     assert "verdict: junk" in why and "SPF fail for junky.test" in why
     for line in ("spf       fail", "dkim      none", "dmarc     none", "dnsbl     pass"):
         assert line in why

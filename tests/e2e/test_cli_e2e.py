@@ -1,4 +1,8 @@
-"""The command line as an admin uses it: init, config check, domains, users, aliases, errors."""
+"""The command line as an admin uses it: init, config check, domains, users, aliases, errors.
+
+Most commands run in this process (`tests.e2e.in_process`); those called through
+`run_executable` run as the installed executable, so each family here runs as one too.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,13 @@ import pytest
 
 from tests.e2e.harness import POCZTA, free_port, wait_for_port
 from tests.e2e.harness import run_cli as run
+from tests.e2e.harness import run_cli_subprocess as run_executable
 
 pytestmark = pytest.mark.e2e
 
 
 def test_init_then_config_check_and_accounts(tmp_path: Path) -> None:
-    result = run(
+    result = run_executable(
         "init",
         "--hostname",
         "mail.example.org",
@@ -33,12 +38,11 @@ def test_init_then_config_check_and_accounts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "poczta.toml").is_file()
     assert (tmp_path / "data").is_dir()
-    assert run("config", "check", "poczta.toml", cwd=tmp_path).returncode == 0
+    assert run_executable("config", "check", "poczta.toml", cwd=tmp_path).returncode == 0
 
-    assert run("domain", "list", "-c", "poczta.toml", cwd=tmp_path).stdout.split() == [
-        "example.org"
-    ]
-    added = run(
+    domains = run_executable("domain", "list", "-c", "poczta.toml", cwd=tmp_path).stdout
+    assert domains.split() == ["example.org"]
+    added = run_executable(
         "user",
         "add",
         "-c",
@@ -51,7 +55,7 @@ def test_init_then_config_check_and_accounts(tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     assert "alice@example.org" in run("user", "list", "-c", "poczta.toml", cwd=tmp_path).stdout
     assert (
-        run(
+        run_executable(
             "alias", "add", "-c", "poczta.toml", "@example.org", "alice@example.org", cwd=tmp_path
         ).returncode
         == 0
@@ -133,11 +137,11 @@ def test_config_check_names_file_line_and_key(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path: Path) -> None:
-    missing = run("serve", "-c", "does-not-exist.toml", cwd=tmp_path)
+    missing = run_executable("serve", "-c", "does-not-exist.toml", cwd=tmp_path)
     assert missing.returncode != 0
     assert "Traceback" not in missing.stderr
     assert "does-not-exist.toml" in missing.stderr
-    noconf = run("user", "list", cwd=tmp_path)
+    noconf = run_executable("user", "list", cwd=tmp_path)
     assert noconf.returncode != 0 and "Traceback" not in noconf.stderr
 
 
@@ -149,7 +153,7 @@ def test_help_everywhere(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
-    version = run("--version", cwd=tmp_path).stdout
+    version = run_executable("--version", cwd=tmp_path).stdout
     script = Path(sys.executable).parent / "poczta"  # .venv/bin/poczta, which scripts rely on
     assert script.exists(), f"no console script at {script}"
     other = subprocess.run([str(script), "--version"], capture_output=True, text=True)

@@ -1,5 +1,9 @@
 """The admin's view of accounts and mail through the CLI: whole values in pipes, removals
-that ask first, and moving a message out of Junk."""
+that ask first, and moving a message out of Junk.
+
+The pipes and the terminal are the installed executable's; the other commands run in
+this process (`tests.e2e.in_process`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from poczta.app import open_store
 from poczta.config import load_config
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget
-from tests.e2e.harness import POCZTA, run_cli
+from tests.e2e.harness import POCZTA, run_cli, run_cli_subprocess
 
 pytestmark = pytest.mark.e2e
 
@@ -61,16 +65,18 @@ async def _seed(config_file: Path) -> None:
 
 
 def test_tables_print_whole_values_when_not_on_a_terminal(admin_dir: Path) -> None:
-    users = run_cli("user", "list", cwd=admin_dir).stdout.splitlines()
+    users = run_cli_subprocess("user", "list", cwd=admin_dir).stdout.splitlines()
     assert users[0] == "address\tcreated"
     assert any(line.startswith(f"{LONG_USER}\t") for line in users)
-    aliases = run_cli("alias", "list", cwd=admin_dir).stdout.splitlines()
+    aliases = run_cli_subprocess("alias", "list", cwd=admin_dir).stdout.splitlines()
     assert f"info-{LONG_USER}\talice@example.org" in aliases
-    mails = run_cli("mail", "list", "alice@example.org", "--mailbox", "Junk", cwd=admin_dir)
+    mails = run_cli_subprocess(
+        "mail", "list", "alice@example.org", "--mailbox", "Junk", cwd=admin_dir
+    )
     [header, row] = mails.stdout.splitlines()
     assert header == "uid\tdate\tfrom\tsubject\tsize\tflags"
     assert row.split("\t")[:4] == ["1", "2025-01-02T03:04:05", LONG_SENDER, "cheap watches"]
-    queued = run_cli("queue", "list", cwd=admin_dir).stdout
+    queued = run_cli_subprocess("queue", "list", cwd=admin_dir).stdout
     assert f"\t{LONG_SENDER}\t{LONG_RECIPIENT}\t" in queued
     grep = subprocess.run(
         f"{' '.join(POCZTA)} queue list | grep -c {LONG_RECIPIENT}",

@@ -8,61 +8,20 @@ named with what was found, and the exit status is 1.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from poczta.mailauth.dkim_sign import generate_dkim_key
-from tests.e2e.harness import PocztaServer, free_port, make_server
+from tests.e2e.dns_server import dnsmasq_server
+from tests.e2e.harness import PocztaServer, make_server
 
 pytestmark = pytest.mark.e2e
 
-DNSMASQ = shutil.which("dnsmasq") or (
-    "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None
-)
 HOST, HOST_IP = "mx.example.test", "127.0.0.1"
-
-
-@contextlib.contextmanager
-def dnsmasq(
-    workdir: Path, port: int, txt: Mapping[str, str], extra: Sequence[str]
-) -> Iterator[None]:
-    def txt_record(name: str, text: str) -> str:
-        # dnsmasq keeps quotes as data, and a comma starts the next character-string.
-        chunks = [text[i : i + 255] for i in range(0, len(text), 255)]
-        return f"--txt-record={name},{','.join(chunks)}"
-
-    args = [
-        str(DNSMASQ),
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        f"--port={port}",
-        "--local=/test/",
-        "--local=/127.in-addr.arpa/",
-        f"--pid-file={workdir / 'dnsmasq.pid'}",
-        *(txt_record(name, text) for name, text in txt.items()),
-        *extra,
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.3)
-    if proc.poll() is not None:
-        pytest.skip(f"dnsmasq did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def published(server: PocztaServer, domain: str) -> dict[str, str]:
@@ -73,12 +32,8 @@ def published(server: PocztaServer, domain: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
-    if DNSMASQ is None:
-        pytest.skip("dnsmasq is not installed (Debian: apt-get install dnsmasq-base)")
     root = Path(tmp_path_factory.mktemp("dns"))
-    port = free_port()
-    dns = f'[dns]\nnameservers = ["127.0.0.1"]\nport = {port}\ntimeout = 1.0\n'
-    srv = make_server(root, dns, services=("smtp",))
+    srv = make_server(root, services=("smtp",))
     srv.cli("domain", "add", "good.test")  # with its rsa key
     srv.cli("dkim", "generate", "example.test", "--selector", "main")
     srv.cli("dkim", "generate", "example.test", "--selector", "ed", "--algorithm", "ed25519")
@@ -97,12 +52,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
         "_smtp._tls.example.test": mine["_smtp._tls.example.test"],
     }
     extra = [
-        f"--host-record={HOST},{HOST_IP}",  # its PTR too
+        "--local=/127.in-addr.arpa/",
         f"--mx-host=good.test,{HOST},10",
         f"--mx-host=example.test,{HOST},10",
         f"--cname=mta-sts.good.test,{HOST}",
     ]
-    with dnsmasq(root, port, zone, extra):
+    # the host record gives its PTR too
+    with dnsmasq_server(root, txt=zone, hosts={HOST: HOST_IP}, extra=extra) as port:
+        srv.extra_config = f'[dns]\nnameservers = ["127.0.0.1"]\nport = {port}\ntimeout = 1.0\n'
+        srv.write_config()
         yield srv
 
 
@@ -158,7 +116,7 @@ def test_wrong_and_missing_records_are_named(server: PocztaServer) -> None:
 
 
 def test_check_in_words(server: PocztaServer) -> None:
-    result = server.cli("dns", "example.test", "--check", check=False)
+    result = server.cli_subprocess("dns", "example.test", "--check", check=False)  # the executable
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert any(line.startswith("OK ") and "(MX example.test)" in line for line in lines)

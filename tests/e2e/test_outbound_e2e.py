@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.e2e.dns_server import dnsmasq_server
-from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server
+from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server, start_servers
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +91,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         group = Servers(receiver, sender, relay, relayed)
         for server in (receiver, sender, relay, relayed):
             server.write_config()
-            server.start()
+        start_servers(receiver, sender, relay, relayed)
         try:
             yield group
         finally:

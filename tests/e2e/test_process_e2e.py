@@ -60,7 +60,7 @@ def test_files_are_private_and_a_loosened_one_is_warned_about(tmp_path: Path) ->
 
 def serve(server: PocztaServer, *extra: str) -> subprocess.CompletedProcess[str]:
     """`poczta serve` expected to give up at start."""
-    return server.cli("serve", "-c", str(server.config), *extra, check=False)
+    return server.cli_subprocess("serve", "-c", str(server.config), *extra, check=False)
 
 
 def test_a_second_server_on_the_same_data_dir_refuses(fresh_poczta: PocztaServer) -> None:

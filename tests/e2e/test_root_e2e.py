@@ -198,14 +198,14 @@ def test_the_wrong_user_is_refused_and_the_right_one_needs_its_capability(
 
     data = base / "data"
     os.chown(data, 0, 0)  # as if an older poczta had run as root: its files are root's
-    taken = server.cli("serve", "-c", str(server.config), check=False)
+    taken = server.cli_subprocess("serve", "-c", str(server.config), check=False)
     assert (taken.returncode, taken.stderr.splitlines()[-1]) == (
         1,
         f"poczta: data dir {data} belongs to root, not {USER}: chown -R {USER}: {data}",
     )
     os.chown(data, pwd.getpwnam(USER).pw_uid, 0)
     base.chmod(0o700)  # the user cannot get to its data dir
-    closed = server.cli("serve", "-c", str(server.config), check=False)
+    closed = server.cli_subprocess("serve", "-c", str(server.config), check=False)
     assert (closed.returncode, closed.stderr.splitlines()[-1]) == (
         1,
         f"poczta: user: poczta now runs as {USER}, who cannot reach the data dir {data}"
@@ -244,7 +244,7 @@ def test_a_python_the_user_cannot_read_is_one_clear_error(base: Path) -> None:
     if runs_as_user([sys.executable], dict(os.environ)):
         pytest.skip(f"{USER} can read this Python: nothing to refuse")
     server = init_for_user(base)
-    result = server.cli("serve", "-c", str(server.config), check=False)
+    result = server.cli_subprocess("serve", "-c", str(server.config), check=False)
     assert result.returncode == 1
     assert re.fullmatch(
         rf"poczta: user: poczta now runs as {USER}, who cannot read /\S+: install poczta"

@@ -107,7 +107,7 @@ def test_the_recipient_beyond_the_message_limit_gets_452(server: PocztaServer) -
 
 
 def test_overrides_and_usage_show_in_the_cli(server: PocztaServer) -> None:
-    shown = json.loads(server.cli("user", "show", ALICE, "--json").stdout)
+    shown = json.loads(server.cli_subprocess("user", "show", ALICE, "--json").stdout)
     assert shown["address"] == ALICE
     assert {b["name"] for b in shown["mailboxes"]} >= {"INBOX", "Sent", "Junk"}
     assert shown["usage"]["messages_last_hour"] == PER_HOUR

@@ -142,7 +142,7 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
         server = make_server(tmp_path, services=("smtp",), top_config="workers = 2\n")
         server.ports["smtp"] = taken.getsockname()[1]
         server.write_config()
-        result = server.cli("serve", "-c", str(server.config), check=False)
+        result = server.cli_subprocess("serve", "-c", str(server.config), check=False)
     assert result.returncode == 1
     port = server.ports["smtp"]
     assert f"poczta: listeners.smtp: 127.0.0.1:{port}: address already in use" in result.stderr
