@@ -237,6 +237,17 @@ def start_servers(*servers: PocztaServer) -> None:
         raise
 
 
+def stop_servers(*servers: PocztaServer) -> None:
+    """Stop every running server: all are told at once, then each is waited for."""
+    running = [server for server in servers if server.proc is not None]
+    for server in running:
+        assert server.proc is not None
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+    for server in running:
+        server.stop()
+
+
 #: Settings that change what set-up does or writes (the store, the certificate files, the
 #: password policy, the system user): with one in a test's config, its data directory is
 #: set up in place instead of copied.

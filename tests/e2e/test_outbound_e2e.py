@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import pytest
 
 from tests.e2e.dns_server import dnsmasq_server
-from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server, start_servers
+from tests.e2e.harness import (
+    PASSWORDS,
+    PocztaServer,
+    client_tls,
+    make_server,
+    start_servers,
+    stop_servers,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -95,9 +102,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         try:
             yield group
         finally:
-            for server in (receiver, sender, relay, relayed):
-                if server.proc is not None:
-                    server.stop()
+            stop_servers(receiver, sender, relay, relayed)
 
 
 def submit(server: PocztaServer, subject: str, to: str = BOB) -> None:
