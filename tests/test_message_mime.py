@@ -193,6 +193,7 @@ def test_content_type_parameters() -> None:
         ("charset", "unterminated"),
     )
     assert parse_content_type('(x) multipart/mixed; boundary="a b"')[2] == (("boundary", "a b"),)
+    assert parse_content_type('text/plain; x-1="\\\\"; x-2=b')[2] == (("x-1", "\\"), ("x-2", "b"))
     assert parse_language("en, (comment) de-DE,,fr") == ("en", "de-DE", "fr")
 
 
@@ -274,7 +275,13 @@ _LEAF = st.tuples(
     st.sampled_from(["text/plain", "text/html", "application/octet-stream", "image/png"]),
     st.dictionaries(
         _TOKENS.map(lambda t: "x-" + t),
-        st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12),
+        # No backslash: the stdlib reference misreads the quoted pair it writes for one
+        # (`x="\\"` comes back as the rest of the field), so it cannot judge ours there.
+        st.text(
+            st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\\"),
+            min_size=1,
+            max_size=12,
+        ),
         max_size=3,
     ),
     st.binary(max_size=200),
