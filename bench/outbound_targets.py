@@ -185,33 +185,9 @@ class RelayPostfix(PostfixTarget):
 
     def main_cf(self) -> str:
         o = self.relay_opts
-        return f"""\
-# Private benchmark instance, written by poczta's bench/outbound.
-compatibility_level = 3.6
-config_directory = {self.etc}
-queue_directory = {self.queue}
-data_directory = {self.data}
-syslog_name = postfix-bench
-maillog_file = {self.logfile}
-maillog_file_prefixes = {self.workdir}
-myhostname = bench.test
-mydomain = bench.test
-myorigin = example.test
-mydestination =
-relayhost =
-inet_interfaces = {HOST}
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
-biff = no
-append_dot_mydomain = no
-smtpd_peername_lookup = no
-smtp_host_lookup = native
-smtp_dns_support_level = disabled
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-smtpd_client_message_rate_limit = 0
+        return (
+            self.private_instance_cf("bench/outbound", "bench.test", "example.test")
+            + f"""\
 smtpd_recipient_restrictions = permit_mynetworks, reject
 # every message accepted goes to the hold queue until the benchmark releases it
 smtpd_end_of_data_restrictions = check_client_access static:HOLD
@@ -220,6 +196,7 @@ transport_maps = texthash:{self.transport}
 default_process_limit = {o.connections}
 default_destination_concurrency_limit = {o.concurrency}
 """
+        )
 
     def start(self) -> None:
         self._paths()

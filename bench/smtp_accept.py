@@ -211,10 +211,11 @@ class PostfixTarget(Target):
     def postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(["postfix", "-c", str(self.etc), *args], check=check)
 
-    def main_cf(self) -> str:
-        limit = max(200, 4 * max(self.opts.concurrency))
+    def private_instance_cf(self, writer: str, hostname: str, origin: str) -> str:
+        """The head of main.cf every benchmark's private Postfix shares: its own
+        directories and log, loopback only, no local delivery, no DNS anywhere."""
         return f"""\
-# Private benchmark instance, written by poczta's bench/smtp_accept.
+# Private benchmark instance, written by poczta's {writer}.
 compatibility_level = 3.6
 config_directory = {self.etc}
 queue_directory = {self.queue}
@@ -222,9 +223,9 @@ data_directory = {self.data}
 syslog_name = postfix-bench
 maillog_file = {self.logfile}
 maillog_file_prefixes = {self.workdir}
-myhostname = {HELO}
-mydomain = {HELO}
-myorigin = {HELO}
+myhostname = {hostname}
+mydomain = {hostname}
+myorigin = {origin}
 mydestination =
 relayhost =
 inet_interfaces = {HOST}
@@ -234,16 +235,22 @@ alias_maps =
 alias_database =
 biff = no
 append_dot_mydomain = no
-# no DNS anywhere
 smtpd_peername_lookup = no
 smtp_host_lookup = native
 lmtp_host_lookup = native
 smtp_dns_support_level = disabled
-# enough processes and connections for the highest concurrency
-default_process_limit = {limit}
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
+"""
+
+    def main_cf(self) -> str:
+        limit = max(200, 4 * max(self.opts.concurrency))
+        return (
+            self.private_instance_cf("bench/smtp_accept", HELO, HELO)
+            + f"""\
+# enough processes and connections for the highest concurrency
+default_process_limit = {limit}
 # the recipient domain goes to one Maildir
 virtual_mailbox_domains = {DOMAIN}
 virtual_mailbox_base = {self.base}
@@ -251,6 +258,7 @@ virtual_mailbox_maps = texthash:{self.etc}/vmailbox
 virtual_uid_maps = static:{self.vmail_uid}
 virtual_gid_maps = static:{self.vmail_gid}
 """
+        )
 
     def master_cf(self) -> str:
         limit = max(200, 4 * max(self.opts.concurrency))
