@@ -29,6 +29,7 @@ from poczta.mailauth.spf import SpfResult, SpfResultCode
 from poczta.mailauth.verdict import (
     Action,
     CheckResults,
+    Decider,
     PolicySettings,
     Verdict,
     decide,
@@ -475,3 +476,32 @@ def test_reply_texts_name_no_configured_network_zone_or_internal_detail() -> Non
     assert verdicts[3].text == "SPF check failed for example.org"
     assert any(secret in r for r in verdicts[2].reasons)  # the detail stays for the log
     assert any("10.1.2.3 in an exempt network" in r for r in verdicts[1].reasons)
+
+
+def test_decider_shares_one_verdict_per_distinct_results() -> None:
+    decider = Decider(PolicySettings(spf_fail="junk"), max_entries=2)
+    failing = CheckResults(spf=spf(SpfResultCode.FAIL))
+    first = decider(failing)
+    again = decider(CheckResults(spf=spf(SpfResultCode.FAIL)))  # equal, not the same object
+    assert again is first
+    assert first == decide(failing, PolicySettings(spf_fail="junk"))
+    assert first.action is Action.JUNK
+    assert decider(CheckResults(spf=spf(SpfResultCode.PASS))).action is Action.ACCEPT
+
+
+def test_decider_memory_is_bounded() -> None:
+    decider = Decider(max_entries=2)
+    results = [CheckResults(dnsbl=(listed(subject=f"192.0.2.{i}"),)) for i in range(5)]
+    verdicts = [decider(r) for r in results]
+    assert len(decider._verdicts) <= 2
+    assert [v.reasons for v in verdicts] == [decide(r).reasons for r in results]
+
+
+def test_shared_verdict_log_fields_and_resinfos_are_copies() -> None:
+    v = verdict(spf=spf(SpfResultCode.PASS), dmarc=dmarc("pass"))
+    fields = v.log_fields()
+    fields["action"] = "changed"
+    infos = v.resinfos()
+    infos.clear()
+    assert v.log_fields()["action"] == "accept"
+    assert [i.method for i in v.resinfos()] == ["spf", "dmarc"]

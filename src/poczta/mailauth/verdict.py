@@ -66,7 +66,7 @@ from poczta.mailauth.results import (
 )
 from poczta.mailauth.spf import SpfResult, SpfResultCode
 
-__all__ = ["Action", "CheckResults", "PolicySettings", "Verdict", "decide", "reply_text"]
+__all__ = ["Action", "CheckResults", "Decider", "PolicySettings", "Verdict", "decide", "reply_text"]
 
 
 class Action(StrEnum):
@@ -325,23 +325,30 @@ class Verdict:
 
     def log_fields(self) -> dict[str, str | int | bool]:
         """One flat dict for the structured log line: the action, the reasons and every
-        check's result."""
-        out: dict[str, str | int | bool] = {
-            "action": self.action.value,
-            "enforced": self.enforced.value,
-            "report_only": self.report_only,
-            "code": self.code,
-            "enhanced": self.enhanced,
-            "reasons": "; ".join(self.reasons) or "none",
-        }
-        out.update(_check_fields(self.results))
-        return out
+        check's result. (Worked out once per verdict, which `Decider` shares.)"""
+        fields: dict[str, str | int | bool] | None = self.__dict__.get("_log_fields")
+        if fields is None:
+            fields = {
+                "action": self.action.value,
+                "enforced": self.enforced.value,
+                "report_only": self.report_only,
+                "code": self.code,
+                "enhanced": self.enhanced,
+                "reasons": "; ".join(self.reasons) or "none",
+            }
+            fields.update(_check_fields(self.results))
+            object.__setattr__(self, "_log_fields", fields)
+        return dict(fields)
 
     def resinfos(self) -> list[ResInfo]:
         """The Authentication-Results entries of the checks that ran and have a registered
         method (RFC 8601 section 2.7: spf, dkim, dmarc). The others (dnsbl, greylist)
         are at the end of `reasons`, in the same syntax."""
-        return _resinfos(self.results)
+        infos: list[ResInfo] | None = self.__dict__.get("_resinfos")
+        if infos is None:
+            infos = _resinfos(self.results)
+            object.__setattr__(self, "_resinfos", infos)
+        return list(infos)
 
 
 def decide(results: CheckResults, policy: PolicySettings | None = None) -> Verdict:
@@ -375,6 +382,30 @@ def decide(results: CheckResults, policy: PolicySettings | None = None) -> Verdi
         report_only=policy.report_only,
         decided_by=tuple(dict.fromkeys(f.check for f in deciding)),
     )
+
+
+class Decider:
+    """`decide` by one policy, remembered for each distinct `CheckResults`.
+
+    Much mail repeats its results exactly (the same client, sender, authors and
+    signatures), and a verdict depends on nothing else, so each distinct set is decided
+    once; the verdicts handed out are shared and must not be changed. At most
+    `max_entries` are kept: the memory is emptied when it is full, which costs less
+    than ordering it by use."""
+
+    def __init__(self, policy: PolicySettings | None = None, max_entries: int = 4096) -> None:
+        self.policy = policy or PolicySettings()
+        self.max_entries = max_entries
+        self._verdicts: dict[CheckResults, Verdict] = {}
+
+    def __call__(self, results: CheckResults) -> Verdict:
+        verdict = self._verdicts.get(results)
+        if verdict is None:
+            verdict = decide(results, self.policy)
+            if len(self._verdicts) >= self.max_entries:
+                self._verdicts.clear()
+            self._verdicts[results] = verdict
+        return verdict
 
 
 # --- logging and Authentication-Results ---------------------------------------------------

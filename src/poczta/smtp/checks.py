@@ -45,7 +45,7 @@ from poczta.mailauth.dnsbl import DnsblKind, DnsblStatus, DnsblZone, ZoneResult,
 from poczta.mailauth.greylist import GreylistDecision, Greylister, GreylistOutcome, verified_domains
 from poczta.mailauth.results import authentication_results_header
 from poczta.mailauth.spf import SpfResult, SpfResultCode, check_spf
-from poczta.mailauth.verdict import Action, CheckResults, PolicySettings, Verdict, decide
+from poczta.mailauth.verdict import Action, CheckResults, Decider, PolicySettings, Verdict
 from poczta.message.header import HeaderSection, split_header
 from poczta.smtp.verdict_header import (
     VERDICT_HEADER,
@@ -123,6 +123,8 @@ class MailChecks:
         self.dmarc_policies: DerivedCache[str, PolicyRecords] = DerivedCache(
             self.max_results, ttl=self.result_ttl
         )
+        self.decide = Decider(self.policy)
+        self._headers: dict[int, tuple[Verdict, bytes]] = {}
         load_public_suffix_list()  # now, rather than on the event loop with the first message
 
     def connect(self, client_ip: str) -> InboundChecks:
@@ -137,6 +139,24 @@ class MailChecks:
     @property
     def domain_zones(self) -> list[DnsblZone]:
         return [z for z in self.zones if z.kind is DnsblKind.DOMAIN]
+
+    def verdict_headers(self, verdict: Verdict) -> bytes:
+        """Our X-Poczta-Verdict and Authentication-Results fields for `verdict`, worked
+        out once for each verdict `decide` shares."""
+        # Keyed by identity: the entry keeps its verdict alive, so the id is not reused.
+        found = self._headers.get(id(verdict))
+        if found is not None and found[0] is verdict:
+            return found[1]
+        headers = self._render_headers(verdict)
+        if len(self._headers) >= self.decide.max_entries:
+            self._headers.clear()
+        self._headers[id(verdict)] = (verdict, headers)
+        return headers
+
+    def _render_headers(self, verdict: Verdict) -> bytes:
+        return verdict_header(verdict) + authentication_results_header(
+            self.authserv_id, verdict.resinfos()
+        )
 
     def answer_trail(self) -> AnswerTrail | None:
         """A resolver view recording the answers a check uses, when results can be cached."""
@@ -309,16 +329,16 @@ class InboundChecks:
 
     async def recipient(self, address: str) -> CheckDecision:
         """Blocklists, then greylisting, for one (local, existing) recipient."""
-        policy = self.checks.policy
+        decide = self.checks.decide
         dnsbl = await self._dnsbl_so_far()
         greylister = self.checks.greylister
         # Only a blocklist that did not simply pass can refuse before greylisting.
         if greylister is None or any(r.status is not DnsblStatus.PASS for r in dnsbl):
-            verdict = decide(CheckResults(dnsbl=tuple(dnsbl)), policy)
+            verdict = decide(CheckResults(dnsbl=tuple(dnsbl)))
             if verdict.action in _REFUSING or greylister is None:
                 return CheckDecision(verdict, "rcpt")
         greylist = await self._greylist_check(greylister, address)
-        verdict = decide(CheckResults(dnsbl=tuple(dnsbl), greylist=greylist), policy)
+        verdict = decide(CheckResults(dnsbl=tuple(dnsbl), greylist=greylist))
         if verdict.action not in _REFUSING:
             self._greylist.append(greylist)
         return CheckDecision(verdict, "rcpt")
@@ -372,13 +392,11 @@ class InboundChecks:
         if greylist is None and self._greylist:
             greylist = self._greylist[0]
         results = CheckResults(spf, tuple(dkim), dmarc, tuple(dnsbl), greylist)
-        verdict = decide(results, checks.policy)
+        verdict = checks.decide(results)
         if verdict.action in _REFUSING:
             return CheckDecision(verdict, "data")
         stripped, stripped_header = without_our_claims(data, header, checks.authserv_id)
-        headers = verdict_header(verdict) + authentication_results_header(
-            checks.authserv_id, verdict.resinfos()
-        )
+        headers = checks.verdict_headers(verdict)
         return CheckDecision(verdict, "data", headers, stripped, stripped_header)
 
     async def _data_checks(
