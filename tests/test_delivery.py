@@ -118,3 +118,14 @@ def test_remote_only_mail_is_queued_without_return_path(tmp_path: Path) -> None:
         assert await store.read_blob(entry.digest) == MESSAGE
 
     run(tmp_path, body)
+
+
+def test_final_delivery_makes_a_part_holding_a_nul_textual() -> None:
+    data = b"Subject: x\r\nContent-Type: text/plain\r\n\r\nab\x00cd\r\n"
+    stored = with_return_path(data, "a@client.test")
+    assert b"\x00" not in stored
+    assert stored.startswith(b"Return-Path: <a@client.test>\r\nSubject: x\r\n")
+    assert stored.endswith(b"Content-Transfer-Encoding: base64\r\n\r\nYWIAY2QNCg==\r\n")
+    assert with_return_path(b"Subject: y\r\n\r\nplain\r\n", "") == (
+        b"Return-Path: <>\r\nSubject: y\r\n\r\nplain\r\n"
+    )

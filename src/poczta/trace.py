@@ -1,4 +1,4 @@
-"""Trace header fields (RFC 5321 4.4): text fit for a header, and Return-Path at final delivery.
+"""Trace header fields (RFC 5321 4.4): text fit for a header, and the copy final delivery stores.
 
 Values a client chose (its EHLO name, the addresses) are validated by the SMTP core
 already; `header_text` is the second line of defence for every value copied into a
@@ -8,6 +8,7 @@ trace field, so a mistake elsewhere can never end or fold a header early.
 from __future__ import annotations
 
 from poczta.message.header import HeaderSection, split_header
+from poczta.message.textual import textual_form
 
 
 def header_text(value: object) -> str:
@@ -32,7 +33,11 @@ def final_delivery_copy(
 ) -> tuple[bytes, HeaderSection]:
     """The message as final delivery stores it, with its header section: our Return-Path
     first, any the client sent deleted with its folded lines (RFC 5321 4.4: at final
-    delivery the field is ours)."""
+    delivery the field is ours), and a part holding a NUL octet made textual (see
+    `poczta.message.textual`)."""
+    if b"\x00" in data:
+        data = textual_form(data)
+        header = split_header(data)
     kept, section = header.without(data, lambda f: f.key == "return-path")
     return section.prepended(kept, return_path(sender))
 

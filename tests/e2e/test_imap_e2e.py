@@ -225,3 +225,27 @@ def test_status_deleted_storage_sums_the_deleted_messages(server: PocztaServer) 
     _, data = client.status("Cleanup", "(MESSAGES DELETED-STORAGE)")
     assert data[0] == b'"Cleanup" (MESSAGES 1 DELETED-STORAGE 0)'
     client.logout()
+
+
+def test_a_nul_octet_delivered_over_smtp_never_reaches_body_but_binary_gives_it(
+    server: PocztaServer,
+) -> None:
+    content = b"before\x00after, and more \x00 octets\r\n"
+    message = (
+        b"From: Carol <carol@remote.test>\r\nTo: bob@example.test\r\nSubject: nul octets\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n\r\n" + content
+    )
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
+        smtp.sendmail("carol@remote.test", [BOB], message)
+    client = login(server, BOB)
+    client.select("INBOX")
+    _, found = client.uid("SEARCH", "SUBJECT", '"nul octets"')
+    uid = found[0].split()[-1].decode()
+    _, fetched = client.uid("FETCH", uid, "(BODY.PEEK[] BINARY.PEEK[1])")
+    (body_head, stored), (binary_head, binary) = fetched[0], fetched[1]
+    assert b"BODY[]" in body_head and b"BINARY[1] ~{" in binary_head
+    assert b"\x00" not in stored
+    assert b"Content-Transfer-Encoding: base64" in stored
+    assert b"Return-Path: <carol@remote.test>" in stored
+    assert binary == content
+    client.logout()

@@ -7,7 +7,7 @@ are collected as they arrive and stored when the command is complete; a client t
 disconnects in the middle leaves nothing stored. Bare LF line ends are stored as CRLF,
 as IMAP requires of messages (RFC 9051 §2.3.1), so sizes and sections agree; a binary
 literal (literal8, RFC 3516) keeps its line ends, and its binary parts are stored
-base64-encoded (`poczta.imap.textual`), so that no FETCH but BINARY ever has to send
+base64-encoded (`poczta.message.textual`), so that no FETCH but BINARY ever has to send
 a NUL octet. An OK means the message is durable: the store answers only after its
 group commit is on disk.
 MULTIAPPEND stores its messages one after the other; should one fail, those before it
@@ -28,9 +28,9 @@ from poczta.imap.events import LiteralPending
 from poczta.imap.names import canonical
 from poczta.imap.sequence import compact
 from poczta.imap.session.quota import OVERQUOTA, lacks_room
-from poczta.imap.textual import needs_textual_form, textual_form
 from poczta.logs import log
 from poczta.message import parse_message
+from poczta.message.textual import needs_textual_form, textual_form
 from poczta.store.base import DeliveryTarget, MailboxId, NotFound, StoreError, normalize_flags
 
 if TYPE_CHECKING:

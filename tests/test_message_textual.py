@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poczta.imap.textual import needs_textual_form, textual_form
 from poczta.message import parse_message
 from poczta.message.imap_body import binary_section, bodystructure, section_range
+from poczta.message.textual import needs_textual_form, textual_form
 
 SINGLE = (
     b"From: user@domain.org\r\nMime-Version: 1.0\r\n"

@@ -1,15 +1,16 @@
-"""An appended message made textual: its binary parts stored base64-encoded.
+"""A message made textual: its binary parts stored base64-encoded.
 
 IMAP may carry NUL octets only in a literal8 answering FETCH BINARY (RFC 9051 §4.3,
 RFC 3516); BODY[], RFC822 and a POP3 RETR would have to send them raw. So a message
-APPENDed with binary content is stored as Dovecot stores it: each leaf part whose
-Content-Transfer-Encoding is "binary" gets its body base64-encoded and its field
-rewritten to "base64". So does a part that claims 7bit or 8bit (or nothing) yet holds
-a NUL, its field added when it has none. BINARY[part] decodes it back to the octets
-the client sent, and every other view of the message is consistent with the one
-stored form (sizes, BODYSTRUCTURE, sections). Multiparts and message/rfc822 parts that
-claim "binary" are left as they are: their own content is made of parts, which are
-converted.
+APPENDed with binary content, or delivered over SMTP holding a NUL (which RFC 5321
+does not allow, yet careless senders send), is stored as Dovecot stores it: each leaf
+part whose Content-Transfer-Encoding is "binary" gets its body base64-encoded and its
+field rewritten to "base64". So does a part that claims 7bit or 8bit (or nothing) yet
+holds a NUL, its field added when it has none. BINARY[part] decodes it back to the
+octets the client sent, and every other view of the message is consistent with the
+one stored form (sizes, BODYSTRUCTURE, sections). Multiparts and message/rfc822 parts
+that claim "binary" are left as they are: their own content is made of parts, which
+are converted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import base64
 import re
 from collections.abc import Iterator
 
-from poczta.message import MimePart, parse_structure
+from poczta.message.mime import MimePart, parse_structure
 
 __all__ = ["needs_textual_form", "textual_form"]
 
