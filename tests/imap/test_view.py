@@ -38,7 +38,9 @@ def test_a_keyword_another_session_set_comes_in_flags_before_the_fetch() -> None
     assert (
         wire(view.announce(allow_expunge=True))
         == (
-            f"* FLAGS ({SYSTEM} $Label1 $Label5)\r\n* 1 FETCH (FLAGS ($Label5 \\Flagged))\r\n"
+            f"* FLAGS ({SYSTEM} $Label1 $Label5)\r\n"
+            f"* OK [PERMANENTFLAGS ({SYSTEM} $Label1 $Label5 \\*)] Flags permitted\r\n"
+            "* 1 FETCH (FLAGS ($Label5 \\Flagged))\r\n"
         ).encode()
     )
     view.absorb([(2, frozenset({"$Label5"}), 5)], [], 5)
@@ -51,7 +53,10 @@ def test_a_new_message_with_a_new_keyword_comes_after_a_new_flags() -> None:
     view.absorb([(4, frozenset({"Junk"}), 4)], [], 4)
     assert (
         wire(view.announce(allow_expunge=True))
-        == (f"* FLAGS ({SYSTEM} Junk)\r\n* 2 EXISTS\r\n").encode()
+        == (
+            f"* FLAGS ({SYSTEM} Junk)\r\n"
+            f"* OK [PERMANENTFLAGS ({SYSTEM} Junk \\*)] Flags permitted\r\n* 2 EXISTS\r\n"
+        ).encode()
     )
 
 
@@ -60,8 +65,26 @@ def test_flags_the_session_itself_shows_introduce_their_keywords_once() -> None:
     view.told(1, frozenset({"$Label1"}), 4)
     assert view.keyword_news() == []
     view.told(2, frozenset({"$Label3", "\\Seen"}), 5)  # set by another session meanwhile
-    assert wire(view.keyword_news()) == f"* FLAGS ({SYSTEM} $Label1 $Label3)\r\n".encode()
+    assert (
+        wire(view.keyword_news())
+        == (
+            f"* FLAGS ({SYSTEM} $Label1 $Label3)\r\n"
+            f"* OK [PERMANENTFLAGS ({SYSTEM} $Label1 $Label3 \\*)] Flags permitted\r\n"
+        ).encode()
+    )
     assert view.keyword_news() == []
+
+
+def test_a_read_only_view_gets_the_new_flags_and_still_no_permanent_flags() -> None:
+    view = SelectedView.open(
+        7, 1, [(1, frozenset(), 1)], 3, 10, read_only=True, system_flags=SYSTEM_FLAGS
+    )
+    assert wire([view.permanent_flags()]) == b"* OK [PERMANENTFLAGS ()] No permanent flags\r\n"
+    view.absorb([(1, frozenset({"$Work"}), 4)], [], 4)
+    assert (
+        wire(view.announce(allow_expunge=True))
+        == (f"* FLAGS ({SYSTEM} $Work)\r\n* 1 FETCH (FLAGS ($Work))\r\n").encode()
+    )
 
 
 class _Connection:

@@ -20,7 +20,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from poczta.imap.encoder import Data, FetchData, exists, expunge, recent, vanished
+from poczta.imap.encoder import Code, Data, FetchData, Untagged, exists, expunge, recent, vanished
 from poczta.imap.encoder import flags as flags_response
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.values import Value, flag_atoms
@@ -83,14 +83,25 @@ class SelectedView:
         """The flags of the mailbox's FLAGS response: the system flags, then the keywords."""
         return [*self.system_flags, *sorted(self.keywords)]
 
-    def keyword_news(self) -> list[Data]:
-        """A new `* FLAGS` when flags just given to the client name keywords it was not
-        told of; due before the FETCH responses that show them."""
+    def permanent_flags(self) -> Untagged:
+        """`* OK [PERMANENTFLAGS (...)]`: none when read-only, else the flags of FLAGS and
+        ``\\*``, since any keyword may be created."""
+        if self.read_only:
+            return Untagged("OK", "No permanent flags", Code.permanent_flags([]))
+        return Untagged("OK", "Flags permitted", Code.permanent_flags([*self.flag_list(), "\\*"]))
+
+    def keyword_news(self) -> list[Data | Untagged]:
+        """A new `* FLAGS` (and, read-write, PERMANENTFLAGS to match) when flags just
+        given to the client name keywords it was not told of; due before the FETCH
+        responses that show them."""
         if not self._keywords_due:
             return []
         self.keywords |= self._keywords_due
         self._keywords_due.clear()
-        return [flags_response(self.flag_list())]
+        news: list[Data | Untagged] = [flags_response(self.flag_list())]
+        if not self.read_only:
+            news.append(self.permanent_flags())
+        return news
 
     def _showing(self, message_flags: frozenset[str]) -> None:
         self._keywords_due.update(k for k in _keywords_of(message_flags) if k not in self.keywords)
@@ -169,7 +180,7 @@ class SelectedView:
             if modseq is not None:
                 self.modseqs[uid] = modseq
 
-    def announce(self, *, allow_expunge: bool) -> list[Data | FetchData]:
+    def announce(self, *, allow_expunge: bool) -> list[Data | FetchData | Untagged]:
         """The untagged responses due now, and the view updated as if the client read them."""
         out: list[Data | FetchData] = []
         if allow_expunge and self._expunged:

@@ -149,7 +149,7 @@ class ImapSession:
     def bad(self, tag: str, text: str, code: Code | str | None = None) -> None:
         self.send(Tagged(tag, "BAD", text, code))
 
-    def updates(self, *, allow_expunge: bool = True) -> list[Data | FetchData]:
+    def updates(self, *, allow_expunge: bool = True) -> list[Data | FetchData | Untagged]:
         """Untagged news of the selected mailbox that may be sent now."""
         if self.view is None:
             return []

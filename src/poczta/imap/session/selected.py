@@ -28,8 +28,6 @@ from poczta.store.base import SYSTEM_FLAGS, MailboxId, NotFound, StoreError
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
-PERMANENT = (*SYSTEM_FLAGS, "\\*")
-
 
 async def refresh(session: ImapSession) -> None:
     """Take in what changed in the selected mailbox since the view last looked."""
@@ -121,10 +119,7 @@ async def select(session: ImapSession, command: cmd.Command) -> None:
         Untagged("OK", "Predicted next UID", Code.number("UIDNEXT", view.uidnext)),
         Untagged("OK", "Highest", Code.number("HIGHESTMODSEQ", view.highestmodseq)),
     ]
-    if command.read_only:
-        responses.append(Untagged("OK", "No permanent flags", Code.permanent_flags([])))
-    else:
-        responses.append(Untagged("OK", "Flags permitted", Code.permanent_flags(PERMANENT)))
+    responses.append(view.permanent_flags())
     if command.qresync is not None and command.qresync.uidvalidity == view.uidvalidity:
         responses += await _resync(session, view, command.qresync)
     session.send(*responses)
