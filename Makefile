@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_TEST_PACKAGES := swaks libnet-ssleay-perl postfix opendkim-tools dnsmasq-base fetchmail getmail6 opendkim miltertest isync unbound ldnsutils neomutt
+# postgresql: the tests run a cluster of their own (tests/pg_server.py) on a free port; the
+# `main` cluster the package makes (and starts, where services start) is left alone.
+DEB_TEST_PACKAGES := swaks libnet-ssleay-perl postfix opendkim-tools dnsmasq-base fetchmail getmail6 opendkim miltertest isync unbound ldnsutils neomutt postgresql
 
 .PHONY: dev test venv debs lint typecheck bench clean
 

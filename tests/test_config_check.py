@@ -10,6 +10,7 @@ import pytest
 from poczta.config_check import check_config
 from poczta.net.tls import write_self_signed
 from tests.certificates import TestCa
+from tests.e2e.harness import free_port
 
 LISTENERS = (
     '[listeners]\nsmtp = ["127.0.0.1:2525"]\nsubmission = []\nsubmissions = []\n'
@@ -110,10 +111,11 @@ def test_listener_hosts_resolve_and_ports_do_not_overlap(root: Path) -> None:
     ]
 
 
-def test_postgres_is_not_there_yet(root: Path) -> None:
-    text = f'{LISTENERS}[store]\nbackend = "postgres"\ndsn = "postgresql://x"\n'
+def test_postgres_is_connected_to(root: Path) -> None:
+    port = free_port()  # nothing listens there; tests/postgres connect to a real server
+    text = f'{LISTENERS}[store]\nbackend = "postgres"\ndsn = "postgresql://p@127.0.0.1:{port}/m"\n'
     assert problems(root, text) == [
-        "12: store.backend: the postgres backend is not implemented yet; use 'sqlite'"
+        f"13: store.dsn: cannot connect to 127.0.0.1:{port}: Connection refused"
     ]
 
 
@@ -123,7 +125,6 @@ def test_schema_problems_come_first_and_are_not_repeated(root: Path) -> None:
     assert problems(root, text) == [
         "12: tls.certificate: expected a string, found an integer",
         "14: store.dsn: required when backend is 'postgres'",
-        "14: store.backend: the postgres backend is not implemented yet; use 'sqlite'",
     ]
 
 

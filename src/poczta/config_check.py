@@ -1,10 +1,11 @@
 """`poczta config check`: every problem of a config file, the schema's and what would stop a server.
 
 `check_config(path)` reads the file with `poczta.config.read_config` (which goes on
-after a bad key) and then looks, without binding a port or opening the store, at
+after a bad key) and then looks, without binding a port or changing the store, at
 what the settings point to: the TLS certificate and key (present, readable, a
 matching pair), the data directory, the listener host names (they must resolve, and
-no two services may share a port on overlapping addresses), the store backend, the
+no two services may share a port on overlapping addresses), the store (for postgres:
+a connection as `serve` would make, and a schema this poczta knows), the
 resolvers the checks of incoming mail need, and the files the queue runner reads at
 start (the smarthost credentials, `relay_ca_file`, `mta_sts_ca_file`), read by the
 functions `serve` reads them with. A check whose keys already had a schema problem is
@@ -62,12 +63,11 @@ def findings(validation: Validation, resolve: Resolve) -> Iterator[Finding]:
     """What would keep the validated settings from serving (their schema problems aside)."""
     config = validation.config
     assert config is not None
-    if not validation.is_bad(("store", "backend")) and config.store.backend == "postgres":
-        yield Finding(
-            ("store", "backend"), "the postgres backend is not implemented yet; use 'sqlite'"
-        )
+    unusable = [] if validation.is_bad(("data_dir",)) else list(_data_dir(config.data_dir))
+    if config.store.backend == "postgres" and not validation.is_bad(("store",)):
+        data_dir_known = not (unusable or validation.is_bad(("data_dir",)))
+        yield from _postgres(config, data_dir_usable=data_dir_known)
     if not validation.is_bad(("data_dir",)):
-        unusable = list(_data_dir(config.data_dir))
         yield from unusable
         tls_files = (config.tls.certificate, config.tls.private_key)
         in_data_dir = all(path.is_relative_to(config.data_dir) for path in tls_files)
@@ -141,6 +141,25 @@ def _tls(config: Config) -> Iterator[Finding]:
             )
     except OSError as exc:
         yield Finding(("tls", "certificate"), f"cannot load {cert}: {exc}", near=("tls",))
+
+
+# --------------------------------------------------------------------------- store
+
+
+def _postgres(config: Config, *, data_dir_usable: bool) -> Iterator[Finding]:
+    """Connect to the database as `serve` would, and look at its schema version."""
+    import asyncio
+
+    from poczta.store.postgres.connect import check_database
+    from poczta.store.postgres.errors import PostgresUnavailable
+
+    password_file = config.data_dir / config.store.password_file
+    if config.store.password_file and _unreachable(config, password_file, data_dir_usable):
+        return
+    try:
+        asyncio.run(check_database(config.store, config.data_dir))
+    except PostgresUnavailable as exc:
+        yield Finding(("store", exc.key), exc.reason, near=("store", "dsn"))
 
 
 # --------------------------------------------------------------------------- outbound

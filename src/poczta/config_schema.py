@@ -262,7 +262,20 @@ class StoreSettings:
     path: Path = field(
         default=Path("poczta.db"), metadata=meta("sqlite database file, relative to data_dir")
     )
-    dsn: str = field(default="", metadata=meta("postgres connection string; required for postgres"))
+    dsn: str = field(
+        default="",
+        metadata=meta(
+            'postgres URL, "postgresql://USER@HOST:PORT/DATABASE", without the password;'
+            " required for postgres"
+        ),
+    )
+    password_file: str = field(
+        default="",
+        metadata=meta(
+            "file holding the postgres password (its first line), relative to data_dir;"
+            ' readable by the server\'s user only ("": $PGPASSWORD, or none)'
+        ),
+    )
     sync: str = field(
         default="filesystem",
         metadata=meta(

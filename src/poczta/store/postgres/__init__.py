@@ -1,0 +1,2 @@
+"""The PostgreSQL backend of the mail store: connections (`connect`), the schema and its
+migrations (`migrate`, `migrations/`)."""
