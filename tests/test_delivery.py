@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from poczta.delivery import Delivery, DeliveryPlan
 from poczta.store import MailboxId, MailStore, MessageMeta, UserId
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from poczta.trace import with_return_path
 
 MESSAGE = (

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from poczta.accounts import is_valid_address
 from poczta.delivery import Delivery, RecipientKind
 from poczta.store import MailStore, Resolution
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 
 DOMAINS = ("example.com", "other.test", "third.test")
 USERS = ("bob@example.com", "alice@example.com", "a+b@example.com", "carol@other.test")

@@ -46,8 +46,8 @@ from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SESSION_TIMEOUT_REPLY, SmtpContext, run_smtp_session
 from poczta.store.base import MailStore, StoreUnavailable
-from poczta.store.greylist_sqlite import SqliteGreylistStore
-from poczta.store.sending_sqlite import SqliteSendingStore
+from poczta.store.sqlite.greylist import SqliteGreylistStore
+from poczta.store.sqlite.sending import SqliteSendingStore
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 GREYLIST_SWEEP_SECONDS = 600.0
@@ -89,8 +89,8 @@ async def open_store(config: Config, *, committer: bool = False) -> MailStore:
     (a worker of several), deliveries go through the committer process when it runs."""
     if config.store.backend != "sqlite":
         raise StoreUnavailable(f"store backend {config.store.backend!r} is not available yet")
-    from poczta.store.committer import committer_address
-    from poczta.store.sqlite import SqliteStore
+    from poczta.store.sqlite.committer import committer_address
+    from poczta.store.sqlite.store import SqliteStore
 
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     return await SqliteStore.open(
@@ -102,11 +102,15 @@ async def open_store(config: Config, *, committer: bool = False) -> MailStore:
 
 
 def run_committer(config: Config) -> None:
-    """The committer process of a server with several workers (see `poczta.store.committer`):
+    """The committer process of a server with several workers (see `poczta.store.sqlite.committer`):
     serves until SIGTERM/SIGINT, which the master sends once every worker has stopped."""
-    from poczta.store.committer import committer_address, install_stop_signals, serve_committer
-    from poczta.store.sqlite import prepare_files
-    from poczta.store.sqlite_writer import Writer
+    from poczta.store.sqlite.committer import (
+        committer_address,
+        install_stop_signals,
+        serve_committer,
+    )
+    from poczta.store.sqlite.store import prepare_files
+    from poczta.store.sqlite.writer import Writer
 
     stop = install_stop_signals()
     path = config.store.path

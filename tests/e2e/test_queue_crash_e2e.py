@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.e2e.dns_server import dnsmasq_server
 from tests.e2e.harness import PocztaServer, free_port, make_server
 from tests.queue.peer import ScriptedMx

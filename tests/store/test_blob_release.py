@@ -11,8 +11,8 @@ from pathlib import Path
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget
-from poczta.store.sqlite import SqliteStore
-from poczta.store.sqlite_blobs import sweep_job
+from poczta.store.sqlite.blob_refs import sweep_job
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import LATER, WHEN, make_message, with_user
 
 

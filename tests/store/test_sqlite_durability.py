@@ -18,8 +18,8 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable
-from poczta.store.blobs import BlobStore, blob_digest
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.blobs import BlobStore, blob_digest
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, make_message, with_user
 
 
@@ -200,7 +200,7 @@ def test_a_second_connection_keeps_the_first_ones_locks(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from poczta.store.sqlite_writer import connect
+    from poczta.store.sqlite.writer import connect
 
     path = tmp_path / "locks.db"
     first = connect(path)

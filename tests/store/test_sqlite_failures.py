@@ -9,8 +9,8 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable
-from poczta.store.blobs import BlobStore
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.blobs import BlobStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, make_message, with_user
 
 

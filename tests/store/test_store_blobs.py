@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poczta.store import NotFound, StoreUnavailable
-from poczta.store.blobs import BlobStore, blob_digest
+from poczta.store.sqlite.blobs import BlobStore, blob_digest
 
 
 def temp_files(root: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from poczta.cli.user_quota import print_quota, quota_defaults, quota_report
 from poczta.config import Config
 from poczta.sending_limits import LIMIT_NAMES, SendingLimits, SendingState
 from poczta.store.base import MailStore, NotFound
-from poczta.store.sending_sqlite import SqliteSendingStore
+from poczta.store.sqlite.sending import SqliteSendingStore
 
 T = TypeVar("T")
 

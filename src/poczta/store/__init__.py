@@ -72,7 +72,7 @@ __all__ = [
 
 async def open_store(data_dir: Path | str) -> MailStore:
     """The default store under `data_dir`: `mail.db` and the `blobs/` directory."""
-    from poczta.store.sqlite import SqliteStore
+    from poczta.store.sqlite.store import SqliteStore
 
     root = Path(data_dir)
     return await SqliteStore.open(root / "mail.db", root / "blobs")

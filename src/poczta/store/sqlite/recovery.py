@@ -1,6 +1,6 @@
 """Recovery of the SQLite store after a crash: rows whose bodies did not reach the disk.
 
-With the "filesystem" sync method (see `poczta.store.sqlite_writer`) a batch's new
+With the "filesystem" sync method (see `poczta.store.sqlite.writer`) a batch's new
 bodies, their names and the rows referring to them are made durable by one flush after
 the commit, and the writer lists the batch's new bodies in `unflushed_bodies` inside the
 same transaction. A crash of the machine during that flush can leave rows on disk
@@ -23,8 +23,8 @@ import logging
 import os
 import sqlite3
 
-from poczta.store.blobs import BlobStore, blob_digest
-from poczta.store.sqlite_writer import begin_immediate
+from poczta.store.sqlite.blobs import BlobStore, blob_digest
+from poczta.store.sqlite.writer import begin_immediate
 
 __all__ = ["remove_rows_of_lost_bodies"]
 

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from poczta.store import sqlite_messages as messages
 from poczta.store.base import (
     Accepted,
     Delivered,
@@ -58,9 +57,10 @@ from poczta.store.base import (
     StoreUnavailable,
     UserId,
 )
-from poczta.store.blobs import BlobStore, StagedBlob
 from poczta.store.codec import MessageColumns
-from poczta.store.sqlite_writer import Dispatch, Pending, Writer
+from poczta.store.sqlite import messages
+from poczta.store.sqlite.blobs import BlobStore, StagedBlob
+from poczta.store.sqlite.writer import Dispatch, Pending, Writer
 
 __all__ = [
     "CommitterClient",

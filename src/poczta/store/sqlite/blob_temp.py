@@ -14,7 +14,7 @@ matches the digest its name starts with is complete, and is moved to its final n
 if that is missing; anything else is a partial write and is removed. Completing
 instead of discarding matters for the "filesystem" sync method: there the rows of a
 batch may become durable before its renames do, while the temp files themselves were
-flushed before either (see `poczta.store.blobs`). A complete file whose batch never
+flushed before either (see `poczta.store.sqlite.blobs`). A complete file whose batch never
 committed becomes a body nothing refers to, which costs space, not correctness.
 """
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from poczta.store.base import StoreUnavailable
-from poczta.store.migrate import migrate
-from poczta.store.sqlite_writer import connect, translate_error
+from poczta.store.sqlite.migrate import migrate
+from poczta.store.sqlite.writer import connect, translate_error
 
 __all__ = ["SideStore"]
 

@@ -1,7 +1,7 @@
 """The embedded mail store: SQLite (WAL, synchronous=FULL) for metadata, files for bodies.
 
 `SqliteStore` implements `MailStore`. Writes go to one writer thread that commits
-waiting jobs together (group commit, see `sqlite_writer`); reads run on a small pool
+waiting jobs together (group commit, see `writer`); reads run on a small pool
 of reader threads, each with its own connection, so the event loop never blocks on
 the database. A message body is staged on the event loop (written to a temp file, not
 yet synced: only fast page-cache syscalls) and made durable by the writer thread
@@ -32,13 +32,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poczta.message import ParsedMessage
-from poczta.store import sqlite_accounts as accounts
-from poczta.store import sqlite_blobs
-from poczta.store import sqlite_imap as imap
-from poczta.store import sqlite_messages as messages
-from poczta.store import sqlite_mta_sts as mta_sts
-from poczta.store import sqlite_queue as queue
-from poczta.store import sqlite_quota as quota
 from poczta.store.base import (
     Accepted,
     CachedStsPolicy,
@@ -61,16 +54,17 @@ from poczta.store.base import (
     UserId,
     UserRecord,
 )
-from poczta.store.blobs import BlobStore
 from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
-from poczta.store.committer import CommitterLink, request_for
-from poczta.store.migrate import migrate
-from poczta.store.sqlite_backfill import backfill_structures
-from poczta.store.sqlite_changes import ChangePoller
-from poczta.store.sqlite_move import move_message_job
-from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
-from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
+from poczta.store.sqlite import accounts, blob_refs, imap, messages, mta_sts, queue, quota
+from poczta.store.sqlite.backfill import backfill_structures
+from poczta.store.sqlite.blobs import BlobStore
+from poczta.store.sqlite.change_poller import ChangePoller
+from poczta.store.sqlite.committer import CommitterLink, request_for
+from poczta.store.sqlite.migrate import migrate
+from poczta.store.sqlite.move import move_message_job
+from poczta.store.sqlite.recovery import remove_rows_of_lost_bodies
+from poczta.store.sqlite.writer import Job, Writer, connect, translate_error
 
 __all__ = ["SqliteStore", "prepare_files"]
 
@@ -119,7 +113,7 @@ class SqliteStore:
         blob_threads: int = 2,  # store_blob only; deliveries stage on the loop
         max_batch: int = 512,
         committer: str | None = None,
-        blob_grace: float = sqlite_blobs.DEFAULT_GRACE,
+        blob_grace: float = blob_refs.DEFAULT_GRACE,
     ) -> None:
         self.db_path = db_path
         self.blobs = blobs
@@ -133,7 +127,7 @@ class SqliteStore:
         # file cost more than the parallel fsyncs save; after the first, each is cheap).
         self._writer = Writer(db_path, blobs, max_batch=max_batch)
         # Deliveries go to the committer process when one serves this database (several
-        # workers; see `poczta.store.committer`); it needs bodies flushed by filesystem.
+        # workers; see `poczta.store.sqlite.committer`); it needs bodies flushed by filesystem.
         self._committer = (
             CommitterLink(committer)
             if committer is not None and blobs.sync_method == "filesystem"
@@ -238,13 +232,13 @@ class SqliteStore:
 
     async def sweep_blobs(self, now: float | None = None) -> int:
         """Delete the bodies released longer ago than the grace period (see
-        `sqlite_blobs`); return how many went."""
+        `blob_refs`); return how many went."""
         cutoff = (time.time() if now is None else now) - self._blob_grace
         swept = 0
-        while await self._read(lambda c: sqlite_blobs.releasable(c, cutoff)):
-            count: int = await self._write(sqlite_blobs.sweep_job(cutoff))
+        while await self._read(lambda c: blob_refs.releasable(c, cutoff)):
+            count: int = await self._write(blob_refs.sweep_job(cutoff))
             swept += count
-            if count < sqlite_blobs.SWEEP_BATCH:
+            if count < blob_refs.SWEEP_BATCH:
                 break
         return swept
 

@@ -20,9 +20,9 @@ from poczta.store.base import (
     normalize_address,
 )
 from poczta.store.codec import decode_time, now_text
-from poczta.store.sqlite_blobs import release_blobs
-from poczta.store.sqlite_messages import create_mailbox_row
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.blob_refs import release_blobs
+from poczta.store.sqlite.messages import create_mailbox_row
+from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = [
     "add_alias_job",

@@ -18,9 +18,9 @@ import logging
 import sqlite3
 
 from poczta.message import parse_structure
-from poczta.store.blobs import BlobStore
 from poczta.store.codec import encode_structure
-from poczta.store.sqlite_writer import begin_immediate
+from poczta.store.sqlite.blobs import BlobStore
+from poczta.store.sqlite.writer import begin_immediate
 
 __all__ = ["backfill_structures"]
 
