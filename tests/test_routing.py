@@ -3,8 +3,10 @@
 The rules (exact user, alias, `user+tag`, catch-all `@domain`; an alias expands one level,
 a target in one of our domains that is no user is dropped, an alias left with no target
 counts as absent) are written out here once more as a plain model over the world the
-store holds, and hypothesis checks the store's answers against it for addresses built
-from the world's parts: tags, case, surrounding blanks, unknown names and domains.
+store holds, and hypothesis checks the answers against it for addresses built from the
+world's parts: tags, case, surrounding blanks, unknown names and domains. The answers
+come from `poczta.routing` over an in-memory address book (the rules alone), and from a
+real store (the rules over its lookups, and `Delivery` on top).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +26,9 @@ from hypothesis import strategies as st
 
 from poczta.accounts import is_valid_address
 from poczta.delivery import Delivery, RecipientKind
-from poczta.store import MailStore, Resolution
+from poczta.routing import resolve_recipient
+from poczta.store import MailStore, Resolution, UserId, UserRecord, normalize_address
+from poczta.store.base import AddressEntry
 from poczta.store.sqlite.store import SqliteStore
 
 DOMAINS = ("example.com", "other.test", "third.test")
@@ -75,6 +80,29 @@ def answer(resolution: Resolution | None) -> tuple[tuple[str, ...], tuple[str, .
     if resolution is None:
         return None
     return tuple(u.address for u in resolution.local_users), resolution.remote_addresses
+
+
+@dataclass
+class MemoryBook:
+    """The world as an `AddressBook`, noting each round trip (the addresses it was asked)."""
+
+    asked: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
+        self.asked.append(tuple(addresses))
+        return [self._entry(normalize_address(address)) for address in addresses]
+
+    @staticmethod
+    def _entry(address: str) -> AddressEntry:
+        _, at, domain = address.rpartition("@")
+        user = None
+        if address in USERS:
+            user = UserRecord(UserId(USERS.index(address) + 1), address, "h", "s", WHEN)
+        targets = tuple(sorted(ALIASES.get(address, ())))
+        return AddressEntry(address, bool(at) and domain in DOMAINS, user, targets)
+
+
+WHEN = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 @dataclass
@@ -130,6 +158,31 @@ def addresses(draw: st.DrawFn) -> str:
 _SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(address=addresses())
+def test_the_rules_route_any_form_of_an_address(address: str) -> None:
+    assert answer(asyncio.run(resolve_recipient(MemoryBook(), address))) == model(address)
+
+
+@pytest.mark.parametrize(
+    ("address", "round_trips"),
+    [
+        ("bob@example.com", 1),  # a user: the RCPT hot path, however many aliases exist
+        ("Bob+News@Example.com", 1),
+        ("nobody@other.test", 1),  # unknown, no catch-all
+        ("someone@remote.test", 1),  # not ours
+        ("team@example.com", 2),  # an alias: then its targets
+        ("whoever@example.com", 2),  # the catch-all, an alias too
+        ("ghost+x@example.com", 2),  # a dangling alias, then the catch-all: still two
+        ("not an address", 0),
+    ],
+)
+def test_round_trips_to_the_store(address: str, round_trips: int) -> None:
+    book = MemoryBook()
+    asyncio.run(resolve_recipient(book, address))
+    assert len(book.asked) == round_trips
 
 
 @_SETTINGS

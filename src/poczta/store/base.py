@@ -27,6 +27,7 @@ from poczta.store.records import (
     SPECIAL_USES,
     SYSTEM_FLAGS,
     Accepted,
+    AddressEntry,
     AlreadyExists,
     CachedStsPolicy,
     Delivered,
@@ -66,6 +67,8 @@ __all__ = [
     "SPECIAL_USES",
     "SYSTEM_FLAGS",
     "Accepted",
+    "AddressBook",
+    "AddressEntry",
     "AlreadyExists",
     "CachedStsPolicy",
     "Delivered",
@@ -98,7 +101,18 @@ __all__ = [
 ]
 
 
-class MailStore(Protocol):
+class AddressBook(Protocol):
+    """The store's answer to "what is this address?", all that recipient routing asks."""
+
+    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
+        """The entry of each address (in the store's form, see `normalize_address`), in the
+        order given, all read together: one round trip however many. An address that is
+        nothing here still has its entry (no user, no targets; `local_domain` False when
+        it has no "@"). Which entry wins is `poczta.routing`'s business, not the store's."""
+        ...
+
+
+class MailStore(AddressBook, Protocol):
     """Accounts, mailboxes, messages, blobs and the outbound queue, behind one interface."""
 
     async def close(self) -> None: ...
@@ -120,7 +134,10 @@ class MailStore(Protocol):
     async def add_alias(self, source: str, target: str) -> None: ...
     async def remove_alias(self, source: str, target: str | None = None) -> None: ...
     async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]: ...
-    async def resolve_recipient(self, address: str) -> Resolution | None: ...
+    async def resolve_recipient(self, address: str) -> Resolution | None:
+        """Where mail for `address` goes, by the routing rules over `find_addresses`; a
+        backend inherits it from `poczta.routing.RecipientRouting`."""
+        ...
 
     # mailboxes
     async def list_mailboxes(self, user_id: UserId) -> list[MailboxState]: ...

@@ -31,6 +31,7 @@ __all__ = [
     "SPECIAL_USES",
     "SYSTEM_FLAGS",
     "Accepted",
+    "AddressEntry",
     "AlreadyExists",
     "CachedStsPolicy",
     "Delivered",
@@ -113,6 +114,18 @@ class UserRecord:
     password_hash: str
     scram: str
     created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AddressEntry:
+    """What the store holds under one address (see `MailStore.find_addresses`): whether
+    its domain is one of ours, the user of that address, and the targets of the alias of
+    that address, in address order (a domain's catch-all is the alias `@domain`)."""
+
+    address: str
+    local_domain: bool
+    user: UserRecord | None = None
+    alias_targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

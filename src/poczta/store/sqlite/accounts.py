@@ -3,17 +3,20 @@
 Plain synchronous functions on a connection: the `*_job` ones run as writer jobs
 inside the writer's transaction, the others on a reader connection. Addresses are
 normalised with `normalize_address` (lower-cased) before they touch the tables.
+Recipient routing is not here: `find_addresses` answers the lookups of `poczta.routing`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from poczta.store.base import (
     DEFAULT_MAILBOXES,
+    AddressEntry,
     AlreadyExists,
     NotFound,
-    Resolution,
     StoreError,
     UserId,
     UserRecord,
@@ -29,6 +32,7 @@ __all__ = [
     "add_domain_job",
     "add_user_job",
     "domain_exists",
+    "find_addresses",
     "get_user",
     "list_aliases",
     "list_domains",
@@ -36,12 +40,15 @@ __all__ = [
     "remove_alias_job",
     "remove_domain_job",
     "remove_user_job",
-    "resolve_recipient",
     "set_password_job",
     "split_address",
 ]
 
 _USER_COLUMNS = "id, address, password_hash, scram, created"
+_IN_CHUNK = 500  # values per IN (...) list, well below SQLite's limit of parameters
+_FIND_DOMAINS = "SELECT name FROM domains WHERE name IN ({})"
+_FIND_USERS = f"SELECT {_USER_COLUMNS} FROM users WHERE address IN ({{}})"
+_FIND_ALIASES = "SELECT source, target FROM aliases WHERE source IN ({}) ORDER BY source, target"
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -232,43 +239,36 @@ def list_aliases(conn: sqlite3.Connection, domain: str | None) -> list[tuple[str
     return [(r[0], r[1]) for r in rows]
 
 
-def _expand(conn: sqlite3.Connection, source: str) -> Resolution | None:
-    """The alias `source` expanded one level: local users, remote addresses."""
-    targets = [r[0] for r in conn.execute("SELECT target FROM aliases WHERE source = ?", (source,))]
-    if not targets:
-        return None
-    users: dict[int, UserRecord] = {}
-    remote: list[str] = []
-    for target in targets:
-        user = get_user(conn, target)
-        if user is not None:
-            users.setdefault(user.id, user)
-        elif not domain_exists(conn, split_address(target)[1]):
-            remote.append(target)
-        # a local-domain target that is no user is dangling: dropped
-    if not users and not remote:
-        return None
-    return Resolution(tuple(users.values()), tuple(remote))
+def _in_chunks(
+    conn: sqlite3.Connection, query: str, values: Sequence[str]
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query`, whose `{}` is a list of placeholders, for every value in turn."""
+    for first in range(0, len(values), _IN_CHUNK):
+        chunk = values[first : first + _IN_CHUNK]
+        yield from conn.execute(query.format(",".join("?" * len(chunk))), chunk)
 
 
-def _user_or_alias(conn: sqlite3.Connection, address: str) -> Resolution | None:
-    user = get_user(conn, address)
-    if user is not None:
-        return Resolution((user,), ())
-    return _expand(conn, address)
+def find_addresses(conn: sqlite3.Connection, addresses: Sequence[str]) -> list[AddressEntry]:
+    """The `AddressEntry` of each address: up to three queries (three more per 500).
 
-
-def resolve_recipient(conn: sqlite3.Connection, address: str) -> Resolution | None:
-    """Exact user, alias, `user+tag` subaddress, catch-all `@domain`, in that order."""
-    addr = normalize_address(address)
-    local, at, domain = addr.rpartition("@")
-    if not at or not local or not domain_exists(conn, domain):
-        return None
-    found = _user_or_alias(conn, addr)
-    if found is None and "+" in local:
-        base = local.split("+", 1)[0]
-        if base:
-            found = _user_or_alias(conn, f"{base}@{domain}")
-    if found is None:
-        found = _expand(conn, f"@{domain}")
-    return found
+    Users and aliases exist only in our domains (adding one needs its domain, removing a
+    domain takes them along), so only the addresses of our domains are looked up there:
+    another domain's address, the common case of submitted mail, costs one query.
+    """
+    wanted = [normalize_address(address) for address in addresses]
+    domain_of = {a: a.rpartition("@")[2] for a in dict.fromkeys(wanted) if "@" in a}
+    ours = {row[0] for row in _in_chunks(conn, _FIND_DOMAINS, list(set(domain_of.values())))}
+    local = [address for address, domain in domain_of.items() if domain in ours]
+    users = {row[1]: _user(row) for row in _in_chunks(conn, _FIND_USERS, local)}
+    targets: dict[str, list[str]] = {}
+    for source, target in _in_chunks(conn, _FIND_ALIASES, local):
+        targets.setdefault(source, []).append(target)
+    return [
+        AddressEntry(
+            address,
+            domain_of.get(address) in ours,
+            users.get(address),
+            tuple(targets.get(address, ())),
+        )
+        for address in wanted
+    ]

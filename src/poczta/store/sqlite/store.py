@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poczta.message import ParsedMessage
+from poczta.routing import RecipientRouting
 from poczta.store.base import (
     Accepted,
+    AddressEntry,
     CachedStsPolicy,
     Delivered,
     DeliveryTarget,
@@ -49,7 +51,6 @@ from poczta.store.base import (
     QueueId,
     QuotaState,
     RecipientAttempt,
-    Resolution,
     StoreUnavailable,
     UserId,
     UserRecord,
@@ -101,8 +102,9 @@ INLINE_READ_LIMIT = 256 * 1024
 T = TypeVar("T")
 
 
-class SqliteStore:
-    """`MailStore` on one SQLite database file and one blob directory."""
+class SqliteStore(RecipientRouting):
+    """`MailStore` on one SQLite database file and one blob directory (`resolve_recipient`
+    is `RecipientRouting`'s, over `find_addresses`)."""
 
     def __init__(
         self,
@@ -299,8 +301,8 @@ class SqliteStore:
     async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
         return await self._read(lambda c: accounts.list_aliases(c, domain))
 
-    async def resolve_recipient(self, address: str) -> Resolution | None:
-        return await self._read(lambda c: accounts.resolve_recipient(c, address))
+    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
+        return await self._read(lambda c: accounts.find_addresses(c, addresses))
 
     # --- mailboxes ---------------------------------------------------------
 
