@@ -58,7 +58,7 @@ async def _seed(config_file: Path) -> None:
         data = f"From: {LONG_SENDER}\r\nSubject: cheap watches\r\n\r\nhi\r\n".encode()
         when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
         await store.deliver(data, parse_message(data), when, [DeliveryTarget(alice.id, "Junk")])
-        digest = await store.store_blob(data)
+        digest = await store.blobs.put(data)
         await store.enqueue(LONG_SENDER, [LONG_RECIPIENT], digest, len(data))
     finally:
         await store.close()

@@ -72,7 +72,7 @@ def _enqueue(server: PocztaServer) -> list[str]:
 
         async def queue_one(address: str) -> None:
             body = f"Subject: {address}\r\n\r\nhello\r\n".encode()
-            digest = await store.store_blob(body)
+            digest = await store.blobs.put(body)
             await store.enqueue("alice@example.test", [address], digest, len(body))
 
         try:

@@ -79,7 +79,7 @@ def test_acknowledged_deliveries_survive_sigkill(tmp_path: Path) -> None:
             uids = [m.uid for m in metas]
             assert uids == sorted(set(uids))
             for meta in metas:  # no row without its body, acknowledged or not
-                assert len(await store.read_blob(meta.digest)) == meta.size
+                assert len(await store.blobs.read(meta.digest)) == meta.size
         finally:
             await store.close()
 

@@ -70,6 +70,7 @@ __all__ = [
     "AddressBook",
     "AddressEntry",
     "AlreadyExists",
+    "BlobStore",
     "CachedStsPolicy",
     "Delivered",
     "DeliveryTarget",
@@ -112,8 +113,40 @@ class AddressBook(Protocol):
         ...
 
 
+class BlobStore(Protocol):
+    """Message bodies, each named by its digest (the SHA-256 of its content, lower-case hex)
+    and stored once however many messages and queue entries use it.
+
+    Whether a body is still used is not asked here: the mail store counts its users in
+    the transactions that add and drop them (a delivery, a copy, an expunge, a queue
+    entry), which is why bodies have no delete of their own, only a sweep of those the
+    mail store has released. A delivery's body goes in with the delivery (`accept`).
+    """
+
+    async def put(self, data: bytes) -> str:
+        """Store a body durably on its own (for `MailStore.enqueue`); return its digest."""
+        ...
+
+    async def read(self, digest: str, *, size_hint: int | None = None) -> bytes:
+        """A body by digest (NotFound when there is none); `size_hint`, its size if known,
+        lets a small one be read without a thread hand-off."""
+        ...
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete the bodies nothing has referred to for the grace period (an expunged
+        body stays that long, so that a delivery of the same content can still use it);
+        return how many went. The store also does this by itself after releasing some."""
+        ...
+
+
 class MailStore(AddressBook, Protocol):
-    """Accounts, mailboxes, messages, blobs and the outbound queue, behind one interface."""
+    """Accounts, mailboxes, messages and the outbound queue, behind one interface; the
+    message bodies behind their own (`blobs`)."""
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The bodies of this store's messages and queue entries."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -263,18 +296,7 @@ class MailStore(AddressBook, Protocol):
         as expunged. NotFound when either mailbox or the message does not exist."""
         ...
 
-    # blobs and the outbound queue
-    async def store_blob(self, data: bytes) -> str: ...
-    async def read_blob(self, digest: str, *, size_hint: int | None = None) -> bytes:
-        """A body by digest; `size_hint` (its size, if known) lets small ones be read inline."""
-        ...
-
-    async def sweep_blobs(self, now: float | None = None) -> int:
-        """Delete the bodies nothing has referred to for the grace period (an expunged
-        body stays that long, so that a delivery of the same content can still use it);
-        return how many went. The store also does this by itself after releasing some."""
-        ...
-
+    # the outbound queue (its bodies are stored on their own: `blobs.put`)
     async def enqueue(
         self, sender: str, recipients: Sequence[str], digest: str, size: int
     ) -> QueueId: ...

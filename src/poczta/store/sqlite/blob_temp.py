@@ -3,7 +3,7 @@ directories whose owner died.
 
 Several processes write bodies at once (the workers of one server, an admin's command),
 so no process may clean up "the" temp directory while another may be writing there.
-Each open `BlobStore` therefore writes under its own `tmp/<owner>/`, created on first
+Each open `BlobFiles` therefore writes under its own `tmp/<owner>/`, created on first
 use, and holds an exclusive ``flock`` on `tmp/<owner>.lock` for as long as it lives.
 The kernel drops that lock when the process exits, however it exits (``kill -9``
 included), so "the lock can be taken" means "the owner is gone" without trusting

@@ -55,7 +55,7 @@ from pathlib import Path
 from poczta.store.base import NotFound, StoreUnavailable
 from poczta.store.sqlite.blob_temp import TempArea, recover_abandoned
 
-__all__ = ["SYNC_METHODS", "BlobStore", "StagedBlob", "blob_digest"]
+__all__ = ["SYNC_METHODS", "BlobFiles", "StagedBlob", "blob_digest"]
 
 _HEX = frozenset("0123456789abcdef")
 SYNC_METHODS = ("filesystem", "file")
@@ -123,7 +123,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-class BlobStore:
+class BlobFiles:
     """Message bodies as files named by digest under one root directory."""
 
     def __init__(self, root: Path | str, *, sync: str = "filesystem") -> None:

@@ -59,7 +59,7 @@ from poczta.store.base import (
 )
 from poczta.store.codec import MessageColumns
 from poczta.store.sqlite import messages
-from poczta.store.sqlite.blobs import BlobStore, StagedBlob
+from poczta.store.sqlite.blobs import BlobFiles, StagedBlob
 from poczta.store.sqlite.writer import Dispatch, Pending, Writer
 
 __all__ = [
@@ -182,7 +182,7 @@ class _Peer:
 
 def serve_committer(
     writer_factory: Callable[[Dispatch], Writer],
-    blobs: BlobStore,
+    blobs: BlobFiles,
     address: str,
     stop: Callable[[], bool],
     *,
@@ -241,7 +241,7 @@ def _receive(
     peer: _Peer,
     selector: selectors.BaseSelector,
     peers: dict[socket.socket, _Peer],
-    blobs: BlobStore,
+    blobs: BlobFiles,
 ) -> list[Pending]:
     batch: list[Pending] = []
     try:

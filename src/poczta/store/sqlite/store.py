@@ -24,7 +24,6 @@ import contextlib
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -59,7 +58,8 @@ from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.sqlite import accounts, blob_refs, imap, messages, mta_sts, queue, quota
 from poczta.store.sqlite.backfill import backfill_structures
-from poczta.store.sqlite.blobs import BlobStore
+from poczta.store.sqlite.blobs import BlobFiles
+from poczta.store.sqlite.bodies import SqliteBlobStore
 from poczta.store.sqlite.change_poller import ChangePoller
 from poczta.store.sqlite.committer import CommitterLink, request_for
 from poczta.store.sqlite.migrate import migrate
@@ -78,7 +78,7 @@ def _log_sweep_failure(task: asyncio.Task[int]) -> None:
         log.warning("sweeping released message bodies failed: %s", task.exception())
 
 
-def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
+def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobFiles:
     """Create or migrate the database, open the blob directory and clean up after a crash
     (blocking: run it in a thread)."""
     try:
@@ -86,7 +86,7 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
         conn = connect(path)
         try:
             migrate(conn)
-            blobs = BlobStore(blob_dir, sync=blob_sync)
+            blobs = BlobFiles(blob_dir, sync=blob_sync)
             conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
             remove_rows_of_lost_bodies(conn, blobs)
             backfill_structures(conn, blobs)
@@ -97,47 +97,52 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
     return blobs
 
 
-INLINE_READ_LIMIT = 256 * 1024
-
 T = TypeVar("T")
 
 
 class SqliteStore(RecipientRouting):
     """`MailStore` on one SQLite database file and one blob directory (`resolve_recipient`
-    is `RecipientRouting`'s, over `find_addresses`)."""
+    is `RecipientRouting`'s, over `find_addresses`; `blobs` is a `SqliteBlobStore`)."""
 
     def __init__(
         self,
         db_path: Path,
-        blobs: BlobStore,
+        files: BlobFiles,
         *,
         readers: int = 4,
-        blob_threads: int = 2,  # store_blob only; deliveries stage on the loop
+        blob_threads: int = 2,  # blobs.put only; deliveries stage on the loop
         max_batch: int = 512,
         committer: str | None = None,
         blob_grace: float = blob_refs.DEFAULT_GRACE,
     ) -> None:
         self.db_path = db_path
-        self.blobs = blobs
+        self._files = files
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="poczta-store-read")
-        self._blob_pool = ThreadPoolExecutor(blob_threads, thread_name_prefix="poczta-store-blob")
+        self._blobs = SqliteBlobStore(
+            files,
+            readers=self._readers,
+            read_db=self._read,
+            write_db=self._write,
+            check_open=self._check_open,
+            grace=blob_grace,
+            put_threads=blob_threads,
+        )
         # The writer fsyncs a batch's files one after another on its own thread: fanning
         # them out to a pool measured 20-25% slower (thread hand-offs and GIL churn per
         # file cost more than the parallel fsyncs save; after the first, each is cheap).
-        self._writer = Writer(db_path, blobs, max_batch=max_batch)
+        self._writer = Writer(db_path, files, max_batch=max_batch)
         # Deliveries go to the committer process when one serves this database (several
         # workers; see `poczta.store.sqlite.committer`); it needs bodies flushed by filesystem.
         self._committer = (
             CommitterLink(committer)
-            if committer is not None and blobs.sync_method == "filesystem"
+            if committer is not None and files.sync_method == "filesystem"
             else None
         )
         self._hub = ChangeHub()
         self._poller: ChangePoller | None = None
-        self._blob_grace = blob_grace
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._sweep_task: asyncio.Task[int] | None = None
         self._closed = False
@@ -153,11 +158,11 @@ class SqliteStore(RecipientRouting):
     ) -> SqliteStore:
         """Open (creating if needed) the database and blob directory; apply migrations.
 
-        `blob_sync` is how batches of bodies are flushed (see `BlobStore`).
+        `blob_sync` is how batches of bodies are flushed (see `BlobFiles`).
         """
         path = Path(db_path)
-        blobs = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
-        store = cls(path, blobs, **options)
+        files = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
+        store = cls(path, files, **options)
         store._schedule_sweep(_SWEEP_AFTER_OPEN)  # what a store that died left released
         return store
 
@@ -176,13 +181,16 @@ class SqliteStore(RecipientRouting):
         if self._committer is not None:
             self._committer.close()
         await asyncio.to_thread(self._writer.close)
-        self.blobs.close()
+        self._blobs.close()
         self._readers.shutdown(wait=True)
-        self._blob_pool.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+
+    @property
+    def blobs(self) -> SqliteBlobStore:
+        return self._blobs
 
     @property
     def stats(self) -> tuple[int, int]:
@@ -232,18 +240,6 @@ class SqliteStore(RecipientRouting):
 
     # --- released bodies --------------------------------------------------
 
-    async def sweep_blobs(self, now: float | None = None) -> int:
-        """Delete the bodies released longer ago than the grace period (see
-        `blob_refs`); return how many went."""
-        cutoff = (time.time() if now is None else now) - self._blob_grace
-        swept = 0
-        while await self._read(lambda c: blob_refs.releasable(c, cutoff)):
-            count: int = await self._write(blob_refs.sweep_job(cutoff))
-            swept += count
-            if count < blob_refs.SWEEP_BATCH:
-                break
-        return swept
-
     def _schedule_sweep(self, delay: float) -> None:
         if self._sweep_timer is not None or self._closed:
             return
@@ -253,13 +249,13 @@ class SqliteStore(RecipientRouting):
         self._sweep_timer = None
         if self._closed or (self._sweep_task is not None and not self._sweep_task.done()):
             return
-        self._sweep_task = asyncio.ensure_future(self.sweep_blobs())
+        self._sweep_task = asyncio.ensure_future(self._blobs.sweep())
         self._sweep_task.add_done_callback(_log_sweep_failure)
 
     async def _write_releasing(self, job: Job) -> Any:
         """A write that may release bodies: sweep them once their grace period is over."""
         result = await self._write(job)
-        self._schedule_sweep(self._blob_grace + 1.0)
+        self._schedule_sweep(self._blobs.grace + 1.0)
         return result
 
     # --- domains, users, aliases ----------------------------------------
@@ -353,7 +349,7 @@ class SqliteStore(RecipientRouting):
         hand-off.
         """
         self._check_open()
-        staged = self.blobs.stage(data)
+        staged = self._files.stage(data)
         columns, date = message_columns(parsed), encode_time(internal_date)
         client = await self._committer.client() if self._committer is not None else None
         if client is not None:
@@ -388,7 +384,7 @@ class SqliteStore(RecipientRouting):
 
     async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes:
         digest = await self._read(lambda c: messages.message_digest(c, mailbox_id, uid))
-        return await self.read_blob(digest)
+        return await self._blobs.read(digest)
 
     async def set_flags(
         self,
@@ -480,26 +476,7 @@ class SqliteStore(RecipientRouting):
         new_uid: int = await self._write(job)
         return new_uid
 
-    # --- blobs and the outbound queue ---------------------------------------
-
-    async def store_blob(self, data: bytes) -> str:
-        """Store a body durably on its own (for `enqueue`); return its digest."""
-        self._check_open()
-        digest, _ = await asyncio.get_running_loop().run_in_executor(
-            self._blob_pool, self.blobs.put, data
-        )
-        return digest
-
-    async def read_blob(self, digest: str, *, size_hint: int | None = None) -> bytes:
-        """A body by digest. Known-small bodies are read on the event loop: a page-cache
-        read of a few KiB costs less than the hand-off to a reader thread (POP3 RETR of a
-        typical message); big or unknown ones are read on a reader thread."""
-        self._check_open()
-        if size_hint is not None and size_hint <= INLINE_READ_LIMIT:
-            return self.blobs.read(digest)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, self.blobs.read, digest
-        )
+    # --- the outbound queue ------------------------------------------------
 
     async def enqueue(
         self, sender: str, recipients: Sequence[str], digest: str, size: int

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from poczta.store.base import StoreError, StoreUnavailable
-from poczta.store.sqlite.blobs import BlobStore, StagedBlob
+from poczta.store.sqlite.blobs import BlobFiles, StagedBlob
 from poczta.store.sqlite.shutdown import ShutdownMarker
 
 __all__ = [
@@ -137,7 +137,7 @@ class JobContext:
     except idempotently (writing a blob, asking for an after-commit action).
     """
 
-    blobs: BlobStore
+    blobs: BlobFiles
     placed: frozenset[str] = frozenset()
     sync_dirs: set[Path] = field(default_factory=set)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
@@ -198,7 +198,7 @@ class Writer:
     def __init__(
         self,
         path: Path,
-        blobs: BlobStore,
+        blobs: BlobFiles,
         *,
         max_batch: int = 512,
         dispatch: Dispatch | None = None,
