@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from poczta.app import open_store
 from poczta.config import load_config
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget
+from poczta.store import DeliveryTarget, open_store
 from tests.e2e.harness import POCZTA, run_cli, run_cli_subprocess
 
 pytestmark = pytest.mark.e2e

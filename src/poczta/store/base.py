@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from poczta.message import ParsedMessage
 from poczta.store.records import (
@@ -58,6 +58,10 @@ from poczta.store.records import (
     normalize_flags,
 )
 
+if TYPE_CHECKING:  # the records of the rules these stores keep state for
+    from poczta.mailauth.greylist import GreylistTriplet, NetworkRecord, TripletRecord
+    from poczta.sending_limits import SendingState
+
 __all__ = [
     "DEFAULT_MAILBOXES",
     "DELIVERED",
@@ -76,6 +80,7 @@ __all__ = [
     "DeliveryTarget",
     "FlagMode",
     "FlagResult",
+    "GreylistStore",
     "MailStore",
     "MailboxChange",
     "MailboxId",
@@ -93,6 +98,7 @@ __all__ = [
     "RecipientAttempt",
     "RecipientDsn",
     "Resolution",
+    "SendingStore",
     "StoreError",
     "StoreUnavailable",
     "UserId",
@@ -139,6 +145,48 @@ class BlobStore(Protocol):
         ...
 
 
+class GreylistStore(Protocol):
+    """Greylisting state: the record of each triplet and client network, kept until it
+    expires, shared by every process (and node) of the server. The calls the greylisting
+    rules make (`poczta.mailauth.greylist`, which as a core imports nothing of the store
+    and so states them once more for itself); every one may run concurrently."""
+
+    async def get_triplet(self, triplet: GreylistTriplet) -> TripletRecord | None: ...
+
+    async def put_triplet(self, record: TripletRecord) -> None:
+        """Insert or replace the record of `record.triplet`."""
+        ...
+
+    async def get_network(self, network: str) -> NetworkRecord | None: ...
+
+    async def put_network(self, record: NetworkRecord) -> None:
+        """Insert or replace the record of `record.network`."""
+        ...
+
+    async def sweep(self, now: float) -> int:
+        """Delete every record whose `expires` is not after `now`; return how many went."""
+        ...
+
+
+class SendingStore(Protocol):
+    """Submitted mail's sending limits: each user's own limits and what each user sent,
+    counted across every process (and node) of the server (see `poczta.sending_limits`)."""
+
+    async def sending_state(self, user: str, now: float) -> SendingState:
+        """The overrides and usage of `user` at `now` (seconds since the epoch); defaults
+        and zero usage for an unknown user."""
+        ...
+
+    async def record_sent(self, user: str, recipients: int, now: float) -> None:
+        """Count one accepted message of `user` with `recipients` recipients at `now`."""
+        ...
+
+    async def set_overrides(self, user: str, changes: Mapping[str, int | None]) -> None:
+        """Set some of `user`'s own limits (None: back to the default); NotFound when there
+        is no such user, ValueError for a name that is no limit."""
+        ...
+
+
 class MailStore(AddressBook, Protocol):
     """Accounts, mailboxes, messages and the outbound queue, behind one interface; the
     message bodies behind their own (`blobs`)."""
@@ -148,7 +196,19 @@ class MailStore(AddressBook, Protocol):
         """The bodies of this store's messages and queue entries."""
         ...
 
-    async def close(self) -> None: ...
+    async def greylist_store(self) -> GreylistStore:
+        """The greylisting state kept beside this store: opened on the first call (the
+        same one after), closed with the store."""
+        ...
+
+    async def sending_store(self) -> SendingStore:
+        """The sending limits and counts kept beside this store: opened on the first call
+        (the same one after), closed with the store."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what is under way and close the store, with what it opened beside it."""
+        ...
 
     # domains
     async def add_domain(self, domain: str) -> None: ...

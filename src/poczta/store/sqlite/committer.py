@@ -70,6 +70,7 @@ __all__ = [
     "committer_address",
     "install_stop_signals",
     "request_for",
+    "run_committer",
     "serve_committer",
 ]
 
@@ -309,6 +310,27 @@ def install_stop_signals() -> Callable[[], bool]:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return lambda: bool(stopped)
+
+
+def run_committer(
+    db_path: Path, blob_dir: Path, sync: str, *, ready: Callable[[], None] | None = None
+) -> None:
+    """The committer process of the database at `db_path`: prepare its files (as a store
+    opening does), then serve until SIGTERM/SIGINT."""
+    from poczta.store.sqlite.store import prepare_files  # the store imports this module
+
+    stop = install_stop_signals()
+    blobs = prepare_files(db_path, blob_dir, sync)
+    try:
+        serve_committer(
+            lambda dispatch: Writer(db_path, blobs, dispatch=dispatch),
+            blobs,
+            committer_address(db_path),
+            stop,
+            ready=ready,
+        )
+    finally:
+        blobs.close()
 
 
 # --------------------------------------------------------------------------- the workers' side

@@ -20,15 +20,13 @@ commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from poczta.message import ParsedMessage
 from poczta.routing import RecipientRouting
@@ -65,17 +63,16 @@ from poczta.store.sqlite.committer import CommitterLink, request_for
 from poczta.store.sqlite.migrate import migrate
 from poczta.store.sqlite.move import move_message_job
 from poczta.store.sqlite.recovery import remove_rows_of_lost_bodies
+from poczta.store.sqlite.side import SideStores
 from poczta.store.sqlite.writer import Job, Writer, connect, translate_error
+
+if TYPE_CHECKING:
+    from poczta.store.sqlite.greylist import SqliteGreylistStore
+    from poczta.store.sqlite.sending import SqliteSendingStore
 
 __all__ = ["SqliteStore", "prepare_files"]
 
-log = logging.getLogger("poczta.store")
 _SWEEP_AFTER_OPEN = 60.0  # seconds; a short-lived store (the command line) never sweeps
-
-
-def _log_sweep_failure(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("sweeping released message bodies failed: %s", task.exception())
 
 
 def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobFiles:
@@ -143,8 +140,7 @@ class SqliteStore(RecipientRouting):
         )
         self._hub = ChangeHub()
         self._poller: ChangePoller | None = None
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        self._sweep_task: asyncio.Task[int] | None = None
+        self._sides = SideStores(db_path)
         self._closed = False
 
     @classmethod
@@ -163,7 +159,7 @@ class SqliteStore(RecipientRouting):
         path = Path(db_path)
         files = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
         store = cls(path, files, **options)
-        store._schedule_sweep(_SWEEP_AFTER_OPEN)  # what a store that died left released
+        store._blobs.sweep_later(_SWEEP_AFTER_OPEN)  # what a store that died left released
         return store
 
     async def close(self) -> None:
@@ -171,11 +167,8 @@ class SqliteStore(RecipientRouting):
         if self._closed:
             return
         self._closed = True
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
-        if self._sweep_task is not None:
-            with contextlib.suppress(Exception):
-                await self._sweep_task
+        await self._sides.close()
+        await self._blobs.stop_sweeping()
         if self._poller is not None:
             await self._poller.close()
         if self._committer is not None:
@@ -191,6 +184,18 @@ class SqliteStore(RecipientRouting):
     @property
     def blobs(self) -> SqliteBlobStore:
         return self._blobs
+
+    async def greylist_store(self) -> SqliteGreylistStore:
+        from poczta.store.sqlite.greylist import SqliteGreylistStore  # the rules import DKIM, DNS
+
+        self._check_open()
+        return await self._sides.get(SqliteGreylistStore)
+
+    async def sending_store(self) -> SqliteSendingStore:
+        from poczta.store.sqlite.sending import SqliteSendingStore
+
+        self._check_open()
+        return await self._sides.get(SqliteSendingStore)
 
     @property
     def stats(self) -> tuple[int, int]:
@@ -240,22 +245,10 @@ class SqliteStore(RecipientRouting):
 
     # --- released bodies --------------------------------------------------
 
-    def _schedule_sweep(self, delay: float) -> None:
-        if self._sweep_timer is not None or self._closed:
-            return
-        self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._start_sweep)
-
-    def _start_sweep(self) -> None:
-        self._sweep_timer = None
-        if self._closed or (self._sweep_task is not None and not self._sweep_task.done()):
-            return
-        self._sweep_task = asyncio.ensure_future(self._blobs.sweep())
-        self._sweep_task.add_done_callback(_log_sweep_failure)
-
     async def _write_releasing(self, job: Job) -> Any:
         """A write that may release bodies: sweep them once their grace period is over."""
         result = await self._write(job)
-        self._schedule_sweep(self._blobs.grace + 1.0)
+        self._blobs.sweep_later()
         return result
 
     # --- domains, users, aliases ----------------------------------------
