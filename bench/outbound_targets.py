@@ -3,7 +3,7 @@
 Each is filled with the same messages while its delivery is held, started fresh, and
 then released at one moment:
 
-* poczta: the messages go into its queue through the store API (`store_blob`,
+* poczta: the messages go into its queue through the store API (`blobs.put`,
   `enqueue`) before the server starts, and every entry is then claimed for a runner
   named ``bench-hold:`` that is not of this node, for a day; the server's runner leaves
   them alone, as it leaves the entries a second node's runner works on. The release is
@@ -120,7 +120,7 @@ class PocztaSender:
 
             async def one(to: str, data: bytes) -> None:
                 async with gate:
-                    digest = await store.store_blob(data)
+                    digest = await store.blobs.put(data)
                     await store.enqueue(SENDER, [to], digest, len(data))
 
             await asyncio.gather(*(one(to, data) for to, data in messages))

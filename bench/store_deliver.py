@@ -17,7 +17,7 @@ from pathlib import Path
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 

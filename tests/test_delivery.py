@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from poczta.delivery import Delivery, DeliveryPlan
 from poczta.store import MailboxId, MailStore, MessageMeta, UserId
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from poczta.trace import with_return_path
 
 MESSAGE = (
@@ -105,7 +105,7 @@ def test_local_copies_get_return_path_and_the_queue_copy_does_not(
             assert (meta.size, meta.header_size) == (len(local), local.index(b"\r\n\r\n") + 4)
         [entry] = await store.list_queue()
         assert entry.sender == sender
-        assert await store.read_blob(entry.digest) == CLIENT_RETURN_PATH  # relayed untouched
+        assert await store.blobs.read(entry.digest) == CLIENT_RETURN_PATH  # relayed untouched
 
     run(tmp_path, body)
 
@@ -115,7 +115,7 @@ def test_remote_only_mail_is_queued_without_return_path(tmp_path: Path) -> None:
         plan = DeliveryPlan(remote=["dave@remote.test"])
         await Delivery(store).deliver(MESSAGE, plan, "a@example.test")
         [entry] = await store.list_queue()
-        assert await store.read_blob(entry.digest) == MESSAGE
+        assert await store.blobs.read(entry.digest) == MESSAGE
 
     run(tmp_path, body)
 

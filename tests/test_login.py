@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 from poczta.accounts import LoginThrottle, hash_password, needs_rehash, verify_password
 from poczta.login import LoginService
 from poczta.sasl import derive_scram_credentials
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.clock import Clock
 
 

@@ -19,7 +19,7 @@ from poczta.quota import OverQuota, QuotaLimits, Quotas, UserQuota
 from poczta.sizes import format_size, parse_size
 from poczta.store import MailStore, UserId
 from poczta.store.base import QuotaOverrides, QuotaUsage, RecipientDsn
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 BASE = 'hostname = "mail.example.org"\ndata_dir = "/srv/mail"\n'

@@ -19,8 +19,8 @@ from poczta.sending_limits import (
     recipient_refusal,
 )
 from poczta.store.base import NotFound
-from poczta.store.sending_sqlite import SqliteSendingStore
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.sending import SqliteSendingStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.clock import Clock
 
 T = TypeVar("T")

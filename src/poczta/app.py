@@ -45,9 +45,7 @@ from poczta.sending_limits import SendingLimiter, SendingLimits
 from poczta.smtp.checks import MailChecks
 from poczta.smtp.server import Role, SmtpLimits
 from poczta.smtp.session import SESSION_TIMEOUT_REPLY, SmtpContext, run_smtp_session
-from poczta.store.base import MailStore, StoreUnavailable
-from poczta.store.greylist_sqlite import SqliteGreylistStore
-from poczta.store.sending_sqlite import SqliteSendingStore
+from poczta.store import MailStore, StoreUnavailable, open_store, run_committer
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 GREYLIST_SWEEP_SECONDS = 600.0
@@ -82,45 +80,6 @@ def smtp_limits(config: Config) -> SmtpLimits:
         max_header_size=limits.max_header_size,
         max_header_fields=limits.max_header_fields,
     )
-
-
-async def open_store(config: Config, *, committer: bool = False) -> MailStore:
-    """The configured backend: SQLite (default) under the data directory; with `committer`
-    (a worker of several), deliveries go through the committer process when it runs."""
-    if config.store.backend != "sqlite":
-        raise StoreUnavailable(f"store backend {config.store.backend!r} is not available yet")
-    from poczta.store.committer import committer_address
-    from poczta.store.sqlite import SqliteStore
-
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    return await SqliteStore.open(
-        config.store.path,
-        config.data_dir / "blobs",
-        blob_sync=config.store.sync,
-        committer=committer_address(config.store.path) if committer else None,
-    )
-
-
-def run_committer(config: Config) -> None:
-    """The committer process of a server with several workers (see `poczta.store.committer`):
-    serves until SIGTERM/SIGINT, which the master sends once every worker has stopped."""
-    from poczta.store.committer import committer_address, install_stop_signals, serve_committer
-    from poczta.store.sqlite import prepare_files
-    from poczta.store.sqlite_writer import Writer
-
-    stop = install_stop_signals()
-    path = config.store.path
-    blobs = prepare_files(path, config.data_dir / "blobs", config.store.sync)
-    try:
-        serve_committer(
-            lambda dispatch: Writer(path, blobs, dispatch=dispatch),
-            blobs,
-            committer_address(path),
-            stop,
-            ready=lambda: log("committer.listening"),
-        )
-    finally:
-        blobs.close()
 
 
 async def open_configured_store(config: Config, *, committer: bool = False) -> MailStore:
@@ -231,19 +190,18 @@ def greylist_settings(config: Config) -> GreylistSettings:
     )
 
 
-async def open_mail_checks(config: Config) -> tuple[MailChecks | None, SqliteGreylistStore | None]:
-    """The checks of incoming mail, and the greylist store they write (None when off)."""
+async def open_mail_checks(config: Config, store: MailStore) -> MailChecks | None:
+    """The checks of incoming mail (None when off); greylisting keeps its state beside
+    `store`."""
     c = config.checks
     if not c.enabled or not config.listeners.smtp:
-        return None, None
+        return None
     resolver = build_resolver(config)
     zones = [DnsblZone(z, DnsblKind.IP, c.dnsbl_action) for z in c.dnsbl_ip_zones]
     zones += [DnsblZone(z, DnsblKind.DOMAIN, c.dnsbl_action) for z in c.dnsbl_domain_zones]
-    greylist_store = None
     greylister = None
     if c.greylisting:
-        greylist_store = await SqliteGreylistStore.open(config.store.path)
-        greylister = Greylister(greylist_store, greylist_settings(config))
+        greylister = Greylister(await store.greylist_store(), greylist_settings(config))
     checks = MailChecks(
         resolver,
         authserv_id=config.hostname,
@@ -252,7 +210,7 @@ async def open_mail_checks(config: Config) -> tuple[MailChecks | None, SqliteGre
         greylister=greylister,
         deadline=c.deadline,
     )
-    return checks, greylist_store
+    return checks
 
 
 async def sweep_greylist(greylister: Greylister, every: float = GREYLIST_SWEEP_SECONDS) -> None:
@@ -278,8 +236,6 @@ class App:
     listeners: list[Listener] = field(default_factory=list)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     checks: MailChecks | None = None
-    greylist_store: SqliteGreylistStore | None = None
-    sending_store: SqliteSendingStore | None = None
     sweeper: asyncio.Task[None] | None = None
     shared: bool = False  # one of several worker processes sharing the ports
     sockets: Sockets | None = None  # bound before the start; else bound by `start`
@@ -295,18 +251,15 @@ class App:
         self.store = await open_configured_store(config, committer=self.shared)
         throttle = LoginThrottle.from_settings(config.auth)
         logins = LoginService(self.store, throttle)
-        delivery = Delivery(
-            self.store, quotas=quotas(config, self.store), hostname=config.hostname
-        )
+        delivery = Delivery(self.store, quotas=quotas(config, self.store), hostname=config.hostname)
         limiter = ConnectionLimiter(config.limits.max_connections_per_ip)
-        self.checks, self.greylist_store = await open_mail_checks(config)
+        self.checks = await open_mail_checks(config, self.store)
         if self.checks is not None and self.checks.greylister is not None:
             self.sweeper = asyncio.get_running_loop().create_task(
                 sweep_greylist(self.checks.greylister)
             )
         signer = await signer_for(config, self.store)
-        self.sending_store = await SqliteSendingStore.open(config.store.path)
-        sending = SendingLimiter(self.sending_store, sending_limits(config))
+        sending = SendingLimiter(await self.store.sending_store(), sending_limits(config))
         smtp_services = (
             ("smtp", Role.MX, config.listeners.smtp, False),
             ("submission", Role.SUBMISSION, config.listeners.submission, False),
@@ -429,11 +382,7 @@ class App:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
-        if self.greylist_store is not None:
-            await self.greylist_store.close()
-        if self.sending_store is not None:
-            await self.sending_store.close()
-        if self.store is not None:
+        if self.store is not None:  # and what it opened beside it: greylist, sending limits
             await self.store.close()
         log("stopped")
 
@@ -508,10 +457,11 @@ async def prepare_workers(config: Config) -> None:
     """What the workers would otherwise race on, done once before they are forked:
     migrations, the configured domains, the greylist table."""
     store = await open_configured_store(config)
-    await store.close()
-    if config.checks.enabled and config.checks.greylisting and config.listeners.smtp:
-        greylist_store = await SqliteGreylistStore.open(config.store.path)
-        await greylist_store.close()
+    try:
+        if config.checks.enabled and config.checks.greylisting and config.listeners.smtp:
+            await store.greylist_store()
+    finally:
+        await store.close()
 
 
 def run_app(app: App, on_ready: Callable[[App], None] | None = None) -> None:
@@ -560,7 +510,7 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
 
     def committer() -> None:
         close_sockets(bound)
-        run_committer(config)
+        run_committer(config, ready=lambda: log("committer.listening"))
 
     log("workers.starting", workers=count)
     master = Master(

@@ -1,8 +1,9 @@
 """Local delivery: which recipients are ours, who may send as whom, and filing a message.
 
-Recipients resolve through the store (exact user, alias, plus-addressing `user+tag`,
-catch-all `@domain`); answers are cached for a few seconds (`RecipientCache`), so a
-busy MX asks the store once per recipient and interval, not once per message. An
+Recipients resolve by the rules of `poczta.routing` (exact user, alias, plus-addressing
+`user+tag`, catch-all `@domain`) over the store's lookups; answers are cached for a few
+seconds (`RecipientCache`), so a busy MX asks the store once per recipient and interval,
+not once per message (and once, for a user's address, is one store round trip). An
 admin's change (new user, removed alias) is seen within that interval, also by other
 nodes sharing the database. One message to several local users is stored once (one blob)
 and linked into each INBOX (or each Junk mailbox, when the checks' verdict says junk);
@@ -29,10 +30,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from poczta.accounts import domain_of, normalize_address
+from poczta.accounts import normalize_address
 from poczta.logs import log
 from poczta.message import HeaderSection, parse_message, split_header
 from poczta.quota import OverQuota, Quotas, UserQuota, over_quota_report
+from poczta.routing import resolve_recipient, route_recipient
 from poczta.sending_limits import Refusal
 from poczta.store.base import (
     DeliveryTarget,
@@ -145,9 +147,10 @@ class Delivery:
             normalized = normalize_address(address)
         except ValueError:
             return RecipientVerdict(RecipientKind.UNKNOWN_USER, address)
-        if not await self.store.domain_exists(domain_of(normalized)):
+        route = await route_recipient(self.store, normalized)
+        if not route.local_domain:
             return RecipientVerdict(RecipientKind.REMOTE, normalized, (), (normalized,))
-        resolution = await self.store.resolve_recipient(normalized)
+        resolution = route.resolution
         if resolution is None or not (resolution.local_users or resolution.remote_addresses):
             return RecipientVerdict(RecipientKind.UNKNOWN_USER, normalized)
         return RecipientVerdict(
@@ -165,9 +168,7 @@ class Delivery:
             return False
         if sender == normalize_address(user):
             return True
-        if not await self.store.domain_exists(domain_of(sender)):
-            return False
-        resolution = await self.store.resolve_recipient(sender)
+        resolution = await resolve_recipient(self.store, sender)
         if resolution is None:
             return False
         return [u.address for u in resolution.local_users] == [normalize_address(user)]

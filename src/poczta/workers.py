@@ -1,6 +1,6 @@
 """Multi-process serving: the master that forks workers sharing the ports, forwards signals,
 restarts a worker that dies and stops them all gracefully; and, before them, the store's
-committer process (`poczta.store.committer`), restarted when it dies and stopped last.
+committer process (`poczta.store.sqlite.committer`), restarted when it dies and stopped last.
 
 Every worker is a whole poczta (its own event loop, store connections and threads). The
 master binds the listening sockets before it forks (and before it gives up root): one

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from poczta.app import open_store
 from poczta.config import load_config
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget
+from poczta.store import DeliveryTarget, open_store
 from tests.e2e.harness import POCZTA, run_cli, run_cli_subprocess
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +57,7 @@ async def _seed(config_file: Path) -> None:
         data = f"From: {LONG_SENDER}\r\nSubject: cheap watches\r\n\r\nhi\r\n".encode()
         when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
         await store.deliver(data, parse_message(data), when, [DeliveryTarget(alice.id, "Junk")])
-        digest = await store.store_blob(data)
+        digest = await store.blobs.put(data)
         await store.enqueue(LONG_SENDER, [LONG_RECIPIENT], digest, len(data))
     finally:
         await store.close()

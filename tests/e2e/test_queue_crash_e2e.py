@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.e2e.dns_server import dnsmasq_server
 from tests.e2e.harness import PocztaServer, free_port, make_server
 from tests.queue.peer import ScriptedMx
@@ -72,7 +72,7 @@ def _enqueue(server: PocztaServer) -> list[str]:
 
         async def queue_one(address: str) -> None:
             body = f"Subject: {address}\r\n\r\nhello\r\n".encode()
-            digest = await store.store_blob(body)
+            digest = await store.blobs.put(body)
             await store.enqueue("alice@example.test", [address], digest, len(body))
 
         try:

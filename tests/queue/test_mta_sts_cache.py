@@ -15,7 +15,7 @@ from poczta.dns import ZoneResolver
 from poczta.queue.mta_sts import StsMode, StsPolicy
 from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.mta_sts_fetch import PolicyFetchError
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 
 DOMAIN = "example.org"
 TXT = f"_mta-sts.{DOMAIN}"

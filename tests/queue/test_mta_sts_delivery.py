@@ -19,7 +19,7 @@ from poczta.dns import ZoneResolver
 from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.mta_sts_fetch import PolicyFetcher
 from poczta.store.base import DELIVERED, PENDING, QueueRecipient
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.certificates import TestCa
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving

@@ -31,7 +31,7 @@ from poczta.queue.reports import Reporter
 from poczta.queue.runner import QueueRunner, RunnerSettings, retry_delay
 from poczta.smtp.events import Accept, Reject
 from poczta.store.base import DELIVERED, FAILED, PENDING, RecipientDsn, UserId
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, MailStore, UserId
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 
 Body = Callable[[MailStore], Awaitable[Any]]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget
-from poczta.store.sqlite import SqliteStore
-from poczta.store.sqlite_blobs import sweep_job
+from poczta.store.sqlite.blob_refs import sweep_job
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import LATER, WHEN, make_message, with_user
 
 
@@ -73,7 +73,7 @@ def test_a_body_delivered_again_within_the_grace_period_is_kept(tmp_path: Path) 
             [first] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
             await store.expunge(inbox.id, [first.uid])
             [second] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
-            assert await store.sweep_blobs(now=time.time() + LATER) == 0
+            assert await store.blobs.sweep(now=time.time() + LATER) == 0
             assert await store.read_message(inbox.id, second.uid) == data
         finally:
             await store.close()
@@ -95,12 +95,12 @@ def test_the_sweep_leaves_a_file_written_within_the_grace_period(tmp_path: Path)
             # whose rows are not written yet.
             now = time.time() + 600
             fresh = now - 30
-            os.utime(store.blobs.path(meta.digest), (fresh, fresh))
-            assert await store.sweep_blobs(now=now) == 0
-            assert await store.read_blob(meta.digest) == data
-            os.utime(store.blobs.path(meta.digest), (now - 120, now - 120))
-            assert await store.sweep_blobs(now=now) == 1
-            assert not store.blobs.path(meta.digest).exists()
+            os.utime(store.blobs.files.path(meta.digest), (fresh, fresh))
+            assert await store.blobs.sweep(now=now) == 0
+            assert await store.blobs.read(meta.digest) == data
+            os.utime(store.blobs.files.path(meta.digest), (now - 120, now - 120))
+            assert await store.blobs.sweep(now=now) == 1
+            assert not store.blobs.files.path(meta.digest).exists()
         finally:
             await store.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from poczta.store import FlagMode, MailboxChange, MailboxId
 from poczta.store.changes import ChangeHub
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import deliver_one, with_user
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def test_a_delivery_by_another_process_wakes_the_watcher(tmp_path: Path) -> None
             script = textwrap.dedent(
                 f"""
                 import asyncio
-                from poczta.store.sqlite import SqliteStore
+                from poczta.store.sqlite.store import SqliteStore
                 from tests.store.store_helpers import deliver_one
 
                 async def main():

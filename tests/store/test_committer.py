@@ -22,15 +22,15 @@ from hypothesis import strategies as st
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, Outbound, StoreUnavailable, UserId
 from poczta.store.base import RecipientDsn
-from poczta.store.committer import (
+from poczta.store.sqlite.committer import (
     MAX_FRAME,
     DeliveryRequest,
     FrameReader,
     committer_address,
     serve_committer,
 )
-from poczta.store.sqlite import SqliteStore, prepare_files
-from poczta.store.sqlite_writer import Writer
+from poczta.store.sqlite.store import SqliteStore, prepare_files
+from poczta.store.sqlite.writer import Writer
 from tests.store.store_helpers import WHEN, make_message
 
 
@@ -163,7 +163,7 @@ def test_without_a_committer_the_store_delivers_itself(tmp_path: Path) -> None:
 def test_a_committer_gone_fails_nothing_silently_then_the_store_takes_over(
     tmp_path: Path, committer: Committer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("poczta.store.committer.CommitterLink.RETRY_SECONDS", 0.0)
+    monkeypatch.setattr("poczta.store.sqlite.committer.CommitterLink.RETRY_SECONDS", 0.0)
 
     async def main() -> None:
         store, user = await open_store(tmp_path, committer.address)

@@ -19,8 +19,8 @@ from poczta.mailauth.greylist import (
     TripletRecord,
 )
 from poczta.store.base import StoreUnavailable
-from poczta.store.greylist_sqlite import SqliteGreylistStore
-from poczta.store.migrate import available_migrations, current_version, migrate
+from poczta.store.sqlite.greylist import SqliteGreylistStore
+from poczta.store.sqlite.migrate import available_migrations, current_version, migrate
 
 T0 = 1_700_000_000.0
 TRIPLET = GreylistTriplet("192.0.2.0/24", "alice@example.org", "bob@example.test")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from poczta.store import MailStore
 from poczta.store.base import DELIVERED, QueueId, RecipientAttempt
-from poczta.store.migrate import available_migrations, migrate
+from poczta.store.sqlite.migrate import available_migrations, migrate
 from tests.store.store_helpers import Backend
 from tests.store.test_store_queue import queued
 

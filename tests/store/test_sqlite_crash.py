@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from poczta.store import MailboxId
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import make_message
 
 _CHILD = textwrap.dedent(
@@ -19,7 +19,7 @@ _CHILD = textwrap.dedent(
     import asyncio, sys
     from poczta.message import parse_message
     from poczta.store import DeliveryTarget
-    from poczta.store.sqlite import SqliteStore
+    from poczta.store.sqlite.store import SqliteStore
     from tests.store.store_helpers import WHEN, make_message
 
     async def main(root):
@@ -79,7 +79,7 @@ def test_acknowledged_deliveries_survive_sigkill(tmp_path: Path) -> None:
             uids = [m.uid for m in metas]
             assert uids == sorted(set(uids))
             for meta in metas:  # no row without its body, acknowledged or not
-                assert len(await store.read_blob(meta.digest)) == meta.size
+                assert len(await store.blobs.read(meta.digest)) == meta.size
         finally:
             await store.close()
 

@@ -2,7 +2,7 @@
 
 A caller is answered only after one flush that followed both the placing of its body
 and the commit of its rows; until then the body is listed as unflushed. The flush is
-observed by wrapping `BlobStore.flush`: at each call the test notes whether the body's
+observed by wrapping `BlobFiles.flush`: at each call the test notes whether the body's
 final file exists, whether its row is visible to another connection and whether the
 body is listed. Recovery is tested on the states a machine crash during that flush can
 leave: rows on disk, the body missing or partial.
@@ -18,8 +18,8 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable
-from poczta.store.blobs import BlobStore, blob_digest
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.blobs import BlobFiles, blob_digest
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, make_message, with_user
 
 
@@ -39,10 +39,10 @@ def test_body_then_rows_then_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     async def main() -> None:
         store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
-        assert store.blobs.sync_method == "filesystem"
+        assert store.blobs.files.sync_method == "filesystem"
         try:
             bob = await with_user(store)
-            real_flush = store.blobs.flush
+            real_flush = store.blobs.files.flush
 
             def recording_flush() -> None:
                 db = tmp_path / "mail.db"
@@ -51,7 +51,7 @@ def test_body_then_rows_then_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 )
                 real_flush()
 
-            monkeypatch.setattr(store.blobs, "flush", recording_flush)
+            monkeypatch.setattr(store.blobs.files, "flush", recording_flush)
             await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(bob)])
             answered.append(len(observed))
         finally:
@@ -72,10 +72,10 @@ def test_a_failed_flush_fails_the_callers_and_keeps_their_bodies_listed(
         try:
             bob = await with_user(store)
 
-            def broken(self: BlobStore) -> None:
+            def broken(self: BlobFiles) -> None:
                 raise StoreUnavailable("injected: the disk is gone")
 
-            monkeypatch.setattr(BlobStore, "flush", broken)
+            monkeypatch.setattr(BlobFiles, "flush", broken)
             calls = []
             for n in range(5):
                 data = make_message(n)
@@ -112,7 +112,7 @@ def test_file_method_commits_with_fsync(tmp_path: Path) -> None:
             inbox = await store.get_mailbox(bob, "INBOX")
             assert await store.read_message(inbox.id, done.uid) == data
             with pytest.raises(StoreUnavailable):
-                store.blobs.flush()
+                store.blobs.files.flush()
         finally:
             await store.close()
 
@@ -160,7 +160,7 @@ def test_rows_of_a_body_lost_in_a_crash_are_removed(tmp_path: Path, sync: str) -
             assert [meta.digest for meta in metas] == [blob_digest(kept)]
             assert await store.read_message(inbox.id, metas[0].uid) == kept
             assert await store.list_queue() == []  # its queue entry went with it
-            assert list(store.blobs.digests()) == [blob_digest(kept)]
+            assert list(store.blobs.files.digests()) == [blob_digest(kept)]
         finally:
             await store.close()
 
@@ -200,7 +200,7 @@ def test_a_second_connection_keeps_the_first_ones_locks(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from poczta.store.sqlite_writer import connect
+    from poczta.store.sqlite.writer import connect
 
     path = tmp_path / "locks.db"
     first = connect(path)

@@ -9,8 +9,8 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable
-from poczta.store.blobs import BlobStore
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.blobs import BlobFiles
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, make_message, with_user
 
 
@@ -45,10 +45,10 @@ def test_directory_sync_failure_fails_the_whole_batch(
         try:
             bob = await with_user(store)
 
-            def broken(self: BlobStore, *args: object) -> None:
+            def broken(self: BlobFiles, *args: object) -> None:
                 raise StoreUnavailable("injected fsync failure")
 
-            monkeypatch.setattr(BlobStore, "sync_dirs", broken)
+            monkeypatch.setattr(BlobFiles, "sync_dirs", broken)
             calls = []
             for n in range(10):
                 data = make_message(n)

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import sqlite3
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from poczta.store.migrate import available_migrations, current_version, migrate
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.migrate import available_migrations, current_version, migrate
+from poczta.store.sqlite.store import SqliteStore
 
 
 def test_migrations_are_numbered_in_order() -> None:
     versions = [v for v, _, _ in available_migrations()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+def test_the_migrations_ship_with_the_package() -> None:
+    """Each migration file matches a package-data pattern of pyproject.toml, so a wheel
+    (not only a source checkout) carries it."""
+    project = Path(__file__).resolve().parents[2]
+    with open(project / "pyproject.toml", "rb") as file:
+        patterns = tomllib.load(file)["tool"]["setuptools"]["package-data"]["poczta"]
+    package = project / "src" / "poczta"
+    files = sorted((package / "store" / "sqlite" / "migrations").glob("*.sql"))
+    assert [path.name for path in files] == [name for _, name, _ in available_migrations()]
+    for path in files:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns), relative
 
 
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
@@ -53,7 +69,7 @@ def test_reopening_keeps_data(tmp_path: Path) -> None:
 def test_a_migration_that_lands_after_a_higher_one_is_still_applied(tmp_path: Path) -> None:
     import sqlite3
 
-    from poczta.store.migrate import migrate
+    from poczta.store.sqlite.migrate import migrate
 
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
     one = (1, "0001_a.sql", "CREATE TABLE a (x);")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from poczta.store import MailboxState, sqlite_shutdown
-from poczta.store.sqlite import SqliteStore
+from poczta.store import MailboxState
+from poczta.store.sqlite import shutdown as sqlite_shutdown
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import deliver_one, with_user
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def _die_with_the_store_open(tmp_path: Path, messages: int) -> None:
     script = textwrap.dedent(
         f"""
         import asyncio, os
-        from poczta.store.sqlite import SqliteStore
+        from poczta.store.sqlite.store import SqliteStore
         from tests.store.store_helpers import deliver_one, with_user
 
         async def main():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from poczta.store import sqlite_writer
-from poczta.store.sqlite_writer import begin_immediate, connect
+from poczta.store.sqlite import writer as sqlite_writer
+from poczta.store.sqlite.writer import begin_immediate, connect
 
 
 def test_begin_immediate_waits_for_the_other_writer(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from poczta.store import DEFAULT_MAILBOXES, AlreadyExists, MailStore, NotFound, StoreError
@@ -130,5 +132,55 @@ def test_aliases_and_resolution(backend: Backend) -> None:
         assert team is not None and [u.id for u in team.local_users] == [alice]
         with pytest.raises(NotFound):
             await store.remove_alias("team@example.com", "bob@example.com")
+
+    backend.run(body)
+
+
+def test_find_addresses_tells_what_each_address_is(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        bob = await with_user(store, "bob@example.com")
+        await with_user(store, "carol@example.org")
+        await store.add_alias("team@example.com", "zed@remote.test")
+        await store.add_alias("team@example.com", "Bob@example.com")
+        await store.add_alias("@example.com", "carol@example.org")
+        asked = [
+            "TEAM@example.com",
+            "bob@EXAMPLE.com",
+            "@example.com",
+            "nobody@example.org",
+            "bob@remote.test",
+            "no-at-sign",
+            "bob@example.com",
+        ]
+        entries = await store.find_addresses(asked)
+        assert [e.address for e in entries] == [a.lower() for a in asked]
+        assert [e.local_domain for e in entries] == [True, True, True, True, False, False, True]
+        assert [e.user.id if e.user else None for e in entries] == [
+            None, bob, None, None, None, None, bob,
+        ]  # fmt: skip
+        assert [e.alias_targets for e in entries] == [
+            ("bob@example.com", "zed@remote.test"),  # in address order
+            (),
+            ("carol@example.org",),
+            (),
+            (),
+            (),
+            (),
+        ]
+        assert await store.find_addresses([]) == []
+
+    backend.run(body)
+
+
+def test_find_addresses_reads_many_at_once(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        await with_user(store, "bob@example.com")
+        members = [f"member{n:03}@remote.test" for n in range(600)]  # more than one IN list
+        await asyncio.gather(*(store.add_alias("list@example.com", m) for m in members))
+        [entry] = await store.find_addresses(["list@example.com"])
+        assert list(entry.alias_targets) == members
+        found = await store.find_addresses([*members, "bob@example.com"] * 2)
+        assert [e.address for e in found] == [*members, "bob@example.com"] * 2
+        assert [e.user is not None for e in found] == ([False] * 600 + [True]) * 2
 
     backend.run(body)

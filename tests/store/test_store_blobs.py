@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poczta.store import NotFound, StoreUnavailable
-from poczta.store.blobs import BlobStore, blob_digest
+from poczta.store.sqlite.blobs import BlobFiles, blob_digest
 
 
 def temp_files(root: Path) -> list[Path]:
@@ -20,7 +20,7 @@ def temp_files(root: Path) -> list[Path]:
 
 
 def test_put_read_dedup(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = BlobFiles(tmp_path)
     digest, directory = blobs.put(b"hello\r\n")
     assert digest == hashlib.sha256(b"hello\r\n").hexdigest()
     assert blobs.path(digest) == tmp_path / digest[:2] / digest
@@ -36,7 +36,7 @@ def test_put_read_dedup(tmp_path: Path) -> None:
 
 
 def test_bad_digest_is_not_found(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = BlobFiles(tmp_path)
     with pytest.raises(NotFound):
         blobs.read("../../etc/passwd")
 
@@ -44,12 +44,12 @@ def test_bad_digest_is_not_found(tmp_path: Path) -> None:
 def test_leftover_temporary_files_are_cleared(tmp_path: Path) -> None:
     (tmp_path / "tmp").mkdir()
     (tmp_path / "tmp" / "partial.123").write_bytes(b"half a message")
-    BlobStore(tmp_path)
+    BlobFiles(tmp_path)
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_write_failure_is_unavailable(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = BlobFiles(tmp_path)
     (tmp_path / "tmp").rmdir()
     (tmp_path / "tmp").write_bytes(b"")
     with pytest.raises(StoreUnavailable):
@@ -59,7 +59,7 @@ def test_write_failure_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_staged_bodies_appear_only_when_committed(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path, sync="file")
+    blobs = BlobFiles(tmp_path, sync="file")
     assert blobs.sync_method == "file"
     first, second = blobs.stage(b"one\r\n"), blobs.stage(b"two\r\n")
     assert not os.path.exists(first.final) and not os.path.exists(second.final)
@@ -74,7 +74,7 @@ def test_staged_bodies_appear_only_when_committed(tmp_path: Path) -> None:
 
 
 def test_placing_renames_without_flushing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blobs = BlobStore(tmp_path, sync="filesystem")
+    blobs = BlobFiles(tmp_path, sync="filesystem")
     assert blobs.sync_method == "filesystem"
 
     def no_flush(*args: object) -> None:
@@ -89,7 +89,7 @@ def test_placing_renames_without_flushing(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_a_failed_rename_places_nothing_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path, sync="filesystem")
+    blobs = BlobFiles(tmp_path, sync="filesystem")
     staged = [blobs.stage(b"doomed\r\n")]
     assert staged[0].temp is not None
     os.unlink(staged[0].temp)  # the temp file vanished under the store
@@ -101,7 +101,7 @@ def test_a_failed_rename_places_nothing_and_leaves_no_temp_file(tmp_path: Path) 
 
 def test_unknown_sync_method(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sync method"):
-        BlobStore(tmp_path, sync="never")
+        BlobFiles(tmp_path, sync="never")
 
 
 def _abandon(root: Path, owner: str, files: dict[str, bytes]) -> None:
@@ -123,7 +123,7 @@ def test_complete_bodies_of_a_dead_store_are_moved_into_place(tmp_path: Path) ->
             "not-a-digest.2": b"junk",
         },
     )
-    blobs = BlobStore(tmp_path)
+    blobs = BlobFiles(tmp_path)
     assert blobs.read(blob_digest(body)) == body
     assert list(blobs.digests()) == [blob_digest(body)]
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -133,15 +133,15 @@ def test_a_directory_without_its_lock_is_recovered_too(tmp_path: Path) -> None:
     body = b"complete body\r\n"
     _abandon(tmp_path, "4242-cafebabe", {f"{blob_digest(body)}.0": body})
     (tmp_path / "tmp" / "4242-cafebabe.lock").unlink()  # a recovery that died half-way
-    blobs = BlobStore(tmp_path)
+    blobs = BlobFiles(tmp_path)
     assert blobs.read(blob_digest(body)) == body
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_opening_a_second_store_leaves_the_first_ones_writes_alone(tmp_path: Path) -> None:
-    server = BlobStore(tmp_path)
+    server = BlobFiles(tmp_path)
     in_flight = server.stage(b"being delivered\r\n")
-    admin = BlobStore(tmp_path)  # e.g. `poczta mail list` while the server runs
+    admin = BlobFiles(tmp_path)  # e.g. `poczta mail list` while the server runs
     server.commit_staged([in_flight])
     assert admin.read(in_flight.digest) == b"being delivered\r\n"
     server.close()

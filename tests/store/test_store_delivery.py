@@ -59,9 +59,9 @@ def test_one_failing_delivery_does_not_fail_its_batch(backend: Backend) -> None:
         uids = [meta.uid for meta in await store.fetch_meta(inbox.id)]
         digest = (await store.fetch_meta(inbox.id))[0].digest
         await store.expunge(inbox.id, uids)
-        assert await store.sweep_blobs(now=time.time() + LATER) == 1
+        assert await store.blobs.sweep(now=time.time() + LATER) == 1
         with pytest.raises(NotFound):
-            await store.read_blob(digest)
+            await store.blobs.read(digest)
 
     backend.run(body)
 
@@ -80,10 +80,10 @@ def test_accept_delivers_and_queues_in_one_call(backend: Backend) -> None:
         assert [r.address for r in entry.recipients] == ["carol@remote.test", "dave@remote.test"]
         assert all(r.status == "pending" for r in entry.recipients)
         assert entry.size == len(data) and entry.attempts == 0
-        assert await store.read_blob(entry.digest) == data
+        assert await store.blobs.read(entry.digest) == data
         # the queue keeps the body alive after the local copy is gone
         await store.expunge(accepted.delivered[0].mailbox_id, [accepted.delivered[0].uid])
-        assert await store.read_blob(entry.digest) == data
+        assert await store.blobs.read(entry.digest) == data
 
     backend.run(body)
 
@@ -91,7 +91,7 @@ def test_accept_delivers_and_queues_in_one_call(backend: Backend) -> None:
 def test_enqueue(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         data = make_message(4)
-        digest = await store.store_blob(data)
+        digest = await store.blobs.put(data)
         queue_id = await store.enqueue("a@example.org", ["x@remote.test"], digest, len(data))
         [entry] = await store.list_queue()
         assert entry.id == queue_id and entry.digest == digest

@@ -71,7 +71,7 @@ def test_copy_keeps_flags_and_bodies_and_move_expunges(backend: Backend) -> None
         assert metas[1].flags == frozenset({"\\Flagged", "$Work"})
         # The copies hold their own references: expunging the originals keeps the bodies.
         await store.expunge(inbox.id, uids)
-        await store.sweep_blobs(now=time.time() + LATER)
+        await store.blobs.sweep(now=time.time() + LATER)
         assert await store.read_message(archive.id, 2) == make_message(2)
         before = await store.mailbox_version(archive.id)
         _, moved = await store.copy_messages(user, archive.id, [1, 2], "Junk", move=True)

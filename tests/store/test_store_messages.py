@@ -73,8 +73,8 @@ def test_deliver_and_fetch(backend: Backend) -> None:
         assert ("subject", "Hello 7") in meta.search_headers
         assert meta.modseq <= junk.highestmodseq
         assert await store.read_message(inbox.id, 1) == data
-        assert await store.read_blob(meta.digest) == data
-        assert await store.read_blob(meta.digest, size_hint=meta.size) == data  # inline read
+        assert await store.blobs.read(meta.digest) == data
+        assert await store.blobs.read(meta.digest, size_hint=meta.size) == data  # inline read
         with pytest.raises(NotFound):
             await store.read_message(inbox.id, 99)
         with pytest.raises(NotFound):
@@ -185,13 +185,13 @@ def test_blob_removed_with_last_reference(backend: Backend) -> None:
         inbox = await store.get_mailbox(user, "INBOX")
         [meta] = await store.fetch_meta(inbox.id)
         await store.expunge(inbox.id, [1])
-        assert await store.read_blob(meta.digest) == data  # Archive still holds it
+        assert await store.blobs.read(meta.digest) == data  # Archive still holds it
         await store.delete_mailbox(user, "Archive")
-        assert await store.read_blob(meta.digest) == data  # released, kept for a while
-        assert await store.sweep_blobs() == 0
-        assert await store.sweep_blobs(now=time.time() + LATER) == 1
+        assert await store.blobs.read(meta.digest) == data  # released, kept for a while
+        assert await store.blobs.sweep() == 0
+        assert await store.blobs.sweep(now=time.time() + LATER) == 1
         with pytest.raises(NotFound):
-            await store.read_blob(meta.digest)
+            await store.blobs.read(meta.digest)
         # the same content delivered again is stored again
         await store.deliver(data, parsed, WHEN, [DeliveryTarget(user)])
         assert await store.read_message(inbox.id, 2) == data

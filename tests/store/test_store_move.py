@@ -48,9 +48,9 @@ def test_moved_body_is_referenced_once(backend: Backend) -> None:
         [meta] = await store.fetch_meta(archive.id)
         assert meta.uid == new_uid
         await store.expunge(archive.id, [new_uid])  # the only reference: the body goes
-        await store.sweep_blobs(now=time.time() + LATER)
+        await store.blobs.sweep(now=time.time() + LATER)
         with pytest.raises(NotFound):
-            await store.read_blob(meta.digest)
+            await store.blobs.read(meta.digest)
 
     backend.run(body)
 

@@ -169,9 +169,9 @@ def test_finishing_releases_the_body(backend: Backend) -> None:
         assert reported == {"carol@remote.test": False, "dave@remote.test": True}
         assert await store.finish_queue_entry(queue_id)
         assert await store.list_queue() == []
-        assert await store.sweep_blobs(now=time.time() + LATER) == 1
+        assert await store.blobs.sweep(now=time.time() + LATER) == 1
         with pytest.raises(NotFound):
-            await store.read_blob(entry.digest)
+            await store.blobs.read(entry.digest)
 
     backend.run(body)
 

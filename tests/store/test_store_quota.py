@@ -26,8 +26,8 @@ from hypothesis.stateful import (
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, FlagMode, MailboxState, MailStore, NotFound, UserId
 from poczta.store.base import QuotaOverrides, QuotaUsage
-from poczta.store.migrate import migrate
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.migrate import migrate
+from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, Backend, make_message, with_user
 
 T = TypeVar("T")

@@ -14,8 +14,8 @@ from poczta.message import parse_message, parse_structure
 from poczta.message.imap_body import section_range
 from poczta.store import DeliveryTarget, MailStore
 from poczta.store.codec import decode_structure, encode_structure
-from poczta.store.migrate import current_version
-from poczta.store.sqlite import SqliteStore
+from poczta.store.sqlite.migrate import current_version
+from poczta.store.sqlite.store import SqliteStore
 from tests.mime_dovecot_fixtures import DOVECOT
 from tests.store.store_helpers import WHEN, Backend, with_user
 

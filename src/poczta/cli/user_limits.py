@@ -22,8 +22,7 @@ from poczta.cli.common import (
 from poczta.cli.user_quota import print_quota, quota_defaults, quota_report
 from poczta.config import Config
 from poczta.sending_limits import LIMIT_NAMES, SendingLimits, SendingState
-from poczta.store.base import MailStore, NotFound
-from poczta.store.sending_sqlite import SqliteSendingStore
+from poczta.store.base import MailStore, NotFound, SendingStore
 
 T = TypeVar("T")
 
@@ -34,20 +33,14 @@ def _defaults(config: Config) -> SendingLimits:
     return sending_limits(config)
 
 
-def _with_stores(
-    config: Config, action: Callable[[MailStore, SqliteSendingStore], Awaitable[T]]
-) -> T:
+def _with_stores(config: Config, action: Callable[[MailStore, SendingStore], Awaitable[T]]) -> T:
     """Open the mail store and the sending-limit tables beside it, run `action`, close."""
     from poczta.app import open_configured_store
 
     async def go() -> T:
         store = await open_configured_store(config)
         try:
-            sending = await SqliteSendingStore.open(config.store.path)
-            try:
-                return await action(store, sending)
-            finally:
-                await sending.close()
+            return await action(store, await store.sending_store())
         finally:
             await store.close()
 
@@ -106,7 +99,7 @@ def user_limits(
         if text is not None
     }
 
-    async def act(store: MailStore, sending: SqliteSendingStore) -> SendingState:
+    async def act(store: MailStore, sending: SendingStore) -> SendingState:
         if await store.get_user(address) is None:
             raise Failure(f"no user {address}")
         if changes:
@@ -135,7 +128,7 @@ def user_show(config_path: Path | None, data_dir: Path | None, address: str, as_
     address = valid_address(address)
     config = resolve_config(config_path, data_dir)
 
-    async def collect(store: MailStore, sending: SqliteSendingStore) -> dict[str, Any]:
+    async def collect(store: MailStore, sending: SendingStore) -> dict[str, Any]:
         found = await store.get_user(address)
         if found is None:
             raise Failure(f"no user {address}")

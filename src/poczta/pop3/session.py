@@ -278,7 +278,7 @@ class Pop3Session:
         assert self.drop is not None
         try:
             _, digest, size = self.drop.messages[uid]
-            return await self.ctx.store.read_blob(digest, size_hint=size)
+            return await self.ctx.store.blobs.read(digest, size_hint=size)
         except StoreError as exc:  # expunged elsewhere meanwhile, or the disk failed
             log("pop3.read_failed", user=self.drop.user, uid=uid, error=exc)
             return None

@@ -190,7 +190,7 @@ class QueueRunner:
     async def process(self, entry: QueueEntry) -> None:
         """One attempt of every pending recipient of `entry`, then its bookkeeping."""
         try:
-            original = await self.store.read_blob(entry.digest, size_hint=entry.size)
+            original = await self.store.blobs.read(entry.digest, size_hint=entry.size)
         except NotFound:
             await self.store.hold_queue_entry(entry.id, True)
             log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")

@@ -1,23 +1,32 @@
-"""The mail store package: the `MailStore` interface and `open_store`, which picks a backend.
+"""The mail store package: the store's interfaces and `open_store`, which picks a backend.
 
-Callers import records, errors and `open_store` from here; the SQLite backend is the
-default (a database file plus a directory of content-addressed message bodies).
+Callers import records, errors and `open_store` from here; the interfaces are in `base`
+(`MailStore` with its `BlobStore`, `GreylistStore` and `SendingStore`), the records in
+`records`. `open_store` and `run_committer` are the one place that picks a backend by
+`[store] backend`: SQLite by default (`poczta.store.sqlite`: a database file plus a
+directory of content-addressed message bodies), under the data directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poczta.store.base import (
     DEFAULT_MAILBOXES,
     SPECIAL_USES,
     SYSTEM_FLAGS,
     Accepted,
+    AddressBook,
+    AddressEntry,
     AlreadyExists,
+    BlobStore,
     Delivered,
     DeliveryTarget,
     FlagMode,
     FlagResult,
+    GreylistStore,
     MailboxChange,
     MailboxId,
     MailboxState,
@@ -30,6 +39,7 @@ from poczta.store.base import (
     QueueId,
     QueueRecipient,
     Resolution,
+    SendingStore,
     StoreError,
     StoreUnavailable,
     UserId,
@@ -38,16 +48,23 @@ from poczta.store.base import (
     normalize_flags,
 )
 
+if TYPE_CHECKING:
+    from poczta.config import Config
+
 __all__ = [
     "DEFAULT_MAILBOXES",
     "SPECIAL_USES",
     "SYSTEM_FLAGS",
     "Accepted",
+    "AddressBook",
+    "AddressEntry",
     "AlreadyExists",
+    "BlobStore",
     "Delivered",
     "DeliveryTarget",
     "FlagMode",
     "FlagResult",
+    "GreylistStore",
     "MailStore",
     "MailboxChange",
     "MailboxId",
@@ -60,6 +77,7 @@ __all__ = [
     "QueueId",
     "QueueRecipient",
     "Resolution",
+    "SendingStore",
     "StoreError",
     "StoreUnavailable",
     "UserId",
@@ -67,12 +85,39 @@ __all__ = [
     "normalize_address",
     "normalize_flags",
     "open_store",
+    "run_committer",
 ]
 
 
-async def open_store(data_dir: Path | str) -> MailStore:
-    """The default store under `data_dir`: `mail.db` and the `blobs/` directory."""
-    from poczta.store.sqlite import SqliteStore
+async def open_store(config: Config, *, committer: bool = False) -> MailStore:
+    """The configured store, its bodies, greylisting and sending limits beside it. With
+    `committer` (a worker of several) deliveries go through the committer process when
+    it runs (`run_committer`)."""
+    db_path, blob_dir = _sqlite_files(config)
+    from poczta.store.sqlite.committer import committer_address
+    from poczta.store.sqlite.store import SqliteStore
 
-    root = Path(data_dir)
-    return await SqliteStore.open(root / "mail.db", root / "blobs")
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    return await SqliteStore.open(
+        db_path,
+        blob_dir,
+        blob_sync=config.store.sync,
+        committer=committer_address(db_path) if committer else None,
+    )
+
+
+def run_committer(config: Config, *, ready: Callable[[], None] | None = None) -> None:
+    """The committer process of a server with several workers, which group-commits the
+    deliveries of all of them (see `poczta.store.sqlite.committer`): serves until
+    SIGTERM/SIGINT, which the master sends once every worker has stopped."""
+    db_path, blob_dir = _sqlite_files(config)
+    from poczta.store.sqlite.committer import run_committer as run_sqlite_committer
+
+    run_sqlite_committer(db_path, blob_dir, config.store.sync, ready=ready)
+
+
+def _sqlite_files(config: Config) -> tuple[Path, Path]:
+    """The database file and body directory of the SQLite backend, the only one yet."""
+    if config.store.backend != "sqlite":
+        raise StoreUnavailable(f"store backend {config.store.backend!r} is not available yet")
+    return config.store.path, config.data_dir / "blobs"

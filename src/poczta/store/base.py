@@ -1,9 +1,8 @@
-"""The mail store interface: records, errors and the `MailStore` protocol every backend implements.
+"""The mail store's interfaces: the `MailStore` protocol every backend implements.
 
 Callers (SMTP delivery, IMAP, POP3, the queue runner, the command line) speak only
-this module's language. Nothing of a backend leaks out: ids are opaque integers, a
-failure of the disk or the database is `StoreUnavailable` (answer 451 4.3.0 and let
-the client retry), and the other errors are `NotFound` and `AlreadyExists`.
+this module's language: the protocols here and the records and errors of
+`poczta.store.records`, exported here too. Nothing of a backend leaks out.
 
 Addresses are compared case-insensitively: the store lower-cases the whole address
 (the local part too) before storing or looking it up, and returns it lower-cased.
@@ -14,13 +13,54 @@ A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk")
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, NewType, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from poczta.message import Envelope, MimePart, ParsedMessage
+from poczta.message import ParsedMessage
+from poczta.store.records import (
+    DEFAULT_MAILBOXES,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    QUOTA_RESOURCES,
+    SPECIAL_USES,
+    SYSTEM_FLAGS,
+    Accepted,
+    AddressEntry,
+    AlreadyExists,
+    CachedStsPolicy,
+    Delivered,
+    DeliveryTarget,
+    FlagMode,
+    FlagResult,
+    MailboxChange,
+    MailboxId,
+    MailboxState,
+    MessageMeta,
+    MessageSummary,
+    NotFound,
+    Outbound,
+    QueueEntry,
+    QueueId,
+    QueueRecipient,
+    QuotaOverrides,
+    QuotaState,
+    QuotaUsage,
+    RecipientAttempt,
+    RecipientDsn,
+    Resolution,
+    StoreError,
+    StoreUnavailable,
+    UserId,
+    UserRecord,
+    normalize_address,
+    normalize_flags,
+)
+
+if TYPE_CHECKING:  # the records of the rules these stores keep state for
+    from poczta.mailauth.greylist import GreylistTriplet, NetworkRecord, TripletRecord
+    from poczta.sending_limits import SendingState
 
 __all__ = [
     "DEFAULT_MAILBOXES",
@@ -31,12 +71,16 @@ __all__ = [
     "SPECIAL_USES",
     "SYSTEM_FLAGS",
     "Accepted",
+    "AddressBook",
+    "AddressEntry",
     "AlreadyExists",
+    "BlobStore",
     "CachedStsPolicy",
     "Delivered",
     "DeliveryTarget",
     "FlagMode",
     "FlagResult",
+    "GreylistStore",
     "MailStore",
     "MailboxChange",
     "MailboxId",
@@ -54,6 +98,7 @@ __all__ = [
     "RecipientAttempt",
     "RecipientDsn",
     "Resolution",
+    "SendingStore",
     "StoreError",
     "StoreUnavailable",
     "UserId",
@@ -62,282 +107,108 @@ __all__ = [
     "normalize_flags",
 ]
 
-UserId = NewType("UserId", int)
-MailboxId = NewType("MailboxId", int)
-QueueId = NewType("QueueId", int)
 
-SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
-SPECIAL_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
-DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
-    ("INBOX", None),
-    ("Sent", "\\Sent"),
-    ("Drafts", "\\Drafts"),
-    ("Junk", "\\Junk"),
-    ("Trash", "\\Trash"),
-    ("Archive", "\\Archive"),
-)
+class AddressBook(Protocol):
+    """The store's answer to "what is this address?", all that recipient routing asks."""
 
+    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
+        """The entry of each address (in the store's form, see `normalize_address`), in the
+        order given, all read together: one round trip however many. An address that is
+        nothing here still has its entry (no user, no targets; `local_domain` False when
+        it has no "@"). Which entry wins is `poczta.routing`'s business, not the store's."""
+        ...
 
-class StoreError(Exception):
-    """Base of every error the store raises."""
 
+class BlobStore(Protocol):
+    """Message bodies, each named by its digest (the SHA-256 of its content, lower-case hex)
+    and stored once however many messages and queue entries use it.
 
-class StoreUnavailable(StoreError):
-    """The disk or the database failed; nothing was changed. Callers answer 451 4.3.0."""
+    Whether a body is still used is not asked here: the mail store counts its users in
+    the transactions that add and drop them (a delivery, a copy, an expunge, a queue
+    entry), which is why bodies have no delete of their own, only a sweep of those the
+    mail store has released. A delivery's body goes in with the delivery (`accept`).
+    """
 
+    async def put(self, data: bytes) -> str:
+        """Store a body durably on its own (for `MailStore.enqueue`); return its digest."""
+        ...
 
-class NotFound(StoreError):
-    """The domain, user, alias, mailbox, message or blob named does not exist."""
+    async def read(self, digest: str, *, size_hint: int | None = None) -> bytes:
+        """A body by digest (NotFound when there is none); `size_hint`, its size if known,
+        lets a small one be read without a thread hand-off."""
+        ...
 
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete the bodies nothing has referred to for the grace period (an expunged
+        body stays that long, so that a delivery of the same content can still use it);
+        return how many went. The store also does this by itself after releasing some."""
+        ...
 
-class AlreadyExists(StoreError):
-    """The domain, user, alias or mailbox to create exists already."""
 
+class GreylistStore(Protocol):
+    """Greylisting state: the record of each triplet and client network, kept until it
+    expires, shared by every process (and node) of the server. The calls the greylisting
+    rules make (`poczta.mailauth.greylist`, which as a core imports nothing of the store
+    and so states them once more for itself); every one may run concurrently."""
 
-def normalize_address(address: str) -> str:
-    """The store's form of an address: stripped and lower-cased (local part too)."""
-    return address.strip().lower()
+    async def get_triplet(self, triplet: GreylistTriplet) -> TripletRecord | None: ...
 
+    async def put_triplet(self, record: TripletRecord) -> None:
+        """Insert or replace the record of `record.triplet`."""
+        ...
 
-_SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+    async def get_network(self, network: str) -> NetworkRecord | None: ...
 
+    async def put_network(self, record: NetworkRecord) -> None:
+        """Insert or replace the record of `record.network`."""
+        ...
 
-def normalize_flags(flags: Sequence[str] | frozenset[str]) -> frozenset[str]:
-    """Flags with system flags in their canonical case; keywords kept as given."""
-    return frozenset(_SYSTEM_BY_LOWER.get(flag.lower(), flag) for flag in flags)
+    async def sweep(self, now: float) -> int:
+        """Delete every record whose `expires` is not after `now`; return how many went."""
+        ...
 
 
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    id: UserId
-    address: str
-    password_hash: str
-    scram: str
-    created: datetime
+class SendingStore(Protocol):
+    """Submitted mail's sending limits: each user's own limits and what each user sent,
+    counted across every process (and node) of the server (see `poczta.sending_limits`)."""
 
+    async def sending_state(self, user: str, now: float) -> SendingState:
+        """The overrides and usage of `user` at `now` (seconds since the epoch); defaults
+        and zero usage for an unknown user."""
+        ...
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """Where mail for one recipient goes: local users and remote addresses (via aliases)."""
+    async def record_sent(self, user: str, recipients: int, now: float) -> None:
+        """Count one accepted message of `user` with `recipients` recipients at `now`."""
+        ...
 
-    local_users: tuple[UserRecord, ...] = ()
-    remote_addresses: tuple[str, ...] = ()
+    async def set_overrides(self, user: str, changes: Mapping[str, int | None]) -> None:
+        """Set some of `user`'s own limits (None: back to the default); NotFound when there
+        is no such user, ValueError for a name that is no limit."""
+        ...
 
 
-@dataclass(frozen=True, slots=True)
-class MailboxState:
-    id: MailboxId
-    user_id: UserId
-    name: str
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    special_use: str | None
-    messages: int
+class MailStore(AddressBook, Protocol):
+    """Accounts, mailboxes, messages and the outbound queue, behind one interface; the
+    message bodies behind their own (`blobs`)."""
 
+    @property
+    def blobs(self) -> BlobStore:
+        """The bodies of this store's messages and queue entries."""
+        ...
 
-@dataclass(frozen=True, slots=True)
-class MailboxChange:
-    """A mailbox's state after a change (see `MailStore.changes`); `exists` is False once
-    the mailbox was deleted."""
+    async def greylist_store(self) -> GreylistStore:
+        """The greylisting state kept beside this store: opened on the first call (the
+        same one after), closed with the store."""
+        ...
 
-    mailbox_id: MailboxId
-    highestmodseq: int
-    uidnext: int
-    messages: int
-    exists: bool = True
+    async def sending_store(self) -> SendingStore:
+        """The sending limits and counts kept beside this store: opened on the first call
+        (the same one after), closed with the store."""
+        ...
 
-
-@dataclass(frozen=True, slots=True)
-class MessageMeta:
-    """One message as FETCH and SEARCH see it, without its bytes."""
-
-    uid: int
-    modseq: int
-    flags: frozenset[str]
-    internal_date: datetime
-    size: int
-    digest: str
-    header_size: int
-    sent_date: datetime | None
-    subject: str
-    envelope: Envelope
-    search_headers: tuple[tuple[str, str], ...]
-    # The MIME structure, with the byte offsets of every part (BODYSTRUCTURE, sections).
-    structure: MimePart | None = None
-
-
-class MessageSummary(NamedTuple):
-    """What a download needs of one message (POP3's numbers, sizes and unique ids)."""
-
-    uid: int
-    size: int
-    digest: str
-
-
-class FlagMode(enum.Enum):
-    ADD = "add"
-    REMOVE = "remove"
-    REPLACE = "replace"
-
-
-@dataclass(frozen=True, slots=True)
-class FlagResult:
-    """Outcome of `set_flags`: the messages changed and those refused by UNCHANGEDSINCE."""
-
-    changed: tuple[tuple[int, frozenset[str], int], ...]  # (uid, new flags, new modseq)
-    modified: tuple[int, ...]  # UIDs whose modseq was above unchangedsince
-    highestmodseq: int
-
-
-#: What a quota limits: "storage" (octets, the sum of RFC822.SIZE) and "messages".
-QUOTA_RESOURCES = ("storage", "messages")
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaUsage:
-    """What a user's messages take, over all of the user's mailboxes."""
-
-    storage: int = 0  # octets
-    messages: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaOverrides:
-    """A user's own quota limits; None keeps the configured default (0: no limit)."""
-
-    storage: int | None = None
-    messages: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaState:
-    """A user's usage and own limits, read together (see `poczta.quota`)."""
-
-    usage: QuotaUsage
-    overrides: QuotaOverrides
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryTarget:
-    """One local destination: a user's mailbox by name, or by special use ("\\Junk")."""
-
-    user_id: UserId
-    mailbox: str = "INBOX"
-    flags: frozenset[str] = field(default_factory=frozenset)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    mailbox_id: MailboxId
-    uid: int
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientDsn:
-    """A recipient's DSN parameters (RFC 3461): NOTIFY and ORCPT ("rfc822;addr" form)."""
-
-    notify: tuple[str, ...] | None = None
-    orcpt: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """Remote recipients of a message, to be queued in the same commit as local delivery,
-    with the DSN parameters of the transaction (ENVID, RET) and of each recipient (by
-    address, as given in `recipients`)."""
-
-    sender: str
-    recipients: tuple[str, ...]
-    envid: str | None = None
-    ret: str | None = None
-    dsn: Mapping[str, RecipientDsn] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """Result of `accept`: the local copies and the queue entry (None when nothing is remote)."""
-
-    delivered: tuple[Delivered, ...]
-    queue_id: QueueId | None
-
-
-#: A queued recipient's states: PENDING is tried again; DELIVERED and FAILED are final.
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class QueueRecipient:
-    """One recipient of a queue entry: its state and what its last attempt gave."""
-
-    address: str
-    status: str  # PENDING, DELIVERED or FAILED
-    last_error: str | None  # the text of the last attempt's outcome
-    attempts: int = 0
-    reply_code: int | None = None  # the remote reply that decided the last attempt
-    reply_enhanced: str | None = None
-    remote_mta: str | None = None
-    tls: str | None = None  # the last attempt's TLS outcome, e.g. "opportunistic TLSv1.3 ..."
-    notify: tuple[str, ...] | None = None
-    orcpt: str | None = None
-    reported: bool = False  # a DSN about its final state was sent (or is not wanted)
-    last_attempt: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    """One queued message; `created` is its arrival time."""
-
-    id: QueueId
-    sender: str
-    recipients: tuple[QueueRecipient, ...]
-    digest: str
-    size: int
-    created: datetime
-    next_attempt: datetime
-    attempts: int
-    last_error: str | None
-    envid: str | None = None
-    ret: str | None = None
-    held: bool = False
-    delay_warned: bool = False
-    claimed_by: str | None = None
-    claimed_until: datetime | None = None
-
-    def pending(self) -> tuple[QueueRecipient, ...]:
-        return tuple(r for r in self.recipients if r.status == PENDING)
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientAttempt:
-    """What one attempt gave for one recipient, to record in the queue."""
-
-    address: str
-    status: str  # PENDING (a temporary failure), DELIVERED or FAILED
-    text: str
-    reply_code: int | None = None
-    reply_enhanced: str | None = None
-    remote_mta: str | None = None
-    tls: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CachedStsPolicy:
-    """A destination domain's MTA-STS policy as last fetched (RFC 8461 5.1): the id its
-    TXT record gave, the policy text, when it was fetched, and when it expires (the
-    fetch plus its max_age)."""
-
-    domain: str
-    policy_id: str
-    text: str
-    fetched: datetime
-    expires: datetime
-
-
-class MailStore(Protocol):
-    """Accounts, mailboxes, messages, blobs and the outbound queue, behind one interface."""
-
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Finish what is under way and close the store, with what it opened beside it."""
+        ...
 
     # domains
     async def add_domain(self, domain: str) -> None: ...
@@ -356,7 +227,10 @@ class MailStore(Protocol):
     async def add_alias(self, source: str, target: str) -> None: ...
     async def remove_alias(self, source: str, target: str | None = None) -> None: ...
     async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]: ...
-    async def resolve_recipient(self, address: str) -> Resolution | None: ...
+    async def resolve_recipient(self, address: str) -> Resolution | None:
+        """Where mail for `address` goes, by the routing rules over `find_addresses`; a
+        backend inherits it from `poczta.routing.RecipientRouting`."""
+        ...
 
     # mailboxes
     async def list_mailboxes(self, user_id: UserId) -> list[MailboxState]: ...
@@ -482,18 +356,7 @@ class MailStore(Protocol):
         as expunged. NotFound when either mailbox or the message does not exist."""
         ...
 
-    # blobs and the outbound queue
-    async def store_blob(self, data: bytes) -> str: ...
-    async def read_blob(self, digest: str, *, size_hint: int | None = None) -> bytes:
-        """A body by digest; `size_hint` (its size, if known) lets small ones be read inline."""
-        ...
-
-    async def sweep_blobs(self, now: float | None = None) -> int:
-        """Delete the bodies nothing has referred to for the grace period (an expunged
-        body stays that long, so that a delivery of the same content can still use it);
-        return how many went. The store also does this by itself after releasing some."""
-        ...
-
+    # the outbound queue (its bodies are stored on their own: `blobs.put`)
     async def enqueue(
         self, sender: str, recipients: Sequence[str], digest: str, size: int
     ) -> QueueId: ...

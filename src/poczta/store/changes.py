@@ -4,7 +4,7 @@ An IMAP session with a mailbox selected (IDLE above all) must learn of every cha
 it, whichever process made it: a delivery committed by the committer or another worker,
 an APPEND, STORE or EXPUNGE in any session. `ChangeHub` keeps the watchers of one store
 instance and wakes those whose mailbox has changed; it knows nothing of how a backend
-finds out. The SQLite store probes it (`poczta.store.sqlite_changes`: a cheap check of
+finds out. The SQLite store probes it (`poczta.store.sqlite.change_poller`: a cheap check of
 the database's version a few times a second while anyone watches, then one query for
 the watched mailboxes); a backend with push notification (PostgreSQL's LISTEN/NOTIFY)
 calls `changed` directly. A change is reported as the mailbox's new state; the watcher

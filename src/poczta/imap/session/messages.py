@@ -127,10 +127,10 @@ async def _items(
     uid_form: bool,
     seen_changed: bool,
 ) -> list[tuple[str, Value]] | UnknownEncoding:
-    data = await session.store.read_blob(meta.digest, size_hint=meta.size) if read_body else None
+    data = await session.store.blobs.read(meta.digest, size_hint=meta.size) if read_body else None
     root = meta.structure
     if root is None:
-        data = data if data is not None else await session.store.read_blob(meta.digest)
+        data = data if data is not None else await session.store.blobs.read(meta.digest)
         root = parse_structure(data)
     wanted = list(attributes)
     if seen_changed and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):

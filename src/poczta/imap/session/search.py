@@ -92,7 +92,7 @@ async def _matching(
         if not digest:
             return ""
         future = asyncio.run_coroutine_threadsafe(
-            store.read_blob(digest, size_hint=message.size), loop
+            store.blobs.read(digest, size_hint=message.size), loop
         )
         return body_text(future.result())
 

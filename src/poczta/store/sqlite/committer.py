@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from poczta.store import sqlite_messages as messages
 from poczta.store.base import (
     Accepted,
     Delivered,
@@ -58,9 +57,10 @@ from poczta.store.base import (
     StoreUnavailable,
     UserId,
 )
-from poczta.store.blobs import BlobStore, StagedBlob
 from poczta.store.codec import MessageColumns
-from poczta.store.sqlite_writer import Dispatch, Pending, Writer
+from poczta.store.sqlite import messages
+from poczta.store.sqlite.blobs import BlobFiles, StagedBlob
+from poczta.store.sqlite.writer import Dispatch, Pending, Writer
 
 __all__ = [
     "CommitterClient",
@@ -70,6 +70,7 @@ __all__ = [
     "committer_address",
     "install_stop_signals",
     "request_for",
+    "run_committer",
     "serve_committer",
 ]
 
@@ -182,7 +183,7 @@ class _Peer:
 
 def serve_committer(
     writer_factory: Callable[[Dispatch], Writer],
-    blobs: BlobStore,
+    blobs: BlobFiles,
     address: str,
     stop: Callable[[], bool],
     *,
@@ -241,7 +242,7 @@ def _receive(
     peer: _Peer,
     selector: selectors.BaseSelector,
     peers: dict[socket.socket, _Peer],
-    blobs: BlobStore,
+    blobs: BlobFiles,
 ) -> list[Pending]:
     batch: list[Pending] = []
     try:
@@ -309,6 +310,27 @@ def install_stop_signals() -> Callable[[], bool]:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return lambda: bool(stopped)
+
+
+def run_committer(
+    db_path: Path, blob_dir: Path, sync: str, *, ready: Callable[[], None] | None = None
+) -> None:
+    """The committer process of the database at `db_path`: prepare its files (as a store
+    opening does), then serve until SIGTERM/SIGINT."""
+    from poczta.store.sqlite.store import prepare_files  # the store imports this module
+
+    stop = install_stop_signals()
+    blobs = prepare_files(db_path, blob_dir, sync)
+    try:
+        serve_committer(
+            lambda dispatch: Writer(db_path, blobs, dispatch=dispatch),
+            blobs,
+            committer_address(db_path),
+            stop,
+            ready=ready,
+        )
+    finally:
+        blobs.close()
 
 
 # --------------------------------------------------------------------------- the workers' side

@@ -7,7 +7,7 @@ Times are stored as ISO 8601 text in UTC with microseconds (`queue_time`), so th
 SQL comparisons of due times and claims compare them correctly as text. A recipient's
 result is only ever written while it is pending, so a late or repeated write can never
 turn a delivered recipient back into a pending one. An entry holds one reference to its
-body, released (`poczta.store.sqlite_blobs`) when the entry is finished or deleted.
+body, released (`poczta.store.sqlite.blob_refs`) when the entry is finished or deleted.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from poczta.store.base import (
     normalize_address,
 )
 from poczta.store.codec import decode_time
-from poczta.store.sqlite_blobs import add_blob_ref, release_blobs
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.blob_refs import add_blob_ref, release_blobs
+from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = [
     "bounce_job",

@@ -22,14 +22,14 @@ before anyone is answered. One flush per batch on the way to every answer, and n
 inside the lock every worker waits for. Since that flush has no order within it, the
 transaction also lists the batch's new bodies in `unflushed_bodies`; the next
 transaction unlists them, and a store opened after a crash checks the listed ones
-(`poczta.store.sqlite_recovery`). If a flush fails, the batch's callers get
+(`poczta.store.sqlite.recovery`). If a flush fails, the batch's callers get
 `StoreUnavailable` although its rows are visible, and its bodies stay listed: a client
 then sends the message again, which at worst duplicates it. Readers can see a batch's
-rows in the moment before its flush; after a power loss `poczta.store.sqlite_shutdown`
+rows in the moment before its flush; after a power loss `poczta.store.sqlite.shutdown`
 keeps the UIDs and MODSEQs they saw from being handed out again.
 
 A server with several workers runs deliveries, its hot path, through one writer in a
-process of its own, the committer (`poczta.store.committer`), which drives a `Writer`
+process of its own, the committer (`poczta.store.sqlite.committer`), which drives a `Writer`
 without a thread through `run_batch`; each worker keeps its own writer for the rest.
 The writers of several processes (the committer, the workers) take turns through an
 ``flock`` on `<database>.writelock` before ``BEGIN IMMEDIATE``: a waiting writer sleeps
@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from poczta.store.base import StoreError, StoreUnavailable
-from poczta.store.blobs import BlobStore, StagedBlob
-from poczta.store.sqlite_shutdown import ShutdownMarker
+from poczta.store.sqlite.blobs import BlobFiles, StagedBlob
+from poczta.store.sqlite.shutdown import ShutdownMarker
 
 __all__ = [
     "Dispatch",
@@ -137,7 +137,7 @@ class JobContext:
     except idempotently (writing a blob, asking for an after-commit action).
     """
 
-    blobs: BlobStore
+    blobs: BlobFiles
     placed: frozenset[str] = frozenset()
     sync_dirs: set[Path] = field(default_factory=set)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
@@ -191,14 +191,14 @@ class Writer:
     """The writer thread and its queue of jobs.
 
     With a `dispatch` function there is no thread: the owner (the committer process,
-    `poczta.store.committer`) hands whole batches to `run_batch` and gets each job's
+    `poczta.store.sqlite.committer`) hands whole batches to `run_batch` and gets each job's
     outcome through `dispatch`.
     """
 
     def __init__(
         self,
         path: Path,
-        blobs: BlobStore,
+        blobs: BlobFiles,
         *,
         max_batch: int = 512,
         dispatch: Dispatch | None = None,
@@ -297,7 +297,7 @@ class Writer:
         """Place the bodies, commit the rows, flush once, answer; return the batch to unlist.
 
         The new bodies are listed in `unflushed_bodies` in the same transaction (see
-        `poczta.store.sqlite_recovery`), and unlisted by the next one once the flush is
+        `poczta.store.sqlite.recovery`), and unlisted by the next one once the flush is
         done; `listed` is the previous batch's entries, flushed and now unlisted.
         """
         staged = [pending.blob for pending in batch if pending.blob is not None]

@@ -22,7 +22,7 @@ from poczta.sending_limits import (
     SendingUsage,
 )
 from poczta.store.base import NotFound, normalize_address
-from poczta.store.sqlite_side import SideStore
+from poczta.store.sqlite.side import SideStore
 
 __all__ = ["SqliteSendingStore"]
 

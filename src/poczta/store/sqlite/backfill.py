@@ -18,9 +18,9 @@ import logging
 import sqlite3
 
 from poczta.message import parse_structure
-from poczta.store.blobs import BlobStore
 from poczta.store.codec import encode_structure
-from poczta.store.sqlite_writer import begin_immediate
+from poczta.store.sqlite.blobs import BlobFiles
+from poczta.store.sqlite.writer import begin_immediate
 
 __all__ = ["backfill_structures"]
 
@@ -29,7 +29,7 @@ log = logging.getLogger("poczta.store")
 BATCH = 200  # bodies per transaction: short write locks while other processes deliver
 
 
-def backfill_structures(conn: sqlite3.Connection, blobs: BlobStore) -> int:
+def backfill_structures(conn: sqlite3.Connection, blobs: BlobFiles) -> int:
     """Give every message row without a structure the one parsed from its body; return
     the number of bodies parsed."""
     digests = [

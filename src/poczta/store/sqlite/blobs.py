@@ -6,7 +6,7 @@ has to create and fsync a directory. Two levels (65,536 directories) would mean 
 directory, and one more journal commit, for nearly every one of the first tens of
 thousands of messages; 256 directories of a few thousand entries each are no burden
 for ext4 or XFS. Writing goes to a fresh file under `<root>/tmp/<owner>/` (same filesystem; one
-directory per open store, see `poczta.store.blob_temp`),
+directory per open store, see `poczta.store.sqlite.blob_temp`),
 which is written, fsync'd and atomically renamed into place; the shard directory is
 then fsync'd so that the new name survives a crash. Identical content is stored once.
 
@@ -28,9 +28,9 @@ How a group commit makes its files durable (`sync`):
 ``"filesystem"`` (the default on Linux)
     The store's writer renames the batch's temp files into place (`place_staged`),
     commits the rows, and then one ``syncfs(2)`` (`flush`) makes bodies, names and rows
-    durable together (see `poczta.store.sqlite_writer`, and `sqlite_recovery` for a
+    durable together (see `poczta.store.sqlite.writer`, and `recovery` for a
     machine crash in the middle of it). A temp file left by a crash is completed by the
-    next store to open (`poczta.store.blob_temp`). One flush per batch instead of one
+    next store to open (`poczta.store.sqlite.blob_temp`). One flush per batch instead of one
     fsync per file and per directory: on ext4 a batch of 10 bodies waits ~0.9 ms instead
     of ~3.6 ms and spends a third of the CPU. syncfs also
     flushes whatever else is dirty on that filesystem, so the data directory should not
@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poczta.store.base import NotFound, StoreUnavailable
-from poczta.store.blob_temp import TempArea, recover_abandoned
+from poczta.store.sqlite.blob_temp import TempArea, recover_abandoned
 
-__all__ = ["SYNC_METHODS", "BlobStore", "StagedBlob", "blob_digest"]
+__all__ = ["SYNC_METHODS", "BlobFiles", "StagedBlob", "blob_digest"]
 
 _HEX = frozenset("0123456789abcdef")
 SYNC_METHODS = ("filesystem", "file")
@@ -123,7 +123,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-class BlobStore:
+class BlobFiles:
     """Message bodies as files named by digest under one root directory."""
 
     def __init__(self, root: Path | str, *, sync: str = "filesystem") -> None:

@@ -1,6 +1,6 @@
 """Recovery of the SQLite store after a crash: rows whose bodies did not reach the disk.
 
-With the "filesystem" sync method (see `poczta.store.sqlite_writer`) a batch's new
+With the "filesystem" sync method (see `poczta.store.sqlite.writer`) a batch's new
 bodies, their names and the rows referring to them are made durable by one flush after
 the commit, and the writer lists the batch's new bodies in `unflushed_bodies` inside the
 same transaction. A crash of the machine during that flush can leave rows on disk
@@ -23,15 +23,15 @@ import logging
 import os
 import sqlite3
 
-from poczta.store.blobs import BlobStore, blob_digest
-from poczta.store.sqlite_writer import begin_immediate
+from poczta.store.sqlite.blobs import BlobFiles, blob_digest
+from poczta.store.sqlite.writer import begin_immediate
 
 __all__ = ["remove_rows_of_lost_bodies"]
 
 log = logging.getLogger("poczta.store")
 
 
-def _intact(blobs: BlobStore, digest: str) -> bool:
+def _intact(blobs: BlobFiles, digest: str) -> bool:
     try:
         data = blobs.read(digest)
     except Exception:  # missing, unreadable or not a digest: not intact
@@ -39,7 +39,7 @@ def _intact(blobs: BlobStore, digest: str) -> bool:
     return blob_digest(data) == digest
 
 
-def _make_durable(blobs: BlobStore, digests: list[str]) -> None:
+def _make_durable(blobs: BlobFiles, digests: list[str]) -> None:
     if blobs.sync_method == "filesystem":
         blobs.flush()
         return
@@ -52,7 +52,7 @@ def _make_durable(blobs: BlobStore, digests: list[str]) -> None:
     blobs.sync_dirs({blobs.path(digest).parent for digest in digests})
 
 
-def remove_rows_of_lost_bodies(conn: sqlite3.Connection, blobs: BlobStore) -> list[str]:
+def remove_rows_of_lost_bodies(conn: sqlite3.Connection, blobs: BlobFiles) -> list[str]:
     """Check the bodies listed as unflushed; drop rows of lost ones. Returns their digests."""
     entries = conn.execute("SELECT DISTINCT batch, digest FROM unflushed_bodies").fetchall()
     if not entries:

@@ -1,7 +1,7 @@
 """The embedded mail store: SQLite (WAL, synchronous=FULL) for metadata, files for bodies.
 
 `SqliteStore` implements `MailStore`. Writes go to one writer thread that commits
-waiting jobs together (group commit, see `sqlite_writer`); reads run on a small pool
+waiting jobs together (group commit, see `writer`); reads run on a small pool
 of reader threads, each with its own connection, so the event loop never blocks on
 the database. A message body is staged on the event loop (written to a temp file, not
 yet synced: only fast page-cache syscalls) and made durable by the writer thread
@@ -20,27 +20,19 @@ commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from poczta.message import ParsedMessage
-from poczta.store import sqlite_accounts as accounts
-from poczta.store import sqlite_blobs
-from poczta.store import sqlite_imap as imap
-from poczta.store import sqlite_messages as messages
-from poczta.store import sqlite_mta_sts as mta_sts
-from poczta.store import sqlite_queue as queue
-from poczta.store import sqlite_quota as quota
+from poczta.routing import RecipientRouting
 from poczta.store.base import (
     Accepted,
+    AddressEntry,
     CachedStsPolicy,
     Delivered,
     DeliveryTarget,
@@ -56,34 +48,34 @@ from poczta.store.base import (
     QueueId,
     QuotaState,
     RecipientAttempt,
-    Resolution,
     StoreUnavailable,
     UserId,
     UserRecord,
 )
-from poczta.store.blobs import BlobStore
 from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
-from poczta.store.committer import CommitterLink, request_for
-from poczta.store.migrate import migrate
-from poczta.store.sqlite_backfill import backfill_structures
-from poczta.store.sqlite_changes import ChangePoller
-from poczta.store.sqlite_move import move_message_job
-from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
-from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
+from poczta.store.sqlite import accounts, blob_refs, imap, messages, mta_sts, queue, quota
+from poczta.store.sqlite.backfill import backfill_structures
+from poczta.store.sqlite.blobs import BlobFiles
+from poczta.store.sqlite.bodies import SqliteBlobStore
+from poczta.store.sqlite.change_poller import ChangePoller
+from poczta.store.sqlite.committer import CommitterLink, request_for
+from poczta.store.sqlite.migrate import migrate
+from poczta.store.sqlite.move import move_message_job
+from poczta.store.sqlite.recovery import remove_rows_of_lost_bodies
+from poczta.store.sqlite.side import SideStores
+from poczta.store.sqlite.writer import Job, Writer, connect, translate_error
+
+if TYPE_CHECKING:
+    from poczta.store.sqlite.greylist import SqliteGreylistStore
+    from poczta.store.sqlite.sending import SqliteSendingStore
 
 __all__ = ["SqliteStore", "prepare_files"]
 
-log = logging.getLogger("poczta.store")
 _SWEEP_AFTER_OPEN = 60.0  # seconds; a short-lived store (the command line) never sweeps
 
 
-def _log_sweep_failure(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("sweeping released message bodies failed: %s", task.exception())
-
-
-def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
+def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobFiles:
     """Create or migrate the database, open the blob directory and clean up after a crash
     (blocking: run it in a thread)."""
     try:
@@ -91,7 +83,7 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
         conn = connect(path)
         try:
             migrate(conn)
-            blobs = BlobStore(blob_dir, sync=blob_sync)
+            blobs = BlobFiles(blob_dir, sync=blob_sync)
             conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
             remove_rows_of_lost_bodies(conn, blobs)
             backfill_structures(conn, blobs)
@@ -102,48 +94,53 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
     return blobs
 
 
-INLINE_READ_LIMIT = 256 * 1024
-
 T = TypeVar("T")
 
 
-class SqliteStore:
-    """`MailStore` on one SQLite database file and one blob directory."""
+class SqliteStore(RecipientRouting):
+    """`MailStore` on one SQLite database file and one blob directory (`resolve_recipient`
+    is `RecipientRouting`'s, over `find_addresses`; `blobs` is a `SqliteBlobStore`)."""
 
     def __init__(
         self,
         db_path: Path,
-        blobs: BlobStore,
+        files: BlobFiles,
         *,
         readers: int = 4,
-        blob_threads: int = 2,  # store_blob only; deliveries stage on the loop
+        blob_threads: int = 2,  # blobs.put only; deliveries stage on the loop
         max_batch: int = 512,
         committer: str | None = None,
-        blob_grace: float = sqlite_blobs.DEFAULT_GRACE,
+        blob_grace: float = blob_refs.DEFAULT_GRACE,
     ) -> None:
         self.db_path = db_path
-        self.blobs = blobs
+        self._files = files
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="poczta-store-read")
-        self._blob_pool = ThreadPoolExecutor(blob_threads, thread_name_prefix="poczta-store-blob")
+        self._blobs = SqliteBlobStore(
+            files,
+            readers=self._readers,
+            read_db=self._read,
+            write_db=self._write,
+            check_open=self._check_open,
+            grace=blob_grace,
+            put_threads=blob_threads,
+        )
         # The writer fsyncs a batch's files one after another on its own thread: fanning
         # them out to a pool measured 20-25% slower (thread hand-offs and GIL churn per
         # file cost more than the parallel fsyncs save; after the first, each is cheap).
-        self._writer = Writer(db_path, blobs, max_batch=max_batch)
+        self._writer = Writer(db_path, files, max_batch=max_batch)
         # Deliveries go to the committer process when one serves this database (several
-        # workers; see `poczta.store.committer`); it needs bodies flushed by filesystem.
+        # workers; see `poczta.store.sqlite.committer`); it needs bodies flushed by filesystem.
         self._committer = (
             CommitterLink(committer)
-            if committer is not None and blobs.sync_method == "filesystem"
+            if committer is not None and files.sync_method == "filesystem"
             else None
         )
         self._hub = ChangeHub()
         self._poller: ChangePoller | None = None
-        self._blob_grace = blob_grace
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        self._sweep_task: asyncio.Task[int] | None = None
+        self._sides = SideStores(db_path)
         self._closed = False
 
     @classmethod
@@ -157,12 +154,12 @@ class SqliteStore:
     ) -> SqliteStore:
         """Open (creating if needed) the database and blob directory; apply migrations.
 
-        `blob_sync` is how batches of bodies are flushed (see `BlobStore`).
+        `blob_sync` is how batches of bodies are flushed (see `BlobFiles`).
         """
         path = Path(db_path)
-        blobs = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
-        store = cls(path, blobs, **options)
-        store._schedule_sweep(_SWEEP_AFTER_OPEN)  # what a store that died left released
+        files = await asyncio.to_thread(prepare_files, path, Path(blob_dir), blob_sync)
+        store = cls(path, files, **options)
+        store._blobs.sweep_later(_SWEEP_AFTER_OPEN)  # what a store that died left released
         return store
 
     async def close(self) -> None:
@@ -170,23 +167,35 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
-        if self._sweep_task is not None:
-            with contextlib.suppress(Exception):
-                await self._sweep_task
+        await self._sides.close()
+        await self._blobs.stop_sweeping()
         if self._poller is not None:
             await self._poller.close()
         if self._committer is not None:
             self._committer.close()
         await asyncio.to_thread(self._writer.close)
-        self.blobs.close()
+        self._blobs.close()
         self._readers.shutdown(wait=True)
-        self._blob_pool.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+
+    @property
+    def blobs(self) -> SqliteBlobStore:
+        return self._blobs
+
+    async def greylist_store(self) -> SqliteGreylistStore:
+        from poczta.store.sqlite.greylist import SqliteGreylistStore  # the rules import DKIM, DNS
+
+        self._check_open()
+        return await self._sides.get(SqliteGreylistStore)
+
+    async def sending_store(self) -> SqliteSendingStore:
+        from poczta.store.sqlite.sending import SqliteSendingStore
+
+        self._check_open()
+        return await self._sides.get(SqliteSendingStore)
 
     @property
     def stats(self) -> tuple[int, int]:
@@ -236,34 +245,10 @@ class SqliteStore:
 
     # --- released bodies --------------------------------------------------
 
-    async def sweep_blobs(self, now: float | None = None) -> int:
-        """Delete the bodies released longer ago than the grace period (see
-        `sqlite_blobs`); return how many went."""
-        cutoff = (time.time() if now is None else now) - self._blob_grace
-        swept = 0
-        while await self._read(lambda c: sqlite_blobs.releasable(c, cutoff)):
-            count: int = await self._write(sqlite_blobs.sweep_job(cutoff))
-            swept += count
-            if count < sqlite_blobs.SWEEP_BATCH:
-                break
-        return swept
-
-    def _schedule_sweep(self, delay: float) -> None:
-        if self._sweep_timer is not None or self._closed:
-            return
-        self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._start_sweep)
-
-    def _start_sweep(self) -> None:
-        self._sweep_timer = None
-        if self._closed or (self._sweep_task is not None and not self._sweep_task.done()):
-            return
-        self._sweep_task = asyncio.ensure_future(self.sweep_blobs())
-        self._sweep_task.add_done_callback(_log_sweep_failure)
-
     async def _write_releasing(self, job: Job) -> Any:
         """A write that may release bodies: sweep them once their grace period is over."""
         result = await self._write(job)
-        self._schedule_sweep(self._blob_grace + 1.0)
+        self._blobs.sweep_later()
         return result
 
     # --- domains, users, aliases ----------------------------------------
@@ -305,8 +290,8 @@ class SqliteStore:
     async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
         return await self._read(lambda c: accounts.list_aliases(c, domain))
 
-    async def resolve_recipient(self, address: str) -> Resolution | None:
-        return await self._read(lambda c: accounts.resolve_recipient(c, address))
+    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
+        return await self._read(lambda c: accounts.find_addresses(c, addresses))
 
     # --- mailboxes ---------------------------------------------------------
 
@@ -357,7 +342,7 @@ class SqliteStore:
         hand-off.
         """
         self._check_open()
-        staged = self.blobs.stage(data)
+        staged = self._files.stage(data)
         columns, date = message_columns(parsed), encode_time(internal_date)
         client = await self._committer.client() if self._committer is not None else None
         if client is not None:
@@ -392,7 +377,7 @@ class SqliteStore:
 
     async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes:
         digest = await self._read(lambda c: messages.message_digest(c, mailbox_id, uid))
-        return await self.read_blob(digest)
+        return await self._blobs.read(digest)
 
     async def set_flags(
         self,
@@ -484,26 +469,7 @@ class SqliteStore:
         new_uid: int = await self._write(job)
         return new_uid
 
-    # --- blobs and the outbound queue ---------------------------------------
-
-    async def store_blob(self, data: bytes) -> str:
-        """Store a body durably on its own (for `enqueue`); return its digest."""
-        self._check_open()
-        digest, _ = await asyncio.get_running_loop().run_in_executor(
-            self._blob_pool, self.blobs.put, data
-        )
-        return digest
-
-    async def read_blob(self, digest: str, *, size_hint: int | None = None) -> bytes:
-        """A body by digest. Known-small bodies are read on the event loop: a page-cache
-        read of a few KiB costs less than the hand-off to a reader thread (POP3 RETR of a
-        typical message); big or unknown ones are read on a reader thread."""
-        self._check_open()
-        if size_hint is not None and size_hint <= INLINE_READ_LIMIT:
-            return self.blobs.read(digest)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, self.blobs.read, digest
-        )
+    # --- the outbound queue ------------------------------------------------
 
     async def enqueue(
         self, sender: str, recipients: Sequence[str], digest: str, size: int

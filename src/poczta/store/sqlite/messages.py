@@ -6,8 +6,8 @@ Plain synchronous functions on a connection: the `*_job` factories return writer
 Every change to a mailbox's messages takes the next MODSEQ of that mailbox: a delivery
 one per message, a flag change one per call (shared by the messages it changed),
 an expunge one per call (kept with the expunged UIDs for VANISHED).
-Blob references are counted and released by `poczta.store.sqlite_blobs`; the queue
-entry of a message's remote recipients is written by `poczta.store.sqlite_queue`.
+Blob references are counted and released by `poczta.store.sqlite.blob_refs`; the queue
+entry of a message's remote recipients is written by `poczta.store.sqlite.queue`.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from poczta.store.codec import (
     decode_time,
     encode_flags,
 )
-from poczta.store.sqlite_blobs import add_blob_ref, release_blobs
-from poczta.store.sqlite_queue import insert_queue
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.blob_refs import add_blob_ref, release_blobs
+from poczta.store.sqlite.queue import insert_queue
+from poczta.store.sqlite.writer import Job, JobContext
 
 _MAILBOX_STATE = (
     "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from poczta.store.base import MailboxChange, MailboxId, StoreError
 from poczta.store.changes import ChangeHub
-from poczta.store.sqlite_writer import connect
+from poczta.store.sqlite.writer import connect
 
 __all__ = ["ChangePoller", "mailbox_changes"]
 

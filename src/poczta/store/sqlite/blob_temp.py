@@ -3,7 +3,7 @@ directories whose owner died.
 
 Several processes write bodies at once (the workers of one server, an admin's command),
 so no process may clean up "the" temp directory while another may be writing there.
-Each open `BlobStore` therefore writes under its own `tmp/<owner>/`, created on first
+Each open `BlobFiles` therefore writes under its own `tmp/<owner>/`, created on first
 use, and holds an exclusive ``flock`` on `tmp/<owner>.lock` for as long as it lives.
 The kernel drops that lock when the process exits, however it exits (``kill -9``
 included), so "the lock can be taken" means "the owner is gone" without trusting
@@ -14,7 +14,7 @@ matches the digest its name starts with is complete, and is moved to its final n
 if that is missing; anything else is a partial write and is removed. Completing
 instead of discarding matters for the "filesystem" sync method: there the rows of a
 batch may become durable before its renames do, while the temp files themselves were
-flushed before either (see `poczta.store.blobs`). A complete file whose batch never
+flushed before either (see `poczta.store.sqlite.blobs`). A complete file whose batch never
 committed becomes a body nothing refers to, which costs space, not correctness.
 """
 

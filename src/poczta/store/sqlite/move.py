@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 
 from poczta.store.base import NotFound
-from poczta.store.sqlite_imap import COPIED_COLUMNS as _COPIED
-from poczta.store.sqlite_messages import _bump, get_mailbox, mailbox_name
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.imap import COPIED_COLUMNS as _COPIED
+from poczta.store.sqlite.messages import _bump, get_mailbox, mailbox_name
+from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = ["move_message_job"]
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from poczta.store.base import NotFound
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = ["DEFAULT_GRACE", "add_blob_ref", "releasable", "release_blobs", "sweep_job"]
 

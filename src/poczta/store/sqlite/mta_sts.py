@@ -1,6 +1,6 @@
 """The MTA-STS policy cache in the SQLite store (migration 0011): one row per domain.
 
-A read on a reader connection and a writer job, as `sqlite_queue` has them. Saving a
+A read on a reader connection and a writer job, as `queue` has them. Saving a
 policy also drops the rows of expired ones (which are never used again), so the table
 holds no more than the domains mail went to within their policies' lifetimes.
 """
@@ -12,8 +12,8 @@ from datetime import datetime
 
 from poczta.store.base import CachedStsPolicy
 from poczta.store.codec import decode_time
-from poczta.store.sqlite_queue import queue_time
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.queue import queue_time
+from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = ["get_policy", "save_policy_job"]
 

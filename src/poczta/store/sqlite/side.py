@@ -7,7 +7,8 @@ connection runs with ``synchronous=NORMAL``: in WAL mode that keeps the database
 consistent, and a crash can only forget the last changes, which these tables can
 afford (unlike a delivery, which the mail store's writer syncs). `open` applies
 pending migrations, so it works on a new file as well as on one the mail store has
-already opened.
+already opened. A mail store opens each kind beside it on first use (`SideStores`)
+and closes them with itself.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from poczta.store.base import StoreUnavailable
-from poczta.store.migrate import migrate
-from poczta.store.sqlite_writer import connect, translate_error
+from poczta.store.sqlite.migrate import migrate
+from poczta.store.sqlite.writer import connect, translate_error
 
-__all__ = ["SideStore"]
+__all__ = ["SideStore", "SideStores"]
 
 T = TypeVar("T")
 S = TypeVar("S", bound="SideStore")
@@ -99,3 +100,27 @@ class SideStore:
             return result
 
         return await self._run(run)
+
+
+class SideStores:
+    """The side stores beside one mail store's database: each kind opened once, on the
+    first call for it, and all closed together."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._open: dict[type[SideStore], SideStore] = {}
+        self._lock = asyncio.Lock()  # two first calls at once open one store
+
+    async def get(self, kind: type[S]) -> S:
+        async with self._lock:
+            found = self._open.get(kind)
+            if found is None:
+                found = self._open[kind] = await kind.open(self.db_path)
+        assert isinstance(found, kind)
+        return found
+
+    async def close(self) -> None:
+        async with self._lock:
+            opened, self._open = list(self._open.values()), {}
+        for side in opened:
+            await side.close()

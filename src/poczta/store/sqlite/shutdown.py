@@ -1,7 +1,7 @@
 """Unclean machine shutdowns: moving UIDNEXT and HIGHESTMODSEQ past anything handed out.
 
 With the "filesystem" sync method a batch's rows are committed and visible to readers
-about a millisecond before the flush that makes them durable (`poczta.store.sqlite_writer`).
+about a millisecond before the flush that makes them durable (`poczta.store.sqlite.writer`).
 An IMAP client may see a new UID or MODSEQ in that window; if the machine then loses
 power, the rows are gone and the store would hand out the same numbers again, for other
 messages: the client's cache would then show the wrong message under a UID it knows.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from poczta.mailauth.greylist import GreylistTriplet, NetworkRecord, TripletRecord
-from poczta.store.sqlite_side import SideStore
+from poczta.store.sqlite.side import SideStore
 
 __all__ = ["SqliteGreylistStore"]
 

@@ -24,7 +24,7 @@ Migration = tuple[int, str, str]  # (version, file name, SQL text)
 def available_migrations() -> list[Migration]:
     """The packaged migrations, ordered by version."""
     found: list[Migration] = []
-    for entry in resources.files("poczta.store").joinpath("migrations").iterdir():
+    for entry in resources.files("poczta.store.sqlite").joinpath("migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))

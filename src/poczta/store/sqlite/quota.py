@@ -23,7 +23,7 @@ from poczta.store.base import (
     QuotaUsage,
     UserId,
 )
-from poczta.store.sqlite_writer import Job, JobContext
+from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = ["messages_size", "quota_states", "set_quota_job"]
 
