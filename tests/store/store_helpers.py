@@ -7,25 +7,42 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, MailStore, UserId
 from poczta.store.sqlite.store import SqliteStore
 
+if TYPE_CHECKING:
+    from tests.pg_server import PostgresServer
+
 Body = Callable[[MailStore], Awaitable[Any]]
+
+BACKENDS = ("sqlite", "postgres")
 
 
 @dataclass
 class Backend:
-    """Opens a fresh store of one kind and runs an async test body against it."""
+    """Opens a fresh store of one kind and runs an async test body against it; a
+    PostgreSQL one on a database of its own (`dsn`) on the session's `server`."""
 
     name: str
     root: Path
+    server: PostgresServer | None = None
+    dsn: str = ""
 
     async def open(self) -> MailStore:
         if self.name == "sqlite":
             return await SqliteStore.open(self.root / "mail.db", self.root / "blobs")
+        if self.name == "postgres":
+            from poczta.store.postgres.store import PostgresStore
+            from tests.postgres.pg_helpers import store_settings
+
+            assert self.server is not None
+            data_dir = self.root / "data"
+            return await PostgresStore.open(
+                store_settings(self.server, self.dsn, data_dir), data_dir
+            )
         raise NotImplementedError(self.name)
 
     def run(self, body: Body) -> Any:

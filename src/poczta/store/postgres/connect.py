@@ -189,15 +189,21 @@ async def create_pool(
     max_size: int = 10,
     environ: Mapping[str, str] = os.environ,
     timeout: float = CONNECT_TIMEOUT,
+    command_timeout: float | None = None,
 ) -> Any:
     """A pool (an `asyncpg.Pool`) of connections to the configured database, its first
-    `min_size` connections made (so a wrong setting fails here, in one line)."""
+    `min_size` connections made (so a wrong setting fails here, in one line);
+    `command_timeout` bounds every statement's wait for the server's answer."""
     import asyncpg
 
     target, options, from_file = _options(settings, data_dir, environ)
     with _translated(target, options.get("password"), from_file, timeout):
         return await asyncpg.create_pool(
-            min_size=min_size, max_size=max_size, timeout=timeout, **options
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            command_timeout=command_timeout,
+            **options,
         )
 
 

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 
 from poczta.store.base import MailboxChange, MailboxId, NotFound
 from poczta.store.codec import decode_flags
+from poczta.store.names import mailbox_name
 from poczta.store.sqlite.blob_refs import add_blob_ref
-from poczta.store.sqlite.messages import _bump, mailbox_name
+from poczta.store.sqlite.messages import _bump
 from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = [

@@ -44,6 +44,7 @@ from poczta.store.codec import (
     decode_time,
     encode_flags,
 )
+from poczta.store.names import mailbox_name
 from poczta.store.sqlite.blob_refs import add_blob_ref, release_blobs
 from poczta.store.sqlite.queue import insert_queue
 from poczta.store.sqlite.writer import Job, JobContext
@@ -57,18 +58,6 @@ _META_COLUMNS = (
     " envelope, headers, structure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
-
-
-def mailbox_name(name: str) -> str:
-    """A valid mailbox name with INBOX in its canonical case."""
-    name = name.strip()
-    if name.upper() == "INBOX":
-        return "INBOX"
-    if name.upper().startswith("INBOX/"):
-        name = "INBOX" + name[5:]
-    if not name or name.startswith("/") or name.endswith("/") or "//" in name:
-        raise StoreError(f"invalid mailbox name {name!r}")
-    return name
 
 
 def _state(row: tuple[int, int, str, int, int, int, str | None, int]) -> MailboxState:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 
 from poczta.store.base import NotFound
+from poczta.store.names import mailbox_name
 from poczta.store.sqlite.imap import COPIED_COLUMNS as _COPIED
-from poczta.store.sqlite.messages import _bump, get_mailbox, mailbox_name
+from poczta.store.sqlite.messages import _bump, get_mailbox
 from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = ["move_message_job"]

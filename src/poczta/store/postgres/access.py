@@ -1,0 +1,108 @@
+"""Running the PostgreSQL store's work: one transaction per call, errors as the store's own.
+
+`Database` wraps the connection pool. `write(fn)` runs `fn(conn)` inside one transaction
+and returns only after its COMMIT (the server's synchronous_commit is left on, so a
+commit is on disk before it is acknowledged); `read(fn)` runs it on a pooled connection
+without an explicit transaction (one statement) or in a read-only one (several).
+
+Whatever the driver or the network raise because the database cannot be reached (a
+refused or lost connection, a server shutting down, a pool that gives no connection or a
+statement that gets no answer within the timeouts) becomes `StoreUnavailable` with one
+line saying so; the pool drops broken connections and makes new ones on the next call,
+so the store works again by itself once the server is back. A transaction that lost a
+deadlock or a serialization conflict is run again a few times before it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import asyncpg
+
+from poczta.store.base import StoreError, StoreUnavailable
+
+__all__ = ["COMMAND_TIMEOUT", "Database", "translated"]
+
+COMMAND_TIMEOUT = 30.0  # seconds a statement may take before the call fails
+ACQUIRE_TIMEOUT = 10.0  # seconds to wait for a connection of the pool (or a new one)
+_RETRIES = 5  # runs of a transaction that lost a deadlock or serialization conflict
+
+T = TypeVar("T")
+
+Connection = Any  # an asyncpg.Connection (the driver ships no type hints)
+
+# SQLSTATE classes of a database that cannot be used now: 08 connection exceptions,
+# 57 operator intervention (shutdown, cannot connect now), 53 insufficient resources.
+_UNAVAILABLE_CLASSES = ("08", "57", "53")
+_RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turn the failures of an unreachable database into `StoreUnavailable`."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except asyncpg.PostgresError as exc:
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state.startswith(_UNAVAILABLE_CLASSES) or state == "57014":
+            raise StoreUnavailable(f"postgres store: {_one_line(exc)}") from exc
+        raise
+    except asyncpg.InterfaceError as exc:
+        raise StoreUnavailable(f"postgres store: {_one_line(exc)}") from exc
+    except TimeoutError as exc:
+        raise StoreUnavailable("postgres store: the database did not answer in time") from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"postgres store: cannot reach the database: {exc}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Database:
+    """The pool and the way every call of the store uses it."""
+
+    def __init__(self, pool: Any, *, acquire_timeout: float = ACQUIRE_TIMEOUT) -> None:
+        self.pool = pool
+        self._acquire_timeout = acquire_timeout
+        self._closed = False
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("mail store is closed")
+
+    async def write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """`fn` in one read-write transaction, committed before this returns."""
+        for attempt in range(_RETRIES):
+            try:
+                return await self._run(fn, readonly=False)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) not in _RETRY_STATES or attempt == _RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """`fn` in one read-only transaction (one snapshot for all its statements)."""
+        return await self._run(fn, readonly=True)
+
+    async def _run(self, fn: Callable[[Connection], Awaitable[T]], *, readonly: bool) -> T:
+        self.check_open()
+        with translated():
+            async with (
+                self.pool.acquire(timeout=self._acquire_timeout) as conn,
+                conn.transaction(readonly=readonly),
+            ):
+                return await fn(conn)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), COMMAND_TIMEOUT)

@@ -1,0 +1,182 @@
+"""Mailboxes in the PostgreSQL store: their rows, names, UIDVALIDITY and the taking of UIDs.
+
+UIDs and MODSEQs are taken by one `UPDATE mailboxes ... RETURNING` each (`bump`): the
+row lock it takes makes every other transaction that takes from the same mailbox wait
+for this one's COMMIT, so of concurrent deliveries on any number of connections and
+nodes no two ever get the same UID or MODSEQ. A transaction that takes from several
+mailboxes locks them in id order (`lock_in_order`), so two never wait for each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from poczta.store.base import (
+    AlreadyExists,
+    DeliveryTarget,
+    MailboxId,
+    MailboxState,
+    NotFound,
+    StoreError,
+    UserId,
+)
+from poczta.store.names import mailbox_name
+from poczta.store.postgres.access import Connection
+from poczta.store.postgres.bodies import release_blobs
+
+__all__ = [
+    "bump",
+    "create_mailbox",
+    "create_mailbox_row",
+    "delete_mailbox",
+    "get_mailbox",
+    "list_mailboxes",
+    "lock_in_order",
+    "rename_mailbox",
+    "require_mailbox",
+    "target_mailbox",
+]
+
+_MAILBOX_STATE = (
+    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"
+    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id) FROM mailboxes"
+)
+
+
+def _state(row: Any) -> MailboxState:
+    return MailboxState(
+        MailboxId(row[0]), UserId(row[1]), row[2], row[3], row[4], row[5], row[6], row[7]
+    )
+
+
+async def list_mailboxes(conn: Connection, user_id: int) -> list[MailboxState]:
+    rows = await conn.fetch(f"{_MAILBOX_STATE} WHERE user_id = $1 ORDER BY name", user_id)
+    return [_state(r) for r in rows]
+
+
+async def get_mailbox(conn: Connection, user_id: int, name: str) -> MailboxState:
+    name = mailbox_name(name)
+    row = await conn.fetchrow(f"{_MAILBOX_STATE} WHERE user_id = $1 AND name = $2", user_id, name)
+    if row is None:
+        raise NotFound(f"no mailbox {name}")
+    return _state(row)
+
+
+async def require_mailbox(conn: Connection, mailbox_id: int) -> None:
+    if await conn.fetchval("SELECT 1 FROM mailboxes WHERE id = $1", mailbox_id) is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+
+
+async def create_mailbox_row(
+    conn: Connection, user_id: int, name: str, special_use: str | None
+) -> int:
+    mailbox_id = await conn.fetchval(
+        "INSERT INTO mailboxes (user_id, name, special_use, uidvalidity)"
+        " VALUES ($1, $2, $3, next_uidvalidity()) ON CONFLICT (user_id, name) DO NOTHING"
+        " RETURNING id",
+        user_id,
+        name,
+        special_use,
+    )
+    if mailbox_id is None:
+        raise AlreadyExists(f"mailbox {name} exists")
+    return int(mailbox_id)
+
+
+async def create_mailbox(
+    conn: Connection, user_id: int, name: str, special_use: str | None
+) -> MailboxState:
+    name = mailbox_name(name)
+    if await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR SHARE", user_id) is None:
+        raise NotFound(f"no user {user_id}")
+    parts = name.split("/")
+    for depth in range(1, len(parts)):  # superiors are created as needed
+        await conn.execute(
+            "INSERT INTO mailboxes (user_id, name, uidvalidity)"
+            " VALUES ($1, $2, next_uidvalidity()) ON CONFLICT (user_id, name) DO NOTHING",
+            user_id,
+            "/".join(parts[:depth]),
+        )
+    await create_mailbox_row(conn, user_id, name, special_use)
+    return await get_mailbox(conn, user_id, name)
+
+
+async def delete_mailbox(conn: Connection, user_id: int, name: str, now: float) -> None:
+    name = mailbox_name(name)
+    if name == "INBOX":
+        raise StoreError("INBOX cannot be deleted")
+    mailbox_id = await conn.fetchval(
+        "SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2 FOR UPDATE", user_id, name
+    )
+    if mailbox_id is None:
+        raise NotFound(f"no mailbox {name}")
+    rows = await conn.fetch(
+        "SELECT digest, count(*) FROM messages WHERE mailbox_id = $1 GROUP BY digest", mailbox_id
+    )
+    await conn.execute("DELETE FROM mailboxes WHERE id = $1", mailbox_id)
+    await release_blobs(conn, [(r[0], r[1]) for r in rows], now)
+
+
+async def rename_mailbox(conn: Connection, user_id: int, old: str, new: str) -> None:
+    old, new = mailbox_name(old), mailbox_name(new)
+    if old == "INBOX" or new == "INBOX":
+        raise StoreError("renaming INBOX is not supported")
+    await get_mailbox(conn, user_id, old)
+    clash = await conn.fetchval(
+        "SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2", user_id, new
+    )
+    if clash is not None:
+        raise AlreadyExists(f"mailbox {new} exists")
+    await conn.execute(
+        "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)"
+        " WHERE user_id = $1 AND (name = $2 OR starts_with(name, $2 || '/'))",
+        user_id,
+        old,
+        new,
+    )
+
+
+async def target_mailbox(conn: Connection, target: DeliveryTarget) -> int:
+    """The id of the mailbox a delivery target names (a special use the user no longer
+    has: INBOX)."""
+    found = None
+    if target.mailbox.startswith("\\"):
+        found = await conn.fetchval(
+            "SELECT id FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1",
+            target.user_id,
+            target.mailbox,
+        )
+        name = "INBOX"
+    else:
+        name = mailbox_name(target.mailbox)
+    if found is None:
+        found = await conn.fetchval(
+            "SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2", target.user_id, name
+        )
+    if found is None:
+        raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
+    return int(found)
+
+
+async def lock_in_order(conn: Connection, mailbox_ids: Iterable[int]) -> None:
+    """Lock the rows of several mailboxes, in id order, before taking from them."""
+    ids = sorted(set(mailbox_ids))
+    if len(ids) > 1:
+        await conn.execute(
+            "SELECT 1 FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids
+        )
+
+
+async def bump(conn: Connection, mailbox_id: int, uids: int) -> tuple[int, int]:
+    """Take `uids` new UIDs (maybe 0) and the next MODSEQ of a mailbox, locking its row
+    until COMMIT: (the first UID taken, the MODSEQ)."""
+    row = await conn.fetchrow(
+        "UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1"
+        " WHERE id = $1 RETURNING uidnext - $2, highestmodseq",
+        mailbox_id,
+        uids,
+    )
+    if row is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return int(row[0]), int(row[1])

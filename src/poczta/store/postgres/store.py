@@ -1,0 +1,323 @@
+"""The shared mail store: PostgreSQL for accounts, mailboxes, messages, bodies and the queue.
+
+`PostgresStore` implements `MailStore` over an asyncpg pool (`access.Database`). Each
+method is one transaction; a write returns after its COMMIT, with the server's
+synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
+(`bodies`), so a delivery's body, its messages and its queue entry commit together.
+Several processes and nodes may use one database at once: UIDs and MODSEQs are taken
+under the mailbox's row lock (`mailboxes.bump`), queue claims skip locked rows.
+
+A database that cannot be reached makes every call fail with `StoreUnavailable` within
+the pool's and the statements' timeouts; the pool reconnects by itself when it is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from poczta.config_schema import StoreSettings
+from poczta.message import ParsedMessage
+from poczta.routing import RecipientRouting
+from poczta.store.base import (
+    Accepted,
+    AddressEntry,
+    Delivered,
+    DeliveryTarget,
+    FlagMode,
+    FlagResult,
+    MailboxId,
+    MailboxState,
+    MessageMeta,
+    MessageSummary,
+    Outbound,
+    QueueEntry,
+    QueueId,
+    QuotaState,
+    RecipientAttempt,
+    UserId,
+    UserRecord,
+)
+from poczta.store.postgres import accounts, mailboxes, messages, queue, quota
+from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
+from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore
+from poczta.store.postgres.connect import create_pool
+from poczta.store.postgres.migrate import migrate
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+_SWEEP_AFTER_OPEN = 60.0  # seconds; a short-lived store (the command line) never sweeps
+
+
+class PostgresStore(RecipientRouting):
+    """`MailStore` on one PostgreSQL database (`resolve_recipient` is `RecipientRouting`'s,
+    over `find_addresses`; `blobs` is a `PostgresBlobStore`)."""
+
+    def __init__(self, pool: Any, *, blob_grace: float = DEFAULT_GRACE) -> None:
+        self._db = Database(pool)
+        self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
+        self._sides: dict[type, Any] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        settings: StoreSettings,
+        data_dir: Path,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        command_timeout: float = COMMAND_TIMEOUT,
+        **options: Any,
+    ) -> PostgresStore:
+        """Connect, migrate the schema (PostgresUnavailable, in one line, for a schema newer
+        than this poczta's or a database that cannot be used) and open the store."""
+        pool = await create_pool(
+            settings,
+            data_dir,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+        )
+        try:
+            with translated():
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+        except BaseException:
+            pool.terminate()
+            raise
+        store = cls(pool, **options)
+        store._blobs.sweep_later(_SWEEP_AFTER_OPEN)  # what a store that died left released
+        return store
+
+    async def close(self) -> None:
+        """Finish what is under way, then close the pool. Idempotent."""
+        await self._blobs.stop_sweeping()
+        for side in self._sides.values():
+            await side.close()
+        self._sides.clear()
+        await self._db.close()
+
+    @property
+    def blobs(self) -> PostgresBlobStore:
+        return self._blobs
+
+    async def greylist_store(self) -> Any:
+        raise NotImplementedError("greylisting on PostgreSQL")
+
+    async def sending_store(self) -> Any:
+        raise NotImplementedError("sending limits on PostgreSQL")
+
+    # --- plumbing --------------------------------------------------------
+
+    async def _read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        return await self._db.read(fn)
+
+    async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        return await self._db.write(fn)
+
+    async def _write_releasing(self, fn: Callable[[Connection, float], Awaitable[T]]) -> T:
+        """A write that may release bodies: sweep them once their grace period is over."""
+        now = time.time()
+        result = await self._db.write(lambda conn: fn(conn, now))
+        self._blobs.sweep_later()
+        return result
+
+    # --- domains, users, aliases ----------------------------------------
+
+    async def add_domain(self, domain: str) -> None:
+        await self._write(lambda c: accounts.add_domain(c, domain))
+
+    async def remove_domain(self, domain: str, *, force: bool = False) -> None:
+        await self._write_releasing(lambda c, now: accounts.remove_domain(c, domain, force, now))
+
+    async def list_domains(self) -> list[str]:
+        return await self._read(accounts.list_domains)
+
+    async def domain_exists(self, domain: str) -> bool:
+        return await self._read(lambda c: accounts.domain_exists(c, domain))
+
+    async def add_user(self, address: str, password_hash: str, scram: str) -> UserId:
+        return await self._write(lambda c: accounts.add_user(c, address, password_hash, scram))
+
+    async def set_password(self, address: str, password_hash: str, scram: str) -> None:
+        await self._write(lambda c: accounts.set_password(c, address, password_hash, scram))
+
+    async def remove_user(self, address: str) -> None:
+        await self._write_releasing(lambda c, now: accounts.remove_user(c, address, now))
+
+    async def list_users(self, domain: str | None = None) -> list[UserRecord]:
+        return await self._read(lambda c: accounts.list_users(c, domain))
+
+    async def get_user(self, address: str) -> UserRecord | None:
+        return await self._read(lambda c: accounts.get_user(c, address))
+
+    async def add_alias(self, source: str, target: str) -> None:
+        await self._write(lambda c: accounts.add_alias(c, source, target))
+
+    async def remove_alias(self, source: str, target: str | None = None) -> None:
+        await self._write(lambda c: accounts.remove_alias(c, source, target))
+
+    async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
+        return await self._read(lambda c: accounts.list_aliases(c, domain))
+
+    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
+        return await self._read(lambda c: accounts.find_addresses(c, addresses))
+
+    # --- mailboxes ---------------------------------------------------------
+
+    async def list_mailboxes(self, user_id: UserId) -> list[MailboxState]:
+        return await self._read(lambda c: mailboxes.list_mailboxes(c, user_id))
+
+    async def get_mailbox(self, user_id: UserId, name: str) -> MailboxState:
+        return await self._read(lambda c: mailboxes.get_mailbox(c, user_id, name))
+
+    async def create_mailbox(
+        self, user_id: UserId, name: str, special_use: str | None = None
+    ) -> MailboxState:
+        return await self._write(lambda c: mailboxes.create_mailbox(c, user_id, name, special_use))
+
+    async def delete_mailbox(self, user_id: UserId, name: str) -> None:
+        await self._write_releasing(lambda c, now: mailboxes.delete_mailbox(c, user_id, name, now))
+
+    async def rename_mailbox(self, user_id: UserId, old: str, new: str) -> None:
+        await self._write(lambda c: mailboxes.rename_mailbox(c, user_id, old, new))
+
+    # --- messages ------------------------------------------------------------
+
+    async def deliver(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+    ) -> list[Delivered]:
+        accepted = await self.accept(data, parsed, internal_date, targets)
+        return list(accepted.delivered)
+
+    async def accept(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+        outbound: Outbound | None = None,
+    ) -> Accepted:
+        """Store the body, the local copies and the queue entry in one transaction."""
+        return await self._write(
+            lambda c: messages.deliver(c, data, parsed, internal_date, targets, outbound)
+        )
+
+    async def fetch_meta(
+        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
+    ) -> list[MessageMeta]:
+        return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
+
+    async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
+        return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))
+
+    async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes:
+        async def read(conn: Connection) -> bytes:
+            from poczta.store.postgres.bodies import read_blob
+
+            return await read_blob(conn, await messages.message_digest(conn, mailbox_id, uid))
+
+        return await self._read(read)
+
+    async def set_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Sequence[int],
+        flags: Sequence[str] | frozenset[str],
+        mode: FlagMode,
+        unchangedsince: int | None = None,
+    ) -> FlagResult:
+        wanted = frozenset(flags)
+        return await self._write(
+            lambda c: messages.set_flags(c, mailbox_id, uids, wanted, mode, unchangedsince)
+        )
+
+    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove the given messages (all flagged \\Deleted when `uids` is None)."""
+        return await self._write_releasing(
+            lambda c, now: messages.expunge(c, mailbox_id, uids, now)
+        )
+
+    async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
+        return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+
+    async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
+        return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))
+
+    async def quota_states(self, user_ids: Sequence[UserId]) -> dict[UserId, QuotaState]:
+        return await self._read(lambda c: quota.quota_states(c, user_ids))
+
+    async def set_quota(self, user_id: UserId, changes: Mapping[str, int | None]) -> None:
+        quota.check_quota_changes(changes)
+        await self._write(lambda c: quota.set_quota(c, user_id, changes))
+
+    # --- the outbound queue ------------------------------------------------
+
+    async def enqueue(
+        self, sender: str, recipients: Sequence[str], digest: str, size: int
+    ) -> QueueId:
+        outbound = Outbound(sender, tuple(recipients))
+        return await self._write(lambda c: queue.enqueue(c, outbound, digest, size, _utcnow()))
+
+    async def list_queue(self) -> list[QueueEntry]:
+        return await self._read(queue.list_queue)
+
+    async def get_queue_entry(self, queue_id: QueueId) -> QueueEntry:
+        return await self._read(lambda c: queue.get_entry(c, queue_id))
+
+    async def claim_queue(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[QueueEntry]:
+        return await self._write(lambda c: queue.claim(c, owner, now, until, limit))
+
+    async def renew_claims(self, owner: str, until: datetime) -> int:
+        return await self._write(lambda c: queue.renew_claims(c, owner, until))
+
+    async def release_claims(self, prefix: str, keep: str) -> int:
+        return await self._write(lambda c: queue.release_claims(c, prefix, keep))
+
+    async def next_queue_due(self) -> datetime | None:
+        return await self._read(queue.next_due)
+
+    async def record_attempt(
+        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
+    ) -> None:
+        await self._write(lambda c: queue.record_attempt(c, queue_id, results, now))
+
+    async def reschedule(
+        self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None
+    ) -> None:
+        await self._write(lambda c: queue.reschedule(c, queue_id, owner, next_attempt, error))
+
+    async def mark_reported(
+        self, queue_id: QueueId, addresses: Sequence[str], *, delay_warning: bool = False
+    ) -> None:
+        await self._write(lambda c: queue.mark_reported(c, queue_id, addresses, delay_warning))
+
+    async def finish_queue_entry(self, queue_id: QueueId) -> bool:
+        return await self._write_releasing(lambda c, now: queue.finish(c, queue_id, now))
+
+    async def hold_queue_entry(self, queue_id: QueueId, held: bool) -> None:
+        await self._write(lambda c: queue.hold(c, queue_id, held))
+
+    async def delete_queue_entry(self, queue_id: QueueId) -> None:
+        await self._write_releasing(lambda c, now: queue.delete(c, queue_id, now))
+
+    async def bounce_queue_entry(self, queue_id: QueueId, text: str, now: datetime) -> None:
+        await self._write(lambda c: queue.bounce(c, queue_id, text, now))
+
+    async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
+        return await self._write(lambda c: queue.flush(c, now, queue_id))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
