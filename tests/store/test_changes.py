@@ -7,10 +7,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from poczta.store import FlagMode, MailboxChange, MailboxId
+from poczta.store import FlagMode, MailboxChange, MailboxId, MailStore
 from poczta.store.changes import ChangeHub
 from poczta.store.sqlite.store import SqliteStore
-from tests.store.store_helpers import deliver_one, with_user
+from tests.store.store_helpers import Backend, deliver_one, with_user
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 10.0  # seconds: a bound for a hung test, not a measurement
@@ -59,31 +59,46 @@ def test_a_watcher_that_read_an_older_state_is_told_at_once() -> None:
     asyncio.run(main())
 
 
-def test_a_write_of_this_store_wakes_the_watcher(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
-        try:
-            user = await with_user(store)
-            inbox = await store.get_mailbox(user, "INBOX")
-            since = MailboxChange(inbox.id, inbox.highestmodseq, inbox.uidnext, 0)
-            changes = store.changes(inbox.id, since)
-            waiting = asyncio.ensure_future(anext(changes))
-            await asyncio.sleep(0)
-            uid = await deliver_one(store, user)
-            change = await asyncio.wait_for(waiting, WAIT)
-            assert (change.uidnext, change.messages) == (uid + 1, 1)
-            await store.set_flags(inbox.id, [uid], ["\\Seen"], FlagMode.ADD)
-            flagged = await asyncio.wait_for(anext(changes), WAIT)
-            assert flagged.highestmodseq > change.highestmodseq
-            await store.delete_mailbox(user, "Archive")  # another mailbox: no wake-up
-            await store.expunge(inbox.id, [uid])
-            expunged = await asyncio.wait_for(anext(changes), WAIT)
-            assert expunged.messages == 0
-            await changes.aclose()
-        finally:
-            await store.close()
+def test_a_write_of_this_store_wakes_the_watcher(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        since = MailboxChange(inbox.id, inbox.highestmodseq, inbox.uidnext, 0)
+        changes = store.changes(inbox.id, since)
+        waiting = asyncio.ensure_future(anext(changes))
+        await asyncio.sleep(0)
+        uid = await deliver_one(store, user)
+        change = await asyncio.wait_for(waiting, WAIT)
+        assert (change.uidnext, change.messages) == (uid + 1, 1)
+        await store.set_flags(inbox.id, [uid], ["\\Seen"], FlagMode.ADD)
+        flagged = await asyncio.wait_for(anext(changes), WAIT)
+        assert flagged.highestmodseq > change.highestmodseq
+        await store.delete_mailbox(user, "Archive")  # another mailbox: no wake-up
+        await store.expunge(inbox.id, [uid])
+        expunged = await asyncio.wait_for(anext(changes), WAIT)
+        assert expunged.messages == 0
+        await changes.aclose()
 
-    asyncio.run(main())
+    backend.run(body)
+
+
+def test_a_write_of_another_store_on_the_same_data_wakes_the_watcher(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        folder = await store.create_mailbox(user, "Lists")
+        changes = store.changes(folder.id, await store.mailbox_version(folder.id))
+        waiting = asyncio.ensure_future(anext(changes))
+        other = await backend.open()
+        try:
+            uid = await deliver_one(other, user, 1, "Lists")
+            change = await asyncio.wait_for(waiting, WAIT)
+            assert (change.mailbox_id, change.uidnext, change.messages) == (folder.id, uid + 1, 1)
+            await other.delete_mailbox(user, "Lists")
+            assert not (await asyncio.wait_for(anext(changes), WAIT)).exists
+        finally:
+            await other.close()
+
+    backend.run(body)
 
 
 def test_a_delivery_by_another_process_wakes_the_watcher(tmp_path: Path) -> None:

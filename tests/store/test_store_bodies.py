@@ -11,8 +11,6 @@ import pytest
 from poczta.store import MailStore, NotFound
 from tests.store.store_helpers import LATER, Backend, make_message
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 
 def test_a_body_is_named_by_its_digest_and_read_back_whole(backend: Backend) -> None:
     async def body(store: MailStore) -> None:

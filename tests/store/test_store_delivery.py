@@ -11,8 +11,6 @@ from poczta.message import parse_message
 from poczta.store import DeliveryTarget, MailboxId, MailStore, NotFound, Outbound
 from tests.store.store_helpers import LATER, WHEN, Backend, make_message, with_user
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 
 def test_concurrent_deliveries_get_distinct_increasing_uids(backend: Backend) -> None:
     async def body(store: MailStore) -> None:

@@ -9,8 +9,6 @@ import pytest
 from poczta.store import FlagMode, MailStore, NotFound
 from tests.store.store_helpers import LATER, Backend, deliver_one, make_message, with_user
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 
 def test_version_and_changes_since_a_modseq(backend: Backend) -> None:
     async def body(store: MailStore) -> None:

@@ -18,8 +18,6 @@ from poczta.store import (
 )
 from tests.store.store_helpers import LATER, WHEN, Backend, deliver_one, make_message, with_user
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 
 def test_mailbox_lifecycle(backend: Backend) -> None:
     async def body(store: MailStore) -> None:

@@ -9,8 +9,6 @@ import pytest
 from poczta.store import FlagMode, MailStore, NotFound
 from tests.store.store_helpers import LATER, Backend, deliver_one, make_message, with_user
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 
 def test_move_gives_a_new_uid_and_keeps_the_message(backend: Backend) -> None:
     async def body(store: MailStore) -> None:

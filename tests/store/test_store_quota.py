@@ -30,8 +30,6 @@ from poczta.store.sqlite.migrate import migrate
 from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, Backend, make_message, with_user
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 T = TypeVar("T")
 ADDRESSES = ("ann@example.com", "ben@example.com", "cid@example.org")
 MAILBOXES = ("INBOX", "Archive", "Work", "Work/Old")

@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,8 +18,6 @@ from poczta.store.sqlite.migrate import current_version
 from poczta.store.sqlite.store import SqliteStore
 from tests.mime_dovecot_fixtures import DOVECOT
 from tests.store.store_helpers import WHEN, Backend, with_user
-
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
 
 MULTIPART = DOVECOT[0].values[0]
 

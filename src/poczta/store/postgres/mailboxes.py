@@ -3,7 +3,9 @@
 UIDs and MODSEQs are taken by one `UPDATE mailboxes ... RETURNING` each (`bump`): the
 row lock it takes makes every other transaction that takes from the same mailbox wait
 for this one's COMMIT, so of concurrent deliveries on any number of connections and
-nodes no two ever get the same UID or MODSEQ. A transaction that takes from several
+nodes no two ever get the same UID or MODSEQ. The same statement notifies
+`CHANGES_CHANNEL` of the change, delivered to the listeners when the transaction commits
+(and not at all when it rolls back). A transaction that takes from several
 mailboxes locks them in id order (`lock_in_order`), so two never wait for each other.
 """
 
@@ -26,6 +28,7 @@ from poczta.store.postgres.access import Connection
 from poczta.store.postgres.bodies import release_blobs
 
 __all__ = [
+    "CHANGES_CHANNEL",
     "bump",
     "create_mailbox",
     "create_mailbox_row",
@@ -37,6 +40,9 @@ __all__ = [
     "require_mailbox",
     "target_mailbox",
 ]
+
+#: The NOTIFY channel of changed mailboxes; the payload is the mailbox id.
+CHANGES_CHANNEL = "poczta_mailbox_changed"
 
 _MAILBOX_STATE = (
     "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"
@@ -115,6 +121,7 @@ async def delete_mailbox(conn: Connection, user_id: int, name: str, now: float) 
         "SELECT digest, count(*) FROM messages WHERE mailbox_id = $1 GROUP BY digest", mailbox_id
     )
     await conn.execute("DELETE FROM mailboxes WHERE id = $1", mailbox_id)
+    await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, str(mailbox_id))
     await release_blobs(conn, [(r[0], r[1]) for r in rows], now)
 
 
@@ -170,10 +177,13 @@ async def lock_in_order(conn: Connection, mailbox_ids: Iterable[int]) -> None:
 
 async def bump(conn: Connection, mailbox_id: int, uids: int) -> tuple[int, int]:
     """Take `uids` new UIDs (maybe 0) and the next MODSEQ of a mailbox, locking its row
-    until COMMIT: (the first UID taken, the MODSEQ)."""
+    until COMMIT: (the first UID taken, the MODSEQ). Its watchers, in every process, are
+    notified on COMMIT."""
     row = await conn.fetchrow(
-        "UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1"
-        " WHERE id = $1 RETURNING uidnext - $2, highestmodseq",
+        "WITH taken AS (UPDATE mailboxes SET uidnext = uidnext + $2,"
+        " highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING id, uidnext, highestmodseq)"
+        f" SELECT uidnext - $2, highestmodseq, pg_notify('{CHANGES_CHANNEL}', id::text)"
+        " FROM taken",
         mailbox_id,
         uids,
     )

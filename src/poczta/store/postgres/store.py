@@ -14,7 +14,7 @@ the pool's and the statements' timeouts; the pool reconnects by itself when it i
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from poczta.store.base import (
     DeliveryTarget,
     FlagMode,
     FlagResult,
+    MailboxChange,
     MailboxId,
     MailboxState,
     MessageMeta,
@@ -38,13 +39,16 @@ from poczta.store.base import (
     QueueId,
     QuotaState,
     RecipientAttempt,
+    StoreError,
     UserId,
     UserRecord,
 )
-from poczta.store.postgres import accounts, mailboxes, messages, queue, quota
+from poczta.store.changes import ChangeHub
+from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, quota
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
 from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore
-from poczta.store.postgres.connect import create_pool
+from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.listener import MailboxListener
 from poczta.store.postgres.migrate import migrate
 
 __all__ = ["PostgresStore"]
@@ -58,10 +62,19 @@ class PostgresStore(RecipientRouting):
     """`MailStore` on one PostgreSQL database (`resolve_recipient` is `RecipientRouting`'s,
     over `find_addresses`; `blobs` is a `PostgresBlobStore`)."""
 
-    def __init__(self, pool: Any, *, blob_grace: float = DEFAULT_GRACE) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        listen: Callable[[], Awaitable[Any]] | None = None,
+        blob_grace: float = DEFAULT_GRACE,
+    ) -> None:
         self._db = Database(pool)
         self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
         self._sides: dict[type, Any] = {}
+        self._hub = ChangeHub()
+        self._listen = listen
+        self._listener: MailboxListener | None = None
 
     @classmethod
     async def open(
@@ -90,13 +103,19 @@ class PostgresStore(RecipientRouting):
         except BaseException:
             pool.terminate()
             raise
-        store = cls(pool, **options)
+
+        async def listen() -> Any:
+            return await connect(settings, data_dir)
+
+        store = cls(pool, listen=listen, **options)
         store._blobs.sweep_later(_SWEEP_AFTER_OPEN)  # what a store that died left released
         return store
 
     async def close(self) -> None:
         """Finish what is under way, then close the pool. Idempotent."""
         await self._blobs.stop_sweeping()
+        if self._listener is not None:
+            await self._listener.close()
         for side in self._sides.values():
             await side.close()
         self._sides.clear()
@@ -249,6 +268,71 @@ class PostgresStore(RecipientRouting):
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
         return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+
+    async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
+        return await self._read(lambda c: imap.mailbox_version(c, mailbox_id))
+
+    async def changed_since(
+        self, mailbox_id: MailboxId, modseq: int
+    ) -> list[tuple[int, frozenset[str], int]]:
+        return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+
+    async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
+        return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
+
+    async def deleted_storage(self, mailbox_id: MailboxId) -> int:
+        return await self._read(lambda c: imap.deleted_storage(c, mailbox_id))
+
+    async def copy_messages(
+        self,
+        user_id: UserId,
+        source: MailboxId,
+        uids: Sequence[int],
+        target: str,
+        *,
+        move: bool = False,
+    ) -> tuple[int, list[tuple[int, int]]]:
+        return await self._write(
+            lambda c: imap.copy_messages(c, user_id, source, uids, target, move)
+        )
+
+    async def move_message(
+        self, user_id: UserId, source_mailbox: str, uid: int, target_mailbox: str
+    ) -> int:
+        return await self._write(
+            lambda c: imap.move_message(c, user_id, source_mailbox, uid, target_mailbox)
+        )
+
+    async def claim_recent(self, mailbox_id: MailboxId, up_to: int | None = None) -> int:
+        return await self._write(lambda c: imap.claim_recent(c, mailbox_id, up_to))
+
+    async def recent_mark(self, mailbox_id: MailboxId) -> int:
+        return await self._read(lambda c: imap.recent_mark(c, mailbox_id))
+
+    async def subscriptions(self, user_id: UserId) -> list[str]:
+        return await self._read(lambda c: imap.subscriptions(c, user_id))
+
+    async def subscribe(self, user_id: UserId, name: str) -> None:
+        await self._write(lambda c: imap.subscribe(c, user_id, name))
+
+    async def unsubscribe(self, user_id: UserId, name: str) -> bool:
+        return await self._write(lambda c: imap.unsubscribe(c, user_id, name))
+
+    def changes(
+        self, mailbox_id: MailboxId, since: MailboxChange | None = None
+    ) -> AsyncIterator[MailboxChange]:
+        """Each new state of the mailbox, from the NOTIFY of every write that changes it
+        (see `listener`)."""
+        self._db.check_open()
+        if self._listener is None:
+            if self._listen is None:
+                raise StoreError("this store was opened without a way to listen for changes")
+            self._listener = MailboxListener(self._hub, self._listen, self._mailbox_states)
+            self._listener.start()
+        return self._hub.changes(mailbox_id, since)
+
+    async def _mailbox_states(self, ids: Collection[MailboxId]) -> dict[MailboxId, MailboxChange]:
+        return await self._read(lambda c: imap.mailbox_changes(c, ids))
 
     async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
         return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))

@@ -1,0 +1,215 @@
+"""IMAP's reads and writes in the PostgreSQL store beyond plain messages: mailbox versions
+and counts, CONDSTORE's changes, COPY and MOVE, \\Recent, subscriptions.
+
+Async functions on a connection inside the caller's transaction. A COPY or MOVE locks
+its two mailboxes in id order before taking UIDs (see `mailboxes`); a copy counts one
+more reference to each body, a move keeps the references it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from poczta.store.base import MailboxChange, MailboxId, NotFound
+from poczta.store.names import mailbox_name
+from poczta.store.postgres.access import Connection
+from poczta.store.postgres.bodies import add_blob_ref
+from poczta.store.postgres.mailboxes import bump, get_mailbox, lock_in_order
+
+__all__ = [
+    "changed_since",
+    "claim_recent",
+    "copy_messages",
+    "deleted_storage",
+    "mailbox_changes",
+    "mailbox_counts",
+    "mailbox_version",
+    "move_message",
+    "recent_mark",
+    "subscribe",
+    "subscriptions",
+    "unsubscribe",
+]
+
+# Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
+_COPIED = (
+    "flags, internal_date, internal_date_zone, digest, size, header_size, sent_date,"
+    " sent_date_zone, subject, message_id, envelope, headers, structure"
+)
+_STATES = (
+    "SELECT id, highestmodseq, uidnext,"
+    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id)"
+    " FROM mailboxes WHERE id = ANY($1::bigint[])"
+)
+
+
+async def mailbox_changes(conn: Connection, ids: Collection[int]) -> dict[MailboxId, MailboxChange]:
+    """The current state of each mailbox of `ids` that still exists."""
+    rows = await conn.fetch(_STATES, list(ids))
+    return {MailboxId(r[0]): MailboxChange(MailboxId(r[0]), r[1], r[2], r[3]) for r in rows}
+
+
+async def mailbox_version(conn: Connection, mailbox_id: int) -> MailboxChange:
+    found = await mailbox_changes(conn, [mailbox_id])
+    if not found:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return found[MailboxId(mailbox_id)]
+
+
+async def changed_since(
+    conn: Connection, mailbox_id: int, modseq: int
+) -> list[tuple[int, frozenset[str], int]]:
+    rows = await conn.fetch(
+        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND modseq > $2"
+        " ORDER BY uid",
+        mailbox_id,
+        modseq,
+    )
+    return [(int(r[0]), frozenset(r[1]), int(r[2])) for r in rows]
+
+
+async def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int, int, int]:
+    """(messages, unseen, deleted, size in octets) of a mailbox."""
+    row = await conn.fetchrow(
+        "SELECT count(*), count(*) FILTER (WHERE NOT '\\Seen' = ANY(flags)),"
+        " count(*) FILTER (WHERE '\\Deleted' = ANY(flags)), coalesce(sum(size), 0)"
+        " FROM messages WHERE mailbox_id = $1",
+        mailbox_id,
+    )
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+async def deleted_storage(conn: Connection, mailbox_id: int) -> int:
+    total = await conn.fetchval(
+        "SELECT coalesce(sum(size), 0) FROM messages"
+        " WHERE mailbox_id = $1 AND '\\Deleted' = ANY(flags)",
+        mailbox_id,
+    )
+    return int(total)
+
+
+async def _copy_rows(
+    conn: Connection, source: int, target: int, pairs: Sequence[tuple[int, int]], modseq: int
+) -> None:
+    await conn.execute(
+        f"INSERT INTO messages (mailbox_id, uid, modseq, {_COPIED})"
+        f" SELECT $1, p.new, $3, {_COPIED} FROM unnest($4::bigint[], $5::bigint[]) AS p(old, new)"
+        " JOIN messages m ON m.mailbox_id = $2 AND m.uid = p.old",
+        target,
+        source,
+        modseq,
+        [old for old, _ in pairs],
+        [new for _, new in pairs],
+    )
+
+
+async def _expunge_moved(conn: Connection, source: int, uids: Sequence[int]) -> None:
+    """The source side of a MOVE: the messages go as an expunge with a MODSEQ of its own."""
+    _, gone = await bump(conn, source, 0)
+    await conn.execute(
+        "WITH gone AS (DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])"
+        " RETURNING uid) INSERT INTO expunged (mailbox_id, uid, modseq)"
+        " SELECT $1, uid, $3 FROM gone ON CONFLICT (mailbox_id, uid)"
+        " DO UPDATE SET modseq = excluded.modseq",
+        source,
+        list(uids),
+        gone,
+    )
+
+
+async def copy_messages(
+    conn: Connection, user_id: int, source: int, uids: Sequence[int], target: str, move: bool
+) -> tuple[int, list[tuple[int, int]]]:
+    """COPY or MOVE `uids` of mailbox `source` to the user's mailbox `target`: (target's
+    UIDVALIDITY, [(source uid, new uid)] in UID order), messages already gone skipped.
+    NotFound when the target does not exist (TRYCREATE) or the source is not the user's."""
+    name = mailbox_name(target)
+    row = await conn.fetchrow(
+        "SELECT id, uidvalidity FROM mailboxes WHERE user_id = $1 AND name = $2", user_id, name
+    )
+    owner = await conn.fetchval("SELECT user_id FROM mailboxes WHERE id = $1", source)
+    if row is None or owner != user_id:
+        raise NotFound(f"no mailbox {name}")
+    target_id, uidvalidity = int(row[0]), int(row[1])
+    await lock_in_order(conn, [source, target_id])
+    found = await conn.fetch(
+        "SELECT uid, digest, size FROM messages WHERE mailbox_id = $1"
+        " AND uid = ANY($2::bigint[]) ORDER BY uid",
+        source,
+        list(uids),
+    )
+    if not found:
+        return uidvalidity, []
+    first, modseq = await bump(conn, target_id, len(found))
+    pairs = [(int(r[0]), first + i) for i, r in enumerate(found)]
+    if not move:  # the body rows first: the copies' foreign keys need them
+        counts: dict[str, tuple[int, int]] = {}
+        for _, digest, size in found:
+            count, _ = counts.get(digest, (0, size))
+            counts[digest] = (count + 1, size)
+        for digest, (count, size) in sorted(counts.items()):
+            await add_blob_ref(conn, digest, size, None, count)
+    await _copy_rows(conn, source, target_id, pairs, modseq)
+    if move:
+        await _expunge_moved(conn, source, [old for old, _ in pairs])
+    return uidvalidity, pairs
+
+
+async def move_message(conn: Connection, user_id: int, source: str, uid: int, target: str) -> int:
+    """Move message `uid` of mailbox `source` to `target`; return its new UID."""
+    from_box = await get_mailbox(conn, user_id, source)
+    to_box = await get_mailbox(conn, user_id, target)
+    await lock_in_order(conn, [from_box.id, to_box.id])
+    found = await conn.fetchval(
+        "SELECT 1 FROM messages WHERE mailbox_id = $1 AND uid = $2", from_box.id, uid
+    )
+    if found is None:
+        raise NotFound(f"no message {uid} in {from_box.name}")
+    new_uid, modseq = await bump(conn, to_box.id, 1)
+    await _copy_rows(conn, from_box.id, to_box.id, [(uid, new_uid)], modseq)
+    await _expunge_moved(conn, from_box.id, [uid])
+    return new_uid
+
+
+async def claim_recent(conn: Connection, mailbox_id: int, up_to: int | None) -> int:
+    """Take the \\Recent messages of a mailbox for one session: the first UID recent for
+    it; the mailbox's mark moves to `up_to` (UIDNEXT when None; never backwards)."""
+    row = await conn.fetchrow(
+        "SELECT recent_uid, uidnext FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
+    )
+    if row is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    first, uidnext = int(row[0]), int(row[1])
+    mark = uidnext if up_to is None else up_to
+    if mark > first:
+        await conn.execute("UPDATE mailboxes SET recent_uid = $1 WHERE id = $2", mark, mailbox_id)
+    return first
+
+
+async def recent_mark(conn: Connection, mailbox_id: int) -> int:
+    mark = await conn.fetchval("SELECT recent_uid FROM mailboxes WHERE id = $1", mailbox_id)
+    if mark is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return int(mark)
+
+
+async def subscriptions(conn: Connection, user_id: int) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT name FROM subscriptions WHERE user_id = $1 ORDER BY name", user_id
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def subscribe(conn: Connection, user_id: int, name: str) -> None:
+    await conn.execute(
+        "INSERT INTO subscriptions (user_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        user_id,
+        mailbox_name(name),
+    )
+
+
+async def unsubscribe(conn: Connection, user_id: int, name: str) -> bool:
+    status = await conn.execute(
+        "DELETE FROM subscriptions WHERE user_id = $1 AND name = $2", user_id, mailbox_name(name)
+    )
+    return bool(status != "DELETE 0")

@@ -1,0 +1,141 @@
+"""The PostgreSQL store with several nodes and a database that goes away: UIDs taken by
+concurrent deliveries from several pools never repeat, and a dead database makes calls
+fail with StoreUnavailable (never a hang), after which the store works again by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from poczta.config_schema import StoreSettings
+from poczta.message import parse_message
+from poczta.store import DeliveryTarget, StoreUnavailable, UserId
+from poczta.store.postgres.store import PostgresStore
+from tests.pg_server import PostgresServer
+from tests.postgres.pg_helpers import store_settings
+from tests.store.store_helpers import WHEN, make_message, with_user
+
+WAIT = 30.0  # seconds: a bound for a hung test, not a measurement
+
+
+async def _deliver(store: PostgresStore, n: int, users: list[UserId]) -> list[tuple[int, int]]:
+    data = make_message(n)
+    done = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(u) for u in users])
+    return [(d.mailbox_id, d.uid) for d in done]
+
+
+def test_concurrent_deliveries_from_several_pools_never_share_a_uid(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        nodes = [await PostgresStore.open(settings, tmp_path, max_size=4) for _ in range(4)]
+        try:
+            bob = await with_user(nodes[0], "bob@example.com")
+            carol = await with_user(nodes[0], "carol@example.com")
+            # each message to both users, in either order: the two INBOX rows are locked
+            # the same way round whichever comes first, so no two deliveries deadlock
+            pairs = [[bob, carol], [carol, bob]]
+            work = [
+                _deliver(node, 100 * i + n, pairs[n % 2])
+                for i, node in enumerate(nodes)
+                for n in range(20)
+            ]
+            results = await asyncio.wait_for(asyncio.gather(*work), WAIT)
+            taken = [place for result in results for place in result]
+            assert len(taken) == len(set(taken)) == 160
+            for user in (bob, carol):
+                inbox = await nodes[1].get_mailbox(user, "INBOX")
+                metas = await nodes[2].fetch_meta(inbox.id)
+                assert [m.uid for m in metas] == list(range(1, 81))
+                assert len({m.modseq for m in metas}) == 80
+                assert inbox.uidnext == 81 and inbox.messages == 80
+        finally:
+            for node in nodes:
+                await node.close()
+
+    asyncio.run(main())
+
+
+class _Gate:
+    """A TCP relay to the database that can be cut (connections dropped, new ones
+    refused) or made to swallow everything (a server that no longer answers)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.mute = False
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers.update((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    if not self.mute:
+                        dst.write(data)
+                        await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+def _through(settings: StoreSettings, gate: _Gate, dsn: str) -> StoreSettings:
+    database = dsn.rpartition("/")[2]
+    user = dsn.partition("//")[2].partition("@")[0]
+    return StoreSettings(
+        backend="postgres",
+        dsn=f"postgresql://{user}@127.0.0.1:{gate.port}/{database}",
+        password_file=settings.password_file,
+    )
+
+
+def test_a_dead_database_fails_calls_and_the_store_recovers_by_itself(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        gate = _Gate(postgres.host, postgres.port)
+        await gate.open()
+        store = await PostgresStore.open(
+            _through(settings, gate, postgres_dsn), tmp_path, command_timeout=1.0
+        )
+        try:
+            bob = await with_user(store)
+            gate.mute = True  # the server stops answering: a statement times out
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(store.list_domains(), WAIT)
+            gate.mute = False
+            await gate.cut()  # the server is gone: connections drop, new ones are refused
+            for call in (store.list_domains(), _deliver(store, 1, [bob])):
+                with pytest.raises(StoreUnavailable):
+                    await asyncio.wait_for(call, WAIT)
+            await gate.open()  # back, on the same port
+            assert await asyncio.wait_for(store.list_domains(), WAIT) == ["example.com"]
+            assert await _deliver(store, 2, [bob]) != []
+        finally:
+            gate.mute = False
+            await store.close()
+            await gate.cut()
+
+    asyncio.run(main())
