@@ -1,6 +1,7 @@
 """The PostgreSQL store with several nodes and a database that goes away: UIDs taken by
 concurrent deliveries from several pools never repeat, and a dead database makes calls
-fail with StoreUnavailable (never a hang), after which the store works again by itself."""
+fail with StoreUnavailable (never a hang), after which the store works again by itself;
+`open_store` opens it when configured, and refuses a schema newer than this poczta's."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget, StoreUnavailable, UserId
+from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
-from tests.postgres.pg_helpers import store_settings
+from tests.postgres.pg_helpers import connect, store_settings
 from tests.store.store_helpers import WHEN, make_message, with_user
 
 WAIT = 30.0  # seconds: a bound for a hung test, not a measurement
@@ -137,5 +139,34 @@ def test_a_dead_database_fails_calls_and_the_store_recovers_by_itself(
             gate.mute = False
             await store.close()
             await gate.cut()
+
+    asyncio.run(main())
+
+
+def test_open_store_opens_postgres_and_refuses_a_newer_schema_in_one_line(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+    config = Config.dev(tmp_path).replace(store=settings)
+
+    async def main() -> None:
+        store = await open_store(config)
+        try:
+            await store.add_domain("example.com")
+        finally:
+            await store.close()
+        reopened = await open_store(config)  # migrated already: nothing to do
+        try:
+            assert await reopened.list_domains() == ["example.com"]
+        finally:
+            await reopened.close()
+        conn = await connect(postgres, postgres_dsn)
+        try:
+            await conn.execute("INSERT INTO schema_version (version, name) VALUES (999, 'x')")
+        finally:
+            await conn.close()
+        with pytest.raises(StoreUnavailable) as refused:
+            await open_store(config)
+        assert "newer" in str(refused.value) and "\n" not in str(refused.value)
 
     asyncio.run(main())

@@ -8,15 +8,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from poczta.store import MailStore
 from poczta.store.base import DELIVERED, QueueId, RecipientAttempt
 from poczta.store.sqlite.migrate import available_migrations, migrate
 from tests.store.store_helpers import Backend
 from tests.store.test_store_queue import queued
-
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
 
 
 async def deliver_all(store: MailStore, queue_id: QueueId) -> None:

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from poczta.store import MailStore
 from poczta.store.base import CachedStsPolicy
 from tests.store.store_helpers import WHEN, Backend
-
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
 
 DAY = timedelta(days=1)
 TEXT = "version: STSv1\nmode: enforce\nmx: mx.example.org\nmax_age: 86400\n"

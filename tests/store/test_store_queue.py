@@ -21,8 +21,6 @@ from poczta.store.base import (
 )
 from tests.store.store_helpers import LATER, WHEN, Backend, make_message
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 MINUTE = timedelta(minutes=1)
 
 

@@ -15,8 +15,6 @@ from poczta.mailauth.greylist import GreylistTriplet, TripletRecord
 from poczta.store import MailStore, NotFound, StoreUnavailable, open_store
 from tests.store.store_helpers import Backend, with_user
 
-pytestmark = pytest.mark.backends("sqlite")  # PostgreSQL: not implemented yet
-
 TRIPLET = GreylistTriplet("192.0.2.0/24", "a@example.org", "bob@example.com")
 
 

@@ -4,7 +4,9 @@ Callers import records, errors and `open_store` from here; the interfaces are in
 (`MailStore` with its `BlobStore`, `GreylistStore` and `SendingStore`), the records in
 `records`. `open_store` and `run_committer` are the one place that picks a backend by
 `[store] backend`: SQLite by default (`poczta.store.sqlite`: a database file plus a
-directory of content-addressed message bodies), under the data directory.
+directory of content-addressed message bodies), under the data directory; or PostgreSQL
+(`poczta.store.postgres`: everything, bodies too, in the database `[store] dsn` names,
+its schema migrated on opening).
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ async def open_store(config: Config, *, committer: bool = False) -> MailStore:
     """The configured store, its bodies, greylisting and sending limits beside it. With
     `committer` (a worker of several) deliveries go through the committer process when
     it runs (`run_committer`)."""
+    if config.store.backend == "postgres":
+        from poczta.store.postgres.store import PostgresStore
+
+        return await PostgresStore.open(config.store, config.data_dir)
     db_path, blob_dir = _sqlite_files(config)
     from poczta.store.sqlite.committer import committer_address
     from poczta.store.sqlite.store import SqliteStore
@@ -117,7 +123,8 @@ def run_committer(config: Config, *, ready: Callable[[], None] | None = None) ->
 
 
 def _sqlite_files(config: Config) -> tuple[Path, Path]:
-    """The database file and body directory of the SQLite backend, the only one yet."""
+    """The database file and body directory of the SQLite backend (whose committer is the
+    only one yet: serving PostgreSQL with several workers is not done)."""
     if config.store.backend != "sqlite":
-        raise StoreUnavailable(f"store backend {config.store.backend!r} is not available yet")
+        raise StoreUnavailable(f"store backend {config.store.backend!r} has no committer")
     return config.store.path, config.data_dir / "blobs"

@@ -25,6 +25,7 @@ from poczta.routing import RecipientRouting
 from poczta.store.base import (
     Accepted,
     AddressEntry,
+    CachedStsPolicy,
     Delivered,
     DeliveryTarget,
     FlagMode,
@@ -50,6 +51,12 @@ from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.listener import MailboxListener
 from poczta.store.postgres.migrate import migrate
+from poczta.store.postgres.side import (
+    PostgresGreylistStore,
+    PostgresSendingStore,
+    get_policy,
+    save_policy,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -71,7 +78,8 @@ class PostgresStore(RecipientRouting):
     ) -> None:
         self._db = Database(pool)
         self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
-        self._sides: dict[type, Any] = {}
+        self._greylist: PostgresGreylistStore | None = None
+        self._sending: PostgresSendingStore | None = None
         self._hub = ChangeHub()
         self._listen = listen
         self._listener: MailboxListener | None = None
@@ -116,20 +124,23 @@ class PostgresStore(RecipientRouting):
         await self._blobs.stop_sweeping()
         if self._listener is not None:
             await self._listener.close()
-        for side in self._sides.values():
-            await side.close()
-        self._sides.clear()
         await self._db.close()
 
     @property
     def blobs(self) -> PostgresBlobStore:
         return self._blobs
 
-    async def greylist_store(self) -> Any:
-        raise NotImplementedError("greylisting on PostgreSQL")
+    async def greylist_store(self) -> PostgresGreylistStore:
+        self._db.check_open()
+        if self._greylist is None:
+            self._greylist = PostgresGreylistStore(self._db)
+        return self._greylist
 
-    async def sending_store(self) -> Any:
-        raise NotImplementedError("sending limits on PostgreSQL")
+    async def sending_store(self) -> PostgresSendingStore:
+        self._db.check_open()
+        if self._sending is None:
+            self._sending = PostgresSendingStore(self._db)
+        return self._sending
 
     # --- plumbing --------------------------------------------------------
 
@@ -401,6 +412,14 @@ class PostgresStore(RecipientRouting):
 
     async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
         return await self._write(lambda c: queue.flush(c, now, queue_id))
+
+    # --- MTA-STS policies of destination domains ----------------------------
+
+    async def mta_sts_policy(self, domain: str) -> CachedStsPolicy | None:
+        return await self._read(lambda c: get_policy(c, domain))
+
+    async def save_mta_sts_policy(self, policy: CachedStsPolicy, now: datetime) -> None:
+        await self._write(lambda c: save_policy(c, policy, now))
 
 
 def _utcnow() -> datetime:
