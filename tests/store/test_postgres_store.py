@@ -15,6 +15,7 @@ from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
+from poczta.store.postgres.bodies import CHUNK
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
 from tests.postgres.pg_helpers import connect, store_settings
@@ -23,10 +24,15 @@ from tests.store.store_helpers import WHEN, make_message, with_user
 WAIT = 30.0  # seconds: a bound for a hung test, not a measurement
 
 
-async def _deliver(store: PostgresStore, n: int, users: list[UserId]) -> list[tuple[int, int]]:
-    data = make_message(n)
+async def _deliver_data(
+    store: PostgresStore, data: bytes, users: list[UserId]
+) -> list[tuple[int, int]]:
     done = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(u) for u in users])
     return [(d.mailbox_id, d.uid) for d in done]
+
+
+async def _deliver(store: PostgresStore, n: int, users: list[UserId]) -> list[tuple[int, int]]:
+    return await _deliver_data(store, make_message(n), users)
 
 
 def test_concurrent_deliveries_from_several_pools_never_share_a_uid(
@@ -168,5 +174,62 @@ def test_open_store_opens_postgres_and_refuses_a_newer_schema_in_one_line(
         with pytest.raises(StoreUnavailable) as refused:
             await open_store(config)
         assert "newer" in str(refused.value) and "\n" not in str(refused.value)
+
+    asyncio.run(main())
+
+
+def test_a_big_body_is_kept_in_chunks_and_read_back_whole(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+    data = make_message(1, size=3 * CHUNK + 17)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(store)
+            [(mailbox_id, uid)] = await _deliver_data(store, data, [bob])
+            assert await store.read_message(mailbox_id, uid) == data
+        finally:
+            await store.close()
+        conn = await connect(postgres, postgres_dsn)
+        try:
+            sizes = await conn.fetch(
+                "SELECT octet_length(data) FROM blob_chunks ORDER BY blob_id, seq"
+            )
+        finally:
+            await conn.close()
+        assert [row[0] for row in sizes] == [CHUNK, CHUNK, CHUNK, len(data) - 3 * CHUNK]
+
+    asyncio.run(main())
+
+
+def test_watchers_hear_of_changes_after_the_listening_connection_was_lost(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        gate = _Gate(postgres.host, postgres.port)
+        await gate.open()
+        watching = await PostgresStore.open(_through(settings, gate, postgres_dsn), tmp_path)
+        writing = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(writing)
+            inbox = await watching.get_mailbox(bob, "INBOX")
+            changes = watching.changes(inbox.id, await watching.mailbox_version(inbox.id))
+            first = asyncio.ensure_future(anext(changes))
+            await _deliver(writing, 1, [bob])
+            assert (await asyncio.wait_for(first, WAIT)).messages == 1
+            await gate.cut()  # the listening connection is lost ...
+            second = asyncio.ensure_future(anext(changes))
+            await _deliver(writing, 2, [bob])  # ... while this commits
+            await gate.open()
+            assert (await asyncio.wait_for(second, WAIT)).messages == 2
+            await changes.aclose()
+        finally:
+            await writing.close()
+            await watching.close()
+            await gate.cut()
 
     asyncio.run(main())

@@ -104,5 +104,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self.pool.close(), COMMAND_TIMEOUT)
+        except Exception:  # a server that no longer answers: drop the connections
+            self.pool.terminate()

@@ -17,15 +17,13 @@ Rows referencing several bodies release them in digest order, after the mailbox 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import Sequence
 
 from poczta.store.base import NotFound
 from poczta.store.postgres.access import Connection, Database
+from poczta.store.sweeps import SweepSchedule
 
 __all__ = [
     "CHUNK",
@@ -40,8 +38,6 @@ CHUNK = 256 * 1024  # octets per blob_chunks row (the schema's limit)
 DEFAULT_GRACE = 15 * 60.0  # seconds a released body stays, longer than any delivery takes
 SWEEP_BATCH = 1000  # bodies per sweep transaction
 _READ_CHUNKS = 16  # chunks fetched per round trip while reading
-
-log = logging.getLogger("poczta.store")
 
 
 def blob_digest(data: bytes) -> str:
@@ -139,9 +135,7 @@ class PostgresBlobStore:
     def __init__(self, db: Database, *, grace: float = DEFAULT_GRACE) -> None:
         self._db = db
         self.grace = grace
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        self._sweep_task: asyncio.Task[int] | None = None
-        self._sweeping = True
+        self._sweeps = SweepSchedule(self.sweep, grace)
 
     async def put(self, data: bytes) -> str:
         """Store a body with no user yet: released now, so swept unless one comes."""
@@ -174,30 +168,9 @@ class PostgresBlobStore:
                 return swept
 
     def sweep_later(self, delay: float | None = None) -> None:
-        """Sweep in `delay` seconds (None: once bodies released now may go), unless a sweep
-        is pending already."""
-        if self._sweep_timer is not None or not self._sweeping:
-            return
-        delay = self.grace + 1.0 if delay is None else delay
-        self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._start_sweep)
-
-    def _start_sweep(self) -> None:
-        self._sweep_timer = None
-        if not self._sweeping or (self._sweep_task is not None and not self._sweep_task.done()):
-            return
-        self._sweep_task = asyncio.ensure_future(self.sweep())
-        self._sweep_task.add_done_callback(_log_sweep_failure)
+        """Sweep in `delay` seconds (None: once bodies released now may go)."""
+        self._sweeps.later(delay)
 
     async def stop_sweeping(self) -> None:
         """No more sweeps by itself; wait for the one running, if any."""
-        self._sweeping = False
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
-        if self._sweep_task is not None:
-            with contextlib.suppress(Exception):
-                await self._sweep_task
-
-
-def _log_sweep_failure(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("sweeping released message bodies failed: %s", task.exception())
+        await self._sweeps.stop()

@@ -19,8 +19,6 @@ grace period is over (`sweep_later`), and at most one is pending or running at a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -30,12 +28,12 @@ from typing import Any
 from poczta.store.sqlite import blob_refs
 from poczta.store.sqlite.blobs import BlobFiles
 from poczta.store.sqlite.writer import Job
+from poczta.store.sweeps import SweepSchedule
 
 __all__ = ["INLINE_READ_LIMIT", "SqliteBlobStore"]
 
 INLINE_READ_LIMIT = 256 * 1024
 
-log = logging.getLogger("poczta.store")
 
 ReadReleasable = Callable[[Callable[[sqlite3.Connection], bool]], Awaitable[bool]]
 
@@ -61,9 +59,7 @@ class SqliteBlobStore:
         self._write_db = write_db
         self._check_open = check_open
         self._put_pool = ThreadPoolExecutor(put_threads, thread_name_prefix="poczta-store-blob")
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        self._sweep_task: asyncio.Task[int] | None = None
-        self._sweeping = True
+        self._sweeps = SweepSchedule(self.sweep, grace)
 
     async def put(self, data: bytes) -> str:
         self._check_open()
@@ -93,35 +89,14 @@ class SqliteBlobStore:
         return swept
 
     def sweep_later(self, delay: float | None = None) -> None:
-        """Sweep in `delay` seconds (None: once bodies released now may go), unless a sweep
-        is pending already."""
-        if self._sweep_timer is not None or not self._sweeping:
-            return
-        delay = self.grace + 1.0 if delay is None else delay
-        self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._start_sweep)
-
-    def _start_sweep(self) -> None:
-        self._sweep_timer = None
-        if not self._sweeping or (self._sweep_task is not None and not self._sweep_task.done()):
-            return
-        self._sweep_task = asyncio.ensure_future(self.sweep())
-        self._sweep_task.add_done_callback(_log_sweep_failure)
+        """Sweep in `delay` seconds (None: once bodies released now may go)."""
+        self._sweeps.later(delay)
 
     async def stop_sweeping(self) -> None:
         """No more sweeps by itself; wait for the one running, if any."""
-        self._sweeping = False
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
-        if self._sweep_task is not None:
-            with contextlib.suppress(Exception):
-                await self._sweep_task
+        await self._sweeps.stop()
 
     def close(self) -> None:
         """Wait for the bodies being put, then release the files' temp directory."""
         self._put_pool.shutdown(wait=True)
         self.files.close()
-
-
-def _log_sweep_failure(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("sweeping released message bodies failed: %s", task.exception())
