@@ -32,6 +32,7 @@ ReadStates = Callable[[Collection[MailboxId]], Awaitable[dict[MailboxId, Mailbox
 
 _GATHER = 0.005  # seconds to let a burst of notifications arrive before reading
 _RETRY = 1.0  # seconds between attempts to listen again after the connection was lost
+_LISTEN_TIMEOUT = 10.0  # seconds to connect and LISTEN before trying again
 
 
 class MailboxListener:
@@ -64,7 +65,8 @@ class MailboxListener:
             self._wake.set()
 
     def _connection_lost(self, conn: Any) -> None:
-        self._lost.set()
+        if conn is self._conn:  # not one dropped before
+            self._lost.set()
 
     async def _listen(self) -> None:
         self._conn = await self._connect()
@@ -81,13 +83,14 @@ class MailboxListener:
 
     async def _run(self) -> None:
         while True:
+            self._lost.clear()
             try:
-                await self._listen()
+                await asyncio.wait_for(self._listen(), _LISTEN_TIMEOUT)
             except Exception as exc:  # unreachable, refused, timed out: try again
                 log.warning("cannot listen for mailbox changes: %s", exc)
+                await self._drop()
                 await asyncio.sleep(_RETRY)
                 continue
-            self._lost.clear()
             self._pending.update(self._hub.watched)  # what changed while nobody listened
             self._wake.set()
             await self._feed()

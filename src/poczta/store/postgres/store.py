@@ -47,7 +47,7 @@ from poczta.store.base import (
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, quota
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
-from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore
+from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.listener import MailboxListener
 from poczta.store.postgres.migrate import migrate
@@ -252,8 +252,6 @@ class PostgresStore(RecipientRouting):
 
     async def read_message(self, mailbox_id: MailboxId, uid: int) -> bytes:
         async def read(conn: Connection) -> bytes:
-            from poczta.store.postgres.bodies import read_blob
-
             return await read_blob(conn, await messages.message_digest(conn, mailbox_id, uid))
 
         return await self._read(read)
