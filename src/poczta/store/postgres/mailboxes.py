@@ -69,8 +69,10 @@ async def get_mailbox(conn: Connection, user_id: int, name: str) -> MailboxState
     return _state(row)
 
 
-async def require_mailbox(conn: Connection, mailbox_id: int) -> None:
-    if await conn.fetchval("SELECT 1 FROM mailboxes WHERE id = $1", mailbox_id) is None:
+async def require_mailbox(conn: Connection, mailbox_id: int, *, lock: bool = False) -> None:
+    """NotFound unless the mailbox exists; with `lock`, its row is locked until COMMIT."""
+    query = "SELECT 1 FROM mailboxes WHERE id = $1" + (" FOR UPDATE" if lock else "")
+    if await conn.fetchval(query, mailbox_id) is None:
         raise NotFound(f"no mailbox {mailbox_id}")
 
 

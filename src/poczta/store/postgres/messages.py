@@ -252,7 +252,8 @@ async def expunge(
     conn: Connection, mailbox_id: int, uids: Sequence[int] | None, now: float
 ) -> list[int]:
     """Remove the given messages (all flagged \\Deleted when `uids` is None)."""
-    await require_mailbox(conn, mailbox_id)
+    # The mailbox row first: the messages read next are not taken by another expunge.
+    await require_mailbox(conn, mailbox_id, lock=True)
     if uids is None:
         rows = await conn.fetch(
             "SELECT uid, digest FROM messages WHERE mailbox_id = $1"
