@@ -1,4 +1,11 @@
-"""The queue runner of `poczta serve`, built from the [outbound] settings."""
+"""The queue runner of `poczta serve`, built from the [outbound] settings.
+
+Every worker process runs a runner. The connection limits of [outbound] are the
+server's, as Postfix's `default_process_limit` and
+`default_destination_concurrency_limit` are the whole instance's: each worker gets its
+share (`worker_share`), so that the workers together open about `max_connections`
+connections and `max_per_domain` to one domain, and each at least one.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,14 @@ from poczta.queue.reports import Reporter
 from poczta.queue.routes import RelayError, Router
 from poczta.queue.runner import QueueRunner, RunnerSettings, utc_now
 
-__all__ = ["build_runner"]
+__all__ = ["build_runner", "worker_share"]
+
+
+def worker_share(total: int, workers: int, slot: int) -> int:
+    """Worker `slot`'s part of a limit of the whole server: `total` divided among the
+    `workers`, the first ones taking one more of what does not divide; at least 1."""
+    base, rest = divmod(total, workers)
+    return max(1, base + (slot < rest))
 
 
 def _local_addresses(config: Config) -> tuple[str, ...]:
@@ -39,9 +53,14 @@ def build_runner(
     resolver: Resolver,
     *,
     clock: Callable[[], datetime] = utc_now,
+    slot: int = 0,
+    workers: int = 1,
 ) -> QueueRunner:
-    """The runner for `config`; StartError naming the key when the relay is unusable."""
+    """The runner for `config` in worker `slot` of `workers`; StartError naming the key
+    when the relay is unusable."""
     o = config.outbound
+    max_connections = worker_share(o.max_connections, workers, slot)
+    max_per_domain = worker_share(o.max_per_domain, workers, slot)
     try:
         router = Router(o, config.data_dir)
     except RelayError as exc:
@@ -66,7 +85,7 @@ def build_runner(
         local_addresses=_local_addresses(config),
         loopback_is_local=o.loopback_is_local,
     )
-    cache = ConnectionCache(o.connection_cache_time, o.max_connections)
+    cache = ConnectionCache(o.connection_cache_time, max_connections)
     sts_ca = str(config.data_dir / o.mta_sts_ca_file) if o.mta_sts_ca_file else None
     try:
         sts_tls = policy_context(sts_ca)
@@ -89,8 +108,8 @@ def build_runner(
         retry_max=o.retry_max,
         lifetime=o.lifetime,
         delay_warning=o.delay_warning,
-        max_connections=o.max_connections,
-        max_per_domain=o.max_per_domain,
+        max_connections=max_connections,
+        max_per_domain=max_per_domain,
     )
     return QueueRunner(
         delivery.store,

@@ -515,8 +515,16 @@ class MailStore(Protocol):
         ...
 
     async def release_claims(self, prefix: str, keep: str) -> int:
-        """Drop the claims of owners named `prefix`... other than `keep` (the runners of
-        this node that died); return how many."""
+        """Drop the claims of owners named `prefix`... other than `keep` (what an
+        administrator or a benchmark held back); return how many."""
+        ...
+
+    async def claim_holders(self) -> list[str]:
+        """The owners of the claims there are now (the runner looks for those gone)."""
+        ...
+
+    async def release_claims_of(self, owners: Sequence[str]) -> int:
+        """Drop every claim these owners hold (runners that are gone); return how many."""
         ...
 
     async def next_queue_due(self) -> datetime | None:

@@ -532,6 +532,15 @@ class SqliteStore:
         count: int = await self._write(queue.release_claims_job(prefix, keep))
         return count
 
+    async def claim_holders(self) -> list[str]:
+        return await self._read(queue.claim_holders)
+
+    async def release_claims_of(self, owners: Sequence[str]) -> int:
+        if not owners:
+            return 0
+        count: int = await self._write(queue.release_claims_of_job(tuple(owners)))
+        return count
+
     async def next_queue_due(self) -> datetime | None:
         return await self._read(queue.next_due)
 

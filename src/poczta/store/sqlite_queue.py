@@ -35,6 +35,7 @@ from poczta.store.sqlite_writer import Job, JobContext
 
 __all__ = [
     "bounce_job",
+    "claim_holders",
     "claim_job",
     "delete_job",
     "enqueue_job",
@@ -49,6 +50,7 @@ __all__ = [
     "queue_time",
     "record_attempt_job",
     "release_claims_job",
+    "release_claims_of_job",
     "renew_claims_job",
     "reschedule_job",
 ]
@@ -230,6 +232,25 @@ def release_claims_job(prefix: str, keep: str) -> Job:
             "UPDATE queue SET claimed_by = NULL, claimed_until = NULL"
             " WHERE claimed_by IS NOT NULL AND substr(claimed_by, 1, ?) = ? AND claimed_by != ?",
             (len(prefix), prefix, keep),
+        )
+        return cursor.rowcount
+
+    return job
+
+
+def claim_holders(conn: sqlite3.Connection) -> list[str]:
+    """The owners of the claims there are now, lasting or run out."""
+    rows = conn.execute("SELECT DISTINCT claimed_by FROM queue WHERE claimed_by IS NOT NULL")
+    return [str(row[0]) for row in rows]
+
+
+def release_claims_of_job(owners: Sequence[str]) -> Job:
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> int:
+        marks = ",".join("?" * len(owners))
+        cursor = conn.execute(
+            "UPDATE queue SET claimed_by = NULL, claimed_until = NULL"
+            f" WHERE claimed_by IN ({marks})",
+            tuple(owners),
         )
         return cursor.rowcount
 
