@@ -186,6 +186,14 @@ def test_the_body_is_handed_out_in_pieces() -> None:
     pieces = list(data_pieces(body))
     assert len(pieces) > 4
     assert max(len(p) for p in pieces) <= 64 * 1024 + 1024
+    assert pieces[-1].endswith(b"line\r\n.\r\n")  # the end of data goes with the last
+
+
+def test_a_small_body_and_its_end_are_one_piece() -> None:
+    assert list(data_pieces(b"Subject: hi\r\n\r\n.hello\r\n")) == [
+        b"Subject: hi\r\n\r\n..hello\r\n.\r\n"
+    ]
+    assert list(data_pieces(b"")) == [b".\r\n"]
 
 
 def test_writes_are_bytes_only_events_in_order() -> None:

@@ -28,6 +28,7 @@ A DNS temporary failure on the MX lookup is a temporary failure; NXDOMAIN is per
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import random
 import re
@@ -99,12 +100,18 @@ def _is_hostname(name: str) -> bool:
     return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
-def _is_numeric(name: str) -> bool:
+# The same few names and addresses come up for every message: parsing them (and the
+# ValueError of each name that is no address) is kept.
+@functools.lru_cache(maxsize=4096)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(name)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_numeric(name: str) -> bool:
+    return _ip(name) is not None
 
 
 def _is_localhost(name: str) -> bool:
@@ -114,7 +121,9 @@ def _is_localhost(name: str) -> bool:
 def _is_local(address: str, local: Collection[str], loopback_is_local: bool) -> bool:
     if address in local:
         return True
-    ip = ipaddress.ip_address(address)
+    ip = _ip(address)
+    if ip is None:
+        raise ValueError(f"{address!r} is no IP address")
     return ip.is_unspecified or (loopback_is_local and ip.is_loopback)
 
 

@@ -20,7 +20,8 @@ cannot look at (another machine) is taken again once its lease has run out. A li
 sibling's claims are never dropped.
 
 After an attempt: when it left every recipient final and no DSN is owed (the usual
-delivery), the entry is finished at once, its body released; otherwise it is read back:
+delivery), the entry is finished in the write of its last results, its body released;
+otherwise it is read back:
 recipients still pending past the lifetime fail (4.4.7); the DSNs owed go out
 (`poczta.queue.reports`); an entry with nothing pending is finished, otherwise retried
 after an exponential backoff (`retry_delay`). Time comes from the injected `clock`, so
@@ -36,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from poczta.logs import log
@@ -220,8 +221,11 @@ class QueueRunner:
             log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")
             return
         try:
-            decided = await self._attempt(entry, original)
-            if _nothing_owed(entry, decided) and await self.store.finish_queue_entry(entry.id):
+            attempt = await self._attempt(entry, original)
+            if attempt.finished or (
+                _nothing_owed(entry, attempt.decided)
+                and await self.store.finish_queue_entry(entry.id)
+            ):
                 log("queue.finished", id=entry.id, attempts=entry.attempts + 1)
                 return
             await self._settle(await self.store.get_queue_entry(entry.id), original)
@@ -233,12 +237,14 @@ class QueueRunner:
             log("queue.failed", logging.ERROR, id=entry.id, error=repr(exc))
             raise
 
-    async def _attempt(self, entry: QueueEntry, original: bytes) -> dict[str, str]:
-        """Try every pending recipient; the final states recorded, by address."""
-        decided: dict[str, str] = {}
+    async def _attempt(self, entry: QueueEntry, original: bytes) -> Attempt:
+        """Try every pending recipient; the final states recorded, by address. The write
+        that leaves every recipient final with no DSN owed also finishes the entry."""
+        attempt = Attempt()
+        decided = attempt.decided
         pending = entry.pending()
         if not pending or self._expired(entry):
-            return decided
+            return attempt
         route = self.router.route(entry.sender) if self.router is not None else None
         by_domain: dict[str, list[OutboundRecipient]] = {}
         for r in pending:
@@ -247,9 +253,12 @@ class QueueRunner:
             by_domain.setdefault(r.address.rpartition("@")[2], []).append(recipient)
 
         async def record(results: Sequence[RecipientAttempt]) -> None:
-            await self.store.record_attempt(entry.id, results, self.clock())
             final = (r for r in results if r.status != PENDING)
             decided.update((normalize_address(r.address), r.status) for r in final)
+            # the store finishes it only if its rows agree that nothing is pending
+            finish = _nothing_owed(entry, decided)
+            if await self.store.record_attempt(entry.id, results, self.clock(), finish=finish):
+                attempt.finished = True
 
         async def one(domain: str, recipients: list[OutboundRecipient]) -> None:
             message = OutboundMessage(
@@ -267,7 +276,7 @@ class QueueRunner:
             await jobs[0]  # the usual case, without a task of its own
         else:
             await asyncio.gather(*jobs)
-        return decided
+        return attempt
 
     def _expired(self, entry: QueueEntry) -> bool:
         return self.clock() >= entry.created + timedelta(seconds=self.settings.lifetime)
@@ -290,6 +299,15 @@ class QueueRunner:
         delay = retry_delay(entry.attempts + 1, self.settings.retry_first, self.settings.retry_max)
         due = self.clock() + timedelta(seconds=delay)
         await self.store.reschedule(entry.id, self.owner, due, pending[0].last_error)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one attempt of an entry decided: final states by address, and whether the
+    entry was finished with the last of them."""
+
+    decided: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
 
 
 def _nothing_owed(entry: QueueEntry, decided: dict[str, str]) -> bool:

@@ -533,10 +533,17 @@ class MailStore(Protocol):
         ...
 
     async def record_attempt(
-        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
-    ) -> None:
+        self,
+        queue_id: QueueId,
+        results: Sequence[RecipientAttempt],
+        now: datetime,
+        *,
+        finish: bool = False,
+    ) -> bool:
         """Record each recipient's result durably before returning (a DELIVERED one only
-        after the remote 250). Recipients already final are left as they are."""
+        after the remote 250). Recipients already final are left as they are. With
+        `finish`, the entry is finished in the same commit when none is left pending (as
+        `finish_queue_entry`); True if it was."""
         ...
 
     async def reschedule(

@@ -545,9 +545,16 @@ class SqliteStore:
         return await self._read(queue.next_due)
 
     async def record_attempt(
-        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
-    ) -> None:
-        await self._write(queue.record_attempt_job(queue_id, tuple(results), now))
+        self,
+        queue_id: QueueId,
+        results: Sequence[RecipientAttempt],
+        now: datetime,
+        *,
+        finish: bool = False,
+    ) -> bool:
+        job = queue.record_attempt_job(queue_id, tuple(results), now, finish)
+        done: bool = await (self._write_releasing(job) if finish else self._write(job))
+        return done
 
     async def reschedule(
         self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None

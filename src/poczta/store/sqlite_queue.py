@@ -257,8 +257,10 @@ def release_claims_of_job(owners: Sequence[str]) -> Job:
     return job
 
 
-def record_attempt_job(queue_id: int, results: Sequence[RecipientAttempt], now: datetime) -> Job:
-    def job(conn: sqlite3.Connection, ctx: JobContext) -> None:
+def record_attempt_job(
+    queue_id: int, results: Sequence[RecipientAttempt], now: datetime, finish: bool = False
+) -> Job:
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> bool:
         for status in {r.status for r in results} - {PENDING, DELIVERED, FAILED}:
             raise StoreError(f"unknown recipient status {status!r}")
         stamp = queue_time(now)
@@ -281,6 +283,7 @@ def record_attempt_job(queue_id: int, results: Sequence[RecipientAttempt], now: 
                 for r in results
             ],
         )
+        return finish and _finish(conn, ctx, queue_id)
 
     return job
 
@@ -317,13 +320,17 @@ def _remove(conn: sqlite3.Connection, ctx: JobContext, queue_id: int) -> bool:
     return True
 
 
+def _finish(conn: sqlite3.Connection, ctx: JobContext, queue_id: int) -> bool:
+    left = conn.execute(
+        "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND status = 'pending' LIMIT 1",
+        (queue_id,),
+    ).fetchone()
+    return left is None and _remove(conn, ctx, queue_id)
+
+
 def finish_job(queue_id: int) -> Job:
     def job(conn: sqlite3.Connection, ctx: JobContext) -> bool:
-        left = conn.execute(
-            "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND status = 'pending' LIMIT 1",
-            (queue_id,),
-        ).fetchone()
-        return left is None and _remove(conn, ctx, queue_id)
+        return _finish(conn, ctx, queue_id)
 
     return job
 
