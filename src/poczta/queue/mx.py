@@ -33,7 +33,7 @@ import ipaddress
 import random
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poczta.dns import (
     AnswerTrail,
@@ -239,6 +239,10 @@ class MxAnswers:
     domain: str  # as looked up (the A-label form)
     mx: tuple[MxRecord, ...] | None
     addresses: Mapping[str, HostAddresses]
+    # plans with no order to draw, by their settings (the answers are kept while they hold)
+    _plans: dict[tuple[object, ...], MxPlan | MxFailure] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def plan(
         self,
@@ -248,16 +252,25 @@ class MxAnswers:
         local_addresses: Collection[str] = (),
         loopback_is_local: bool = True,
     ) -> MxPlan | MxFailure:
-        """The plan from these answers, equal preferences in an order `rng` draws now."""
-        return plan_from_answers(
+        """The plan from these answers, equal preferences in an order `rng` draws now;
+        without equal preferences the plan is always the same, so it is made once."""
+        mx = self.mx
+        fixed = mx is None or len({r.preference for r in mx}) == len(mx)
+        key = (limit, tuple(local_addresses), loopback_is_local)
+        if fixed and (kept := self._plans.get(key)) is not None:
+            return kept
+        plan = plan_from_answers(
             self.domain,
-            self.mx,
+            mx,
             self.addresses,
             rng=rng,
             limit=limit,
             local_addresses=local_addresses,
             loopback_is_local=loopback_is_local,
         )
+        if fixed:
+            self._plans[key] = plan
+        return plan
 
 
 async def mx_answers(resolver: Resolver, domain: str) -> MxAnswers | MxFailure:
