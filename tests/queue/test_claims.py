@@ -71,10 +71,18 @@ def test_names_of_other_forms_are_left_to_their_lease() -> None:
     pid = ended_pid()
     for name in (
         "bench-hold:0",  # what a benchmark holds back
-        f"mx.example.test:{pid}:0a1b2c3d",  # the form of older versions
         f"mx.example.test:{this_host()}:{pid}:0a1b2c3d",
         f"{this_host()}:{pid}.1:0a1b2c3d",
         "",
     ):
         assert RunnerName.parse(name) is None, name
-        assert not holder_gone(name), name
+        assert not holder_gone(name, "mx.example.test"), name
+
+
+def test_a_name_of_the_older_form_is_gone_on_its_own_node_once_its_pid_is_free() -> None:
+    old = f"mx.example.test:{ended_pid()}:0a1b2c3d"  # NODE:PID:TOKEN, before host and start
+    assert RunnerName.parse(old) is None
+    assert holder_gone(old, "mx.example.test")
+    assert not holder_gone(old, "other.example.test")  # another node's: its lease decides
+    assert not holder_gone(old)
+    assert not holder_gone(f"mx.example.test:{os.getpid()}:0a1b2c3d", "mx.example.test")

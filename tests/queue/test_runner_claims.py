@@ -223,3 +223,17 @@ def counting(runner: QueueRunner, attempts: dict[str, int]) -> Callable[[QueueEn
         await process(entry)
 
     return count
+
+
+def test_a_message_queued_wakes_the_runner_of_its_process(tmp_path: Path) -> None:
+    async def test() -> None:
+        mx = ScriptedMx()
+        # a poll far longer than the test may take: only the wake-up can deliver in time
+        async with serving(mx, "127.0.0.1", 0) as port, setup(tmp_path, port, poll=600) as s:
+            s.delivery.on_queued = s.runner.wake  # as `poczta serve` wires it
+            async with running(s.runner):
+                await asyncio.sleep(0.1)  # the runner has looked once and waits
+                await s.queue("bob@remote.test")
+                await until(lambda: received(mx) == ["bob@remote.test"])
+
+    run(test)

@@ -16,8 +16,10 @@ process. START is the process's start time (clock ticks after boot, from
 runner. TOKEN tells runners of one process apart (tests run several).
 
 A holder counts as gone only when that is certain: its HOST is ours and its pid is
-free, a zombie, or a process started at another time. A name of another machine, of an
-older format, or that cannot be read is left to its lease.
+free, a zombie, or a process started at another time. A name of the older form
+``NODE:PID:TOKEN`` (a server before an upgrade) counts as gone when NODE is the
+runner's own and the pid is free, as that version took them back at its start. Any
+other name is left to its lease.
 """
 
 from __future__ import annotations
@@ -88,18 +90,30 @@ def runner_name(node: str) -> str:
     return str(RunnerName(node, this_host(), pid, start, secrets.token_hex(4)))
 
 
-def holder_gone(name: str) -> bool:
-    """Whether the runner named `name` is certainly not running any more (see above)."""
-    holder = RunnerName.parse(name)
-    host = this_host()
-    if holder is None or not host or holder.host != host:
-        return False
+def _pid_free(pid: int) -> bool:
     try:
-        os.kill(holder.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         pass  # a process of another user: not one of ours, unless /proc says more
+    return False
+
+
+def holder_gone(name: str, node: str = "") -> bool:
+    """Whether the runner named `name` is certainly not running any more (see above);
+    `node` is the asking runner's, for names of the older form."""
+    holder = RunnerName.parse(name)
+    if holder is None:
+        old_node, _, rest = name.partition(":")
+        pid, _, token = rest.partition(":")
+        legacy = bool(node) and old_node == node and pid.isdigit() and token.isalnum()
+        return legacy and _pid_free(int(pid))
+    host = this_host()
+    if not host or holder.host != host:
+        return False
+    if _pid_free(holder.pid):
+        return True
     try:
         state, start = _stat(holder.pid)
     except FileNotFoundError:

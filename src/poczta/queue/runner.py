@@ -187,7 +187,7 @@ class QueueRunner:
         """Drop the claims of runners that are gone, so that their entries are due again
         now; return how many entries."""
         holders = await self.store.claim_holders()
-        gone = [holder for holder in holders if holder != self.owner and holder_gone(holder)]
+        gone = [h for h in holders if h != self.owner and holder_gone(h, self.node)]
         if not gone:
             return 0
         taken = await self.store.release_claims_of(gone)
