@@ -5,10 +5,10 @@ then released at one moment:
 
 * poczta: the messages go into its queue through the store API (`store_blob`,
   `enqueue`) before the server starts, and every entry is then claimed for a runner
-  named ``bench-hold:`` that is not of this node, for a day; the server's runner leaves
-  them alone, as it leaves the entries a second node's runner works on. The release is
-  one commit dropping those claims; the runner sees them due at its next look at the
-  queue (within its poll interval, one second).
+  named ``bench-hold:`` that is not of this node, for a day; the server's runners (one
+  per worker) leave them alone, as they leave the entries a second node's runner works
+  on. The release is one commit dropping those claims; the runners see them due at
+  their next look at the queue (within their poll interval, one second).
 * Postfix: a private instance (`smtp_accept.PostfixTarget`, with a relay
   configuration) takes the messages over SMTP with ``smtpd_end_of_data_restrictions =
   check_client_access static:HOLD``, so each lands in the hold queue after cleanup(8)
