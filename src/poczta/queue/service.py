@@ -51,6 +51,52 @@ def _local_addresses(config: Config) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _delivery_settings(config: Config) -> DeliverySettings:
+    o = config.outbound
+    timeouts = Timeouts(
+        o.connect_timeout,
+        o.command_timeout,
+        o.data_init_timeout,
+        o.data_block_timeout,
+        o.data_end_timeout,
+    )
+    return DeliverySettings(
+        helo=o.hostname or config.hostname,
+        port=o.port,
+        timeouts=timeouts,
+        local_addresses=_local_addresses(config),
+        loopback_is_local=o.loopback_is_local,
+    )
+
+
+def _deliverer(
+    config: Config, delivery: Delivery, resolver: Resolver, clock: Callable[[], datetime]
+) -> Deliverer:
+    """The attempts of one worker: its connection cache, the TLS contexts, MTA-STS."""
+    o = config.outbound
+    ca_file = config.data_dir / o.relay_ca_file if o.relay_ca_file else None
+    try:
+        verified = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(f"outbound.relay_ca_file: {ca_file}: {exc}") from None
+    verified.minimum_version = ssl.TLSVersion.TLSv1_2
+    sts_ca = str(config.data_dir / o.mta_sts_ca_file) if o.mta_sts_ca_file else None
+    try:
+        sts_tls = policy_context(sts_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartError(f"outbound.mta_sts_ca_file: {sts_ca}: {exc}") from None
+    fetcher = PolicyFetcher(resolver, sts_tls, port=o.mta_sts_port)
+    return Deliverer(
+        resolver,
+        _delivery_settings(config),
+        ConnectionCache(o.connection_cache_time, o.max_connections),  # see above
+        opportunistic=opportunistic_tls(),
+        verified=verified,
+        mta_sts=MtaStsPolicies(resolver, delivery.store, fetcher, clock),
+        mta_sts_tls=sts_tls,
+    )
+
+
 def build_runner(
     config: Config,
     delivery: Delivery,
@@ -61,59 +107,21 @@ def build_runner(
     workers: int = 1,
 ) -> QueueRunner:
     """The runner for `config` in worker `slot` of `workers`; StartError naming the key
-    when the relay is unusable."""
+    when the relay or a CA file is unusable."""
     o = config.outbound
-    max_connections = worker_share(o.max_connections, workers, slot)
-    max_per_domain = worker_share(o.max_per_domain, workers, slot)
     try:
         router = Router(o, config.data_dir)
     except RelayError as exc:
         raise StartError(f"outbound.relay_password_file: {exc}") from None
-    ca_file = config.data_dir / o.relay_ca_file if o.relay_ca_file else None
-    try:
-        verified = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise StartError(f"outbound.relay_ca_file: {ca_file}: {exc}") from None
-    verified.minimum_version = ssl.TLSVersion.TLSv1_2
-    timeouts = Timeouts(
-        o.connect_timeout,
-        o.command_timeout,
-        o.data_init_timeout,
-        o.data_block_timeout,
-        o.data_end_timeout,
-    )
-    settings = DeliverySettings(
-        helo=o.hostname or config.hostname,
-        port=o.port,
-        timeouts=timeouts,
-        local_addresses=_local_addresses(config),
-        loopback_is_local=o.loopback_is_local,
-    )
-    cache = ConnectionCache(o.connection_cache_time, o.max_connections)  # see above
-    sts_ca = str(config.data_dir / o.mta_sts_ca_file) if o.mta_sts_ca_file else None
-    try:
-        sts_tls = policy_context(sts_ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise StartError(f"outbound.mta_sts_ca_file: {sts_ca}: {exc}") from None
-    fetcher = PolicyFetcher(resolver, sts_tls, port=o.mta_sts_port)
-    policies = MtaStsPolicies(resolver, delivery.store, fetcher, clock)
-    deliverer = Deliverer(
-        resolver,
-        settings,
-        cache,
-        opportunistic=opportunistic_tls(),
-        verified=verified,
-        mta_sts=policies,
-        mta_sts_tls=sts_tls,
-    )
+    deliverer = _deliverer(config, delivery, resolver, clock)
     reporter = Reporter(delivery, config.hostname, o.lifetime, clock)
     runner_settings = RunnerSettings(
         retry_first=o.retry_first,
         retry_max=o.retry_max,
         lifetime=o.lifetime,
         delay_warning=o.delay_warning,
-        max_connections=max_connections,
-        max_per_domain=max_per_domain,
+        max_connections=worker_share(o.max_connections, workers, slot),
+        max_per_domain=worker_share(o.max_per_domain, workers, slot),
     )
     return QueueRunner(
         delivery.store,
