@@ -168,7 +168,7 @@ def start_profiler(opts: argparse.Namespace, sender: Sender) -> subprocess.Popen
     exe = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if exe is None:
         raise BenchError("--profile needs py-spy (pip install py-spy)")
-    command = [exe, "record", "--nonblocking", "--format", "raw", "--rate", "250"]
+    command = [exe, "record", "--nonblocking", "--subprocesses", "--format", "raw", "--rate", "250"]
     command += ["--pid", str(sender.roots()[0]), "--output", str(opts.profile)]
     profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached
@@ -293,6 +293,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--json", type=Path, help="also write every figure to this file")
     add("--profile", type=Path, help="py-spy poczta's server into this file (collapsed stacks)")
     add("--poczta-bin", help="the poczta executable (default: next to this python)")
+    add("--poczta-workers", type=int, default=0,
+        help="poczta's `workers` (0: one process per CPU core, the default here)")  # fmt: skip
     opts = p.parse_args(argv)
     opts.targets = [t for t in opts.targets.split(",") if t]
     unknown = set(opts.targets) - set(TARGETS)

@@ -5,10 +5,10 @@ then released at one moment:
 
 * poczta: the messages go into its queue through the store API (`blobs.put`,
   `enqueue`) before the server starts, and every entry is then claimed for a runner
-  named ``bench-hold:`` that is not of this node, for a day; the server's runner leaves
-  them alone, as it leaves the entries a second node's runner works on. The release is
-  one commit dropping those claims; the runner sees them due at its next look at the
-  queue (within its poll interval, one second).
+  named ``bench-hold:`` that is not of this node, for a day; the server's runners (one
+  per worker) leave them alone, as they leave the entries a second node's runner works
+  on. The release is one commit dropping those claims; the runners see them due at
+  their next look at the queue (within their poll interval, one second).
 * Postfix: a private instance (`smtp_accept.PostfixTarget`, with a relay
   configuration) takes the messages over SMTP with ``smtpd_end_of_data_restrictions =
   check_client_access static:HOLD``, so each lands in the hold queue after cleanup(8)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import smtplib
 import subprocess
 import threading
@@ -95,6 +96,8 @@ class PocztaSender:
         poczta_instance.write_config(
             self.config, workdir / "data", cert, key, {"smtp": [f"{HOST}:{self.port}"]}, tls=False
         )
+        # a top-level key: before the tables
+        self.config.write_text(f"workers = {opts.poczta_workers}\n" + self.config.read_text())
         with open(self.config, "a") as config:
             config.write(
                 f'\n[dns]\nnameservers = ["{HOST}"]\nport = {dns_port}\n'
@@ -108,10 +111,14 @@ class PocztaSender:
         self.server.start(poczta_instance.serve_command(self.opts.poczta_bin, self.config))
         wait_port(HOST, self.port, timeout=60, alive=self.server.alive)
         deadline = time.monotonic() + 30
-        while "queue.runner_started" not in self.server.log_text():
+        while self.server.log_text().count("queue.runner_started") < self.workers():
             if time.monotonic() > deadline or not self.server.alive():
                 raise BenchError(f"poczta's queue runner did not start: {self.server.log_tail()}")
             time.sleep(0.05)
+
+    def workers(self) -> int:
+        """The worker processes the server runs, each with a queue runner."""
+        return self.opts.poczta_workers or len(os.sched_getaffinity(0))
 
     async def _fill(self, messages: Sequence[tuple[str, bytes]]) -> None:
         store = await poczta_instance.open_store(self.config)
@@ -161,7 +168,7 @@ class PocztaSender:
             "max_connections": str(self.opts.connections),
             "max_per_domain": str(self.opts.concurrency),
             "connection_cache_time": "2 s (default)",
-            "workers": "1 (the runner is in one process)",
+            "workers": f"{self.workers()} (a queue runner in each)",
         }
 
     def stop(self) -> None:

@@ -239,7 +239,8 @@ class App:
     sweeper: asyncio.Task[None] | None = None
     shared: bool = False  # one of several worker processes sharing the ports
     sockets: Sockets | None = None  # bound before the start; else bound by `start`
-    runs_queue: bool = True  # the one process of the node that delivers the queue
+    slot: int = 0  # which of the worker processes this is
+    workers: int = 1  # how many there are (each runs a queue runner with its share)
     queue_runner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -284,10 +285,12 @@ class App:
             await self._listen(service, addresses, implicit, handler, SMTP_REPLIES, limiter)
         await self._start_pop3_listeners(logins, limiter)
         await self._start_imap_listeners(logins, limiter)
-        if config.outbound.enabled and self.runs_queue:
+        if config.outbound.enabled:
             from poczta.queue.service import build_runner
 
-            runner = build_runner(config, delivery, build_resolver(config))
+            resolver = build_resolver(config)
+            runner = build_runner(config, delivery, resolver, slot=self.slot, workers=self.workers)
+            delivery.on_queued = runner.wake  # the others find it at their next poll
             self.queue_runner = asyncio.get_running_loop().create_task(runner.run())
 
     async def _listen(
@@ -503,9 +506,8 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
         raise SystemExit(1) from exc
 
     def worker(slot: int) -> None:
-        app = App(
-            config, tls=tls, sockets=take_slot(bound, slot), shared=True, runs_queue=slot == 0
-        )
+        sockets = take_slot(bound, slot)
+        app = App(config, tls=tls, sockets=sockets, shared=True, slot=slot, workers=count)
         run_app(app, on_ready)
 
     def committer() -> None:

@@ -48,8 +48,12 @@ class OutboundSettings:
     delay_warning: float = _seconds(
         14_400.0, "seconds after arrival when the sender is told of the delay, once (0: never)"
     )
-    max_connections: int = _count(100, "outgoing connections at once, overall")
-    max_per_domain: int = _count(20, "outgoing connections at once to one destination domain")
+    max_connections: int = _count(
+        100, "outgoing connections at once, overall (shared out among the workers)"
+    )
+    max_per_domain: int = _count(
+        20, "outgoing connections at once to one destination domain (shared out likewise)"
+    )
     connect_timeout: float = _seconds(30.0, "seconds a TCP connect may take", 0.01)
     command_timeout: float = _seconds(
         300.0, "seconds to wait for the greeting and replies to EHLO, STARTTLS, MAIL, RCPT", 0.01

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -133,6 +133,7 @@ class Delivery:
         self.cache = RecipientCache(cache_ttl)
         self.quotas = quotas if quotas is not None else Quotas(store)
         self.hostname = hostname  # the reporting MTA of bounces
+        self.on_queued: Callable[[], None] | None = None  # told of each message queued
 
     async def classify(self, address: str) -> RecipientVerdict:
         """Where mail for `address` goes (cached for a few seconds)."""
@@ -224,6 +225,8 @@ class Delivery:
         if plan.remote:
             outbound = Outbound(sender, tuple(plan.remote), plan.envid, plan.ret, plan.remote_dsn)
             await self.store.accept(data, parse_message(data, header), now, (), outbound)
+            if self.on_queued is not None:
+                self.on_queued()
 
     def _log_full(
         self, plan: DeliveryPlan, full: Mapping[UserId, UserQuota], size: int, action: str

@@ -10,79 +10,26 @@ restart every recipient gets the message at least once and the queue ends empty.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from poczta.store.sqlite.store import SqliteStore
 from tests.e2e.dns_server import dnsmasq_server
 from tests.e2e.harness import PocztaServer, free_port, make_server
-from tests.queue.peer import ScriptedMx
+from tests.e2e.queue_sink import SINK, SinkThread, enqueue
 
 pytestmark = pytest.mark.e2e
 
 COUNT = 1000
-SINK = "127.0.0.2"
 WAIT = 120.0  # a bound on each phase, far above what it takes
-
-
-class SinkThread:
-    """A `ScriptedMx` on its own event loop in a thread, so it outlives the server."""
-
-    def __init__(self, port: int) -> None:
-        self.mx = ScriptedMx()
-        self.port = port
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self.mx.session, SINK, self.port)
-        )
-        self.ready.set()
-        self.loop.run_forever()
-        server.close()
-
-    def __enter__(self) -> SinkThread:
-        self.thread.start()
-        self.ready.wait(10)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def received(self) -> list[str]:
-        return [r for message in list(self.mx.messages) for r in message.recipients]
 
 
 def _enqueue(server: PocztaServer) -> list[str]:
     recipients = [f"user{n}@sink.test" for n in range(COUNT)]
-
-    async def main() -> None:
-        data = server.root / "data"
-        store = await SqliteStore.open(data / "poczta.db", data / "blobs")
-
-        async def queue_one(address: str) -> None:
-            body = f"Subject: {address}\r\n\r\nhello\r\n".encode()
-            digest = await store.blobs.put(body)
-            await store.enqueue("alice@example.test", [address], digest, len(body))
-
-        try:
-            # a hundred at a time: the store writes their bodies and rows together, not one by one
-            for start in range(0, COUNT, 100):
-                await asyncio.gather(*map(queue_one, recipients[start : start + 100]))
-        finally:
-            await store.close()
-
-    asyncio.run(main())
+    enqueue(server, recipients)
     return recipients
 
 

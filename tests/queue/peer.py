@@ -7,7 +7,9 @@
 port of the test's choice (several on one port, as MX hosts are).
 Given a server `tls` context it offers STARTTLS with it, records each message's TLS
 version ("" when it came in plaintext), and `after_tls` keeps what each client sent
-once TLS was up.
+once TLS was up. With a `gate`, each end of data after the first `gate_after` messages
+waits until the gate is set (`waiting` counts those held): a message whose client has
+gone meanwhile is not received (`abandoned`), since that client never hears the answer.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class ScriptedMx:
     closed: int = 0  # sessions that ended
     max_recipients: int | None = None
     transactions: int = 0  # MAIL FROM commands seen
+    gate: asyncio.Event | None = None
+    gate_after: int = 0
+    waiting: int = 0  # ends of data held at the gate now
+    abandoned: int = 0  # messages whose client left while they were held
 
     async def settled(self) -> None:
         """Return once every session so far has ended."""
@@ -91,6 +97,9 @@ class ScriptedMx:
                         self.after_tls.append(b"")
                         pending[:0] = core.tls_started(info)
                     elif isinstance(event, MessageReceived):
+                        if not await self._through_gate(reader):
+                            self.abandoned += 1
+                            return
                         answer = self.data(self.attempts)
                         self.attempts += 1
                         if isinstance(answer, Accept):
@@ -109,6 +118,19 @@ class ScriptedMx:
         finally:
             writer.close()
             self.closed += 1
+
+    async def _through_gate(self, reader: asyncio.StreamReader) -> bool:
+        """Wait at the gate if there is one; False when the client left meanwhile."""
+        if self.gate is None or len(self.messages) < self.gate_after or self.gate.is_set():
+            return True
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        # The stream took in the end of a connection in the same turn of the loop as the
+        # opening (or before), when it came first: it is seen here.
+        return not (reader.at_eof() or reader.exception() is not None)
 
 
 def reject(code: int, enhanced: str, text: str) -> Reject:

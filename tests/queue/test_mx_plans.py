@@ -9,7 +9,7 @@ import asyncio
 import random
 
 from poczta.dns import DnsCache, DnsPythonResolver, MxRecord, ZoneResolver
-from poczta.queue.mx import MxFailure, MxPlan, MxPlans
+from poczta.queue.mx import MxAnswers, MxFailure, MxPlan, MxPlans, mx_answers
 
 
 class Clock:
@@ -93,5 +93,24 @@ def test_other_resolvers_are_asked_for_every_message() -> None:
         resolver.records["a.example.test"]["A"] = ["192.0.2.5"]
         plan = await plans.plan("example.test", rng=random.Random())
         assert isinstance(plan, MxPlan) and plan.hosts[0].addresses == ("192.0.2.5",)
+
+    asyncio.run(test())
+
+
+def test_a_plan_with_no_order_to_draw_is_made_once_for_each_setting() -> None:
+    async def test() -> None:
+        zone = {"one.test": {"MX": [(10, "mx.one.test")]}, "mx.one.test": {"A": ["127.0.0.1"]}}
+        answers = await mx_answers(ZoneResolver.from_mapping(zone), "one.test")
+        assert isinstance(answers, MxAnswers)
+        rng = random.Random(1)
+        remote = answers.plan(rng=rng, loopback_is_local=False)
+        assert names(remote) == ["mx.one.test"]
+        assert answers.plan(rng=rng, loopback_is_local=False) is remote
+        looping = answers.plan(rng=rng, loopback_is_local=True)  # 127.0.0.1 is this machine
+        assert isinstance(looping, MxFailure) and looping.enhanced == "5.4.6"
+        assert answers.plan(rng=rng, local_addresses=("127.0.0.1",), loopback_is_local=False) == (
+            looping
+        )
+        assert answers.plan(rng=rng, loopback_is_local=False) is remote
 
     asyncio.run(test())

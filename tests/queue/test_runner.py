@@ -94,23 +94,19 @@ class Setup:
 PolicyFactory = Callable[[SqliteStore, MovingClock], MtaStsPolicies]
 
 
-@asynccontextmanager
-async def setup(
-    tmp_path: Path,
+def make_runner(
+    store: SqliteStore,
+    delivery: Delivery,
     port: int,
+    clock: MovingClock,
     *,
     resolver: Resolver | None = None,
     mta_sts: PolicyFactory | None = None,
     mta_sts_tls: ssl.SSLContext | None = None,
     **settings: float,
-) -> AsyncIterator[Setup]:
-    """A runner delivering to `port` of the hosts in ZONE (or `resolver`), with the
-    MTA-STS policies `mta_sts` makes of the store and the clock, if given."""
-    store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
-    await store.add_domain("example.test")
-    alice = await store.add_user(SENDER, "x", "x")
-    delivery = Delivery(store, cache_ttl=0)
-    clock = MovingClock()
+) -> QueueRunner:
+    """A runner of `store` delivering to `port` of the hosts in ZONE (or `resolver`), with
+    the MTA-STS policies `mta_sts` makes of the store and the clock, if given."""
     timeouts = Timeouts(connect=2, command=5, data_init=5, data_block=5, data_end=5)
     deliver_settings = DeliverySettings(
         helo="out.example.test", port=port, timeouts=timeouts, loopback_is_local=False
@@ -125,11 +121,39 @@ async def setup(
     )
     runner_settings = RunnerSettings(retry_first=60, retry_max=600, **settings)  # type: ignore[arg-type]
     reporter = Reporter(delivery, "out.example.test", runner_settings.lifetime, clock)
-    runner = QueueRunner(store, deliverer, reporter, runner_settings, node="out", clock=clock)
+    return QueueRunner(store, deliverer, reporter, runner_settings, node="out", clock=clock)
+
+
+@asynccontextmanager
+async def setup(
+    tmp_path: Path,
+    port: int,
+    *,
+    resolver: Resolver | None = None,
+    mta_sts: PolicyFactory | None = None,
+    mta_sts_tls: ssl.SSLContext | None = None,
+    **settings: float,
+) -> AsyncIterator[Setup]:
+    """A new store with alice, and its runner (`make_runner`)."""
+    store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+    await store.add_domain("example.test")
+    alice = await store.add_user(SENDER, "x", "x")
+    delivery = Delivery(store, cache_ttl=0)
+    clock = MovingClock()
+    runner = make_runner(
+        store,
+        delivery,
+        port,
+        clock,
+        resolver=resolver,
+        mta_sts=mta_sts,
+        mta_sts_tls=mta_sts_tls,
+        **settings,
+    )
     try:
         yield Setup(store, delivery, runner, clock, alice)
     finally:
-        await deliverer.cache.close()
+        await runner.deliverer.cache.close()
         await store.close()
 
 

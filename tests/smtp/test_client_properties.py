@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +22,8 @@ from poczta.smtp.client_events import (
     TransactionResult,
     Write,
 )
-from poczta.smtp.client_replies import ReplyReader
+from poczta.smtp.client_replies import ReplyError, ReplyReader
+from poczta.smtp.replies import Reply
 
 MESSAGE = OutboundMessage.to(
     "a@client.test", ["b@example.test", "c@example.test", "d@example.test"], b"hi\r\n"
@@ -186,6 +189,14 @@ def test_the_body_is_handed_out_in_pieces() -> None:
     pieces = list(data_pieces(body))
     assert len(pieces) > 4
     assert max(len(p) for p in pieces) <= 64 * 1024 + 1024
+    assert pieces[-1].endswith(b"line\r\n.\r\n")  # the end of data goes with the last
+
+
+def test_a_small_body_and_its_end_are_one_piece() -> None:
+    assert list(data_pieces(b"Subject: hi\r\n\r\n.hello\r\n")) == [
+        b"Subject: hi\r\n\r\n..hello\r\n.\r\n"
+    ]
+    assert list(data_pieces(b"")) == [b".\r\n"]
 
 
 def test_writes_are_bytes_only_events_in_order() -> None:
@@ -193,3 +204,55 @@ def test_writes_are_bytes_only_events_in_order() -> None:
     writes = [e.data for e in log if isinstance(e, Write)]
     assert writes[0] == b"EHLO client.example.test\r\n"
     assert writes[1].count(b"\r\n") == 5  # MAIL, three RCPT, DATA in one write
+
+
+# RFC 5321 4.2's reply line and RFC 3463's enhanced code as regular expressions: the
+# reference the reader's hand-written checks must agree with, octet for octet.
+_REPLY_LINE = re.compile(rb"([2-5][0-9]{2})([ -]?)(.*)", re.DOTALL)
+_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: +|$)")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _reference(line: bytes) -> Reply | str | None:
+    """The one-line reply `line` is, "more" for the first line of a longer one, or None
+    when it is no reply line."""
+    m = _REPLY_LINE.fullmatch(line)
+    if m is None or (m.group(2) == b"" and m.group(3)):
+        return None
+    if m.group(2) == b"-":
+        return "more"
+    code, text = int(m.group(1)), _CONTROL.sub("?", m.group(3).decode("utf-8", "replace"))
+    e = _ENHANCED.match(text)
+    if e is None or e.group(1) != str(code)[0]:
+        return Reply(code, None, text)
+    prefix = e.group(0).rstrip(" ")
+    return Reply(
+        code, f"{e.group(1)}.{int(e.group(2))}.{int(e.group(3))}", text[len(prefix) :].lstrip(" ")
+    )
+
+
+_LINE_TEXT = st.text(alphabet="0123456789. -abc\x01\x7f\x85é\u2028", max_size=16)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=12).filter(lambda b: b"\n" not in b),
+        st.builds(
+            lambda code, sep, text: code.encode() + sep + text.encode(),
+            st.sampled_from(["250", "354", "421", "550", "199", "600", "25", "2x0"]),
+            st.sampled_from([b" ", b"", b"-", b"x", b"\t"]),
+            _LINE_TEXT,
+        ),
+    )
+)
+def test_a_reply_line_reads_as_the_grammar_says(line: bytes) -> None:
+    reader = ReplyReader()
+    reader.feed(line + b"\r\n")
+    got = list(reader.replies())
+    expected = _reference(line)
+    if expected == "more":
+        assert got == [] and reader.partial
+    elif expected is None:
+        assert len(got) == 1 and isinstance(got[0], ReplyError)
+    else:
+        assert got == [expected]

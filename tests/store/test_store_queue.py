@@ -131,6 +131,27 @@ def test_results_are_recorded_and_a_delivered_recipient_stays_delivered(backend:
     backend.run(body)
 
 
+def test_the_last_results_finish_the_entry_in_the_same_write(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        queue_id = await queued(store)
+        entry = await store.get_queue_entry(queue_id)
+        now = datetime.now(UTC)
+        carol = [RecipientAttempt("carol@remote.test", DELIVERED, "250 ok")]
+        assert not await store.record_attempt(queue_id, carol, now, finish=True)  # dave pends
+        assert [r.status for r in (await store.get_queue_entry(queue_id)).recipients] == [
+            DELIVERED,
+            PENDING,
+        ]
+        dave = [RecipientAttempt("dave@remote.test", DELIVERED, "250 ok")]
+        assert await store.record_attempt(queue_id, dave, now, finish=True)
+        assert await store.list_queue() == []
+        assert await store.blobs.sweep(now=time.time() + LATER) == 1
+        with pytest.raises(NotFound):
+            await store.blobs.read(entry.digest)
+
+    backend.run(body)
+
+
 def test_reschedule_counts_the_attempt_and_drops_the_claim(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         queue_id = await queued(store)

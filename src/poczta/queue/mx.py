@@ -28,11 +28,12 @@ A DNS temporary failure on the MX lookup is a temporary failure; NXDOMAIN is per
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import random
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poczta.dns import (
     AnswerTrail,
@@ -99,12 +100,18 @@ def _is_hostname(name: str) -> bool:
     return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
-def _is_numeric(name: str) -> bool:
+# The same few names and addresses come up for every message: parsing them (and the
+# ValueError of each name that is no address) is kept.
+@functools.lru_cache(maxsize=4096)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(name)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_numeric(name: str) -> bool:
+    return _ip(name) is not None
 
 
 def _is_localhost(name: str) -> bool:
@@ -114,7 +121,9 @@ def _is_localhost(name: str) -> bool:
 def _is_local(address: str, local: Collection[str], loopback_is_local: bool) -> bool:
     if address in local:
         return True
-    ip = ipaddress.ip_address(address)
+    ip = _ip(address)
+    if ip is None:
+        raise ValueError(f"{address!r} is no IP address")
     return ip.is_unspecified or (loopback_is_local and ip.is_loopback)
 
 
@@ -230,6 +239,10 @@ class MxAnswers:
     domain: str  # as looked up (the A-label form)
     mx: tuple[MxRecord, ...] | None
     addresses: Mapping[str, HostAddresses]
+    # plans with no order to draw, by their settings (the answers are kept while they hold)
+    _plans: dict[tuple[object, ...], MxPlan | MxFailure] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def plan(
         self,
@@ -239,16 +252,25 @@ class MxAnswers:
         local_addresses: Collection[str] = (),
         loopback_is_local: bool = True,
     ) -> MxPlan | MxFailure:
-        """The plan from these answers, equal preferences in an order `rng` draws now."""
-        return plan_from_answers(
+        """The plan from these answers, equal preferences in an order `rng` draws now;
+        without equal preferences the plan is always the same, so it is made once."""
+        mx = self.mx
+        fixed = mx is None or len({r.preference for r in mx}) == len(mx)
+        key = (limit, tuple(local_addresses), loopback_is_local)
+        if fixed and (kept := self._plans.get(key)) is not None:
+            return kept
+        plan = plan_from_answers(
             self.domain,
-            self.mx,
+            mx,
             self.addresses,
             rng=rng,
             limit=limit,
             local_addresses=local_addresses,
             loopback_is_local=loopback_is_local,
         )
+        if fixed:
+            self._plans[key] = plan
+        return plan
 
 
 async def mx_answers(resolver: Resolver, domain: str) -> MxAnswers | MxFailure:

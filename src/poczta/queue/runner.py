@@ -1,21 +1,27 @@
 """The queue runner: claims due entries, delivers them domain by domain, retries, expires, reports.
 
-One runner per node (in a server with several workers, the process of worker 0). It
-polls the queue's next due time (at least every `poll` seconds, at once after
-`wake`), claims due entries for itself (`MailStore.claim_queue`, `batch` at a time,
-whenever no more than `max_connections` are being worked on, so that a connection
-finishing a message finds the next one waiting) and works on each: its pending
-recipients grouped by destination domain, one `Deliverer` attempt per domain, at most
-`max_per_domain` at once per domain and `max_connections` overall (a job waits for its
-domain's turn before it takes one of those).
+Every worker process of a server runs one. It polls the queue's next due time (at
+least every `poll` seconds, at once after `wake`: the worker that queued a message
+wakes its own runner), claims due entries for itself (`MailStore.claim_queue`, `batch`
+at a time, whenever no more than `max_connections` are being worked on, so that a
+connection finishing a message finds the next one waiting) and works on each: its
+pending recipients grouped by destination domain, one `Deliverer` attempt per domain,
+at most `max_per_domain` at once per domain and `max_connections` overall (a job waits
+for its domain's turn before it takes one of those). Those limits are this runner's:
+`poczta.queue.service` gives each worker its share of the configured ones.
 
-Claims: a runner is named ``NODE:PID:TOKEN``; it renews its claims while it works
-and, when it starts, drops the claims other runners of its node left (they died, as
-a node runs one runner), so a killed server's entries are retried at once after a
-restart; a claim of a runner elsewhere expires after `claim_time`.
+Claims: a claim names its runner (`poczta.queue.claims`) and lasts until a lease time
+`claim_time` ahead, which the runner renews while it works. A claim is taken in one
+write transaction with the entry's due time, so no two runners ever work on one entry.
+When it starts, and every `holder_check` seconds after, a runner takes back the claims
+of runners that are gone (their process on this machine has ended: a worker killed and
+restarted, say), so their entries are delivered again at once; a claim of a runner it
+cannot look at (another machine) is taken again once its lease has run out. A live
+sibling's claims are never dropped.
 
 After an attempt: when it left every recipient final and no DSN is owed (the usual
-delivery), the entry is finished at once, its body released; otherwise it is read back:
+delivery), the entry is finished in the write of its last results, its body released;
+otherwise it is read back:
 recipients still pending past the lifetime fail (4.4.7); the DSNs owed go out
 (`poczta.queue.reports`); an entry with nothing pending is finished, otherwise retried
 after an exponential backoff (`retry_delay`). Time comes from the injected `clock`, so
@@ -30,13 +36,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from poczta.logs import log
+from poczta.queue.claims import holder_gone, runner_name
 from poczta.queue.deliver import Deliverer, DomainJob
 from poczta.queue.reports import Reporter, owes_report
 from poczta.queue.routes import Router
@@ -75,7 +80,8 @@ class RunnerSettings:
     max_per_domain: int = 20
     batch: int = 100  # entries claimed at once
     poll: float = 1.0  # seconds between looks at the queue's next due time
-    claim_time: float = 600.0
+    claim_time: float = 600.0  # a claim's lease, renewed every third of it
+    holder_check: float = 5.0  # seconds between looks for the claims of runners gone
 
 
 class QueueRunner:
@@ -99,7 +105,7 @@ class QueueRunner:
         self.router = router
         self.clock = clock
         self.node = node
-        self.owner = f"{node}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = runner_name(node)
         self._connections = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -111,9 +117,9 @@ class QueueRunner:
 
     async def run(self) -> None:
         """Deliver until cancelled."""
-        released = await self.store.release_claims(self.node + ":", self.owner)
-        log("queue.runner_started", owner=self.owner, released_claims=released)
-        renewing = asyncio.ensure_future(self._renew_claims())
+        taken = await self.take_back_claims()
+        log("queue.runner_started", owner=self.owner, taken_back=taken)
+        keeping = asyncio.ensure_future(self._keep_claims())
         try:
             while True:
                 self._wake.clear()
@@ -127,13 +133,13 @@ class QueueRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
         finally:
-            renewing.cancel()
+            keeping.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            await asyncio.gather(renewing, *self._tasks, return_exceptions=True)
+            await asyncio.gather(keeping, *self._tasks, return_exceptions=True)
             await self.deliverer.cache.close()
             with contextlib.suppress(StoreError):  # what was cut short is due again at once
-                await self.store.release_claims(self.owner, "")
+                await self.store.release_claims_of([self.owner])
 
     async def run_once(self) -> int:
         """Claim what is due now and deliver it to the end; return how many entries."""
@@ -177,13 +183,32 @@ class QueueRunner:
         wait = (due - self.clock()).total_seconds()
         return min(max(wait, 0.01), self.settings.poll)
 
-    async def _renew_claims(self) -> None:
-        every = self.settings.claim_time / 3
+    async def take_back_claims(self) -> int:
+        """Drop the claims of runners that are gone, so that their entries are due again
+        now; return how many entries."""
+        holders = await self.store.claim_holders()
+        gone = [h for h in holders if h != self.owner and holder_gone(h, self.node)]
+        if not gone:
+            return 0
+        taken = await self.store.release_claims_of(gone)
+        log("queue.claims_taken_back", holders=",".join(gone), entries=taken)
+        self._wake.set()
+        return taken
+
+    async def _keep_claims(self) -> None:
+        """Renew this runner's lease every third of `claim_time`; take back the claims of
+        runners gone every `holder_check` seconds."""
+        loop = asyncio.get_running_loop()
+        renew_every = self.settings.claim_time / 3
+        renew_at = loop.time() + renew_every
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(min(renew_every, self.settings.holder_check))
             with contextlib.suppress(StoreError):
-                until = self.clock() + timedelta(seconds=self.settings.claim_time)
-                await self.store.renew_claims(self.owner, until)
+                if loop.time() >= renew_at:
+                    renew_at = loop.time() + renew_every
+                    until = self.clock() + timedelta(seconds=self.settings.claim_time)
+                    await self.store.renew_claims(self.owner, until)
+                await self.take_back_claims()
 
     # --- one entry ---------------------------------------------------------
 
@@ -196,8 +221,11 @@ class QueueRunner:
             log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")
             return
         try:
-            decided = await self._attempt(entry, original)
-            if _nothing_owed(entry, decided) and await self.store.finish_queue_entry(entry.id):
+            attempt = await self._attempt(entry, original)
+            if attempt.finished or (
+                _nothing_owed(entry, attempt.decided)
+                and await self.store.finish_queue_entry(entry.id)
+            ):
                 log("queue.finished", id=entry.id, attempts=entry.attempts + 1)
                 return
             await self._settle(await self.store.get_queue_entry(entry.id), original)
@@ -209,12 +237,14 @@ class QueueRunner:
             log("queue.failed", logging.ERROR, id=entry.id, error=repr(exc))
             raise
 
-    async def _attempt(self, entry: QueueEntry, original: bytes) -> dict[str, str]:
-        """Try every pending recipient; the final states recorded, by address."""
-        decided: dict[str, str] = {}
+    async def _attempt(self, entry: QueueEntry, original: bytes) -> Attempt:
+        """Try every pending recipient; the final states recorded, by address. The write
+        that leaves every recipient final with no DSN owed also finishes the entry."""
+        attempt = Attempt()
+        decided = attempt.decided
         pending = entry.pending()
         if not pending or self._expired(entry):
-            return decided
+            return attempt
         route = self.router.route(entry.sender) if self.router is not None else None
         by_domain: dict[str, list[OutboundRecipient]] = {}
         for r in pending:
@@ -223,9 +253,12 @@ class QueueRunner:
             by_domain.setdefault(r.address.rpartition("@")[2], []).append(recipient)
 
         async def record(results: Sequence[RecipientAttempt]) -> None:
-            await self.store.record_attempt(entry.id, results, self.clock())
             final = (r for r in results if r.status != PENDING)
             decided.update((normalize_address(r.address), r.status) for r in final)
+            # the store finishes it only if its rows agree that nothing is pending
+            finish = _nothing_owed(entry, decided)
+            if await self.store.record_attempt(entry.id, results, self.clock(), finish=finish):
+                attempt.finished = True
 
         async def one(domain: str, recipients: list[OutboundRecipient]) -> None:
             message = OutboundMessage(
@@ -243,7 +276,7 @@ class QueueRunner:
             await jobs[0]  # the usual case, without a task of its own
         else:
             await asyncio.gather(*jobs)
-        return decided
+        return attempt
 
     def _expired(self, entry: QueueEntry) -> bool:
         return self.clock() >= entry.created + timedelta(seconds=self.settings.lifetime)
@@ -266,6 +299,15 @@ class QueueRunner:
         delay = retry_delay(entry.attempts + 1, self.settings.retry_first, self.settings.retry_max)
         due = self.clock() + timedelta(seconds=delay)
         await self.store.reschedule(entry.id, self.owner, due, pending[0].last_error)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one attempt of an entry decided: final states by address, and whether the
+    entry was finished with the last of them."""
+
+    decided: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
 
 
 def _nothing_owed(entry: QueueEntry, decided: dict[str, str]) -> bool:

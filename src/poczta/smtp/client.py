@@ -18,8 +18,9 @@ Postfix does). Each message: RSET first when the connection carried one before (
 the driver says the server has reset itself, see `send`), MAIL
 FROM with SIZE, BODY=8BITMIME, SMTPUTF8, RET and ENVID as the server offers them,
 RCPT TO per recipient with NOTIFY and ORCPT, then DATA (dot-stuffed) or BDAT chunks
-when CHUNKING is offered. With PIPELINING, MAIL, every RCPT and DATA go in one write
-(RFC 2920) and the replies are matched in order. A recipient whose RCPT fails is
+when CHUNKING is offered. With PIPELINING, the RSET, MAIL, every RCPT and DATA go in
+one write (RFC 2920) and the replies are matched in order; a refused RSET is a host
+failure there too, before any reply that follows it is read. A recipient whose RCPT fails is
 decided there; the end-of-data reply decides every accepted one. When no recipient
 is accepted no data is sent; the RSET before the next message (or QUIT) closes the
 transaction.

@@ -55,15 +55,19 @@ def normalized_slices(body: bytes, size: int) -> Iterator[bytes]:
 
 
 def data_pieces(body: bytes, size: int = DATA_SLICE) -> Iterator[bytes]:
-    """The body as DATA content: normalised, dot-stuffed, then `.<CRLF>`."""
+    """The body as DATA content: normalised, dot-stuffed, then `.<CRLF>`, which goes
+    with the last piece (a message of one slice is then one write, not two)."""
     line_start = True
+    last = b""
     for piece in normalized_slices(body, size):
         stuffed = piece.replace(b"\r\n.", b"\r\n..")
         if line_start and stuffed.startswith(b"."):
             stuffed = b"." + stuffed
         line_start = stuffed.endswith(b"\r\n")
-        yield stuffed
-    yield b".\r\n"
+        if last:
+            yield last
+        last = stuffed
+    yield last + b".\r\n"
 
 
 def bdat_chunks(body: bytes, size: int = BDAT_CHUNK) -> Iterator[tuple[bytes, bool]]:

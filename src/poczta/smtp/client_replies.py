@@ -30,9 +30,12 @@ from dataclasses import dataclass
 
 from poczta.smtp.replies import Reply
 
-_LINE = re.compile(rb"([2-5][0-9]{2})([ -]?)(.*)", re.DOTALL)
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: +|$)")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ASCII_CONTROL = bytes(
+    ord("?") if b <= 0x08 or 0x0A <= b <= 0x1F or b == 0x7F else b for b in range(256)
+)
+_SEPARATORS = (b" ", b"-", b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +55,22 @@ class ReplyError:
 
 
 def _clean(raw: bytes) -> str:
+    if raw.isascii():  # the usual reply: one table lookup per octet
+        return raw.translate(_ASCII_CONTROL).decode("ascii")
     return _CONTROL.sub("?", raw.decode("utf-8", "replace"))
 
 
+_CLASS_PREFIX = {2: "2.", 4: "4.", 5: "5."}  # how an enhanced code of the reply's class starts
+
+
 def _build(code: int, texts: list[str]) -> Reply:
-    enhanced: str | None = None
-    m = _ENHANCED.match(texts[0])
-    if m is not None and m.group(1) == str(code)[0]:
-        enhanced = f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
-        prefix = m.group(0).rstrip(" ")
-        texts = [t[len(prefix) :].lstrip(" ") if t.startswith(prefix) else t for t in texts]
+    klass = _CLASS_PREFIX.get(code // 100)
+    m = _ENHANCED.match(texts[0]) if klass and texts[0].startswith(klass) else None
+    if m is None:
+        return Reply(code, None, texts[0], tuple(texts[1:]))
+    enhanced = f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
+    prefix = m.group(0).rstrip(" ")
+    texts = [t[len(prefix) :].lstrip(" ") if t.startswith(prefix) else t for t in texts]
     return Reply(code, enhanced, texts[0], tuple(texts[1:]))
 
 
@@ -117,22 +126,27 @@ class ReplyReader:
             self._line(line[:-1] if line.endswith(b"\r") else line)
 
     def _line(self, line: bytes) -> None:
-        m = _LINE.fullmatch(line)
-        if m is None or (m.group(2) == b"" and m.group(3)):
+        digits, separator = line[:3], line[3:4]
+        if not (
+            len(digits) == 3
+            and digits.isdigit()
+            and b"2" <= digits[:1] <= b"5"
+            and separator in _SEPARATORS
+        ):
             self._fail(f"malformed reply line {_clean(line[:60])!r}")
             return
-        code = int(m.group(1))
+        code = int(digits)
         if self._code is not None and code != self._code:
             self._fail(f"reply code changed from {self._code} to {code} within one reply")
             return
         self._code = code
-        self._texts.append(_clean(m.group(3)))
+        self._texts.append(_clean(line[4:]))
         self._size += len(line)
         limits = self.limits
         if len(self._texts) > limits.max_lines or self._size > limits.max_size:
             self._fail(f"reply longer than {limits.max_lines} lines or {limits.max_size} octets")
             return
-        if m.group(2) != b"-":
+        if separator != b"-":
             self._ready.append(_build(code, self._texts))
             self._code, self._texts, self._size = None, [], 0
 

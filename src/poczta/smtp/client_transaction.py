@@ -117,18 +117,20 @@ class TransactionSteps:
         ext = self.extensions
         tx = Transaction(message, pipelined=ext.pipelining, chunking=ext.chunking)
         self._tx = tx
-        if self._used and (rset or not self._reset_by_server):
-            self._command(b"RSET", Expect(Cmd.RSET))
+        reset = self._used and (rset or not self._reset_by_server)
+        if reset and not tx.pipelined:
+            self._command(b"RSET", Expect(Cmd.RSET))  # MAIL after its reply
         else:
-            self._begin(tx)
+            self._begin(tx, reset=reset)
 
     def _rset(self, reply: Reply, expect: Expect) -> None:
         if reply.code // 100 != 2:
             self._refused(reply, expect.cmd.stage)
-        elif self._tx is not None:
-            self._begin(self._tx)
+        elif self._tx is not None and not self._tx.pipelined:
+            self._begin(self._tx)  # pipelined, the envelope went with the RSET
 
-    def _begin(self, tx: Transaction) -> None:
+    def _begin(self, tx: Transaction, *, reset: bool = False) -> None:
+        """The envelope; pipelined, in one write with the RSET before it if `reset`."""
         message, ext = tx.message, self.extensions
         size = wire_size(message.body)
         for index, outcome in refuse_locally(message, ext, size, self.peer):
@@ -144,8 +146,8 @@ class TransactionSteps:
         if not tx.pipelined:
             self._command(mail, Expect(Cmd.MAIL))
             return
-        lines = [mail]
-        expects = [Expect(Cmd.MAIL)]
+        lines = [b"RSET", mail] if reset else [mail]
+        expects = [Expect(Cmd.RSET), Expect(Cmd.MAIL)] if reset else [Expect(Cmd.MAIL)]
         for i in tx.sent:
             lines.append(rcpt_command(message.recipients[i], ext, utf8=tx.utf8))
             expects.append(Expect(Cmd.RCPT, i))

@@ -378,8 +378,16 @@ class MailStore(AddressBook, Protocol):
         ...
 
     async def release_claims(self, prefix: str, keep: str) -> int:
-        """Drop the claims of owners named `prefix`... other than `keep` (the runners of
-        this node that died); return how many."""
+        """Drop the claims of owners named `prefix`... other than `keep` (what an
+        administrator or a benchmark held back); return how many."""
+        ...
+
+    async def claim_holders(self) -> list[str]:
+        """The owners of the claims there are now (the runner looks for those gone)."""
+        ...
+
+    async def release_claims_of(self, owners: Sequence[str]) -> int:
+        """Drop every claim these owners hold (runners that are gone); return how many."""
         ...
 
     async def next_queue_due(self) -> datetime | None:
@@ -388,10 +396,17 @@ class MailStore(AddressBook, Protocol):
         ...
 
     async def record_attempt(
-        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
-    ) -> None:
+        self,
+        queue_id: QueueId,
+        results: Sequence[RecipientAttempt],
+        now: datetime,
+        *,
+        finish: bool = False,
+    ) -> bool:
         """Record each recipient's result durably before returning (a DELIVERED one only
-        after the remote 250). Recipients already final are left as they are."""
+        after the remote 250). Recipients already final are left as they are. With
+        `finish`, the entry is finished in the same commit when none is left pending (as
+        `finish_queue_entry`); True if it was."""
         ...
 
     async def reschedule(

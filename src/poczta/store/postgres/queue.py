@@ -226,6 +226,22 @@ async def release_claims(conn: Connection, prefix: str, keep: str) -> int:
     )
 
 
+async def claim_holders(conn: Connection) -> list[str]:
+    """The owners of the claims there are now, lasting or run out."""
+    rows = await conn.fetch("SELECT DISTINCT claimed_by FROM queue WHERE claimed_by IS NOT NULL")
+    return [str(row[0]) for row in rows]
+
+
+async def release_claims_of(conn: Connection, owners: Sequence[str]) -> int:
+    return _count(
+        await conn.execute(
+            "UPDATE queue SET claimed_by = NULL, claimed_until = NULL"
+            " WHERE claimed_by = ANY($1::text[])",
+            list(owners),
+        )
+    )
+
+
 async def record_attempt(
     conn: Connection, queue_id: int, results: Sequence[RecipientAttempt], now: datetime
 ) -> None:

@@ -381,10 +381,27 @@ class PostgresStore(RecipientRouting):
     async def next_queue_due(self) -> datetime | None:
         return await self._read(queue.next_due)
 
+    async def claim_holders(self) -> list[str]:
+        return await self._read(queue.claim_holders)
+
+    async def release_claims_of(self, owners: Sequence[str]) -> int:
+        if not owners:
+            return 0
+        return await self._write(lambda c: queue.release_claims_of(c, owners))
+
     async def record_attempt(
-        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
-    ) -> None:
-        await self._write(lambda c: queue.record_attempt(c, queue_id, results, now))
+        self,
+        queue_id: QueueId,
+        results: Sequence[RecipientAttempt],
+        now: datetime,
+        *,
+        finish: bool = False,
+    ) -> bool:
+        async def attempt(conn: Connection, released: float) -> bool:
+            await queue.record_attempt(conn, queue_id, results, now)
+            return finish and await queue.finish(conn, queue_id, released)
+
+        return await self._write_releasing(attempt)
 
     async def reschedule(
         self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None

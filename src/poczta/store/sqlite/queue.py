@@ -35,6 +35,7 @@ from poczta.store.sqlite.writer import Job, JobContext
 
 __all__ = [
     "bounce_job",
+    "claim_holders",
     "claim_job",
     "delete_job",
     "enqueue_job",
@@ -49,6 +50,7 @@ __all__ = [
     "queue_time",
     "record_attempt_job",
     "release_claims_job",
+    "release_claims_of_job",
     "renew_claims_job",
     "reschedule_job",
 ]
@@ -236,8 +238,29 @@ def release_claims_job(prefix: str, keep: str) -> Job:
     return job
 
 
-def record_attempt_job(queue_id: int, results: Sequence[RecipientAttempt], now: datetime) -> Job:
-    def job(conn: sqlite3.Connection, ctx: JobContext) -> None:
+def claim_holders(conn: sqlite3.Connection) -> list[str]:
+    """The owners of the claims there are now, lasting or run out."""
+    rows = conn.execute("SELECT DISTINCT claimed_by FROM queue WHERE claimed_by IS NOT NULL")
+    return [str(row[0]) for row in rows]
+
+
+def release_claims_of_job(owners: Sequence[str]) -> Job:
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> int:
+        marks = ",".join("?" * len(owners))
+        cursor = conn.execute(
+            "UPDATE queue SET claimed_by = NULL, claimed_until = NULL"
+            f" WHERE claimed_by IN ({marks})",
+            tuple(owners),
+        )
+        return cursor.rowcount
+
+    return job
+
+
+def record_attempt_job(
+    queue_id: int, results: Sequence[RecipientAttempt], now: datetime, finish: bool = False
+) -> Job:
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> bool:
         for status in {r.status for r in results} - {PENDING, DELIVERED, FAILED}:
             raise StoreError(f"unknown recipient status {status!r}")
         stamp = queue_time(now)
@@ -260,6 +283,7 @@ def record_attempt_job(queue_id: int, results: Sequence[RecipientAttempt], now: 
                 for r in results
             ],
         )
+        return finish and _finish(conn, ctx, queue_id)
 
     return job
 
@@ -296,13 +320,17 @@ def _remove(conn: sqlite3.Connection, ctx: JobContext, queue_id: int) -> bool:
     return True
 
 
+def _finish(conn: sqlite3.Connection, ctx: JobContext, queue_id: int) -> bool:
+    left = conn.execute(
+        "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND status = 'pending' LIMIT 1",
+        (queue_id,),
+    ).fetchone()
+    return left is None and _remove(conn, ctx, queue_id)
+
+
 def finish_job(queue_id: int) -> Job:
     def job(conn: sqlite3.Connection, ctx: JobContext) -> bool:
-        left = conn.execute(
-            "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND status = 'pending' LIMIT 1",
-            (queue_id,),
-        ).fetchone()
-        return left is None and _remove(conn, ctx, queue_id)
+        return _finish(conn, ctx, queue_id)
 
     return job
 

@@ -498,13 +498,29 @@ class SqliteStore(RecipientRouting):
         count: int = await self._write(queue.release_claims_job(prefix, keep))
         return count
 
+    async def claim_holders(self) -> list[str]:
+        return await self._read(queue.claim_holders)
+
+    async def release_claims_of(self, owners: Sequence[str]) -> int:
+        if not owners:
+            return 0
+        count: int = await self._write(queue.release_claims_of_job(tuple(owners)))
+        return count
+
     async def next_queue_due(self) -> datetime | None:
         return await self._read(queue.next_due)
 
     async def record_attempt(
-        self, queue_id: QueueId, results: Sequence[RecipientAttempt], now: datetime
-    ) -> None:
-        await self._write(queue.record_attempt_job(queue_id, tuple(results), now))
+        self,
+        queue_id: QueueId,
+        results: Sequence[RecipientAttempt],
+        now: datetime,
+        *,
+        finish: bool = False,
+    ) -> bool:
+        job = queue.record_attempt_job(queue_id, tuple(results), now, finish)
+        done: bool = await (self._write_releasing(job) if finish else self._write(job))
+        return done
 
     async def reschedule(
         self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None
