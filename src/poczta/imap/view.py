@@ -160,6 +160,10 @@ class SelectedView:
                 self.modseqs[uid] = modseq
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
 
+    def expunge_pending(self, uid: int) -> bool:
+        """Whether the store has expunged `uid` and the client is yet to be told."""
+        return uid in self._expunged
+
     def told(self, uid: int, flags: frozenset[str], modseq: int | None = None) -> None:
         """The session itself has just told the client these flags (a FETCH or STORE)."""
         if uid in self.flags:

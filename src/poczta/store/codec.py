@@ -1,7 +1,9 @@
 """Encoding of store values as column text: flags, times, the cached envelope, search
 headers and MIME structure.
 
-Shared by the SQL backends so that every backend keeps the same cached parse.
+Shared by the SQL backends so that every backend keeps the same cached parse. With the
+parse a message keeps the wire text of FETCH ENVELOPE and BODYSTRUCTURE, made by
+`poczta.imap.fetch_cache` (text the store keeps for IMAP without reading it).
 
 The MIME structure is read for every FETCH of BODYSTRUCTURE or a body section, so its
 text is compact JSON decoded by the C parser, one list per part: type, subtype,
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from poczta.imap.fetch_cache import bodystructure_text, envelope_text
 from poczta.message import Address, Envelope, MimePart, ParsedMessage
 from poczta.message.mime import Encapsulated
 
@@ -214,12 +217,14 @@ def decode_structure(text: str | None) -> MimePart | None:
     return _list_part(json.loads(text)) if text else None
 
 
-MessageColumns = tuple[int, int, str | None, str, str | None, str, str, str | None]
+MessageColumns = tuple[
+    int, int, str | None, str, str | None, str, str, str | None, str, str | None
+]
 
 
 def message_columns(parsed: ParsedMessage) -> MessageColumns:
-    """(size, header_size, sent_date, subject, message_id, envelope, headers, structure)
-    for a row."""
+    """(size, header_size, sent_date, subject, message_id, envelope, headers, structure,
+    imap_envelope, imap_bodystructure) for a row."""
     return (
         parsed.size,
         parsed.header_size,
@@ -229,4 +234,6 @@ def message_columns(parsed: ParsedMessage) -> MessageColumns:
         encode_envelope(parsed.envelope),
         encode_headers(parsed.search_headers),
         encode_structure(parsed.structure),
+        envelope_text(parsed.envelope),
+        bodystructure_text(parsed.structure),
     )

@@ -66,8 +66,9 @@ from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.committer import CommitterLink, request_for
 from poczta.store.migrate import migrate
-from poczta.store.sqlite_backfill import backfill_structures
+from poczta.store.sqlite_backfill import backfill_fetch_text, backfill_structures
 from poczta.store.sqlite_changes import ChangePoller
+from poczta.store.sqlite_inline import LoopReads
 from poczta.store.sqlite_move import move_message_job
 from poczta.store.sqlite_recovery import remove_rows_of_lost_bodies
 from poczta.store.sqlite_writer import Job, Writer, connect, translate_error
@@ -95,6 +96,7 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
             conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
             remove_rows_of_lost_bodies(conn, blobs)
             backfill_structures(conn, blobs)
+            backfill_fetch_text(conn)
         finally:
             conn.close()
     except (sqlite3.Error, OSError) as exc:
@@ -103,6 +105,7 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobStore:
 
 
 INLINE_READ_LIMIT = 256 * 1024
+INLINE_FETCH = 32  # messages a FETCH reads on the event loop (see `sqlite_inline`)
 
 T = TypeVar("T")
 
@@ -141,6 +144,7 @@ class SqliteStore:
         )
         self._hub = ChangeHub()
         self._poller: ChangePoller | None = None
+        self._small = LoopReads(db_path, self._read)  # reads known to be small, on the loop
         self._blob_grace = blob_grace
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._sweep_task: asyncio.Task[int] | None = None
@@ -177,6 +181,7 @@ class SqliteStore:
                 await self._sweep_task
         if self._poller is not None:
             await self._poller.close()
+        self._small.close()
         if self._committer is not None:
             self._committer.close()
         await asyncio.to_thread(self._writer.close)
@@ -385,6 +390,8 @@ class SqliteStore:
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]:
+        if uids is not None and len(uids) <= INLINE_FETCH:
+            return await self._small.read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
         return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
@@ -412,15 +419,24 @@ class SqliteStore:
         return gone
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
-        return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+        return await self._small.bounded(
+            lambda c, limit: messages.vanished(c, mailbox_id, since_modseq, limit)
+        )
 
     async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
-        return await self._read(lambda c: imap.mailbox_version(c, mailbox_id))
+        self._check_open()
+        return await self._small.mailbox_version(
+            mailbox_id, lambda c: imap.mailbox_version(c, mailbox_id)
+        )
 
     async def changed_since(
         self, mailbox_id: MailboxId, modseq: int
     ) -> list[tuple[int, frozenset[str], int]]:
-        return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+        if modseq == 0:  # every message: a read for a thread
+            return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+        return await self._small.bounded(
+            lambda c, limit: imap.changed_since(c, mailbox_id, modseq, limit)
+        )
 
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
@@ -443,11 +459,17 @@ class SqliteStore:
         return result
 
     async def claim_recent(self, mailbox_id: MailboxId, up_to: int | None = None) -> int:
+        # The mark only moves up: when it is already at the target, nothing is claimed
+        # and a read answers what the write would have (no commit for a plain SELECT).
+        mark, uidnext = await self._small.read(lambda c: imap.recent_state(c, mailbox_id))
+        if mark >= (uidnext if up_to is None else up_to):
+            return mark
         first: int = await self._write(imap.claim_recent_job(mailbox_id, up_to))
         return first
 
     async def recent_mark(self, mailbox_id: MailboxId) -> int:
-        return await self._read(lambda c: imap.recent_mark(c, mailbox_id))
+        mark, _ = await self._small.read(lambda c: imap.recent_state(c, mailbox_id))
+        return mark
 
     async def subscriptions(self, user_id: UserId) -> list[str]:
         return await self._read(lambda c: imap.subscriptions(c, user_id))

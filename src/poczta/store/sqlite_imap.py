@@ -32,7 +32,7 @@ __all__ = [
     "deleted_storage",
     "mailbox_counts",
     "mailbox_version",
-    "recent_mark",
+    "recent_state",
     "subscribe_job",
     "subscriptions",
     "unsubscribe_job",
@@ -41,7 +41,7 @@ __all__ = [
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
 COPIED_COLUMNS = (
     "flags, internal_date, digest, size, header_size, sent_date, subject, message_id,"
-    " envelope, headers, structure"
+    " envelope, headers, structure, imap_envelope, imap_bodystructure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
 
@@ -59,11 +59,13 @@ def mailbox_version(conn: sqlite3.Connection, mailbox_id: int) -> MailboxChange:
 
 
 def changed_since(
-    conn: sqlite3.Connection, mailbox_id: int, modseq: int
+    conn: sqlite3.Connection, mailbox_id: int, modseq: int, limit: int | None = None
 ) -> list[tuple[int, frozenset[str], int]]:
+    """(uid, flags, modseq) of the messages changed after `modseq`, at most `limit`."""
     rows = conn.execute(
-        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-        (mailbox_id, modseq),
+        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND modseq > ?"
+        " ORDER BY uid LIMIT ?",
+        (mailbox_id, modseq, -1 if limit is None else limit),
     )
     return [(int(uid), decode_flags(flags), int(m)) for uid, flags, m in rows]
 
@@ -162,11 +164,14 @@ def claim_recent_job(mailbox_id: int, up_to: int | None) -> Job:
     return job
 
 
-def recent_mark(conn: sqlite3.Connection, mailbox_id: int) -> int:
-    row = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+def recent_state(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int]:
+    """(the first UID not yet recent in any session, UIDNEXT) of a mailbox."""
+    row = conn.execute(
+        "SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(f"no mailbox {mailbox_id}")
-    return int(row[0])
+    return int(row[0]), int(row[1])
 
 
 def subscriptions(conn: sqlite3.Connection, user_id: int) -> list[str]:

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Code, FetchData, Tagged, Untagged, vanished
 from poczta.imap.fetch import FetchAttribute, FetchItem
-from poczta.imap.fetch_response import UnknownEncoding, fetch_items, needs_body, sets_seen
+from poczta.imap.fetch_plan import FetchPlan
+from poczta.imap.fetch_response import (
+    UnknownEncoding,
+    fetch_items,
+    needs_body,
+    needs_structure,
+    sets_seen,
+)
 from poczta.imap.names import canonical
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.session.quota import OVERQUOTA, lacks_room
@@ -99,23 +106,48 @@ async def _fetch_messages(
 ) -> UnknownEncoding | None:
     mark_seen = sets_seen(attributes) and not view.read_only
     read_body = needs_body(attributes)
+    plan = FetchPlan.make(attributes, with_uid=uid_form, utf8=session.utf8)
+    if plan is not None and not plan.needs_facts:
+        _fetch_from_view(session, view, uids, plan)
+        return None
+    utf8 = session.utf8
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
         metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
         if mark_seen:
             await _mark_seen(session, view, [m.uid for m in metas])
-        out: list[FetchData] = []
+        out: list[bytes] = []
         for meta in metas:
             msn = view.msn(meta.uid)
             if msn is None:
                 continue
+            if plan is not None:
+                planned = plan.encode(msn, meta.uid, meta, view.flag_items(meta.uid))
+                if planned is not None:
+                    out.append(planned)
+                    continue
             items = await _items(session, view, meta, attributes, read_body, uid_form, mark_seen)
             if isinstance(items, UnknownEncoding):
                 return items
-            out.append(FetchData(msn, items))
-        session.send(*view.keyword_news(), *out)
-        await session.conn.drain()
+            out.append(FetchData(msn, items).encode(utf8))
+        session.send(*view.keyword_news())
+        session.conn.write(b"".join(out))
+        if start + FETCH_SLICE < len(uids):  # more to come: let the client take this first
+            await session.conn.drain()
     return None
+
+
+def _fetch_from_view(
+    session: ImapSession, view: SelectedView, uids: Sequence[int], plan: FetchPlan
+) -> None:
+    """A FETCH of UID, FLAGS and MODSEQ only: the view has them, the store is not asked
+    (a message the store has expunged meanwhile is left out, as the store would)."""
+    out: list[bytes] = []
+    for uid in uids:
+        msn = view.msn(uid)
+        if msn is not None and not view.expunge_pending(uid):
+            out.append(plan.encode(msn, uid, None, view.flag_items(uid)) or b"")
+    session.conn.write(b"".join(out))
 
 
 async def _items(
@@ -128,14 +160,18 @@ async def _items(
     seen_changed: bool,
 ) -> list[tuple[str, Value]] | UnknownEncoding:
     data = await session.store.read_blob(meta.digest, size_hint=meta.size) if read_body else None
-    root = meta.structure
-    if root is None:
-        data = data if data is not None else await session.store.read_blob(meta.digest)
-        root = parse_structure(data)
+    utf8 = session.utf8
+    root = None
+    if needs_structure(attributes, meta, utf8):
+        root = meta.structure
+        if root is None:  # stored before structures were kept, and not parsed since
+            data = data if data is not None else await session.store.read_blob(meta.digest)
+            root = parse_structure(data)
     wanted = list(attributes)
     if seen_changed and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):
         wanted.append(FetchItem("FLAGS"))
-    return fetch_items(wanted, meta, root, data, view.flag_items(meta.uid), with_uid=uid_form)
+    flag_items = view.flag_items(meta.uid)
+    return fetch_items(wanted, meta, root, data, flag_items, with_uid=uid_form, utf8=utf8)
 
 
 async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) -> None:
