@@ -72,17 +72,21 @@ def test_messages_stored_before_version_13_get_their_fetch_text_on_upgrade(
         store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
         try:
             inbox = await store.get_mailbox((await store.list_users())[0].id, "INBOX")
+            assert inbox.messages == len(messages)  # counted by the migration
             metas = await store.fetch_meta(inbox.id)
             return [(m.imap_envelope, m.imap_bodystructure) for m in metas]
         finally:
             await store.close()
 
     asyncio.run(deliver())
-    # Make it the database an older store left: no FETCH text, no version 13.
+    # Make it the database an older store left: no version 13.
     conn = sqlite3.connect(tmp_path / "mail.db", isolation_level=None)
     conn.execute("ALTER TABLE messages DROP COLUMN imap_envelope")
     conn.execute("ALTER TABLE messages DROP COLUMN imap_bodystructure")
     conn.execute("DROP INDEX expunged_modseq")
+    conn.execute("DROP TRIGGER messages_counted")
+    conn.execute("DROP TRIGGER messages_uncounted")
+    conn.execute("ALTER TABLE mailboxes DROP COLUMN messages")
     conn.execute("DELETE FROM schema_version WHERE version = 13")
     conn.close()
     assert asyncio.run(kept()) == [_live(data) for data in messages]

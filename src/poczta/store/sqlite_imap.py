@@ -48,9 +48,7 @@ _UIDS = "uid IN (SELECT value FROM json_each(?))"
 
 def mailbox_version(conn: sqlite3.Connection, mailbox_id: int) -> MailboxChange:
     row = conn.execute(
-        "SELECT highestmodseq, uidnext,"
-        " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id)"
-        " FROM mailboxes WHERE id = ?",
+        "SELECT highestmodseq, uidnext, messages FROM mailboxes WHERE id = ?",
         (mailbox_id,),
     ).fetchone()
     if row is None:

@@ -51,14 +51,23 @@ from poczta.store.sqlite_queue import insert_queue
 from poczta.store.sqlite_writer import Job, JobContext
 
 _MAILBOX_STATE = (
-    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"
-    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id) FROM mailboxes"
+    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, messages"
+    " FROM mailboxes"
 )
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, size, digest, header_size, sent_date, subject,"
     " envelope, headers, structure, imap_envelope, imap_bodystructure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
+_LISTED_UIDS = 16  # up to this many UIDs are bound one by one, more as one JSON array
+
+
+def uid_condition(uids: Sequence[int]) -> tuple[str, tuple[int | str, ...]]:
+    """`uid IN (...)` for a WHERE clause, and its values: a few UIDs bound one by one
+    (the common STORE of one message), many as a JSON array (one value to bind)."""
+    if len(uids) <= _LISTED_UIDS:
+        return f"uid IN ({', '.join('?' * len(uids))})", tuple(uids)
+    return _UIDS, (json.dumps(list(uids)),)
 
 
 def mailbox_name(name: str) -> str:
@@ -368,12 +377,14 @@ def set_flags_job(
     wanted = normalize_flags(flags)
 
     def job(conn: sqlite3.Connection, ctx: JobContext) -> FlagResult:
-        _require_mailbox(conn, mailbox_id)
+        among, values = uid_condition(uids)
         rows = conn.execute(
-            f"SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND {_UIDS}"
+            f"SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND {among}"
             " ORDER BY uid",
-            (mailbox_id, json.dumps(list(uids))),
+            (mailbox_id, *values),
         ).fetchall()
+        if not rows:
+            _require_mailbox(conn, mailbox_id)
         modified: list[int] = []
         updates: list[tuple[int, frozenset[str]]] = []
         for uid, text, modseq in rows:

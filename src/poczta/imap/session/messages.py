@@ -1,15 +1,13 @@
-"""IMAP commands on messages of the selected mailbox: FETCH, STORE, COPY, MOVE, SEARCH.
+"""IMAP commands on messages of the selected mailbox: FETCH, COPY, MOVE, SEARCH.
 
 FETCH reads the cached facts of the messages asked for in one store read (in slices of
 `FETCH_SLICE`, written out as they are built so that a `1:*` of a large mailbox never
 sits whole in memory) and the stored bytes only for items that need them. A non-PEEK
 body fetch in a read-write mailbox sets \\Seen, and the response carries the new
-FLAGS. STORE goes through the store's flag update (UNCHANGEDSINCE answered with
-[MODIFIED]); the new flags are told to this client unless .SILENT, and to every other
-session at its next command. COPY and MOVE run in one store transaction each and answer
-COPYUID (UIDPLUS); a COPY past a quota limit is NO [OVERQUOTA]. While a FETCH, STORE or
-SEARCH by sequence number runs, no EXPUNGE is sent (RFC 9051 §7.5.2); the UID forms may
-carry them.
+FLAGS. COPY and MOVE run in one store transaction each and answer COPYUID (UIDPLUS); a
+COPY past a quota limit is NO [OVERQUOTA]. While a FETCH, STORE or SEARCH by sequence
+number runs, no EXPUNGE is sent (RFC 9051 §7.5.2); the UID forms may carry them. STORE
+is `poczta.imap.session.store_flags`.
 """
 
 from __future__ import annotations
@@ -34,14 +32,12 @@ from poczta.imap.session.quota import OVERQUOTA, lacks_room
 from poczta.imap.values import Value
 from poczta.imap.view import OutOfRange, SelectedView
 from poczta.message.mime import parse_structure
-from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound, normalize_flags
+from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 FETCH_SLICE = 500
-_MODES = {cmd.StoreMode.ADD: FlagMode.ADD, cmd.StoreMode.REMOVE: FlagMode.REMOVE,
-          cmd.StoreMode.REPLACE: FlagMode.REPLACE}  # fmt: skip
 
 
 def _view(session: ImapSession) -> SelectedView:
@@ -49,7 +45,8 @@ def _view(session: ImapSession) -> SelectedView:
     return session.view
 
 
-def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -> list[int] | None:
+def resolve_targets(session: ImapSession, sequence: SequenceSet, uid: bool) -> list[int] | str:
+    """The UIDs a command's sequence set names, or the text of its BAD answer."""
     view = _view(session)
     if sequence.saved:
         known = set(view.uids)
@@ -57,17 +54,28 @@ def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -
     try:
         return view.resolve(sequence, uid)
     except OutOfRange as exc:
-        session.bad(tag, str(exc))
+        return str(exc)
+
+
+def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -> list[int] | None:
+    found = resolve_targets(session, sequence, uid)
+    if isinstance(found, str):
+        session.bad(tag, found)
         return None
+    return found
 
 
 def enable_condstore(session: ImapSession) -> None:
     """A command used CONDSTORE: from now on MODSEQs are told (RFC 7162 §3.1)."""
-    view = _view(session)
-    if not view.condstore:
-        view.condstore = True
-        code = Code.number("HIGHESTMODSEQ", view.highestmodseq)
-        session.send(Untagged("OK", "CONDSTORE enabled", code))
+    session.send(*condstore_enabled(_view(session)))
+
+
+def condstore_enabled(view: SelectedView) -> list[Untagged]:
+    """Turn on CONDSTORE for the view; the response that says so, the first time."""
+    if view.condstore:
+        return []
+    view.condstore = True
+    return [Untagged("OK", "CONDSTORE enabled", Code.number("HIGHESTMODSEQ", view.highestmodseq))]
 
 
 async def fetch(session: ImapSession, command: cmd.Command) -> None:
@@ -185,44 +193,6 @@ async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) 
         view.told(uid, flags, modseq)
 
 
-async def store_flags(session: ImapSession, command: cmd.Command) -> None:
-    assert isinstance(command, cmd.Store)
-    view = _view(session)
-    if view.read_only:
-        session.no(command.tag, "The mailbox is read-only", "READ-ONLY")
-        return
-    session.send(*view.announce(allow_expunge=command.uid))
-    uids = _targets(session, command.tag, command.sequence, command.uid)
-    if uids is None:
-        return
-    if command.unchanged_since is not None:
-        enable_condstore(session)
-    flags = normalize_flags(command.flags)
-    result = await session.store.set_flags(
-        MailboxId(view.mailbox_id),
-        uids,
-        flags,
-        _MODES[command.mode],
-        command.unchanged_since,
-    )
-    out: list[FetchData] = []
-    for uid, new_flags, modseq in result.changed:
-        view.told(uid, new_flags, modseq)
-        msn = view.msn(uid)
-        if msn is not None and (not command.silent or command.unchanged_since is not None):
-            items = view.flag_items(uid)
-            if command.uid and not any(name == "UID" for name, _ in items):
-                items.insert(0, ("UID", uid))
-            out.append(FetchData(msn, items))
-    view.highestmodseq = max(view.highestmodseq, result.highestmodseq)
-    session.send(*view.keyword_news(), *out)
-    code = None
-    if result.modified:
-        numbers = result.modified if command.uid else [view.msn(u) or 0 for u in result.modified]
-        code = Code.modified(compact(numbers))
-    await _finish(session, command.tag, "STORE completed", command.uid, code)
-
-
 async def _finish(
     session: ImapSession, tag: str, text: str, uid_form: bool, code: Code | None = None
 ) -> None:
@@ -290,4 +260,12 @@ async def search(session: ImapSession, command: cmd.Command) -> None:
     await run_search(session, command)
 
 
-__all__ = ["copy", "fetch", "move", "search", "store_flags"]
+__all__ = [
+    "condstore_enabled",
+    "copy",
+    "enable_condstore",
+    "fetch",
+    "move",
+    "resolve_targets",
+    "search",
+]
