@@ -174,7 +174,34 @@ def evaluate(
     largest_uid = messages[-1].uid if messages else 0
     compiler = _Compiler(context, len(messages), largest_uid, body)
     test = compiler.compile(criteria)
-    return [number for number, message in enumerate(messages, 1) if test(number, message)]
+    if not _on_flags(criteria):
+        return [number for number, message in enumerate(messages, 1) if test(number, message)]
+    # The answer depends on the flags alone: one test per distinct set of flags.
+    verdicts: dict[frozenset[str], bool] = {}
+    found: list[int] = []
+    for number, message in enumerate(messages, 1):
+        verdict = verdicts.get(message.flags)
+        if verdict is None:
+            verdict = verdicts[message.flags] = test(number, message)
+        if verdict:
+            found.append(number)
+    return found
+
+
+def _on_flags(key: SearchKey) -> bool:
+    """Whether `key` looks at a message's flags and nothing else (not \\Recent)."""
+    match key:
+        case FlagKey(name=name):
+            return name not in ("RECENT", "OLD", "NEW")
+        case KeywordKey():
+            return True
+        case NotKey(key=inner):
+            return _on_flags(inner)
+        case OrKey(left=left, right=right):
+            return _on_flags(left) and _on_flags(right)
+        case AndKey(keys=keys):
+            return all(_on_flags(inner) for inner in keys)
+    return False
 
 
 def _cost(key: SearchKey) -> int:

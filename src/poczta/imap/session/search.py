@@ -4,8 +4,10 @@ ESEARCH (RFC 4731, with SAVE for `$`, RFC 5182), SORT, ESORT or THREAD.
 
 The facts come from one store read of the mailbox. BODY and TEXT need the messages'
 text: the evaluator then runs on a thread, asking for a message's bytes only when the
-cheaper keys leave it undecided, so a body search of a large mailbox neither blocks the
-event loop nor reads messages it need not.
+cheaper keys leave it undecided, so a body search of a large mailbox does not block the
+event loop. The bytes are read on the loop `READ_AHEAD` messages at a time (the
+messages after the one asked for; those the cheaper keys then decide are read for
+nothing, which costs less than a trip to the loop per message).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Bodies a body search reads per trip to the event loop: the evaluator asks for them in
+# sequence order, and a trip per message cost more than reading and searching it.
+READ_AHEAD = 32
 
 
 @dataclass(frozen=True)
@@ -85,16 +90,25 @@ async def _matching(
         return evaluate(criteria, messages, context)
     loop = asyncio.get_running_loop()
     store = session.store
+    bodies: dict[int, bytes | None] = {}  # read ahead, by sequence number (None: no body)
+
+    async def read(numbers: range) -> dict[int, bytes | None]:
+        found: dict[int, bytes | None] = {}
+        for number in numbers:
+            message = messages[number - 1]
+            digest = getattr(message, "digest", "")
+            found[number] = None
+            if digest:
+                found[number] = await store.read_blob(digest, size_hint=message.size)
+        return found
 
     def text(number: int) -> str:
-        message = messages[number - 1]
-        digest = getattr(message, "digest", "")
-        if not digest:
-            return ""
-        future = asyncio.run_coroutine_threadsafe(
-            store.read_blob(digest, size_hint=message.size), loop
-        )
-        return body_text(future.result())
+        if number not in bodies:
+            bodies.clear()  # what was read ahead and not asked for is not needed
+            ahead = range(number, min(number + READ_AHEAD, len(messages) + 1))
+            bodies.update(asyncio.run_coroutine_threadsafe(read(ahead), loop).result())
+        data = bodies.pop(number, None)
+        return body_text(data) if data is not None else ""
 
     return await asyncio.to_thread(evaluate, criteria, messages, context, text)
 
