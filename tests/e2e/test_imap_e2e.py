@@ -205,6 +205,30 @@ def test_a_search_sees_what_another_session_changed_meanwhile(server: PocztaServ
     second.logout()
 
 
+def test_a_search_of_flags_follows_changes_expunges_and_arrivals(server: PocztaServer) -> None:
+    for name in ("flags a", "flags b"):
+        deliver(server, ALICE, name)
+    first, second = login(server), login(server)
+    first.select("INBOX")
+    second.select("INBOX")
+
+    def uids(client: imaplib.IMAP4_SSL, *criteria: str) -> set[bytes]:
+        return set(client.uid("SEARCH", None, *criteria)[1][0].split())
+
+    [a], [b] = uids(first, "SUBJECT", '"flags a"'), uids(first, "SUBJECT", '"flags b"')
+    assert {a, b} <= uids(first, "UNSEEN")  # a search of flags alone
+    second.uid("STORE", a.decode(), "+FLAGS", "(\\Seen)")
+    second.uid("STORE", b.decode(), "+FLAGS", "(\\Deleted)")
+    second.expunge()
+    deliver(server, ALICE, "flags c")
+    [c] = uids(first, "SUBJECT", '"flags c"')
+    unseen = uids(first, "UNSEEN")
+    assert c in unseen and a not in unseen and b not in unseen
+    assert a in uids(first, "SEEN") and b not in uids(first, "ALL")
+    first.logout()
+    second.logout()
+
+
 def test_status_deleted_storage_sums_the_deleted_messages(server: PocztaServer) -> None:
     client = login(server)
     client.create("Cleanup")

@@ -65,6 +65,7 @@ __all__ = [
     "SearchableMessage",
     "address_text",
     "evaluate",
+    "flags_test",
     "highest_modseq",
     "needs_body",
     "uids_of",
@@ -118,6 +119,7 @@ _FLAG_NAMES = {
     "SEEN": "\\Seen",
 }
 _ADDRESS_FIELDS = {"FROM": "from_", "TO": "to", "CC": "cc", "BCC": "bcc"}
+_NO_ENVELOPE = Envelope()
 
 
 def needs_body(criteria: SearchKey) -> bool:
@@ -186,6 +188,32 @@ def evaluate(
         if verdict:
             found.append(number)
     return found
+
+
+def flags_test(
+    criteria: SearchKey, context: SearchContext
+) -> Callable[[frozenset[str]], bool] | None:
+    """When `criteria` looks at flags alone: the test of a set of flags (else None), so
+    that a caller holding the mailbox's messages grouped by flags tests each set once."""
+    if not _on_flags(criteria):
+        return None
+    test = _Compiler(context, 0, 0, None).compile(criteria)
+    return lambda flags: test(0, _Flagged(flags))
+
+
+@dataclass(frozen=True, slots=True)
+class _Flagged:
+    """A message as a test of flags alone sees it."""
+
+    flags: frozenset[str]
+    uid: int = 0
+    modseq: int = 0
+    internal_date: datetime = datetime.min
+    size: int = 0
+    sent_date: datetime | None = None
+    subject: str = ""
+    envelope: Envelope = _NO_ENVELOPE
+    search_headers: tuple[tuple[str, str], ...] = ()
 
 
 def _on_flags(key: SearchKey) -> bool:

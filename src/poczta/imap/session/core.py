@@ -63,6 +63,7 @@ from poczta.store.base import (
 )
 
 if TYPE_CHECKING:
+    from poczta.imap.session.search import SearchFacts
     from poczta.imap.session.store_flags import StoreRun
 
 __all__ = ["IMAP_REPLIES", "ImapContext", "ImapSession", "run_imap_session"]
@@ -113,8 +114,7 @@ class ImapSession:
         self.view: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved_search: list[int] = []  # SEARCHRES `$`, as UIDs
-        # the facts SEARCH last read: ((mailbox, HIGHESTMODSEQ), facts by UID)
-        self.search_cache: tuple[tuple[int, int], dict[int, Any]] | None = None
+        self.search_cache: SearchFacts | None = None  # what SEARCH last read
         self.bad_in_a_row = 0
         self.pending: list[Event] = []
         self.auth: object | None = None  # an AUTHENTICATE in progress (see `auth`)
