@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from poczta.imap.fetch_cache import bodystructure_text, envelope_text
@@ -44,7 +45,9 @@ def encode_flags(flags: Iterable[str]) -> str:
     return " ".join(sorted(flags))
 
 
+@lru_cache(maxsize=4096)
 def decode_flags(text: str) -> frozenset[str]:
+    """The flags of a row; the same set for the same text (a mailbox has few distinct)."""
     return frozenset(text.split()) if text else frozenset()
 
 
