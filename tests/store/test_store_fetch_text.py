@@ -86,6 +86,7 @@ def test_messages_stored_before_version_13_get_their_fetch_text_on_upgrade(
     conn.execute("DROP INDEX expunged_modseq")
     conn.execute("DROP TRIGGER messages_counted")
     conn.execute("DROP TRIGGER messages_uncounted")
+    conn.execute("DROP TRIGGER messages_moved")
     conn.execute("ALTER TABLE mailboxes DROP COLUMN messages")
     conn.execute("DELETE FROM schema_version WHERE version = 13")
     conn.close()

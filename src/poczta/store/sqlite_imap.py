@@ -6,8 +6,8 @@
   a MODSEQ; with `expunged` (VANISHED) that is everything a session needs to bring its
   view up to date.
 - `copy_job`: COPY and MOVE of many messages in one transaction, in UID order, each
-  taking the target's next UID (RFC 4315's COPYUID maps them); MOVE expunges the
-  sources with one MODSEQ. Bodies gain a reference per copy.
+  taking the target's next UID (RFC 4315's COPYUID maps them); MOVE moves the rows
+  and expunges the sources with one MODSEQ. Bodies gain a reference per copy.
 - `mailbox_counts`: STATUS's UNSEEN, DELETED and SIZE; `deleted_storage`: its
   DELETED-STORAGE, the size of the \\Deleted messages.
 - Subscriptions, kept by name (a subscribed name need not exist).
@@ -115,22 +115,23 @@ def copy_job(user_id: int, source_id: int, uids: Sequence[int], target: str, mov
             return uidvalidity, []
         first, modseq = _bump(conn, target_id, len(found))
         pairs = [(int(r[0]), first + i) for i, r in enumerate(found)]
-        conn.executemany(
-            f"INSERT INTO messages (mailbox_id, uid, modseq, {COPIED_COLUMNS})"
-            f" SELECT ?, ?, ?, {COPIED_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?",
-            [(target_id, new, modseq, source_id, old) for old, new in pairs],
-        )
-        if move:
-            _, gone = _bump(conn, source_id, 0)
+        if move:  # the rows change places: a copy and a delete would rewrite every byte
             conn.executemany(
-                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
-                [(source_id, old) for old, _ in pairs],
+                "UPDATE messages SET mailbox_id = ?, uid = ?, modseq = ?"
+                " WHERE mailbox_id = ? AND uid = ?",
+                [(target_id, new, modseq, source_id, old) for old, new in pairs],
             )
+            _, gone = _bump(conn, source_id, 0)
             conn.executemany(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 [(source_id, old, gone) for old, _ in pairs],
             )
         else:
+            conn.executemany(
+                f"INSERT INTO messages (mailbox_id, uid, modseq, {COPIED_COLUMNS})"
+                f" SELECT ?, ?, ?, {COPIED_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?",
+                [(target_id, new, modseq, source_id, old) for old, new in pairs],
+            )
             counts: dict[str, tuple[int, int]] = {}
             for _, digest, size in found:
                 count, _ = counts.get(digest, (0, size))
