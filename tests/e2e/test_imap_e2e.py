@@ -299,3 +299,23 @@ def test_pipelined_stores_are_answered_in_order_as_if_sent_one_by_one(
     sock.sendall(b"z LOGOUT\r\n")
     _read_until(sock, rb"z OK")
     sock.close()
+
+
+def test_changedsince_over_a_large_mailbox_names_just_the_changed_messages(
+    server: PocztaServer,
+) -> None:
+    client = login(server)
+    client.create("Large")
+    for n in range(300):
+        client.append("Large", None, None, f"Subject: m{n}\r\n\r\nx\r\n".encode())
+    client.select("Large")
+    _, data = client.status("Large", "(HIGHESTMODSEQ)")
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", data[0]).group(1))  # type: ignore[union-attr]
+    other = login(server)
+    other.select("Large")
+    other.uid("STORE", "7,150,299", "+FLAGS", "(\\Flagged)")
+    other.logout()
+    _, fetched = client.uid("FETCH", "1:*", f"(FLAGS) (CHANGEDSINCE {modseq})")
+    told = {int(m.group(1)) for m in re.finditer(rb"UID (\d+)", b" ".join(fetched))}  # type: ignore[arg-type]
+    assert told == {7, 150, 299}
+    client.logout()

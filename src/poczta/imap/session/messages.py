@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 FETCH_SLICE = 500
+CHANGED_SCAN = 256  # CHANGEDSINCE over more messages asks the store which changed
 
 
 def _view(session: ImapSession) -> SelectedView:
@@ -88,7 +89,7 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
     attributes: tuple[FetchAttribute, ...] = command.attributes
     if command.changed_since is not None:
         enable_condstore(session)
-        uids = [u for u in uids if view.modseqs.get(u, 0) > command.changed_since]
+        uids = await _changed_among(session, view, uids, command.changed_since)
         if command.vanished and command.uid and "QRESYNC" in session.enabled:
             gone = await session.store.vanished(MailboxId(view.mailbox_id), command.changed_since)
             gone = [u for u in gone if command.sequence.contains(u, max(gone, default=0))]
@@ -103,6 +104,19 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
         session.no(command.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
         return
     await _finish(session, command.tag, "FETCH completed", command.uid)
+
+
+async def _changed_among(
+    session: ImapSession, view: SelectedView, uids: list[int], since: int
+) -> list[int]:
+    """Those of `uids` whose MODSEQ the view has above `since` (CHANGEDSINCE). Of many,
+    only the few the store names as changed since then are looked at (by its index)."""
+    modseqs = view.modseqs
+    if len(uids) > CHANGED_SCAN:
+        asked = set(uids)
+        changed = await session.store.changed_since(MailboxId(view.mailbox_id), since)
+        uids = [uid for uid, _, _ in changed if uid in asked]
+    return [uid for uid in uids if modseqs.get(uid, 0) > since]
 
 
 async def _fetch_messages(
