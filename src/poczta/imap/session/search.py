@@ -5,7 +5,7 @@ ESEARCH (RFC 4731, with SAVE for `$`, RFC 5182), SORT, ESORT or THREAD.
 The facts come from one store read of the mailbox. BODY and TEXT need the messages'
 text: the evaluator then runs on a thread, asking for a message's bytes only when the
 cheaper keys leave it undecided, so a body search of a large mailbox does not block the
-event loop. The bytes are read on the loop `READ_AHEAD` messages at a time (the
+event loop. The bytes are read on the loop up to `READ_AHEAD` messages at a time (the
 messages after the one asked for; those the cheaper keys then decide are read for
 nothing, which costs less than a trip to the loop per message).
 """
@@ -42,9 +42,11 @@ if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Bodies a body search reads per trip to the event loop: the evaluator asks for them in
-# sequence order, and a trip per message cost more than reading and searching it.
-READ_AHEAD = 32
+# Bodies a body search reads per trip to the event loop (at most, and at most so many
+# octets): the evaluator asks for them in sequence order, and each trip costs two thread
+# switches, more than reading and searching a message.
+READ_AHEAD = 256
+READ_AHEAD_OCTETS = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,21 @@ async def _matching(
     def text(number: int) -> str:
         if number not in bodies:
             bodies.clear()  # what was read ahead and not asked for is not needed
-            ahead = range(number, min(number + READ_AHEAD, len(messages) + 1))
+            ahead = range(number, _read_ahead_end(messages, number))
             bodies.update(asyncio.run_coroutine_threadsafe(read(ahead), loop).result())
         data = bodies.pop(number, None)
         return body_text(data) if data is not None else ""
 
     return await asyncio.to_thread(evaluate, criteria, messages, context, text)
+
+
+def _read_ahead_end(messages: list[SearchableMessage], number: int) -> int:
+    """The sequence number after the last body to read with that of `number`."""
+    end, octets = number, 0
+    while end <= len(messages) and end < number + READ_AHEAD and octets < READ_AHEAD_OCTETS:
+        octets += messages[end - 1].size
+        end += 1
+    return end
 
 
 def _note_condstore(session: ImapSession, criteria: AndKey) -> None:
