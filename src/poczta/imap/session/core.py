@@ -5,6 +5,9 @@ protocol; this module reads from the connection with its deadlines, feeds the re
 runs each command in order through its handler (one module per command area in this
 package), writes the responses, upgrades to TLS, and waits in IDLE for whatever comes
 first: the client's DONE or a change to the selected mailbox (`MailStore.changes`).
+STOREs are the one exception to one command at a time: those pipelined together are
+handed to the store at once and answered, in order, once committed, while the session
+reads on (`store_flags.StoreRun`); any other command first waits for those answers.
 
 Before login a client may stay silent a minute; after login 30 minutes (RFC 9051 §5.4),
 which an IDLE client refreshes by its own DONE/IDLE cycle. Several bad commands in a
