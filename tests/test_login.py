@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -11,11 +12,14 @@ from typing import TypeVar
 import pytest
 from argon2 import PasswordHasher
 
+from poczta import login
 from poczta.accounts import LoginThrottle, hash_password, needs_rehash, verify_password
 from poczta.login import LoginService
 from poczta.sasl import derive_scram_credentials
 from poczta.store.sqlite.store import SqliteStore
 from tests.clock import Clock
+
+WAIT = 30.0  # seconds: a bound for a hung test, not a measurement
 
 
 def _throttle() -> LoginThrottle:
@@ -31,6 +35,7 @@ async def _login_twice_with_legacy_hash(root: Path) -> tuple[str, str, str | Non
         await store.add_user("ann@example.test", legacy, scram)
         service = LoginService(store, _throttle())
         first = await service.check_password("127.0.0.1", "Ann@example.test", "s3cret", "pop3")
+        await service.rehashed()  # replaced after the answer
         user = await store.get_user("ann@example.test")
         assert user is not None
         wrong = await service.check_password("127.0.0.2", "ann@example.test", "nope", "pop3")
@@ -47,6 +52,47 @@ def test_login_upgrades_a_legacy_hash_and_keeps_the_password(tmp_path: Path) -> 
     assert not needs_rehash(upgraded)
     assert verify_password(upgraded, "s3cret")
     assert not verify_password(upgraded, "nope")
+
+
+def test_logins_are_answered_while_old_hashes_are_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rehash happens after the answer, and other logins' checks do not wait for it."""
+    release = threading.Event()
+    real_hash = login.hash_password
+
+    def held_hash(password: str) -> str:
+        release.wait(WAIT)
+        return real_hash(password)
+
+    monkeypatch.setattr(login, "hash_password", held_hash)
+
+    async def main() -> tuple[list[str | None], list[str], list[str]]:
+        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+        try:
+            await store.add_domain("example.test")
+            light = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+            scram = derive_scram_credentials("s3cret").to_string()
+            for name in ("ann", "bob", "cid"):
+                await store.add_user(f"{name}@example.test", light.hash("s3cret"), scram)
+            service = LoginService(store, _throttle())
+            answers = [
+                await service.check_password("127.0.0.1", f"{name}@example.test", "s3cret", "imap")
+                for name in ("ann", "bob", "cid", "ann")
+            ]
+            before = [u.password_hash for u in await store.list_users()]
+            release.set()
+            await service.rehashed()
+            after = [u.password_hash for u in await store.list_users()]
+            return answers, before, after
+        finally:
+            await store.close()
+
+    answers, before, after = asyncio.run(main())
+    assert answers == [f"{name}@example.test" for name in ("ann", "bob", "cid", "ann")]
+    assert all(needs_rehash(h) for h in before)  # every answer came before any new hash
+    assert not any(needs_rehash(h) for h in after)
+    assert all(verify_password(h, "s3cret") for h in after)
 
 
 # --------------------------------------------------------------------------- throttling

@@ -10,6 +10,7 @@ milliseconds and a quadratic one minutes: a bound on the work, not a benchmark.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 
@@ -209,3 +210,54 @@ def test_every_parser_is_linear_on_hostile_shapes(shape: str, size: int) -> None
         asyncio.run(verify_dkim(data, resolver, header=header))
 
     assert _cpu(everything) < CPU_BUDGET
+
+
+def _fields_line_by_line(data: bytes, stop: int) -> list[tuple[bytes, bytes, int, int]]:
+    """The split as the header rules read, one line at a time: (name, value, start, end)."""
+    fields: list[tuple[bytes, bytes, int, int]] = []
+    current: list[bytes] | None = None  # name, then the value's lines
+    start = position = 0
+    lines = data[:stop].split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    for raw in lines:
+        line_end = min(position + len(raw) + 1, stop)
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+        else:
+            if current is not None:
+                fields.append((current[0], b"\r\n".join(current[1:]) + b"\r\n", start, position))
+            name, colon, rest = line.partition(b":")
+            valid = colon and name.rstrip(b" \t") and all(
+                0x21 <= c <= 0x7E for c in name.rstrip(b" \t")
+            )
+            current = [name, rest] if valid else None
+            start = position
+        position = line_end
+    if current is not None:
+        fields.append((current[0], b"\r\n".join(current[1:]) + b"\r\n", start, position))
+    return fields
+
+
+_header_bytes = st.lists(
+    st.sampled_from(
+        [b"From: a", b"To:", b" folded", b"\tmore", b"Junk line", b"X  : y", b": empty", b"\r",
+         b"A:\r", b"B: \x80\xff", b"C: x\ry", b" ", b"Ok:v"]
+    ).flatmap(lambda line: st.sampled_from([line + b"\r\n", line + b"\n", line])),
+    max_size=12,
+).map(b"".join)
+
+
+@given(st.one_of(_header_bytes, st.binary(max_size=300)))
+def test_the_split_finds_the_fields_a_line_by_line_reading_finds(data: bytes) -> None:
+    blank = re.search(rb"\r?\n\r?\n", data)
+    if data[:1] == b"\n" or data[:2] == b"\r\n":
+        stop = 0  # the header is empty
+    elif blank is None:
+        stop = len(data)  # all header
+    else:  # the empty line's first line end ends the last field
+        stop = blank.start() + (2 if data[blank.start()] == 0x0D else 1)
+    header = split_header(data)
+    assert [(f.name, f.value, f.start, f.end) for f in header] == _fields_line_by_line(data, stop)

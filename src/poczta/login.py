@@ -5,9 +5,16 @@ thread per core: more threads would not finish 50 concurrent logins sooner, only
 more 64 MiB buffers at once. An unknown account is verified against a dummy hash so that timing and
 answers never tell whether a user exists; failures for unknown accounts are throttled
 the same way as for real ones. A client the throttle refuses is answered as a failure
-without a password check, and that refusal is not counted as a new failure. A hash made
-with older parameters is replaced by a current one after the first successful login
-with it. Every login outcome writes one log line: ``auth.ok`` or ``auth.failed``.
+without a password check, and that refusal is not counted as a new failure. Every login
+outcome writes one log line: ``auth.ok`` or ``auth.failed``.
+
+A hash made with older or lighter parameters is replaced by a current one after a
+successful login with it. The client is answered first: the new hash (a full argon2id,
+~70 ms of CPU) is made afterwards on a thread of its own, so that neither this client
+nor the password checks of the next ones wait for it (a burst of first logins after
+an import would otherwise queue every check behind every rehash). At most
+`MAX_PENDING_REHASHES` wait at a time, one per account; a login past that keeps its
+old hash until a later login replaces it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from poczta.store.base import MailStore
 
 _DUMMY_SCRAM = derive_scram_credentials("poczta-dummy-password-for-unknown-users")
 _HASHING = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="poczta-argon2")
+_REHASHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poczta-rehash")
+MAX_PENDING_REHASHES = 64
 
 
 class LoginService:
@@ -37,6 +46,7 @@ class LoginService:
     def __init__(self, store: MailStore, throttle: LoginThrottle) -> None:
         self.store = store
         self.throttle = throttle
+        self._rehashing: dict[str, asyncio.Task[None]] = {}  # by account
 
     def _account(self, authcid: str) -> str:
         try:
@@ -59,16 +69,28 @@ class LoginService:
         if ok and user is not None:
             self.succeeded(ip, user.address, service)
             if needs_rehash(user.password_hash):
-                await self._rehash(user.address, password, user.scram)
+                self._rehash_later(user.address, password, user.scram)
             return user.address
         await self.failed(ip, account, service, "bad credentials")
         return None
+
+    def _rehash_later(self, address: str, password: str, scram: str) -> None:
+        if address in self._rehashing or len(self._rehashing) >= MAX_PENDING_REHASHES:
+            return
+        task = asyncio.ensure_future(self._rehash(address, password, scram))
+        self._rehashing[address] = task
+        task.add_done_callback(lambda _: self._rehashing.pop(address, None))
+
+    async def rehashed(self) -> None:
+        """Wait until the hashes being replaced are stored."""
+        while self._rehashing:
+            await asyncio.gather(*self._rehashing.values())
 
     async def _rehash(self, address: str, password: str, scram: str) -> None:
         """Store the password under today's hash parameters; a failure only costs a log line."""
         loop = asyncio.get_running_loop()
         try:
-            fresh = await loop.run_in_executor(_HASHING, hash_password, password)
+            fresh = await loop.run_in_executor(_REHASHING, hash_password, password)
             await self.store.set_password(address, fresh, scram)
         except Exception as exc:  # the login itself succeeded; the old hash still works
             log("auth.rehash_failed", user=address, error=str(exc))

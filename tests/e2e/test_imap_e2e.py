@@ -205,6 +205,30 @@ def test_a_search_sees_what_another_session_changed_meanwhile(server: PocztaServ
     second.logout()
 
 
+def test_a_search_of_flags_follows_changes_expunges_and_arrivals(server: PocztaServer) -> None:
+    for name in ("flags a", "flags b"):
+        deliver(server, ALICE, name)
+    first, second = login(server), login(server)
+    first.select("INBOX")
+    second.select("INBOX")
+
+    def uids(client: imaplib.IMAP4_SSL, *criteria: str) -> set[bytes]:
+        return set(client.uid("SEARCH", None, *criteria)[1][0].split())
+
+    [a], [b] = uids(first, "SUBJECT", '"flags a"'), uids(first, "SUBJECT", '"flags b"')
+    assert {a, b} <= uids(first, "UNSEEN")  # a search of flags alone
+    second.uid("STORE", a.decode(), "+FLAGS", "(\\Seen)")
+    second.uid("STORE", b.decode(), "+FLAGS", "(\\Deleted)")
+    second.expunge()
+    deliver(server, ALICE, "flags c")
+    [c] = uids(first, "SUBJECT", '"flags c"')
+    unseen = uids(first, "UNSEEN")
+    assert c in unseen and a not in unseen and b not in unseen
+    assert a in uids(first, "SEEN") and b not in uids(first, "ALL")
+    first.logout()
+    second.logout()
+
+
 def test_status_deleted_storage_sums_the_deleted_messages(server: PocztaServer) -> None:
     client = login(server)
     client.create("Cleanup")
@@ -248,4 +272,73 @@ def test_a_nul_octet_delivered_over_smtp_never_reaches_body_but_binary_gives_it(
     assert b"Content-Transfer-Encoding: base64" in stored
     assert b"Return-Path: <carol@remote.test>" in stored
     assert binary == content
+
+
+def test_pipelined_stores_are_answered_in_order_as_if_sent_one_by_one(
+    server: PocztaServer,
+) -> None:
+    client = login(server)
+    client.create("Pipelined")
+    for n in range(3):
+        client.append("Pipelined", None, None, f"Subject: p{n}\r\n\r\nx\r\n".encode())
+    client.select("Pipelined")  # the messages are recent here, not in the session below
+    client.logout()
+    raw = socket.create_connection(("127.0.0.1", server.ports["imaps"]), timeout=WAIT)
+    sock = client_tls().wrap_socket(raw, server_hostname="localhost")
+    _read_until(sock, rb"\* OK")
+    sock.sendall(f"a LOGIN {ALICE} {PASSWORDS[ALICE]}\r\nb SELECT Pipelined\r\n".encode())
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", _read_until(sock, rb"b OK")).group(1))  # type: ignore[union-attr]
+    # two writes: the second may come while the first ones are being committed
+    sock.sendall(b"s1 UID STORE 1 +FLAGS (\\Flagged)\r\ns2 UID STORE 2 +FLAGS.SILENT (\\Seen)\r\n")
+    sock.sendall(
+        b"s3 STORE 9 +FLAGS (x)\r\n"
+        b"s4 UID STORE 1 -FLAGS (\\Flagged)\r\n"
+        b"s5 UID STORE 1,3 (UNCHANGEDSINCE %d) +FLAGS ($Done)\r\n"
+        b"s6 UID FETCH 1:3 (FLAGS)\r\n" % modseq
+    )
+    answer = _read_until(sock, rb"s6 OK[^\r\n]*\r\n")
+    lines = [line for line in answer.split(b"\r\n") if line]
+    tags = [line.split(b" ")[0] for line in lines if not line.startswith(b"*")]
+    assert tags == [b"s1", b"s2", b"s3", b"s4", b"s5", b"s6"]
+
+    def between(start: bytes, end: bytes) -> list[bytes]:
+        first = next(i for i, line in enumerate(lines) if line.startswith(start))
+        last = next(i for i, line in enumerate(lines) if line.startswith(end))
+        return [re.sub(rb" MODSEQ \(\d+\)", b"", line) for line in lines[first + 1 : last]]
+
+    assert lines[0] == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))"
+    assert lines[1].startswith(b"s1 OK")
+    assert between(b"s1 OK", b"s2 OK") == []  # .SILENT
+    assert between(b"s2 OK", b"s3 BAD") == []  # no message 9: nothing changed
+    assert between(b"s3 BAD", b"s4 OK") == [b"* 1 FETCH (UID 1 FLAGS ())"]
+    # UNCHANGEDSINCE: message 1 changed since, message 3 did not
+    assert b"[MODIFIED 1]" in next(line for line in lines if line.startswith(b"s5"))
+    assert between(b"s4 OK", b"s5 OK")[-1:] == [b"* 3 FETCH (UID 3 FLAGS ($Done))"]
+    assert between(b"s5 OK", b"s6 OK") == [
+        b"* 1 FETCH (UID 1 FLAGS ())",
+        b"* 2 FETCH (UID 2 FLAGS (\\Seen))",
+        b"* 3 FETCH (UID 3 FLAGS ($Done))",
+    ]
+    sock.sendall(b"z LOGOUT\r\n")
+    _read_until(sock, rb"z OK")
+    sock.close()
+
+
+def test_changedsince_over_a_large_mailbox_names_just_the_changed_messages(
+    server: PocztaServer,
+) -> None:
+    client = login(server)
+    client.create("Large")
+    for n in range(300):
+        client.append("Large", None, None, f"Subject: m{n}\r\n\r\nx\r\n".encode())
+    client.select("Large")
+    _, data = client.status("Large", "(HIGHESTMODSEQ)")
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", data[0]).group(1))  # type: ignore[union-attr]
+    other = login(server)
+    other.select("Large")
+    other.uid("STORE", "7,150,299", "+FLAGS", "(\\Flagged)")
+    other.logout()
+    _, fetched = client.uid("FETCH", "1:*", f"(FLAGS) (CHANGEDSINCE {modseq})")
+    told = {int(m.group(1)) for m in re.finditer(rb"UID (\d+)", b" ".join(fetched))}  # type: ignore[arg-type]
+    assert told == {7, 150, 299}
     client.logout()

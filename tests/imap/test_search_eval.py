@@ -306,3 +306,26 @@ def test_a_naive_internal_date_is_taken_as_utc() -> None:
 @pytest.mark.parametrize("path", script_params("search-", "esearch"))
 def test_dovecot_search_scripts(path: Path) -> None:
     check_script(path)
+
+
+_flag_keys = st.recursive(
+    st.one_of(
+        st.sampled_from(sorted(s.FLAG_KEYS)).map(s.FlagKey),
+        st.builds(s.KeywordKey, st.sampled_from(["$Junk", "work", "WORK", "other"]), st.booleans()),
+    ),
+    lambda inner: st.one_of(
+        st.builds(s.NotKey, inner),
+        st.builds(s.OrKey, inner, inner),
+        st.lists(inner, min_size=1, max_size=3).map(lambda keys: s.AndKey(tuple(keys))),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_flag_keys, mailboxes(max_size=12))
+def test_a_search_of_flags_answers_for_each_message_what_that_message_alone_gets(
+        key: s.SearchKey, box: list[MessageMeta]) -> None:
+    context = SearchContext(NOW, recent_uids=frozenset({1, 2, 3}))
+    alone = [n for n, meta in enumerate(box, 1) if evaluate(key, [meta], context) == [1]]
+    assert evaluate(key, box, context) == alone

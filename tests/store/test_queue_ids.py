@@ -71,7 +71,7 @@ def test_the_migration_keeps_entries_and_ids_and_never_reuses_them(tmp_path: Pat
     rows = conn.execute("SELECT * FROM queue ORDER BY id").fetchall()
     recipients = conn.execute("SELECT * FROM queue_recipients ORDER BY queue_id").fetchall()
 
-    assert migrate(conn, migrations) == [12]
+    assert migrate(conn, [m for m in migrations if m[0] <= 12]) == [12]
 
     assert {t: _columns(conn, t) for t in before} == before
     assert conn.execute("SELECT * FROM queue ORDER BY id").fetchall() == rows

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget, StoreUnavailable
+from poczta.store import DeliveryTarget, FlagMode, StoreUnavailable
 from poczta.store.sqlite.blobs import BlobFiles, blob_digest
 from poczta.store.sqlite.store import SqliteStore
 from tests.store.store_helpers import WHEN, make_message, with_user
@@ -215,3 +215,30 @@ def test_a_second_connection_keeps_the_first_ones_locks(tmp_path: Path) -> None:
     first.execute("INSERT INTO t VALUES (2)")
     seen = subprocess.run([sys.executable, "-c", count], check=True, capture_output=True, text=True)
     assert seen.stdout.strip() == "2"
+
+
+def test_a_flag_change_is_committed_with_an_fsync_of_the_log_and_no_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that placed no body is durable by its COMMIT (synchronous=FULL) alone."""
+    flushes: list[int] = []
+    statements: list[str] = []
+
+    async def main() -> None:
+        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+        try:
+            bob = await with_user(store)
+            data = make_message(1)
+            [done] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(bob)])
+            real_flush = store.blobs.files.flush
+            monkeypatch.setattr(store.blobs.files, "flush", lambda: (flushes.append(1), real_flush()))
+            store._writer._conn.set_trace_callback(statements.append)
+            await store.set_flags(done.mailbox_id, [done.uid], ["\\Seen"], FlagMode.ADD)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    assert flushes == []
+    commit = statements.index("COMMIT")
+    assert "PRAGMA synchronous = FULL" in statements[:commit]
+    assert statements[commit + 1 :].count("PRAGMA synchronous = NORMAL") >= 1

@@ -97,3 +97,27 @@ def test_subscriptions_start_with_the_default_mailboxes(backend: Backend) -> Non
         assert not await store.unsubscribe(user, "Lists/Python")
 
     backend.run(body)
+
+
+def test_message_counts_follow_deliveries_copies_moves_and_expunges(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        uids = [await deliver_one(store, user, n) for n in range(4)]
+
+        async def counts() -> tuple[int, int, int]:
+            boxes = {b.name: b.messages for b in await store.list_mailboxes(user)}
+            version = await store.mailbox_version(inbox.id)
+            return boxes["INBOX"], boxes["Archive"], version.messages
+
+        assert await counts() == (4, 0, 4)
+        await store.copy_messages(user, inbox.id, uids[:2], "Archive")
+        assert await counts() == (4, 2, 4)
+        await store.copy_messages(user, inbox.id, uids[2:], "Archive", move=True)
+        assert await counts() == (2, 4, 2)
+        await store.set_flags(inbox.id, uids[:1], ["\\Deleted"], FlagMode.ADD)
+        await store.expunge(inbox.id)
+        assert await counts() == (1, 4, 1)
+        assert (await store.get_mailbox(user, "Archive")).messages == 4
+
+    backend.run(body)

@@ -3,11 +3,13 @@
 `needs_body` says whether any attribute needs the stored bytes (sections, RFC822*,
 BINARY); the rest (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE,
 MODSEQ) comes from the parse cached at delivery, so a client's first open of a large
-mailbox reads no message file. Sections are slices of the stored bytes at the offsets
-of the cached MIME structure (`poczta.message.imap_body`); HEADER.FIELDS[.NOT] filters
-the fields of that header. A section naming no part is an empty string, as Dovecot
-answers; BINARY of an unknown transfer encoding is `UnknownEncoding` for the session
-to answer NO [UNKNOWN-CTE].
+mailbox reads no message file. ENVELOPE and BODYSTRUCTURE are sent as the wire text
+the message keeps (`poczta.imap.fetch_cache`) where that suits the client, and the MIME
+structure is decoded only for the items that need it (`needs_structure`). Sections are
+slices of the stored bytes at the offsets of the cached MIME structure
+(`poczta.message.imap_body`); HEADER.FIELDS[.NOT] filters the fields of that header.
+A section naming no part is an empty string, as Dovecot answers; BINARY of an unknown
+transfer encoding is `UnknownEncoding` for the session to answer NO [UNKNOWN-CTE].
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime
 from typing import Protocol
 
 from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute, FetchItem
+from poczta.imap.fetch_cache import cached_item
 from poczta.imap.values import Binary, Octets, Value, date_time
 from poczta.message.envelope import Envelope
 from poczta.message.header import split_header
@@ -30,11 +33,23 @@ from poczta.message.imap_body import (
 )
 from poczta.message.mime import MimePart
 
-__all__ = ["BODY_FREE", "MessageFacts", "UnknownEncoding", "fetch_items", "needs_body", "sets_seen"]
+__all__ = [
+    "BODY_FREE",
+    "MessageFacts",
+    "UnknownEncoding",
+    "fetch_items",
+    "needs_body",
+    "needs_structure",
+    "sets_seen",
+]
 
 #: Items answered from the cached facts alone.
 BODY_FREE = frozenset(
     {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "MODSEQ"}
+)
+#: Items answered without the MIME structure (BODYSTRUCTURE too, from its kept text).
+_STRUCTURE_FREE = frozenset(
+    {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "MODSEQ", "RFC822"}
 )
 
 
@@ -51,10 +66,29 @@ class MessageFacts(Protocol):
     def envelope(self) -> Envelope: ...
     @property
     def structure(self) -> MimePart | None: ...
+    @property
+    def imap_envelope(self) -> str | None: ...
+    @property
+    def imap_bodystructure(self) -> str | None: ...
 
 
 def needs_body(attributes: Sequence[FetchAttribute]) -> bool:
     return any(not (isinstance(a, FetchItem) and a.name in BODY_FREE) for a in attributes)
+
+
+def needs_structure(
+    attributes: Sequence[FetchAttribute], facts: MessageFacts, utf8: bool = False
+) -> bool:
+    """Whether answering these for this message needs its MIME structure."""
+    for attribute in attributes:
+        if not isinstance(attribute, FetchItem):
+            return True
+        name = attribute.name
+        if name not in _STRUCTURE_FREE and not (
+            name == "BODYSTRUCTURE" and cached_item(facts.imap_bodystructure, utf8) is not None
+        ):
+            return True
+    return False
 
 
 def sets_seen(attributes: Sequence[FetchAttribute]) -> bool:
@@ -95,30 +129,35 @@ def _partial(content: bytes, partial: tuple[int, int] | None) -> bytes:
 def fetch_items(
     attributes: Sequence[FetchAttribute],
     facts: MessageFacts,
-    root: MimePart,
+    root: MimePart | None,
     data: bytes | None,
     flag_items: list[tuple[str, Value]],
     *,
     with_uid: bool,
+    utf8: bool = False,
 ) -> list[tuple[str, Value]] | UnknownEncoding:
     """The items, in the order asked (UID first when `with_uid`); `flag_items` are the
-    FLAGS (and MODSEQ) as the session's view has them."""
+    FLAGS (and MODSEQ) as the session's view has them. `root` is the MIME structure,
+    which may be None when `needs_structure` says it is not needed; `utf8` says the
+    client enabled UTF-8."""
     items: list[tuple[str, Value]] = [("UID", facts.uid)] if with_uid else []
+    given = {"UID"} if with_uid else set()  # the simple items, each given once
     named = dict(flag_items)
     for attribute in attributes:
         if isinstance(attribute, FetchItem):
-            item = _simple(attribute.name, facts, root, data, named)
-            if item is not None and item[0] not in dict(items):
+            item = _simple(attribute.name, facts, root, data, named, utf8)
+            if item is not None and item[0] not in given:
+                given.add(item[0])
                 items.append(item)
         elif isinstance(attribute, BinarySize):
-            assert data is not None
+            assert data is not None and root is not None
             decoded = binary_section(data, root, attribute.part)
             if isinstance(decoded, UnknownEncoding):
                 return decoded
             size = len(decoded) if decoded is not None else 0
             items.append((f"BINARY.SIZE[{'.'.join(map(str, attribute.part))}]", size))
         else:
-            assert data is not None
+            assert data is not None and root is not None
             if attribute.binary:
                 decoded = binary_section(data, root, attribute.part)
                 if isinstance(decoded, UnknownEncoding):
@@ -133,9 +172,10 @@ def fetch_items(
 def _simple(
     name: str,
     facts: MessageFacts,
-    root: MimePart,
+    root: MimePart | None,
     data: bytes | None,
     named: dict[str, Value],
+    utf8: bool,
 ) -> tuple[str, Value] | None:
     if name in ("FLAGS", "MODSEQ"):
         return (name, named[name]) if name in named else None
@@ -146,14 +186,21 @@ def _simple(
     if name == "RFC822.SIZE":
         return "RFC822.SIZE", facts.size
     if name == "ENVELOPE":
-        return "ENVELOPE", envelope_value(facts.envelope)
+        cached = cached_item(facts.imap_envelope, utf8)
+        return "ENVELOPE", cached if cached is not None else envelope_value(facts.envelope)
+    if name == "BODYSTRUCTURE":
+        cached = cached_item(facts.imap_bodystructure, utf8)
+        if cached is not None:
+            return "BODYSTRUCTURE", cached
+    if name == "RFC822":
+        assert data is not None
+        return "RFC822", Octets(data)
+    assert root is not None
     if name == "BODYSTRUCTURE":
         return "BODYSTRUCTURE", bodystructure(root)
     if name == "BODY":
         return "BODY", body(root)
     assert data is not None
-    if name == "RFC822":
-        return "RFC822", Octets(data)
     if name == "RFC822.HEADER":
         return "RFC822.HEADER", Octets(data[: root.body_start])
     if name == "RFC822.TEXT":

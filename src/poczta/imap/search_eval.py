@@ -65,6 +65,7 @@ __all__ = [
     "SearchableMessage",
     "address_text",
     "evaluate",
+    "flags_test",
     "highest_modseq",
     "needs_body",
     "uids_of",
@@ -118,6 +119,7 @@ _FLAG_NAMES = {
     "SEEN": "\\Seen",
 }
 _ADDRESS_FIELDS = {"FROM": "from_", "TO": "to", "CC": "cc", "BCC": "bcc"}
+_NO_ENVELOPE = Envelope()
 
 
 def needs_body(criteria: SearchKey) -> bool:
@@ -174,7 +176,60 @@ def evaluate(
     largest_uid = messages[-1].uid if messages else 0
     compiler = _Compiler(context, len(messages), largest_uid, body)
     test = compiler.compile(criteria)
-    return [number for number, message in enumerate(messages, 1) if test(number, message)]
+    if not _on_flags(criteria):
+        return [number for number, message in enumerate(messages, 1) if test(number, message)]
+    # The answer depends on the flags alone: one test per distinct set of flags.
+    verdicts: dict[frozenset[str], bool] = {}
+    found: list[int] = []
+    for number, message in enumerate(messages, 1):
+        verdict = verdicts.get(message.flags)
+        if verdict is None:
+            verdict = verdicts[message.flags] = test(number, message)
+        if verdict:
+            found.append(number)
+    return found
+
+
+def flags_test(
+    criteria: SearchKey, context: SearchContext
+) -> Callable[[frozenset[str]], bool] | None:
+    """When `criteria` looks at flags alone: the test of a set of flags (else None), so
+    that a caller holding the mailbox's messages grouped by flags tests each set once."""
+    if not _on_flags(criteria):
+        return None
+    test = _Compiler(context, 0, 0, None).compile(criteria)
+    return lambda flags: test(0, _Flagged(flags))
+
+
+@dataclass(frozen=True, slots=True)
+class _Flagged:
+    """A message as a test of flags alone sees it."""
+
+    flags: frozenset[str]
+    uid: int = 0
+    modseq: int = 0
+    internal_date: datetime = datetime.min
+    size: int = 0
+    sent_date: datetime | None = None
+    subject: str = ""
+    envelope: Envelope = _NO_ENVELOPE
+    search_headers: tuple[tuple[str, str], ...] = ()
+
+
+def _on_flags(key: SearchKey) -> bool:
+    """Whether `key` looks at a message's flags and nothing else (not \\Recent)."""
+    match key:
+        case FlagKey(name=name):
+            return name not in ("RECENT", "OLD", "NEW")
+        case KeywordKey():
+            return True
+        case NotKey(key=inner):
+            return _on_flags(inner)
+        case OrKey(left=left, right=right):
+            return _on_flags(left) and _on_flags(right)
+        case AndKey(keys=keys):
+            return all(_on_flags(inner) for inner in keys)
+    return False
 
 
 def _cost(key: SearchKey) -> int:

@@ -72,12 +72,17 @@ class SelectedView:
         view = cls(mailbox_id, uidvalidity, read_only, highestmodseq=highestmodseq)
         view.uidnext = uidnext
         view.system_flags = tuple(system_flags)
-        for uid, message_flags, modseq in sorted(messages):
-            view.uids.append(uid)
-            view.flags[uid] = message_flags
-            view.modseqs[uid] = modseq
+        ordered = sorted(messages)
+        view.uids = [uid for uid, _, _ in ordered]
+        view.flags = {uid: message_flags for uid, message_flags, _ in ordered}
+        view.modseqs = {uid: modseq for uid, _, modseq in ordered}
+        for message_flags in set(view.flags.values()):
             view.keywords.update(_keywords_of(message_flags))
         return view
+
+    def uids_from(self, first: int) -> list[int]:
+        """The known UIDs from `first` on."""
+        return self.uids[bisect.bisect_left(self.uids, first) :]
 
     def flag_list(self) -> list[str]:
         """The flags of the mailbox's FLAGS response: the system flags, then the keywords."""
@@ -170,6 +175,10 @@ class SelectedView:
                 self._changed[uid] = flags
                 self.modseqs[uid] = modseq
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
+
+    def expunge_pending(self, uid: int) -> bool:
+        """Whether the store has expunged `uid` and the client is yet to be told."""
+        return uid in self._expunged
 
     def told(self, uid: int, flags: frozenset[str], modseq: int | None = None) -> None:
         """The session itself has just told the client these flags (a FETCH or STORE)."""

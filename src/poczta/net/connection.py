@@ -5,11 +5,15 @@ because STARTTLS must drop every byte received before the upgrade (CVE-2011-0411
 class): with our own buffer that is one `clear()` right before `loop.start_tls`,
 with no private attributes of `StreamReader` involved. It is also cheaper per read.
 
+What one event-loop turn writes goes to the transport together at its end (or at
+`drain`, `start_tls`, `close`): a response is never held back, and the responses to a
+client's pipelined commands leave in one TLS record and one send instead of one each
+(each write to a TLS transport encrypts and sends at once).
+
 After IMAP's COMPRESS the connection carries raw deflate (`start_compression`):
 `read` inflates, in bounded pieces, what the transport delivered and `write`
-deflates; what one event-loop turn writes is flushed together at its end (or at
-`drain` / `close`), so a response is never held back and small writes share one
-flush. Under TLS the order is TCP, TLS, deflate, protocol.
+deflates, with one flush of the deflater per turn. Under TLS the order is TCP, TLS,
+deflate, protocol.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
         self.deflate: DeflateLayer | None = None
+        self._unsent: list[bytes] = []  # written this turn, not yet given to the transport
         self._flush_scheduled = False
         # Kept: asyncio.get_running_loop() makes a getpid() system call on every call.
         self.loop = asyncio.get_running_loop()
@@ -86,6 +91,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._unsent.clear()
         self._eof = True
         self._wake_reader()
         if self._drain_waiter is not None and not self._drain_waiter.done():
@@ -172,27 +178,30 @@ class Connection(asyncio.Protocol):
 
     def start_compression(self, received: bytes, layer: DeflateLayer | None = None) -> None:
         """Inflate input and deflate output from now on; `received` is compressed input the
-        protocol layer had already read (it comes before anything still in the buffer)."""
+        protocol layer had already read (it comes before anything still in the buffer).
+        What was written before goes out uncompressed."""
+        self._flush()
         self._inbox[:0] = received
         self.deflate = layer or DeflateLayer()
 
     def write(self, data: bytes) -> None:
-        if self.transport is None or self._lost:
+        if self.transport is None or self._lost or not data:
             return
-        if self.deflate is not None:
-            data = self.deflate.deflate(data)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
-        if data:
-            self.transport.write(data)
+        self._unsent.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Give the transport what this turn wrote (deflated and flushed under COMPRESS)."""
         self._flush_scheduled = False
-        if self.deflate is not None and self.deflate.unflushed:
-            flushed = self.deflate.flush()
-            if self.transport is not None and not self._lost:
-                self.transport.write(flushed)
+        if not self._unsent or self.transport is None or self._lost:
+            return
+        data = self._unsent[0] if len(self._unsent) == 1 else b"".join(self._unsent)
+        self._unsent.clear()
+        if self.deflate is not None:
+            data = self.deflate.deflate(data) + self.deflate.flush()
+        self.transport.write(data)
 
     async def drain(self) -> None:
         self._flush()
@@ -207,6 +216,7 @@ class Connection(asyncio.Protocol):
     async def start_tls(self, context: ssl.SSLContext, timeout: float = 30.0) -> TlsInfo | None:
         """Upgrade to TLS as server. Anything the client sent before the handshake is dropped."""
         assert self.transport is not None
+        self._flush()  # the last plaintext answer goes out before the handshake
         self._inbox.clear()
         loop = self.loop
         self._handshaking = True

@@ -52,7 +52,6 @@ class DeflateLayer:
         self._deflater = zlib.compressobj(level, zlib.DEFLATED, OUTPUT_WINDOW, OUTPUT_MEM_LEVEL)
         self.compressed_in = 0  # consumed by the inflater so far
         self.inflated = 0
-        self.unflushed = False  # octets given to the deflater since the last flush
 
     @property
     def pending(self) -> bool:
@@ -84,10 +83,8 @@ class DeflateLayer:
 
     def deflate(self, data: bytes) -> bytes:
         """Compress `data`; what comes back may be empty until `flush`."""
-        self.unflushed = True
         return self._deflater.compress(data)
 
     def flush(self) -> bytes:
         """Everything compressed so far, ending on a byte boundary (Z_SYNC_FLUSH)."""
-        self.unflushed = False
         return self._deflater.flush(zlib.Z_SYNC_FLUSH)

@@ -1,7 +1,9 @@
 """Encoding of store values as column text: flags, times, the cached envelope, search
 headers and MIME structure.
 
-Shared by the SQL backends so that every backend keeps the same cached parse.
+Shared by the SQL backends so that every backend keeps the same cached parse. With the
+parse a message keeps the wire text of FETCH ENVELOPE and BODYSTRUCTURE, made by
+`poczta.imap.fetch_cache` (text the store keeps for IMAP without reading it).
 
 The MIME structure is read for every FETCH of BODYSTRUCTURE or a body section, so its
 text is compact JSON decoded by the C parser, one list per part: type, subtype,
@@ -15,8 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+from poczta.imap.fetch_cache import bodystructure_text, envelope_text
 from poczta.message import Address, Envelope, MimePart, ParsedMessage
 from poczta.message.mime import Encapsulated
 
@@ -41,7 +45,9 @@ def encode_flags(flags: Iterable[str]) -> str:
     return " ".join(sorted(flags))
 
 
+@lru_cache(maxsize=4096)
 def decode_flags(text: str) -> frozenset[str]:
+    """The flags of a row; the same set for the same text (a mailbox has few distinct)."""
     return frozenset(text.split()) if text else frozenset()
 
 
@@ -214,12 +220,14 @@ def decode_structure(text: str | None) -> MimePart | None:
     return _list_part(json.loads(text)) if text else None
 
 
-MessageColumns = tuple[int, int, str | None, str, str | None, str, str, str | None]
+MessageColumns = tuple[
+    int, int, str | None, str, str | None, str, str, str | None, str, str | None
+]
 
 
 def message_columns(parsed: ParsedMessage) -> MessageColumns:
-    """(size, header_size, sent_date, subject, message_id, envelope, headers, structure)
-    for a row."""
+    """(size, header_size, sent_date, subject, message_id, envelope, headers, structure,
+    imap_envelope, imap_bodystructure) for a row."""
     return (
         parsed.size,
         parsed.header_size,
@@ -229,4 +237,6 @@ def message_columns(parsed: ParsedMessage) -> MessageColumns:
         encode_envelope(parsed.envelope),
         encode_headers(parsed.search_headers),
         encode_structure(parsed.structure),
+        envelope_text(parsed.envelope),
+        bodystructure_text(parsed.structure),
     )

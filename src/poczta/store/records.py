@@ -15,10 +15,10 @@ A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk")
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, NewType
+from typing import Any, Generic, NamedTuple, NewType, TypeVar
 
 from poczta.message import Envelope, MimePart
 
@@ -34,6 +34,7 @@ __all__ = [
     "AddressEntry",
     "AlreadyExists",
     "CachedStsPolicy",
+    "Deferred",
     "Delivered",
     "DeliveryTarget",
     "FlagMode",
@@ -160,23 +161,118 @@ class MailboxChange:
     exists: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class MessageMeta:
-    """One message as FETCH and SEARCH see it, without its bytes."""
+T = TypeVar("T")
 
-    uid: int
-    modseq: int
-    flags: frozenset[str]
-    internal_date: datetime
-    size: int
-    digest: str
-    header_size: int
-    sent_date: datetime | None
-    subject: str
-    envelope: Envelope
-    search_headers: tuple[tuple[str, str], ...]
-    # The MIME structure, with the byte offsets of every part (BODYSTRUCTURE, sections).
-    structure: MimePart | None = None
+
+class Deferred(Generic[T]):
+    """A value kept as the text it is stored as until it is first used (`MessageMeta`)."""
+
+    __slots__ = ("decode", "text")
+
+    def __init__(self, text: str, decode: Callable[[str], T]) -> None:
+        self.text = text
+        self.decode = decode
+
+
+class MessageMeta:
+    """One message as FETCH and SEARCH see it, without its bytes.
+
+    A backend may hand over `envelope`, `search_headers` and `structure` as `Deferred`
+    (its stored text and the decoder): each is decoded at its first use and kept, so a
+    FETCH of a few items or a search of flags never pays for decoding the others.
+    `imap_envelope` and `imap_bodystructure` are the wire text of FETCH's ENVELOPE and
+    BODYSTRUCTURE as kept with the message (see `poczta.imap.fetch_cache`), None when
+    not kept. Treat an instance as immutable.
+    """
+
+    __slots__ = (
+        "_envelope",
+        "_search_headers",
+        "_structure",
+        "digest",
+        "flags",
+        "header_size",
+        "imap_bodystructure",
+        "imap_envelope",
+        "internal_date",
+        "modseq",
+        "sent_date",
+        "size",
+        "subject",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        uid: int,
+        modseq: int,
+        flags: frozenset[str],
+        internal_date: datetime,
+        size: int,
+        digest: str,
+        header_size: int,
+        sent_date: datetime | None,
+        subject: str,
+        envelope: Envelope | Deferred[Envelope],
+        search_headers: tuple[tuple[str, str], ...] | Deferred[tuple[tuple[str, str], ...]],
+        # The MIME structure, with the byte offsets of every part (BODYSTRUCTURE, sections).
+        structure: MimePart | Deferred[MimePart | None] | None = None,
+        imap_envelope: str | None = None,
+        imap_bodystructure: str | None = None,
+    ) -> None:
+        self.uid = uid
+        self.modseq = modseq
+        self.flags = flags
+        self.internal_date = internal_date
+        self.size = size
+        self.digest = digest
+        self.header_size = header_size
+        self.sent_date = sent_date
+        self.subject = subject
+        self._envelope = envelope
+        self._search_headers = search_headers
+        self._structure = structure
+        self.imap_envelope = imap_envelope
+        self.imap_bodystructure = imap_bodystructure
+
+    @property
+    def envelope(self) -> Envelope:
+        value = self._envelope
+        if isinstance(value, Deferred):
+            value = self._envelope = value.decode(value.text)
+        return value
+
+    @property
+    def search_headers(self) -> tuple[tuple[str, str], ...]:
+        value = self._search_headers
+        if isinstance(value, Deferred):
+            value = self._search_headers = value.decode(value.text)
+        return value
+
+    @property
+    def structure(self) -> MimePart | None:
+        value = self._structure
+        if isinstance(value, Deferred):
+            value = self._structure = value.decode(value.text)
+        return value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.uid, self.modseq, self.flags, self.internal_date, self.size, self.digest,
+            self.header_size, self.sent_date, self.subject, self.envelope, self.search_headers,
+            self.structure, self.imap_envelope, self.imap_bodystructure,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MessageMeta):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"MessageMeta(uid={self.uid}, modseq={self.modseq}, digest={self.digest!r})"
 
 
 class MessageSummary(NamedTuple):

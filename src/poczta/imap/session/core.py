@@ -5,6 +5,9 @@ protocol; this module reads from the connection with its deadlines, feeds the re
 runs each command in order through its handler (one module per command area in this
 package), writes the responses, upgrades to TLS, and waits in IDLE for whatever comes
 first: the client's DONE or a change to the selected mailbox (`MailStore.changes`).
+STOREs are the one exception to one command at a time: those pipelined together are
+handed to the store at once and answered, in order, once committed, while the session
+reads on (`store_flags.StoreRun`); any other command first waits for those answers.
 
 Before login a client may stay silent a minute; after login 30 minutes (RFC 9051 §5.4),
 which an IDLE client refreshes by its own DONE/IDLE cycle. Several bad commands in a
@@ -15,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import (
@@ -42,6 +46,7 @@ from poczta.imap.events import (
 from poczta.imap.limits import Dialect, ImapLimits
 from poczta.imap.parser import PAUSING
 from poczta.imap.reader import CommandReader
+from poczta.imap.session.dispatch import handler_for
 from poczta.imap.view import SelectedView
 from poczta.login import LoginService
 from poczta.logs import log
@@ -59,6 +64,10 @@ from poczta.store.base import (
     StoreError,
     UserId,
 )
+
+if TYPE_CHECKING:
+    from poczta.imap.session.search import SearchFacts
+    from poczta.imap.session.store_flags import StoreRun
 
 __all__ = ["IMAP_REPLIES", "ImapContext", "ImapSession", "run_imap_session"]
 
@@ -108,8 +117,7 @@ class ImapSession:
         self.view: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved_search: list[int] = []  # SEARCHRES `$`, as UIDs
-        # the facts SEARCH last read: ((mailbox, HIGHESTMODSEQ), facts by UID)
-        self.search_cache: tuple[tuple[int, int], dict[int, Any]] | None = None
+        self.search_cache: SearchFacts | None = None  # what SEARCH last read
         self.bad_in_a_row = 0
         self.pending: list[Event] = []
         self.auth: object | None = None  # an AUTHENTICATE in progress (see `auth`)
@@ -118,6 +126,7 @@ class ImapSession:
         self.append_error: Tagged | None = None
         self._changes: AsyncIterator[MailboxChange] | None = None
         self._change_task: asyncio.Task[MailboxChange] | None = None
+        self._runs: deque[StoreRun] = deque()  # STOREs handed to the store, not yet answered
         self._deadlines = ReadDeadlines(self._timeouts(LOGIN_IDLE))
 
     # --- plumbing ------------------------------------------------------------
@@ -172,6 +181,8 @@ class ImapSession:
         except (SessionEnd, ConnectionClosed):
             pass
         finally:
+            for run in self._runs:  # committed all the same; nobody to answer
+                await run.committed
             await self.watch(None)
             with contextlib.suppress(ConnectionClosed):
                 await self.conn.drain()
@@ -179,6 +190,7 @@ class ImapSession:
     async def _dialogue(self) -> None:
         while True:
             if self.conn.interrupted:
+                await self.answer_runs()
                 self.conn.write(SHUTDOWN)
                 return
             try:
@@ -205,7 +217,22 @@ class ImapSession:
             await self.conn.drain()
 
     async def _next_input(self) -> bytes | None:
-        """The client's next octets; while IDLE, also tell the client of mailbox changes."""
+        """The client's next octets; meanwhile answer the STORE runs whose changes are
+        committed, and while IDLE tell the client of mailbox changes."""
+        while self._runs:
+            oldest = self._runs[0]
+            if not oldest.committed.done():
+                read = asyncio.ensure_future(self._deadlines.read(self.conn))
+                either: set[asyncio.Future[Any]] = {read, oldest.committed}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if read.done():
+                    return read.result()
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DeadlineExpired):
+                    await read
+            self._runs.popleft()
+            await oldest.answer(self, last=not self._runs)
+            await self.conn.drain()
         while self.idle_tag is not None and self._change_task is not None:
             read = asyncio.ensure_future(self._deadlines.read(self.conn))
             done, _ = await asyncio.wait(
@@ -267,7 +294,43 @@ class ImapSession:
         self.pending = list(events)
         while self.pending:
             event = self.pending.pop(0)
-            await self._event(event)
+            if isinstance(event, cmd.Store):
+                await self._store_run(event)
+            else:
+                await self.answer_runs()  # what is in flight is answered first
+                await self._event(event)
+
+    async def _store_run(self, first: cmd.Store) -> None:
+        """A STORE and those pipelined right behind it, handed to the store together and
+        answered once committed, maybe after the next input (see `store_flags`)."""
+        run = [first]
+        while self.pending and isinstance(following := self.pending[0], cmd.Store):
+            run.append(following)
+            del self.pending[0]
+        handler, _ = handler_for(self, first)
+        if handler is None or self.view is None:  # refused one by one, as ever
+            await self.answer_runs()
+            for command in run:
+                await self._command(command)
+            return
+        from poczta.imap.session.selected import refresh
+        from poczta.imap.session.store_flags import StoreRun
+
+        self.bad_in_a_row = 0
+        if not self._runs:  # with runs in flight the view waits for their answers
+            try:
+                await refresh(self)
+            except StoreError as exc:
+                for command in run:
+                    self.send(self.store_failure(command, exc))
+                return
+        self._runs.append(StoreRun(self, run, announce=not self._runs))
+
+    async def answer_runs(self) -> None:
+        """Answer the STORE runs in flight, in order, once each is committed."""
+        while self._runs:
+            run = self._runs.popleft()
+            await run.answer(self, last=not self._runs)
 
     def more(self, events: list[Event]) -> None:
         """Events the reader produced in answer to a session call: handled next."""
@@ -308,8 +371,6 @@ class ImapSession:
                 raise SessionEnd()
 
     async def _command(self, command: cmd.Command) -> None:
-        from poczta.imap.session.dispatch import handler_for
-
         handler, state_error = handler_for(self, command)
         if handler is None:
             self.bad_in_a_row += 1
@@ -328,15 +389,18 @@ class ImapSession:
 
                 await refresh(self)
             await handler(self, command)
-        except NotFound as exc:
-            self.no(command.tag, f"{exc}", "NONEXISTENT")
         except StoreError as exc:
-            log(
-                "imap.store_failed", user=self.user or "", command=type(command).__name__, error=exc
-            )
-            self.no(
-                command.tag, "The mail store is not available now, try again later", "UNAVAILABLE"
-            )
+            self.send(self.store_failure(command, exc))
+
+    def store_failure(self, command: cmd.Command, exc: Exception) -> Tagged:
+        """The NO for a command the store failed (logged when the store is unavailable)."""
+        if isinstance(exc, NotFound):
+            return Tagged(command.tag, "NO", f"{exc}", "NONEXISTENT")
+        if not isinstance(exc, StoreError):
+            raise exc
+        log("imap.store_failed", user=self.user or "", command=type(command).__name__, error=exc)
+        text = "The mail store is not available now, try again later"
+        return Tagged(command.tag, "NO", text, "UNAVAILABLE")
 
 
 Handler = Callable[[ImapSession, cmd.Command], Awaitable[None]]

@@ -15,6 +15,7 @@ from poczta.imap.session import (
     quota,
     search,
     selected,
+    store_flags,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ _TABLE: dict[type[cmd.Command], tuple[Any, State]] = {
     cmd.Unselect: (selected.unselect, _S.SELECTED),
     cmd.Expunge: (selected.expunge, _S.SELECTED),
     cmd.Fetch: (messages.fetch, _S.SELECTED),
-    cmd.Store: (messages.store_flags, _S.SELECTED),
+    cmd.Store: (store_flags.store_flags, _S.SELECTED),
     cmd.Copy: (messages.copy, _S.SELECTED),
     cmd.Move: (messages.move, _S.SELECTED),
     cmd.Search: (messages.search, _S.SELECTED),

@@ -1,15 +1,13 @@
-"""IMAP commands on messages of the selected mailbox: FETCH, STORE, COPY, MOVE, SEARCH.
+"""IMAP commands on messages of the selected mailbox: FETCH, COPY, MOVE, SEARCH.
 
 FETCH reads the cached facts of the messages asked for in one store read (in slices of
 `FETCH_SLICE`, written out as they are built so that a `1:*` of a large mailbox never
 sits whole in memory) and the stored bytes only for items that need them. A non-PEEK
 body fetch in a read-write mailbox sets \\Seen, and the response carries the new
-FLAGS. STORE goes through the store's flag update (UNCHANGEDSINCE answered with
-[MODIFIED]); the new flags are told to this client unless .SILENT, and to every other
-session at its next command. COPY and MOVE run in one store transaction each and answer
-COPYUID (UIDPLUS); a COPY past a quota limit is NO [OVERQUOTA]. While a FETCH, STORE or
-SEARCH by sequence number runs, no EXPUNGE is sent (RFC 9051 §7.5.2); the UID forms may
-carry them.
+FLAGS. COPY and MOVE run in one store transaction each and answer COPYUID (UIDPLUS); a
+COPY past a quota limit is NO [OVERQUOTA]. While a FETCH, STORE or SEARCH by sequence
+number runs, no EXPUNGE is sent (RFC 9051 §7.5.2); the UID forms may carry them. STORE
+is `poczta.imap.session.store_flags`.
 """
 
 from __future__ import annotations
@@ -20,21 +18,27 @@ from typing import TYPE_CHECKING
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Code, FetchData, Tagged, Untagged, vanished
 from poczta.imap.fetch import FetchAttribute, FetchItem
-from poczta.imap.fetch_response import UnknownEncoding, fetch_items, needs_body, sets_seen
+from poczta.imap.fetch_plan import FetchPlan
+from poczta.imap.fetch_response import (
+    UnknownEncoding,
+    fetch_items,
+    needs_body,
+    needs_structure,
+    sets_seen,
+)
 from poczta.imap.names import canonical
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.session.quota import OVERQUOTA, lacks_room
 from poczta.imap.values import Value
 from poczta.imap.view import OutOfRange, SelectedView
 from poczta.message.mime import parse_structure
-from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound, normalize_flags
+from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 FETCH_SLICE = 500
-_MODES = {cmd.StoreMode.ADD: FlagMode.ADD, cmd.StoreMode.REMOVE: FlagMode.REMOVE,
-          cmd.StoreMode.REPLACE: FlagMode.REPLACE}  # fmt: skip
+CHANGED_SCAN = 256  # CHANGEDSINCE over more messages asks the store which changed
 
 
 def _view(session: ImapSession) -> SelectedView:
@@ -42,7 +46,8 @@ def _view(session: ImapSession) -> SelectedView:
     return session.view
 
 
-def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -> list[int] | None:
+def resolve_targets(session: ImapSession, sequence: SequenceSet, uid: bool) -> list[int] | str:
+    """The UIDs a command's sequence set names, or the text of its BAD answer."""
     view = _view(session)
     if sequence.saved:
         known = set(view.uids)
@@ -50,17 +55,28 @@ def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -
     try:
         return view.resolve(sequence, uid)
     except OutOfRange as exc:
-        session.bad(tag, str(exc))
+        return str(exc)
+
+
+def _targets(session: ImapSession, tag: str, sequence: SequenceSet, uid: bool) -> list[int] | None:
+    found = resolve_targets(session, sequence, uid)
+    if isinstance(found, str):
+        session.bad(tag, found)
         return None
+    return found
 
 
 def enable_condstore(session: ImapSession) -> None:
     """A command used CONDSTORE: from now on MODSEQs are told (RFC 7162 §3.1)."""
-    view = _view(session)
-    if not view.condstore:
-        view.condstore = True
-        code = Code.number("HIGHESTMODSEQ", view.highestmodseq)
-        session.send(Untagged("OK", "CONDSTORE enabled", code))
+    session.send(*condstore_enabled(_view(session)))
+
+
+def condstore_enabled(view: SelectedView) -> list[Untagged]:
+    """Turn on CONDSTORE for the view; the response that says so, the first time."""
+    if view.condstore:
+        return []
+    view.condstore = True
+    return [Untagged("OK", "CONDSTORE enabled", Code.number("HIGHESTMODSEQ", view.highestmodseq))]
 
 
 async def fetch(session: ImapSession, command: cmd.Command) -> None:
@@ -73,7 +89,7 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
     attributes: tuple[FetchAttribute, ...] = command.attributes
     if command.changed_since is not None:
         enable_condstore(session)
-        uids = [u for u in uids if view.modseqs.get(u, 0) > command.changed_since]
+        uids = await _changed_among(session, view, uids, command.changed_since)
         if command.vanished and command.uid and "QRESYNC" in session.enabled:
             gone = await session.store.vanished(MailboxId(view.mailbox_id), command.changed_since)
             gone = [u for u in gone if command.sequence.contains(u, max(gone, default=0))]
@@ -90,6 +106,19 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
     await _finish(session, command.tag, "FETCH completed", command.uid)
 
 
+async def _changed_among(
+    session: ImapSession, view: SelectedView, uids: list[int], since: int
+) -> list[int]:
+    """Those of `uids` whose MODSEQ the view has above `since` (CHANGEDSINCE). Of many,
+    only the few the store names as changed since then are looked at (by its index)."""
+    modseqs = view.modseqs
+    if len(uids) > CHANGED_SCAN:
+        asked = set(uids)
+        changed = await session.store.changed_since(MailboxId(view.mailbox_id), since)
+        uids = [uid for uid, _, _ in changed if uid in asked]
+    return [uid for uid in uids if modseqs.get(uid, 0) > since]
+
+
 async def _fetch_messages(
     session: ImapSession,
     view: SelectedView,
@@ -99,23 +128,48 @@ async def _fetch_messages(
 ) -> UnknownEncoding | None:
     mark_seen = sets_seen(attributes) and not view.read_only
     read_body = needs_body(attributes)
+    plan = FetchPlan.make(attributes, with_uid=uid_form, utf8=session.utf8)
+    if plan is not None and not plan.needs_facts:
+        _fetch_from_view(session, view, uids, plan)
+        return None
+    utf8 = session.utf8
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
         metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
         if mark_seen:
             await _mark_seen(session, view, [m.uid for m in metas])
-        out: list[FetchData] = []
+        out: list[bytes] = []
         for meta in metas:
             msn = view.msn(meta.uid)
             if msn is None:
                 continue
+            if plan is not None:
+                planned = plan.encode(msn, meta.uid, meta, view.flag_items(meta.uid))
+                if planned is not None:
+                    out.append(planned)
+                    continue
             items = await _items(session, view, meta, attributes, read_body, uid_form, mark_seen)
             if isinstance(items, UnknownEncoding):
                 return items
-            out.append(FetchData(msn, items))
-        session.send(*view.keyword_news(), *out)
-        await session.conn.drain()
+            out.append(FetchData(msn, items).encode(utf8))
+        session.send(*view.keyword_news())
+        session.conn.write(b"".join(out))
+        if start + FETCH_SLICE < len(uids):  # more to come: let the client take this first
+            await session.conn.drain()
     return None
+
+
+def _fetch_from_view(
+    session: ImapSession, view: SelectedView, uids: Sequence[int], plan: FetchPlan
+) -> None:
+    """A FETCH of UID, FLAGS and MODSEQ only: the view has them, the store is not asked
+    (a message the store has expunged meanwhile is left out, as the store would)."""
+    out: list[bytes] = []
+    for uid in uids:
+        msn = view.msn(uid)
+        if msn is not None and not view.expunge_pending(uid):
+            out.append(plan.encode(msn, uid, None, view.flag_items(uid)) or b"")
+    session.conn.write(b"".join(out))
 
 
 async def _items(
@@ -128,14 +182,18 @@ async def _items(
     seen_changed: bool,
 ) -> list[tuple[str, Value]] | UnknownEncoding:
     data = await session.store.blobs.read(meta.digest, size_hint=meta.size) if read_body else None
-    root = meta.structure
-    if root is None:
-        data = data if data is not None else await session.store.blobs.read(meta.digest)
-        root = parse_structure(data)
+    utf8 = session.utf8
+    root = None
+    if needs_structure(attributes, meta, utf8):
+        root = meta.structure
+        if root is None:  # stored before structures were kept, and not parsed since
+            data = data if data is not None else await session.store.blobs.read(meta.digest)
+            root = parse_structure(data)
     wanted = list(attributes)
     if seen_changed and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):
         wanted.append(FetchItem("FLAGS"))
-    return fetch_items(wanted, meta, root, data, view.flag_items(meta.uid), with_uid=uid_form)
+    flag_items = view.flag_items(meta.uid)
+    return fetch_items(wanted, meta, root, data, flag_items, with_uid=uid_form, utf8=utf8)
 
 
 async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) -> None:
@@ -147,44 +205,6 @@ async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) 
     )
     for uid, flags, modseq in result.changed:
         view.told(uid, flags, modseq)
-
-
-async def store_flags(session: ImapSession, command: cmd.Command) -> None:
-    assert isinstance(command, cmd.Store)
-    view = _view(session)
-    if view.read_only:
-        session.no(command.tag, "The mailbox is read-only", "READ-ONLY")
-        return
-    session.send(*view.announce(allow_expunge=command.uid))
-    uids = _targets(session, command.tag, command.sequence, command.uid)
-    if uids is None:
-        return
-    if command.unchanged_since is not None:
-        enable_condstore(session)
-    flags = normalize_flags(command.flags)
-    result = await session.store.set_flags(
-        MailboxId(view.mailbox_id),
-        uids,
-        flags,
-        _MODES[command.mode],
-        command.unchanged_since,
-    )
-    out: list[FetchData] = []
-    for uid, new_flags, modseq in result.changed:
-        view.told(uid, new_flags, modseq)
-        msn = view.msn(uid)
-        if msn is not None and (not command.silent or command.unchanged_since is not None):
-            items = view.flag_items(uid)
-            if command.uid and not any(name == "UID" for name, _ in items):
-                items.insert(0, ("UID", uid))
-            out.append(FetchData(msn, items))
-    view.highestmodseq = max(view.highestmodseq, result.highestmodseq)
-    session.send(*view.keyword_news(), *out)
-    code = None
-    if result.modified:
-        numbers = result.modified if command.uid else [view.msn(u) or 0 for u in result.modified]
-        code = Code.modified(compact(numbers))
-    await _finish(session, command.tag, "STORE completed", command.uid, code)
 
 
 async def _finish(
@@ -254,4 +274,12 @@ async def search(session: ImapSession, command: cmd.Command) -> None:
     await run_search(session, command)
 
 
-__all__ = ["copy", "fetch", "move", "search", "store_flags"]
+__all__ = [
+    "condstore_enabled",
+    "copy",
+    "enable_condstore",
+    "fetch",
+    "move",
+    "resolve_targets",
+    "search",
+]

@@ -4,14 +4,16 @@ ESEARCH (RFC 4731, with SAVE for `$`, RFC 5182), SORT, ESORT or THREAD.
 
 The facts come from one store read of the mailbox. BODY and TEXT need the messages'
 text: the evaluator then runs on a thread, asking for a message's bytes only when the
-cheaper keys leave it undecided, so a body search of a large mailbox neither blocks the
-event loop nor reads messages it need not.
+cheaper keys leave it undecided, so a body search of a large mailbox does not block the
+event loop. The bytes are read on the loop up to `READ_AHEAD` messages at a time (the
+messages after the one asked for; those the cheaper keys then decide are read for
+nothing, which costs less than a trip to the loop per message).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ from poczta.imap.search_eval import (
     SearchableMessage,
     SearchContext,
     evaluate,
+    flags_test,
     highest_modseq,
     needs_body,
     uids_of,
@@ -39,6 +42,11 @@ if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Bodies a body search reads per trip to the event loop (at most, and at most so many
+# octets): the evaluator asks for them in sequence order, and each trip costs two thread
+# switches, more than reading and searching a message.
+READ_AHEAD = 256
+READ_AHEAD_OCTETS = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,21 +65,62 @@ class _Gone:
     digest: str = ""
 
 
-async def _messages(session: ImapSession) -> list[SearchableMessage]:
-    """The selected mailbox's messages in this client's sequence-number order.
+class SearchFacts:
+    """The facts of the selected mailbox one SEARCH read, kept for the next SEARCH, SORT
+    or THREAD while the mailbox's HIGHESTMODSEQ (brought up to date before every
+    command) has not moved: every change to a mailbox moves it, so an unchanged one has
+    unchanged facts. Also kept: the messages in the client's order, and their sequence
+    numbers grouped by flags, while the client's numbering stands."""
 
-    The facts read are kept for the next SEARCH, SORT or THREAD while the mailbox's
-    HIGHESTMODSEQ (brought up to date before every command) has not moved: every change
-    to a mailbox moves it, so an unchanged one has unchanged facts."""
+    def __init__(self, key: tuple[int, int], by_uid: dict[int, SearchableMessage]) -> None:
+        self.key = key
+        self._by_uid = by_uid
+        self._numbering: tuple[int, int] | None = None  # (count, highest UID) of `_ordered`
+        self._ordered: list[SearchableMessage] = []
+        self._by_flags: dict[frozenset[str], list[int]] | None = None
+
+    def ordered(self, uids: list[int]) -> list[SearchableMessage]:
+        """The messages in the order of `uids`, the client's sequence numbers."""
+        # Any arrival raises the highest UID (new ones are higher), any expunge alone
+        # lowers the count: this pair changes whenever the client's numbering does.
+        numbering = (len(uids), uids[-1] if uids else 0)
+        if numbering != self._numbering:
+            by_uid = self._by_uid
+            self._ordered = [by_uid.get(uid) or _Gone(uid) for uid in uids]
+            self._numbering, self._by_flags = numbering, None
+        return self._ordered
+
+    def holds(self, messages: list[SearchableMessage]) -> bool:
+        """Whether `messages` is this mailbox in the order `ordered` gave last."""
+        return messages is self._ordered
+
+    def numbers_with(self, test: Callable[[frozenset[str]], bool]) -> list[int]:
+        """The sequence numbers of the messages whose flags pass `test`, ascending."""
+        if self._by_flags is None:
+            self._by_flags = {}
+            for number, message in enumerate(self._ordered, 1):
+                self._by_flags.setdefault(message.flags, []).append(number)
+        found = [n for flags, numbers in self._by_flags.items() if test(flags) for n in numbers]
+        found.sort()
+        return found
+
+
+async def _facts(session: ImapSession) -> SearchFacts:
     view = session.view
     assert view is not None
     key = (view.mailbox_id, view.highestmodseq)
     cached = session.search_cache
-    if cached is None or cached[0] != key:
+    if cached is None or cached.key != key:
         metas = await session.store.fetch_meta(MailboxId(view.mailbox_id))
-        cached = session.search_cache = (key, {m.uid: m for m in metas})
-    by_uid = cached[1]
-    return [by_uid.get(uid) or _Gone(uid) for uid in view.uids]
+        cached = session.search_cache = SearchFacts(key, {m.uid: m for m in metas})
+    cached.ordered(view.uids)
+    return cached
+
+
+async def _messages(session: ImapSession) -> list[SearchableMessage]:
+    """The selected mailbox's messages in this client's sequence-number order."""
+    assert session.view is not None
+    return (await _facts(session)).ordered(session.view.uids)
 
 
 async def _matching(
@@ -81,22 +130,44 @@ async def _matching(
     assert session.view is not None
     recent = frozenset(session.view.recent)
     context = SearchContext(datetime.now(UTC), frozenset(session.saved_search), recent)
+    on_flags = flags_test(criteria, context)
+    facts = session.search_cache
+    if on_flags is not None and facts is not None and facts.holds(messages):
+        return facts.numbers_with(on_flags)
     if not needs_body(criteria):
         return evaluate(criteria, messages, context)
     loop = asyncio.get_running_loop()
     store = session.store
+    bodies: dict[int, bytes | None] = {}  # read ahead, by sequence number (None: no body)
+
+    async def read(numbers: range) -> dict[int, bytes | None]:
+        found: dict[int, bytes | None] = {}
+        for number in numbers:
+            message = messages[number - 1]
+            digest = getattr(message, "digest", "")
+            found[number] = None
+            if digest:
+                found[number] = await store.blobs.read(digest, size_hint=message.size)
+        return found
 
     def text(number: int) -> str:
-        message = messages[number - 1]
-        digest = getattr(message, "digest", "")
-        if not digest:
-            return ""
-        future = asyncio.run_coroutine_threadsafe(
-            store.blobs.read(digest, size_hint=message.size), loop
-        )
-        return body_text(future.result())
+        if number not in bodies:
+            bodies.clear()  # what was read ahead and not asked for is not needed
+            ahead = range(number, _read_ahead_end(messages, number))
+            bodies.update(asyncio.run_coroutine_threadsafe(read(ahead), loop).result())
+        data = bodies.pop(number, None)
+        return body_text(data) if data is not None else ""
 
     return await asyncio.to_thread(evaluate, criteria, messages, context, text)
+
+
+def _read_ahead_end(messages: list[SearchableMessage], number: int) -> int:
+    """The sequence number after the last body to read with that of `number`."""
+    end, octets = number, 0
+    while end <= len(messages) and end < number + READ_AHEAD and octets < READ_AHEAD_OCTETS:
+        octets += messages[end - 1].size
+        end += 1
+    return end
 
 
 def _note_condstore(session: ImapSession, criteria: AndKey) -> None:

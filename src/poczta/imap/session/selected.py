@@ -101,7 +101,7 @@ async def select(session: ImapSession, command: cmd.Command) -> None:
         first = await session.store.recent_mark(box.id)
     else:
         first = await session.store.claim_recent(box.id, version.uidnext)
-    view.recent = {uid for uid in view.uids if uid >= first}
+    view.recent = set(view.uids_from(first))
     session.view = view
     responses: list[Data | FetchData | Untagged] = [
         flags(view.flag_list()),

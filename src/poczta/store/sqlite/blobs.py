@@ -87,6 +87,11 @@ def _load_syncfs() -> Callable[[int], None] | None:
 _SYNCFS = _load_syncfs()
 
 
+def _check_digest(digest: str) -> None:
+    if len(digest) != 64 or not _HEX.issuperset(digest):
+        raise NotFound(f"not a blob digest: {digest!r}")
+
+
 def blob_digest(data: bytes) -> str:
     """The name a body is stored under: its SHA-256 digest in lower-case hex."""
     return hashlib.sha256(data).hexdigest()
@@ -163,8 +168,7 @@ class BlobFiles:
             _fsync_dir(self.root)
 
     def path(self, digest: str) -> Path:
-        if len(digest) != 64 or not _HEX.issuperset(digest):
-            raise NotFound(f"not a blob digest: {digest!r}")
+        _check_digest(digest)
         return self.root / digest[:2] / digest
 
     def exists(self, digest: str) -> bool:
@@ -326,8 +330,7 @@ class BlobFiles:
             raise StoreUnavailable(f"cannot sync blob directory: {exc}") from exc
 
     def read(self, digest: str) -> bytes:
-        if len(digest) != 64 or not _HEX.issuperset(digest):
-            raise NotFound(f"not a blob digest: {digest!r}")
+        _check_digest(digest)
         try:  # a plain name and open(): pathlib costs more than the read of a small body
             with open(self.final_name(digest), "rb") as file:
                 return file.read()

@@ -36,8 +36,7 @@ def mailbox_changes(
 ) -> dict[MailboxId, MailboxChange]:
     """The current state of each mailbox of `ids` that still exists."""
     rows = conn.execute(
-        "SELECT id, highestmodseq, uidnext,"
-        " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id)"
+        "SELECT id, highestmodseq, uidnext, messages"
         " FROM mailboxes WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(ids)),),
     )

@@ -6,8 +6,8 @@
   a MODSEQ; with `expunged` (VANISHED) that is everything a session needs to bring its
   view up to date.
 - `copy_job`: COPY and MOVE of many messages in one transaction, in UID order, each
-  taking the target's next UID (RFC 4315's COPYUID maps them); MOVE expunges the
-  sources with one MODSEQ. Bodies gain a reference per copy.
+  taking the target's next UID (RFC 4315's COPYUID maps them); MOVE moves the rows
+  and expunges the sources with one MODSEQ. Bodies gain a reference per copy.
 - `mailbox_counts`: STATUS's UNSEEN, DELETED and SIZE; `deleted_storage`: its
   DELETED-STORAGE, the size of the \\Deleted messages.
 - Subscriptions, kept by name (a subscribed name need not exist).
@@ -33,7 +33,7 @@ __all__ = [
     "deleted_storage",
     "mailbox_counts",
     "mailbox_version",
-    "recent_mark",
+    "recent_state",
     "subscribe_job",
     "subscriptions",
     "unsubscribe_job",
@@ -42,16 +42,14 @@ __all__ = [
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
 COPIED_COLUMNS = (
     "flags, internal_date, digest, size, header_size, sent_date, subject, message_id,"
-    " envelope, headers, structure"
+    " envelope, headers, structure, imap_envelope, imap_bodystructure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
 
 
 def mailbox_version(conn: sqlite3.Connection, mailbox_id: int) -> MailboxChange:
     row = conn.execute(
-        "SELECT highestmodseq, uidnext,"
-        " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id)"
-        " FROM mailboxes WHERE id = ?",
+        "SELECT highestmodseq, uidnext, messages FROM mailboxes WHERE id = ?",
         (mailbox_id,),
     ).fetchone()
     if row is None:
@@ -60,11 +58,13 @@ def mailbox_version(conn: sqlite3.Connection, mailbox_id: int) -> MailboxChange:
 
 
 def changed_since(
-    conn: sqlite3.Connection, mailbox_id: int, modseq: int
+    conn: sqlite3.Connection, mailbox_id: int, modseq: int, limit: int | None = None
 ) -> list[tuple[int, frozenset[str], int]]:
+    """(uid, flags, modseq) of the messages changed after `modseq`, at most `limit`."""
     rows = conn.execute(
-        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-        (mailbox_id, modseq),
+        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND modseq > ?"
+        " ORDER BY uid LIMIT ?",
+        (mailbox_id, modseq, -1 if limit is None else limit),
     )
     return [(int(uid), decode_flags(flags), int(m)) for uid, flags, m in rows]
 
@@ -116,22 +116,23 @@ def copy_job(user_id: int, source_id: int, uids: Sequence[int], target: str, mov
             return uidvalidity, []
         first, modseq = _bump(conn, target_id, len(found))
         pairs = [(int(r[0]), first + i) for i, r in enumerate(found)]
-        conn.executemany(
-            f"INSERT INTO messages (mailbox_id, uid, modseq, {COPIED_COLUMNS})"
-            f" SELECT ?, ?, ?, {COPIED_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?",
-            [(target_id, new, modseq, source_id, old) for old, new in pairs],
-        )
-        if move:
-            _, gone = _bump(conn, source_id, 0)
+        if move:  # the rows change places: a copy and a delete would rewrite every byte
             conn.executemany(
-                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
-                [(source_id, old) for old, _ in pairs],
+                "UPDATE messages SET mailbox_id = ?, uid = ?, modseq = ?"
+                " WHERE mailbox_id = ? AND uid = ?",
+                [(target_id, new, modseq, source_id, old) for old, new in pairs],
             )
+            _, gone = _bump(conn, source_id, 0)
             conn.executemany(
                 "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 [(source_id, old, gone) for old, _ in pairs],
             )
         else:
+            conn.executemany(
+                f"INSERT INTO messages (mailbox_id, uid, modseq, {COPIED_COLUMNS})"
+                f" SELECT ?, ?, ?, {COPIED_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?",
+                [(target_id, new, modseq, source_id, old) for old, new in pairs],
+            )
             counts: dict[str, tuple[int, int]] = {}
             for _, digest, size in found:
                 count, _ = counts.get(digest, (0, size))
@@ -163,11 +164,14 @@ def claim_recent_job(mailbox_id: int, up_to: int | None) -> Job:
     return job
 
 
-def recent_mark(conn: sqlite3.Connection, mailbox_id: int) -> int:
-    row = conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+def recent_state(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int]:
+    """(the first UID not yet recent in any session, UIDNEXT) of a mailbox."""
+    row = conn.execute(
+        "SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(f"no mailbox {mailbox_id}")
-    return int(row[0])
+    return int(row[0]), int(row[1])
 
 
 def subscriptions(conn: sqlite3.Connection, user_id: int) -> list[str]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from poczta.store.base import (
     Accepted,
     AlreadyExists,
+    Deferred,
     Delivered,
     DeliveryTarget,
     FlagMode,
@@ -50,14 +52,23 @@ from poczta.store.sqlite.queue import insert_queue
 from poczta.store.sqlite.writer import Job, JobContext
 
 _MAILBOX_STATE = (
-    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"
-    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id) FROM mailboxes"
+    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, messages"
+    " FROM mailboxes"
 )
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, size, digest, header_size, sent_date, subject,"
-    " envelope, headers, structure"
+    " envelope, headers, structure, imap_envelope, imap_bodystructure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
+_LISTED_UIDS = 16  # up to this many UIDs are bound one by one, more as one JSON array
+
+
+def uid_condition(uids: Sequence[int]) -> tuple[str, tuple[int | str, ...]]:
+    """`uid IN (...)` for a WHERE clause, and its values: a few UIDs bound one by one
+    (the common STORE of one message), many as a JSON array (one value to bind)."""
+    if len(uids) <= _LISTED_UIDS:
+        return f"uid IN ({', '.join('?' * len(uids))})", tuple(uids)
+    return _UIDS, (json.dumps(list(uids)),)
 
 
 def _state(row: tuple[int, int, str, int, int, int, str | None, int]) -> MailboxState:
@@ -241,7 +252,8 @@ def deliver_job(
             conn.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, digest,"
                 " size, header_size, sent_date, subject, message_id, envelope, headers,"
-                " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " structure, imap_envelope, imap_bodystructure)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     mailbox_id,
                     uid,
@@ -261,21 +273,25 @@ def deliver_job(
     return job
 
 
-def _meta(row: tuple[object, ...]) -> MessageMeta:
-    uid, modseq, flags, internal, size, digest, header_size, sent, subject, env, heads, mime = row
+def _meta(row: tuple[Any, ...]) -> MessageMeta:
+    """A row of `_META_COLUMNS`; the envelope, headers and structure decoded when used."""
+    uid, modseq, flags, internal, size, digest, header_size, sent, subject = row[:9]
+    envelope, headers, structure, imap_envelope, imap_bodystructure = row[9:]
     return MessageMeta(
-        uid=int(uid),  # type: ignore[call-overload]
-        modseq=int(modseq),  # type: ignore[call-overload]
-        flags=decode_flags(str(flags)),
-        internal_date=decode_time(str(internal)),
-        size=int(size),  # type: ignore[call-overload]
-        digest=str(digest),
-        header_size=int(header_size),  # type: ignore[call-overload]
-        sent_date=decode_time(str(sent)) if sent else None,
-        subject=str(subject),
-        envelope=decode_envelope(str(env)),
-        search_headers=decode_headers(str(heads)),
-        structure=decode_structure(mime) if isinstance(mime, str) else None,
+        uid,
+        modseq,
+        decode_flags(flags),
+        decode_time(internal),
+        size,
+        digest,
+        header_size,
+        decode_time(sent) if sent else None,
+        subject,
+        Deferred(envelope, decode_envelope),
+        Deferred(headers, decode_headers),
+        Deferred(structure, decode_structure) if structure else None,
+        imap_envelope,
+        imap_bodystructure,
     )
 
 
@@ -295,18 +311,32 @@ def fetch_summaries(conn: sqlite3.Connection, mailbox_id: int) -> list[MessageSu
 def fetch_meta(
     conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int] | None
 ) -> list[MessageMeta]:
-    _require_mailbox(conn, mailbox_id)
     if uids is None:
-        rows = conn.execute(
+        rows: Iterable[tuple[Any, ...]] = conn.execute(
             f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
             (mailbox_id,),
+        )
+    elif uids and max(uids) - min(uids) < 2 * len(uids):
+        # Mostly consecutive UIDs (a slice of 1:*): one range of the key, minus the others.
+        wanted = set(uids)
+        rows = (
+            row
+            for row in conn.execute(
+                f"SELECT {_META_COLUMNS} FROM messages"
+                " WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
+                (mailbox_id, min(uids), max(uids)),
+            )
+            if row[0] in wanted
         )
     else:
         rows = conn.execute(
             f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? AND {_UIDS} ORDER BY uid",
             (mailbox_id, json.dumps(list(uids))),
         )
-    return [_meta(r) for r in rows]
+    found = [_meta(r) for r in rows]
+    if not found:  # none, or no such mailbox
+        _require_mailbox(conn, mailbox_id)
+    return found
 
 
 def message_digest(conn: sqlite3.Connection, mailbox_id: int, uid: int) -> str:
@@ -336,12 +366,14 @@ def set_flags_job(
     wanted = normalize_flags(flags)
 
     def job(conn: sqlite3.Connection, ctx: JobContext) -> FlagResult:
-        _require_mailbox(conn, mailbox_id)
+        among, values = uid_condition(uids)
         rows = conn.execute(
-            f"SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND {_UIDS}"
+            f"SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? AND {among}"
             " ORDER BY uid",
-            (mailbox_id, json.dumps(list(uids))),
+            (mailbox_id, *values),
         ).fetchall()
+        if not rows:
+            _require_mailbox(conn, mailbox_id)
         modified: list[int] = []
         updates: list[tuple[int, frozenset[str]]] = []
         for uid, text, modseq in rows:
@@ -404,10 +436,13 @@ def expunge_job(mailbox_id: int, uids: Sequence[int] | None) -> Job:
     return job
 
 
-def vanished(conn: sqlite3.Connection, mailbox_id: int, since_modseq: int) -> list[int]:
+def vanished(
+    conn: sqlite3.Connection, mailbox_id: int, since_modseq: int, limit: int | None = None
+) -> list[int]:
+    """The UIDs expunged after `since_modseq`, at most `limit` of them."""
     _require_mailbox(conn, mailbox_id)
     rows = conn.execute(
-        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-        (mailbox_id, since_modseq),
+        "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid LIMIT ?",
+        (mailbox_id, since_modseq, -1 if limit is None else limit),
     )
     return [int(r[0]) for r in rows]

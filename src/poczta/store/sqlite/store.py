@@ -55,11 +55,12 @@ from poczta.store.base import (
 from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
 from poczta.store.sqlite import accounts, blob_refs, imap, messages, mta_sts, queue, quota
-from poczta.store.sqlite.backfill import backfill_structures
+from poczta.store.sqlite.backfill import backfill_fetch_text, backfill_structures
 from poczta.store.sqlite.blobs import BlobFiles
 from poczta.store.sqlite.bodies import SqliteBlobStore
 from poczta.store.sqlite.change_poller import ChangePoller
 from poczta.store.sqlite.committer import CommitterLink, request_for
+from poczta.store.sqlite.inline import LoopReads
 from poczta.store.sqlite.migrate import migrate
 from poczta.store.sqlite.move import move_message_job
 from poczta.store.sqlite.recovery import remove_rows_of_lost_bodies
@@ -87,12 +88,16 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobFiles:
             conn.execute("PRAGMA busy_timeout = 0")  # begin_immediate polls
             remove_rows_of_lost_bodies(conn, blobs)
             backfill_structures(conn, blobs)
+            backfill_fetch_text(conn)
         finally:
             conn.close()
     except (sqlite3.Error, OSError) as exc:
         raise translate_error(exc) from exc
     return blobs
 
+
+INLINE_READ_LIMIT = 256 * 1024
+INLINE_FETCH = 32  # messages a FETCH reads on the event loop (see `inline`)
 
 T = TypeVar("T")
 
@@ -141,6 +146,7 @@ class SqliteStore(RecipientRouting):
         self._hub = ChangeHub()
         self._poller: ChangePoller | None = None
         self._sides = SideStores(db_path)
+        self._small = LoopReads(db_path, self._read)  # reads known to be small, on the loop
         self._closed = False
 
     @classmethod
@@ -171,6 +177,7 @@ class SqliteStore(RecipientRouting):
         await self._blobs.stop_sweeping()
         if self._poller is not None:
             await self._poller.close()
+        self._small.close()
         if self._committer is not None:
             self._committer.close()
         await asyncio.to_thread(self._writer.close)
@@ -370,6 +377,8 @@ class SqliteStore(RecipientRouting):
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]:
+        if uids is not None and len(uids) <= INLINE_FETCH:
+            return await self._small.read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
         return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
@@ -397,15 +406,24 @@ class SqliteStore(RecipientRouting):
         return gone
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
-        return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+        return await self._small.bounded(
+            lambda c, limit: messages.vanished(c, mailbox_id, since_modseq, limit)
+        )
 
     async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
-        return await self._read(lambda c: imap.mailbox_version(c, mailbox_id))
+        self._check_open()
+        return await self._small.mailbox_version(
+            mailbox_id, lambda c: imap.mailbox_version(c, mailbox_id)
+        )
 
     async def changed_since(
         self, mailbox_id: MailboxId, modseq: int
     ) -> list[tuple[int, frozenset[str], int]]:
-        return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+        if modseq == 0:  # every message: a read for a thread
+            return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+        return await self._small.bounded(
+            lambda c, limit: imap.changed_since(c, mailbox_id, modseq, limit)
+        )
 
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
@@ -428,11 +446,17 @@ class SqliteStore(RecipientRouting):
         return result
 
     async def claim_recent(self, mailbox_id: MailboxId, up_to: int | None = None) -> int:
+        # The mark only moves up: when it is already at the target, nothing is claimed
+        # and a read answers what the write would have (no commit for a plain SELECT).
+        mark, uidnext = await self._small.read(lambda c: imap.recent_state(c, mailbox_id))
+        if mark >= (uidnext if up_to is None else up_to):
+            return mark
         first: int = await self._write(imap.claim_recent_job(mailbox_id, up_to))
         return first
 
     async def recent_mark(self, mailbox_id: MailboxId) -> int:
-        return await self._read(lambda c: imap.recent_mark(c, mailbox_id))
+        mark, _ = await self._small.read(lambda c: imap.recent_state(c, mailbox_id))
+        return mark
 
     async def subscriptions(self, user_id: UserId) -> list[str]:
         return await self._read(lambda c: imap.subscriptions(c, user_id))
