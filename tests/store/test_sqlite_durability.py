@@ -230,8 +230,9 @@ def test_a_flag_change_is_committed_with_an_fsync_of_the_log_and_no_flush(
             bob = await with_user(store)
             data = make_message(1)
             [done] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(bob)])
-            real_flush = store.blobs.files.flush
-            monkeypatch.setattr(store.blobs.files, "flush", lambda: (flushes.append(1), real_flush()))
+            files = store.blobs.files
+            real_flush = files.flush
+            monkeypatch.setattr(files, "flush", lambda: (flushes.append(1), real_flush()))
             store._writer._conn.set_trace_callback(statements.append)
             await store.set_flags(done.mailbox_id, [done.uid], ["\\Seen"], FlagMode.ADD)
         finally:
