@@ -38,6 +38,7 @@ from poczta.store.codec import (
     encode_headers,
     encode_structure,
 )
+from poczta.store.flag_changes import flag_changes
 from poczta.store.postgres.access import Connection
 from poczta.store.postgres.bodies import add_blob_ref, blob_digest, release_blobs
 from poczta.store.postgres.mailboxes import bump, lock_in_order, require_mailbox, target_mailbox
@@ -198,14 +199,6 @@ async def message_digest(conn: Connection, mailbox_id: int, uid: int) -> str:
     return str(digest)
 
 
-def _new_flags(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    if mode is FlagMode.ADD:
-        return old | flags
-    if mode is FlagMode.REMOVE:
-        return old - flags
-    return flags
-
-
 async def set_flags(
     conn: Connection,
     mailbox_id: int,
@@ -227,16 +220,8 @@ async def set_flags(
         mailbox_id,
         list(uids),
     )
-    modified: list[int] = []
-    updates: list[tuple[int, frozenset[str]]] = []
-    for uid, old_flags, modseq in rows:
-        if unchangedsince is not None and modseq > unchangedsince:
-            modified.append(uid)
-            continue
-        old = frozenset(old_flags)
-        new = _new_flags(old, wanted, mode)
-        if new != old:
-            updates.append((uid, new))
+    current = ((uid, frozenset(old_flags), modseq) for uid, old_flags, modseq in rows)
+    modified, updates = flag_changes(current, wanted, mode, unchangedsince)
     if not updates:
         return FlagResult((), tuple(modified), int(highest))
     _, modseq = await bump(conn, mailbox_id, 0)

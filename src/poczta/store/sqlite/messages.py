@@ -46,6 +46,7 @@ from poczta.store.codec import (
     decode_time,
     encode_flags,
 )
+from poczta.store.flag_changes import flag_changes
 from poczta.store.names import mailbox_name
 from poczta.store.sqlite.blob_refs import add_blob_ref, release_blobs
 from poczta.store.sqlite.queue import insert_queue
@@ -348,14 +349,6 @@ def message_digest(conn: sqlite3.Connection, mailbox_id: int, uid: int) -> str:
     return str(row[0])
 
 
-def _new_flags(old: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    if mode is FlagMode.ADD:
-        return old | flags
-    if mode is FlagMode.REMOVE:
-        return old - flags
-    return flags
-
-
 def set_flags_job(
     mailbox_id: int,
     uids: Sequence[int],
@@ -374,16 +367,8 @@ def set_flags_job(
         ).fetchall()
         if not rows:
             _require_mailbox(conn, mailbox_id)
-        modified: list[int] = []
-        updates: list[tuple[int, frozenset[str]]] = []
-        for uid, text, modseq in rows:
-            if unchangedsince is not None and modseq > unchangedsince:
-                modified.append(uid)
-                continue
-            old = decode_flags(text)
-            new = _new_flags(old, wanted, mode)
-            if new != old:
-                updates.append((uid, new))
+        current = ((uid, decode_flags(text), modseq) for uid, text, modseq in rows)
+        modified, updates = flag_changes(current, wanted, mode, unchangedsince)
         if not updates:
             row = conn.execute(
                 "SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)

@@ -1,0 +1,20 @@
+"""The flag-change rule both backends apply: modes, UNCHANGEDSINCE, no write without a change."""
+
+from __future__ import annotations
+
+from poczta.store.flag_changes import flag_changes
+from poczta.store.records import FlagMode
+
+ROWS = [(1, frozenset({"\\Seen"}), 5), (2, frozenset(), 9), (3, frozenset({"a"}), 3)]
+
+
+def test_only_real_changes_are_written_and_newer_messages_are_refused() -> None:
+    modified, updates = flag_changes(ROWS, frozenset({"\\Seen"}), FlagMode.ADD, 6)
+    assert modified == [2]
+    assert updates == [(3, frozenset({"a", "\\Seen"}))]  # message 1 had it already
+
+
+def test_remove_and_replace_without_unchangedsince() -> None:
+    assert flag_changes(ROWS, frozenset({"a"}), FlagMode.REMOVE, None) == ([], [(3, frozenset())])
+    modified, updates = flag_changes(ROWS, frozenset({"b"}), FlagMode.REPLACE, None)
+    assert modified == [] and [uid for uid, _ in updates] == [1, 2, 3]
