@@ -519,7 +519,8 @@ def run(config: Config, on_ready: Callable[[App], None] | None = None) -> None:
         count,
         worker,
         grace=SHUTDOWN_GRACE_SECONDS,
-        run_committer=committer,
+        # PostgreSQL commits each worker's writes itself; SQLite's go through one process.
+        run_committer=committer if config.store.backend == "sqlite" else None,
         close_listeners=lambda: close_sockets(bound),
     )
     code = master.run()

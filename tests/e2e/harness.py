@@ -320,6 +320,14 @@ def make_server(
     return server
 
 
+def postgres_store_config(dsn: str, password_file: Path) -> str:
+    """The `[store]` table of a server whose store is the PostgreSQL database at `dsn`
+    (several servers given the same one share it, as nodes do)."""
+    return (
+        f'\n[store]\nbackend = "postgres"\ndsn = "{dsn}"\npassword_file = "{password_file}"\n'
+    )
+
+
 @contextlib.contextmanager
 def running_server(
     root: Path, extra_config: str = "", services: tuple[str, ...] = SERVICES

@@ -123,8 +123,8 @@ def run_committer(config: Config, *, ready: Callable[[], None] | None = None) ->
 
 
 def _sqlite_files(config: Config) -> tuple[Path, Path]:
-    """The database file and body directory of the SQLite backend (whose committer is the
-    only one yet: serving PostgreSQL with several workers is not done)."""
+    """The database file and body directory of the SQLite backend, the one backend with a
+    committer process (PostgreSQL group-commits the writes of every worker itself)."""
     if config.store.backend != "sqlite":
         raise StoreUnavailable(f"store backend {config.store.backend!r} has no committer")
     return config.store.path, config.data_dir / "blobs"
