@@ -261,3 +261,24 @@ def test_the_split_finds_the_fields_a_line_by_line_reading_finds(data: bytes) ->
         stop = blank.start() + (2 if data[blank.start()] == 0x0D else 1)
     header = split_header(data)
     assert [(f.name, f.value, f.start, f.end) for f in header] == _fields_line_by_line(data, stop)
+
+
+_named_header_bytes = st.lists(
+    st.sampled_from(
+        [b"Content-Type: text/plain", b"content-type:x", b"CONTENT-TRANSFER-ENCODING : qp",
+         b"Content-Typo: no", b"X-Content-Type: no", b" Content-Type: folded", b"Content-",
+         b"Junk line", b"From: a", b"\tmore", b"\r", b""]
+    ).flatmap(lambda line: st.sampled_from([line + b"\r\n", line + b"\n", line])),
+    max_size=12,
+).map(b"".join)
+
+
+@given(st.one_of(_named_header_bytes, _header_bytes), st.binary(max_size=40))
+def test_a_split_of_some_names_finds_what_the_whole_split_has_of_them(
+    data: bytes, body: bytes
+) -> None:
+    keys = ("content-type", "content-transfer-encoding")
+    message = data + b"\r\n\r\n" + body if body else data
+    whole, some = split_header(message), split_header(message, only=keys)
+    assert some.fields == tuple(f for f in whole if f.key in keys)
+    assert (some.size, some.has_body) == (whole.size, whole.has_body)

@@ -153,8 +153,11 @@ def _parts(body: bytes, boundary: bytes) -> list[bytes]:
     return parts
 
 
+_PART_FIELDS = ("content-type", "content-transfer-encoding")
+
+
 def _walk(data: bytes, text: _Text, depth: int, default: str = "text/plain") -> None:
-    header = split_header(data)
+    header = split_header(data, only=_PART_FIELDS)
     body = header.body(data)
     content_type = _content_type(header, default)
     if content_type.main == "multipart":

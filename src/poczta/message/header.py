@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = ["HeaderField", "HeaderLimitExceeded", "HeaderSection", "field_key", "split_header"]
@@ -119,10 +120,19 @@ class HeaderSection:
 
 
 def split_header(
-    data: bytes, *, max_size: int | None = None, max_fields: int | None = None
+    data: bytes,
+    *,
+    max_size: int | None = None,
+    max_fields: int | None = None,
+    only: tuple[str, ...] = (),
 ) -> HeaderSection:
     """The header section of `data`; HeaderLimitExceeded past `max_size` octets (the
-    empty line not counted) or `max_fields` fields. Never raises otherwise."""
+    empty line not counted) or `max_fields` fields. Never raises otherwise.
+
+    With `only` (lowercase field names), the section holds just the fields of those
+    names, exactly those a whole split would have, found without splitting the others:
+    a field of another name cannot look like one of them, since a field's first line is
+    the only line that starts without a space or tab."""
     if data[:1] == b"\n" or data[:2] == b"\r\n":
         return HeaderSection((), 1 if data[:1] == b"\n" else 2, True)
     limit = len(data) if max_size is None else min(len(data), max_size + 4)
@@ -130,13 +140,13 @@ def split_header(
     if end is None:
         if max_size is not None and len(data) > max_size:
             raise HeaderLimitExceeded("size", max_size)
-        return HeaderSection(_split_fields(data, len(data), max_fields), len(data), False)
+        return HeaderSection(_split_fields(data, len(data), max_fields, only), len(data), False)
     start, after = end
     if max_size is not None and start > max_size:
         raise HeaderLimitExceeded("size", max_size)
     # The empty line's match begins with the last field's line end: keep it with the field.
     last_line_end = start + (2 if data[start] == 0x0D else 1)
-    return HeaderSection(_split_fields(data, last_line_end, max_fields), after, True)
+    return HeaderSection(_split_fields(data, last_line_end, max_fields, only), after, True)
 
 
 def _header_end(data: bytes, limit: int) -> tuple[int, int] | None:
@@ -152,10 +162,20 @@ def _header_end(data: bytes, limit: int) -> tuple[int, int] | None:
     return (newline - 1 if newline and data[newline - 1] == 0x0D else newline), after
 
 
-def _split_fields(data: bytes, stop: int, max_fields: int | None = None) -> tuple[HeaderField, ...]:
-    """The fields of `data[:stop]`, a run of header lines."""
+@lru_cache(maxsize=64)
+def _named_fields(keys: tuple[str, ...]) -> re.Pattern[bytes]:
+    """`_FIELD` for the fields called one of `keys` only."""
+    names = b"|".join(re.escape(key.encode("ascii")) for key in keys)
+    return re.compile(rb"^((?i:" + names + rb")[ \t]*):([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)", re.M)
+
+
+def _split_fields(
+    data: bytes, stop: int, max_fields: int | None = None, only: tuple[str, ...] = ()
+) -> tuple[HeaderField, ...]:
+    """The fields of `data[:stop]`, a run of header lines (those named `only`, if given)."""
     fields: list[HeaderField] = []
-    for match in _FIELD.finditer(data, 0, stop):
+    pattern = _named_fields(only) if only else _FIELD
+    for match in pattern.finditer(data, 0, stop):
         if max_fields is not None and len(fields) >= max_fields:
             raise HeaderLimitExceeded("fields", max_fields)
         name, value = match.group(1, 2)
