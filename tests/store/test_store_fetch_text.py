@@ -17,9 +17,6 @@ from poczta.store.sqlite.store import SqliteStore
 from tests.mime_dovecot_fixtures import DOVECOT
 from tests.store.store_helpers import WHEN, Backend, with_user
 
-# The PostgreSQL store does not keep the FETCH text yet: its FETCH makes it afresh.
-pytestmark = pytest.mark.backends("sqlite")
-
 MULTIPART = DOVECOT[0].values[0]
 EIGHT_BIT = "Subject: Zażółć\r\nFrom: a@x.test\r\n\r\nhi\r\n".encode()
 
@@ -61,6 +58,7 @@ def test_delivery_keeps_the_fetch_text_and_copies_keep_it(backend: Backend) -> N
     backend.run(body)
 
 
+@pytest.mark.backends("sqlite")
 def test_messages_stored_before_version_13_get_their_fetch_text_on_upgrade(
     tmp_path: Path,
 ) -> None:

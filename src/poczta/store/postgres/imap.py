@@ -34,7 +34,8 @@ __all__ = [
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
 _COPIED = (
     "flags, internal_date, internal_date_zone, digest, size, header_size, sent_date,"
-    " sent_date_zone, subject, message_id, envelope, headers, structure"
+    " sent_date_zone, subject, message_id, envelope, headers, structure, imap_envelope,"
+    " imap_bodystructure"
 )
 _STATES = (
     "SELECT id, highestmodseq, uidnext,"

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from poczta.imap.fetch_cache import bodystructure_text, envelope_text
 from poczta.message import ParsedMessage
 from poczta.store.base import (
     Accepted,
@@ -58,13 +59,14 @@ __all__ = [
 
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, internal_date_zone, size, digest, header_size,"
-    " sent_date, sent_date_zone, subject, envelope, headers, structure"
+    " sent_date, sent_date_zone, subject, envelope, headers, structure, imap_envelope,"
+    " imap_bodystructure"
 )
 _INSERT = (
     "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, internal_date_zone,"
     " size, digest, header_size, sent_date, sent_date_zone, subject, message_id, envelope,"
-    " headers, structure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-    " $14::json, $15::json, $16::json)"
+    " headers, structure, imap_envelope, imap_bodystructure) VALUES ($1, $2, $3, $4, $5, $6,"
+    " $7, $8, $9, $10, $11, $12, $13, $14::json, $15::json, $16::json, $17, $18)"
 )
 
 
@@ -82,7 +84,7 @@ def join_time(instant: datetime, zone: int) -> datetime:
 
 def _columns(parsed: ParsedMessage) -> tuple[Any, ...]:
     """The cached parse: (size, header_size, sent_date, its zone, subject, message_id,
-    envelope, headers, structure)."""
+    envelope, headers, structure, and FETCH's ENVELOPE and BODYSTRUCTURE text)."""
     sent, sent_zone = split_time(parsed.date) if parsed.date else (None, None)
     return (
         parsed.size,
@@ -94,6 +96,8 @@ def _columns(parsed: ParsedMessage) -> tuple[Any, ...]:
         encode_envelope(parsed.envelope),
         encode_headers(parsed.search_headers),
         encode_structure(parsed.structure),
+        envelope_text(parsed.envelope),
+        bodystructure_text(parsed.structure),
     )
 
 
@@ -160,6 +164,8 @@ def meta_of(row: Any) -> MessageMeta:
         envelope=decode_envelope(row["envelope"]),
         search_headers=decode_headers(row["headers"]),
         structure=decode_structure(row["structure"]),
+        imap_envelope=row["imap_envelope"],
+        imap_bodystructure=row["imap_bodystructure"],
     )
 
 
