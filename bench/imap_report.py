@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from _common import MIB, print_table
-from imap_scenarios import Figures
+from imap_scenarios import QUIET_MAX_S, QUIET_PCT, QUIET_WINDOW_S, Figures
 
 BUSY_PCT = 15.0  # host CPU% with the server idle above which the figures are suspect
 CLIENT_BOUND_PCT = 80.0  # client CPU% (of one core) above which the client may be the limit
@@ -66,6 +66,9 @@ def rows(opts: argparse.Namespace) -> list[Row]:
         (f"{i} IDLE: PSS of the tree (MiB)", None, _idle("pss_after", MIB), whole),
         (f"{i} IDLE: processes", None, _idle("procs_after", 1), whole),
         (f"{i} IDLE: time to set up (s)", None, _idle("setup_s", 1), secs),
+        (f"{i} IDLE: time until the server was quiet (s)", None, _idle("quiet_s", 1), secs),
+        (f"{i} IDLE, quiet: RSS per connection (KiB)", None, _idle("rss_quiet_conn", 1024), whole),
+        (f"{i} IDLE, quiet: PSS per connection (KiB)", None, _idle("pss_quiet_conn", 1024), whole),
     ]
 
 
@@ -105,6 +108,11 @@ def report(
         " process tree during the scenario, in % of one core"
     )
     print_table(headers, table, right=range(1, len(headers)))
+    print(
+        f"IDLE: measured 2 s after the last connection was idle, and again ('quiet') once the"
+        f" server's tree used under {QUIET_PCT:.0f}% of a core for {QUIET_WINDOW_S:.0f} s"
+        f" (at most {QUIET_MAX_S:.0f} s), the same rule for every server"
+    )
     if client_bound:
         print(
             f"* the client used over {CLIENT_BOUND_PCT:.0f}% of a core: it may have been the limit"

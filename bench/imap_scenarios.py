@@ -38,6 +38,9 @@ FIRST_OPEN = "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTR
 HEADERS = "DATE FROM TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
 CLIENT_OPEN = f"UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({HEADERS})])"
 SHORTEST_CPU_SPAN = 0.1  # seconds of scenario runs needed to show the server's CPU
+QUIET_PCT = 5.0  # server CPU (% of one core) below which an IDLE server counts as quiet
+QUIET_WINDOW_S = 1.0  # for this long
+QUIET_MAX_S = 120.0  # waited at most
 SINCE = (FIRST_DAY + timedelta(days=300)).date()
 BEFORE = (FIRST_DAY + timedelta(days=360)).date()
 
@@ -322,7 +325,8 @@ async def concurrent_clients(session: Session) -> None:
 
 
 async def idle_connections(session: Session) -> None:
-    """`idle` users in IDLE at once; the server tree's memory before and after."""
+    """`idle` users in IDLE at once; the server tree's memory before, 2 s after the last
+    one is idle, and again once the server is quiet (the same rule for every target)."""
     count = session.opts.idle
     before = _tree_now(session.target.roots)
     gate = asyncio.Semaphore(session.opts.idle_ramp)
@@ -339,6 +343,8 @@ async def idle_connections(session: Session) -> None:
     errors = [r for r in results if isinstance(r, BaseException)]
     await asyncio.sleep(2.0)  # let the server settle (Dovecot's login processes hand over)
     after = _tree_now(session.target.roots)
+    quiet_s = await _until_quiet(session.target.roots)
+    quiet = _tree_now(session.target.roots)
     session.meter.check("IDLE connections", len(clients), count)
     if errors:
         session.figures.failures.append(f"IDLE: first error: {errors[0]!r}")
@@ -352,6 +358,11 @@ async def idle_connections(session: Session) -> None:
         procs_after=after.peak_procs,
         rss_per_conn=(after.peak_rss - before.peak_rss) / n,
         pss_per_conn=(after.peak_pss - before.peak_pss) / n,
+        quiet_s=quiet_s,
+        rss_quiet=quiet.peak_rss,
+        pss_quiet=quiet.peak_pss,
+        rss_quiet_conn=(quiet.peak_rss - before.peak_rss) / n,
+        pss_quiet_conn=(quiet.peak_pss - before.peak_pss) / n,
     )
     await asyncio.gather(*(_leave(c, tag) for c, tag in clients), return_exceptions=True)
 
@@ -362,6 +373,19 @@ async def _leave(client: ImapClient, tag: bytes) -> None:
         await asyncio.wait_for(client.logout(), 30)
     finally:
         client.close()
+
+
+async def _until_quiet(roots: Callable[[], list[int]]) -> float:
+    """Seconds until the server's tree used under `QUIET_PCT` of a core for a whole
+    `QUIET_WINDOW_S`, at most `QUIET_MAX_S`: work the logins left behind (poczta's
+    replacement of light password hashes, ~64 MiB while one runs) is then done."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < QUIET_MAX_S:
+        cpu0 = tree_cpu_seconds(roots())
+        await asyncio.sleep(QUIET_WINDOW_S)
+        if tree_cpu_seconds(roots()) - cpu0 < QUIET_PCT / 100 * QUIET_WINDOW_S:
+            break
+    return time.perf_counter() - t0
 
 
 def _tree_now(roots: Callable[[], list[int]]) -> TreeSample:

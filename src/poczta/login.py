@@ -15,6 +15,11 @@ nor the password checks of the next ones wait for it (a burst of first logins af
 an import would otherwise queue every check behind every rehash). At most
 `MAX_PENDING_REHASHES` wait at a time, one per account; a login past that keeps its
 old hash until a later login replaces it.
+
+A hash's 64 MiB is mapped by libsodium for that hash alone (populated at once) and
+unmapped when it ends, so nothing of it stays in the process or in an allocator arena
+afterwards: while a backlog of rehashes drains, the process is 64 MiB larger, then
+back to its size before.
 """
 
 from __future__ import annotations

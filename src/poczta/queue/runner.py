@@ -19,6 +19,21 @@ restarted, say), so their entries are delivered again at once; a claim of a runn
 cannot look at (another machine) is taken again once its lease has run out. A live
 sibling's claims are never dropped.
 
+A lost lease: a runner that could not renew in time (the store unreachable for longer
+than the lease, or the process stopped and resumed: SIGSTOP, a paused VM) may find its
+entries claimed by another runner, which then tries them too. So the runner keeps the
+leases the store confirmed (`poczta.queue.leases`) and works on an entry only while its
+lease has more than `lease_margin` left: it starts no attempt of a domain, and no DSN or
+rescheduling, once that is no longer so, and drops the entry (it is due again once its
+claim runs out; this runner may claim it again too). A result is written only while the
+entry is still claimed by this runner (`record_attempt(owner=...)`), so a late result
+never overwrites what the new holder found; a refused one is logged as
+``queue.lease_lost``, as is every lease this runner gives up. What cannot be recalled
+is an SMTP transaction already under way when the lease runs out (or an attempt longer
+than the margin while the renewals fail): its recipients may be delivered once more by
+the next holder. Delivery stays at least once, as with every MTA (the receiving side
+may recognise the copy by its Message-ID at best); the window is the margin.
+
 After an attempt: when it left every recipient final and no DSN is owed (the usual
 delivery), the entry is finished in the write of its last results, its body released;
 otherwise it is read back:
@@ -35,23 +50,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from poczta.logs import log
 from poczta.queue.claims import holder_gone, runner_name
 from poczta.queue.deliver import Deliverer, DomainJob
+from poczta.queue.leases import Leases
 from poczta.queue.reports import Reporter, owes_report
 from poczta.queue.routes import Router
 from poczta.smtp.client_events import OutboundMessage, OutboundRecipient
 from poczta.store.base import (
     FAILED,
     PENDING,
+    ClaimLost,
     MailStore,
     NotFound,
     QueueEntry,
+    QueueId,
     QueueRecipient,
     RecipientAttempt,
     StoreError,
@@ -81,6 +101,7 @@ class RunnerSettings:
     batch: int = 100  # entries claimed at once
     poll: float = 1.0  # seconds between looks at the queue's next due time
     claim_time: float = 600.0  # a claim's lease, renewed every third of it
+    lease_margin: float = 120.0  # what must be left of a lease to start work (< 2/3 of it)
     holder_check: float = 5.0  # seconds between looks for the claims of runners gone
 
 
@@ -106,10 +127,15 @@ class QueueRunner:
         self.clock = clock
         self.node = node
         self.owner = runner_name(node)
+        if not 0 <= settings.lease_margin < settings.claim_time * 2 / 3:
+            raise ValueError("lease_margin must be under two thirds of claim_time")
         self._connections = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._leases = Leases(settings.lease_margin)
+        self._working: dict[QueueId, asyncio.Task[None]] = {}
+        self._again: dict[QueueId, datetime] = {}  # claimed again while their task ran
 
     def wake(self) -> None:
         """Look at the queue now (something was queued or flushed)."""
@@ -146,7 +172,12 @@ class QueueRunner:
         now = self.clock()
         until = now + timedelta(seconds=self.settings.claim_time)
         entries = await self.store.claim_queue(self.owner, now, until, self.settings.batch)
-        await asyncio.gather(*(self.process(entry) for entry in entries))
+        self._leases.claimed((entry.id for entry in entries), until)
+        try:
+            await asyncio.gather(*(self.process(entry) for entry in entries))
+        finally:
+            for entry in entries:
+                self._leases.drop(entry.id)
         return len(entries)
 
     def _room(self) -> int:
@@ -164,14 +195,40 @@ class QueueRunner:
         until = now + timedelta(seconds=self.settings.claim_time)
         entries = await self.store.claim_queue(self.owner, now, until, free)
         for entry in entries:
-            task = asyncio.ensure_future(self.process(entry))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            if entry.id in self._working:  # its attempt under the lapsed lease still runs
+                self._again[entry.id] = until
+            else:
+                self._leases.claimed([entry.id], until)
+                self._start(entry.id, self.process(entry))
         return len(entries) == free
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _start(self, queue_id: QueueId, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        self._working[queue_id] = task
+        task.add_done_callback(functools.partial(self._task_done, queue_id))
+
+    def _task_done(self, queue_id: QueueId, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._working.get(queue_id) is task:
+            del self._working[queue_id]
+        self._leases.drop(queue_id)
+        until = self._again.pop(queue_id, None)
+        if until is not None and not task.cancelled():  # cancelled: the runner stops
+            self._leases.claimed([queue_id], until)
+            self._start(queue_id, self._process_again(queue_id))
         self._wake.set()
+
+    async def _process_again(self, queue_id: QueueId) -> None:
+        """An entry claimed again while an attempt under its lapsed lease still ran (that
+        attempt stays without a lease, its view of the entry may be old): once it has
+        ended, read what it recorded and work on the entry if it is still ours."""
+        try:
+            entry = await self.store.get_queue_entry(queue_id)
+        except StoreError:  # gone meanwhile, or the store failed: due again later
+            return
+        if entry.claimed_by == self.owner:
+            await self.process(entry)
 
     async def _idle_time(self) -> float:
         """How long to wait for work; a finished entry or `wake` ends the wait early."""
@@ -196,27 +253,52 @@ class QueueRunner:
         return taken
 
     async def _keep_claims(self) -> None:
-        """Renew this runner's lease every third of `claim_time`; take back the claims of
-        runners gone every `holder_check` seconds."""
+        """Renew this runner's leases every third of `claim_time` and give up those that
+        lapsed; take back the claims of runners gone every `holder_check` seconds."""
         loop = asyncio.get_running_loop()
         renew_every = self.settings.claim_time / 3
         renew_at = loop.time() + renew_every
         while True:
             await asyncio.sleep(min(renew_every, self.settings.holder_check))
+            for queue_id in self._leases.lapsed(self.clock()):
+                self._lease_lost(queue_id, "not renewed in time")
             with contextlib.suppress(StoreError):
                 if loop.time() >= renew_at:
                     renew_at = loop.time() + renew_every
-                    until = self.clock() + timedelta(seconds=self.settings.claim_time)
-                    await self.store.renew_claims(self.owner, until)
+                    await self._renew()
                 await self.take_back_claims()
+
+    async def _renew(self) -> None:
+        ids = self._leases.held()
+        if not ids:
+            return
+        until = self.clock() + timedelta(seconds=self.settings.claim_time)
+        await self.store.renew_claims(self.owner, until, ids)
+        self._leases.renewed(ids, until, answered=self.clock())
+
+    def _lease_holds(self, queue_id: QueueId) -> bool:
+        """Whether work on the entry may go on; a lease found lapsed is given up."""
+        if self._leases.holds(queue_id, self.clock()):
+            return True
+        if self._leases.drop(queue_id):
+            self._lease_lost(queue_id, "not renewed in time")
+        return False
+
+    def _lease_lost(self, queue_id: QueueId, reason: str) -> None:
+        log("queue.lease_lost", logging.WARNING, id=queue_id, owner=self.owner, reason=reason)
 
     # --- one entry ---------------------------------------------------------
 
     async def process(self, entry: QueueEntry) -> None:
-        """One attempt of every pending recipient of `entry`, then its bookkeeping."""
+        """One attempt of every pending recipient of `entry`, then its bookkeeping, while
+        this runner's lease of it holds."""
+        if not self._lease_holds(entry.id):
+            return
         try:
             original = await self.store.blobs.read(entry.digest, size_hint=entry.size)
         except NotFound:
+            if not self._lease_holds(entry.id):
+                return  # finished by the runner that took it over, perhaps
             await self.store.hold_queue_entry(entry.id, True)
             log("queue.quarantined", logging.ERROR, id=entry.id, reason="message body missing")
             return
@@ -228,7 +310,14 @@ class QueueRunner:
             ):
                 log("queue.finished", id=entry.id, attempts=entry.attempts + 1)
                 return
+            if not self._lease_holds(entry.id):
+                return
             await self._settle(await self.store.get_queue_entry(entry.id), original)
+        except LeaseLapsed:
+            return
+        except ClaimLost:
+            self._leases.drop(entry.id)
+            self._lease_lost(entry.id, "claimed by another runner: the result was not written")
         except NotFound:
             return  # deleted meanwhile by the administrator
         except StoreError as exc:  # the claim runs out and the entry is tried again
@@ -257,8 +346,13 @@ class QueueRunner:
             decided.update((normalize_address(r.address), r.status) for r in final)
             # the store finishes it only if its rows agree that nothing is pending
             finish = _nothing_owed(entry, decided)
-            if await self.store.record_attempt(entry.id, results, self.clock(), finish=finish):
+            now = self.clock()
+            if await self.store.record_attempt(
+                entry.id, results, now, finish=finish, owner=self.owner
+            ):
                 attempt.finished = True
+            elif not self._lease_holds(entry.id):
+                raise LeaseLapsed(entry.id)  # written, but nothing more is to be sent
 
         async def one(domain: str, recipients: list[OutboundRecipient]) -> None:
             message = OutboundMessage(
@@ -269,13 +363,17 @@ class QueueRunner:
             )
             # the domain's turn first: waiting for it must not hold a connection slot
             async with limit, self._connections:
+                if not self._lease_holds(entry.id):
+                    raise LeaseLapsed(entry.id)
                 await self.deliverer.deliver(DomainJob(entry.id, domain, message, route), record)
 
         jobs = [one(d, rs) for d, rs in by_domain.items()]
         if len(jobs) == 1:
             await jobs[0]  # the usual case, without a task of its own
-        else:
-            await asyncio.gather(*jobs)
+        else:  # every attempt ended before the entry is left: none runs on unseen
+            for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return attempt
 
     def _expired(self, entry: QueueEntry) -> bool:
@@ -284,7 +382,8 @@ class QueueRunner:
     async def _settle(self, entry: QueueEntry, original: bytes) -> None:
         pending = entry.pending()
         if pending and self._expired(entry):
-            await self.store.record_attempt(entry.id, [_expiry(r) for r in pending], self.clock())
+            expired = [_expiry(r) for r in pending]
+            await self.store.record_attempt(entry.id, expired, self.clock(), owner=self.owner)
             entry = await self.store.get_queue_entry(entry.id)
             pending = entry.pending()
         await self.reporter.final_reports(entry, original)
@@ -299,6 +398,10 @@ class QueueRunner:
         delay = retry_delay(entry.attempts + 1, self.settings.retry_first, self.settings.retry_max)
         due = self.clock() + timedelta(seconds=delay)
         await self.store.reschedule(entry.id, self.owner, due, pending[0].last_error)
+
+
+class LeaseLapsed(Exception):
+    """This runner's lease of the entry may have run out: start nothing more for it."""
 
 
 @dataclass(slots=True)

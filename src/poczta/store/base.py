@@ -30,6 +30,7 @@ from poczta.store.records import (
     AddressEntry,
     AlreadyExists,
     CachedStsPolicy,
+    ClaimLost,
     Deferred,
     Delivered,
     DeliveryTarget,
@@ -77,6 +78,7 @@ __all__ = [
     "AlreadyExists",
     "BlobStore",
     "CachedStsPolicy",
+    "ClaimLost",
     "Deferred",
     "Delivered",
     "DeliveryTarget",
@@ -375,8 +377,11 @@ class MailStore(AddressBook, Protocol):
         whose claim lasts past `now`) for `owner` until `until`, the earliest due first."""
         ...
 
-    async def renew_claims(self, owner: str, until: datetime) -> int:
-        """Extend every claim `owner` holds to `until`; return how many."""
+    async def renew_claims(
+        self, owner: str, until: datetime, ids: Sequence[QueueId] | None = None
+    ) -> int:
+        """Extend the claims `owner` holds (of the entries `ids` only, if given) to
+        `until`; return how many."""
         ...
 
     async def release_claims(self, prefix: str, keep: str) -> int:
@@ -404,11 +409,13 @@ class MailStore(AddressBook, Protocol):
         now: datetime,
         *,
         finish: bool = False,
+        owner: str | None = None,
     ) -> bool:
         """Record each recipient's result durably before returning (a DELIVERED one only
         after the remote 250). Recipients already final are left as they are. With
         `finish`, the entry is finished in the same commit when none is left pending (as
-        `finish_queue_entry`); True if it was."""
+        `finish_queue_entry`); True if it was. With `owner`, nothing is written unless
+        the entry is claimed by `owner` (ClaimLost; NotFound when it is gone)."""
         ...
 
     async def reschedule(

@@ -34,6 +34,7 @@ __all__ = [
     "AddressEntry",
     "AlreadyExists",
     "CachedStsPolicy",
+    "ClaimLost",
     "Deferred",
     "Delivered",
     "DeliveryTarget",
@@ -89,6 +90,11 @@ class StoreUnavailable(StoreError):
 
 class NotFound(StoreError):
     """The domain, user, alias, mailbox, message or blob named does not exist."""
+
+
+class ClaimLost(StoreError):
+    """The queue entry is no longer claimed by the runner writing for it; nothing was
+    written (another runner took it after the lease ran out)."""
 
 
 class AlreadyExists(StoreError):

@@ -18,6 +18,7 @@ from poczta.store.base import (
     DELIVERED,
     FAILED,
     PENDING,
+    ClaimLost,
     NotFound,
     Outbound,
     QueueEntry,
@@ -207,11 +208,14 @@ def _count(status: str) -> int:
     return int(status.rpartition(" ")[2])
 
 
-async def renew_claims(conn: Connection, owner: str, until: datetime) -> int:
+async def renew_claims(
+    conn: Connection, owner: str, until: datetime, ids: Sequence[int] | None = None
+) -> int:
+    sql = "UPDATE queue SET claimed_until = $1 WHERE claimed_by = $2"
+    if ids is None:
+        return _count(await conn.execute(sql, _utc(until), owner))
     return _count(
-        await conn.execute(
-            "UPDATE queue SET claimed_until = $1 WHERE claimed_by = $2", _utc(until), owner
-        )
+        await conn.execute(f"{sql} AND id = ANY($3::bigint[])", _utc(until), owner, list(ids))
     )
 
 
@@ -243,10 +247,22 @@ async def release_claims_of(conn: Connection, owners: Sequence[str]) -> int:
 
 
 async def record_attempt(
-    conn: Connection, queue_id: int, results: Sequence[RecipientAttempt], now: datetime
+    conn: Connection,
+    queue_id: int,
+    results: Sequence[RecipientAttempt],
+    now: datetime,
+    owner: str | None = None,
 ) -> None:
+    """The results, in the caller's transaction; with `owner`, only while `owner` claims
+    the entry (its row locked meanwhile, so no claim slips in), else ClaimLost."""
     for status in {r.status for r in results} - {PENDING, DELIVERED, FAILED}:
         raise StoreError(f"unknown recipient status {status!r}")
+    if owner is not None:
+        row = await conn.fetchrow("SELECT claimed_by FROM queue WHERE id = $1 FOR UPDATE", queue_id)
+        if row is None:
+            raise NotFound(f"no queue entry {queue_id}")
+        if row[0] != owner:
+            raise ClaimLost(f"queue entry {queue_id} is not claimed by {owner}")
     await conn.executemany(
         "UPDATE queue_recipients SET status = $1, last_error = $2, reply_code = $3,"
         " reply_enhanced = $4, remote_mta = $5, tls = $6, attempts = attempts + 1,"

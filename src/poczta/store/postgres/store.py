@@ -372,8 +372,12 @@ class PostgresStore(RecipientRouting):
     ) -> list[QueueEntry]:
         return await self._write(lambda c: queue.claim(c, owner, now, until, limit))
 
-    async def renew_claims(self, owner: str, until: datetime) -> int:
-        return await self._write(lambda c: queue.renew_claims(c, owner, until))
+    async def renew_claims(
+        self, owner: str, until: datetime, ids: Sequence[QueueId] | None = None
+    ) -> int:
+        if ids is not None and not ids:
+            return 0
+        return await self._write(lambda c: queue.renew_claims(c, owner, until, ids))
 
     async def release_claims(self, prefix: str, keep: str) -> int:
         return await self._write(lambda c: queue.release_claims(c, prefix, keep))
@@ -396,9 +400,10 @@ class PostgresStore(RecipientRouting):
         now: datetime,
         *,
         finish: bool = False,
+        owner: str | None = None,
     ) -> bool:
         async def attempt(conn: Connection, released: float) -> bool:
-            await queue.record_attempt(conn, queue_id, results, now)
+            await queue.record_attempt(conn, queue_id, results, now, owner)
             return finish and await queue.finish(conn, queue_id, released)
 
         return await self._write_releasing(attempt)

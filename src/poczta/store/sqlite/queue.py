@@ -216,11 +216,13 @@ def claim_job(owner: str, now: datetime, until: datetime, limit: int) -> Job:
     return job
 
 
-def renew_claims_job(owner: str, until: datetime) -> Job:
+def renew_claims_job(owner: str, until: datetime, ids: Sequence[int] | None = None) -> Job:
     def job(conn: sqlite3.Connection, ctx: JobContext) -> int:
-        cursor = conn.execute(
-            "UPDATE queue SET claimed_until = ? WHERE claimed_by = ?", (queue_time(until), owner)
-        )
+        sql = "UPDATE queue SET claimed_until = ? WHERE claimed_by = ?"
+        if ids is None:
+            return conn.execute(sql, (queue_time(until), owner)).rowcount
+        marks = ",".join("?" * len(ids))
+        cursor = conn.execute(f"{sql} AND id IN ({marks})", (queue_time(until), owner, *ids))
         return cursor.rowcount
 
     return job
@@ -258,11 +260,24 @@ def release_claims_of_job(owners: Sequence[str]) -> Job:
 
 
 def record_attempt_job(
-    queue_id: int, results: Sequence[RecipientAttempt], now: datetime, finish: bool = False
+    queue_id: int,
+    results: Sequence[RecipientAttempt],
+    now: datetime,
+    finish: bool = False,
+    owner: str | None = None,
 ) -> Job:
-    def job(conn: sqlite3.Connection, ctx: JobContext) -> bool:
+    """Results written only while `owner` (if given) claims the entry: the job answers
+    None, and writes nothing, when another runner does or none does."""
+
+    def job(conn: sqlite3.Connection, ctx: JobContext) -> bool | None:
         for status in {r.status for r in results} - {PENDING, DELIVERED, FAILED}:
             raise StoreError(f"unknown recipient status {status!r}")
+        if owner is not None:
+            row = conn.execute("SELECT claimed_by FROM queue WHERE id = ?", (queue_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no queue entry {queue_id}")
+            if row[0] != owner:
+                return None
         stamp = queue_time(now)
         conn.executemany(
             "UPDATE queue_recipients SET status = ?, last_error = ?, reply_code = ?,"

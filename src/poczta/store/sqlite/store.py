@@ -34,6 +34,7 @@ from poczta.store.base import (
     Accepted,
     AddressEntry,
     CachedStsPolicy,
+    ClaimLost,
     Delivered,
     DeliveryTarget,
     FlagMode,
@@ -514,8 +515,13 @@ class SqliteStore(RecipientRouting):
         entries: list[QueueEntry] = await self._write(queue.claim_job(owner, now, until, limit))
         return entries
 
-    async def renew_claims(self, owner: str, until: datetime) -> int:
-        count: int = await self._write(queue.renew_claims_job(owner, until))
+    async def renew_claims(
+        self, owner: str, until: datetime, ids: Sequence[QueueId] | None = None
+    ) -> int:
+        if ids is not None and not ids:
+            return 0
+        job = queue.renew_claims_job(owner, until, None if ids is None else tuple(ids))
+        count: int = await self._write(job)
         return count
 
     async def release_claims(self, prefix: str, keep: str) -> int:
@@ -541,9 +547,12 @@ class SqliteStore(RecipientRouting):
         now: datetime,
         *,
         finish: bool = False,
+        owner: str | None = None,
     ) -> bool:
-        job = queue.record_attempt_job(queue_id, tuple(results), now, finish)
-        done: bool = await (self._write_releasing(job) if finish else self._write(job))
+        job = queue.record_attempt_job(queue_id, tuple(results), now, finish, owner)
+        done: bool | None = await (self._write_releasing(job) if finish else self._write(job))
+        if done is None:
+            raise ClaimLost(f"queue entry {queue_id} is not claimed by {owner}")
         return done
 
     async def reschedule(
