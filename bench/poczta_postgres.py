@@ -305,7 +305,7 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
 
 
-def print_costs(title: str, costs: Sequence[DbCost], idle: DbUsage | None = None) -> None:
+def print_costs(title: str, costs: Sequence[DbCost]) -> None:
     """The costs table, then each operation's statements (those of 0.05 calls or more)."""
     if not costs:
         return
@@ -331,12 +331,10 @@ def print_costs(title: str, costs: Sequence[DbCost], idle: DbUsage | None = None
     headers = ["operation", "n", "txns", "stmts", "round trips", "rows", "WAL B", "FPI"]
     headers += ["WAL flush", "blocks", "exec ms", "DB CPU ms"]
     print_table(headers, rows, right=range(1, len(headers)))
-    if idle is not None and idle.seconds > 0:
-        calls = sum(c["calls"] for c in idle.queries.values())
-        print(
-            f"(per operation, net of the idle server's {calls / idle.seconds:.1f} statements/s;"
-            " exec ms and DB CPU ms depend on the machine's load, the counts do not)"
-        )
+    print(
+        "(per operation, net of what the idle server asks meanwhile; exec ms and DB CPU ms"
+        " depend on the machine's load, the counts do not)"
+    )
     for c in costs:
         if c.top:
             print(f"\n{c.label}: statements per operation")

@@ -17,16 +17,13 @@ Run it with ``python bench/smtp_accept --help`` for the options.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import (
@@ -37,14 +34,14 @@ from _common import (
     ensure_deb,
     free_port,
     fs_type,
-    print_table,
     signals_raise,
     tree_cpu_seconds,
     wait_port,
 )
-from smtp_poczta import PocztaChecksTarget, PocztaTarget
+from poczta_postgres import BenchPostgres, DbUsage, add_store_options, chosen_stores, store_label
+from smtp_poczta import PocztaChecksTarget, PocztaNodesTarget, PocztaPgTarget, PocztaTarget
+from smtp_report import Result, fmt, report, write_json
 from smtp_targets import (
-    BUSY_PCT,
     HELO,
     HOST,
     POSTFIX_DEBCONF,
@@ -59,6 +56,8 @@ from smtp_targets import (
 
 TARGET_CLASSES: dict[str, type[Target]] = {
     "poczta": PocztaTarget,
+    "poczta-pg": PocztaPgTarget,
+    "poczta-pg-2nodes": PocztaNodesTarget,
     "aiosmtpd": AiosmtpdTarget,
     "postfix": PostfixTarget,
     "poczta-checks": PocztaChecksTarget,
@@ -68,34 +67,15 @@ TARGET_CLASSES: dict[str, type[Target]] = {
 # --------------------------------------------------------------------------- one run
 
 
-@dataclass
-class Result:
-    target: str
-    concurrency: int
-    messages: int
-    ok: bool = False
-    seconds: float | None = None
-    msgs_per_s: float | None = None
-    peak_rss_mib: float | None = None
-    peak_pss_mib: float | None = None
-    peak_procs: int | None = None
-    stored: int | None = None
-    generator_cpu_pct: float | None = None  # of one core
-    server_cpu_pct: float | None = None  # of one core, whole process tree
-    host_cpu_pct: float | None = None  # of all cores
-    note: str = ""
-    start_failed: bool = False
-    busy_before_pct: float | None = None  # host CPU% in the second before the load, server idle
-    runs_msgs_per_s: list[float] = field(default_factory=list)  # every run, with --repeat
-
-
-def smtp_source_cmd(opts: argparse.Namespace, port: int, concurrency: int) -> list[str]:
+def smtp_source_cmd(
+    opts: argparse.Namespace, address: tuple[str, int], concurrency: int, messages: int
+) -> list[str]:
     cmd = [
         opts.smtp_source,
         "-s",
         str(concurrency),
         "-m",
-        str(opts.messages),
+        str(messages),
         "-l",
         str(opts.size),
         "-M",
@@ -107,28 +87,54 @@ def smtp_source_cmd(opts: argparse.Namespace, port: int, concurrency: int) -> li
     ]
     if opts.keepalive:
         cmd.append("-d")  # several messages per connection instead of one connection each
-    return [*cmd, f"{HOST}:{port}"]
+    return [*cmd, f"{address[0]}:{address[1]}"]
 
 
-def run_generator(cmd: list[str], timeout: float, errlog: Path) -> tuple[float, float, int]:
-    """Run the load generator; return (wall seconds, its CPU seconds, exit status)."""
+def generator_cmds(
+    opts: argparse.Namespace, endpoints: list[tuple[str, int]], concurrency: int
+) -> list[list[str]]:
+    """One smtp-source per endpoint, the messages and the sessions shared out evenly."""
+    k = len(endpoints)
+    return [
+        smtp_source_cmd(
+            opts,
+            address,
+            max(1, concurrency // k + (i < concurrency % k)),
+            opts.messages // k + (i < opts.messages % k),
+        )
+        for i, address in enumerate(endpoints)
+    ]
+
+
+def run_generator(cmds: list[list[str]], timeout: float, errlog: Path) -> tuple[float, float, int]:
+    """Run the load generators at once; return (wall seconds until the last one exited,
+    their CPU seconds, the first non-zero exit status or 0)."""
+    procs: list[subprocess.Popen[bytes]] = []
     with open(errlog, "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
-        )
-    timer = threading.Timer(timeout, lambda: proc.kill())
+        for cmd in cmds:
+            procs.append(
+                subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+                )
+            )
+    timer = threading.Timer(timeout, lambda: [p.kill() for p in procs])
     timer.start()
+    cpu, codes = 0.0, []
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        for proc in procs:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu += usage.ru_utime + usage.ru_stime
+            codes.append(proc.returncode)
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
     finally:
         timer.cancel()
-        if proc.returncode is None:  # interrupted: do not leave it running
-            proc.kill()
-            proc.wait()
-    return wall, usage.ru_utime + usage.ru_stime, proc.returncode
+        for proc in procs:
+            if proc.returncode is None:  # interrupted: do not leave it running
+                proc.kill()
+                proc.wait()
+    return wall, cpu, next((c for c in codes if c != 0), 0)
 
 
 def run_one(opts: argparse.Namespace, cls: type[Target], concurrency: int) -> Result:
@@ -139,35 +145,12 @@ def run_one(opts: argparse.Namespace, cls: type[Target], concurrency: int) -> Re
         try:
             try:
                 target.start()
-                wait_port(HOST, target.port, timeout=opts.start_timeout, alive=target.alive)
+                for host, port in target.endpoints():
+                    wait_port(host, port, timeout=opts.start_timeout, alive=target.alive)
             except BenchError:
                 res.start_failed = True
                 raise
-            cpu = MachineCpu()
-            cpu.start()  # other work on the machine distorts the figures: look for it
-            time.sleep(1.0)
-            res.busy_before_pct = round(cpu.stop(), 1)
-            cmd = smtp_source_cmd(opts, target.port, concurrency)
-            with TreeSampler(target.roots, interval=opts.sample_interval) as sampler:
-                srv0 = tree_cpu_seconds(target.roots())
-                cpu.start()
-                wall, gen_cpu, rc = run_generator(cmd, opts.timeout, workdir / "smtp-source.err")
-                res.host_cpu_pct = round(cpu.stop(), 1)
-                srv1 = tree_cpu_seconds(target.roots())
-            res.seconds = round(wall, 3)
-            res.msgs_per_s = round(opts.messages / wall, 1)
-            res.generator_cpu_pct = round(100 * gen_cpu / wall, 1)
-            res.server_cpu_pct = round(100 * (srv1 - srv0) / wall, 1)
-            res.peak_rss_mib = round(sampler.result.peak_rss / MIB, 1)
-            res.peak_pss_mib = round(sampler.result.peak_pss / MIB, 1)
-            res.peak_procs = sampler.result.peak_procs
-            notes = []
-            if rc != 0:
-                err = (workdir / "smtp-source.err").read_text(errors="replace").strip()
-                notes.append(f"smtp-source exit {rc}: {err[-300:]}")
-            note = target.wait_stored(opts.messages, opts.delivery_timeout)
-            if note:
-                notes.append(note)
+            rc, notes = measure(opts, target, res, workdir)
         finally:
             target.stop()
         res.stored = target.stored()
@@ -187,6 +170,45 @@ def run_one(opts: argparse.Namespace, cls: type[Target], concurrency: int) -> Re
             # Removed only after the last run: see remove_workdirs.
             FINISHED_WORKDIRS.append(workdir)
     return res
+
+
+def measure(
+    opts: argparse.Namespace, target: Target, res: Result, workdir: Path
+) -> tuple[int, list[str]]:
+    """One load on a started server: fills `res`; the generator's status and the notes."""
+    db = opts.postgres if opts.db_stats and target.db_backed else None
+    idle_from = db.snapshot() if db else None
+    cpu = MachineCpu()
+    cpu.start()  # other work on the machine distorts the figures: look for it
+    time.sleep(1.0)
+    res.busy_before_pct = round(cpu.stop(), 1)
+    before = db.snapshot() if db else None
+    cmds = generator_cmds(opts, target.endpoints(), res.concurrency)
+    with TreeSampler(target.roots, interval=opts.sample_interval) as sampler:
+        srv0 = tree_cpu_seconds(target.roots())
+        cpu.start()
+        wall, gen_cpu, rc = run_generator(cmds, opts.timeout, workdir / "smtp-source.err")
+        res.host_cpu_pct = round(cpu.stop(), 1)
+        srv1 = tree_cpu_seconds(target.roots())
+    if db and idle_from and before:
+        idle = DbUsage.between(idle_from, before)
+        usage = DbUsage.between(before, db.snapshot(settle=True)).net(idle)
+        res.db_cost = usage.per(opts.messages, f"{target.name} c={res.concurrency}")
+    res.seconds = round(wall, 3)
+    res.msgs_per_s = round(opts.messages / wall, 1)
+    res.generator_cpu_pct = round(100 * gen_cpu / wall, 1)
+    res.server_cpu_pct = round(100 * (srv1 - srv0) / wall, 1)
+    res.peak_rss_mib = round(sampler.result.peak_rss / MIB, 1)
+    res.peak_pss_mib = round(sampler.result.peak_pss / MIB, 1)
+    res.peak_procs = sampler.result.peak_procs
+    notes = []
+    if rc != 0:
+        err = (workdir / "smtp-source.err").read_text(errors="replace").strip()
+        notes.append(f"smtp-source exit {rc}: {err[-300:]}")
+    note = target.wait_stored(opts.messages, opts.delivery_timeout)
+    if note:
+        notes.append(note)
+    return rc, notes
 
 
 # Work dirs of finished runs. Removing one run's ten thousand files right before the
@@ -220,155 +242,6 @@ def run_repeated(opts: argparse.Namespace, cls: type[Target], concurrency: int) 
         notes.append("runs " + " ".join(f"{v:.0f}" for v in best.runs_msgs_per_s) + " msg/s")
     best.note = "; ".join(dict.fromkeys(notes))
     return best
-
-
-# --------------------------------------------------------------------------- report
-
-
-def fmt(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:,.{digits}f}"
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}" if a and b else "n/a"
-
-
-RATIO_KEYS = ["concurrency"] + [
-    f"{m}_vs_{peer}" for peer in ("aiosmtpd", "postfix") for m in ("msgs", "rss", "pss")
-]
-RATIO_HEADERS = ["conc"] + [
-    f"{m} vs {peer}" for peer in ("aiosmtpd", "postfix") for m in ("msg/s", "RSS", "PSS")
-]
-
-
-def ratio_rows(results: list[Result], concurrencies: list[int]) -> list[list[str]]:
-    by = {(r.target, r.concurrency): r for r in results if r.ok}
-    rows = []
-    for c in concurrencies:
-        p = by.get(("poczta", c))
-        row = [str(c)]
-        for peer in ("aiosmtpd", "postfix"):
-            q = by.get((peer, c))
-            row += [
-                ratio(p and p.msgs_per_s, q and q.msgs_per_s),
-                ratio(p and p.peak_rss_mib, q and q.peak_rss_mib),
-                ratio(p and p.peak_pss_mib, q and q.peak_pss_mib),
-            ]
-        rows.append(row)
-    return rows
-
-
-def checks_ratio_rows(results: list[Result], concurrencies: list[int]) -> list[list[str]]:
-    by = {(r.target, r.concurrency): r for r in results if r.ok}
-    rows = []
-    for c in concurrencies:
-        on, off = by.get(("poczta-checks", c)), by.get(("poczta", c))
-        rows.append([str(c), ratio(on and on.msgs_per_s, off and off.msgs_per_s)])
-    return rows
-
-
-def report(results: list[Result], opts: argparse.Namespace, skipped: dict[str, str]) -> None:
-    print()
-    print(
-        f"SMTP acceptance: {opts.messages:,} messages of {opts.size:,}+ bytes per run, "
-        f"{'several messages per connection' if opts.keepalive else 'one connection per message'}"
-        f", {os.cpu_count()} CPUs, work dir on {fs_type(Path(opts.workdir))}"
-    )
-    workers = opts.poczta_workers
-    processes = "one process per CPU core" if workers == 0 else f"{workers} process(es)"
-    print(f"poczta and poczta-checks run with workers = {workers}: {processes}")
-    print()
-    rows = []
-    for r in results:
-        rows.append(
-            [
-                r.target,
-                r.concurrency,
-                fmt(r.msgs_per_s),
-                fmt(r.seconds, 2),
-                fmt(r.peak_rss_mib),
-                fmt(r.peak_pss_mib),
-                r.peak_procs or "-",
-                "-" if r.stored is None else f"{r.stored}/{r.messages}",
-                fmt(r.server_cpu_pct, 0),
-                fmt(r.generator_cpu_pct, 0),
-                fmt(r.host_cpu_pct, 0),
-                "ok" if r.ok else "FAIL",
-                r.note.splitlines()[0][:90] if r.note else "",
-            ]
-        )
-    print_table(
-        [
-            "target",
-            "conc",
-            "msg/s",
-            "secs",
-            "RSS MiB",
-            "PSS MiB",
-            "procs",
-            "stored",
-            "srv CPU%",
-            "gen CPU%",
-            "host CPU%",
-            "check",
-            "note",
-        ],
-        rows,
-        right=range(1, 11),
-    )
-    for name, why in skipped.items():
-        print(f"\n{name}: NOT MEASURED - {why}")
-    busy = [r for r in results if (r.busy_before_pct or 0) > BUSY_PCT]
-    if busy:
-        worst = max(r.busy_before_pct or 0 for r in busy)
-        print(
-            f"\nwarning: {len(busy)} run(s) started while other work kept the CPUs up to "
-            f"{worst:.0f}% busy; their figures understate the servers"
-        )
-    print()
-    print("Ratios poczta / peer (msg/s above 1: poczta faster; RSS, PSS below 1: poczta smaller)")
-    print_table(RATIO_HEADERS, ratio_rows(results, opts.concurrency), right=range(7))
-    if opts.checks:
-        print()
-        print("Checks on / checks off (poczta msg/s; below 1: what the checks cost)")
-        print_table(["conc", "on / off"], checks_ratio_rows(results, opts.concurrency), right=[1])
-    full = [r for r in results if r.note and "\n" in r.note]
-    for r in full:
-        print(f"\n{r.target} c={r.concurrency}: {r.note}")
-
-
-def write_json(
-    path: Path, results: list[Result], opts: argparse.Namespace, skipped: dict[str, str]
-) -> None:
-    doc = {
-        "benchmark": "smtp_accept",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "workdir_fs": fs_type(Path(opts.workdir)),
-        },
-        "params": {
-            "messages": opts.messages,
-            "body_bytes": opts.size,
-            "concurrency": opts.concurrency,
-            "targets": opts.targets,
-            "one_connection_per_message": not opts.keepalive,
-            "generator": "smtp-source",
-        },
-        "skipped": skipped,
-        "results": [asdict(r) for r in results],
-        "ratios": [
-            dict(zip(RATIO_KEYS, row, strict=True)) for row in ratio_rows(results, opts.concurrency)
-        ],
-    }
-    if opts.checks:
-        doc["checks_on_vs_off"] = [
-            {"concurrency": int(c), "msgs": r}
-            for c, r in checks_ratio_rows(results, opts.concurrency)
-        ]
-    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- main
@@ -407,6 +280,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=target_list,
         default=list(TARGETS),
         help="comma-separated subset of poczta,aiosmtpd,postfix (all)",
+    )
+    add_store_options(p)
+    p.add_argument(
+        "--nodes",
+        type=int_list,
+        default=[1],
+        help="with --store postgresql: 1, 2 (two poczta servers on 127.0.0.2 and .3 sharing"
+        " one database, the sessions split between them) or 1,2 (1)",
     )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument(
@@ -460,14 +341,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.messages < 1 or opts.repeat < 1:
         p.error("--messages and --repeat must be positive")
+    if not set(opts.nodes) <= {1, 2}:
+        p.error("--nodes takes 1, 2 or 1,2")
+    if 2 in opts.nodes and "postgresql" not in chosen_stores(opts):
+        p.error("two nodes share a PostgreSQL database: add --store postgresql (or both)")
     if opts.workdir is None:
         tmp = Path(tempfile.gettempdir())
         opts.workdir = str(tmp if fs_type(tmp) != "tmpfs" else Path("/var/tmp"))
     return opts
 
 
+def target_names(opts: argparse.Namespace) -> list[str]:
+    """The targets to measure, in order: `poczta` becomes one row per store and node
+    count chosen, followed by its checks-on twin with --checks."""
+    names: list[str] = []
+    for name in opts.targets:
+        if name != "poczta":
+            names.append(name)
+            continue
+        stores = chosen_stores(opts)
+        names += [store_label(s) for s in stores if s == "sqlite" or 1 in opts.nodes]
+        if "postgresql" in stores and 2 in opts.nodes:
+            names.append("poczta-pg-2nodes")
+        if opts.checks:
+            names.append("poczta-checks")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    opts.postgres = None
     if fs_type(Path(opts.workdir)) in ("tmpfs", "ramfs"):
         log(f"warning: {opts.workdir} is in memory; fsync is free there")
     results: list[Result] = []
@@ -481,9 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             if found is None:
                 raise BenchError("smtp-source not found although postfix is installed")
             opts.smtp_source = found
-            names = list(opts.targets)
-            if opts.checks and "poczta" in names:
-                names.insert(names.index("poczta") + 1, "poczta-checks")
+            names = target_names(opts)
+            if any(TARGET_CLASSES[n].db_backed for n in names):
+                log("starting the benchmark's PostgreSQL ...")
+                opts.postgres = BenchPostgres(Path(opts.workdir))
+                opts.postgres.start()
             for name in names:
                 cls = TARGET_CLASSES[name]
                 why = cls.unavailable(opts)
@@ -511,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         remove_workdirs()
+        if opts.postgres is not None:
+            opts.postgres.stop()
     report(results, opts, skipped)
     if opts.json:
         write_json(opts.json, results, opts, skipped)

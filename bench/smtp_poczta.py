@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from _common import BenchError, free_port, wait_port
-from smtp_targets import DOMAIN, HELO, HOST, RCPT, SENDER, PopenTarget, run
+from smtp_targets import DOMAIN, HELO, HOST, RCPT, SENDER, PopenTarget, Target, run
 
 
 def poczta_bin(opts: argparse.Namespace) -> str | None:
@@ -47,7 +47,17 @@ def poczta_commands(exe: str, *group: str) -> set[str]:
 CHECKS_OFF = "\n[checks]\nenabled = false\n"
 
 
-def poczta_config(data_dir: Path, port: int, checks: str = CHECKS_OFF, workers: int = 1) -> str:
+def poczta_config(
+    data_dir: Path,
+    port: int,
+    checks: str = CHECKS_OFF,
+    workers: int = 1,
+    *,
+    host: str = HOST,
+    store: str = "",
+) -> str:
+    """The benchmark's config: one SMTP listener on `host`:`port`; `store` is a `[store]`
+    table ("": the default, SQLite in the data directory)."""
     return f"""\
 hostname = "{HELO}"
 data_dir = "{data_dir}"
@@ -55,7 +65,7 @@ domains = ["{DOMAIN}"]
 workers = {workers}
 
 [listeners]
-smtp = ["{HOST}:{port}"]
+smtp = ["{host}:{port}"]
 submission = []
 submissions = []
 pop3 = []
@@ -65,13 +75,23 @@ imaps = []
 
 [limits]
 max_connections_per_ip = 200
-{checks}"""
+{checks}{store}"""
 
 
 def poczta_setup(
-    exe: str, config: Path, data_dir: Path, port: int, checks: str = CHECKS_OFF, workers: int = 1
+    exe: str,
+    config: Path,
+    data_dir: Path,
+    port: int,
+    checks: str = CHECKS_OFF,
+    workers: int = 1,
+    *,
+    host: str = HOST,
+    store: str = "",
+    accounts: bool = True,
 ) -> None:
-    """Write ``config`` and prepare a fresh data directory holding the benchmark recipient.
+    """Write ``config`` and prepare a fresh data directory; with `accounts`, add the
+    benchmark recipient to the store (a second node sharing a database finds it there).
 
     This is the one place to adapt when poczta's command line changes.
     """
@@ -95,8 +115,10 @@ def poczta_setup(
                 DOMAIN,
             ]
         )
-    config.write_text(poczta_config(data_dir, port, checks, workers))
+    config.write_text(poczta_config(data_dir, port, checks, workers, host=host, store=store))
     cfg = ["-c", str(config)]
+    if not accounts:
+        return
     if "domain" in commands:
         # the domain is also listed in the config; "already exists" is fine
         run([exe, "domain", "add", *cfg, DOMAIN], check=False)
@@ -104,7 +126,17 @@ def poczta_setup(
 
 
 class PocztaTarget(PopenTarget):
+    """`poczta serve` on SQLite, its store in its data directory."""
+
     name = "poczta"
+    host = HOST
+    accounts = True  # whether this server adds the recipient (the first node of several)
+
+    def store_table(self) -> str:
+        return ""
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
 
     @classmethod
     def unavailable(cls, opts: argparse.Namespace) -> str | None:
@@ -125,8 +157,16 @@ class PocztaTarget(PopenTarget):
         assert exe is not None
         self.exe = exe
         self.config = self.workdir / "poczta.toml"
-        workers = self.opts.poczta_workers
-        poczta_setup(exe, self.config, self.workdir / "poczta-data", self.port, workers=workers)
+        poczta_setup(
+            exe,
+            self.config,
+            self.workdir / "poczta-data",
+            self.port,
+            workers=self.opts.poczta_workers,
+            host=self.host,
+            store=self.store_table(),
+            accounts=self.accounts,
+        )
         self.spawn([exe, "serve", "-c", str(self.config)])
 
     def stored(self) -> int:
@@ -244,3 +284,60 @@ def pass_greylisting(port: int) -> None:
             client.rset()
     if codes != [451, 250]:
         raise BenchError(f"greylisting warm-up answered {codes}, expected [451, 250]")
+
+
+class PocztaPgTarget(PocztaTarget):
+    """`poczta serve` on the benchmark's PostgreSQL, a new database for every run."""
+
+    name = "poczta-pg"
+    db_backed = True
+    store: str | None = None  # the `[store]` table; nodes of one run are given the same
+
+    def store_table(self) -> str:
+        if self.store is None:
+            self.store = str(self.opts.postgres.store_config())
+        return self.store
+
+
+class PocztaNodesTarget(Target):
+    """Two `poczta serve` nodes on one machine sharing one PostgreSQL database: each in a
+    directory of its own, listening on its own loopback address (the same port)."""
+
+    name = "poczta-pg-2nodes"
+    db_backed = True
+    hosts = ("127.0.0.2", "127.0.0.3")
+
+    @classmethod
+    def unavailable(cls, opts: argparse.Namespace) -> str | None:
+        return PocztaTarget.unavailable(opts)
+
+    def start(self) -> None:
+        store = self.opts.postgres.store_config()
+        self.nodes: list[PocztaPgTarget] = []
+        for n, host in enumerate(self.hosts, 1):
+            folder = self.workdir / f"node{n}"
+            folder.mkdir()
+            node = PocztaPgTarget(self.opts, folder, self.port)
+            node.host, node.accounts, node.store = host, n == 1, store
+            self.nodes.append(node)
+            node.start()
+            wait_port(host, self.port, timeout=self.opts.start_timeout, alive=node.alive)
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(node.host, node.port) for node in self.nodes]
+
+    def alive(self) -> bool:
+        return all(node.alive() for node in self.nodes)
+
+    def roots(self) -> list[int]:
+        return [pid for node in getattr(self, "nodes", []) for pid in node.roots()]
+
+    def stop(self) -> None:
+        for node in getattr(self, "nodes", []):
+            node.stop()
+
+    def stored(self) -> int:
+        return self.nodes[0].stored()
+
+    def log_tail(self, n: int = 20) -> str:
+        return "\n".join(node.log_tail(n // 2) for node in getattr(self, "nodes", []))

@@ -51,11 +51,16 @@ class Target:
     """One server under test, living in ``workdir`` and listening on ``port``."""
 
     name = "?"
+    db_backed = False  # whether its store is the benchmark's PostgreSQL
 
     def __init__(self, opts: argparse.Namespace, workdir: Path, port: int) -> None:
         self.opts = opts
         self.workdir = workdir
         self.port = port
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Where it takes mail: (address, port) of each node."""
+        return [(HOST, self.port)]
 
     @classmethod
     def unavailable(cls, opts: argparse.Namespace) -> str | None:
