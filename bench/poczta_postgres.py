@@ -80,6 +80,14 @@ def store_label(store: str) -> str:
     return "poczta" if store == "sqlite" else "poczta-pg"
 
 
+def expand_poczta(targets: Sequence[str], opts: argparse.Namespace) -> list[str]:
+    """`targets` with `poczta` replaced by one target per store `--store` chose."""
+    out: list[str] = []
+    for name in targets:
+        out += [store_label(s) for s in chosen_stores(opts)] if name == "poczta" else [name]
+    return out
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -208,9 +216,12 @@ class DbUsage:
             queries,
         )
 
-    def per(self, operations: int, label: str) -> DbCost:
+    def per_second(self, label: str) -> DbCost:
+        return self.per(self.seconds, label)
+
+    def per(self, operations: float, label: str) -> DbCost:
         """The cost of one of `operations` operations."""
-        n = max(1, operations)
+        n = max(1e-9, operations)
         totals = dict.fromkeys(_COUNTERS, 0.0)
         transactions = resets = statements = rows = 0.0
         for query, counters in self.queries.items():
@@ -277,7 +288,7 @@ class DbCost:
     """The database's side of one operation (averages over `operations`)."""
 
     label: str
-    operations: int
+    operations: float
     transactions: float
     statements: float  # other than BEGIN/COMMIT and the pool's reset
     round_trips: float
@@ -314,7 +325,7 @@ def print_costs(title: str, costs: Sequence[DbCost]) -> None:
     rows = [
         [
             c.label,
-            f"{c.operations:,}",
+            f"{c.operations:,.0f}",
             _num(c.transactions),
             _num(c.statements),
             _num(c.round_trips),
