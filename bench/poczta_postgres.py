@@ -30,9 +30,10 @@ takes it out of a measurement, in proportion to its duration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,6 +308,26 @@ def background(db: BenchPostgres, seconds: float = 3.0) -> DbUsage:
     before = db.snapshot()
     time.sleep(seconds)
     return DbUsage.between(before, db.snapshot(settle=True))
+
+
+class DbMeter:
+    """Collects `DbCost`s of blocks of a benchmark (`with meter.measure(label, n):`);
+    without a database it measures nothing."""
+
+    def __init__(self, db: BenchPostgres | None) -> None:
+        self.db = db
+        self.costs: list[DbCost] = []
+        self.idle = background(db) if db is not None else None
+
+    @contextlib.contextmanager
+    def measure(self, label: str, operations: int) -> Iterator[None]:
+        if self.db is None:
+            yield
+            return
+        before = self.db.snapshot()
+        yield
+        usage = DbUsage.between(before, self.db.snapshot(settle=True)).net(self.idle)
+        self.costs.append(usage.per(operations, label))
 
 
 # --------------------------------------------------------------------------- output
