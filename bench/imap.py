@@ -48,7 +48,7 @@ from imap_report import report
 from imap_scenarios import Figures, Session, concurrent_clients, idle_connections
 from imap_targets import HOST, TARGETS, NotAvailable, Plan, Target
 from mailgen import Corpus
-from poczta_postgres import BenchPostgres, add_store_options, expand_poczta
+from poczta_postgres import BenchPostgres, add_store_options, check_store_options, expand_poczta
 
 
 def log(msg: str) -> None:
@@ -154,6 +154,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the poczta executable",
     )
     opts = p.parse_args(argv)
+    check_store_options(p, opts)
     opts.targets = expand_poczta([t for t in opts.targets.split(",") if t], opts)
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown:

@@ -47,9 +47,8 @@ async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
 
     await measure("LOGIN + LOGOUT", 10, login)
     await measure("SELECT INBOX", 50, lambda _: client.select("INBOX"))
-    page = lambda i: pages[i % len(pages)]  # noqa: E731
     await measure(
-        "UID FETCH 100 headers", 50, command(lambda i: HEADERS_100.format(_range(page(i))))
+        "UID FETCH 100 headers", 50, command(lambda i: _headers(pages[i % len(pages)]))
     )
     await measure("UID FETCH 1 BODY.PEEK[]", 100, command(lambda i: _peek(uids, i)))
     await measure("UID STORE 1 flag", 200, command(lambda i: _store(uids, i)))
@@ -65,8 +64,8 @@ def idle_rate(db: BenchPostgres, connections: int, seconds: float = 5.0) -> DbCo
     return background(db, seconds).per_second(f"{connections:,} in IDLE, per second")
 
 
-def _range(uids: list[int]) -> str:
-    return f"{uids[0]}:{uids[-1]}"
+def _headers(page: list[int]) -> str:
+    return HEADERS_100.format(f"{page[0]}:{page[-1]}")
 
 
 def _peek(uids: list[int], i: int) -> str:

@@ -72,6 +72,11 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_store_options(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    if opts.db_stats and "postgresql" not in chosen_stores(opts):
+        parser.error("--db-stats measures PostgreSQL: add --store postgresql (or both)")
+
+
 def chosen_stores(opts: argparse.Namespace) -> list[str]:
     return list(STORES) if opts.store == "both" else [opts.store]
 

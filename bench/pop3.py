@@ -51,6 +51,7 @@ from poczta_postgres import (
     DbCost,
     DbMeter,
     add_store_options,
+    check_store_options,
     expand_poczta,
     print_costs,
 )
@@ -345,6 +346,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the poczta executable",
     )
     opts = p.parse_args(argv)
+    check_store_options(p, opts)
     opts.targets = expand_poczta([t for t in opts.targets.split(",") if t], opts)
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown:

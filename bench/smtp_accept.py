@@ -38,7 +38,14 @@ from _common import (
     tree_cpu_seconds,
     wait_port,
 )
-from poczta_postgres import BenchPostgres, DbUsage, add_store_options, chosen_stores, store_label
+from poczta_postgres import (
+    BenchPostgres,
+    DbUsage,
+    add_store_options,
+    check_store_options,
+    chosen_stores,
+    store_label,
+)
 from smtp_poczta import PocztaChecksTarget, PocztaNodesTarget, PocztaPgTarget, PocztaTarget
 from smtp_report import Result, fmt, report, write_json
 from smtp_targets import (
@@ -341,6 +348,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.messages < 1 or opts.repeat < 1:
         p.error("--messages and --repeat must be positive")
+    check_store_options(p, opts)
     if not set(opts.nodes) <= {1, 2}:
         p.error("--nodes takes 1, 2 or 1,2")
     if 2 in opts.nodes and "postgresql" not in chosen_stores(opts):
