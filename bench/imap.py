@@ -43,10 +43,12 @@ from typing import Any
 
 from _common import BenchError, MachineCpu, free_port, fs_type, raise_fd_limit, signals_raise
 from imap_client import ImapClient
+from imap_dbcost import db_costs, idle_rate
 from imap_report import report
 from imap_scenarios import Figures, Session, concurrent_clients, idle_connections
 from imap_targets import HOST, TARGETS, NotAvailable, Plan, Target
 from mailgen import Corpus
+from poczta_postgres import BenchPostgres, add_store_options, check_store_options, expand_poczta
 
 
 def log(msg: str) -> None:
@@ -87,10 +89,19 @@ async def measure(target: Target, opts: argparse.Namespace) -> Figures:
         log(f"{target.name}: {step.__name__}")
         await step(main)
     await main.logout()
+    db = opts.postgres if opts.db_stats and target.db_backed else None
+    if db is not None:
+        log(f"{target.name}: the database's cost of each command")
+        figures.db_costs += await db_costs(session, db)
     log(f"{target.name}: {opts.clients} concurrent clients")
     await concurrent_clients(session)
     log(f"{target.name}: {opts.idle} idle connections")
-    await idle_connections(session)
+
+    def while_idle(connections: int) -> None:
+        if db is not None:
+            figures.db_costs.append(idle_rate(db, connections))
+
+    await idle_connections(session, while_idle)
     return figures
 
 
@@ -132,6 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--pipeline", type=int, default=16, help="commands in flight (1: one at a time)")
     add("--repeat", type=int, default=5, help="runs of each repeatable scenario (median)")
     add("--targets", default="poczta,dovecot", help="comma-separated: poczta, dovecot")
+    add_store_options(p)
     add("--security", choices=("tls", "plain"), default="tls", help="implicit TLS or none")
     add("--workdir", type=Path, help="where the temporary directories go")
     add("--keep", action="store_true", help="keep the temporary directories")
@@ -142,7 +154,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the poczta executable",
     )
     opts = p.parse_args(argv)
-    opts.targets = [t for t in opts.targets.split(",") if t]
+    check_store_options(p, opts)
+    opts.targets = expand_poczta([t for t in opts.targets.split(",") if t], opts)
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown:
         p.error(f"unknown targets: {', '.join(unknown)}")
@@ -180,8 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unavailable: dict[str, str] = {}
     workdirs: list[Path] = []
     status = 0
+    opts.postgres = None
     try:
         with signals_raise():
+            if any(TARGETS[name].db_backed for name in opts.targets):
+                log("starting the benchmark's PostgreSQL ...")
+                opts.postgres = BenchPostgres(root)
+                opts.postgres.start()
             for name in opts.targets:
                 workdirs.append(Path(tempfile.mkdtemp(prefix=f"imap-{name}-", dir=root)))
                 try:
@@ -197,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted")
         status = 130
+    finally:
+        if opts.postgres is not None:
+            opts.postgres.stop()
     report(results, unavailable, opts)
     if status == 0 and any(f.failures for f in results):
         status = 1

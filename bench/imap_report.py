@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 
 from _common import MIB, print_table
 from imap_scenarios import QUIET_MAX_S, QUIET_PCT, QUIET_WINDOW_S, Figures
+from poczta_postgres import print_costs
 
+POCZTAS = ("poczta", "poczta-pg")  # poczta on SQLite, on PostgreSQL
 BUSY_PCT = 15.0  # host CPU% with the server idle above which the figures are suspect
 CLIENT_BOUND_PCT = 80.0  # client CPU% (of one core) above which the client may be the limit
 
@@ -80,11 +82,9 @@ def report(
     results: Sequence[Figures], unavailable: dict[str, str], opts: argparse.Namespace
 ) -> None:
     by_name = {r.target: r for r in results}
-    names = [n for n in ("poczta", "dovecot") if n in opts.targets]
-    both = all(n in by_name for n in ("poczta", "dovecot"))
-    headers = ["figure", *names]
-    if len(names) == 2:
-        headers.append("dovecot/poczta")
+    names = [n for n in (*POCZTAS, "dovecot") if n in opts.targets]
+    compared = [n for n in POCZTAS if n in names] if "dovecot" in names else []
+    headers = ["figure", *names, *(f"dovecot/{n}" for n in compared)]
     measured = [n for n in names if n in by_name]
     headers += [f"client% {n}" for n in measured] + [f"server% {n}" for n in measured]
     table: list[list[object]] = []
@@ -92,8 +92,9 @@ def report(
     for label, scenario, get, fmt in rows(opts):
         values = {n: float(get(by_name[n])) for n in measured}
         row: list[object] = [label, *(fmt(values[n]) if n in values else "n/a" for n in names)]
-        if len(names) == 2:
-            row.append(_ratio(values["dovecot"], values["poczta"]) if both else "n/a")
+        for n in compared:
+            both = n in values and "dovecot" in values
+            row.append(_ratio(values["dovecot"], values[n]) if both else "n/a")
         for key in ("client_pct", "server_pct"):
             for n in measured:
                 pct = getattr(by_name[n], key).get(scenario) if scenario else None
@@ -118,6 +119,8 @@ def report(
             f"* the client used over {CLIENT_BOUND_PCT:.0f}% of a core: it may have been the limit"
         )
     print_checks(results, names)
+    for f in results:
+        print_costs(f"{f.target}: the database's cost of one operation (--db-stats)", f.db_costs)
     for name, why in unavailable.items():
         print(f"{name}: NOT AVAILABLE: {why}")
     for f in results:

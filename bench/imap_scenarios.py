@@ -33,6 +33,7 @@ from imap_client import (
 )
 from imap_targets import HOST, MOVE_TARGET, Target
 from mailgen import BODY_WORD, FIRST_DAY, SUBJECT_WORD
+from poczta_postgres import DbCost
 
 FIRST_OPEN = "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"
 HEADERS = "DATE FROM TO CC SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES"
@@ -66,6 +67,7 @@ class Figures:
     concurrent: dict[str, int] = field(default_factory=dict)  # peak rss, pss, procs
     idle: dict[str, float] = field(default_factory=dict)
     busy_before_pct: float = 0.0
+    db_costs: list[DbCost] = field(default_factory=list)  # with --db-stats, on PostgreSQL
 
     def median(self, scenario: str) -> float:
         times = self.runs.get(scenario)
@@ -324,9 +326,12 @@ async def concurrent_clients(session: Session) -> None:
     session.figures.concurrent = {"rss": r.peak_rss, "pss": r.peak_pss, "procs": r.peak_procs}
 
 
-async def idle_connections(session: Session) -> None:
+async def idle_connections(
+    session: Session, while_idle: Callable[[int], None] | None = None
+) -> None:
     """`idle` users in IDLE at once; the server tree's memory before, 2 s after the last
-    one is idle, and again once the server is quiet (the same rule for every target)."""
+    one is idle, and again once the server is quiet (the same rule for every target);
+    `while_idle(connections)` runs while they all idle."""
     count = session.opts.idle
     before = _tree_now(session.target.roots)
     gate = asyncio.Semaphore(session.opts.idle_ramp)
@@ -345,6 +350,8 @@ async def idle_connections(session: Session) -> None:
     after = _tree_now(session.target.roots)
     quiet_s = await _until_quiet(session.target.roots)
     quiet = _tree_now(session.target.roots)
+    if while_idle is not None:
+        while_idle(len(clients))
     session.meter.check("IDLE connections", len(clients), count)
     if errors:
         session.figures.failures.append(f"IDLE: first error: {errors[0]!r}")

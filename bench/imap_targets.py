@@ -127,6 +127,7 @@ class Target:
 
     name = "?"
     password = PASSWORD
+    db_backed = False  # whether its store is the benchmark's PostgreSQL
 
     def __init__(self, opts: argparse.Namespace, workdir: Path, port: int, plan: Plan) -> None:
         self.opts = opts
@@ -174,7 +175,11 @@ class PocztaTarget(Target):
             tls=self.tls,
             max_connections=self.opts.idle + self.opts.clients + 100,
             limits={"max_commands": 1_000_000},  # the big session sends thousands
+            store=self.store_table(),
         )
+
+    def store_table(self) -> str:
+        return ""
 
     def command(self) -> list[str]:
         return poczta_instance.serve_command(self.opts.poczta_bin, self.config)
@@ -293,4 +298,18 @@ service imap {{
         return self.dovecot.command()
 
 
-TARGETS: dict[str, type[Target]] = {"poczta": PocztaTarget, "dovecot": DovecotTarget}
+class PocztaPgTarget(PocztaTarget):
+    """The same on the benchmark's PostgreSQL, in a new database."""
+
+    name = "poczta-pg"
+    db_backed = True
+
+    def store_table(self) -> str:
+        return str(self.opts.postgres.store_config())
+
+
+TARGETS: dict[str, type[Target]] = {
+    "poczta": PocztaTarget,
+    "poczta-pg": PocztaPgTarget,
+    "dovecot": DovecotTarget,
+}

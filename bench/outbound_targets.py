@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import poczta_instance
 from _common import BenchError, ServerProcess, free_port, make_certificate, wait_port
 from outbound_sinks import Destination
-from smtp_accept import PostfixTarget
+from smtp_targets import PostfixTarget
 
 __all__ = ["HOLD_OWNER", "SENDER", "PocztaSender", "PostfixSender", "make_message", "recipient"]
 

@@ -26,9 +26,10 @@ def write_config(
     tls: bool,
     max_connections: int = 1000,
     limits: Mapping[str, int] | None = None,
+    store: str = "",
 ) -> None:
     """A config serving only `listeners` (service -> addresses); dev mode without TLS;
-    `limits` adds settings to ``[limits]``."""
+    `limits` adds settings to ``[limits]``; `store` is a ``[store]`` table ("": SQLite)."""
     more = "".join(f"{key} = {value}\n" for key, value in (limits or {}).items())
     listen = "".join(
         f"{s} = [{', '.join(_quoted(a) for a in listeners.get(s, ()))}]\n" for s in SERVICES
@@ -39,7 +40,7 @@ def write_config(
         f'\n[tls]\ncertificate = "{cert}"\nprivate_key = "{key}"\n'
         f"\n[listeners]\n{listen}"
         f"\n[limits]\nmax_connections = {max_connections}\n"
-        f"max_connections_per_ip = {max_connections}\n{more}"
+        f"max_connections_per_ip = {max_connections}\n{more}{store}"
     )
 
 

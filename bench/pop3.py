@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from _common import (
@@ -45,6 +45,15 @@ from _common import (
     fs_type,
     print_table,
     signals_raise,
+)
+from poczta_postgres import (
+    BenchPostgres,
+    DbCost,
+    DbMeter,
+    add_store_options,
+    check_store_options,
+    expand_poczta,
+    print_costs,
 )
 from pop3_targets import HOST, TARGETS, Target, make_message
 
@@ -72,6 +81,7 @@ class Figures:
     peak_pss: int = 0
     peak_procs: int = 0
     busy_before_pct: float = 0.0
+    db_costs: list[DbCost] = field(default_factory=list)  # with --db-stats, on PostgreSQL
 
 
 # --------------------------------------------------------------------------- mail and client
@@ -214,9 +224,15 @@ async def measure(target: Target, opts: argparse.Namespace) -> Figures:
     cpu.start()
     await asyncio.sleep(1.0)  # the server idle: is anything else using the machine?
     figures.busy_before_pct = cpu.stop()
-    figures.login_stat = await time_login_stat(target, opts.repeat, opts.messages)
-    figures.uidl_all = await time_uidl(target, opts.repeat, opts.messages)
-    figures.retr_all, figures.retr_bytes = await time_retr_all(target, opts.messages)
+    db = opts.postgres if opts.db_stats and target.db_backed else None
+    costs = DbMeter(db)
+    with costs.measure("login + STAT + QUIT", opts.repeat):
+        figures.login_stat = await time_login_stat(target, opts.repeat, opts.messages)
+    with costs.measure(f"UIDL of {opts.messages:,} (a login per {opts.repeat})", opts.repeat):
+        figures.uidl_all = await time_uidl(target, opts.repeat, opts.messages)
+    with costs.measure("RETR", opts.messages):
+        figures.retr_all, figures.retr_bytes = await time_retr_all(target, opts.messages)
+    figures.db_costs = costs.costs
     with TreeSampler(target.roots) as sampler:
         wall, latencies = await time_concurrent(
             target, opts.clients, opts.per_client, opts.user_messages
@@ -271,7 +287,8 @@ def ratio(a: float, b: float) -> str:
 
 def report(results: Sequence[Figures], opts: argparse.Namespace) -> None:
     by_name = {r.target: r for r in results}
-    names = [n for n in ("poczta", "dovecot") if n in by_name]
+    names = [n for n in ("poczta", "poczta-pg", "dovecot") if n in by_name]
+    compared = [n for n in names if n != "dovecot"] if "dovecot" in names else []
     rows_spec = [
         ("login + STAT (ms)", lambda f: f.login_stat, ms),
         (f"UIDL of {opts.messages:,} (ms)", lambda f: f.uidl_all, ms),
@@ -285,15 +302,12 @@ def report(results: Sequence[Figures], opts: argparse.Namespace) -> None:
         ("peak PSS MiB (concurrent)", lambda f: f.peak_pss / MIB, "{:,.0f}".format),
         ("processes (concurrent)", lambda f: f.peak_procs, "{:.0f}".format),
     ]
-    headers = ["figure", *names]
-    if len(names) == 2:
-        headers.append("poczta/dovecot")
+    headers = ["figure", *names, *(f"{n}/dovecot" for n in compared)]
     rows = []
     for label, get, fmt in rows_spec:
-        values = [float(get(by_name[n])) for n in names]
-        row: list[object] = [label, *(fmt(v) for v in values)]
-        if len(names) == 2:
-            row.append(ratio(values[0], values[1]))
+        values = {n: float(get(by_name[n])) for n in names}
+        row: list[object] = [label, *(fmt(v) for v in values.values())]
+        row += [ratio(values[n], values["dovecot"]) for n in compared]
         rows.append(row)
     print()
     print_table(headers, rows, right=range(1, len(headers)))
@@ -304,6 +318,8 @@ def report(results: Sequence[Figures], opts: argparse.Namespace) -> None:
         "\nratio = poczta / dovecot: below 1 is better for poczta on times, latencies and"
         " memory; above 1 is better on msg/s."
     )
+    for f in results:
+        print_costs(f"{f.target}: the database's cost of one operation (--db-stats)", f.db_costs)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -317,6 +333,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--repeat", type=int, default=5, help="runs of login+STAT and UIDL (median)")
     p.add_argument("--targets", default="poczta,dovecot", help="comma-separated")
+    add_store_options(p)
     p.add_argument(
         "--security", choices=("tls", "plain"), default="tls", help="implicit TLS or plaintext"
     )
@@ -329,7 +346,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the poczta executable",
     )
     opts = p.parse_args(argv)
-    opts.targets = [t for t in opts.targets.split(",") if t]
+    check_store_options(p, opts)
+    opts.targets = expand_poczta([t for t in opts.targets.split(",") if t], opts)
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown:
         p.error(f"unknown targets: {', '.join(unknown)}")
@@ -355,8 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     results: list[Figures] = []
     status = 0
+    opts.postgres = None
     try:
         with signals_raise():
+            if any(TARGETS[name].db_backed for name in opts.targets):
+                log("starting the benchmark's PostgreSQL ...")
+                opts.postgres = BenchPostgres(root)
+                opts.postgres.start()
             for name in opts.targets:
                 try:
                     results.append(run_target(TARGETS[name], opts, root))
@@ -366,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted")
         status = 130
+    finally:
+        if opts.postgres is not None:
+            opts.postgres.stop()
     if results:
         report(results, opts)
     if opts.json is not None:

@@ -31,6 +31,7 @@ class Target:
     name = "?"
     big_user = f"big@{DOMAIN}"
     password = PASSWORD
+    db_backed = False  # whether its store is the benchmark's PostgreSQL
 
     def __init__(self, opts: argparse.Namespace, workdir: Path, port: int) -> None:
         self.opts = opts
@@ -74,6 +75,7 @@ class PocztaTarget(Target):
             self.key,
             {"pop3s" if self.tls else "pop3": listener},
             tls=self.tls,
+            store=self.store_table(),
         )
         asyncio.run(self._fill_store())
 
@@ -104,6 +106,19 @@ class PocztaTarget(Target):
 
     def command(self) -> list[str]:
         return poczta_instance.serve_command(self.opts.poczta_bin, self.config)
+
+    def store_table(self) -> str:
+        return ""
+
+
+class PocztaPgTarget(PocztaTarget):
+    """The same on the benchmark's PostgreSQL, in a new database."""
+
+    name = "poczta-pg"
+    db_backed = True
+
+    def store_table(self) -> str:
+        return str(self.opts.postgres.store_config())
 
 
 class DovecotTarget(Target):
@@ -142,4 +157,8 @@ class DovecotTarget(Target):
         return self.dovecot.command()
 
 
-TARGETS: dict[str, type[Target]] = {"poczta": PocztaTarget, "dovecot": DovecotTarget}
+TARGETS: dict[str, type[Target]] = {
+    "poczta": PocztaTarget,
+    "poczta-pg": PocztaPgTarget,
+    "dovecot": DovecotTarget,
+}

@@ -1,0 +1,78 @@
+"""What IMAP commands cost poczta's PostgreSQL (`bench/imap --db-stats`).
+
+On the big INBOX, one command at a time (so each count is that command's alone), every
+command a number of times between two snapshots of the database's counters (see
+`poczta_postgres`), net of what the idle server asks meanwhile:
+
+* LOGIN: connect, TLS, LOGIN, LOGOUT (no SELECT);
+* SELECT of the big INBOX (from the selected state: a re-select);
+* UID FETCH of 100 messages' headers, as a client opening a mailbox asks for a screenful
+  (flags, size, the header fields a list view shows), each time the next 100;
+* BODY.PEEK[] of one message; UID STORE +FLAGS of a keyword on one message (each a change);
+* UID SEARCH by a subject word, and by flags (UNSEEN FLAGGED); NOOP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from imap_scenarios import CLIENT_OPEN, Session
+from mailgen import SUBJECT_WORD
+from poczta_postgres import BenchPostgres, DbCost, DbUsage, background
+
+HEADERS_100 = CLIENT_OPEN.replace("UID FETCH 1:*", "UID FETCH {}")
+
+
+async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
+    """Each operation's cost, measured on its own; the idle server's per second first."""
+    idle = background(db)
+    costs = [idle.per_second("idle server, per second")]
+    plan = session.target.plan
+    client = await session.open(plan.big_user)
+    uids = sorted(session.sizes) or list(range(1, len(plan.inbox) + 1))
+    pages = [uids[i : i + 100] for i in range(0, len(uids), 100)]
+
+    async def measure(label: str, times: int, one: Callable[[int], Awaitable[object]]) -> None:
+        before = db.snapshot()
+        for i in range(times):
+            await one(i)
+        usage = DbUsage.between(before, db.snapshot(settle=True)).net(idle)
+        costs.append(usage.per(times, label))
+
+    async def login(_: int) -> None:
+        await (await session.open(plan.big_user, None)).logout()
+
+    def command(text: Callable[[int], str]) -> Callable[[int], Awaitable[object]]:
+        return lambda i: client.command(text(i))
+
+    await measure("LOGIN + LOGOUT", 10, login)
+    await measure("SELECT INBOX", 50, lambda _: client.select("INBOX"))
+    await measure(
+        "UID FETCH 100 headers", 50, command(lambda i: _headers(pages[i % len(pages)]))
+    )
+    await measure("UID FETCH 1 BODY.PEEK[]", 100, command(lambda i: _peek(uids, i)))
+    await measure("UID STORE 1 flag", 200, command(lambda i: _store(uids, i)))
+    await measure("UID SEARCH SUBJECT", 20, command(lambda _: f"UID SEARCH SUBJECT {SUBJECT_WORD}"))
+    await measure("UID SEARCH UNSEEN FLAGGED", 20, command(lambda _: "UID SEARCH UNSEEN FLAGGED"))
+    await measure("NOOP", 200, command(lambda _: "NOOP"))
+    await client.logout()
+    return costs
+
+
+def idle_rate(db: BenchPostgres, connections: int, seconds: float = 5.0) -> DbCost:
+    """What the server asks its database per second while `connections` sit in IDLE."""
+    return background(db, seconds).per_second(f"{connections:,} in IDLE, per second")
+
+
+def _headers(page: list[int]) -> str:
+    return HEADERS_100.format(f"{page[0]}:{page[-1]}")
+
+
+def _peek(uids: list[int], i: int) -> str:
+    return f"UID FETCH {uids[(i * 37) % len(uids)]} BODY.PEEK[]"
+
+
+def _store(uids: list[int], i: int) -> str:
+    """A keyword no message has, set and then cleared: every STORE changes a message."""
+    sign = "-" if (i // len(uids)) % 2 else "+"
+    return f"UID STORE {uids[i % len(uids)]} {sign}FLAGS ($DbCost)"
