@@ -1,5 +1,6 @@
-"""The quota triggers of the PostgreSQL schema: whatever SQL changes `messages`, each user's
-`quota_usage` row is the sum of the user's messages."""
+"""The counting triggers of the PostgreSQL schema: whatever SQL changes `messages`, each
+user's `quota_usage` row is the sum of the user's messages, and each mailbox's `messages`
+the number of its own."""
 
 from __future__ import annotations
 
@@ -217,6 +218,14 @@ class QuotaTriggerMachine(RuleBasedStateMachine):
         expected = self._expected()
         assert usage == expected
         assert counted == {user: sums for user, sums in expected.items() if user in counted}
+
+    @invariant()
+    def each_mailbox_counts_its_messages(self) -> None:
+        rows = self.run(self.conn.fetch("SELECT id, messages FROM mailboxes"))
+        expected = {box: 0 for box in self.mailboxes}
+        for box, _ in self.messages.values():
+            expected[box] += 1
+        assert {int(r[0]): int(r[1]) for r in rows} == expected
 
 
 def test_quota_usage_follows_every_change_of_messages(

@@ -38,9 +38,7 @@ _COPIED = (
     " imap_bodystructure"
 )
 _STATES = (
-    "SELECT id, highestmodseq, uidnext,"
-    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id)"
-    " FROM mailboxes WHERE id = ANY($1::bigint[])"
+    "SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE id = ANY($1::bigint[])"
 )
 
 

@@ -45,8 +45,8 @@ __all__ = [
 CHANGES_CHANNEL = "poczta_mailbox_changed"
 
 _MAILBOX_STATE = (
-    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use,"
-    " (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id) FROM mailboxes"
+    "SELECT id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use, messages"
+    " FROM mailboxes"
 )
 
 
