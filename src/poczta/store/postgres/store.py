@@ -49,6 +49,7 @@ from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, qu
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
 from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
 from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.limits import PostgresSharedLimits
 from poczta.store.postgres.listener import MailboxListener
 from poczta.store.postgres.migrate import migrate
 from poczta.store.postgres.side import (
@@ -80,6 +81,7 @@ class PostgresStore(RecipientRouting):
         self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
         self._sending: PostgresSendingStore | None = None
+        self._limits: PostgresSharedLimits | None = None
         self._hub = ChangeHub()
         self._listen = listen
         self._listener: MailboxListener | None = None
@@ -141,6 +143,12 @@ class PostgresStore(RecipientRouting):
         if self._sending is None:
             self._sending = PostgresSendingStore(self._db)
         return self._sending
+
+    async def shared_limits(self) -> PostgresSharedLimits:
+        self._db.check_open()
+        if self._limits is None:
+            self._limits = PostgresSharedLimits(self._db)
+        return self._limits
 
     # --- plumbing --------------------------------------------------------
 
