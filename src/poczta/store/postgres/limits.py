@@ -7,16 +7,26 @@ one round trip: the throttle's read before a password is checked, a connection c
 at accept (the `open_connection` function, which sums and increments under a per-address
 advisory lock), a connection ended, a maildrop taken when it is free. What is rarer
 (a failure recorded, renewals, holders dropped) is one small transaction.
+
+These run on a small pool of their own (`open_limits_pool`) whose connections are given
+back without the driver's reset, which would cost a second round trip per statement:
+nothing here leaves state in a session (the advisory lock ends with its transaction).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from poczta.accounts import Failures
+from poczta.config_schema import StoreSettings
 from poczta.store.postgres.access import Connection, Database
+from poczta.store.postgres.connect import create_pool
 
-__all__ = ["PostgresSharedLimits"]
+__all__ = ["LIMITS_POOL_SIZE", "PostgresSharedLimits", "open_limits_pool"]
+
+LIMITS_POOL_SIZE = 4  # connections: each statement holds one for a fraction of a millisecond
 
 _COUNTS = (
     "SELECT"
@@ -35,16 +45,36 @@ _TAKE = (
 )
 
 
+async def _nothing_to_reset(conn: Connection) -> None:
+    """What the pool runs on a connection given back: nothing (see above)."""
+
+
+async def open_limits_pool(
+    settings: StoreSettings, data_dir: Path, command_timeout: float | None
+) -> Any:
+    """The pool of the shared limits' statements."""
+    return await create_pool(
+        settings,
+        data_dir,
+        min_size=1,
+        max_size=LIMITS_POOL_SIZE,
+        command_timeout=command_timeout,
+        reset=_nothing_to_reset,
+    )
+
+
 def _rows(status: str) -> int:
     """The row count of a command status such as "DELETE 3"."""
     return int(status.rpartition(" ")[2] or 0)
 
 
 class PostgresSharedLimits:
-    """`SharedLimits` on the store's database (its pool; closed with it)."""
+    """`SharedLimits` on the store's database, through `db` (a pool of its own, or the
+    store's); `close` closes it when it is its own."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, own: bool = False) -> None:
         self._db = db
+        self._own = own
 
     # ------------------------------------------------------------ login failures
 
@@ -187,4 +217,5 @@ class PostgresSharedLimits:
         return await self._db.write(drop)
 
     async def close(self) -> None:
-        """Nothing of its own to close: it uses the store's pool."""
+        if self._own:
+            await self._db.close()
