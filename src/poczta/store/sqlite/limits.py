@@ -17,17 +17,14 @@ upgrade, so one of another version is emptied and made again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from poczta.accounts import Failures
 from poczta.store.sqlite.side import SideStore
 from poczta.store.sqlite.writer import begin_immediate
 
 __all__ = ["SqliteSharedLimits"]
-
-T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 _TABLES = ("login_failures", "maildrop_leases", "connection_counts")
@@ -101,22 +98,6 @@ class SqliteSharedLimits(SideStore):
             conn.rollback()
             raise
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn` in one BEGIN IMMEDIATE ... COMMIT, taken in short polls while another
-        worker holds the file's write lock (for microseconds)."""
-
-        def run(conn: sqlite3.Connection) -> T:
-            begin_immediate(conn)
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.rollback()
-                raise
-            return result
-
-        return await self._run(run)
-
     # ------------------------------------------------------------ login failures
 
     async def login_failures(
@@ -136,10 +117,10 @@ class SqliteSharedLimits(SideStore):
             )
             return _counts(conn, (network, account, since, *caps))
 
-        return await self._write(add)
+        return await self._transaction(add)
 
     async def forgive_login_failures(self, network: str, account: str) -> None:
-        await self._write(
+        await self._transaction(
             lambda c: c.execute(
                 "UPDATE login_failures SET pair = 0 WHERE network = ? AND account = ? AND pair",
                 (network, account),
@@ -162,7 +143,7 @@ class SqliteSharedLimits(SideStore):
             )
             return holder
 
-        return await self._write(take)
+        return await self._transaction(take)
 
     async def take_maildrop_from(self, user: str, holder: str, gone: str, until: float) -> bool:
         def take(conn: sqlite3.Connection) -> bool:
@@ -173,10 +154,10 @@ class SqliteSharedLimits(SideStore):
             )
             return cursor.rowcount == 1
 
-        return await self._write(take)
+        return await self._transaction(take)
 
     async def release_maildrop(self, user: str, holder: str) -> None:
-        await self._write(
+        await self._transaction(
             lambda c: c.execute(
                 "DELETE FROM maildrop_leases WHERE address = ? AND holder = ?", (user, holder)
             )
@@ -203,10 +184,10 @@ class SqliteSharedLimits(SideStore):
             )
             return True
 
-        return await self._write(count)
+        return await self._transaction(count)
 
     async def close_connection(self, ip: str, holder: str) -> None:
-        await self._write(
+        await self._transaction(
             lambda c: c.execute(
                 "UPDATE connection_counts SET count = count - 1"
                 " WHERE ip = ? AND holder = ? AND count > 0",
@@ -234,7 +215,7 @@ class SqliteSharedLimits(SideStore):
             conn.execute("DELETE FROM maildrop_leases WHERE expires < ?", (stale,))
             conn.execute("DELETE FROM connection_counts WHERE expires < ?", (stale,))
 
-        await self._write(renew)
+        await self._transaction(renew)
 
     async def lease_holders(self) -> list[str]:
         rows = await self._run(
@@ -253,4 +234,4 @@ class SqliteSharedLimits(SideStore):
             conn.executemany("DELETE FROM connection_counts WHERE holder = ?", names)
             return conn.total_changes - before
 
-        return await self._write(drop)
+        return await self._transaction(drop)

@@ -23,7 +23,7 @@ from typing import ClassVar, TypeVar
 
 from poczta.store.base import StoreUnavailable
 from poczta.store.sqlite.migrate import migrate
-from poczta.store.sqlite.writer import connect, translate_error
+from poczta.store.sqlite.writer import begin_immediate, connect, translate_error
 
 __all__ = ["SideStore", "SideStores"]
 
@@ -98,10 +98,11 @@ class SideStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn` inside BEGIN IMMEDIATE ... COMMIT, rolled back when it raises."""
+        """`fn` inside BEGIN IMMEDIATE ... COMMIT, rolled back when it raises; the write
+        lock is waited for as the connection's busy timeout says (`begin_immediate`)."""
 
         def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn)
             try:
                 result = fn(conn)
                 conn.execute("COMMIT")
