@@ -144,7 +144,7 @@ class SharedConnectionLimiter:
                 return False
             await self.keeper.store.drop_holders(gone)
             return await self._open(ip)
-        except StoreError as exc:
+        except Exception as exc:  # StoreError, or a database in a state we do not know
             _UNAVAILABLE.log("connection.limit_unavailable", logging.WARNING, ip=ip, error=exc)
             self._uncounted[ip] += 1
             return True
@@ -157,7 +157,7 @@ class SharedConnectionLimiter:
             return
         try:
             await self.keeper.store.close_connection(ip, self.keeper.holder)
-        except StoreError as exc:
+        except Exception as exc:
             _UNAVAILABLE.log("connection.release_failed", logging.WARNING, ip=ip, error=exc)
             self._owed[ip] += 1
 
