@@ -101,7 +101,8 @@ class LoginService:
     ) -> str | None:
         """The canonical user address when the password matches, else None (after a delay)."""
         account = self._account(authcid)
-        if await self.is_blocked(ip, account):
+        counts = await self.failures(ip, account)
+        if self.throttle.blocks(counts):
             await self.failed(ip, account, service, "throttled")
             return None
         user = await self.store.get_user(account)
@@ -109,7 +110,8 @@ class LoginService:
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(_HASHING, verify_password, stored_hash, password)
         if ok and user is not None:
-            await self._forgive(ip, self._account(user.address))
+            if counts.pair:  # else nothing to forgive: no write on a clean login
+                await self._forgive(ip, self._account(user.address))
             log("auth.ok", service=service, ip=ip, user=user.address)
             if needs_rehash(user.password_hash):
                 self._rehash_later(user.address, password, user.scram)
