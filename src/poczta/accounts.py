@@ -37,7 +37,10 @@ Throttling
     account name. Only the first two refuse a client; the account-wide count only slows
     answers, so nobody can lock an account's owner out by failing from elsewhere. SMTP
     AUTH, POP3 and IMAP share one instance. It never consults the store: a failure for an
-    unknown account is counted exactly like one for a real account.
+    unknown account is counted exactly like one for a real account. It keeps its counts
+    in memory, for one process; a server of several processes or nodes keeps them in a
+    `poczta.store.base.LoginFailureStore` and asks the same instance for the rules
+    (`keys`, `caps`, `blocks`, `delay`), so both ways answer alike.
 """
 
 from __future__ import annotations
@@ -391,11 +394,12 @@ class LoginThrottle:
             raise ValueError("failure limits must be at least 1")
         if failure_delay < 0 or max_delay < 0:
             raise ValueError("delays must not be negative")
+        self.window = window
         self.max_failures_per_ip = max_failures_per_ip
         self.max_failures_per_ip_account = max_failures_per_ip_account
         self.failure_delay = failure_delay
         self.max_delay = max_delay
-        self._clock = clock
+        self.clock = clock
         # one more than the limit: enough to know a key is over it
         self._networks = _FailureTable(window, max_failures_per_ip + 1, max_tracked)
         self._pairs = _FailureTable(window, max_failures_per_ip_account + 1, max_tracked)
@@ -416,13 +420,41 @@ class LoginThrottle:
         )
 
     @staticmethod
-    def _keys(ip: str, account: str) -> tuple[str, tuple[str, str], str]:
-        network, name = client_key(ip), account_key(account)
+    def keys(ip: str, account: str) -> tuple[str, str]:
+        """The (network, account name) an attempt by `ip` for `account` is counted under."""
+        return client_key(ip), account_key(account)
+
+    @classmethod
+    def _keys(cls, ip: str, account: str) -> tuple[str, tuple[str, str], str]:
+        network, name = cls.keys(ip, account)
         return network, (network, name), name
+
+    @property
+    def caps(self) -> Failures:
+        """The most failures of each kind worth counting: one past each limit, and for the
+        account-wide count as many as it takes the delay to reach any sensible cap."""
+        ip, pair = self.max_failures_per_ip, self.max_failures_per_ip_account
+        return Failures(ip + 1, pair + 1, _ACCOUNT_HISTORY)
+
+    def blocks(self, counts: Failures) -> bool:
+        """True when these counts refuse the attempt: its network, or it for this
+        account, has reached its limit."""
+        return (
+            counts.network >= self.max_failures_per_ip
+            or counts.pair >= self.max_failures_per_ip_account
+        )
+
+    def delay(self, counts: Failures) -> float:
+        """Seconds to wait before answering a failure with these counts: 0 when clean,
+        doubling, capped."""
+        n = max(counts)
+        if n == 0:
+            return 0.0
+        return float(min(self.failure_delay * 2.0 ** min(n - 1, 32), self.max_delay))
 
     def failures(self, ip: str, account: str) -> Failures:
         """Failures within the window that concern this client's attempt for `account`."""
-        now = self._clock()
+        now = self.clock()
         network, pair, name = self._keys(ip, account)
         return Failures(
             self._networks.count(network, now),
@@ -432,7 +464,7 @@ class LoginThrottle:
 
     def record_failure(self, ip: str, account: str) -> None:
         """Count one failed login by `ip` for `account` (existing or not)."""
-        now = self._clock()
+        now = self.clock()
         network, pair, name = self._keys(ip, account)
         self._networks.add(network, now)
         self._pairs.add(pair, now)
@@ -448,18 +480,11 @@ class LoginThrottle:
 
     def delay_for(self, ip: str, account: str) -> float:
         """Seconds to wait before answering a failure: 0 when clean, doubling, capped."""
-        n = max(self.failures(ip, account))
-        if n == 0:
-            return 0.0
-        return float(min(self.failure_delay * 2.0 ** min(n - 1, 32), self.max_delay))
+        return self.delay(self.failures(ip, account))
 
     def is_blocked(self, ip: str, account: str) -> bool:
         """True when the client's network, or it for this account, has reached its limit."""
-        counts = self.failures(ip, account)
-        return (
-            counts.network >= self.max_failures_per_ip
-            or counts.pair >= self.max_failures_per_ip_account
-        )
+        return self.blocks(self.failures(ip, account))
 
     def tracked(self) -> tuple[int, int, int]:
         """How many keys are held: (networks, pairs, accounts). For tests and metrics."""

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +21,7 @@ from poczta.dkim_keys import DkimKeyError, KeyStore, Signer
 from poczta.dns import DnsPythonResolver
 from poczta.imap.limits import ImapLimits
 from poczta.imap.session import IMAP_REPLIES, ImapContext, run_imap_session
+from poczta.leases import LeaseKeeper, SharedConnectionLimiter
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
@@ -28,6 +30,7 @@ from poczta.mailauth.verdict import PolicySettings
 from poczta.net.connection import Connection
 from poczta.net.deadlines import ReadTimeouts
 from poczta.net.listener import (
+    ConnectionGate,
     ConnectionLimiter,
     Listener,
     ListenerSettings,
@@ -242,6 +245,24 @@ class App:
     slot: int = 0  # which of the worker processes this is
     workers: int = 1  # how many there are (each runs a queue runner with its share)
     queue_runner: asyncio.Task[None] | None = None
+    leases: LeaseKeeper | None = None  # with limits shared across processes and nodes
+
+    async def _limits(self) -> tuple[LoginService, ConnectionGate]:
+        """The login throttle and per-IP limit: in memory for one process on SQLite, in
+        the store when several workers or nodes must see the same counts."""
+        config, store = self.config, self.store
+        assert store is not None
+        max_per_ip = config.limits.max_connections_per_ip
+        if not (self.shared or config.store.backend == "postgres"):
+            throttle = LoginThrottle.from_settings(config.auth)
+            return LoginService(store, throttle), ConnectionLimiter(max_per_ip)
+        shared = await store.shared_limits()
+        lease = float(config.limits.shared_lease)
+        self.leases = LeaseKeeper(shared, config.hostname, lease=lease)
+        self.leases.start()
+        throttle = LoginThrottle.from_settings(config.auth, clock=time.time)  # same on all
+        logins = LoginService(store, throttle, shared)
+        return logins, SharedConnectionLimiter(self.leases, max_per_ip)
 
     async def start(self) -> None:
         config = self.config
@@ -250,10 +271,8 @@ class App:
         if self.sockets is None:
             self.sockets = {a: s[0] for a, s in bind_listeners(config).items()}
         self.store = await open_configured_store(config, committer=self.shared)
-        throttle = LoginThrottle.from_settings(config.auth)
-        logins = LoginService(self.store, throttle)
+        logins, limiter = await self._limits()
         delivery = Delivery(self.store, quotas=quotas(config, self.store), hostname=config.hostname)
-        limiter = ConnectionLimiter(config.limits.max_connections_per_ip)
         self.checks = await open_mail_checks(config, self.store)
         if self.checks is not None and self.checks.greylister is not None:
             self.sweeper = asyncio.get_running_loop().create_task(
@@ -300,7 +319,7 @@ class App:
         implicit_tls: bool,
         handler: SessionHandler,
         replies: ServiceReplies,
-        limiter: ConnectionLimiter,
+        limiter: ConnectionGate,
     ) -> None:
         """Start one listener per address of `service`, all running `handler`."""
         limits = self.config.limits
@@ -319,11 +338,11 @@ class App:
             self.listeners.append(listener)
             log("listening", service=service, address=f"{address.host}:{address.port}")
 
-    async def _start_pop3_listeners(self, logins: LoginService, limiter: ConnectionLimiter) -> None:
+    async def _start_pop3_listeners(self, logins: LoginService, limiter: ConnectionGate) -> None:
         """pop3 (STLS) and pop3s (implicit TLS); one maildrop lock table for both."""
         config = self.config
         assert self.store is not None
-        locks = MaildropLocks()
+        locks = MaildropLocks(self.leases)
         limits = Pop3Limits(
             max_errors=config.limits.max_errors,
             max_auth_failures=config.limits.max_auth_failures,
@@ -344,7 +363,7 @@ class App:
             handler = partial(run_pop3_session, ctx)
             await self._listen(service, addresses, implicit, handler, POP3_REPLIES, limiter)
 
-    async def _start_imap_listeners(self, logins: LoginService, limiter: ConnectionLimiter) -> None:
+    async def _start_imap_listeners(self, logins: LoginService, limiter: ConnectionGate) -> None:
         """imap (STARTTLS) and imaps (implicit TLS)."""
         config = self.config
         assert self.store is not None
@@ -385,6 +404,8 @@ class App:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
+        if self.leases is not None:  # what this process still holds in the store
+            await self.leases.stop()
         if self.store is not None:  # and what it opened beside it: greylist, sending limits
             await self.store.close()
         log("stopped")
@@ -458,11 +479,15 @@ def take_slot(bound: Mapping[Address, Sequence[socket.socket]], slot: int) -> So
 
 async def prepare_workers(config: Config) -> None:
     """What the workers would otherwise race on, done once before they are forked:
-    migrations, the configured domains, the greylist table."""
+    migrations, the configured domains, the greylist table; on SQLite, the locks and
+    counts a run before this one left."""
     store = await open_configured_store(config)
     try:
         if config.checks.enabled and config.checks.greylisting and config.listeners.smtp:
             await store.greylist_store()
+        if config.store.backend == "sqlite":  # no worker runs yet: every holder is gone
+            limits = await store.shared_limits()
+            await limits.drop_holders(await limits.lease_holders())
     finally:
         await store.close()
 

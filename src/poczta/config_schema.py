@@ -156,6 +156,12 @@ class Limits:
     max_auth_failures: int = _count(3, "failed logins per session")
     max_connections: int = _count(1000, "open connections per listener")
     max_connections_per_ip: int = _count(20, "open connections per client address")
+    shared_lease: int = _count(
+        60,
+        "seconds a process's POP3 locks and connection counts outlast it when it dies"
+        " unseen on another machine (several workers or nodes; renewed every third)",
+        3,
+    )
     idle_timeout: int = _count(300, "seconds a client may stay silent after a complete command")
     command_timeout: int = _count(60, "seconds a command line may take, from its first byte")
     min_data_rate: int = _count(

@@ -1,4 +1,9 @@
-"""TCP listeners: accept, connection limits, implicit TLS, session timeouts, graceful stop."""
+"""TCP listeners: accept, connection limits, implicit TLS, session timeouts, graceful stop.
+
+The per-IP limit is a `ConnectionGate`: `ConnectionLimiter` counts in this process's
+memory; a server of several processes or nodes counts in the store instead
+(`poczta.leases.SharedConnectionLimiter`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from poczta.logs import FloodLimit, log
 from poczta.net.connection import Connection, ConnectionClosed
@@ -56,20 +62,32 @@ class ServiceReplies:
     timeout: bytes  # the whole-session time limit ran out (and the session did not end itself)
 
 
+class ConnectionGate(Protocol):
+    """Open connections per client IP, shared by every listener of a server."""
+
+    async def acquire(self, ip: str) -> bool:
+        """Count one more connection of `ip`; False (nothing counted) when over the limit."""
+        ...
+
+    async def release(self, ip: str) -> None:
+        """One connection of `ip` that `acquire` counted has ended."""
+        ...
+
+
 class ConnectionLimiter:
-    """Counts open connections per client IP, shared by every listener."""
+    """Counts open connections per client IP in this process (a `ConnectionGate`)."""
 
     def __init__(self, max_per_ip: int) -> None:
         self.max_per_ip = max_per_ip
         self._open: Counter[str] = Counter()
 
-    def acquire(self, ip: str) -> bool:
+    async def acquire(self, ip: str) -> bool:
         if self._open[ip] >= self.max_per_ip:
             return False
         self._open[ip] += 1
         return True
 
-    def release(self, ip: str) -> None:
+    async def release(self, ip: str) -> None:
         self._open[ip] -= 1
         if self._open[ip] <= 0:
             del self._open[ip]
@@ -94,7 +112,7 @@ class Listener:
         settings: ListenerSettings,
         handler: SessionHandler,
         replies: ServiceReplies,
-        limiter: ConnectionLimiter,
+        limiter: ConnectionGate,
         tls: ReloadableContext | None,
     ) -> None:
         self.settings = settings
@@ -135,7 +153,8 @@ class Listener:
 
     async def _serve(self, conn: Connection) -> None:
         ip = conn.peer_ip
-        if len(self._sessions) > self.settings.max_connections or not self.limiter.acquire(ip):
+        over = len(self._sessions) > self.settings.max_connections
+        if over or not await self.limiter.acquire(ip):
             _REFUSALS.log(
                 "connection.refused",
                 key=("service", "reason"),
@@ -160,8 +179,8 @@ class Listener:
         except Exception:  # a bug in a session must not take the listener down
             logging.getLogger("poczta").exception("session failed")
         finally:
-            self.limiter.release(ip)
             conn.close()
+            await self.limiter.release(ip)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, ask every session to finish, abort what is left after `grace`."""

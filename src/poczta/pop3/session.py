@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from poczta.leases import LeaseKeeper
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.net.connection import Connection
@@ -54,24 +55,44 @@ SHUTDOWN_REPLY = b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n"
 
 
 class MaildropLocks:
-    """Which maildrops have a POP3 session open, in this process.
+    """Which maildrops have a POP3 session open: in this process, and with a
+    `LeaseKeeper` in every process and node sharing the store.
 
-    RFC 1939 gives a maildrop to one session at a time. Several poczta processes
-    sharing one store would need the lock in the store instead.
+    RFC 1939 gives a maildrop to one session at a time. The sessions of this process
+    are told apart here; the store's lock (one per process, renewed by the keeper)
+    keeps the other processes out. It is released before this process's hold, so a
+    new session here never sees it half released.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keeper: LeaseKeeper | None = None) -> None:
         self._held: set[str] = set()
+        self._keeper = keeper
 
-    def acquire(self, user: str) -> bool:
-        """Take the lock for `user`; False when another session holds it."""
+    async def acquire(self, user: str) -> bool:
+        """Take the lock for `user`; False when another session holds it (StoreError
+        when the shared lock cannot be taken or refused)."""
         if user in self._held:
             return False
         self._held.add(user)
-        return True
+        if self._keeper is None:
+            return True
+        try:
+            taken = await self._keeper.take_maildrop(user)
+        except BaseException:
+            self._held.discard(user)
+            raise
+        if not taken:
+            self._held.discard(user)
+        return taken
 
-    def release(self, user: str) -> None:
-        self._held.discard(user)
+    async def release(self, user: str) -> None:
+        try:
+            if self._keeper is not None and user in self._held:
+                await self._keeper.release_maildrop(user)
+        except StoreError as exc:  # the lease runs out by itself
+            log("pop3.unlock_failed", user=user, error=exc)
+        finally:
+            self._held.discard(user)
 
     def held(self, user: str) -> bool:
         return user in self._held
@@ -135,8 +156,8 @@ class Pop3Session:
             await self._dialogue()
         finally:  # however the session ended, even cancelled in the middle of a store call
             if self._locked is not None:
-                self.ctx.locks.release(self._locked)
-                self._locked = None
+                locked, self._locked = self._locked, None
+                await self.ctx.locks.release(locked)
 
     async def _dialogue(self) -> None:
         if not await self.handle(self._greeting()):
@@ -239,19 +260,20 @@ class Pop3Session:
 
     async def open_mailbox(self, user: str) -> MaildropSnapshot | MailboxError:
         """Lock `user`'s maildrop and snapshot its INBOX (numbers and sizes fixed from now on)."""
-        if not self.ctx.locks.acquire(user):
-            log("pop3.in_use", ip=self.conn.peer_ip, user=user)
-            return MailboxError("IN-USE", "Maildrop is already in use by another session")
-        self._locked = user
         try:
+            if not await self.ctx.locks.acquire(user):
+                log("pop3.in_use", ip=self.conn.peer_ip, user=user)
+                return MailboxError("IN-USE", "Maildrop is already in use by another session")
+            self._locked = user
             record = await self.ctx.store.get_user(user)
             if record is None:
                 raise NotFound(f"no user {user}")
             mailbox = await self.ctx.store.get_mailbox(record.id, "INBOX")
             summaries = await self.ctx.store.fetch_summaries(mailbox.id)
         except StoreError as exc:
-            self.ctx.locks.release(user)
-            self._locked = None
+            if self._locked is not None:
+                self._locked = None
+                await self.ctx.locks.release(user)
             log("pop3.open_failed", ip=self.conn.peer_ip, user=user, error=exc)
             return MailboxError("SYS/TEMP", "Maildrop is not available now, try again later")
         messages = {

@@ -61,6 +61,7 @@ from poczta.store.records import (
 )
 
 if TYPE_CHECKING:  # the records of the rules these stores keep state for
+    from poczta.accounts import Failures
     from poczta.mailauth.greylist import GreylistTriplet, NetworkRecord, TripletRecord
     from poczta.sending_limits import SendingState
 
@@ -85,6 +86,8 @@ __all__ = [
     "FlagMode",
     "FlagResult",
     "GreylistStore",
+    "LeaseStore",
+    "LoginFailureStore",
     "MailStore",
     "MailboxChange",
     "MailboxId",
@@ -103,6 +106,7 @@ __all__ = [
     "RecipientDsn",
     "Resolution",
     "SendingStore",
+    "SharedLimits",
     "StoreError",
     "StoreUnavailable",
     "UserId",
@@ -191,6 +195,86 @@ class SendingStore(Protocol):
         ...
 
 
+class LoginFailureStore(Protocol):
+    """Failed logins, counted across every process (and node) of the server: only the
+    state; the rules (keys, limits, delays) are `poczta.accounts.LoginThrottle`'s. Times
+    are seconds since the epoch; each count stops at its cap, the most the rules need."""
+
+    async def login_failures(
+        self, network: str, account: str, since: float, caps: Failures
+    ) -> Failures:
+        """The failures after `since`: from `network` for any account, from `network` for
+        `account` (those not forgiven), and for `account` from anywhere. One read."""
+        ...
+
+    async def add_login_failure(
+        self, network: str, account: str, now: float, since: float, caps: Failures
+    ) -> Failures:
+        """Count one failure at `now` and forget those at or before `since`; the counts
+        after `since`, this one included."""
+        ...
+
+    async def forgive_login_failures(self, network: str, account: str) -> None:
+        """A login from `network` to `account` succeeded: their failures stop counting
+        for the pair (they still count for the network and for the account)."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """What one session or connection holds while it lasts, seen by every process (and
+    node): POP3 maildrop locks and per-IP connection counts. Each is held by one process,
+    named like a queue runner (`poczta.queue.claims`), for a lease it keeps renewing; a
+    holder whose lease ran out counts as gone, and so does one the caller found gone
+    (`drop_holders`). Times are seconds since the epoch."""
+
+    async def take_maildrop(self, user: str, holder: str, now: float, until: float) -> str:
+        """Lock `user`'s maildrop for `holder` until `until`, unless another holder's lease
+        on it lasts past `now`; the holder of the lock afterwards (`holder` when taken)."""
+        ...
+
+    async def take_maildrop_from(self, user: str, holder: str, gone: str, until: float) -> bool:
+        """Take the lock on `user`'s maildrop from `gone` (certainly not running) if it
+        still holds it; True when `holder` has it now."""
+        ...
+
+    async def release_maildrop(self, user: str, holder: str) -> None:
+        """Unlock `user`'s maildrop if `holder` holds it."""
+        ...
+
+    async def open_connection(
+        self, ip: str, holder: str, limit: int, now: float, until: float
+    ) -> bool:
+        """Count one more connection of `ip` at `holder` (lease until `until`), unless the
+        connections of `ip` at holders whose leases last past `now` number `limit` or
+        more; True when counted. Atomic: one round trip."""
+        ...
+
+    async def close_connection(self, ip: str, holder: str) -> None:
+        """One connection of `ip` at `holder` ended."""
+        ...
+
+    async def connection_holders(self, ip: str) -> list[str]:
+        """The holders counting connections of `ip` now."""
+        ...
+
+    async def renew_leases(self, holder: str, until: float, stale: float) -> None:
+        """Extend every lock and count of `holder` to `until`, drop its counts at zero, and
+        drop whatever any holder let run out before `stale`."""
+        ...
+
+    async def lease_holders(self) -> list[str]:
+        """Every holder of a lock or count there is now (the caller looks for gone ones)."""
+        ...
+
+    async def drop_holders(self, holders: Sequence[str]) -> int:
+        """Drop every lock and count these holders have (they are gone); return how many."""
+        ...
+
+
+class SharedLimits(LoginFailureStore, LeaseStore, Protocol):
+    """The state of the limits that must hold across processes and nodes."""
+
+
 class MailStore(AddressBook, Protocol):
     """Accounts, mailboxes, messages and the outbound queue, behind one interface; the
     message bodies behind their own (`blobs`)."""
@@ -208,6 +292,12 @@ class MailStore(AddressBook, Protocol):
     async def sending_store(self) -> SendingStore:
         """The sending limits and counts kept beside this store: opened on the first call
         (the same one after), closed with the store."""
+        ...
+
+    async def shared_limits(self) -> SharedLimits:
+        """The login failures, POP3 locks and connection counts every process (and node)
+        sharing this store sees: opened on the first call (the same one after), closed
+        with the store."""
         ...
 
     async def close(self) -> None:

@@ -2,8 +2,8 @@
 
 `Database` wraps the connection pool. `write(fn)` runs `fn(conn)` inside one transaction
 and returns only after its COMMIT (the server's synchronous_commit is left on, so a
-commit is on disk before it is acknowledged); `read(fn)` runs it on a pooled connection
-without an explicit transaction (one statement) or in a read-only one (several).
+commit is on disk before it is acknowledged); `read(fn)` runs it in one read-only
+transaction; `statement(fn)` runs one statement without BEGIN and COMMIT (one round trip).
 
 Whatever the driver or the network raise because the database cannot be reached (a
 refused or lost connection, a server shutting down, a pool that gives no connection or a
@@ -90,6 +90,14 @@ class Database:
     async def read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """`fn` in one read-only transaction (one snapshot for all its statements)."""
         return await self._run(fn, readonly=True)
+
+    async def statement(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """`fn` (one statement) on a pooled connection without BEGIN and COMMIT: its own
+        transaction, one round trip, for what sits on the path of every connection."""
+        self.check_open()
+        with translated():
+            async with self.pool.acquire(timeout=self._acquire_timeout) as conn:
+                return await fn(conn)
 
     async def _run(self, fn: Callable[[Connection], Awaitable[T]], *, readonly: bool) -> T:
         self.check_open()

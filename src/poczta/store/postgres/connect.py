@@ -17,7 +17,7 @@ import contextlib
 import os
 import socket
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,10 +190,12 @@ async def create_pool(
     environ: Mapping[str, str] = os.environ,
     timeout: float = CONNECT_TIMEOUT,
     command_timeout: float | None = None,
+    reset: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Any:
     """A pool (an `asyncpg.Pool`) of connections to the configured database, its first
     `min_size` connections made (so a wrong setting fails here, in one line);
-    `command_timeout` bounds every statement's wait for the server's answer."""
+    `command_timeout` bounds every statement's wait for the server's answer; `reset`
+    replaces the driver's reset of a connection given back (a round trip of its own)."""
     import asyncpg
 
     target, options, from_file = _options(settings, data_dir, environ)
@@ -203,6 +205,7 @@ async def create_pool(
             max_size=max_size,
             timeout=timeout,
             command_timeout=command_timeout,
+            reset=reset,
             **options,
         )
 

@@ -13,6 +13,7 @@ the pool's and the statements' timeouts; the pool reconnects by itself when it i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, qu
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
 from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
 from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
 from poczta.store.postgres.listener import MailboxListener
 from poczta.store.postgres.migrate import migrate
 from poczta.store.postgres.side import (
@@ -74,12 +76,16 @@ class PostgresStore(RecipientRouting):
         pool: Any,
         *,
         listen: Callable[[], Awaitable[Any]] | None = None,
+        limits_pool: Callable[[], Awaitable[Any]] | None = None,
         blob_grace: float = DEFAULT_GRACE,
     ) -> None:
         self._db = Database(pool)
         self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
         self._sending: PostgresSendingStore | None = None
+        self._limits: PostgresSharedLimits | None = None
+        self._limits_pool = limits_pool  # None: the shared limits use the store's pool
+        self._limits_lock = asyncio.Lock()
         self._hub = ChangeHub()
         self._listen = listen
         self._listener: MailboxListener | None = None
@@ -115,7 +121,10 @@ class PostgresStore(RecipientRouting):
         async def listen() -> Any:
             return await connect(settings, data_dir)
 
-        store = cls(pool, listen=listen, **options)
+        async def limits_pool() -> Any:
+            return await open_limits_pool(settings, data_dir, command_timeout)
+
+        store = cls(pool, listen=listen, limits_pool=limits_pool, **options)
         store._blobs.sweep_later(_SWEEP_AFTER_OPEN)  # what a store that died left released
         return store
 
@@ -124,6 +133,8 @@ class PostgresStore(RecipientRouting):
         await self._blobs.stop_sweeping()
         if self._listener is not None:
             await self._listener.close()
+        if self._limits is not None:
+            await self._limits.close()
         await self._db.close()
 
     @property
@@ -141,6 +152,18 @@ class PostgresStore(RecipientRouting):
         if self._sending is None:
             self._sending = PostgresSendingStore(self._db)
         return self._sending
+
+    async def shared_limits(self) -> PostgresSharedLimits:
+        self._db.check_open()
+        async with self._limits_lock:
+            if self._limits is None:
+                if self._limits_pool is None:
+                    self._limits = PostgresSharedLimits(self._db)
+                else:
+                    with translated():
+                        pool = await self._limits_pool()
+                    self._limits = PostgresSharedLimits(Database(pool), own=True)
+        return self._limits
 
     # --- plumbing --------------------------------------------------------
 

@@ -8,7 +8,8 @@ consistent, and a crash can only forget the last changes, which these tables can
 afford (unlike a delivery, which the mail store's writer syncs). `open` applies
 pending migrations, so it works on a new file as well as on one the mail store has
 already opened. A mail store opens each kind beside it on first use (`SideStores`)
-and closes them with itself.
+and closes them with itself. A kind may keep its tables in a file of its own
+(`file_for`) with a schema of its own (`prepare`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import ClassVar, TypeVar
 
 from poczta.store.base import StoreUnavailable
 from poczta.store.sqlite.migrate import migrate
-from poczta.store.sqlite.writer import connect, translate_error
+from poczta.store.sqlite.writer import begin_immediate, connect, translate_error
 
 __all__ = ["SideStore", "SideStores"]
 
@@ -42,17 +43,27 @@ class SideStore:
         self._conn: sqlite3.Connection | None = conn
 
     @classmethod
+    def file_for(cls, db_path: Path) -> Path:
+        """The database file this kind keeps its tables in: the mail store's own."""
+        return db_path
+
+    @classmethod
+    def prepare(cls, conn: sqlite3.Connection) -> None:
+        """Make a new connection ready: synchronous=NORMAL, pending migrations applied."""
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+
+    @classmethod
     async def open(cls: type[S], db_path: Path | str) -> S:
         """Open (creating if needed) the database and apply pending migrations."""
-        path = Path(db_path)
+        path = cls.file_for(Path(db_path))
         executor = ThreadPoolExecutor(1, thread_name_prefix=cls.thread_name)
 
         def prepare() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(path)
             try:
-                conn.execute("PRAGMA synchronous = NORMAL")
-                migrate(conn)
+                cls.prepare(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -87,10 +98,11 @@ class SideStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn` inside BEGIN IMMEDIATE ... COMMIT, rolled back when it raises."""
+        """`fn` inside BEGIN IMMEDIATE ... COMMIT, rolled back when it raises; the write
+        lock is waited for as the connection's busy timeout says (`begin_immediate`)."""
 
         def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn)
             try:
                 result = fn(conn)
                 conn.execute("COMMIT")

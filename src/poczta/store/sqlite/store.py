@@ -70,6 +70,7 @@ from poczta.store.sqlite.writer import Job, Writer, connect, translate_error
 
 if TYPE_CHECKING:
     from poczta.store.sqlite.greylist import SqliteGreylistStore
+    from poczta.store.sqlite.limits import SqliteSharedLimits
     from poczta.store.sqlite.sending import SqliteSendingStore
 
 __all__ = ["SqliteStore", "prepare_files"]
@@ -204,6 +205,12 @@ class SqliteStore(RecipientRouting):
 
         self._check_open()
         return await self._sides.get(SqliteSendingStore)
+
+    async def shared_limits(self) -> SqliteSharedLimits:
+        from poczta.store.sqlite.limits import SqliteSharedLimits
+
+        self._check_open()
+        return await self._sides.get(SqliteSharedLimits)
 
     @property
     def stats(self) -> tuple[int, int]:
