@@ -33,6 +33,7 @@ __all__ = [
     "check_database",
     "connect",
     "create_pool",
+    "keep_session",
     "parse_dsn",
     "read_password",
 ]
@@ -181,6 +182,14 @@ async def connect(
         return await asyncpg.connect(timeout=timeout, **options)
 
 
+async def keep_session(conn: Any) -> None:
+    """The reset of a connection given back to a pool: none beyond the driver's own
+    rollback of a transaction left open. poczta keeps no session state on a pooled
+    connection (no SET, LISTEN or advisory lock outlives a call; migrations unlock
+    theirs), so the driver's reset statement, a round trip after every call, would undo
+    nothing."""
+
+
 async def create_pool(
     settings: StoreSettings,
     data_dir: Path,
@@ -190,12 +199,13 @@ async def create_pool(
     environ: Mapping[str, str] = os.environ,
     timeout: float = CONNECT_TIMEOUT,
     command_timeout: float | None = None,
-    reset: Callable[[Any], Awaitable[None]] | None = None,
+    reset: Callable[[Any], Awaitable[None]] | None = keep_session,
 ) -> Any:
     """A pool (an `asyncpg.Pool`) of connections to the configured database, its first
     `min_size` connections made (so a wrong setting fails here, in one line);
     `command_timeout` bounds every statement's wait for the server's answer; `reset`
-    replaces the driver's reset of a connection given back (a round trip of its own)."""
+    replaces the driver's reset of a connection given back (None: the driver's own, a
+    round trip of its own)."""
     import asyncpg
 
     target, options, from_file = _options(settings, data_dir, environ)

@@ -8,9 +8,10 @@ at accept (the `open_connection` function, which sums and increments under a per
 advisory lock), a connection ended, a maildrop taken when it is free. What is rarer
 (a failure recorded, renewals, holders dropped) is one small transaction.
 
-These run on a small pool of their own (`open_limits_pool`) whose connections are given
-back without the driver's reset, which would cost a second round trip per statement:
-nothing here leaves state in a session (the advisory lock ends with its transaction).
+These run on a small pool of their own (`open_limits_pool`), so that they never wait
+behind a delivery for a connection; like every pool of the store, it gives connections
+back without the driver's reset statement (`connect.keep_session`): nothing here leaves
+state in a session (the advisory lock ends with its transaction).
 """
 
 from __future__ import annotations
@@ -45,10 +46,6 @@ _TAKE = (
 )
 
 
-async def _nothing_to_reset(conn: Connection) -> None:
-    """What the pool runs on a connection given back: nothing (see above)."""
-
-
 async def open_limits_pool(
     settings: StoreSettings, data_dir: Path, command_timeout: float | None
 ) -> Any:
@@ -59,7 +56,6 @@ async def open_limits_pool(
         min_size=1,
         max_size=LIMITS_POOL_SIZE,
         command_timeout=command_timeout,
-        reset=_nothing_to_reset,
     )
 
 
