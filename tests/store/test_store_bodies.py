@@ -15,7 +15,7 @@ from tests.store.store_helpers import LATER, Backend, make_message
 def test_a_body_is_named_by_its_digest_and_read_back_whole(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         small, big = make_message(1), make_message(2, size=1_000_000)
-        for data in (small, big):
+        for data in (small, big, b""):
             digest = await store.blobs.put(data)
             assert digest == hashlib.sha256(data).hexdigest()
             assert await store.blobs.put(data) == digest  # the same content, the same body
@@ -25,6 +25,8 @@ def test_a_body_is_named_by_its_digest_and_read_back_whole(backend: Backend) -> 
             await store.blobs.read(hashlib.sha256(b"never stored").hexdigest())
         with pytest.raises(NotFound):
             await store.blobs.read("not a digest")
+        with pytest.raises(NotFound):  # the size known: one statement on PostgreSQL
+            await store.blobs.read(hashlib.sha256(b"never stored").hexdigest(), size_hint=10)
 
     backend.run(body)
 

@@ -38,6 +38,7 @@ CHUNK = 256 * 1024  # octets per blob_chunks row (the schema's limit)
 DEFAULT_GRACE = 15 * 60.0  # seconds a released body stays, longer than any delivery takes
 SWEEP_BATCH = 1000  # bodies per sweep transaction
 _READ_CHUNKS = 16  # chunks fetched per round trip while reading
+SMALL_READ = _READ_CHUNKS * CHUNK  # a body known to be no larger: read in one statement
 
 
 def blob_digest(data: bytes) -> str:
@@ -119,6 +120,22 @@ async def read_blob(conn: Connection, digest: str) -> bytes:
     return bytes(out)
 
 
+async def read_small_blob(conn: Connection, digest: str) -> bytes:
+    """A body's bytes in one statement, its own snapshot (no transaction needed): one
+    round trip, for a body of at most `SMALL_READ` octets."""
+    rows = await conn.fetch(
+        "SELECT b.size, c.data FROM blobs b LEFT JOIN blob_chunks c ON c.blob_id = b.id"
+        " WHERE b.digest = $1 ORDER BY c.seq",
+        digest,
+    )
+    if not rows:
+        raise NotFound(f"no blob {digest}")
+    data = b"".join(row[1] for row in rows if row[1] is not None)
+    if len(data) != rows[0][0]:
+        raise NotFound(f"blob {digest} is incomplete")
+    return data
+
+
 async def _sweep_batch(conn: Connection, cutoff: float) -> int:
     status: str = await conn.execute(
         "DELETE FROM blobs WHERE id IN (SELECT id FROM blobs WHERE released < $1"
@@ -151,6 +168,9 @@ class PostgresBlobStore:
         return digest
 
     async def read(self, digest: str, *, size_hint: int | None = None) -> bytes:
+        if size_hint is not None and size_hint <= SMALL_READ:
+            return await self._db.statement(lambda conn: read_small_blob(conn, digest))
+
         async def job(conn: Connection) -> bytes:
             return await read_blob(conn, digest)
 
