@@ -1,0 +1,177 @@
+"""A whole-store copy: every table of one store into an empty one, restartable, verified.
+
+The tables go in a fixed order (`TABLES`), each in key order, a batch per transaction
+of the target together with the table's progress in the target's `store_copy` marker.
+A copy that was interrupted (killed, a lost connection) is run again with the same
+source and target and goes on after the last batch committed; a body already in the
+target is kept (a body is named by its digest, and stored whole or not at all). A target
+is refused unless it is empty or holds the marker of a copy of the same source.
+
+Each body is hashed as it streams from the source and must match its digest. At the end
+the counters that must never go back (UIDVALIDITY, queue ids) are raised on the target,
+everything is compared (`verify_copy`), and only a copy found identical loses its marker
+and gets its derived data rebuilt. The source must not change while it is copied (stop
+the server first); a change is found by the verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from poczta.store.copy.progress import CopyProgress, NoProgress
+from poczta.store.copy.tables import BLOBS, TABLES, CopyError, Row, StoreTables, Table
+from poczta.store.copy.verify import Verification, verify_copy
+
+__all__ = ["CopyLimits", "CopyReport", "copy_store"]
+
+DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyLimits:
+    """How much one transaction of the target takes: rows, or bodies and their octets."""
+
+    rows: int = 1000
+    bodies: int = 100
+    body_octets: int = 16 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class CopyReport:
+    resumed: bool = False
+    copied: dict[str, int] = field(default_factory=dict)  # rows (bodies) copied by this run
+    body_octets: int = 0  # of the bodies copied by this run
+    verification: Verification = field(default_factory=Verification)
+
+
+async def copy_store(
+    source: StoreTables,
+    target: StoreTables,
+    *,
+    limits: CopyLimits | None = None,
+    progress: CopyProgress | None = None,
+) -> CopyReport:
+    """Copy `source` into `target`, verify, finish; CopyError when the target is refused or
+    the copy differs from the source (the target then keeps its marker)."""
+    shown = progress or NoProgress()
+    marks = await _claim(source, target)
+    report = CopyReport(resumed=len(marks) > 1)
+    for table in TABLES:
+        await _copy_table(source, target, table, marks.get(table.name), limits or CopyLimits(),
+                          shown, report)  # fmt: skip
+    await target.raise_counters(await source.counters())
+    report.verification = await verify_copy(source, target, shown)
+    if not report.verification.ok:
+        problems = "; ".join(report.verification.problems())
+        raise CopyError(
+            f"the copy in {target.description} differs from the source: {problems}"
+            " (the source changed during the copy? stop the server, empty the target and copy"
+            " again)"
+        )
+    await target.finish_copy()
+    return report
+
+
+async def _claim(source: StoreTables, target: StoreTables) -> dict[str, str]:
+    """The target's progress marks: those of an earlier copy of the same source, or new
+    ones on an empty target."""
+    if source.description == target.description:
+        raise CopyError(f"the target is the source itself ({source.description})")
+    marks = await target.progress()
+    if marks is not None:
+        earlier = marks.get("source")
+        if earlier != source.description:
+            raise CopyError(
+                f"{target.description} holds an unfinished copy of another store ({earlier}),"
+                f" not of {source.description}"
+            )
+        return marks
+    for table in TABLES:
+        rows = await target.count(table)
+        if rows:
+            raise CopyError(
+                f"{target.description} is not empty ({rows} rows in {table.name}):"
+                " a store is copied only into an empty one"
+            )
+    await target.begin_copy(source.description)
+    return {"source": source.description}
+
+
+async def _copy_table(
+    source: StoreTables,
+    target: StoreTables,
+    table: Table,
+    mark: str | None,
+    limits: CopyLimits,
+    progress: CopyProgress,
+    report: CopyReport,
+) -> None:
+    total = await source.count(table)
+    if mark == DONE:
+        progress.start(table.name, total, total)
+        return
+    progress.start(table.name, total, await target.count(table) if mark else 0)
+    after = json.loads(mark) if mark else None
+    copied = 0
+    limit = limits.bodies if table is BLOBS else limits.rows
+    while rows := await source.read_rows(table, after, limit):
+        if table is BLOBS:
+            await _copy_bodies(source, target, rows, limits, progress, report)
+        else:
+            await target.write_rows(table, rows, _mark(table, rows[-1]))
+            progress.advance(len(rows))
+        copied += len(rows)
+        after = table.key_of(rows[-1])
+    if table is BLOBS:
+        await target.write_bodies([], [], DONE)
+    else:
+        await target.write_rows(table, [], DONE)
+    report.copied[table.name] = copied
+
+
+async def _copy_bodies(
+    source: StoreTables,
+    target: StoreTables,
+    rows: list[Row],
+    limits: CopyLimits,
+    progress: CopyProgress,
+    report: CopyReport,
+) -> None:
+    """Rows of `blobs` with their bodies, in transactions of at most `limits.body_octets`
+    (or one body, when it is bigger)."""
+    start = 0
+    while start < len(rows):
+        end, octets = start + 1, int(rows[start][1])
+        while end < len(rows) and octets + int(rows[end][1]) <= limits.body_octets:
+            octets += int(rows[end][1])
+            end += 1
+        batch = rows[start:end]
+        bodies = [_checked(source, str(row[0]), int(row[1])) for row in batch]
+        await target.write_bodies(batch, bodies, _mark(BLOBS, batch[-1]))
+        progress.advance(len(batch), octets=octets)
+        report.body_octets += octets
+        start = end
+
+
+def _mark(table: Table, row: Row) -> str:
+    return json.dumps(list(table.key_of(row)))
+
+
+async def _checked(source: StoreTables, digest: str, size: int) -> AsyncGenerator[bytes, None]:
+    """The source's body of `digest`, CopyError at its end unless it matches."""
+    hasher, octets = hashlib.sha256(), 0
+    chunks = source.read_body(digest)
+    try:
+        async for chunk in chunks:
+            hasher.update(chunk)
+            octets += len(chunk)
+            yield chunk
+    finally:
+        await chunks.aclose()
+    if octets != size or hasher.hexdigest() != digest:
+        raise CopyError(
+            f"body {digest} in {source.description} does not match its digest: it is damaged"
+        )

@@ -1,0 +1,256 @@
+"""The PostgreSQL store's rows and bodies in the neutral shape of a whole-store copy
+(`poczta.store.copy`): read from a store as the copy's source, written into an empty one
+as its target.
+
+One connection of its own, opened and migrated as the store does (`connect`, `migrate`),
+and plain SQL: a copy writes what the store's interface cannot, ids included (`OVERRIDING
+SYSTEM VALUE`; the identities are moved past them at the end, so that new rows never
+take a copied id). Flags are a text array here, times timestamptz with the offset of a
+zoned one in `<name>_zone`. A body is read and written a chunk (`bodies.CHUNK`) at a
+time. Quota usage is rebuilt by the schema's triggers as the messages go in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from poczta.config_schema import StoreSettings
+from poczta.store.copy.tables import BLOBS, CopyError, Counters, Kind, Row, Table
+from poczta.store.postgres.access import Connection, translated
+from poczta.store.postgres.bodies import CHUNK
+from poczta.store.postgres.connect import connect, parse_dsn
+from poczta.store.postgres.messages import join_time, split_time
+from poczta.store.postgres.migrate import migrate
+
+__all__ = ["PostgresTables"]
+
+_MARKER = "store_copy"
+_READ_CHUNKS = 8  # chunks of a body fetched per round trip
+_IDENTITIES = ("users", "mailboxes", "queue")  # tables whose ids are generated
+
+
+def _selected(table: Table) -> list[str]:
+    """The select list giving a table's neutral columns (a zoned time and its offset)."""
+    out: list[str] = []
+    for column in table.columns:
+        out.append(column.name)
+        if column.kind is Kind.ZONED_TIME:
+            out.append(f"{column.name}_zone")
+    return out
+
+
+def _neutral_row(table: Table, record: Any) -> Row:
+    values: list[Any] = []
+    for column in table.columns:
+        value = record[column.name]
+        if value is not None:
+            if column.kind is Kind.ZONED_TIME:
+                value = join_time(value, record[f"{column.name}_zone"] or 0)
+            elif column.kind is Kind.FLAGS:
+                value = tuple(sorted(value))
+        values.append(value)
+    return tuple(values)
+
+
+def _stored_row(table: Table, row: Row) -> list[Any]:
+    values: list[Any] = []
+    for column, value in zip(table.columns, row, strict=True):
+        if column.kind is Kind.ZONED_TIME:
+            values.extend(split_time(value) if value is not None else (None, None))
+        elif column.kind is Kind.FLAGS:
+            values.append(list(value))
+        else:
+            values.append(value)
+    return values
+
+
+def _insert_sql(table: Table) -> str:
+    names = _selected(table)
+    casts = []
+    for column in table.columns:
+        casts.append("::json" if column.kind is Kind.JSON else "")
+        if column.kind is Kind.ZONED_TIME:
+            casts.append("")
+    marks = ", ".join(f"${i}{cast}" for i, cast in enumerate(casts, start=1))
+    overriding = " OVERRIDING SYSTEM VALUE" if table.name in _IDENTITIES else ""
+    return f"INSERT INTO {table.name} ({', '.join(names)}){overriding} VALUES ({marks})"
+
+
+class PostgresTables:
+    """A PostgreSQL store (one database) as a copy's source or target."""
+
+    def __init__(self, conn: Connection, description: str) -> None:
+        self._conn = conn
+        self.description = description
+
+    @classmethod
+    async def open(cls, settings: StoreSettings, data_dir: Path,
+                   environ: Mapping[str, str] | None = None) -> PostgresTables:  # fmt: skip
+        """Connect and migrate (PostgresUnavailable, one line, when it cannot be used)."""
+        extra: dict[str, Any] = {} if environ is None else {"environ": environ}
+        conn = await connect(settings, data_dir, **extra)
+        try:
+            with translated():
+                await migrate(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        return cls(conn, f"postgresql://{parse_dsn(settings.dsn)}")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # --- reading ----------------------------------------------------------
+
+    async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[Row]:
+        keys = ", ".join(table.key)
+        where, args = "", list(after or ())
+        if after is not None:
+            marks = ", ".join(f"${i}" for i in range(1, len(after) + 1))
+            where = f" WHERE ({keys}) > ({marks})"
+        if table is BLOBS:  # a body being staged has no digest yet: not part of the store
+            where = f"{where} AND" if where else " WHERE"
+            where += " digest IS NOT NULL"
+        sql = (
+            f"SELECT {', '.join(_selected(table))} FROM {table.name}{where}"
+            f" ORDER BY {keys} LIMIT ${len(args) + 1}"
+        )
+        with translated():
+            records = await self._conn.fetch(sql, *args, limit)
+        return [_neutral_row(table, record) for record in records]
+
+    async def read_body(self, digest: str) -> AsyncGenerator[bytes, None]:
+        with translated():
+            blob_id = await self._conn.fetchval("SELECT id FROM blobs WHERE digest = $1", digest)
+        if blob_id is None:
+            raise CopyError(f"body {digest} is missing")
+        seq = 0
+        while True:
+            with translated():
+                chunks = await self._conn.fetch(
+                    "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2"
+                    " ORDER BY seq LIMIT $3",
+                    blob_id,
+                    seq,
+                    _READ_CHUNKS,
+                )
+            for chunk in chunks:
+                yield bytes(chunk["data"])
+            if len(chunks) < _READ_CHUNKS:
+                return
+            seq = int(chunks[-1]["seq"]) + 1
+
+    async def count(self, table: Table) -> int:
+        where = " WHERE digest IS NOT NULL" if table is BLOBS else ""
+        with translated():
+            return int(await self._conn.fetchval(f"SELECT count(*) FROM {table.name}{where}"))
+
+    async def counters(self) -> Counters:
+        with translated():
+            clock = await self._conn.fetchval("SELECT last FROM uidvalidity_clock")
+            queue = await self._conn.fetchval(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence('queue', 'id')::regclass)"
+            )
+        return Counters(int(clock or 0), int(queue or 0))
+
+    # --- writing ----------------------------------------------------------
+
+    async def progress(self) -> dict[str, str] | None:
+        with translated():
+            if await self._conn.fetchval("SELECT to_regclass($1)", _MARKER) is None:
+                return None
+            rows = await self._conn.fetch(f"SELECT item, value FROM {_MARKER}")
+        return {str(row["item"]): str(row["value"]) for row in rows}
+
+    async def begin_copy(self, source: str) -> None:
+        with translated():
+            async with self._conn.transaction():
+                await self._conn.execute(
+                    f"CREATE TABLE {_MARKER} (item text PRIMARY KEY, value text NOT NULL)"
+                )
+                await self._conn.execute(f"INSERT INTO {_MARKER} VALUES ('source', $1)", source)
+
+    async def write_rows(self, table: Table, rows: Sequence[Row], mark: str) -> None:
+        with translated():
+            async with self._conn.transaction():
+                await self._conn.executemany(
+                    _insert_sql(table), [_stored_row(table, row) for row in rows]
+                )
+                await self._mark(table.name, mark)
+
+    async def write_bodies(
+        self, rows: Sequence[Row], bodies: Sequence[AsyncGenerator[bytes, None]], mark: str
+    ) -> None:
+        with translated():
+            async with self._conn.transaction():
+                for row, body in zip(rows, bodies, strict=True):
+                    await self._write_body(row, body)
+                await self._mark(BLOBS.name, mark)
+
+    async def raise_counters(self, counters: Counters) -> None:
+        with translated():
+            async with self._conn.transaction():
+                await self._conn.execute(
+                    "UPDATE uidvalidity_clock SET last = greatest(last, $1, "
+                    "(SELECT coalesce(max(uidvalidity), 0) FROM mailboxes))",
+                    counters.last_uidvalidity,
+                )
+                for name in _IDENTITIES:
+                    floor = counters.last_queue_id if name == "queue" else 0
+                    await self._raise_identity(name, floor)
+
+    async def finish_copy(self) -> None:
+        with translated():
+            await self._conn.execute(f"DROP TABLE IF EXISTS {_MARKER}")
+
+    # --- plumbing ---------------------------------------------------------
+
+    async def _mark(self, name: str, mark: str) -> None:
+        await self._conn.execute(
+            f"INSERT INTO {_MARKER} (item, value) VALUES ($1, $2)"
+            " ON CONFLICT (item) DO UPDATE SET value = excluded.value",
+            name,
+            mark,
+        )
+
+    async def _write_body(self, row: Row, body: AsyncGenerator[bytes, None]) -> None:
+        digest, size, refs, released = row
+        blob_id = await self._conn.fetchval(
+            "INSERT INTO blobs (digest, size, refs, released) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (digest) DO NOTHING RETURNING id",
+            digest,
+            size,
+            refs,
+            released,
+        )
+        if blob_id is None:  # already there (whole: a body's row and chunks commit together)
+            await body.aclose()
+            return
+        seq, pending = 0, bytearray()
+        async for chunk in body:
+            pending += chunk
+            while len(pending) >= CHUNK:
+                await self._write_chunk(blob_id, seq, bytes(pending[:CHUNK]))
+                del pending[:CHUNK]
+                seq += 1
+        if pending:
+            await self._write_chunk(blob_id, seq, bytes(pending))
+
+    async def _write_chunk(self, blob_id: int, seq: int, data: bytes) -> None:
+        await self._conn.execute(
+            "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, data
+        )
+
+    async def _raise_identity(self, table: str, floor: int) -> None:
+        """Move a table's identity past its highest id and `floor`, never back."""
+        sequence = await self._conn.fetchval("SELECT pg_get_serial_sequence($1, 'id')", table)
+        value = await self._conn.fetchval(
+            "SELECT greatest(coalesce(pg_sequence_last_value($1::regclass), 0), $2,"
+            f" (SELECT coalesce(max(id), 0) FROM {table}))",
+            sequence,
+            floor,
+        )
+        if value:
+            await self._conn.execute("SELECT setval($1::regclass, $2)", sequence, value)

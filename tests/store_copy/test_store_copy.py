@@ -1,0 +1,256 @@
+"""`poczta store copy`: a whole store from SQLite to PostgreSQL and back, identical, with
+UIDVALIDITY and UIDs kept; an interrupted copy goes on; a store in use is not a target."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from poczta.store.copy import CopyError, CopyLimits, StoreTables, copy_store
+from poczta.store.copy.tables import Row, Table
+from poczta.store.postgres.dump import PostgresTables
+from poczta.store.postgres.store import PostgresStore
+from poczta.store.sqlite.dump import SqliteTables
+from poczta.store.sqlite.store import SqliteStore
+from tests.postgres.pg_helpers import store_settings
+from tests.store_copy.copy_helpers import body_files, fill_sqlite, imap_view, sqlite_tables
+
+if TYPE_CHECKING:
+    from tests.pg_server import PostgresServer
+
+USERS = ("bob@example.com", "carol@example.org")
+
+
+async def _sqlite(root: Path, *, create: bool = False) -> SqliteTables:
+    return await SqliteTables.open(root / "poczta.db", root / "blobs", create=create)
+
+
+async def _postgres(server: PostgresServer, dsn: str, root: Path) -> PostgresTables:
+    data_dir = root / "pg"
+    return await PostgresTables.open(store_settings(server, dsn, data_dir), data_dir)
+
+
+async def _copy(source: StoreTables, target: StoreTables, **options: Any) -> Any:
+    try:
+        return await copy_store(source, target, **options)
+    finally:
+        await source.close()
+        await target.close()
+
+
+async def _views_sqlite(root: Path) -> list[Any]:
+    store = await SqliteStore.open(root / "poczta.db", root / "blobs")
+    try:
+        return [await imap_view(store, user) for user in USERS]
+    finally:
+        await store.close()
+
+
+async def _views_postgres(server: PostgresServer, dsn: str, root: Path) -> list[Any]:
+    data_dir = root / "pg"
+    store = await PostgresStore.open(store_settings(server, dsn, data_dir), data_dir)
+    try:
+        return [await imap_view(store, user) for user in USERS]
+    finally:
+        await store.close()
+
+
+def test_round_trip_through_postgres_gives_an_identical_store(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    original, back = tmp_path / "original", tmp_path / "back"
+    asyncio.run(fill_sqlite(original))
+    seen_before = asyncio.run(_views_sqlite(original))
+    before = sqlite_tables(original / "poczta.db")
+
+    async def there_and_back() -> tuple[Any, Any]:
+        middle = await _postgres(postgres, postgres_dsn, tmp_path)
+        out = await _copy(await _sqlite(original), middle)
+        middle = await _postgres(postgres, postgres_dsn, tmp_path)
+        return out, await _copy(middle, await _sqlite(back, create=True))
+
+    out, home = asyncio.run(there_and_back())
+    assert out.verification.ok and home.verification.ok
+    # 8 in INBOX (the 2 expunged are released, kept for the grace period), one shared by
+    # two users, the big one, the one queued
+    assert out.verification.bodies == home.verification.bodies == 11
+    assert sqlite_tables(back / "poczta.db") == before
+    assert body_files(back) == body_files(original)
+    assert all(name == digest for name, digest in body_files(back).items())
+    assert asyncio.run(_views_postgres(postgres, postgres_dsn, tmp_path)) == seen_before
+    assert asyncio.run(_views_sqlite(back)) == seen_before
+
+
+def test_a_new_mailbox_on_the_copy_gets_a_new_uidvalidity_and_queue_ids_are_not_reused(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    original = tmp_path / "original"
+    asyncio.run(fill_sqlite(original))
+
+    async def go() -> tuple[list[int], int, list[int]]:
+        await _copy(await _sqlite(original), await _postgres(postgres, postgres_dsn, tmp_path))
+        data_dir = tmp_path / "pg"
+        store = await PostgresStore.open(store_settings(postgres, postgres_dsn, data_dir), data_dir)
+        try:
+            bob = await store.get_user("bob@example.com")
+            assert bob is not None
+            old = [box.uidvalidity for box in await store.list_mailboxes(bob.id)]
+            made = await store.create_mailbox(bob.id, "New")
+            queued = [entry.id for entry in await store.list_queue()]
+            new_id = await store.enqueue("bob@example.com", ["x@example.net"], *await _body(store))
+            return old, made.uidvalidity, [*queued, new_id]
+        finally:
+            await store.close()
+
+    old, new, queue_ids = asyncio.run(go())
+    assert new > max(old)
+    assert queue_ids[-1] > max(queue_ids[:-1])
+
+
+async def _body(store: PostgresStore) -> tuple[str, int]:
+    data = b"Subject: x\r\n\r\nx\r\n"
+    return await store.blobs.put(data), len(data)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FailingTarget:
+    """A target that fails its `allowed`+1st write of `table`, as a copy killed midway."""
+
+    def __init__(self, inner: StoreTables, table: str, allowed: int) -> None:
+        self.inner = inner
+        self.table = table
+        self.allowed = allowed
+        self.description = inner.description
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _spend(self, table: str) -> None:
+        if table != self.table:
+            return
+        if self.allowed == 0:
+            raise Interrupted
+        self.allowed -= 1
+
+    async def write_rows(self, table: Table, rows: Sequence[Row], mark: str) -> None:
+        self._spend(table.name)
+        await self.inner.write_rows(table, rows, mark)
+
+    async def write_bodies(
+        self, rows: Sequence[Row], bodies: Sequence[AsyncGenerator[bytes, None]], mark: str
+    ) -> None:
+        self._spend("blobs")
+        await self.inner.write_bodies(rows, bodies, mark)
+
+
+SMALL = CopyLimits(rows=2, bodies=2, body_octets=1)
+
+
+@pytest.mark.parametrize(("table", "allowed"), [("users", 1), ("blobs", 3), ("messages", 0)])
+def test_an_interrupted_copy_to_postgres_resumes_and_ends_identical(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, table: str, allowed: int
+) -> None:
+    original, back = tmp_path / "original", tmp_path / "back"
+    asyncio.run(fill_sqlite(original))
+    before = sqlite_tables(original / "poczta.db")
+
+    async def interrupted() -> None:
+        target = FailingTarget(await _postgres(postgres, postgres_dsn, tmp_path), table, allowed)
+        with pytest.raises(Interrupted):
+            await _copy(await _sqlite(original), target, limits=SMALL)
+
+    asyncio.run(interrupted())
+
+    async def resumed() -> Any:
+        return await _copy(
+            await _sqlite(original), await _postgres(postgres, postgres_dsn, tmp_path), limits=SMALL
+        )
+
+    report = asyncio.run(resumed())
+    assert report.resumed and report.verification.ok
+    assert sum(report.copied.values()) < sum(c.target_rows for c in report.verification.tables)
+
+    async def home() -> None:
+        middle = await _postgres(postgres, postgres_dsn, tmp_path)
+        await _copy(middle, await _sqlite(back, create=True))
+
+    asyncio.run(home())
+    assert sqlite_tables(back / "poczta.db") == before
+    assert body_files(back) == body_files(original)
+
+
+def test_an_interrupted_copy_to_sqlite_resumes_and_ends_identical(tmp_path: Path) -> None:
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    asyncio.run(fill_sqlite(original))
+    before = sqlite_tables(original / "poczta.db")
+    for table, allowed in (("blobs", 4), ("messages", 2)):  # stopped twice
+
+        async def interrupted(table: str = table, allowed: int = allowed) -> None:
+            target = FailingTarget(await _sqlite(copy, create=True), table, allowed)
+            with pytest.raises(Interrupted):
+                await _copy(await _sqlite(original), target, limits=SMALL)
+
+        asyncio.run(interrupted())
+    report = asyncio.run(_copy_sqlite(original, copy))
+    assert report.resumed and report.verification.ok
+    assert sqlite_tables(copy / "poczta.db") == before
+    assert body_files(copy) == body_files(original)
+
+
+async def _copy_sqlite(original: Path, copy: Path) -> Any:
+    return await _copy(await _sqlite(original), await _sqlite(copy, create=True), limits=SMALL)
+
+
+def test_a_store_that_is_not_empty_is_refused(tmp_path: Path) -> None:
+    original, other = tmp_path / "original", tmp_path / "other"
+    asyncio.run(fill_sqlite(original))
+    asyncio.run(fill_sqlite(other))
+    before = sqlite_tables(other / "poczta.db")
+    with pytest.raises(CopyError, match=r"is not empty \(2 rows in domains\)"):
+        asyncio.run(_copy_sqlite(original, other))
+    assert sqlite_tables(other / "poczta.db") == before
+
+
+def test_an_unfinished_copy_of_another_store_is_refused(tmp_path: Path) -> None:
+    first, second, copy = tmp_path / "first", tmp_path / "second", tmp_path / "copy"
+    asyncio.run(fill_sqlite(first))
+    asyncio.run(fill_sqlite(second))
+
+    async def interrupted() -> None:
+        target = FailingTarget(await _sqlite(copy, create=True), "mailboxes", 1)
+        with pytest.raises(Interrupted):
+            await _copy(await _sqlite(first), target, limits=SMALL)
+
+    asyncio.run(interrupted())
+    with pytest.raises(CopyError, match="holds an unfinished copy of another store"):
+        asyncio.run(_copy_sqlite(second, copy))
+
+
+def test_a_source_that_changed_during_the_copy_fails_verification(tmp_path: Path) -> None:
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    asyncio.run(fill_sqlite(original))
+
+    async def interrupted() -> None:
+        target = FailingTarget(await _sqlite(copy, create=True), "aliases", 0)
+        with pytest.raises(Interrupted):
+            await _copy(await _sqlite(original), target, limits=SMALL)
+
+    asyncio.run(interrupted())
+
+    async def change_a_password() -> None:  # a change in rows already copied
+        store = await SqliteStore.open(original / "poczta.db", original / "blobs")
+        try:
+            await store.set_password("bob@example.com", "$argon2id$new", "scram-new")
+        finally:
+            await store.close()
+
+    asyncio.run(change_a_password())
+    with pytest.raises(CopyError, match="differs from the source: users: 2 rows in the source"):
+        asyncio.run(_copy_sqlite(original, copy))
