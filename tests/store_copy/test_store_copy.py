@@ -4,6 +4,7 @@ UIDVALIDITY and UIDs kept; an interrupted copy goes on; a store in use is not a 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from poczta.store.postgres.store import PostgresStore
 from poczta.store.sqlite.dump import SqliteTables
 from poczta.store.sqlite.store import SqliteStore
 from tests.postgres.pg_helpers import store_settings
-from tests.store_copy.copy_helpers import body_files, fill_sqlite, imap_view, sqlite_tables
+from tests.store_copy.copy_helpers import body_files, imap_view, sqlite_tables
 
 if TYPE_CHECKING:
     from tests.pg_server import PostgresServer
@@ -60,10 +61,9 @@ async def _views_postgres(server: PostgresServer, dsn: str, root: Path) -> list[
 
 
 def test_round_trip_through_postgres_gives_an_identical_store(
-    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, original: Path
 ) -> None:
-    original, back = tmp_path / "original", tmp_path / "back"
-    asyncio.run(fill_sqlite(original))
+    back = tmp_path / "back"
     seen_before = asyncio.run(_views_sqlite(original))
     before = sqlite_tables(original / "poczta.db")
 
@@ -86,10 +86,8 @@ def test_round_trip_through_postgres_gives_an_identical_store(
 
 
 def test_a_new_mailbox_on_the_copy_gets_a_new_uidvalidity_and_queue_ids_are_not_reused(
-    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, original: Path
 ) -> None:
-    original = tmp_path / "original"
-    asyncio.run(fill_sqlite(original))
 
     async def go() -> tuple[list[int], int, list[int]]:
         await _copy(await _sqlite(original), await _postgres(postgres, postgres_dsn, tmp_path))
@@ -155,10 +153,14 @@ SMALL = CopyLimits(rows=2, bodies=2, body_octets=1)
 
 @pytest.mark.parametrize(("table", "allowed"), [("users", 1), ("blobs", 3), ("messages", 0)])
 def test_an_interrupted_copy_to_postgres_resumes_and_ends_identical(
-    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, table: str, allowed: int
+    postgres: PostgresServer,
+    postgres_dsn: str,
+    tmp_path: Path,
+    original: Path,
+    table: str,
+    allowed: int,
 ) -> None:
-    original, back = tmp_path / "original", tmp_path / "back"
-    asyncio.run(fill_sqlite(original))
+    back = tmp_path / "back"
     before = sqlite_tables(original / "poczta.db")
 
     async def interrupted() -> None:
@@ -186,9 +188,10 @@ def test_an_interrupted_copy_to_postgres_resumes_and_ends_identical(
     assert body_files(back) == body_files(original)
 
 
-def test_an_interrupted_copy_to_sqlite_resumes_and_ends_identical(tmp_path: Path) -> None:
-    original, copy = tmp_path / "original", tmp_path / "copy"
-    asyncio.run(fill_sqlite(original))
+def test_an_interrupted_copy_to_sqlite_resumes_and_ends_identical(
+    tmp_path: Path, original: Path
+) -> None:
+    copy = tmp_path / "copy"
     before = sqlite_tables(original / "poczta.db")
     for table, allowed in (("blobs", 4), ("messages", 2)):  # stopped twice
 
@@ -208,20 +211,18 @@ async def _copy_sqlite(original: Path, copy: Path) -> Any:
     return await _copy(await _sqlite(original), await _sqlite(copy, create=True), limits=SMALL)
 
 
-def test_a_store_that_is_not_empty_is_refused(tmp_path: Path) -> None:
-    original, other = tmp_path / "original", tmp_path / "other"
-    asyncio.run(fill_sqlite(original))
-    asyncio.run(fill_sqlite(other))
+def test_a_store_that_is_not_empty_is_refused(tmp_path: Path, original: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(original, other)
     before = sqlite_tables(other / "poczta.db")
     with pytest.raises(CopyError, match=r"is not empty \(2 rows in domains\)"):
         asyncio.run(_copy_sqlite(original, other))
     assert sqlite_tables(other / "poczta.db") == before
 
 
-def test_an_unfinished_copy_of_another_store_is_refused(tmp_path: Path) -> None:
-    first, second, copy = tmp_path / "first", tmp_path / "second", tmp_path / "copy"
-    asyncio.run(fill_sqlite(first))
-    asyncio.run(fill_sqlite(second))
+def test_an_unfinished_copy_of_another_store_is_refused(tmp_path: Path, original: Path) -> None:
+    first, second, copy = original, tmp_path / "second", tmp_path / "copy"
+    shutil.copytree(original, second)
 
     async def interrupted() -> None:
         target = FailingTarget(await _sqlite(copy, create=True), "mailboxes", 1)
@@ -233,9 +234,10 @@ def test_an_unfinished_copy_of_another_store_is_refused(tmp_path: Path) -> None:
         asyncio.run(_copy_sqlite(second, copy))
 
 
-def test_a_source_that_changed_during_the_copy_fails_verification(tmp_path: Path) -> None:
-    original, copy = tmp_path / "original", tmp_path / "copy"
-    asyncio.run(fill_sqlite(original))
+def test_a_source_that_changed_during_the_copy_fails_verification(
+    tmp_path: Path, original: Path
+) -> None:
+    copy = tmp_path / "copy"
 
     async def interrupted() -> None:
         target = FailingTarget(await _sqlite(copy, create=True), "aliases", 0)
