@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from poczta.store.copy import CopyError, CopyLimits, StoreTables, copy_store
-from poczta.store.copy.tables import Row, Table
+from poczta.store.copy.tables import TABLES, Kind, Row, Table
+from poczta.store.postgres import dump as postgres_dump
 from poczta.store.postgres.dump import PostgresTables
 from poczta.store.postgres.store import PostgresStore
+from poczta.store.sqlite import dump as sqlite_dump
 from poczta.store.sqlite.dump import SqliteTables
 from poczta.store.sqlite.store import SqliteStore
-from tests.postgres.pg_helpers import store_settings
+from tests.postgres.pg_helpers import connect, store_settings
 from tests.store_copy.copy_helpers import body_files, imap_view, sqlite_tables
 
 if TYPE_CHECKING:
@@ -256,3 +259,72 @@ def test_a_source_that_changed_during_the_copy_fails_verification(
     asyncio.run(change_a_password())
     with pytest.raises(CopyError, match="differs from the source: users: 2 rows in the source"):
         asyncio.run(_copy_sqlite(original, copy))
+
+
+def _expected_columns(
+    left_out: dict[str, frozenset[str] | None], zones: bool
+) -> dict[str, set[str]]:
+    expected = {
+        table.name: {
+            name
+            for column in table.columns
+            for name in (
+                (column.name, f"{column.name}_zone")
+                if zones and column.kind is Kind.ZONED_TIME
+                else (column.name,)
+            )
+        }
+        for table in TABLES
+    }
+    for name, columns in left_out.items():
+        if columns is None:
+            expected[name] = set()
+        else:
+            expected[name] |= columns
+    return expected
+
+
+def test_every_table_and_column_of_the_sqlite_schema_is_copied_or_left_out_on_purpose(
+    original: Path,
+) -> None:
+    conn = sqlite3.connect(original / "poczta.db")
+    try:
+        tables = [
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        found = {
+            name: {str(row[1]) for row in conn.execute(f"PRAGMA table_info({name})")}
+            for name in tables
+        }
+    finally:
+        conn.close()
+    expected = _expected_columns(sqlite_dump.LEFT_OUT, zones=False)
+    assert set(found) == set(expected)
+    kept = [n for n in expected if sqlite_dump.LEFT_OUT.get(n, frozenset()) is not None]
+    assert {n: found[n] for n in kept} == {n: expected[n] for n in kept}
+
+
+def test_every_table_and_column_of_the_postgres_schema_is_copied_or_left_out_on_purpose(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def columns() -> dict[str, set[str]]:
+        tables = await _postgres(postgres, postgres_dsn, tmp_path)
+        await tables.close()
+        conn = await connect(postgres, postgres_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public'"
+            )
+        finally:
+            await conn.close()
+        found: dict[str, set[str]] = {}
+        for row in rows:
+            found.setdefault(row["table_name"], set()).add(row["column_name"])
+        return found
+
+    found = asyncio.run(columns())
+    expected = _expected_columns(postgres_dump.LEFT_OUT, zones=True)
+    assert set(found) == set(expected)
+    kept = [n for n in expected if postgres_dump.LEFT_OUT.get(n, frozenset()) is not None]
+    assert {n: found[n] for n in kept} == {n: expected[n] for n in kept}

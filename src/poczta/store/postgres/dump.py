@@ -24,7 +24,17 @@ from poczta.store.postgres.connect import connect, parse_dsn
 from poczta.store.postgres.messages import join_time, split_time
 from poczta.store.postgres.migrate import migrate
 
-__all__ = ["PostgresTables"]
+__all__ = ["LEFT_OUT", "PostgresTables"]
+
+#: What of the schema is not a column of `TABLES` (but for the `<name>_zone` of a zoned
+#: time), and why (None: the whole table).
+LEFT_OUT: dict[str, frozenset[str] | None] = {
+    "schema_version": None,  # the target's own migrations
+    "uidvalidity_clock": None,  # carried as a counter
+    "blob_chunks": None,  # the bodies, copied by digest
+    "quota_usage": None,  # kept by triggers as the messages go in
+    "blobs": frozenset({"id"}),  # internal: messages name bodies by digest
+}
 
 _MARKER = "store_copy"
 _READ_CHUNKS = 8  # chunks of a body fetched per round trip

@@ -33,9 +33,20 @@ from poczta.store.sqlite.queue import queue_time
 from poczta.store.sqlite.store import prepare_files
 from poczta.store.sqlite.writer import connect
 
-__all__ = ["SqliteTables"]
+__all__ = ["LEFT_OUT", "SqliteTables"]
 
 CHUNK = 256 * 1024  # octets of a body read or written at a time
+
+#: What of the schema is not a column of `TABLES`, and why (None: the whole table).
+LEFT_OUT: dict[str, frozenset[str] | None] = {
+    "schema_version": None,  # the target's own migrations
+    "meta": None,  # only last_uidvalidity, carried as a counter
+    "sqlite_sequence": None,  # the highest queue id, carried as a counter
+    "unflushed_bodies": None,  # emptied by the recovery when a store opens
+    "quota_usage": None,  # kept by triggers as the messages go in
+    "mailboxes": frozenset({"messages", "subscribed"}),  # triggers; replaced by subscriptions
+    "messages": frozenset({"imap_envelope", "imap_bodystructure"}),  # made at the end
+}
 
 _MARKER = "store_copy"
 
