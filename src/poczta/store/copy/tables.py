@@ -80,59 +80,75 @@ class Table:
         return tuple(row[names.index(name)] for name in self.key)
 
 
-def _table(name: str, key: str, *columns: str | Column) -> Table:
-    made = tuple(Column(c) if isinstance(c, str) else c for c in columns)
-    return Table(name, made, tuple(key.split()))
+def _table(name: str, key: str, columns: str) -> Table:
+    """A table from its key's column names and its columns, `name` or `name:kind`."""
+    made = []
+    for spec in columns.split():
+        column, _, kind = spec.partition(":")
+        made.append(Column(column, Kind(kind or "text")))
+    return Table(name, tuple(made), tuple(key.split()))
 
 
-_I, _F, _B = Kind.INT, Kind.FLOAT, Kind.BOOL
-
-BLOBS = _table("blobs", "digest", "digest", Column("size", _I), Column("refs", _I),
-               Column("released", _F))  # fmt: skip
+BLOBS = _table("blobs", "digest", "digest size:int refs:int released:float")
 
 #: Every table in copy order: each after those its rows refer to. `blobs` comes with its
 #: bodies, before the messages and queue entries that use them.
 TABLES: tuple[Table, ...] = (
-    _table("domains", "name", "name", Column("created", Kind.TIME)),
-    _table("users", "id", Column("id", _I), "address", "domain", "password_hash", "scram",
-           Column("created", Kind.TIME)),
-    _table("aliases", "source target", "source", "target", "domain"),
-    _table("quota_limits", "user_id", Column("user_id", _I), Column("storage", _I),
-           Column("messages", _I)),
-    _table("sending_limits", "user_id", Column("user_id", _I), Column("messages_per_hour", _I),
-           Column("recipients_per_message", _I), Column("recipients_per_day", _I)),
-    _table("sending_usage", "user_id minute", Column("user_id", _I), Column("minute", _I),
-           Column("messages", _I), Column("recipients", _I)),
-    _table("subscriptions", "user_id name", Column("user_id", _I), "name"),
-    _table("mailboxes", "id", Column("id", _I), Column("user_id", _I), "name", "special_use",
-           Column("uidvalidity", _I), Column("uidnext", _I), Column("highestmodseq", _I),
-           Column("recent_uid", _I)),
+    _table("domains", "name", "name created:time"),
+    _table("users", "id", "id:int address domain password_hash scram created:time"),
+    _table("aliases", "source target", "source target domain"),
+    _table("quota_limits", "user_id", "user_id:int storage:int messages:int"),
+    _table(
+        "sending_limits",
+        "user_id",
+        "user_id:int messages_per_hour:int recipients_per_message:int recipients_per_day:int",
+    ),
+    _table("sending_usage", "user_id minute", "user_id:int minute:int messages:int recipients:int"),
+    _table("subscriptions", "user_id name", "user_id:int name"),
+    _table(
+        "mailboxes",
+        "id",
+        "id:int user_id:int name special_use uidvalidity:int uidnext:int highestmodseq:int"
+        " recent_uid:int",
+    ),
     BLOBS,
-    _table("messages", "mailbox_id uid", Column("mailbox_id", _I), Column("uid", _I),
-           Column("modseq", _I), Column("flags", Kind.FLAGS),
-           Column("internal_date", Kind.ZONED_TIME), Column("size", _I), "digest",
-           Column("header_size", _I), Column("sent_date", Kind.ZONED_TIME), "subject",
-           "message_id", Column("envelope", Kind.JSON), Column("headers", Kind.JSON),
-           Column("structure", Kind.JSON)),
-    _table("expunged", "mailbox_id uid", Column("mailbox_id", _I), Column("uid", _I),
-           Column("modseq", _I)),
-    _table("queue", "id", Column("id", _I), "sender", "digest", Column("size", _I),
-           Column("created", Kind.QUEUE_TIME), Column("next_attempt", Kind.QUEUE_TIME),
-           Column("attempts", _I), "last_error", "envid", "ret", Column("held", _B),
-           Column("delay_warned", _B), "claimed_by",
-           Column("claimed_until", Kind.QUEUE_TIME)),
-    _table("queue_recipients", "queue_id address", Column("queue_id", _I), "address",
-           "status", "last_error", Column("attempts", _I), Column("reply_code", _I),
-           "reply_enhanced", "remote_mta", "tls", "notify", "orcpt", Column("reported", _B),
-           Column("last_attempt", Kind.QUEUE_TIME)),
-    _table("greylist_triplets", "network sender recipient", "network", "sender", "recipient",
-           Column("first_seen", _F), Column("last_seen", _F), Column("passed_at", _F),
-           Column("attempts", _I), Column("expires", _F)),
-    _table("greylist_networks", "network", "network", Column("passes", _I),
-           Column("last_pass", _F), Column("whitelisted_until", _F), Column("expires", _F)),
-    _table("mta_sts_policies", "domain", "domain", "policy_id", "policy",
-           Column("fetched", Kind.QUEUE_TIME), Column("expires", Kind.QUEUE_TIME)),
-)  # fmt: skip
+    _table(
+        "messages",
+        "mailbox_id uid",
+        "mailbox_id:int uid:int modseq:int flags:flags internal_date:zoned_time size:int digest"
+        " header_size:int sent_date:zoned_time subject message_id envelope:json headers:json"
+        " structure:json",
+    ),
+    _table("expunged", "mailbox_id uid", "mailbox_id:int uid:int modseq:int"),
+    _table(
+        "queue",
+        "id",
+        "id:int sender digest size:int created:queue_time next_attempt:queue_time attempts:int"
+        " last_error envid ret held:bool delay_warned:bool claimed_by claimed_until:queue_time",
+    ),
+    _table(
+        "queue_recipients",
+        "queue_id address",
+        "queue_id:int address status last_error attempts:int reply_code:int reply_enhanced"
+        " remote_mta tls notify orcpt reported:bool last_attempt:queue_time",
+    ),
+    _table(
+        "greylist_triplets",
+        "network sender recipient",
+        "network sender recipient first_seen:float last_seen:float passed_at:float"
+        " attempts:int expires:float",
+    ),
+    _table(
+        "greylist_networks",
+        "network",
+        "network passes:int last_pass:float whitelisted_until:float expires:float",
+    ),
+    _table(
+        "mta_sts_policies",
+        "domain",
+        "domain policy_id policy fetched:queue_time expires:queue_time",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
