@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +151,20 @@ class FailingTarget:
         await self.inner.write_bodies(rows, bodies, mark)
 
 
-SMALL = CopyLimits(rows=2, bodies=2, body_octets=1)
+SMALL = CopyLimits(rows=2, bodies=2, body_octets=1)  # many batches: one body per transaction
+
+
+def _interrupt(
+    source: Path, open_target: Callable[[], Awaitable[StoreTables]], table: str, allowed: int
+) -> None:
+    """A copy from the SQLite store at `source` that fails after `allowed` writes of `table`."""
+
+    async def run() -> None:
+        target = FailingTarget(await open_target(), table, allowed)
+        with pytest.raises(Interrupted):
+            await _copy(await _sqlite(source), target, limits=SMALL)
+
+    asyncio.run(run())
 
 
 @pytest.mark.parametrize(("table", "allowed"), [("users", 1), ("blobs", 3), ("messages", 0)])
@@ -166,12 +179,7 @@ def test_an_interrupted_copy_to_postgres_resumes_and_ends_identical(
     back = tmp_path / "back"
     before = sqlite_tables(original / "poczta.db")
 
-    async def interrupted() -> None:
-        target = FailingTarget(await _postgres(postgres, postgres_dsn, tmp_path), table, allowed)
-        with pytest.raises(Interrupted):
-            await _copy(await _sqlite(original), target, limits=SMALL)
-
-    asyncio.run(interrupted())
+    _interrupt(original, lambda: _postgres(postgres, postgres_dsn, tmp_path), table, allowed)
 
     async def resumed() -> Any:
         return await _copy(
@@ -196,14 +204,11 @@ def test_an_interrupted_copy_to_sqlite_resumes_and_ends_identical(
 ) -> None:
     copy = tmp_path / "copy"
     before = sqlite_tables(original / "poczta.db")
-    for table, allowed in (("blobs", 4), ("messages", 2)):  # stopped twice
-
-        async def interrupted(table: str = table, allowed: int = allowed) -> None:
-            target = FailingTarget(await _sqlite(copy, create=True), table, allowed)
-            with pytest.raises(Interrupted):
-                await _copy(await _sqlite(original), target, limits=SMALL)
-
-        asyncio.run(interrupted())
+    _interrupt(original, lambda: _sqlite(copy, create=True), "blobs", 4)
+    # a body whose file was in place when the copy was killed, before its row committed
+    missing = sorted(set(body_files(original)) - set(body_files(copy)))[-1]
+    shutil.copy(original / "blobs" / missing[:2] / missing, copy / "blobs" / missing[:2])
+    _interrupt(original, lambda: _sqlite(copy, create=True), "messages", 2)
     report = asyncio.run(_copy_sqlite(original, copy))
     assert report.resumed and report.verification.ok
     assert sqlite_tables(copy / "poczta.db") == before
@@ -227,12 +232,7 @@ def test_an_unfinished_copy_of_another_store_is_refused(tmp_path: Path, original
     first, second, copy = original, tmp_path / "second", tmp_path / "copy"
     shutil.copytree(original, second)
 
-    async def interrupted() -> None:
-        target = FailingTarget(await _sqlite(copy, create=True), "mailboxes", 1)
-        with pytest.raises(Interrupted):
-            await _copy(await _sqlite(first), target, limits=SMALL)
-
-    asyncio.run(interrupted())
+    _interrupt(first, lambda: _sqlite(copy, create=True), "mailboxes", 1)
     with pytest.raises(CopyError, match="holds an unfinished copy of another store"):
         asyncio.run(_copy_sqlite(second, copy))
 
@@ -242,12 +242,7 @@ def test_a_source_that_changed_during_the_copy_fails_verification(
 ) -> None:
     copy = tmp_path / "copy"
 
-    async def interrupted() -> None:
-        target = FailingTarget(await _sqlite(copy, create=True), "aliases", 0)
-        with pytest.raises(Interrupted):
-            await _copy(await _sqlite(original), target, limits=SMALL)
-
-    asyncio.run(interrupted())
+    _interrupt(original, lambda: _sqlite(copy, create=True), "aliases", 0)
 
     async def change_a_password() -> None:  # a change in rows already copied
         store = await SqliteStore.open(original / "poczta.db", original / "blobs")

@@ -25,7 +25,6 @@ class RichProgress:
             Progress,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         console = Console(stderr=True)
@@ -34,7 +33,6 @@ class RichProgress:
             TextColumn("{task.description:<24}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=console,
             transient=False,
