@@ -58,18 +58,18 @@ async def copy_store(
     the copy differs from the source (the target then keeps its marker)."""
     shown = progress or NoProgress()
     marks = await _claim(source, target)
-    report = CopyReport(resumed=len(marks) > 1)
+    copier = _Copier(source, target, limits or CopyLimits(), shown, len(marks) > 1)
     for table in TABLES:
-        await _copy_table(source, target, table, marks.get(table.name), limits or CopyLimits(),
-                          shown, report)  # fmt: skip
+        await copier.copy_table(table, marks.get(table.name))
     await target.raise_counters(await source.counters())
+    report = copier.report
     report.verification = await verify_copy(source, target, shown)
     if not report.verification.ok:
         problems = "; ".join(report.verification.problems())
         raise CopyError(
             f"the copy in {target.description} differs from the source: {problems}"
-            " (the source changed during the copy? stop the server, empty the target and copy"
-            " again)"
+            " (did the source change during the copy? stop the server, empty the target and"
+            " copy again)"
         )
     await target.finish_copy()
     return report
@@ -100,60 +100,62 @@ async def _claim(source: StoreTables, target: StoreTables) -> dict[str, str]:
     return {"source": source.description}
 
 
-async def _copy_table(
-    source: StoreTables,
-    target: StoreTables,
-    table: Table,
-    mark: str | None,
-    limits: CopyLimits,
-    progress: CopyProgress,
-    report: CopyReport,
-) -> None:
-    total = await source.count(table)
-    if mark == DONE:
-        progress.start(table.name, total, total)
-        return
-    progress.start(table.name, total, await target.count(table) if mark else 0)
-    after = json.loads(mark) if mark else None
-    copied = 0
-    limit = limits.bodies if table is BLOBS else limits.rows
-    while rows := await source.read_rows(table, after, limit):
+class _Copier:
+    """One run's copy of the tables, batch by batch."""
+
+    def __init__(
+        self,
+        source: StoreTables,
+        target: StoreTables,
+        limits: CopyLimits,
+        progress: CopyProgress,
+        resumed: bool,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.limits = limits
+        self.progress = progress
+        self.report = CopyReport(resumed=resumed)
+
+    async def copy_table(self, table: Table, mark: str | None) -> None:
+        """The rows of `table` after its `mark` (None: all of them; DONE: none)."""
+        total = await self.source.count(table)
+        if mark == DONE:
+            self.progress.start(table.name, total, total)
+            return
+        self.progress.start(table.name, total, await self.target.count(table) if mark else 0)
+        after = json.loads(mark) if mark else None
+        copied = 0
+        limit = self.limits.bodies if table is BLOBS else self.limits.rows
+        while rows := await self.source.read_rows(table, after, limit):
+            if table is BLOBS:
+                await self._copy_bodies(rows)
+            else:
+                await self.target.write_rows(table, rows, _mark(table, rows[-1]))
+                self.progress.advance(len(rows))
+            copied += len(rows)
+            after = table.key_of(rows[-1])
         if table is BLOBS:
-            await _copy_bodies(source, target, rows, limits, progress, report)
+            await self.target.write_bodies([], [], DONE)
         else:
-            await target.write_rows(table, rows, _mark(table, rows[-1]))
-            progress.advance(len(rows))
-        copied += len(rows)
-        after = table.key_of(rows[-1])
-    if table is BLOBS:
-        await target.write_bodies([], [], DONE)
-    else:
-        await target.write_rows(table, [], DONE)
-    report.copied[table.name] = copied
+            await self.target.write_rows(table, [], DONE)
+        self.report.copied[table.name] = copied
 
-
-async def _copy_bodies(
-    source: StoreTables,
-    target: StoreTables,
-    rows: list[Row],
-    limits: CopyLimits,
-    progress: CopyProgress,
-    report: CopyReport,
-) -> None:
-    """Rows of `blobs` with their bodies, in transactions of at most `limits.body_octets`
-    (or one body, when it is bigger)."""
-    start = 0
-    while start < len(rows):
-        end, octets = start + 1, int(rows[start][1])
-        while end < len(rows) and octets + int(rows[end][1]) <= limits.body_octets:
-            octets += int(rows[end][1])
-            end += 1
-        batch = rows[start:end]
-        bodies = [_checked(source, str(row[0]), int(row[1])) for row in batch]
-        await target.write_bodies(batch, bodies, _mark(BLOBS, batch[-1]))
-        progress.advance(len(batch), octets=octets)
-        report.body_octets += octets
-        start = end
+    async def _copy_bodies(self, rows: list[Row]) -> None:
+        """Rows of `blobs` with their bodies, in transactions of at most `body_octets` (or
+        of one body, when it is bigger)."""
+        start = 0
+        while start < len(rows):
+            end, octets = start + 1, int(rows[start][1])
+            while end < len(rows) and octets + int(rows[end][1]) <= self.limits.body_octets:
+                octets += int(rows[end][1])
+                end += 1
+            batch = rows[start:end]
+            bodies = [_checked(self.source, str(row[0]), int(row[1])) for row in batch]
+            await self.target.write_bodies(batch, bodies, _mark(BLOBS, batch[-1]))
+            self.progress.advance(len(batch), octets=octets)
+            self.report.body_octets += octets
+            start = end
 
 
 def _mark(table: Table, row: Row) -> str:

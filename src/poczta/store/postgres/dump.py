@@ -96,8 +96,9 @@ class PostgresTables:
         self.description = description
 
     @classmethod
-    async def open(cls, settings: StoreSettings, data_dir: Path,
-                   environ: Mapping[str, str] | None = None) -> PostgresTables:  # fmt: skip
+    async def open(
+        cls, settings: StoreSettings, data_dir: Path, environ: Mapping[str, str] | None = None
+    ) -> PostgresTables:
         """Connect and migrate (PostgresUnavailable, one line, when it cannot be used)."""
         extra: dict[str, Any] = {} if environ is None else {"environ": environ}
         conn = await connect(settings, data_dir, **extra)

@@ -90,8 +90,9 @@ class SqliteTables:
         self._temp = TempArea(files.root / "tmp")
 
     @classmethod
-    async def open(cls, db_path: Path, blob_dir: Path, *, sync: str = "filesystem",
-                   create: bool = False) -> SqliteTables:  # fmt: skip
+    async def open(
+        cls, db_path: Path, blob_dir: Path, *, sync: str = "filesystem", create: bool = False
+    ) -> SqliteTables:
         """Open the store: a target, made when missing (`create`); else a source, read only
         (CopyError when there is none)."""
         if not create and not db_path.is_file():
