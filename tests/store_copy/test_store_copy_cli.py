@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from poczta.store.copy import copy_store
 from poczta.store.postgres.dump import PostgresTables
-from poczta.store.sqlite.dump import SqliteTables
 from tests.e2e.harness import POCZTA, run_cli
 from tests.postgres.pg_helpers import connect, store_settings
 from tests.store_copy.copy_helpers import body_files, sqlite_tables
@@ -77,14 +75,14 @@ async def _wait_for_blocked_insert(conn: asyncpg.Connection, child: subprocess.P
         if waiting:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"the copy ended before it was killed: {child.stderr}")
+    raise AssertionError(f"the copy ended (status {child.returncode}) before it was killed")
 
 
 def test_a_copy_killed_midway_is_finished_by_the_next_run(
     postgres: PostgresServer, postgres_dsn: str, original: Path, tmp_path: Path
 ) -> None:
     args = _copy_args(original, postgres_dsn, postgres.password_file)
-    asyncio.run(_migrated(postgres, postgres_dsn, tmp_path))
+    asyncio.run(_migrated(postgres, postgres_dsn, tmp_path))  # its tables, to lock one
 
     async def kill_while_blocked() -> None:
         conn = await connect(postgres, postgres_dsn)
@@ -111,8 +109,10 @@ def test_a_copy_killed_midway_is_finished_by_the_next_run(
     assert ["blobs", "11", "0", "same"] in [
         line.split("\t") for line in resumed.stdout.splitlines()
     ]
+    config = _postgres_config(tmp_path / "pg-config", postgres, postgres_dsn)
     back = tmp_path / "back"
-    asyncio.run(_copy_back(postgres, postgres_dsn, tmp_path, back))
+    home = run_cli("store", "copy", "-c", str(config), "--to", f"sqlite:{back}", cwd=tmp_path)
+    assert home.returncode == 0, home.stderr
     assert sqlite_tables(back / "poczta.db") == sqlite_tables(original / "poczta.db")
     assert body_files(back) == body_files(original)
 
@@ -122,11 +122,16 @@ async def _migrated(postgres: PostgresServer, dsn: str, root: Path) -> None:
     await tables.close()
 
 
-async def _copy_back(postgres: PostgresServer, dsn: str, root: Path, back: Path) -> None:
-    source = await PostgresTables.open(store_settings(postgres, dsn, root / "pg"), root / "pg")
-    target = await SqliteTables.open(back / "poczta.db", back / "blobs", create=True)
-    try:
-        await copy_store(source, target)
-    finally:
-        await source.close()
-        await target.close()
+def _postgres_config(root: Path, postgres: PostgresServer, dsn: str) -> Path:
+    """A poczta.toml whose store is the database at `dsn`."""
+    data = root / "data"
+    data.mkdir(parents=True)
+    secret = data / "pg-password"
+    secret.write_text(postgres.password + "\n")
+    secret.chmod(0o600)
+    config = root / "poczta.toml"
+    config.write_text(
+        f'hostname = "mx.example.org"\ndata_dir = "data"\n'
+        f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\npassword_file = "pg-password"\n'
+    )
+    return config
