@@ -175,5 +175,6 @@ async def _checked(source: StoreTables, digest: str, size: int) -> AsyncGenerato
         await chunks.aclose()
     if octets != size or hasher.hexdigest() != digest:
         raise CopyError(
-            f"body {digest} in {source.description} does not match its digest: it is damaged"
+            f"body {digest} in {source.description} is missing or damaged:"
+            " its content does not match its digest"
         )

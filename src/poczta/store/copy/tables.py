@@ -198,7 +198,8 @@ class StoreTables(Protocol):
         ...
 
     def read_body(self, digest: str) -> AsyncGenerator[bytes, None]:
-        """A body's bytes in chunks (CopyError when it is missing)."""
+        """A body's bytes in chunks. A missing body may give none (its digest then does not
+        match) or fail with CopyError."""
         ...
 
     async def count(self, table: Table) -> int: ...

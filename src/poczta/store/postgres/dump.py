@@ -3,11 +3,13 @@
 as its target.
 
 One connection of its own, opened and migrated as the store does (`connect`, `migrate`),
-and plain SQL: a copy writes what the store's interface cannot, ids included (`OVERRIDING
-SYSTEM VALUE`; the identities are moved past them at the end, so that new rows never
-take a copied id). Flags are a text array here, times timestamptz with the offset of a
-zoned one in `<name>_zone`. A body is read and written a chunk (`bodies.CHUNK`) at a
-time. Quota usage is rebuilt by the schema's triggers as the messages go in.
+and plain SQL: a copy writes what the store's interface cannot, ids included. A batch
+goes in by COPY, which takes the ids as given (the identities are moved past them at the
+end, so that new rows never take a copied id) and runs the quota triggers once per batch
+instead of once per row, which rebuild quota usage as the messages go in. Flags are a
+text array here, times timestamptz with the offset of a zoned one in `<name>_zone`. A
+body is read and written a chunk (`bodies.CHUNK`) at a time, a batch's chunks streamed
+into one COPY.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from poczta.config_schema import StoreSettings
-from poczta.store.copy.tables import BLOBS, CopyError, Counters, Kind, Row, Table
+from poczta.store.copy.tables import BLOBS, Counters, Kind, Row, Table
 from poczta.store.postgres.access import Connection, translated
 from poczta.store.postgres.bodies import CHUNK
 from poczta.store.postgres.connect import connect, parse_dsn
@@ -76,16 +78,20 @@ def _stored_row(table: Table, row: Row) -> list[Any]:
     return values
 
 
-def _insert_sql(table: Table) -> str:
-    names = _selected(table)
-    casts = []
-    for column in table.columns:
-        casts.append("::json" if column.kind is Kind.JSON else "")
-        if column.kind is Kind.ZONED_TIME:
-            casts.append("")
-    marks = ", ".join(f"${i}{cast}" for i, cast in enumerate(casts, start=1))
-    overriding = " OVERRIDING SYSTEM VALUE" if table.name in _IDENTITIES else ""
-    return f"INSERT INTO {table.name} ({', '.join(names)}){overriding} VALUES ({marks})"
+async def _chunks(
+    bodies: Sequence[tuple[int, AsyncGenerator[bytes, None]]],
+) -> AsyncGenerator[tuple[int, int, bytes], None]:
+    """The `blob_chunks` records of bodies given as (blob id, their bytes in any pieces)."""
+    for blob_id, body in bodies:
+        seq, pending = 0, bytearray()
+        async for piece in body:
+            pending += piece
+            while len(pending) >= CHUNK:
+                yield blob_id, seq, bytes(pending[:CHUNK])
+                del pending[:CHUNK]
+                seq += 1
+        if pending:
+            yield blob_id, seq, bytes(pending)
 
 
 class PostgresTables:
@@ -133,17 +139,13 @@ class PostgresTables:
         return [_neutral_row(table, record) for record in records]
 
     async def read_body(self, digest: str) -> AsyncGenerator[bytes, None]:
-        with translated():
-            blob_id = await self._conn.fetchval("SELECT id FROM blobs WHERE digest = $1", digest)
-        if blob_id is None:
-            raise CopyError(f"body {digest} is missing")
         seq = 0
         while True:
             with translated():
                 chunks = await self._conn.fetch(
-                    "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2"
-                    " ORDER BY seq LIMIT $3",
-                    blob_id,
+                    "SELECT c.seq, c.data FROM blobs b JOIN blob_chunks c ON c.blob_id = b.id"
+                    " WHERE b.digest = $1 AND c.seq >= $2 ORDER BY c.seq LIMIT $3",
+                    digest,
                     seq,
                     _READ_CHUNKS,
                 )
@@ -186,9 +188,12 @@ class PostgresTables:
     async def write_rows(self, table: Table, rows: Sequence[Row], mark: str) -> None:
         with translated():
             async with self._conn.transaction():
-                await self._conn.executemany(
-                    _insert_sql(table), [_stored_row(table, row) for row in rows]
-                )
+                if rows:  # COPY: the statement triggers (quota) run once per batch
+                    await self._conn.copy_records_to_table(
+                        table.name,
+                        columns=_selected(table),
+                        records=[_stored_row(table, row) for row in rows],
+                    )
                 await self._mark(table.name, mark)
 
     async def write_bodies(
@@ -196,8 +201,18 @@ class PostgresTables:
     ) -> None:
         with translated():
             async with self._conn.transaction():
+                new = await self._insert_blobs(rows)
+                wanted = []
                 for row, body in zip(rows, bodies, strict=True):
-                    await self._write_body(row, body)
+                    blob_id = new.get(str(row[0]))
+                    if blob_id is None:  # there already, whole: a row commits with its chunks
+                        await body.aclose()
+                    else:
+                        wanted.append((blob_id, body))
+                if wanted:
+                    await self._conn.copy_records_to_table(
+                        "blob_chunks", columns=("blob_id", "seq", "data"), records=_chunks(wanted)
+                    )
                 await self._mark(BLOBS.name, mark)
 
     async def raise_counters(self, counters: Counters) -> None:
@@ -226,33 +241,18 @@ class PostgresTables:
             mark,
         )
 
-    async def _write_body(self, row: Row, body: AsyncGenerator[bytes, None]) -> None:
-        digest, size, refs, released = row
-        blob_id = await self._conn.fetchval(
-            "INSERT INTO blobs (digest, size, refs, released) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (digest) DO NOTHING RETURNING id",
-            digest,
-            size,
-            refs,
-            released,
+    async def _insert_blobs(self, rows: Sequence[Row]) -> dict[str, int]:
+        """Insert the `blobs` rows not there yet: their digests and new ids."""
+        if not rows:
+            return {}
+        columns = list(zip(*rows, strict=True))
+        inserted = await self._conn.fetch(
+            "INSERT INTO blobs (digest, size, refs, released)"
+            " SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::float8[])"
+            " ON CONFLICT (digest) DO NOTHING RETURNING digest, id",
+            *(list(column) for column in columns),
         )
-        if blob_id is None:  # already there (whole: a body's row and chunks commit together)
-            await body.aclose()
-            return
-        seq, pending = 0, bytearray()
-        async for chunk in body:
-            pending += chunk
-            while len(pending) >= CHUNK:
-                await self._write_chunk(blob_id, seq, bytes(pending[:CHUNK]))
-                del pending[:CHUNK]
-                seq += 1
-        if pending:
-            await self._write_chunk(blob_id, seq, bytes(pending))
-
-    async def _write_chunk(self, blob_id: int, seq: int, data: bytes) -> None:
-        await self._conn.execute(
-            "INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)", blob_id, seq, data
-        )
+        return {str(row["digest"]): int(row["id"]) for row in inserted}
 
     async def _raise_identity(self, table: str, floor: int) -> None:
         """Move a table's identity past its highest id and `floor`, never back."""
