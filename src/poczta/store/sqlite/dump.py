@@ -9,8 +9,9 @@ recovered after a crash), so the columns are those of the newest schema. Work is
 blocking and short (a batch of rows, one body chunk), done on the event loop of the
 command that runs the copy.
 
-A target's bodies are written like the store's own: a temp file, fsync, rename, the
-shard directories synced before the rows naming them commit. Derived data is rebuilt
+A target's bodies are written like the store's own: a temp file renamed to its digest,
+made durable before the rows naming it commit (by the store's sync method: one flush of
+the filesystem per batch, or an fsync of each file and directory). Derived data is rebuilt
 by the target itself: quota usage and each mailbox's message count by the schema's
 triggers as the messages go in, the FETCH wire text at the end (`backfill_fetch_text`).
 """
@@ -88,6 +89,9 @@ class SqliteTables:
         self._files = files
         self._conn = conn
         self._temp = TempArea(files.root / "tmp")
+        # "filesystem": a batch's bodies and names are made durable by one flush before
+        # its rows commit, as the store's writer does; "file": each body and directory.
+        self._flush_once = files.sync_method == "filesystem"
 
     @classmethod
     async def open(
@@ -176,7 +180,10 @@ class SqliteTables:
             else:
                 await self._write_file(final, body)
             directories.add(final.parent)
-        self._files.sync_dirs(directories)
+        if self._flush_once:
+            self._files.flush()
+        else:
+            self._files.sync_dirs(directories)
         with self._transaction():
             self._insert(BLOBS, rows)
             self._mark(BLOBS.name, mark)
@@ -241,7 +248,8 @@ class SqliteTables:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if not self._flush_once:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
