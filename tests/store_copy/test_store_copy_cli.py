@@ -64,6 +64,9 @@ def test_errors_are_one_line(postgres: PostgresServer, postgres_dsn: str,
     assert "must be postgresql://USER@HOST:PORT/DATABASE or sqlite:DIR" in unknown
     missing = _one_line_error(run_cli(*_copy_args(tmp_path / "none", "sqlite:x"), cwd=tmp_path))
     assert f"there is no SQLite store at {tmp_path / 'none' / 'poczta.db'}" in missing
+    asyncio.run(_migrated(postgres, postgres_dsn, tmp_path, newer=True))
+    newer = run_cli(*_copy_args(original, postgres_dsn, postgres.password_file), cwd=tmp_path)
+    assert "newer than this poczta knows" in _one_line_error(newer)
 
 
 async def _wait_for_blocked_insert(conn: asyncpg.Connection, child: subprocess.Popen[str]) -> None:
@@ -117,9 +120,16 @@ def test_a_copy_killed_midway_is_finished_by_the_next_run(
     assert body_files(back) == body_files(original)
 
 
-async def _migrated(postgres: PostgresServer, dsn: str, root: Path) -> None:
+async def _migrated(postgres: PostgresServer, dsn: str, root: Path, newer: bool = False) -> None:
+    """The store's schema in the database at `dsn`; with `newer`, as a later poczta left it."""
     tables = await PostgresTables.open(store_settings(postgres, dsn, root / "pg"), root / "pg")
     await tables.close()
+    if newer:
+        conn = await connect(postgres, dsn)
+        try:
+            await conn.execute("INSERT INTO schema_version VALUES (999, '0999_later.sql')")
+        finally:
+            await conn.close()
 
 
 def _postgres_config(root: Path, postgres: PostgresServer, dsn: str) -> Path:
