@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from poczta.store.copy import CopyError, CopyLimits, StoreTables, copy_store
+from poczta.store.copy.run import _BodyStream
 from poczta.store.copy.tables import TABLES, Kind, Row, Table
 from poczta.store.postgres import dump as postgres_dump
 from poczta.store.postgres.dump import PostgresTables
@@ -323,3 +324,33 @@ def test_every_table_and_column_of_the_postgres_schema_is_copied_or_left_out_on_
     assert set(found) == set(expected)
     kept = [n for n in expected if postgres_dump.LEFT_OUT.get(n, frozenset()) is not None]
     assert {n: found[n] for n in kept} == {n: expected[n] for n in kept}
+
+
+class ChunkedSource:
+    """A source whose bodies come in pieces: only `read_bodies` is used."""
+
+    description = "pieces"
+
+    def __init__(self, bodies: dict[str, list[bytes]]) -> None:
+        self.bodies = bodies
+
+    async def read_bodies(self, digests: Sequence[str]) -> AsyncGenerator[tuple[str, bytes], None]:
+        for digest in digests:
+            for piece in self.bodies.get(digest, []):
+                yield digest, piece
+
+
+def test_a_batch_of_bodies_read_as_one_stream_gives_each_body_its_own_bytes() -> None:
+    source = ChunkedSource({"a": [b"a1", b"a2"], "b": [b"b1", b"b2", b"b3"], "d": [b"d1"]})
+
+    async def read() -> list[bytes]:
+        stream = _BodyStream(source, ["a", "b", "c", "d"])  # type: ignore[arg-type]
+        try:
+            got = []
+            for digest in ("b", "c", "d"):  # "a" is skipped, as a body the target has
+                got.append(b"".join([piece async for piece in stream.body(digest)]))
+            return got
+        finally:
+            await stream.close()
+
+    assert asyncio.run(read()) == [b"b1b2b3", b"", b"d1"]

@@ -151,8 +151,15 @@ class _Copier:
                 octets += int(rows[end][1])
                 end += 1
             batch = rows[start:end]
-            bodies = [_checked(self.source, str(row[0]), int(row[1])) for row in batch]
-            await self.target.write_bodies(batch, bodies, _mark(BLOBS, batch[-1]))
+            stream = _BodyStream(self.source, [str(row[0]) for row in batch])
+            try:
+                bodies = [
+                    _checked(self.source, str(row[0]), int(row[1]), stream.body(str(row[0])))
+                    for row in batch
+                ]
+                await self.target.write_bodies(batch, bodies, _mark(BLOBS, batch[-1]))
+            finally:
+                await stream.close()
             self.progress.advance(len(batch), octets=octets)
             self.report.body_octets += octets
             start = end
@@ -162,10 +169,44 @@ def _mark(table: Table, row: Row) -> str:
     return json.dumps(list(table.key_of(row)))
 
 
-async def _checked(source: StoreTables, digest: str, size: int) -> AsyncGenerator[bytes, None]:
+class _BodyStream:
+    """The bodies of a batch read from the source in one stream (`read_bodies`) and handed
+    out as one generator per body, to be read in the batch's order; a body the target
+    does not read (it has it already) is skipped."""
+
+    def __init__(self, source: StoreTables, digests: list[str]) -> None:
+        self._place = {digest: n for n, digest in enumerate(digests)}
+        self._chunks = source.read_bodies(digests)
+        self._ahead: tuple[str, bytes] | None = None
+        self._ended = False
+
+    async def _peek(self) -> tuple[str, bytes] | None:
+        if self._ahead is None and not self._ended:
+            try:
+                self._ahead = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._ended = True
+        return self._ahead
+
+    async def body(self, digest: str) -> AsyncGenerator[bytes, None]:
+        place = self._place[digest]
+        while (item := await self._peek()) is not None:
+            at = self._place[item[0]]
+            if at > place:  # the next body's: this one has no more
+                return
+            self._ahead = None
+            if at == place:
+                yield item[1]
+
+    async def close(self) -> None:
+        await self._chunks.aclose()
+
+
+async def _checked(
+    source: StoreTables, digest: str, size: int, chunks: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
     """The source's body of `digest`, CopyError at its end unless it matches."""
     hasher, octets = hashlib.sha256(), 0
-    chunks = source.read_body(digest)
     try:
         async for chunk in chunks:
             hasher.update(chunk)

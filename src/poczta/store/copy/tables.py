@@ -197,9 +197,10 @@ class StoreTables(Protocol):
         """Up to `limit` rows in key order, after the key `after` (None: from the first)."""
         ...
 
-    def read_body(self, digest: str) -> AsyncGenerator[bytes, None]:
-        """A body's bytes in chunks. A missing body may give none (its digest then does not
-        match) or fail with CopyError."""
+    def read_bodies(self, digests: Sequence[str]) -> AsyncGenerator[tuple[str, bytes], None]:
+        """The bytes of these bodies in chunks, each with its body's digest, body after body
+        in the order given. A missing body gives no chunks (its digest then does not match
+        unless it is empty); one that cannot be read fails with CopyError."""
         ...
 
     async def count(self, table: Table) -> int: ...

@@ -11,15 +11,17 @@ target.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from poczta.store.copy.progress import CopyProgress, NoProgress
 from poczta.store.copy.tables import BLOBS, TABLES, StoreTables, Table, row_digest
 
-__all__ = ["TableCheck", "Verification", "body_matches", "verify_copy"]
+__all__ = ["TableCheck", "Verification", "body_digests", "verify_copy"]
 
 READ_BATCH = 2000  # rows read per query while comparing
+BODY_BATCH = 100  # bodies read per stream while comparing
 _MODULUS = 1 << 256
 
 
@@ -62,16 +64,18 @@ class Verification:
         return found
 
 
-async def body_matches(tables: StoreTables, digest: str, size: int) -> bool:
-    """Whether the body of `digest` reads back whole and matches it."""
-    hasher, octets = hashlib.sha256(), 0
-    try:
-        async for chunk in tables.read_body(digest):
-            hasher.update(chunk)
-            octets += len(chunk)
-    except Exception:  # missing or unreadable: it does not match
-        return False
-    return octets == size and hasher.hexdigest() == digest
+async def body_digests(tables: StoreTables, digests: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """Each body's size and SHA-256 as read back (a missing one: those of no bytes)."""
+    found: dict[str, tuple[int, Any]] = {}
+    async for digest, chunk in tables.read_bodies(digests):
+        octets, hasher = found.get(digest) or (0, hashlib.sha256())
+        hasher.update(chunk)
+        found[digest] = (octets + len(chunk), hasher)
+    empty = (0, hashlib.sha256().hexdigest())
+    return {
+        digest: (found[digest][0], found[digest][1].hexdigest()) if digest in found else empty
+        for digest in digests
+    }
 
 
 async def _rows(tables: StoreTables, table: Table) -> AsyncIterator[tuple[object, ...]]:
@@ -94,14 +98,17 @@ async def _summary(tables: StoreTables, table: Table, progress: CopyProgress) ->
 async def _check_bodies(
     source: StoreTables, target: StoreTables, result: Verification, progress: CopyProgress
 ) -> None:
-    async for row in _rows(target, BLOBS):
-        digest, size = str(row[0]), int(row[1])  # type: ignore[call-overload]
+    after = None
+    while rows := await target.read_rows(BLOBS, after, BODY_BATCH):
+        expected = {str(row[0]): (int(row[1]), str(row[0])) for row in rows}
         for side, tables in (("source", source), ("target", target)):
-            if not await body_matches(tables, digest, size):
-                result.bad_bodies.append(f"{digest} on the {side}")
-        result.bodies += 1
-        result.body_octets += size
-        progress.advance(1, octets=size)
+            found = await body_digests(tables, list(expected))
+            result.bad_bodies += [f"{d} on the {side}" for d in expected if found[d] != expected[d]]
+        octets = sum(size for size, _ in expected.values())
+        result.bodies += len(rows)
+        result.body_octets += octets
+        progress.advance(len(rows), octets=octets)
+        after = BLOBS.key_of(rows[-1])
 
 
 async def verify_copy(

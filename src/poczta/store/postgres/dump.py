@@ -138,22 +138,21 @@ class PostgresTables:
             records = await self._conn.fetch(sql, *args, limit)
         return [_neutral_row(table, record) for record in records]
 
-    async def read_body(self, digest: str) -> AsyncGenerator[bytes, None]:
-        seq = 0
-        while True:
-            with translated():
-                chunks = await self._conn.fetch(
-                    "SELECT c.seq, c.data FROM blobs b JOIN blob_chunks c ON c.blob_id = b.id"
-                    " WHERE b.digest = $1 AND c.seq >= $2 ORDER BY c.seq LIMIT $3",
-                    digest,
-                    seq,
-                    _READ_CHUNKS,
+    async def read_bodies(self, digests: Sequence[str]) -> AsyncGenerator[tuple[str, bytes], None]:
+        if not digests:
+            return
+        with translated():
+            async with self._conn.transaction(readonly=True):  # a cursor lives in one
+                cursor = self._conn.cursor(
+                    "SELECT d.digest, c.data"
+                    " FROM unnest($1::text[]) WITH ORDINALITY AS d (digest, n)"
+                    " JOIN blobs b ON b.digest = d.digest JOIN blob_chunks c ON c.blob_id = b.id"
+                    " ORDER BY d.n, c.seq",
+                    list(digests),
+                    prefetch=_READ_CHUNKS,
                 )
-            for chunk in chunks:
-                yield bytes(chunk["data"])
-            if len(chunks) < _READ_CHUNKS:
-                return
-            seq = int(chunks[-1]["seq"]) + 1
+                async for record in cursor:
+                    yield str(record[0]), bytes(record[1])
 
     async def count(self, table: Table) -> int:
         where = " WHERE digest IS NOT NULL" if table is BLOBS else ""

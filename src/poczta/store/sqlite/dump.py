@@ -129,14 +129,17 @@ class SqliteTables:
             for row in self._conn.execute(sql, (*args, limit))
         ]
 
-    async def read_body(self, digest: str) -> AsyncGenerator[bytes, None]:
-        try:
-            file = open(self._files.path(digest), "rb")  # noqa: SIM115 (closed below)
-        except OSError as exc:
-            raise CopyError(f"body {digest} cannot be read: {exc.strerror or exc}") from None
-        with file:
-            while chunk := file.read(CHUNK):
-                yield chunk
+    async def read_bodies(self, digests: Sequence[str]) -> AsyncGenerator[tuple[str, bytes], None]:
+        for digest in digests:
+            try:
+                file = open(self._files.path(digest), "rb")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CopyError(f"body {digest} cannot be read: {exc.strerror or exc}") from None
+            with file:
+                while chunk := file.read(CHUNK):
+                    yield digest, chunk
 
     async def count(self, table: Table) -> int:
         return int(self._conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0])
