@@ -7,11 +7,12 @@ source and target and goes on after the last batch committed; a body already in 
 target is kept (a body is named by its digest, and stored whole or not at all). A target
 is refused unless it is empty or holds the marker of a copy of the same source.
 
-Each body is hashed as it streams from the source and must match its digest. At the end
-the counters that must never go back (UIDVALIDITY, queue ids) are raised on the target,
-everything is compared (`verify_copy`), and only a copy found identical loses its marker
-and gets its derived data rebuilt. The source must not change while it is copied (stop
-the server first); a change is found by the verification.
+Each body is hashed as it streams from the source (a batch of bodies in one stream,
+`_BodyStream`) and must match its digest. At the end the counters that must never go
+back (UIDVALIDITY, queue ids) are raised on the target, everything is compared
+(`verify_copy`), and only a copy found identical loses its marker and gets its derived
+data rebuilt. The source must not change while it is copied (stop the server first); a
+change is found by the verification.
 """
 
 from __future__ import annotations
