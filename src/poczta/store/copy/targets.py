@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.store.copy.tables import CopyError, StoreTables
+
+if TYPE_CHECKING:
+    from poczta.config import Config
 
 __all__ = ["open_source", "open_target"]
 
