@@ -354,3 +354,15 @@ def test_a_batch_of_bodies_read_as_one_stream_gives_each_body_its_own_bytes() ->
             await stream.close()
 
     assert asyncio.run(read()) == [b"b1b2b3", b"", b"d1"]
+
+
+def test_an_empty_store_copies_to_an_empty_store(tmp_path: Path) -> None:
+    empty, copy = tmp_path / "empty", tmp_path / "copy"
+
+    async def make_empty() -> None:
+        await (await _sqlite(empty, create=True)).close()
+
+    asyncio.run(make_empty())
+    report = asyncio.run(_copy_sqlite(empty, copy))
+    assert report.verification.ok and report.verification.bodies == 0
+    assert sqlite_tables(copy / "poczta.db") == sqlite_tables(empty / "poczta.db")

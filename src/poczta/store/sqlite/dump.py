@@ -183,9 +183,9 @@ class SqliteTables:
             else:
                 await self._write_file(final, body)
             directories.add(final.parent)
-        if self._flush_once:
+        if rows and self._flush_once:
             self._files.flush()
-        else:
+        elif rows:
             self._files.sync_dirs(directories)
         with self._transaction():
             self._insert(BLOBS, rows)
@@ -193,12 +193,13 @@ class SqliteTables:
 
     async def raise_counters(self, counters: Counters) -> None:
         with self._transaction():
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value ="
-                " max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                (str(counters.last_uidvalidity),),
-            )
+            if counters.last_uidvalidity:
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value ="
+                    " max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (str(counters.last_uidvalidity),),
+                )
             updated = self._conn.execute(
                 "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'queue'",
                 (counters.last_queue_id,),
