@@ -366,3 +366,20 @@ def test_an_empty_store_copies_to_an_empty_store(tmp_path: Path) -> None:
     report = asyncio.run(_copy_sqlite(empty, copy))
     assert report.verification.ok and report.verification.bodies == 0
     assert sqlite_tables(copy / "poczta.db") == sqlite_tables(empty / "poczta.db")
+
+
+def test_a_value_the_target_refuses_stops_the_copy_with_one_line(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, original: Path
+) -> None:
+    conn = sqlite3.connect(original / "poczta.db")
+    with conn:  # SQLite keeps a NUL in text; PostgreSQL's text cannot hold one
+        conn.execute("UPDATE greylist_networks SET network = ?", ("bad\x00net",))
+    conn.close()
+
+    async def go() -> None:
+        await _copy(await _sqlite(original), await _postgres(postgres, postgres_dsn, tmp_path))
+
+    with pytest.raises(CopyError) as refused:
+        asyncio.run(go())
+    assert str(refused.value).startswith("postgresql://poczta@127.0.0.1:")
+    assert "\n" not in str(refused.value)

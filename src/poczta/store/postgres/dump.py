@@ -14,12 +14,15 @@ into one COPY.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from poczta.config_schema import StoreSettings
-from poczta.store.copy.tables import BLOBS, Counters, Kind, Row, Table
+from poczta.store.copy.tables import BLOBS, CopyError, Counters, Kind, Row, Table
 from poczta.store.postgres.access import Connection, translated
 from poczta.store.postgres.bodies import CHUNK
 from poczta.store.postgres.connect import connect, parse_dsn
@@ -134,14 +137,14 @@ class PostgresTables:
             f"SELECT {', '.join(_selected(table))} FROM {table.name}{where}"
             f" ORDER BY {keys} LIMIT ${len(args) + 1}"
         )
-        with translated():
+        with self._errors():
             records = await self._conn.fetch(sql, *args, limit)
         return [_neutral_row(table, record) for record in records]
 
     async def read_bodies(self, digests: Sequence[str]) -> AsyncGenerator[tuple[str, bytes], None]:
         if not digests:
             return
-        with translated():
+        with self._errors():
             async with self._conn.transaction(readonly=True):  # a cursor lives in one
                 cursor = self._conn.cursor(
                     "SELECT d.digest, c.data"
@@ -156,11 +159,11 @@ class PostgresTables:
 
     async def count(self, table: Table) -> int:
         where = " WHERE digest IS NOT NULL" if table is BLOBS else ""
-        with translated():
+        with self._errors():
             return int(await self._conn.fetchval(f"SELECT count(*) FROM {table.name}{where}"))
 
     async def counters(self) -> Counters:
-        with translated():
+        with self._errors():
             clock = await self._conn.fetchval("SELECT last FROM uidvalidity_clock")
             queue = await self._conn.fetchval(
                 "SELECT pg_sequence_last_value(pg_get_serial_sequence('queue', 'id')::regclass)"
@@ -170,14 +173,14 @@ class PostgresTables:
     # --- writing ----------------------------------------------------------
 
     async def progress(self) -> dict[str, str] | None:
-        with translated():
+        with self._errors():
             if await self._conn.fetchval("SELECT to_regclass($1)", _MARKER) is None:
                 return None
             rows = await self._conn.fetch(f"SELECT item, value FROM {_MARKER}")
         return {str(row["item"]): str(row["value"]) for row in rows}
 
     async def begin_copy(self, source: str) -> None:
-        with translated():
+        with self._errors():
             async with self._conn.transaction():
                 await self._conn.execute(
                     f"CREATE TABLE {_MARKER} (item text PRIMARY KEY, value text NOT NULL)"
@@ -185,7 +188,7 @@ class PostgresTables:
                 await self._conn.execute(f"INSERT INTO {_MARKER} VALUES ('source', $1)", source)
 
     async def write_rows(self, table: Table, rows: Sequence[Row], mark: str) -> None:
-        with translated():
+        with self._errors():
             async with self._conn.transaction():
                 if rows:  # COPY: the statement triggers (quota) run once per batch
                     await self._conn.copy_records_to_table(
@@ -198,7 +201,7 @@ class PostgresTables:
     async def write_bodies(
         self, rows: Sequence[Row], bodies: Sequence[AsyncGenerator[bytes, None]], mark: str
     ) -> None:
-        with translated():
+        with self._errors():
             async with self._conn.transaction():
                 new = await self._insert_blobs(rows)
                 wanted = []
@@ -215,7 +218,7 @@ class PostgresTables:
                 await self._mark(BLOBS.name, mark)
 
     async def raise_counters(self, counters: Counters) -> None:
-        with translated():
+        with self._errors():
             async with self._conn.transaction():
                 await self._conn.execute(
                     "UPDATE uidvalidity_clock SET last = greatest(last, $1, "
@@ -227,10 +230,20 @@ class PostgresTables:
                     await self._raise_identity(name, floor)
 
     async def finish_copy(self) -> None:
-        with translated():
+        with self._errors():
             await self._conn.execute(f"DROP TABLE IF EXISTS {_MARKER}")
 
     # --- plumbing ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """What the server refuses (a value it cannot take) as a CopyError of one line; a
+        server that cannot be reached as StoreUnavailable."""
+        try:
+            with translated():
+                yield
+        except asyncpg.PostgresError as exc:
+            raise CopyError(f"{self.description}: {' '.join(str(exc).split())}") from None
 
     async def _mark(self, name: str, mark: str) -> None:
         await self._conn.execute(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +124,11 @@ class SqliteTables:
             f" ORDER BY {keys} LIMIT ?"
         )
         kinds = [column.kind for column in table.columns]
+        with self._errors():
+            found = self._conn.execute(sql, (*args, limit)).fetchall()
         return [
             tuple(_neutral(kind, value) for kind, value in zip(kinds, row, strict=True))
-            for row in self._conn.execute(sql, (*args, limit))
+            for row in found
         ]
 
     async def read_bodies(self, digests: Sequence[str]) -> AsyncGenerator[tuple[str, bytes], None]:
@@ -142,23 +144,30 @@ class SqliteTables:
                     yield digest, chunk
 
     async def count(self, table: Table) -> int:
-        return int(self._conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0])
+        with self._errors():
+            return int(self._conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0])
 
     async def counters(self) -> Counters:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'last_uidvalidity'")
-        found = row.fetchone()
-        seq = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'queue'").fetchone()
+        with self._errors():
+            found = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'last_uidvalidity'"
+            ).fetchone()
+            seq = self._conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'queue'"
+            ).fetchone()
         return Counters(int(found[0]) if found else 0, int(seq[0]) if seq else 0)
 
     # --- writing ----------------------------------------------------------
 
     async def progress(self) -> dict[str, str] | None:
-        exists = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_MARKER,)
-        ).fetchone()
-        if exists is None:
-            return None
-        return {str(k): str(v) for k, v in self._conn.execute(f"SELECT item, value FROM {_MARKER}")}
+        with self._errors():
+            exists = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_MARKER,)
+            ).fetchone()
+            if exists is None:
+                return None
+            rows = self._conn.execute(f"SELECT item, value FROM {_MARKER}").fetchall()
+        return {str(item): str(value) for item, value in rows}
 
     async def begin_copy(self, source: str) -> None:
         with self._transaction():
@@ -211,22 +220,32 @@ class SqliteTables:
                 )
 
     async def finish_copy(self) -> None:
-        backfill_fetch_text(self._conn)
+        with self._errors():
+            backfill_fetch_text(self._conn)
         with self._transaction():
             self._conn.execute(f"DROP TABLE IF EXISTS {_MARKER}")
 
     # --- plumbing ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self) -> Any:
-        self._conn.execute("BEGIN IMMEDIATE")
+    def _errors(self) -> Iterator[None]:
+        """What SQLite refuses as a CopyError of one line."""
         try:
             yield
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CopyError(f"{self.description}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def _insert(self, table: Table, rows: Sequence[Row]) -> None:
         names = table.column_names
