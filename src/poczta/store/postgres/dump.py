@@ -74,7 +74,7 @@ def _stored_row(table: Table, row: Row) -> list[Any]:
     for column, value in zip(table.columns, row, strict=True):
         if column.kind is Kind.ZONED_TIME:
             values.extend(split_time(value) if value is not None else (None, None))
-        elif column.kind is Kind.FLAGS:
+        elif column.kind is Kind.FLAGS and value is not None:
             values.append(list(value))
         else:
             values.append(value)
