@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from poczta.store.postgres.dump import PostgresTables
-from tests.e2e.harness import POCZTA, run_cli
+from tests.e2e.harness import POCZTA, free_port, run_cli
 from tests.postgres.pg_helpers import connect, store_settings
 from tests.store_copy.copy_helpers import body_files, sqlite_tables
 
@@ -60,6 +60,9 @@ def test_errors_are_one_line(postgres: PostgresServer, postgres_dsn: str,
     assert "refused the password of poczta" in refused
     malformed = run_cli(*_copy_args(original, "postgresql://poczta@[::1/x"), cwd=tmp_path)
     assert "the URL is malformed" in _one_line_error(malformed)
+    nobody = f"postgresql://poczta@127.0.0.1:{free_port()}/mail"
+    unreachable = _one_line_error(run_cli(*_copy_args(original, nobody), cwd=tmp_path))
+    assert "cannot connect to 127.0.0.1:" in unreachable
     unknown = _one_line_error(run_cli(*_copy_args(original, "mysql://x/y"), cwd=tmp_path))
     assert "must be postgresql://USER@HOST:PORT/DATABASE or sqlite:DIR" in unknown
     missing = _one_line_error(run_cli(*_copy_args(tmp_path / "none", "sqlite:x"), cwd=tmp_path))
