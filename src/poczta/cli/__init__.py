@@ -1,5 +1,5 @@
 """The `poczta` command line: init, serve, dev, config, domain, user, alias, mail, queue, dkim,
-dns, why."""
+dns, store, why."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from poczta.cli.dns import dns
 from poczta.cli.mail import mail
 from poczta.cli.queue import queue
 from poczta.cli.server import config, dev, init, serve
+from poczta.cli.store import store
 from poczta.cli.user_limits import user_limits, user_show
 from poczta.cli.user_quota import user_quota
 from poczta.cli.why import why
@@ -25,7 +26,7 @@ def cli() -> None:
     """poczta: an all-in-one, secure mail server."""
 
 
-for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim, dns, why):
+for command in (init, serve, dev, config, domain, user, alias, mail, queue, dkim, dns, store, why):
     cli.add_command(command)
 user.add_command(user_show)
 user.add_command(user_limits)
