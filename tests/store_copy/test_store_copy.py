@@ -87,6 +87,22 @@ def test_round_trip_through_postgres_gives_an_identical_store(
     assert all(name == digest for name, digest in body_files(back).items())
     assert asyncio.run(_views_postgres(postgres, postgres_dsn, tmp_path)) == seen_before
     assert asyncio.run(_views_sqlite(back)) == seen_before
+    assert asyncio.run(_made_on_postgres(postgres, postgres_dsn)) == (0, 0)
+
+
+async def _made_on_postgres(server: PostgresServer, dsn: str) -> tuple[int, int]:
+    """What the copy's target makes itself: (messages without FETCH text, mailboxes whose
+    count is not that of their messages)."""
+    conn = await connect(server, dsn)
+    try:
+        without = await conn.fetchval("SELECT count(*) FROM messages WHERE imap_envelope IS NULL")
+        miscounted = await conn.fetchval(
+            "SELECT count(*) FROM mailboxes b WHERE b.messages !="
+            " (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id)"
+        )
+        return int(without), int(miscounted)
+    finally:
+        await conn.close()
 
 
 def test_a_new_mailbox_on_the_copy_gets_a_new_uidvalidity_and_queue_ids_are_not_reused(

@@ -24,6 +24,7 @@ import asyncpg
 from poczta.config_schema import StoreSettings
 from poczta.store.copy.tables import BLOBS, CopyError, Counters, Kind, Row, Table
 from poczta.store.postgres.access import Connection, translated
+from poczta.store.postgres.backfill import backfill_fetch_text
 from poczta.store.postgres.bodies import CHUNK
 from poczta.store.postgres.connect import connect, parse_dsn
 from poczta.store.postgres.messages import join_time, split_time
@@ -39,6 +40,12 @@ LEFT_OUT: dict[str, frozenset[str] | None] = {
     "blob_chunks": None,  # the bodies, copied by digest
     "quota_usage": None,  # kept by triggers as the messages go in
     "blobs": frozenset({"id"}),  # internal: messages name bodies by digest
+    "mailboxes": frozenset({"messages"}),  # kept by triggers as the messages go in
+    "messages": frozenset({"imap_envelope", "imap_bodystructure"}),  # made at the end
+    # The live state of running servers (migration 0002), nothing a copy could carry:
+    "login_failures": None,
+    "maildrop_leases": None,
+    "connection_counts": None,
 }
 
 _MARKER = "store_copy"
@@ -231,6 +238,7 @@ class PostgresTables:
 
     async def finish_copy(self) -> None:
         with self._errors():
+            await backfill_fetch_text(self._conn)
             await self._conn.execute(f"DROP TABLE IF EXISTS {_MARKER}")
 
     # --- plumbing ---------------------------------------------------------
