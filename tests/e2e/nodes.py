@@ -75,6 +75,8 @@ class Node(PocztaServer):
     isolated: bool = False
 
     def launch(self, *, own_group: bool = True) -> None:
+        """Start `poczta serve`, always in a process group of its own (`own_group` is
+        `PocztaServer.launch`'s, ignored), without waiting for it."""
         log = self.log_path.open("ab")
         prefix = [UNSHARE, "--pid", "--fork", "--mount-proc"] if self.isolated and UNSHARE else []
         serve = [*POCZTA, "serve", "-c", str(self.config)]
@@ -150,6 +152,7 @@ def start_nodes(nodes: Sequence[Node]) -> None:
 
 
 def stop_nodes(nodes: Sequence[Node]) -> None:
+    """Stop every node that runs (all are told at once)."""
     stop_servers(*nodes)
 
 
