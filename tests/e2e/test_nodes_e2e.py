@@ -171,6 +171,14 @@ def test_uids_and_uidvalidity_are_never_given_twice_across_nodes(nodes: list[Nod
         assert len(set(validities)) == len(names)
         assert a.delete("Same")[0] == "OK" and b.create("Same")[0] == "OK"
         assert _uidvalidity(c, "Same") > max(validities)  # made again: a new UIDVALIDITY
+
+        def rename(pair: tuple[imaplib.IMAP4_SSL, str]) -> str:
+            return pair[0].rename(pair[1], "Renamed")[0]
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # one new name, three renames
+            renamed = sorted(pool.map(rename, [(s, f"Box{n}") for n, s in enumerate(sessions)]))
+        assert renamed == ["NO", "NO", "OK"]
+        assert all(session.noop()[0] == "OK" for session in sessions)
     finally:
         for session in sessions:
             session.logout()

@@ -72,6 +72,36 @@ def test_concurrent_deliveries_from_several_pools_never_share_a_uid(
     asyncio.run(main())
 
 
+def test_concurrent_renames_to_one_name_from_several_pools_get_already_exists(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        nodes = [await PostgresStore.open(settings, tmp_path, max_size=2) for _ in range(3)]
+        try:
+            bob = await with_user(nodes[0], "bob@example.com")
+            for round_ in range(5):
+                names = [f"R{round_}.{n}" for n in range(len(nodes))]
+                for name in names:
+                    await nodes[0].create_mailbox(bob, name)
+                renames = [
+                    node.rename_mailbox(bob, name, f"Same{round_}")
+                    for node, name in zip(nodes, names, strict=True)
+                ]
+                results = await asyncio.gather(*renames, return_exceptions=True)
+                assert sorted(type(r).__name__ for r in results) == [
+                    "AlreadyExists",
+                    "AlreadyExists",
+                    "NoneType",
+                ], results
+        finally:
+            for node in nodes:
+                await node.close()
+
+    asyncio.run(main())
+
+
 class _Gate:
     """A TCP relay to the database that can be cut (connections dropped, new ones
     refused) or made to swallow everything (a server that no longer answers)."""
