@@ -22,6 +22,8 @@ import re
 import shutil
 import signal
 import smtplib
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -29,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from poczta.config import load_config
 from poczta.message import parse_message
@@ -52,11 +55,14 @@ __all__ = [
     "Node",
     "SmtpLoad",
     "enqueue_on",
+    "flags_by_uid",
+    "idle_session",
     "imap_login",
     "inbox",
     "make_nodes",
     "message_for",
     "queue_entries",
+    "read_until",
     "send_messages",
     "start_nodes",
     "stop_nodes",
@@ -268,6 +274,45 @@ def inbox(node: PocztaServer, user: str, password: str, mailbox: str = "INBOX") 
         return Inbox(values["UIDVALIDITY"], values["UIDNEXT"], values["HIGHESTMODSEQ"], found)
     finally:
         client.logout()
+
+
+def read_until(sock: ssl.SSLSocket, pattern: bytes, timeout: float = 10.0) -> bytes:
+    """Read from `sock` until what came matches `pattern` (at most `timeout` seconds)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, data):
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed; read {data!r}"
+        data += chunk
+    return data
+
+
+def idle_session(node: PocztaServer, user: str, password: str) -> tuple[ssl.SSLSocket, int]:
+    """An IMAP session on `node` idling in the user's INBOX, and the INBOX's EXISTS then."""
+    raw = socket.create_connection((node.host, node.ports["imaps"]), timeout=30)
+    sock = client_tls().wrap_socket(raw, server_hostname="localhost")
+    read_until(sock, rb"\* OK")
+    sock.sendall(f"a LOGIN {user} {password}\r\nb SELECT INBOX\r\n".encode())
+    selected = read_until(sock, rb"b OK")
+    exists = re.search(rb"\* (\d+) EXISTS", selected)
+    assert exists is not None, selected
+    sock.sendall(b"c IDLE\r\n")
+    read_until(sock, rb"\+ idling")
+    return sock, int(exists.group(1))
+
+
+def flags_by_uid(responses: list[Any], *, with_uid: bool = True) -> dict[int, set[str]]:
+    """The FLAGS of FETCH responses, by UID (by message number, without `with_uid`)."""
+    found = {}
+    for response in responses:
+        if not isinstance(response, bytes):
+            continue
+        key = re.search(rb"UID (\d+)" if with_uid else rb"^(\d+) \(", response)
+        flags = re.search(rb"FLAGS \(([^)]*)\)", response)
+        assert key is not None and flags is not None, response
+        found[int(key.group(1))] = set(flags.group(1).decode().split())
+    return found
 
 
 # --- the queue ----------------------------------------------------------------

@@ -20,28 +20,28 @@ import concurrent.futures
 import imaplib
 import re
 import smtplib
-import socket
-import ssl
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from poczta.queue.claims import RunnerName
 from poczta.store.base import QueueEntry
 from tests.e2e.dns_server import dnsmasq_server
-from tests.e2e.harness import client_tls, free_port
+from tests.e2e.harness import free_port
 from tests.e2e.nodes import (
     Node,
     SmtpLoad,
     enqueue_on,
+    flags_by_uid,
+    idle_session,
     imap_login,
     inbox,
     make_nodes,
     queue_entries,
+    read_until,
     send_messages,
     start_nodes,
     stop_nodes,
@@ -194,46 +194,23 @@ def _uidvalidity(session: imaplib.IMAP4_SSL, mailbox: str) -> int:
 # --- 2. IDLE on one node wakes for a delivery on another; flags cross over -------
 
 
-def _read_until(sock: ssl.SSLSocket, pattern: bytes, timeout: float = 10.0) -> bytes:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, data):
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed; read {data!r}"
-        data += chunk
-    return data
-
-
-def _idling(node: Node, user: str) -> tuple[ssl.SSLSocket, int]:
-    raw = socket.create_connection((node.host, node.ports["imaps"]), timeout=WAIT)
-    sock = client_tls().wrap_socket(raw, server_hostname="localhost")
-    _read_until(sock, rb"\* OK")
-    sock.sendall(f"a LOGIN {user} {PASSWORD}\r\nb SELECT INBOX\r\n".encode())
-    selected = _read_until(sock, rb"b OK")
-    exists = int(re.search(rb"\* (\d+) EXISTS", selected).group(1))  # type: ignore[union-attr]
-    sock.sendall(b"c IDLE\r\n")
-    _read_until(sock, rb"\+ idling")
-    return sock, exists
-
-
 def test_idle_on_one_node_wakes_for_a_delivery_on_another(nodes: list[Node]) -> None:
     """A session idles on each node; a message delivered on each node in turn wakes all
     three (the latency printed is, for the second session read, an upper bound)."""
     user = add_user(nodes[1], "idler")
-    idling = [_idling(node, user) for node in nodes]
+    idling = [idle_session(node, user, PASSWORD) for node in nodes]
     latencies = []
     try:
         for n, source in enumerate(nodes):
             started = time.monotonic()
             send_messages(source, user, [f"idle.{n}@remote.test"])
             for watcher, (sock, exists) in zip(nodes, idling, strict=True):
-                _read_until(sock, f"\\* {exists + n + 1} EXISTS".encode())
+                read_until(sock, f"\\* {exists + n + 1} EXISTS".encode())
                 if watcher is not source:
                     latencies.append(time.monotonic() - started)
         for sock, _ in idling:
             sock.sendall(b"DONE\r\nd LOGOUT\r\n")
-            assert b"c OK" in _read_until(sock, rb"d OK")
+            assert b"c OK" in read_until(sock, rb"d OK")
     finally:
         for sock, _ in idling:
             sock.close()
@@ -254,26 +231,13 @@ def test_a_flag_set_on_one_node_shows_on_another_at_its_next_command(nodes: list
         reader.noop()
         told = reader.untagged_responses.pop("FETCH", [])
         assert [f for f in told if isinstance(f, bytes) and f.startswith(b"2 (")], told
-        assert "\\Flagged" in _flags_by_uid(told, with_uid=False)[2]  # NOOP tells of it
+        assert "\\Flagged" in flags_by_uid(told, with_uid=False)[2]  # NOOP tells of it
         _, data = reader.uid("FETCH", "1:2", "(FLAGS)")
-        flags = _flags_by_uid(data)
+        flags = flags_by_uid(data)
         assert {"\\Flagged", "$Work"} <= flags[2] and "\\Flagged" not in flags[1]
     finally:
         reader.logout()
         writer.logout()
-
-
-def _flags_by_uid(responses: list[Any], *, with_uid: bool = True) -> dict[int, set[str]]:
-    """The FLAGS of FETCH responses, by UID (by message number, without `with_uid`)."""
-    found = {}
-    for response in responses:
-        if not isinstance(response, bytes):
-            continue
-        key = re.search(rb"UID (\d+)" if with_uid else rb"^(\d+) \(", response)
-        flags = re.search(rb"FLAGS \(([^)]*)\)", response)
-        assert key is not None and flags is not None, response
-        found[int(key.group(1))] = set(flags.group(1).decode().split())
-    return found
 
 
 # --- 3. admin commands on one node take effect on every node -----------------------
@@ -417,14 +381,8 @@ def test_kill_9_of_a_node_loses_nothing_and_its_claims_are_taken_over(
     twice): the other two keep taking mail, every message that got a 250 is stored once,
     and the dead node's entries are delivered by the others once its claims run out."""
     user = add_user(nodes[0], "loaded")
-    count, prefix, held = 300, "crash", 30
-    gate = asyncio.Event()
-
-    def close_gate() -> None:
-        sink.mx.gate, sink.mx.gate_after = gate, len(sink.mx.messages) + held
-
-    sink.call(close_gate)
-    wait_for(lambda: sink.mx.gate is gate, "the gate", WAIT, lambda: "")
+    count, prefix = 300, "crash"
+    gate = _close_gate(sink, held=30)
     abandoned_before = sink.mx.abandoned
     load = SmtpLoad(nodes, user).start()
     try:
@@ -465,18 +423,38 @@ def test_kill_9_of_a_node_loses_nothing_and_its_claims_are_taken_over(
             taken = " ".join(re.findall(r"claims_taken_back.*", node.log_text()))
             assert victim.name not in taken, taken
 
+    stored = _stored_once(survivors, user, load)
+    print(
+        f"\nkill -9 of {victim.name}: {len(load.acked)} messages acknowledged ({load.refused}"
+        f" connections failed), {stored} stored; its {len(victims_entries)} queue"
+        f" entries were delivered by the others, the queue drained {drained:.1f} s after"
+    )
+
+
+def _close_gate(sink: SinkThread, held: int) -> asyncio.Event:
+    """Make the sink hold every end of data after `held` more messages, until the gate
+    returned is set."""
+    gate = asyncio.Event()
+
+    def close_gate() -> None:
+        sink.mx.gate, sink.mx.gate_after = gate, len(sink.mx.messages) + held
+
+    sink.call(close_gate)
+    wait_for(lambda: sink.mx.gate is gate, "the gate", WAIT, lambda: "")
+    return gate
+
+
+def _stored_once(survivors: list[Node], user: str, load: SmtpLoad) -> int:
+    """Check that the survivors show one mailbox where every message that got a 250 is,
+    none twice and no UID skipped; how many it holds."""
     views = [inbox(node, user, PASSWORD) for node in survivors]
     assert views[0] == views[1]
     stored = Counter(views[0].message_ids.values())
     assert set(stored.values()) == {1}  # none twice
-    acked = [message_id for message_id, _, _ in load.acked]
-    assert set(acked) <= set(stored), "a message that got 250 is missing"
+    acked = {message_id for message_id, _, _ in load.acked}
+    assert acked <= set(stored), "a message that got 250 is missing"
     assert sorted(views[0].message_ids) == list(range(1, len(stored) + 1))  # no UID skipped
-    print(
-        f"\nkill -9 of {victim.name}: {len(acked)} messages acknowledged ({load.refused}"
-        f" connections failed), {len(stored)} stored; its {len(victims_entries)} queue"
-        f" entries were delivered by the others, the queue drained {drained:.1f} s after"
-    )
+    return len(stored)
 
 
 def _held_claims(nodes: list[Node], sink: SinkThread, prefix: str) -> dict[str, list[QueueEntry]]:
