@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from poczta.config import load_config
 from poczta.message import parse_message
 from poczta.store import open_store
@@ -66,6 +68,7 @@ __all__ = [
     "send_messages",
     "start_nodes",
     "stop_nodes",
+    "stuck_transactions",
     "wait_for",
 ]
 
@@ -79,6 +82,7 @@ class Node(PocztaServer):
     own too, when `isolated`)."""
 
     isolated: bool = False
+    dsn: str = ""  # the database's URL, without the password
 
     def launch(self, *, own_group: bool = True) -> None:
         """Start `poczta serve`, always in a process group of its own (`own_group` is
@@ -119,7 +123,8 @@ def make_nodes(
     secret = root / "pg-password"
     secret.write_text(postgres.password + "\n")
     secret.chmod(0o600)
-    config = postgres_store_config(postgres.dsn(postgres.new_database()), secret) + extra_config
+    dsn = postgres.dsn(postgres.new_database())
+    config = postgres_store_config(dsn, secret) + extra_config
     (root / "node1").mkdir()
     first = make_server(
         root / "node1", config, services, top_config, host=HOSTS[0], hostname="node1.example.test"
@@ -137,6 +142,7 @@ def make_nodes(
             host=host,
             hostname=f"node{n + 1}.example.test",
             isolated=isolated,
+            dsn=dsn,
         )
         if n:
             shutil.copytree(first.root / "data", node_root / "data")
@@ -348,6 +354,26 @@ def queue_entries(node: PocztaServer) -> list[QueueEntry]:
             return await store.list_queue()
         finally:
             await store.close()
+
+    return asyncio.run(main())
+
+
+def stuck_transactions(node: Node, password: str, idle_for: float = 0.5) -> int:
+    """How many of poczta's sessions with the database have a transaction idle for
+    `idle_for` seconds or more (those of a stopped node: a live one's last milliseconds)."""
+
+    async def main() -> int:
+        conn = await asyncpg.connect(node.dsn, password=password, timeout=10)
+        try:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poczta'"
+                " AND state = 'idle in transaction'"
+                " AND state_change < now() - make_interval(secs => $1)",
+                idle_for,
+            )
+            return int(found)
+        finally:
+            await conn.close()
 
     return asyncio.run(main())
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import imaplib
+import os
 import re
+import signal
 import smtplib
 import statistics
 import time
@@ -45,6 +47,7 @@ from tests.e2e.nodes import (
     send_messages,
     start_nodes,
     stop_nodes,
+    stuck_transactions,
     wait_for,
 )
 from tests.e2e.queue_sink import SinkThread
@@ -429,6 +432,45 @@ def test_kill_9_of_a_node_loses_nothing_and_its_claims_are_taken_over(
         f" connections failed), {stored} stored; its {len(victims_entries)} queue"
         f" entries were delivered by the others, the queue drained {drained:.1f} s after"
     )
+
+
+def test_a_node_stopped_mid_delivery_holds_up_the_others_only_briefly(
+    nodes: list[Node], postgres: PostgresServer
+) -> None:
+    """A node stopped (SIGSTOP) while SMTP clients send to one mailbox through all three,
+    caught with a delivery's transaction open: its connections stay up and the mailbox
+    locked, as when its machine freezes or is cut off (a kill -9 closes them). The other
+    two keep taking mail for that mailbox once the server ends the stuck sessions, and
+    every message that got a 250 is stored once."""
+    user = add_user(nodes[0], "stalled")
+    victim, survivors = nodes[2], nodes[:2]
+    assert victim.proc is not None
+    group = victim.proc.pid
+    load = SmtpLoad(nodes, user).start()
+    try:
+        wait_for(lambda: load.count(victim) >= 5, "no mail", WAIT, lambda: node_logs(nodes))
+        for _ in range(50):  # until it stops with a transaction open
+            os.killpg(group, signal.SIGSTOP)
+            time.sleep(0.6)
+            if stuck_transactions(victim, postgres.password):
+                break
+            os.killpg(group, signal.SIGCONT)
+        else:
+            pytest.fail("the node never stopped inside a transaction")
+        stopped = time.monotonic()
+        served = {n.name: load.count(n) for n in survivors}
+        wait_for(
+            lambda: all(load.count(n) >= served[n.name] + 10 for n in survivors),
+            "the other nodes are held up by the stopped one",
+            WAIT,
+            lambda: node_logs(survivors),
+        )
+        resumed = time.monotonic() - stopped
+    finally:
+        os.killpg(group, signal.SIGCONT)
+        load.stop()
+    stored = _stored_once(survivors, user, load)
+    print(f"\nthe others took mail again {resumed:.1f} s after the stop; {stored} stored")
 
 
 def _close_gate(sink: SinkThread, held: int) -> asyncio.Event:
