@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert (outbound.retry_first, outbound.retry_max, outbound.lifetime) == (300, 14400, 432000)
     assert outbound.relay_by_domain == () and outbound.relay_tls == "starttls"
     assert (outbound.mta_sts_ca_file, outbound.mta_sts_port) == ("", 443)
+    assert outbound.claim_time == 600
 
 
 def test_values() -> None:
@@ -45,6 +46,7 @@ def test_values() -> None:
         ('[outbound]\nrelay = "smtp.example"\n', "poczta.toml:4: outbound.relay: 'smtp.example'"),
         ('[outbound]\nrelay_tls = "ssl"\n', "poczta.toml:4: outbound.relay_tls: unknown value"),
         ("[outbound]\nlifetime = -1\n", "poczta.toml:4: outbound.lifetime: must be at least"),
+        ("[outbound]\nclaim_time = 1\n", "poczta.toml:4: outbound.claim_time: must be at least 3"),
         (
             '[outbound.relay_by_domain]\n"a.example" = "nohost"\n',
             "poczta.toml:4: outbound.relay_by_domain.a.example: 'nohost' is not HOST:PORT",

@@ -63,6 +63,12 @@ class OutboundSettings:
     data_end_timeout: float = _seconds(
         600.0, "seconds to wait for the reply to the end of data", 0.01
     )
+    claim_time: float = _seconds(
+        600.0,
+        "seconds a runner's claim on a queue entry lasts, renewed every third of it: how long"
+        " the entries of a node that died (another machine sharing the store) wait",
+        3.0,
+    )
     connection_cache_time: float = _seconds(
         2.0, "seconds an idle connection is kept for the next message to the same host (0: none)"
     )

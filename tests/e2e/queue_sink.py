@@ -15,11 +15,13 @@ SINK = "127.0.0.2"
 
 
 class SinkThread:
-    """A `ScriptedMx` on its own event loop in a thread, so it outlives the server."""
+    """A `ScriptedMx` on its own event loop in a thread, so it outlives the server; it
+    listens on `host` (SINK unless a server of the test listens there)."""
 
-    def __init__(self, port: int, mx: ScriptedMx | None = None) -> None:
+    def __init__(self, port: int, mx: ScriptedMx | None = None, host: str = SINK) -> None:
         self.mx = mx or ScriptedMx()
         self.port = port
+        self.host = host
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -27,7 +29,7 @@ class SinkThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         server = self.loop.run_until_complete(
-            asyncio.start_server(self.mx.session, SINK, self.port)
+            asyncio.start_server(self.mx.session, self.host, self.port)
         )
         self.ready.set()
         self.loop.run_forever()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,9 @@ from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
+from poczta.store.postgres.access import Database
 from poczta.store.postgres.bodies import CHUNK
+from poczta.store.postgres.connect import IDLE_IN_TRANSACTION_TIMEOUT, create_pool
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
 from tests.postgres.pg_helpers import connect, store_settings
@@ -62,6 +65,36 @@ def test_concurrent_deliveries_from_several_pools_never_share_a_uid(
                 assert [m.uid for m in metas] == list(range(1, 81))
                 assert len({m.modseq for m in metas}) == 80
                 assert inbox.uidnext == 81 and inbox.messages == 80
+        finally:
+            for node in nodes:
+                await node.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_renames_to_one_name_from_several_pools_get_already_exists(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        nodes = [await PostgresStore.open(settings, tmp_path, max_size=2) for _ in range(3)]
+        try:
+            bob = await with_user(nodes[0], "bob@example.com")
+            for round_ in range(5):
+                names = [f"R{round_}.{n}" for n in range(len(nodes))]
+                for name in names:
+                    await nodes[0].create_mailbox(bob, name)
+                renames = [
+                    node.rename_mailbox(bob, name, f"Same{round_}")
+                    for node, name in zip(nodes, names, strict=True)
+                ]
+                results = await asyncio.gather(*renames, return_exceptions=True)
+                assert sorted(type(r).__name__ for r in results) == [
+                    "AlreadyExists",
+                    "AlreadyExists",
+                    "NoneType",
+                ], results
         finally:
             for node in nodes:
                 await node.close()
@@ -145,6 +178,46 @@ def test_a_dead_database_fails_calls_and_the_store_recovers_by_itself(
             gate.mute = False
             await store.close()
             await gate.cut()
+
+    asyncio.run(main())
+
+
+def test_a_node_frozen_in_a_transaction_holds_up_the_others_only_briefly(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A node that stops in the middle of a delivery (its machine frozen or cut off: no
+    kernel closes its connection) leaves its transaction idle with the INBOX row locked;
+    the server ends that session after the idle limit poczta sets on each connection,
+    so the other nodes' deliveries go on, and the frozen one fails when it wakes."""
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        default = await create_pool(settings, tmp_path, min_size=1, max_size=1)
+        frozen_pool = await create_pool(settings, tmp_path, max_size=1, idle_timeout=0.5)
+        try:
+            shown = await default.fetchval("SHOW idle_in_transaction_session_timeout")
+            assert shown == f"{IDLE_IN_TRANSACTION_TIMEOUT:g}s"
+            bob = await with_user(store)
+            inbox = await store.get_mailbox(bob, "INBOX")
+            locked, woken = asyncio.Event(), asyncio.Event()
+
+            async def delivery_cut_short(conn: Any) -> None:
+                await conn.execute("SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE", inbox.id)
+                locked.set()
+                await woken.wait()  # frozen here: the transaction idle, the row locked
+                await conn.execute("SELECT 1")
+
+            frozen = asyncio.ensure_future(Database(frozen_pool).write(delivery_cut_short))
+            await asyncio.wait_for(locked.wait(), WAIT)
+            assert await asyncio.wait_for(_deliver(store, 1, [bob]), WAIT) == [(inbox.id, 1)]
+            woken.set()
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(frozen, WAIT)
+        finally:
+            await store.close()
+            await default.close()
+            frozen_pool.terminate()
 
     asyncio.run(main())
 

@@ -122,6 +122,7 @@ def build_runner(
         delay_warning=o.delay_warning,
         max_connections=worker_share(o.max_connections, workers, slot),
         max_per_domain=worker_share(o.max_per_domain, workers, slot),
+        claim_time=o.claim_time,
     )
     return QueueRunner(
         delivery.store,

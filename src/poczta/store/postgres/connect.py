@@ -9,6 +9,17 @@ usable database is a `PostgresUnavailable` whose text is one line naming the ser
 unreadable password file, a refused password, a server that does not answer within
 `CONNECT_TIMEOUT` seconds, a database that does not exist or whose schema is newer than
 this poczta's (see `poczta.store.postgres.migrate`).
+
+Every connection asks the server to end its session when a transaction of it stays idle
+longer than `IDLE_IN_TRANSACTION_TIMEOUT`. poczta never waits for anything but the
+database between the statements of a transaction, so such a client has stopped: a node
+frozen or cut off mid-delivery, whose sockets no kernel closes (a `kill -9` closes them,
+and the server rolls back at once). Without the limit its row locks would stay held
+until the server's TCP keepalive gives up, hours later, and every delivery to a mailbox
+it had locked would wait, on every node. With it, each of the stopped node's
+transactions holds the others up that long at most (those of its deliveries that were
+waiting for the same lock take it in turn, and are ended in turn); a live node that
+loses one gets `StoreUnavailable`, and its client a temporary failure to retry.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from poczta.store.postgres.errors import PostgresUnavailable
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "IDLE_IN_TRANSACTION_TIMEOUT",
     "PostgresTarget",
     "ServerFacts",
     "check_database",
@@ -39,6 +51,10 @@ __all__ = [
 ]
 
 CONNECT_TIMEOUT = 5.0  # seconds for the TCP connection, TLS and login together
+#: Seconds a transaction may stay idle before the server ends its session: far above the
+#: few milliseconds between the statements of a live one, and well under the statements'
+#: own timeout (`access.COMMAND_TIMEOUT`), so those waiting for its locks go on.
+IDLE_IN_TRANSACTION_TIMEOUT = 5.0
 _SCHEMES = ("postgresql", "postgres")
 
 
@@ -154,14 +170,15 @@ def _translated(
 
 
 def _options(
-    settings: StoreSettings, data_dir: Path, environ: Mapping[str, str]
+    settings: StoreSettings, data_dir: Path, environ: Mapping[str, str], idle_timeout: float
 ) -> tuple[PostgresTarget, dict[str, Any], bool]:
     target = parse_dsn(settings.dsn)
     password = read_password(settings, data_dir, environ)
-    options: dict[str, Any] = {
-        "dsn": target.dsn,
-        "server_settings": {"application_name": "poczta"},
+    server_settings = {
+        "application_name": "poczta",
+        "idle_in_transaction_session_timeout": str(max(1, round(idle_timeout * 1000))),
     }
+    options: dict[str, Any] = {"dsn": target.dsn, "server_settings": server_settings}
     if password is not None:
         options["password"] = password
     return target, options, bool(settings.password_file)
@@ -173,11 +190,13 @@ async def connect(
     *,
     environ: Mapping[str, str] = os.environ,
     timeout: float = CONNECT_TIMEOUT,
+    idle_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
 ) -> Any:
-    """One connection (an `asyncpg.Connection`) to the configured database."""
+    """One connection (an `asyncpg.Connection`) to the configured database, whose
+    transactions the server ends after `idle_timeout` seconds idle."""
     import asyncpg
 
-    target, options, from_file = _options(settings, data_dir, environ)
+    target, options, from_file = _options(settings, data_dir, environ, idle_timeout)
     with _translated(target, options.get("password"), from_file, timeout):
         return await asyncpg.connect(timeout=timeout, **options)
 
@@ -200,15 +219,17 @@ async def create_pool(
     timeout: float = CONNECT_TIMEOUT,
     command_timeout: float | None = None,
     reset: Callable[[Any], Awaitable[None]] | None = keep_session,
+    idle_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
 ) -> Any:
     """A pool (an `asyncpg.Pool`) of connections to the configured database, its first
     `min_size` connections made (so a wrong setting fails here, in one line);
-    `command_timeout` bounds every statement's wait for the server's answer; `reset`
+    `command_timeout` bounds every statement's wait for the server's answer, and the
+    server ends a session whose transaction stays idle `idle_timeout` seconds; `reset`
     replaces the driver's reset of a connection given back (None: the driver's own, a
     round trip of its own)."""
     import asyncpg
 
-    target, options, from_file = _options(settings, data_dir, environ)
+    target, options, from_file = _options(settings, data_dir, environ, idle_timeout)
     with _translated(target, options.get("password"), from_file, timeout):
         return await asyncpg.create_pool(
             min_size=min_size,

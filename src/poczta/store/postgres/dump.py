@@ -49,6 +49,7 @@ LEFT_OUT: dict[str, frozenset[str] | None] = {
 }
 
 _MARKER = "store_copy"
+COPY_IDLE_TIMEOUT = 600.0  # seconds a copy's transaction may wait on its source
 _READ_CHUNKS = 8  # chunks of a body fetched per round trip
 _IDENTITIES = ("users", "mailboxes", "queue")  # tables whose ids are generated
 
@@ -117,7 +118,9 @@ class PostgresTables:
     ) -> PostgresTables:
         """Connect and migrate (PostgresUnavailable, one line, when it cannot be used)."""
         extra: dict[str, Any] = {} if environ is None else {"environ": environ}
-        conn = await connect(settings, data_dir, **extra)
+        # A copy reads its other store between the statements of a batch: it gets longer
+        # than a server's sessions before an idle transaction is ended.
+        conn = await connect(settings, data_dir, idle_timeout=COPY_IDLE_TIMEOUT, **extra)
         try:
             with translated():
                 await migrate(conn)

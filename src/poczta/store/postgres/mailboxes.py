@@ -131,6 +131,11 @@ async def rename_mailbox(conn: Connection, user_id: int, old: str, new: str) -> 
     old, new = mailbox_name(old), mailbox_name(new)
     if old == "INBOX" or new == "INBOX":
         raise StoreError("renaming INBOX is not supported")
+    # One rename of a user's mailboxes at a time (creations wait too, with FOR SHARE), so
+    # that the checks below see what a rename on another connection or node just did:
+    # two renames to one new name get AlreadyExists, never a violated unique key.
+    if await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id) is None:
+        raise NotFound(f"no user {user_id}")
     await get_mailbox(conn, user_id, old)
     clash = await conn.fetchval(
         "SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2", user_id, new
