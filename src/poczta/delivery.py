@@ -95,10 +95,16 @@ class DeliveryPlan:
                     self.remote_dsn[address] = RecipientDsn(notify, orcpt)
 
 
+#: Seconds a recipient's verdict is kept: an account or alias added, changed or removed
+#: (on this node or another) is seen by RCPT within this, well inside the 5 s an admin
+#: is promised.
+RECIPIENT_TTL = 2.0
+
+
 class RecipientCache:
     """Recent recipient verdicts, each kept for `ttl` seconds; at most `max_entries`."""
 
-    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl: float = RECIPIENT_TTL, max_entries: int = 10_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, RecipientVerdict]] = {}
@@ -124,7 +130,7 @@ class Delivery:
     def __init__(
         self,
         store: MailStore,
-        cache_ttl: float = 5.0,
+        cache_ttl: float = RECIPIENT_TTL,
         *,
         quotas: Quotas | None = None,
         hostname: str = "localhost",

@@ -10,7 +10,7 @@ none reads another's mail.
 The bounds on waits are for a hung test, never a measurement; the latencies the issue
 names (an IDLE woken within 1 s, an admin change seen within 5 s) are printed. The 5 s
 of an admin change is the one bound that is the contract itself: the recipient cache of
-a node keeps an answer 5 s at most.
+a node keeps an answer 2 s (`poczta.delivery.RECIPIENT_TTL`), well inside it.
 """
 
 from __future__ import annotations
