@@ -11,6 +11,7 @@ A transcript is a text file of lines, read top to bottom:
     S: +OK Send PASS               one line the server writes
     E: CheckPassword alice secret  an event for the session other than writing
     A: login fail LOGIN-DELAY      how the fake session answers its next such question
+                                   (also: login unavailable, scram unavailable)
     @ eof                          the client drops the connection
 
 C:/R: text understands the escapes \\r \\n \\t \\\\ and \\xNN, and {N*text} repeats text
@@ -144,7 +145,10 @@ class FakeSession:
             case CheckPassword(user=user, password=password):
                 return core.login_result(self._login(user, password))
             case NeedScram(authcid=authcid):
-                known = authcid in ("alice", CANONICAL) and self._override("scram") is None
+                forced = self._override("scram")
+                if forced == ["unavailable"]:
+                    return core.scram_unavailable()
+                known = authcid in ("alice", CANONICAL) and forced is None
                 return core.scram_result(SCRAM if known else None, CANONICAL if known else None)
             case OpenMailbox():
                 return core.mailbox_opened(self._mailbox())
@@ -167,6 +171,8 @@ class FakeSession:
         if forced is not None:
             if forced[0] == "ok":
                 return LoginResult.success(CANONICAL)
+            if forced[0] == "unavailable":
+                return LoginResult.unavailable()
             return LoginResult.failure(*forced[1:2])
         if user in ("alice", CANONICAL) and password == PASSWORD:
             return LoginResult.success(CANONICAL)

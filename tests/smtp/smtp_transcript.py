@@ -229,6 +229,8 @@ class Transcript:
             return self.core.answer_auth_password(rest)
         if word == "nouser":
             return self.core.answer_auth_password(None)
+        if word == "unavailable":
+            return self.core.answer_auth_unavailable()
         if word == "scram":
             user, password = rest.split(" ", 1)
             creds = derive_scram_credentials(password, salt=SCRAM_SALT)

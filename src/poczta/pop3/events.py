@@ -165,6 +165,9 @@ Event = (
 # --------------------------------------------------------------------------- answers
 
 
+LOGIN_UNAVAILABLE = "Authentication is not available now, try again later"
+
+
 @dataclass(frozen=True)
 class LoginResult:
     """The session's verdict on a password: the canonical user, or a refusal.
@@ -191,6 +194,11 @@ class LoginResult:
     def failure(cls, code: str = "AUTH", text: str = "Authentication failed") -> LoginResult:
         """Refused with response `code` and `text`."""
         return cls(None, code, text)
+
+    @classmethod
+    def unavailable(cls) -> LoginResult:
+        """Not checked: the accounts could not be read (the store is down)."""
+        return cls(None, "SYS/TEMP", LOGIN_UNAVAILABLE)
 
 
 def valid_uid(uid: str) -> bool:

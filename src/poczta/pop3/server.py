@@ -38,6 +38,7 @@ from enum import Enum
 
 from poczta.pop3.auth import AuthDone, AuthFailed, AuthStep, SaslLogin
 from poczta.pop3.events import (
+    LOGIN_UNAVAILABLE,
     CheckPassword,
     Close,
     CommitDeletions,
@@ -211,6 +212,14 @@ class Pop3Server:
             return []
         assert self._sasl is not None
         return self._auth_step(self._sasl.scram_credentials(creds, user)) + self._run()
+
+    def scram_unavailable(self) -> list[Event]:
+        """Answer a NeedScram when the accounts could not be read (the store is down):
+        ``-ERR [SYS/TEMP]``, not counted as a failed login."""
+        if not self._expect(_Wait.SCRAM):
+            return []
+        self._sasl = None
+        return self._login_failed("SYS/TEMP", LOGIN_UNAVAILABLE) + self._run()
 
     def mailbox_opened(self, result: MaildropSnapshot | MailboxError) -> list[Event]:
         """Answer an OpenMailbox: the locked snapshot, or why it could not be opened."""

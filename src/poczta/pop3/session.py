@@ -39,7 +39,7 @@ from poczta.pop3.events import (
     StartTls,
 )
 from poczta.pop3.server import Pop3Server
-from poczta.store.base import MailboxId, MailStore, NotFound, StoreError
+from poczta.store.base import MailboxId, MailStore, NotFound, StoreError, StoreUnavailable
 
 POP3_REPLIES = ServiceReplies(
     too_many=b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
@@ -238,15 +238,8 @@ class Pop3Session:
 
     async def answer(self, event: Event) -> list[Event]:
         """The core's question answered; returns the events that follow."""
-        if isinstance(event, CheckPassword):
-            user = await self.ctx.logins.check_password(
-                self.conn.peer_ip, event.user, event.password, self.ctx.service
-            )
-            return self.core.login_result(LoginResult(user) if user else LoginResult.failure())
-        if isinstance(event, NeedScram):
-            creds, user = await self.ctx.logins.scram_credentials(self.conn.peer_ip, event.authcid)
-            self._scram_authcid = event.authcid
-            return self.core.scram_result(creds, user)
+        if isinstance(event, CheckPassword | NeedScram):
+            return await self.answer_login(event)
         if isinstance(event, OpenMailbox):
             if self._scram_authcid is not None:
                 self.ctx.logins.succeeded(self.conn.peer_ip, event.user, self.ctx.service)
@@ -257,6 +250,26 @@ class Pop3Session:
         if isinstance(event, CommitDeletions):
             return self.core.update_done(await self.commit(event.uids))
         raise AssertionError(f"unexpected POP3 core event {event!r}")
+
+    async def answer_login(self, event: CheckPassword | NeedScram) -> list[Event]:
+        """A password or SCRAM keys checked against the store; a temporary failure when
+        the store cannot be read."""
+        ip = self.conn.peer_ip
+        try:
+            if isinstance(event, CheckPassword):
+                user = await self.ctx.logins.check_password(
+                    ip, event.user, event.password, self.ctx.service
+                )
+                return self.core.login_result(LoginResult(user) if user else LoginResult.failure())
+            creds, user = await self.ctx.logins.scram_credentials(ip, event.authcid)
+        except StoreUnavailable as exc:
+            name = event.user if isinstance(event, CheckPassword) else event.authcid
+            log("auth.unavailable", ip=ip, user=name, error=str(exc))
+            if isinstance(event, CheckPassword):
+                return self.core.login_result(LoginResult.unavailable())
+            return self.core.scram_unavailable()
+        self._scram_authcid = event.authcid
+        return self.core.scram_result(creds, user)
 
     async def open_mailbox(self, user: str) -> MaildropSnapshot | MailboxError:
         """Lock `user`'s maildrop and snapshot its INBOX (numbers and sizes fixed from now on)."""

@@ -238,6 +238,13 @@ class SmtpServer:
         self._auth_step(self._take_auth_question().scram_credentials(creds, user))
         return self._run()
 
+    def answer_auth_unavailable(self) -> list[Event]:
+        """Answer AuthPassword or AuthScram when the accounts could not be read (the store
+        is unavailable): 454 4.7.0 (RFC 4954), not counted as a failed login."""
+        self._take_auth_question()
+        self._auth_step(AuthStep((R.AUTH_TEMPORARY,), AuthOutcome.ERROR))
+        return self._run()
+
     # ------------------------------------------------------------------ plumbing
 
     def _take_question(self) -> _Question:

@@ -231,14 +231,8 @@ class SmtpSession:
             return list(self.core.answer(await self.check_sender(event)))
         if isinstance(event, CheckRecipient):
             return list(self.core.answer(await self.check_recipient(event)))
-        if isinstance(event, AuthPassword):
-            user = await self.ctx.logins.check_password(
-                self.conn.peer_ip, event.authcid, event.password, self.service
-            )
-            return list(self.core.answer_auth_password(user))
-        if isinstance(event, AuthScram):
-            creds, user = await self.ctx.logins.scram_credentials(self.conn.peer_ip, event.authcid)
-            return list(self.core.answer_auth_scram(creds, user))
+        if isinstance(event, AuthPassword | AuthScram):
+            return await self.answer_auth(event)
         if isinstance(event, MessageReceived):
             return list(self.core.answer(await self.store_message(event)))
         if isinstance(event, core_api.AuthFailed):
@@ -248,6 +242,20 @@ class SmtpSession:
             self.ctx.logins.succeeded(self.conn.peer_ip, event.user, self.service)
             return []
         raise AssertionError(f"unexpected SMTP core event {event!r}")
+
+    async def answer_auth(self, event: AuthPassword | AuthScram) -> list[object]:
+        ip = self.conn.peer_ip
+        try:
+            if isinstance(event, AuthPassword):
+                user = await self.ctx.logins.check_password(
+                    ip, event.authcid, event.password, self.service
+                )
+                return list(self.core.answer_auth_password(user))
+            creds, user = await self.ctx.logins.scram_credentials(ip, event.authcid)
+            return list(self.core.answer_auth_scram(creds, user))
+        except StoreUnavailable as exc:
+            log("auth.unavailable", ip=ip, user=event.authcid, error=str(exc))
+            return list(self.core.answer_auth_unavailable())
 
     async def check_sender(self, event: CheckSender) -> Accept | Reject:
         self.plan = DeliveryPlan(envid=event.params.envid, ret=event.params.ret)
