@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,7 +73,6 @@ class StoreBackend:
 
     name: str
     postgres: PostgresServer | None = None
-    databases: list[str] = field(default_factory=list)
 
     def config(
         self, hostname: str = "mx.example.test", domains: tuple[str, ...] = ("example.test",)
@@ -84,8 +83,27 @@ class StoreBackend:
         template = _template(self.postgres, hostname, domains)
         name = f"e2e_{next(_databases)}"
         self.postgres.admin_sql(f"CREATE DATABASE {name} TEMPLATE {template} OWNER poczta")
-        self.databases.append(name)
         return postgres_store_config(self.postgres.dsn(name), self.postgres.password_file)
+
+    def use_in(self, config_file: Path) -> None:
+        """Point the `[store]` of a config `poczta init` wrote at a new empty database (its
+        schema made when it is first opened); a SQLite store stays as it is."""
+        if self.postgres is None:
+            return
+        name = self.postgres.new_database("e2e")
+        settings = {
+            "backend": "postgres",
+            "dsn": self.postgres.dsn(name),
+            "password_file": str(self.postgres.password_file),
+        }
+        text = config_file.read_text()
+        head, table, rest = text.partition("\n[store]\n")
+        assert table, f"{config_file} has no [store] table"
+        body, next_table, tail = rest.partition("\n[")
+        for key, value in settings.items():
+            body, found = re.subn(rf"^{key} = .*$", f'{key} = "{value}"', body, flags=re.M)
+            assert found == 1, f"{config_file}: no {key} in [store]"
+        config_file.write_text(head + table + body + next_table + tail)
 
     def fetch(self, server: PocztaServer, query: str) -> list[tuple[object, ...]]:
         """The rows `query` gives in the PostgreSQL database of `server`."""
@@ -136,12 +154,10 @@ def _template(postgres: PostgresServer, hostname: str, domains: tuple[str, ...])
 
 @pytest.fixture(scope="module")
 def store_backend(request: pytest.FixtureRequest) -> Iterator[StoreBackend]:
+    # The databases are not dropped (each drop waits for a checkpoint): they go with the
+    # session's cluster.
     if request.param == "postgres":
-        postgres: PostgresServer = request.getfixturevalue("postgres")
-        backend = StoreBackend("postgres", postgres)
-        yield backend
-        for name in backend.databases:  # the servers using them have stopped
-            postgres.admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        yield StoreBackend("postgres", request.getfixturevalue("postgres"))
     else:
         yield StoreBackend("sqlite")
 

@@ -119,6 +119,7 @@ def test_submission_requires_auth_before_mail(poczta: PocztaServer) -> None:
         assert code == 530
 
 
+@pytest.mark.sqlite_only("the failure delay, not the store")
 def test_submission_wrong_password_is_refused(poczta: PocztaServer) -> None:
     with smtplib.SMTP("127.0.0.1", poczta.ports["submission"], timeout=10) as client:
         client.starttls(context=client_tls())
