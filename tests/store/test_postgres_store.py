@@ -16,6 +16,8 @@ from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
 from poczta.store.postgres.bodies import CHUNK
+from poczta.store.postgres.connect import connect as connect_store
+from poczta.store.postgres.connect import create_pool
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
 from tests.postgres.pg_helpers import connect, store_settings
@@ -245,13 +247,15 @@ def test_a_listening_connection_that_stops_answering_is_made_again(
     async def main() -> None:
         gate = _Gate(postgres.host, postgres.port)
         await gate.open()
-        watching = await PostgresStore.open(
-            _through(settings, gate, postgres_dsn),
-            tmp_path,
-            listen_keepalive=0.2,
-            listen_timeout=0.5,
-        )
         writing = await PostgresStore.open(settings, tmp_path)
+        # Only the listening connection goes through the gate: its reads of mailbox states
+        # and the test's calls do not.
+        watching = PostgresStore(
+            await create_pool(settings, tmp_path),
+            listen=lambda: connect_store(_through(settings, gate, postgres_dsn), tmp_path),
+            listen_keepalive=0.2,
+            listen_timeout=1.0,
+        )
         try:
             bob = await with_user(writing)
             inbox = await watching.get_mailbox(bob, "INBOX")
