@@ -81,7 +81,7 @@ class StoreBackend:
         if self.postgres is None:
             return ""
         template = _template(self.postgres, hostname, domains)
-        name = f"e2e_{next(_databases)}"
+        name = f"e2e_copy_{next(_databases)}"  # not a name new_database() gives
         self.postgres.admin_sql(f"CREATE DATABASE {name} TEMPLATE {template} OWNER poczta")
         return postgres_store_config(self.postgres.dsn(name), self.postgres.password_file)
 

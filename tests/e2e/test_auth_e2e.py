@@ -58,6 +58,7 @@ def auth_plain(client: smtplib.SMTP, user: str, password: str) -> tuple[int, byt
     return client.docmd("AUTH", f"PLAIN {token}")
 
 
+@pytest.mark.sqlite_only("the login throttle, not the store")
 def test_an_attacker_cannot_lock_alice_out(server: PocztaServer) -> None:
     answers = set()
     for round_ in range(9):  # two per session: the third would end it

@@ -49,6 +49,7 @@ def login(srv: PocztaServer, user: str = ALICE) -> imaplib.IMAP4_SSL:
     return client
 
 
+@pytest.mark.sqlite_only("what STARTTLS allows, not the store")
 def test_passwords_only_after_starttls(server: PocztaServer) -> None:
     client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=10)
     assert "LOGINDISABLED" in client.capabilities and "STARTTLS" in client.capabilities

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
 from tests.e2e.test_imap_e2e import deliver
 
@@ -22,14 +21,10 @@ imaplib.Commands.setdefault("MOVE", ("SELECTED",))  # RFC 6851; imaplib predates
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
-) -> Iterator[PocztaServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
     if MBSYNC is None:
         pytest.skip("mbsync (Debian package isync) is not installed")
-    root = tmp_path_factory.mktemp("mbsync")
-    services = ("smtp", "imaps")
-    with running_server(root, services=services, store=store_backend.config()) as srv:
+    with running_server(tmp_path_factory.mktemp("mbsync"), services=("smtp", "imaps")) as srv:
         yield srv
 
 
