@@ -126,6 +126,9 @@ class PostgresServer:
         self.password_file.write_text(self.password + "\n")
         self.password_file.chmod(0o600)
         self._initdb(owner)
+        self._run_server(owner)
+
+    def _run_server(self, owner: pwd.struct_passwd | None) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self._server_args(),
@@ -227,15 +230,8 @@ class PostgresServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"postgres processes of {self.data} still run")
             time.sleep(0.02)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self._server_args(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-            **_identity(_cluster_user()),
-        )
-        log.close()
+        self._run_server(_cluster_user())
+        assert self.proc is not None
         pid_file = self.data / "postmaster.pid"
         while not (_ready(pid_file) and _pid_in(pid_file) == self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > deadline:

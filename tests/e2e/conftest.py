@@ -2,7 +2,8 @@
 
 `store_backend` is the store a module's servers run on: every test that takes it (or a
 fixture that does) runs once on SQLite and once on PostgreSQL, unless it is marked
-`@pytest.mark.sqlite_only(reason)` (it looks at the embedded store's files or processes).
+`@pytest.mark.sqlite_only(reason)`: it looks at the embedded store's files or processes,
+or what it checks is not the store's doing and a second pass would only cost time.
 On PostgreSQL each server gets a database of its own, a copy of one set up per session
 with the test users (`CREATE DATABASE ... TEMPLATE`), so that a server costs a copy, not
 the argon2 hashes of its users.
