@@ -146,7 +146,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
         database = postgres.new_database("outage")
         srv = make_server(
             tmp_path_factory.mktemp("outage"),
-            services=("smtp", "imaps", "pop3s"),
+            services=("smtp", "submissions", "imaps", "pop3s"),
             top_config="workers = 2\n",
             store=postgres_store_config(postgres.dsn(database), postgres.password_file),
         )
@@ -304,5 +304,26 @@ def test_a_pop3_login_while_the_database_is_down_is_a_temporary_failure(
         with pytest.raises(poplib.error_proto) as failed:
             pop.pass_(PASSWORDS[ALICE])
         assert pop3_error(failed.value).startswith("-ERR [SYS/TEMP]"), failed.value
+    finally:
+        outage.postgres.restart()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the SMTP session lets the store's failure to look the user up end the"
+    " connection (no reply) instead of answering 454 4.7.0",
+)
+def test_an_smtp_login_while_the_database_is_down_is_a_temporary_failure(
+    outage: Outage,
+) -> None:
+    outage.postgres.stop()
+    try:
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", outage.poczta.ports["submissions"], context=client_tls(), timeout=WAIT
+        ) as smtp:
+            smtp.ehlo("client.test")
+            with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+                smtp.login(ALICE, PASSWORDS[ALICE])
+            assert refused.value.smtp_code == 454, refused.value
     finally:
         outage.postgres.restart()
