@@ -122,6 +122,9 @@ class PostgresServer:
         self.password_file.write_text(self.password + "\n")
         self.password_file.chmod(0o600)
         self._initdb(owner)
+        self._run_server(owner)
+
+    def _run_server(self, owner: pwd.struct_passwd | None) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self._server_args(),
@@ -213,6 +216,25 @@ class PostgresServer:
     def kill(self) -> None:
         """Stop at once, as a crash would (the server's children go with it)."""
         self.stop(signal.SIGQUIT)
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the server again on its cluster after `stop` (after a SIGKILL, too: it
+        recovers from its log), once no process of the old one is left; wait until it
+        accepts connections."""
+        assert self.proc is None, "the server still runs"
+        deadline = time.monotonic() + timeout
+        while _processes_in(self.data):  # a killed postmaster's children end by themselves
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postgres processes of {self.data} still run")
+            time.sleep(0.02)
+        self._run_server(_cluster_user())
+        assert self.proc is not None
+        pid_file = self.data / "postmaster.pid"
+        while not (_ready(pid_file) and _pid_in(pid_file) == self.proc.pid):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not start again: {self.log_text()[-2000:]}")
+            time.sleep(0.02)
+        self._admin = _AdminConnection(self.dsn("postgres", ADMIN), self.admin_password)
 
     def remove(self) -> None:
         """Stop the server at once and delete its cluster (nothing of it is kept, so it
@@ -315,3 +337,21 @@ def _ready(pid_file: Path) -> bool:
     except OSError:
         return False
     return len(lines) >= 8 and lines[7].strip() == "ready"
+
+
+def _pid_in(pid_file: Path) -> int | None:
+    """The postmaster's pid that postmaster.pid names (its first line)."""
+    try:
+        return int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _processes_in(data: Path) -> list[int]:
+    """The processes whose working directory is `data` (a postmaster and its children)."""
+    found = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        with contextlib.suppress(OSError):
+            if cwd.resolve(strict=True) == data.resolve():
+                found.append(int(cwd.parent.name))
+    return found

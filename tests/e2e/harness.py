@@ -270,6 +270,11 @@ def _set_up_data_dir(server: PocztaServer) -> None:
         "",  # as root, too: these tests' servers stay root (see test_root_e2e for the change)
     )
     # `init` wrote the certificate into the data dir; the test config uses the same defaults.
+    add_test_accounts(server)
+
+
+def add_test_accounts(server: PocztaServer) -> None:
+    """The test users and aliases, into the server's store, when it serves example.test."""
     if "example.test" not in server.domains:
         return
     for address, password in PASSWORDS.items():
@@ -301,12 +306,16 @@ def make_server(
     host: str = "127.0.0.1",
     hostname: str = "mx.example.test",
     domains: tuple[str, ...] = ("example.test",),
+    store: str = "",
 ) -> PocztaServer:
+    """A configured server, not started. `store` is the `[store]` table of a database set
+    up already (the test users in it: see `StoreBackend.config` in conftest.py); the data
+    directory is then the usual copy, without its SQLite files."""
     ports = {name: free_port() for name in services}
     server = PocztaServer(
         root,
         ports,
-        extra_config,
+        extra_config + store,
         top_config=top_config,
         host=host,
         hostname=hostname,
@@ -317,7 +326,16 @@ def make_server(
         _set_up_data_dir(server)
     else:
         shutil.copytree(_set_up_once(hostname, domains), root / "data")
+        if store:
+            remove_sqlite_files(root / "data")
     return server
+
+
+def remove_sqlite_files(data_dir: Path) -> None:
+    """Take the embedded store's database and bodies out of a data directory."""
+    for leftover in data_dir.glob("poczta.db*"):
+        leftover.unlink()
+    shutil.rmtree(data_dir / "blobs", ignore_errors=True)
 
 
 def postgres_store_config(dsn: str, password_file: Path) -> str:
@@ -330,10 +348,10 @@ def postgres_store_config(dsn: str, password_file: Path) -> str:
 
 @contextlib.contextmanager
 def running_server(
-    root: Path, extra_config: str = "", services: tuple[str, ...] = SERVICES
+    root: Path, extra_config: str = "", services: tuple[str, ...] = SERVICES, *, store: str = ""
 ) -> Iterator[PocztaServer]:
     """`make_server`, started, and stopped at the end (for module fixtures)."""
-    server = make_server(root, extra_config, services)
+    server = make_server(root, extra_config, services, store=store)
     server.start()
     try:
         yield server

@@ -7,7 +7,8 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 
-from poczta.store.sqlite.store import SqliteStore
+from poczta.config import load_config
+from poczta.store import open_store
 from tests.e2e.harness import PocztaServer
 from tests.queue.peer import ScriptedMx
 
@@ -56,8 +57,7 @@ def enqueue(server: PocztaServer, recipients: Sequence[str]) -> None:
     """Queue a message from alice to each of `recipients` through the server's store."""
 
     async def main() -> None:
-        data = server.root / "data"
-        store = await SqliteStore.open(data / "poczta.db", data / "blobs")
+        store = await open_store(load_config(server.config))
 
         async def queue_one(address: str) -> None:
             body = f"Subject: {address}\r\n\r\nhello\r\n".encode()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import (
     PASSWORDS,
     SERVICES,
@@ -28,8 +29,12 @@ ATTACKER = "127.0.0.2"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
-    srv = make_server(tmp_path_factory.mktemp("auth"), FAST_THROTTLE, (*SERVICES, "pop3s"))
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
+) -> Iterator[PocztaServer]:
+    root = tmp_path_factory.mktemp("auth")
+    services = (*SERVICES, "pop3s")
+    srv = make_server(root, FAST_THROTTLE, services, store=store_backend.config())
     srv.start()
     yield srv
     if srv.proc is not None:
@@ -53,6 +58,7 @@ def auth_plain(client: smtplib.SMTP, user: str, password: str) -> tuple[int, byt
     return client.docmd("AUTH", f"PLAIN {token}")
 
 
+@pytest.mark.sqlite_only("the login throttle, not the store")
 def test_an_attacker_cannot_lock_alice_out(server: PocztaServer) -> None:
     answers = set()
     for round_ in range(9):  # two per session: the third would end it

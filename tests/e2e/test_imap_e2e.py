@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server, running_server
 
 pytestmark = pytest.mark.e2e
@@ -22,8 +23,12 @@ WAIT = 10.0  # seconds: a bound for a hung test, not a measurement
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
-    with running_server(tmp_path_factory.mktemp("imap"), services=("smtp", "imap", "imaps")) as srv:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
+) -> Iterator[PocztaServer]:
+    root = tmp_path_factory.mktemp("imap")
+    services = ("smtp", "imap", "imaps")
+    with running_server(root, services=services, store=store_backend.config()) as srv:
         yield srv
 
 
@@ -44,6 +49,7 @@ def login(srv: PocztaServer, user: str = ALICE) -> imaplib.IMAP4_SSL:
     return client
 
 
+@pytest.mark.sqlite_only("what STARTTLS allows, not the store")
 def test_passwords_only_after_starttls(server: PocztaServer) -> None:
     client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=10)
     assert "LOGINDISABLED" in client.capabilities and "STARTTLS" in client.capabilities
@@ -161,8 +167,13 @@ def test_bad_commands_get_bad_and_the_session_goes_on(server: PocztaServer) -> N
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[PocztaServer]:
-    server = make_server(tmp_path, services=("smtp", "imaps"), top_config="workers = 2\n")
+def two_workers(tmp_path: Path, store_backend: StoreBackend) -> Iterator[PocztaServer]:
+    server = make_server(
+        tmp_path,
+        services=("smtp", "imaps"),
+        top_config="workers = 2\n",
+        store=store_backend.config(),
+    )
     server.start()
     try:
         yield server
@@ -324,6 +335,7 @@ def test_pipelined_stores_are_answered_in_order_as_if_sent_one_by_one(
     sock.close()
 
 
+@pytest.mark.sqlite_only("300 APPENDs; CHANGEDSINCE on PostgreSQL is in the store's contract tests")
 def test_changedsince_over_a_large_mailbox_names_just_the_changed_messages(
     server: PocztaServer,
 ) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
 from tests.e2e.test_imap_e2e import deliver
 
@@ -34,10 +35,14 @@ WAIT = 60.0  # seconds: a bound for a hung client, not a measurement
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
+) -> Iterator[PocztaServer]:
     if NEOMUTT is None:
         pytest.skip("neomutt (Debian package neomutt) is not installed")
-    with running_server(tmp_path_factory.mktemp("neomutt"), services=("smtp", "imaps")) as srv:
+    root = tmp_path_factory.mktemp("neomutt")
+    services = ("smtp", "imaps")
+    with running_server(root, services=services, store=store_backend.config()) as srv:
         yield srv
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.dns_server import dnsmasq_server
 from tests.e2e.harness import (
     PASSWORDS,
@@ -57,40 +58,52 @@ def _outbound(port: int, extra: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
+) -> Iterator[Servers]:
     root = tmp_path_factory.mktemp("outbound")
     for name in ("rx", "tx", "relay", "relayed"):
         (root / name).mkdir()
+    remote = ("mx.remote.test", ("remote.test",))
     receiver = make_server(
         root / "rx",
         services=("smtp",),
         host=RECEIVER,
-        hostname="mx.remote.test",
-        domains=("remote.test",),
+        hostname=remote[0],
+        domains=remote[1],
+        store=store_backend.config(*remote),
     )
     receiver.cli("user", "add", BOB, "--password-stdin", stdin=BOB_PASSWORD + "\n")
-    sender = make_server(root / "tx", services=("smtp", "submissions"))
+    sender = make_server(
+        root / "tx", services=("smtp", "submissions"), store=store_backend.config()
+    )
     sender.cli("dkim", "generate", "example.test")
     sender.cli("dkim", "generate", "example.test", "-s", "ed", "-a", "ed25519")
     keys = json.loads(sender.cli("dkim", "list", "--json").stdout)
     relay = make_server(
-        root / "relay", services=("smtp", "submission"), host=RELAY, hostname="smtp.relay.test"
+        root / "relay",
+        services=("smtp", "submission"),
+        host=RELAY,
+        hostname="smtp.relay.test",
+        store=store_backend.config("smtp.relay.test"),
     )
-    relayed = make_server(root / "relayed", services=("smtp", "submissions"))
+    relayed = make_server(
+        root / "relayed", services=("smtp", "submissions"), store=store_backend.config()
+    )
     txt = {"example.test": "v=spf1 ip4:127.0.0.1 -all"}
     txt |= {f"{k['selector']}._domainkey.{k['domain']}": k["record"] for k in keys}
     hosts = {"mx.remote.test": RECEIVER, "smtp.relay.test": RELAY, "mx.down.test": DOWN}
     mx = [("remote.test", "mx.remote.test", 10), ("down.test", "mx.down.test", 10)]
     with dnsmasq_server(root, txt=txt, hosts=hosts, mx=mx) as dns:
-        receiver.extra_config = _dns(dns) + "\n[checks]\ngreylisting = false\n"
-        sender.extra_config = _dns(dns) + _outbound(receiver.ports["smtp"])
-        relay.extra_config = _dns(dns) + _outbound(receiver.ports["smtp"])
+        receiver.extra_config += _dns(dns) + "\n[checks]\ngreylisting = false\n"
+        sender.extra_config += _dns(dns) + _outbound(receiver.ports["smtp"])
+        relay.extra_config += _dns(dns) + _outbound(receiver.ports["smtp"])
         credentials = relayed.root / "data" / "relay-passwords"
         credentials.write_text(
             f"smtp.relay.test:{relay.ports['submission']} {ALICE}:{PASSWORDS[ALICE]}\n"
         )
         os.chmod(credentials, 0o600)
-        relayed.extra_config = _dns(dns) + _outbound(
+        relayed.extra_config += _dns(dns) + _outbound(
             receiver.ports["smtp"],
             f'relay = "smtp.relay.test:{relay.ports["submission"]}"\n'
             f'relay_ca_file = "{relay.root / "data" / "tls" / "cert.pem"}"\n',

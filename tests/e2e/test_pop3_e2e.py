@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import SERVICES, PocztaServer, ScramClient, make_server
 
 pytestmark = pytest.mark.e2e
@@ -31,9 +32,12 @@ _users = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
+) -> Iterator[PocztaServer]:
     """One poczta with pop3 and pop3s listeners for the whole module."""
-    srv = make_server(tmp_path_factory.mktemp("pop3"), FAST_THROTTLE, POP3_SERVICES)
+    root = tmp_path_factory.mktemp("pop3")
+    srv = make_server(root, FAST_THROTTLE, POP3_SERVICES, store=store_backend.config())
     srv.start()
     yield srv
     if srv.proc is not None:
@@ -193,6 +197,7 @@ def test_plaintext_login_refused_before_stls(server: PocztaServer) -> None:
     client.quit()
 
 
+@pytest.mark.sqlite_only("the failure delay, not the store")
 def test_wrong_password_is_refused_after_a_delay(server: PocztaServer) -> None:
     user = new_user(server)
     for who in (user, "nobody@example.test"):

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from poczta.config import load_config
 from poczta.queue.claims import RunnerName
+from poczta.store import open_store
 from poczta.store.base import QueueEntry
-from poczta.store.sqlite.store import SqliteStore
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.dns_server import dnsmasq_server
 from tests.e2e.harness import PocztaServer, free_port, make_server
 from tests.e2e.queue_sink import SINK, SinkThread, enqueue
@@ -48,8 +50,7 @@ def sink() -> Iterator[SinkThread]:
 
 def _queue(server: PocztaServer) -> list[QueueEntry]:
     async def main() -> list[QueueEntry]:
-        data = server.root / "data"
-        store = await SqliteStore.open(data / "poczta.db", data / "blobs")
+        store = await open_store(load_config(server.config))
         try:
             return await store.list_queue()
         finally:
@@ -79,7 +80,7 @@ def _wait(condition: object, server: PocztaServer, what: str) -> None:
 
 
 def test_kill_9_of_one_worker_delivers_everything_exactly_once(
-    tmp_path: Path, sink: SinkThread
+    tmp_path: Path, sink: SinkThread, store_backend: StoreBackend
 ) -> None:
     hosts = {"mx.sink.test": SINK}
     (tmp_path / "tx").mkdir()
@@ -93,6 +94,7 @@ def test_kill_9_of_one_worker_delivers_everything_exactly_once(
             ),
             services=("smtp",),
             top_config="workers = 2\n",
+            store=store_backend.config(),
         )
         recipients = [f"user{n}@sink.test" for n in range(COUNT)]
         enqueue(server, recipients)

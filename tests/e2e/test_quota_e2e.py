@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
 
 pytestmark = pytest.mark.e2e
@@ -20,9 +21,12 @@ ALICE, BOB = "alice@example.test", "bob@example.test"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PocztaServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, store_backend: StoreBackend
+) -> Iterator[PocztaServer]:
     root = tmp_path_factory.mktemp("quota")
-    with running_server(root, services=("smtp", "submissions", "imaps")) as srv:
+    services = ("smtp", "submissions", "imaps")
+    with running_server(root, services=services, store=store_backend.config()) as srv:
         yield srv
 
 

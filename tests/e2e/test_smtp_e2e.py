@@ -9,6 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer
 
 pytestmark = pytest.mark.e2e
@@ -82,12 +83,10 @@ def test_mx_never_offers_auth_and_refuses_relay(poczta: PocztaServer) -> None:
         assert code == 550 and b"5.1.1" in text
 
 
-def stored_bodies(poczta: PocztaServer) -> int:
-    return sum(1 for _ in (poczta.root / "data" / "blobs").glob("??/*"))
-
-
-def test_aliases_plus_addressing_and_shared_body(poczta: PocztaServer) -> None:
-    before = stored_bodies(poczta)
+def test_aliases_plus_addressing_and_shared_body(
+    poczta: PocztaServer, store_backend: StoreBackend
+) -> None:
+    before = store_backend.stored_bodies(poczta)
     with mx(poczta) as client:
         client.sendmail(
             "carol@elsewhere.test",
@@ -97,7 +96,7 @@ def test_aliases_plus_addressing_and_shared_body(poczta: PocztaServer) -> None:
     # alias and plus-address both reach alice, once; bob gets his own copy
     assert subjects(poczta, "alice@example.test").count("fan out") == 1
     assert subjects(poczta, "bob@example.test").count("fan out") == 1
-    assert stored_bodies(poczta) == before + 1  # two mailboxes, one stored body
+    assert store_backend.stored_bodies(poczta) == before + 1  # two mailboxes, one stored body
 
 
 def test_submission_requires_tls_before_auth(poczta: PocztaServer) -> None:
@@ -120,6 +119,7 @@ def test_submission_requires_auth_before_mail(poczta: PocztaServer) -> None:
         assert code == 530
 
 
+@pytest.mark.sqlite_only("the failure delay, not the store")
 def test_submission_wrong_password_is_refused(poczta: PocztaServer) -> None:
     with smtplib.SMTP("127.0.0.1", poczta.ports["submission"], timeout=10) as client:
         client.starttls(context=client_tls())

@@ -19,6 +19,7 @@ from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
 from poczta.store.postgres.access import Database
 from poczta.store.postgres.bodies import CHUNK
 from poczta.store.postgres.connect import IDLE_IN_TRANSACTION_TIMEOUT, create_pool
+from poczta.store.postgres.connect import connect as connect_store
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
 from tests.postgres.pg_helpers import connect, store_settings
@@ -112,6 +113,7 @@ class _Gate:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self.connections = 0  # accepted so far
 
     async def open(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
@@ -126,6 +128,7 @@ class _Gate:
         self._writers.clear()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers.update((writer, up_writer))
 
@@ -301,6 +304,49 @@ def test_watchers_hear_of_changes_after_the_listening_connection_was_lost(
             assert (await asyncio.wait_for(second, WAIT)).messages == 2
             await changes.aclose()
         finally:
+            await writing.close()
+            await watching.close()
+            await gate.cut()
+
+    asyncio.run(main())
+
+
+def test_a_listening_connection_that_stops_answering_is_made_again(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        gate = _Gate(postgres.host, postgres.port)
+        await gate.open()
+        writing = await PostgresStore.open(settings, tmp_path)
+        # Only the listening connection goes through the gate: its reads of mailbox states
+        # and the test's calls do not.
+        watching = PostgresStore(
+            await create_pool(settings, tmp_path),
+            listen=lambda: connect_store(_through(settings, gate, postgres_dsn), tmp_path),
+            listen_keepalive=0.2,
+            listen_timeout=1.0,
+        )
+        try:
+            bob = await with_user(writing)
+            inbox = await watching.get_mailbox(bob, "INBOX")
+            changes = watching.changes(inbox.id, await watching.mailbox_version(inbox.id))
+            first = asyncio.ensure_future(anext(changes))
+            await _deliver(writing, 1, [bob])
+            assert (await asyncio.wait_for(first, WAIT)).messages == 1
+            opened = gate.connections
+            gate.mute = True  # connected, but nothing comes back: the notification is lost
+            second = asyncio.ensure_future(anext(changes))
+            await _deliver(writing, 2, [bob])
+            async with asyncio.timeout(WAIT):  # the listener gave the silent connection up
+                while gate.connections == opened:
+                    await asyncio.sleep(0.05)
+            gate.mute = False
+            assert (await asyncio.wait_for(second, WAIT)).messages == 2
+            await changes.aclose()
+        finally:
+            gate.mute = False
             await writing.close()
             await watching.close()
             await gate.cut()

@@ -38,6 +38,14 @@ Connection = Any  # an asyncpg.Connection (the driver ships no type hints)
 # 57 operator intervention (shutdown, cannot connect now), 53 insufficient resources.
 _UNAVAILABLE_CLASSES = ("08", "57", "53")
 _RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
+# What leaves a connection unusable: lost, ended by the server, or out of step with it.
+_BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 @contextlib.contextmanager
@@ -52,7 +60,9 @@ def translated() -> Iterator[None]:
         if state.startswith(_UNAVAILABLE_CLASSES) or state == "57014":
             raise StoreUnavailable(f"postgres store: {_one_line(exc)}") from exc
         raise
-    except asyncpg.InterfaceError as exc:
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        # InternalClientError: the driver lost track of a connection the server ended
+        # in the middle of an operation ("cannot switch to state ...").
         raise StoreUnavailable(f"postgres store: {_one_line(exc)}") from exc
     except TimeoutError as exc:
         raise StoreUnavailable("postgres store: the database did not answer in time") from exc
@@ -102,11 +112,19 @@ class Database:
     async def _run(self, fn: Callable[[Connection], Awaitable[T]], *, readonly: bool) -> T:
         self.check_open()
         with translated():
-            async with (
-                self.pool.acquire(timeout=self._acquire_timeout) as conn,
-                conn.transaction(readonly=readonly),
-            ):
-                return await fn(conn)
+            conn = await self.pool.acquire(timeout=self._acquire_timeout)
+            try:
+                async with conn.transaction(readonly=readonly):
+                    result = await fn(conn)
+            except _BROKEN:
+                conn.terminate()  # in an unknown state: never handed out again
+                raise
+            finally:
+                # Releasing resets the connection; when that fails the driver drops it,
+                # and what committed stays committed: the call does not fail for it.
+                with contextlib.suppress(Exception):
+                    await self.pool.release(conn)
+            return result
 
     async def close(self) -> None:
         if self._closed:

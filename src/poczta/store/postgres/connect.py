@@ -25,6 +25,7 @@ loses one gets `StoreUnavailable`, and its client a temporary failure to retry.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import stat
@@ -56,6 +57,21 @@ CONNECT_TIMEOUT = 5.0  # seconds for the TCP connection, TLS and login together
 #: own timeout (`access.COMMAND_TIMEOUT`), so those waiting for its locks go on.
 IDLE_IN_TRANSACTION_TIMEOUT = 5.0
 _SCHEMES = ("postgresql", "postgres")
+
+
+class _TracebackToLine(logging.Filter):
+    """While the database is down, asyncpg's pool logs a whole traceback at each attempt
+    to make its floor of connections again; the one line of the error says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = " ".join(str(record.exc_info[1]).split()) or type(record.exc_info[1]).__name__
+            record.msg, record.args = f"{record.getMessage()}: {error}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_POOL_LOG_FILTER = _TracebackToLine()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +245,7 @@ async def create_pool(
     round trip of its own)."""
     import asyncpg
 
+    logging.getLogger("asyncpg.pool").addFilter(_POOL_LOG_FILTER)  # once: a set of filters
     target, options, from_file = _options(settings, data_dir, environ, idle_timeout)
     with _translated(target, options.get("password"), from_file, timeout):
         return await asyncpg.create_pool(

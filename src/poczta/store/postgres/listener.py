@@ -9,6 +9,12 @@ the `ChangeHub`, which wakes their watchers. When the listening connection is lo
 is made again (after a pause, repeated until the server answers), and every watched
 mailbox is read once more, so a change committed while nobody listened still wakes its
 watchers.
+
+A connection can also stay open while the server behind it no longer answers (a host
+that vanished, a network that drops packets, a failover that kept the address): nothing
+would ever arrive on it, and the kernel may take hours to notice. So after `keepalive`
+seconds without a notification the listener asks the server a trivial question; no
+answer within `timeout` seconds counts as a lost connection.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from poczta.store.base import MailboxChange, MailboxId, StoreError
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL
 
-__all__ = ["MailboxListener"]
+__all__ = ["KEEPALIVE", "LISTEN_TIMEOUT", "MailboxListener"]
 
 log = logging.getLogger("poczta.store")
 
@@ -32,16 +38,27 @@ ReadStates = Callable[[Collection[MailboxId]], Awaitable[dict[MailboxId, Mailbox
 
 _GATHER = 0.005  # seconds to let a burst of notifications arrive before reading
 _RETRY = 1.0  # seconds between attempts to listen again after the connection was lost
-_LISTEN_TIMEOUT = 10.0  # seconds to connect and LISTEN before trying again
+LISTEN_TIMEOUT = 10.0  # seconds to connect and LISTEN (or answer a ping) before trying again
+KEEPALIVE = 15.0  # seconds without a notification before the server is asked whether it is there
 
 
 class MailboxListener:
     """The LISTEN connection of one store instance and the task that feeds its hub."""
 
-    def __init__(self, hub: ChangeHub, connect: Connect, read_states: ReadStates) -> None:
+    def __init__(
+        self,
+        hub: ChangeHub,
+        connect: Connect,
+        read_states: ReadStates,
+        *,
+        keepalive: float = KEEPALIVE,
+        timeout: float = LISTEN_TIMEOUT,
+    ) -> None:
         self._hub = hub
         self._connect = connect
         self._read_states = read_states
+        self._keepalive = keepalive
+        self._timeout = timeout
         self._pending: set[MailboxId] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -85,7 +102,7 @@ class MailboxListener:
         while True:
             self._lost.clear()
             try:
-                await asyncio.wait_for(self._listen(), _LISTEN_TIMEOUT)
+                await asyncio.wait_for(self._listen(), self._timeout)
             except Exception as exc:  # unreachable, refused, timed out: try again
                 log.warning("cannot listen for mailbox changes: %s", exc)
                 await self._drop()
@@ -102,8 +119,13 @@ class MailboxListener:
         try:
             while not self._lost.is_set():
                 woken = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({woken, lost}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {woken, lost}, timeout=self._keepalive, return_when=asyncio.FIRST_COMPLETED
+                )
                 woken.cancel()
+                if not done:
+                    await self._ping()
+                    continue
                 if not self._wake.is_set():
                     continue
                 await asyncio.sleep(_GATHER)
@@ -111,6 +133,14 @@ class MailboxListener:
                 await self._report()
         finally:
             lost.cancel()
+
+    async def _ping(self) -> None:
+        """Ask the server whether it is still there; no answer in time: the connection is lost."""
+        try:
+            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), self._timeout)
+        except Exception as exc:  # timed out, or the connection broke meanwhile
+            log.warning("the listening connection does not answer, listening again: %r", exc)
+            self._lost.set()
 
     async def _report(self) -> None:
         watched = set(self._hub.watched)

@@ -51,7 +51,7 @@ from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, 
 from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
-from poczta.store.postgres.listener import MailboxListener
+from poczta.store.postgres.listener import KEEPALIVE, LISTEN_TIMEOUT, MailboxListener
 from poczta.store.postgres.migrate import migrate
 from poczta.store.postgres.side import (
     PostgresGreylistStore,
@@ -78,7 +78,12 @@ class PostgresStore(RecipientRouting):
         listen: Callable[[], Awaitable[Any]] | None = None,
         limits_pool: Callable[[], Awaitable[Any]] | None = None,
         blob_grace: float = DEFAULT_GRACE,
+        listen_keepalive: float = KEEPALIVE,
+        listen_timeout: float = LISTEN_TIMEOUT,
     ) -> None:
+        """`listen` opens the connection the change feed listens on; `listen_keepalive` is
+        how long that connection may stay silent before the server is asked whether it is
+        there, `listen_timeout` how long it has to answer (see `listener`)."""
         self._db = Database(pool)
         self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
@@ -89,6 +94,7 @@ class PostgresStore(RecipientRouting):
         self._hub = ChangeHub()
         self._listen = listen
         self._listener: MailboxListener | None = None
+        self._listener_options = {"keepalive": listen_keepalive, "timeout": listen_timeout}
 
     @classmethod
     async def open(
@@ -359,7 +365,9 @@ class PostgresStore(RecipientRouting):
         if self._listener is None:
             if self._listen is None:
                 raise StoreError("this store was opened without a way to listen for changes")
-            self._listener = MailboxListener(self._hub, self._listen, self._mailbox_states)
+            self._listener = MailboxListener(
+                self._hub, self._listen, self._mailbox_states, **self._listener_options
+            )
             self._listener.start()
         return self._hub.changes(mailbox_id, since)
 
