@@ -101,8 +101,13 @@ class RunnerSettings:
     batch: int = 100  # entries claimed at once
     poll: float = 1.0  # seconds between looks at the queue's next due time
     claim_time: float = 600.0  # a claim's lease, renewed every third of it
-    lease_margin: float = 120.0  # what must be left of a lease to start work (< 2/3 of it)
+    # What must be left of a lease to start work (under 2/3 of it); None: a fifth of the
+    # lease, at most 120 s.
+    lease_margin: float | None = None
     holder_check: float = 5.0  # seconds between looks for the claims of runners gone
+
+
+MAX_LEASE_MARGIN = 120.0  # seconds: the margin of a long lease (other nodes' clocks)
 
 
 class QueueRunner:
@@ -127,13 +132,16 @@ class QueueRunner:
         self.clock = clock
         self.node = node
         self.owner = runner_name(node)
-        if not 0 <= settings.lease_margin < settings.claim_time * 2 / 3:
+        margin = settings.lease_margin
+        if margin is None:
+            margin = min(MAX_LEASE_MARGIN, settings.claim_time / 5)
+        if not 0 <= margin < settings.claim_time * 2 / 3:
             raise ValueError("lease_margin must be under two thirds of claim_time")
         self._connections = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._leases = Leases(settings.lease_margin)
+        self._leases = Leases(margin)
         self._working: dict[QueueId, asyncio.Task[None]] = {}
         self._again: dict[QueueId, datetime] = {}  # claimed again while their task ran
 
