@@ -46,6 +46,7 @@ from tests.e2e.harness import (
     free_port,
     make_server,
     postgres_store_config,
+    remove_sqlite_files,
     start_servers,
     stop_servers,
 )
@@ -120,17 +121,13 @@ def make_nodes(
     """Three nodes on a new database, not started, each in a PID namespace of its own when
     this machine lets `unshare` make one."""
     isolated = _can_unshare()
-    secret = root / "pg-password"
-    secret.write_text(postgres.password + "\n")
-    secret.chmod(0o600)
     dsn = postgres.dsn(postgres.new_database())
-    config = postgres_store_config(dsn, secret) + extra_config
+    config = postgres_store_config(dsn, postgres.password_file) + extra_config
     (root / "node1").mkdir()
     first = make_server(
         root / "node1", config, services, top_config, host=HOSTS[0], hostname="node1.example.test"
     )
-    for leftover in (first.root / "data").glob("poczta.db*"):  # what `poczta init` made
-        leftover.unlink()
+    remove_sqlite_files(first.root / "data")  # what `poczta init` made
     nodes = []
     for n, host in enumerate(HOSTS):
         node_root = root / f"node{n + 1}"

@@ -17,6 +17,7 @@ from tests.e2e.harness import (
     client_tls,
     make_server,
     postgres_store_config,
+    remove_sqlite_files,
 )
 from tests.pg_server import PostgresServer
 
@@ -28,13 +29,9 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> Iterator[PocztaServer]:
     root = tmp_path_factory.mktemp("poczta-pg")
-    secret = root / "pg-password"
-    secret.write_text(postgres.password + "\n")
-    secret.chmod(0o600)
-    store = postgres_store_config(postgres.dsn(postgres.new_database()), secret)
+    store = postgres_store_config(postgres.dsn(postgres.new_database()), postgres.password_file)
     srv = make_server(root, store, services=("smtp", "imaps", "pop3s"), top_config="workers = 2\n")
-    for leftover in (srv.root / "data").glob("poczta.db*"):  # what `poczta init` made
-        leftover.unlink()
+    remove_sqlite_files(srv.root / "data")  # what `poczta init` made
     srv.start()
     yield srv
     if srv.proc is not None:

@@ -19,6 +19,7 @@ from tests.e2e.harness import (
     PocztaServer,
     make_server,
     postgres_store_config,
+    remove_sqlite_files,
     start_servers,
     stop_servers,
 )
@@ -60,8 +61,7 @@ def node(root: Path, store: str, host: str, *, first: bool = False) -> PocztaSer
     if not first:
         server.extra_config += store
         server.write_config()
-    for leftover in (server.root / "data").glob("poczta.db*"):
-        leftover.unlink()
+    remove_sqlite_files(server.root / "data")
     return server
 
 
@@ -70,10 +70,7 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("shared-nodes")
-    secret = root / "pg-password"
-    secret.write_text(postgres.password + "\n")
-    secret.chmod(0o600)
-    store = postgres_store_config(postgres.dsn(postgres.new_database()), secret)
+    store = postgres_store_config(postgres.dsn(postgres.new_database()), postgres.password_file)
     a = node(root / "a", store, "127.0.0.2", first=True)
     b = node(root / "b", store, "127.0.0.3")
     start_servers(a, b)
