@@ -8,12 +8,14 @@ from hypothesis import strategies as st
 
 from poczta.imap.encoder import FetchData
 from poczta.imap.fetch import BodySection, FetchAttribute, FetchItem
-from poczta.imap.fetch_cache import bodystructure_text, cached_item, envelope_text
+from poczta.imap.fetch_cache import cached_item
 from poczta.imap.fetch_plan import FetchPlan
 from poczta.imap.fetch_response import fetch_items, needs_structure
-from poczta.imap.values import Value, encode_value, flag_atoms
+from poczta.imap.values import flag_atoms
 from poczta.message import parse_message
+from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.message.imap_body import bodystructure, envelope_value
+from poczta.message.imap_wire import Value, encode_value
 from poczta.store.base import MessageMeta
 from tests.imap.messages import _raw as raw_messages
 from tests.imap.messages import meta_of

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from poczta.imap.values import encode_value
 from poczta.message import parse_message
 from poczta.message.imap_body import bodystructure, envelope_value
+from poczta.message.imap_wire import encode_value
 from poczta.store import DeliveryTarget, MailStore
 from poczta.store.sqlite.store import SqliteStore
 from tests.mime_dovecot_fixtures import DOVECOT

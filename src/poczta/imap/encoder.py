@@ -7,8 +7,9 @@ modified UTF-7. Status responses (`Tagged`, `Untagged`) carry a response `Code`;
 untagged data are `Data` lines built by the functions below (`exists`,
 `list_data`, `esearch_data`, ...), plus `ThreadData` and `FetchData`.
 
-Values inside responses are the generic nested data of `values` (re-exported
-here); ENVELOPE and BODYSTRUCTURE are built by the message layer as such values.
+Values inside responses are the generic nested data of `poczta.message.imap_wire` and
+`values` (re-exported here); ENVELOPE and BODYSTRUCTURE are built by the message layer
+as such values.
 """
 
 from __future__ import annotations
@@ -18,19 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from poczta.imap.sequence import SequenceSet
-from poczta.imap.values import (
-    Atom,
-    Binary,
-    MailboxName,
-    Octets,
-    Value,
-    date_time,
-    encode_value,
-    flag_atoms,
-    mailbox_octets,
-    write_value,
-)
+from poczta.imap.values import MailboxName, date_time, flag_atoms, mailbox_octets
 from poczta.imap.values import response_text as _text
+from poczta.message.imap_wire import Atom, Binary, Octets, Value, encode_value, write_value
 
 __all__ = [
     "Atom",

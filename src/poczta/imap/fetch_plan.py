@@ -5,7 +5,7 @@ a value tree to encode; for a FETCH of cached facts alone (a client's first look
 mailbox: UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE, over thousands of
 messages) that walk is most of the cost. A `FetchPlan` settles once which items are
 sent and in what order, and then writes each message's response directly, with the
-kept wire text of ENVELOPE and BODYSTRUCTURE (`poczta.imap.fetch_cache`).
+kept wire text of ENVELOPE and BODYSTRUCTURE (`poczta.message.fetch_text`).
 
 The octets are exactly those of the general path (a property test compares them). A
 FETCH asking for anything else has no plan, and a message whose kept text does not
@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from poczta.imap.fetch import FetchAttribute, FetchItem
 from poczta.imap.fetch_cache import cached_item
 from poczta.imap.fetch_response import MessageFacts
-from poczta.imap.values import Value, date_time, write_value
+from poczta.imap.values import date_time
+from poczta.message.imap_wire import Value, write_value
 
 __all__ = ["FetchPlan"]
 

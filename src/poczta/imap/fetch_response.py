@@ -4,7 +4,7 @@
 BINARY); the rest (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE,
 MODSEQ) comes from the parse cached at delivery, so a client's first open of a large
 mailbox reads no message file. ENVELOPE and BODYSTRUCTURE are sent as the wire text
-the message keeps (`poczta.imap.fetch_cache`) where that suits the client, and the MIME
+the message keeps (`poczta.message.fetch_text`) where that suits the client, and the MIME
 structure is decoded only for the items that need it (`needs_structure`). Sections are
 slices of the stored bytes at the offsets of the cached MIME structure
 (`poczta.message.imap_body`); HEADER.FIELDS[.NOT] filters the fields of that header.
@@ -20,7 +20,7 @@ from typing import Protocol
 
 from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute, FetchItem
 from poczta.imap.fetch_cache import cached_item
-from poczta.imap.values import Binary, Octets, Value, date_time
+from poczta.imap.values import date_time
 from poczta.message.envelope import Envelope
 from poczta.message.header import split_header
 from poczta.message.imap_body import (
@@ -31,6 +31,7 @@ from poczta.message.imap_body import (
     envelope_value,
     section_range,
 )
+from poczta.message.imap_wire import Binary, Octets, Value
 from poczta.message.mime import MimePart
 
 __all__ = [

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from poczta.imap.encoder import Code, Data, FetchData, Untagged, exists, expunge, recent, vanished
 from poczta.imap.encoder import flags as flags_response
 from poczta.imap.sequence import SequenceSet, compact
-from poczta.imap.values import Value, flag_atoms
+from poczta.imap.values import flag_atoms
+from poczta.message.imap_wire import Value
 
 __all__ = ["OutOfRange", "SelectedView"]
 

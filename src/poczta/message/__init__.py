@@ -4,7 +4,9 @@ structure of a message.
 The sub-modules own the pieces: `header` splits the header section (the one place that
 does), `words` decodes RFC 2047 encoded-words, `addresses` splits address lists,
 `envelope` builds the IMAP ENVELOPE, `mime` parses the tree of MIME parts (with
-`mime_params` for field values) and `imap_body` turns it into what IMAP FETCH shows.
+`mime_params` for field values) and `imap_body` turns it into what IMAP FETCH shows;
+`imap_wire` writes such values in IMAP's wire form and `fetch_text` makes the ENVELOPE
+and BODYSTRUCTURE text the store keeps with a message.
 
 `parse_message` turns the raw bytes of a message into a `ParsedMessage` once, at
 delivery, so that the store can keep the facts IMAP FETCH and SEARCH need and never

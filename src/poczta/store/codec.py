@@ -3,7 +3,7 @@ headers and MIME structure.
 
 Shared by the SQL backends so that every backend keeps the same cached parse. With the
 parse a message keeps the wire text of FETCH ENVELOPE and BODYSTRUCTURE, made by
-`poczta.imap.fetch_cache` (text the store keeps for IMAP without reading it).
+`poczta.message.fetch_text` (text the store keeps for IMAP without reading it).
 
 The MIME structure is read for every FETCH of BODYSTRUCTURE or a body section, so its
 text is compact JSON decoded by the C parser, one list per part: type, subtype,
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from poczta.imap.fetch_cache import bodystructure_text, envelope_text
 from poczta.message import Address, Envelope, MimePart, ParsedMessage
+from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.message.mime import Encapsulated
 
 __all__ = [

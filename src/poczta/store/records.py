@@ -187,7 +187,7 @@ class MessageMeta:
     (its stored text and the decoder): each is decoded at its first use and kept, so a
     FETCH of a few items or a search of flags never pays for decoding the others.
     `imap_envelope` and `imap_bodystructure` are the wire text of FETCH's ENVELOPE and
-    BODYSTRUCTURE as kept with the message (see `poczta.imap.fetch_cache`), None when
+    BODYSTRUCTURE as kept with the message (see `poczta.message.fetch_text`), None when
     not kept. Treat an instance as immutable.
     """
 

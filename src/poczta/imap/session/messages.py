@@ -29,8 +29,8 @@ from poczta.imap.fetch_response import (
 from poczta.imap.names import canonical
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.session.quota import OVERQUOTA, lacks_room
-from poczta.imap.values import Value
 from poczta.imap.view import OutOfRange, SelectedView
+from poczta.message.imap_wire import Value
 from poczta.message.mime import parse_structure
 from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound
 

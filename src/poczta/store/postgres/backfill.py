@@ -7,7 +7,7 @@ batches of their own transactions, without reading a body.
 
 from __future__ import annotations
 
-from poczta.imap.fetch_cache import bodystructure_text, envelope_text
+from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.store.codec import decode_envelope, decode_structure
 from poczta.store.postgres.access import Connection
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from poczta.imap.fetch_cache import bodystructure_text, envelope_text
 from poczta.message import ParsedMessage
+from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.store.base import (
     Accepted,
     Delivered,

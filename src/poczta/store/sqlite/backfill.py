@@ -19,8 +19,8 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
-from poczta.imap.fetch_cache import bodystructure_text, envelope_text
 from poczta.message import parse_structure
+from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.store.codec import decode_envelope, decode_structure, encode_structure
 from poczta.store.sqlite.blobs import BlobFiles
 from poczta.store.sqlite.writer import begin_immediate
