@@ -21,20 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from poczta.message import ParsedMessage
 from poczta.routing import RecipientRouting
 from poczta.store.base import (
     Accepted,
-    AddressEntry,
-    CachedStsPolicy,
-    ClaimLost,
     Delivered,
     DeliveryTarget,
     FlagMode,
@@ -45,28 +40,22 @@ from poczta.store.base import (
     MessageMeta,
     MessageSummary,
     Outbound,
-    QueueEntry,
-    QueueId,
     QuotaState,
-    RecipientAttempt,
-    StoreUnavailable,
     UserId,
-    UserRecord,
 )
-from poczta.store.changes import ChangeHub
 from poczta.store.codec import encode_time, message_columns
-from poczta.store.sqlite import accounts, blob_refs, imap, messages, mta_sts, queue, quota
+from poczta.store.sqlite import imap, messages, quota
 from poczta.store.sqlite.backfill import backfill_fetch_text, backfill_structures
 from poczta.store.sqlite.blobs import BlobFiles
 from poczta.store.sqlite.bodies import SqliteBlobStore
 from poczta.store.sqlite.change_poller import ChangePoller
-from poczta.store.sqlite.committer import CommitterLink, request_for
-from poczta.store.sqlite.inline import LoopReads
+from poczta.store.sqlite.committer import request_for
 from poczta.store.sqlite.migrate import migrate
 from poczta.store.sqlite.move import move_message_job
 from poczta.store.sqlite.recovery import remove_rows_of_lost_bodies
-from poczta.store.sqlite.side import SideStores
-from poczta.store.sqlite.writer import Job, Writer, connect, translate_error
+from poczta.store.sqlite.store_accounts import SqliteAccountMethods
+from poczta.store.sqlite.store_queue import SqliteQueueMethods
+from poczta.store.sqlite.writer import connect, translate_error
 
 if TYPE_CHECKING:
     from poczta.store.sqlite.greylist import SqliteGreylistStore
@@ -98,58 +87,16 @@ def prepare_files(path: Path, blob_dir: Path, blob_sync: str) -> BlobFiles:
     return blobs
 
 
-INLINE_READ_LIMIT = 256 * 1024
 INLINE_FETCH = 32  # messages a FETCH reads on the event loop (see `inline`)
 
-T = TypeVar("T")
 
-
-class SqliteStore(RecipientRouting):
+class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
     """`MailStore` on one SQLite database file and one blob directory (`resolve_recipient`
-    is `RecipientRouting`'s, over `find_addresses`; `blobs` is a `SqliteBlobStore`)."""
+    is `RecipientRouting`'s, over `find_addresses`; `blobs` is a `SqliteBlobStore`).
 
-    def __init__(
-        self,
-        db_path: Path,
-        files: BlobFiles,
-        *,
-        readers: int = 4,
-        blob_threads: int = 2,  # blobs.put only; deliveries stage on the loop
-        max_batch: int = 512,
-        committer: str | None = None,
-        blob_grace: float = blob_refs.DEFAULT_GRACE,
-    ) -> None:
-        self.db_path = db_path
-        self._files = files
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="poczta-store-read")
-        self._blobs = SqliteBlobStore(
-            files,
-            readers=self._readers,
-            read_db=self._read,
-            write_db=self._write,
-            check_open=self._check_open,
-            grace=blob_grace,
-            put_threads=blob_threads,
-        )
-        # The writer fsyncs a batch's files one after another on its own thread: fanning
-        # them out to a pool measured 20-25% slower (thread hand-offs and GIL churn per
-        # file cost more than the parallel fsyncs save; after the first, each is cheap).
-        self._writer = Writer(db_path, files, max_batch=max_batch)
-        # Deliveries go to the committer process when one serves this database (several
-        # workers; see `poczta.store.sqlite.committer`); it needs bodies flushed by filesystem.
-        self._committer = (
-            CommitterLink(committer)
-            if committer is not None and files.sync_method == "filesystem"
-            else None
-        )
-        self._hub = ChangeHub()
-        self._poller: ChangePoller | None = None
-        self._sides = SideStores(db_path)
-        self._small = LoopReads(db_path, self._read)  # reads known to be small, on the loop
-        self._closed = False
+    The plumbing is `SqliteStoreCore`'s; the account and queue calls are
+    `SqliteAccountMethods`' and `SqliteQueueMethods`'; mailboxes, messages and what IMAP
+    asks of them are here."""
 
     @classmethod
     async def open(
@@ -216,97 +163,6 @@ class SqliteStore(RecipientRouting):
     def stats(self) -> tuple[int, int]:
         """(batches committed, jobs run) by the writer since opening."""
         return self._writer.batches, self._writer.jobs
-
-    # --- plumbing --------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.db_path, readonly=True)
-            self._local.conn = conn
-            with self._conns_lock:
-                self._reader_conns.append(conn)
-        return conn
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailable("mail store is closed")
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self._check_open()
-
-        def call() -> T:
-            try:
-                return fn(self._reader())
-            except Exception as exc:
-                raise translate_error(exc) from exc
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._readers, call)
-        except RuntimeError as exc:  # executor shut down under us
-            raise StoreUnavailable("mail store is closed") from exc
-
-    async def _write(self, job: Job, sync_dir: Path | None = None) -> Any:
-        self._check_open()
-        try:
-            return await self._writer.submit(job, sync_dir)
-        finally:
-            self._changed()
-
-    def _changed(self) -> None:
-        """This process wrote: let the watchers of changed mailboxes know now."""
-        if self._poller is not None:
-            self._poller.poke()
-
-    # --- released bodies --------------------------------------------------
-
-    async def _write_releasing(self, job: Job) -> Any:
-        """A write that may release bodies: sweep them once their grace period is over."""
-        result = await self._write(job)
-        self._blobs.sweep_later()
-        return result
-
-    # --- domains, users, aliases ----------------------------------------
-
-    async def add_domain(self, domain: str) -> None:
-        await self._write(accounts.add_domain_job(domain))
-
-    async def remove_domain(self, domain: str, *, force: bool = False) -> None:
-        await self._write_releasing(accounts.remove_domain_job(domain, force))
-
-    async def list_domains(self) -> list[str]:
-        return await self._read(accounts.list_domains)
-
-    async def domain_exists(self, domain: str) -> bool:
-        return await self._read(lambda c: accounts.domain_exists(c, domain))
-
-    async def add_user(self, address: str, password_hash: str, scram: str) -> UserId:
-        result: UserId = await self._write(accounts.add_user_job(address, password_hash, scram))
-        return result
-
-    async def set_password(self, address: str, password_hash: str, scram: str) -> None:
-        await self._write(accounts.set_password_job(address, password_hash, scram))
-
-    async def remove_user(self, address: str) -> None:
-        await self._write_releasing(accounts.remove_user_job(address))
-
-    async def list_users(self, domain: str | None = None) -> list[UserRecord]:
-        return await self._read(lambda c: accounts.list_users(c, domain))
-
-    async def get_user(self, address: str) -> UserRecord | None:
-        return await self._read(lambda c: accounts.get_user(c, address))
-
-    async def add_alias(self, source: str, target: str) -> None:
-        await self._write(accounts.add_alias_job(source, target))
-
-    async def remove_alias(self, source: str, target: str | None = None) -> None:
-        await self._write(accounts.remove_alias_job(source, target))
-
-    async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
-        return await self._read(lambda c: accounts.list_aliases(c, domain))
-
-    async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
-        return await self._read(lambda c: accounts.find_addresses(c, addresses))
 
     # --- mailboxes ---------------------------------------------------------
 
@@ -500,101 +356,3 @@ class SqliteStore(RecipientRouting):
         job = move_message_job(user_id, source_mailbox, uid, target_mailbox)
         new_uid: int = await self._write(job)
         return new_uid
-
-    # --- the outbound queue ------------------------------------------------
-
-    async def enqueue(
-        self, sender: str, recipients: Sequence[str], digest: str, size: int
-    ) -> QueueId:
-        job = queue.enqueue_job(Outbound(sender, tuple(recipients)), digest, size, _utcnow())
-        queue_id: QueueId = await self._write(job)
-        return queue_id
-
-    async def list_queue(self) -> list[QueueEntry]:
-        return await self._read(queue.list_queue)
-
-    async def get_queue_entry(self, queue_id: QueueId) -> QueueEntry:
-        return await self._read(lambda c: queue.get_entry(c, queue_id))
-
-    async def claim_queue(
-        self, owner: str, now: datetime, until: datetime, limit: int
-    ) -> list[QueueEntry]:
-        entries: list[QueueEntry] = await self._write(queue.claim_job(owner, now, until, limit))
-        return entries
-
-    async def renew_claims(
-        self, owner: str, until: datetime, ids: Sequence[QueueId] | None = None
-    ) -> int:
-        if ids is not None and not ids:
-            return 0
-        job = queue.renew_claims_job(owner, until, None if ids is None else tuple(ids))
-        count: int = await self._write(job)
-        return count
-
-    async def release_claims(self, prefix: str, keep: str) -> int:
-        count: int = await self._write(queue.release_claims_job(prefix, keep))
-        return count
-
-    async def claim_holders(self) -> list[str]:
-        return await self._read(queue.claim_holders)
-
-    async def release_claims_of(self, owners: Sequence[str]) -> int:
-        if not owners:
-            return 0
-        count: int = await self._write(queue.release_claims_of_job(tuple(owners)))
-        return count
-
-    async def next_queue_due(self) -> datetime | None:
-        return await self._read(queue.next_due)
-
-    async def record_attempt(
-        self,
-        queue_id: QueueId,
-        results: Sequence[RecipientAttempt],
-        now: datetime,
-        *,
-        finish: bool = False,
-        owner: str | None = None,
-    ) -> bool:
-        job = queue.record_attempt_job(queue_id, tuple(results), now, finish, owner)
-        done: bool | None = await (self._write_releasing(job) if finish else self._write(job))
-        if done is None:
-            raise ClaimLost(f"queue entry {queue_id} is not claimed by {owner}")
-        return done
-
-    async def reschedule(
-        self, queue_id: QueueId, owner: str, next_attempt: datetime, error: str | None
-    ) -> None:
-        await self._write(queue.reschedule_job(queue_id, owner, next_attempt, error))
-
-    async def mark_reported(
-        self, queue_id: QueueId, addresses: Sequence[str], *, delay_warning: bool = False
-    ) -> None:
-        await self._write(queue.mark_reported_job(queue_id, tuple(addresses), delay_warning))
-
-    async def finish_queue_entry(self, queue_id: QueueId) -> bool:
-        done: bool = await self._write_releasing(queue.finish_job(queue_id))
-        return done
-
-    async def hold_queue_entry(self, queue_id: QueueId, held: bool) -> None:
-        await self._write(queue.hold_job(queue_id, held))
-
-    async def delete_queue_entry(self, queue_id: QueueId) -> None:
-        await self._write_releasing(queue.delete_job(queue_id))
-
-    async def bounce_queue_entry(self, queue_id: QueueId, text: str, now: datetime) -> None:
-        await self._write(queue.bounce_job(queue_id, text, now))
-
-    async def flush_queue(self, now: datetime, queue_id: QueueId | None = None) -> int:
-        count: int = await self._write(queue.flush_job(now, queue_id))
-        return count
-
-    async def mta_sts_policy(self, domain: str) -> CachedStsPolicy | None:
-        return await self._read(lambda c: mta_sts.get_policy(c, domain))
-
-    async def save_mta_sts_policy(self, policy: CachedStsPolicy, now: datetime) -> None:
-        await self._write(mta_sts.save_policy_job(policy, now))
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
