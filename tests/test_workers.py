@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from poczta.app import bind_listeners, close_sockets, take_slot
+from poczta.app_sockets import bind_listeners, close_sockets, take_slot
 from poczta.config import Config, ListenAddress, Listeners
 from poczta.process import StartError
 from poczta.workers import Master, worker_count

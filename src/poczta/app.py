@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
-import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 from poczta.accounts import LoginThrottle
+from poczta.app_settings import (
+    greylist_settings,
+    policy_settings,
+    quotas,
+    read_timeouts,
+    sending_limits,
+    smtp_limits,
+)
+from poczta.app_sockets import Sockets, bind_listeners, close_sockets, take_slot
 from poczta.config import Config, ConfigError, ListenAddress
 from poczta.delivery import Delivery
 from poczta.dkim_keys import DkimKeyError, KeyStore, Signer
@@ -25,10 +32,8 @@ from poczta.leases import LeaseKeeper, SharedConnectionLimiter
 from poczta.login import LoginService
 from poczta.logs import log
 from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
-from poczta.mailauth.greylist import Greylister, GreylistSettings
-from poczta.mailauth.verdict import PolicySettings
+from poczta.mailauth.greylist import Greylister
 from poczta.net.connection import Connection
-from poczta.net.deadlines import ReadTimeouts
 from poczta.net.listener import (
     ConnectionGate,
     ConnectionLimiter,
@@ -36,53 +41,25 @@ from poczta.net.listener import (
     ListenerSettings,
     ServiceReplies,
     SessionHandler,
-    bind_socket,
 )
 from poczta.net.tls import ReloadableContext, TlsError
 from poczta.pop3.events import Pop3Limits
 from poczta.pop3.session import POP3_REPLIES, MaildropLocks, Pop3Context, run_pop3_session
 from poczta.privileges import become_user
-from poczta.process import StartError, warn_loose_modes
-from poczta.quota import QuotaLimits, Quotas
-from poczta.sending_limits import SendingLimiter, SendingLimits
+from poczta.process import warn_loose_modes
+from poczta.sending_limits import SendingLimiter
 from poczta.smtp.checks import MailChecks
-from poczta.smtp.server import Role, SmtpLimits
+from poczta.smtp.server import Role
 from poczta.smtp.session import SESSION_TIMEOUT_REPLY, SmtpContext, run_smtp_session
 from poczta.store import MailStore, StoreUnavailable, open_store, run_committer
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 GREYLIST_SWEEP_SECONDS = 600.0
-SERVED = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
-
-Address = tuple[str, ListenAddress]  # (service, address) of one listener
-Sockets = Mapping[Address, socket.socket]  # what one process listens on
 
 SMTP_REPLIES = ServiceReplies(
     too_many=b"421 4.7.0 Too many connections, try again later\r\n",
     timeout=SESSION_TIMEOUT_REPLY,
 )
-
-
-def read_timeouts(config: Config) -> ReadTimeouts:
-    """How long sessions may wait for their clients' input (see `poczta.net.deadlines`)."""
-    limits = config.limits
-    idle, command = limits.idle_timeout, limits.command_timeout
-    return ReadTimeouts(idle, command, limits.min_data_rate, limits.session_timeout)
-
-
-def smtp_limits(config: Config) -> SmtpLimits:
-    limits = config.limits
-    return SmtpLimits(
-        max_command_line=limits.max_command_line,
-        max_data_line=limits.max_data_line,
-        max_message_size=limits.max_message_size,
-        max_recipients=limits.max_recipients,
-        max_errors=limits.max_errors,
-        max_commands=limits.max_commands,
-        max_auth_failures=limits.max_auth_failures,
-        max_header_size=limits.max_header_size,
-        max_header_fields=limits.max_header_fields,
-    )
 
 
 async def open_configured_store(config: Config, *, committer: bool = False) -> MailStore:
@@ -144,53 +121,6 @@ def build_resolver(config: Config) -> DnsPythonResolver:
             "empty, and the system has no usable resolv.conf: list your resolvers here",
             key="dns.nameservers",
         ) from None
-
-
-def policy_settings(config: Config) -> PolicySettings:
-    c = config.checks
-    return PolicySettings(
-        report_only=c.report_only or config.dev_mode,
-        dmarc_reject=c.dmarc_reject,
-        dmarc_quarantine=c.dmarc_quarantine,
-        dmarc_temperror=c.dmarc_temperror,
-        dmarc_bad_from=c.dmarc_bad_from,
-        dmarc_permerror=c.dmarc_permerror,
-        spf_fail=c.spf_fail,
-        spf_softfail=c.spf_softfail,
-        spf_temperror=c.spf_temperror,
-        spf_permerror=c.spf_permerror,
-        dkim_fail=c.dkim_fail,
-        dkim_temperror=c.dkim_temperror,
-        dnsbl_temperror=c.dnsbl_temperror,
-    )
-
-
-def quotas(config: Config, store: MailStore) -> Quotas:
-    """Every user's quota over `store`, with the [quota] defaults and SMTP answer."""
-    q = config.quota
-    return Quotas(store, QuotaLimits(q.storage, q.messages), permanent=q.over_quota == "permanent")
-
-
-def sending_limits(config: Config) -> SendingLimits:
-    """The default sending limits of submitted mail ([submission])."""
-    s = config.submission
-    return SendingLimits(s.messages_per_hour, s.recipients_per_message, s.recipients_per_day)
-
-
-def greylist_settings(config: Config) -> GreylistSettings:
-    c = config.checks
-    return GreylistSettings(
-        enabled=c.greylisting,
-        delay=float(c.greylist_delay),
-        retry_window=float(c.greylist_retry_window),
-        whitelist_period=c.greylist_whitelist_days * 86_400.0,
-        whitelist_scope=c.greylist_whitelist_scope,
-        exempt_networks=c.greylist_exempt_networks,
-        exempt_recipient_domains=c.greylist_exempt_recipient_domains,
-        exempt_sender_domains=c.greylist_exempt_sender_domains,
-        trusted_domains=c.greylist_trusted_domains,
-        auto_whitelist_after=c.greylist_auto_whitelist_after,
-    )
 
 
 async def open_mail_checks(config: Config, store: MailStore) -> MailChecks | None:
@@ -429,52 +359,6 @@ class App:
 
 def load_tls(config: Config) -> ReloadableContext:
     return ReloadableContext(config.tls.certificate, config.tls.private_key, config.tls.min_version)
-
-
-def bind_listeners(config: Config, copies: int = 1) -> dict[Address, list[socket.socket]]:
-    """Bind every served address of the config, `copies` times (one per worker process,
-    sharing the port); StartError naming the config key when one cannot be bound."""
-    bound: dict[Address, list[socket.socket]] = {}
-    try:
-        for service, addresses in config.listeners.items():
-            if service not in SERVED:
-                continue
-            for address in addresses:
-                bound[service, address] = sockets = []
-                for _ in range(copies):
-                    sockets.append(_bind(service, address, reuse_port=copies > 1))
-    except BaseException:
-        close_sockets(bound)
-        raise
-    return bound
-
-
-def _bind(service: str, address: ListenAddress, *, reuse_port: bool) -> socket.socket:
-    try:
-        return bind_socket(address.host, address.port, reuse_port=reuse_port)
-    except socket.gaierror as exc:
-        reason = f"cannot resolve {address.host!r} ({exc.strerror or exc})"
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        if exc.errno == errno.EACCES and address.port < 1024:
-            reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    raise StartError(f"listeners.{service}: {address}: {reason}")
-
-
-def close_sockets(bound: Mapping[Address, Iterable[socket.socket]]) -> None:
-    for sockets in bound.values():
-        for sock in sockets:
-            sock.close()
-
-
-def take_slot(bound: Mapping[Address, Sequence[socket.socket]], slot: int) -> Sockets:
-    """In a worker: its own copy of each socket; the other workers' copies are closed here."""
-    mine = {address: sockets[slot] for address, sockets in bound.items()}
-    for sockets in bound.values():
-        for index, sock in enumerate(sockets):
-            if index != slot:
-                sock.close()
-    return mine
 
 
 async def prepare_workers(config: Config) -> None:

@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def _defaults(config: Config) -> SendingLimits:
-    from poczta.app import sending_limits
+    from poczta.app_settings import sending_limits
 
     return sending_limits(config)
 
