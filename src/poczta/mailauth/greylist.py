@@ -123,7 +123,10 @@ class NetworkRecord:
 
 
 class GreylistStore(Protocol):
-    """Where greylisting state lives; every method may be called concurrently."""
+    """Where greylisting state lives: the record of each triplet and client network, kept
+    until it expires. The mail store keeps one (`MailStore.greylist_store`, shared by every
+    process and node of the server, its backends satisfying this protocol as they are);
+    `MemoryGreylistStore` is one in a process. Every method may be called concurrently."""
 
     async def get_triplet(self, triplet: GreylistTriplet) -> TripletRecord | None: ...
 

@@ -1,12 +1,13 @@
 """The mail store package: the store's interfaces and `open_store`, which picks a backend.
 
 Callers import records, errors and `open_store` from here; the interfaces are in `base`
-(`MailStore` with its `BlobStore`, `GreylistStore` and `SendingStore`), the records in
-`records`. `open_store` and `run_committer` are the one place that picks a backend by
-`[store] backend`: SQLite by default (`poczta.store.sqlite`: a database file plus a
-directory of content-addressed message bodies), under the data directory; or PostgreSQL
-(`poczta.store.postgres`: everything, bodies too, in the database `[store] dsn` names,
-its schema migrated on opening).
+(`MailStore` with its `BlobStore` and `SendingStore`; the greylisting state it keeps is
+a `poczta.mailauth.greylist.GreylistStore`), the records in `records`. `open_store` and
+`run_committer` are the one place that picks a backend by `[store] backend`: SQLite by
+default (`poczta.store.sqlite`: a database file plus a directory of content-addressed
+message bodies), under the data directory; or PostgreSQL (`poczta.store.postgres`:
+everything, bodies too, in the database `[store] dsn` names, its schema migrated on
+opening).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from poczta.store.base import (
     DeliveryTarget,
     FlagMode,
     FlagResult,
-    GreylistStore,
     MailboxChange,
     MailboxId,
     MailboxState,
@@ -66,7 +66,6 @@ __all__ = [
     "DeliveryTarget",
     "FlagMode",
     "FlagResult",
-    "GreylistStore",
     "MailStore",
     "MailboxChange",
     "MailboxId",

@@ -62,7 +62,7 @@ from poczta.store.records import (
 
 if TYPE_CHECKING:  # the records of the rules these stores keep state for
     from poczta.accounts import Failures
-    from poczta.mailauth.greylist import GreylistTriplet, NetworkRecord, TripletRecord
+    from poczta.mailauth.greylist import GreylistStore
     from poczta.sending_limits import SendingState
 
 __all__ = [
@@ -85,7 +85,6 @@ __all__ = [
     "DeliveryTarget",
     "FlagMode",
     "FlagResult",
-    "GreylistStore",
     "LeaseStore",
     "LoginFailureStore",
     "MailStore",
@@ -150,29 +149,6 @@ class BlobStore(Protocol):
         """Delete the bodies nothing has referred to for the grace period (an expunged
         body stays that long, so that a delivery of the same content can still use it);
         return how many went. The store also does this by itself after releasing some."""
-        ...
-
-
-class GreylistStore(Protocol):
-    """Greylisting state: the record of each triplet and client network, kept until it
-    expires, shared by every process (and node) of the server. The calls the greylisting
-    rules make (`poczta.mailauth.greylist`, which as a core imports nothing of the store
-    and so states them once more for itself); every one may run concurrently."""
-
-    async def get_triplet(self, triplet: GreylistTriplet) -> TripletRecord | None: ...
-
-    async def put_triplet(self, record: TripletRecord) -> None:
-        """Insert or replace the record of `record.triplet`."""
-        ...
-
-    async def get_network(self, network: str) -> NetworkRecord | None: ...
-
-    async def put_network(self, record: NetworkRecord) -> None:
-        """Insert or replace the record of `record.network`."""
-        ...
-
-    async def sweep(self, now: float) -> int:
-        """Delete every record whose `expires` is not after `now`; return how many went."""
         ...
 
 
