@@ -119,7 +119,7 @@ def refuse(limit: logs.FloodLimit, service: str, ip: str) -> None:
 
 
 def test_a_flood_is_cut_to_a_few_lines_and_one_count_after_it_ends() -> None:
-    clock, lines = FakeClock(), []
+    clock, lines = FakeClock(), list[str]()
     limit = limited(clock, lines)
     for n in range(1000):
         refuse(limit, "smtp", f"192.0.2.{n % 200}")
@@ -142,7 +142,7 @@ def test_a_flood_is_cut_to_a_few_lines_and_one_count_after_it_ends() -> None:
 
 
 def test_a_long_flood_is_counted_every_few_seconds() -> None:
-    clock, lines = FakeClock(), []
+    clock, lines = FakeClock(), list[str]()
     limit = limited(clock, lines)
     for _ in range(12 * 100):  # 100 a second for 12 seconds
         refuse(limit, "smtp", "192.0.2.7")
@@ -157,7 +157,7 @@ def test_a_long_flood_is_counted_every_few_seconds() -> None:
 
 
 def test_lines_under_the_rate_are_all_written() -> None:
-    clock, lines = FakeClock(), []
+    clock, lines = FakeClock(), list[str]()
     limit = limited(clock, lines)
     for _ in range(20):
         refuse(limit, "smtp", "192.0.2.7")

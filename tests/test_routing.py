@@ -46,8 +46,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "@example.com": ("catchall@remote.test", "alice@example.com"),
     "@third.test": ("nobody@third.test",),  # a catch-all with nothing left
 }
-LOCALS = ("bob", "alice", "a", "a+b", "team", "ghost", "chain", "loop1", "loop2", "fwd")
-LOCALS += ("sales", "sales+eu", "carol", "nobody", "catchall", "")
+LOCALS: tuple[str, ...] = ("bob", "alice", "a", "a+b", "team", "ghost", "chain", "loop1")
+LOCALS += ("loop2", "fwd", "sales", "sales+eu", "carol", "nobody", "catchall", "")
 OTHER_DOMAINS = ("remote.test", "sub.example.com", "")
 
 T = TypeVar("T")

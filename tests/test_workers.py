@@ -60,7 +60,7 @@ def test_a_committer_that_keeps_dying_is_started_again_ever_later(
     monkeypatch.setattr("poczta.workers.time.monotonic", lambda: clock[0])
     master = Master(count=0, run_worker=lambda _slot: None, grace=1.0, run_committer=lambda: None)
     killed = 9  # a wait status: killed by SIGKILL
-    delays = []
+    delays: list[float] = []
     for _ in range(9):  # each dies at once: the wait doubles, up to 64 s
         master.committer, master.committer_started = 4242, clock[0]
         master._committer_ended(killed)

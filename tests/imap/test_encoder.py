@@ -158,7 +158,7 @@ def test_esearch() -> None:
 
 
 def test_thread() -> None:
-    threads = [[2], [3, 6, [4, 23], [44, 7, 96]]]
+    threads: list[e.Thread] = [[2], [3, 6, [4, 23], [44, 7, 96]]]
     assert e.ThreadData(threads).encode() == b"* THREAD (2)(3 6 (4 23)(44 7 96))\r\n"
     assert e.ThreadData([[[3], [5]]]).encode() == b"* THREAD ((3)(5))\r\n"
     assert e.ThreadData([]).encode() == b"* THREAD\r\n"

@@ -50,7 +50,9 @@ def test_literal_over_the_limit_is_refused_before_its_octets() -> None:
     reader = CommandReader(SMALL)
     events = reader.feed(b"a SEARCH SUBJECT {101}\r\n")
     assert events == [CommandError("a", "literal too large", "NO", "TOOBIG")]
-    assert events[0].response().encode() == b"a NO [TOOBIG] literal too large\r\n"
+    [error] = events
+    assert isinstance(error, CommandError)
+    assert error.response().encode() == b"a NO [TOOBIG] literal too large\r\n"
     assert not reader.waiting
     assert reader.feed(b"b NOOP\r\n") == [c.Noop("b")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,10 +20,26 @@ from poczta.queue.mx import (
     plan_from_answers,
 )
 
+Zone = dict[str, Mapping[str, Iterable[object]]]  # a zone the test may change
 
-def plan(zone: dict[str, dict[str, list[object]]], domain: str = "example.test", **kw: object):
+
+def plan(
+    zone: Mapping[str, Mapping[str, Iterable[object]]],
+    domain: str = "example.test",
+    *,
+    local_addresses: Collection[str] = (),
+    loopback_is_local: bool = True,
+) -> MxPlan | MxFailure:
     resolver = ZoneResolver.from_mapping(zone)
-    return asyncio.run(mx_plan(resolver, domain, rng=random.Random(7), **kw))  # type: ignore[arg-type]
+    return asyncio.run(
+        mx_plan(
+            resolver,
+            domain,
+            rng=random.Random(7),
+            local_addresses=local_addresses,
+            loopback_is_local=loopback_is_local,
+        )
+    )
 
 
 def hosts(result: MxPlan | MxFailure) -> list[tuple[str, tuple[str, ...]]]:
@@ -48,7 +65,7 @@ def test_equal_preferences_are_shuffled_by_the_injected_source() -> None:
     records = [MxRecord(10, f"mx{i}.example.test") for i in range(4)] + [
         MxRecord(5, "first.example.test")
     ]
-    firsts = Counter()
+    firsts: Counter[str] = Counter()
     for seed in range(200):
         ordered = order_mx(records, random.Random(seed))
         assert ordered[0].exchange == "first.example.test"
@@ -154,7 +171,7 @@ def test_mail_to_localhost_loops_back() -> None:
 
 
 def test_this_machine_as_backup_mx_truncates_the_list() -> None:
-    zone = {
+    zone: Zone = {
         "example.test": {
             "MX": [
                 (10, "primary.example.test"),
@@ -174,7 +191,7 @@ def test_this_machine_as_backup_mx_truncates_the_list() -> None:
 
 
 def test_loopback_may_be_allowed_for_tests() -> None:
-    zone = {
+    zone: Zone = {
         "example.test": {"MX": [(10, "mx.example.test")]},
         "mx.example.test": {"A": ["127.0.0.1"]},
     }
@@ -203,6 +220,6 @@ def test_addresses_that_are_no_addresses_are_dropped() -> None:
 
 
 def test_a_unicode_domain_is_looked_up_as_its_a_label() -> None:
-    zone = {"xn--bcher-kva.test": {"A": ["192.0.2.8"]}}
+    zone: Zone = {"xn--bcher-kva.test": {"A": ["192.0.2.8"]}}
     result = plan(zone, "bücher.test")
     assert hosts(result) == [("xn--bcher-kva.test", ("192.0.2.8",))]

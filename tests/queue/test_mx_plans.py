@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable, Mapping
 
 from poczta.dns import DnsCache, DnsPythonResolver, MxRecord, ZoneResolver
 from poczta.queue.mx import MxAnswers, MxFailure, MxPlan, MxPlans, mx_answers
@@ -99,7 +100,10 @@ def test_other_resolvers_are_asked_for_every_message() -> None:
 
 def test_a_plan_with_no_order_to_draw_is_made_once_for_each_setting() -> None:
     async def test() -> None:
-        zone = {"one.test": {"MX": [(10, "mx.one.test")]}, "mx.one.test": {"A": ["127.0.0.1"]}}
+        zone: Mapping[str, Mapping[str, Iterable[object]]] = {
+            "one.test": {"MX": [(10, "mx.one.test")]},
+            "mx.one.test": {"A": ["127.0.0.1"]},
+        }
         answers = await mx_answers(ZoneResolver.from_mapping(zone), "one.test")
         assert isinstance(answers, MxAnswers)
         rng = random.Random(1)
