@@ -92,3 +92,10 @@ DOVECOT = [
         id="p4",
     ),
 ]
+
+
+def dovecot_message(index: int) -> bytes:
+    """The message of `DOVECOT[index]`."""
+    data = DOVECOT[index].values[0]
+    assert isinstance(data, bytes)
+    return data

@@ -30,7 +30,7 @@ from poczta.message.imap_body import (
 )
 from poczta.message.mime import MAX_DEPTH, MAX_PARTS, MimePart, parse_structure
 from poczta.message.mime_params import param_text, parse_content_type, parse_language
-from tests.mime_dovecot_fixtures import DOVECOT
+from tests.mime_dovecot_fixtures import DOVECOT, dovecot_message
 
 CPU_BUDGET = 10.0  # seconds for a few MB; the linear parser needs well under one
 
@@ -58,7 +58,7 @@ def test_bodystructure_matches_dovecot(data: bytes, expected: str) -> None:
 
 
 def test_body_is_bodystructure_without_extension_data() -> None:
-    data = DOVECOT[0].values[0]
+    data = dovecot_message(0)
     # Dovecot's BODY of the same message:
     assert render(body(parse_message(data).structure or parse_structure(data))) == (
         '(("text" "html" ("charset" "us-ascii") "<id1@x>" "=?utf-8?q?caf=C3=A9?= desc"'
@@ -86,7 +86,7 @@ def test_where_poczta_differs_from_dovecot_on_purpose() -> None:
 
 # --- sections ---------------------------------------------------------------
 
-FIELDS = DOVECOT[0].values[0]
+FIELDS = dovecot_message(0)
 
 
 def _section(data: bytes, path: tuple[int, ...], text: str = "") -> bytes | None:
@@ -189,11 +189,21 @@ def test_content_type_parameters() -> None:
     assert param_text(params, "NAME") == "café.txt"
     assert param_text(params, "title") == "a b"
     assert param_text(params, "missing") is None
-    assert parse_content_type('text/plain; charset="unterminated')[2] == (
-        ("charset", "unterminated"),
+    assert parse_content_type('text/plain; charset="unterminated') == (
+        "text",
+        "plain",
+        (("charset", "unterminated"),),
     )
-    assert parse_content_type('(x) multipart/mixed; boundary="a b"')[2] == (("boundary", "a b"),)
-    assert parse_content_type('text/plain; x-1="\\\\"; x-2=b')[2] == (("x-1", "\\"), ("x-2", "b"))
+    assert parse_content_type('(x) multipart/mixed; boundary="a b"') == (
+        "multipart",
+        "mixed",
+        (("boundary", "a b"),),
+    )
+    assert parse_content_type('text/plain; x-1="\\\\"; x-2=b') == (
+        "text",
+        "plain",
+        (("x-1", "\\"), ("x-2", "b")),
+    )
     assert parse_language("en, (comment) de-DE,,fr") == ("en", "de-DE", "fr")
 
 
