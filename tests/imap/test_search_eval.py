@@ -229,10 +229,12 @@ def test_esearch_results() -> None:
     assert search_return([2, 3, 4, 9], ()) == search_return([2, 3, 4, 9], ("ALL",))
     result = search_return([2, 3, 4, 9], ("MIN", "MAX", "COUNT", "ALL"))
     assert (result.minimum, result.maximum, result.count, result.all) == (2, 9, 4, "2:4,9")
-    assert esearch_response("a1", result, uid=True).encode() == (
-        b'* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9\r\n')
-    empty = search_return([], ("MIN", "MAX", "COUNT"))
-    assert esearch_response("a2", empty, uid=False).encode() == b'* ESEARCH (TAG "a2") COUNT 0\r\n'
+    response = esearch_response("a1", result, uid=True)
+    assert response is not None
+    assert response.encode() == b'* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 4 ALL 2:4,9\r\n'
+    empty = esearch_response("a2", search_return([], ("MIN", "MAX", "COUNT")), uid=False)
+    assert empty is not None
+    assert empty.encode() == b'* ESEARCH (TAG "a2") COUNT 0\r\n'
 
 
 def test_save_keeps_all_matches_or_just_min_and_max() -> None:
