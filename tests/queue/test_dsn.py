@@ -78,6 +78,15 @@ def parse(data: bytes) -> Message:
     return email.message_from_bytes(data)
 
 
+def subparts(message: Message) -> list[Message]:
+    """The parts of a multipart or message/* part."""
+    payload = message.get_payload()
+    assert isinstance(payload, list)
+    parts = [part for part in payload if isinstance(part, Message)]
+    assert len(parts) == len(payload)
+    return parts
+
+
 def raw_parts(data: bytes) -> list[tuple[Message, bytes]]:
     """The body parts of a report as (header, exact body bytes), split at the boundary."""
     boundary = parse(data).get_boundary()
@@ -132,14 +141,14 @@ def test_failure_report_header() -> None:
     assert message["MIME-Version"] == "1.0"
     assert message.get_content_type() == "multipart/report"
     assert message.get_param("report-type") == "delivery-status"
-    kinds = [part.get_content_type() for part in message.get_payload()]
+    kinds = [part.get_content_type() for part in subparts(message)]
     assert kinds == ["text/plain", "message/delivery-status", "message/rfc822"]
 
 
 def test_failure_report_status_fields() -> None:
     message = parse(build())
-    status = message.get_payload()[1]
-    python_blocks = status.get_payload()
+    status = subparts(message)[1]
+    python_blocks = subparts(status)
     assert len(python_blocks) == 2  # per message, one recipient
     per_message, recipient = status_blocks(raw_parts(build())[1][1])
     assert per_message == {
@@ -165,7 +174,7 @@ def test_full_original_is_returned_unchanged() -> None:
     assert header.get_content_type() == "message/rfc822"
     assert header["Content-Transfer-Encoding"] is None
     assert body == ORIGINAL
-    returned = parse(build()).get_payload()[2].get_payload()[0]
+    returned = subparts(subparts(parse(build()))[2])[0]
     assert returned["Subject"] == "Lunch on Friday?"
 
 
