@@ -13,7 +13,7 @@ import email
 import email.policy
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +30,15 @@ from poczta.queue.mta_sts_cache import MtaStsPolicies
 from poczta.queue.reports import Reporter
 from poczta.queue.runner import QueueRunner, RunnerSettings, retry_delay
 from poczta.smtp.events import Accept, Reject
-from poczta.store.base import DELIVERED, FAILED, PENDING, RecipientDsn, UserId
+from poczta.store.base import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    QueueEntry,
+    QueueId,
+    RecipientDsn,
+    UserId,
+)
 from poczta.store.sqlite.store import SqliteStore
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving
@@ -40,7 +48,7 @@ MESSAGE = (
     b"From: Alice <alice@example.test>\r\nTo: bob@remote.test\r\nSubject: hi\r\n"
     b"Message-ID: <1@example.test>\r\n\r\nHello Bob.\r\n"
 )
-ZONE = {
+ZONE: Mapping[str, Mapping[str, Iterable[object]]] = {
     "remote.test": {"MX": [(10, "mx.remote.test")]},
     "mx.remote.test": {"A": ["127.0.0.1"]},
     "fallback.test": {"MX": [(10, "dead.fallback.test"), (20, "mx.remote.test")]},
@@ -76,7 +84,7 @@ class Setup:
     clock: MovingClock
     alice: UserId
 
-    async def queue(self, *recipients: str, notify: tuple[str, ...] | None = None) -> int:
+    async def queue(self, *recipients: str, notify: tuple[str, ...] | None = None) -> QueueId:
         dsn = {r: RecipientDsn(notify, f"rfc822;{r}") for r in recipients} if notify else {}
         plan = DeliveryPlan(remote=list(recipients), envid="ENV-1", remote_dsn=dsn)
         await self.delivery.deliver(MESSAGE, plan, SENDER)
@@ -88,7 +96,7 @@ class Setup:
         for meta in await self.store.fetch_meta(box.id):
             raw = await self.store.read_message(box.id, meta.uid)
             found.append(email.message_from_bytes(raw, policy=email.policy.default))
-        return found  # type: ignore[return-value]
+        return found
 
 
 PolicyFactory = Callable[[SqliteStore, MovingClock], MtaStsPolicies]
@@ -345,7 +353,7 @@ def test_expiry_bounces_and_the_delay_warning_comes_once(tmp_path: Path) -> None
             assert (recipient["Action"], recipient["Status"]) == ("failed", "4.2.0")
             assert "delivery time expired" in recipient["Diagnostic-Code"]
             with pytest.raises(Exception, match="no queue entry"):
-                await s.store.get_queue_entry(queue_id)  # type: ignore[arg-type]
+                await s.store.get_queue_entry(queue_id)
 
     run(test)
 
@@ -387,7 +395,7 @@ def test_results_are_recorded_before_a_crash_loses_them(tmp_path: Path) -> None:
         async with serving(mx, "127.0.0.1", 0) as port, setup(tmp_path, port) as s:
             queue_id = await s.queue("bob@remote.test", "carol@nullmx.test")
 
-            async def crash(*_args: object) -> None:
+            async def crash(entry: QueueEntry, original: bytes) -> None:
                 raise RuntimeError("the runner died here")
 
             s.runner.reporter.final_reports = crash  # type: ignore[method-assign]
