@@ -118,36 +118,36 @@ class LeaseKeeper:
 class SharedConnectionLimiter:
     """Open connections per client IP, counted in the store over every live holder.
 
-    A connection is one round trip at accept and one at close. When the store fails,
-    the connection is let in uncounted (and its close counts nothing); a close that
-    could not be counted is tried again at the next renewal."""
+    The counting is batched like a group commit: the connections accepted and ended
+    while one call to the store is under way go to it together in the next
+    (`LeaseStore.count_connections`), so under load a connection costs a fraction of a
+    round trip, and alone it costs one, at once. When the store fails, the connections
+    waiting are let in uncounted (and their closes count nothing); closes that could not
+    be counted are tried again at the next renewal."""
 
     def __init__(self, keeper: LeaseKeeper, max_per_ip: int) -> None:
         self.keeper = keeper
         self.max_per_ip = max_per_ip
         self._uncounted: Counter[str] = Counter()  # let in while the store failed
-        self._owed: Counter[str] = Counter()  # closes not yet counted
+        self._owed: Counter[str] = Counter()  # closes the store missed
+        self._closed: Counter[str] = Counter()  # closes for the next call
+        self._opening: list[tuple[str, asyncio.Future[bool]]] = []  # for the next call
+        self._counting: asyncio.Task[None] | None = None
         keeper.on_renewal.append(self.settle)
 
-    async def _open(self, ip: str) -> bool:
-        keeper = self.keeper
-        now = keeper.clock()
-        until = now + keeper.lease
-        return await keeper.store.open_connection(ip, keeper.holder, self.max_per_ip, now, until)
-
     async def acquire(self, ip: str) -> bool:
+        if await self._open(ip):
+            return True
         try:
-            if await self._open(ip):
-                return True
             gone = self.keeper.gone(await self.keeper.store.connection_holders(ip))
             if not gone:
                 return False
             await self.keeper.store.drop_holders(gone)
-            return await self._open(ip)
         except Exception as exc:  # StoreError, or a database in a state we do not know
             _UNAVAILABLE.log("connection.limit_unavailable", logging.WARNING, ip=ip, error=exc)
             self._uncounted[ip] += 1
             return True
+        return await self._open(ip)
 
     async def release(self, ip: str) -> None:
         if self._uncounted[ip] > 0:
@@ -155,15 +155,55 @@ class SharedConnectionLimiter:
             if not self._uncounted[ip]:
                 del self._uncounted[ip]
             return
-        try:
-            await self.keeper.store.close_connection(ip, self.keeper.holder)
-        except Exception as exc:
-            _UNAVAILABLE.log("connection.release_failed", logging.WARNING, ip=ip, error=exc)
-            self._owed[ip] += 1
+        self._closed[ip] += 1
+        self._start_counting()
 
     async def settle(self) -> None:
         """Count the closes the store missed."""
         owed, self._owed = self._owed, Counter()
-        for ip, n in owed.items():
-            for _ in range(n):
-                await self.release(ip)
+        if owed:
+            self._closed.update(owed)
+            self._start_counting()
+
+    async def _open(self, ip: str) -> bool:
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._opening.append((ip, answer))
+        self._start_counting()
+        return await answer
+
+    def _start_counting(self) -> None:
+        if self._counting is None or self._counting.done():
+            self._counting = asyncio.get_running_loop().create_task(self._count())
+
+    async def _count(self) -> None:
+        while self._opening or self._closed:
+            opening, self._opening = self._opening, []
+            closed, self._closed = self._closed, Counter()
+            keeper = self.keeper
+            now = keeper.clock()
+            try:
+                answers = await keeper.store.count_connections(
+                    keeper.holder,
+                    closed,
+                    [ip for ip, _ in opening],
+                    self.max_per_ip,
+                    now,
+                    now + keeper.lease,
+                )
+            except Exception as exc:  # StoreError, or a database in a state we do not know
+                if closed:
+                    _UNAVAILABLE.log("connection.release_failed", logging.WARNING, error=exc)
+                    self._owed.update(closed)
+                for ip, answer in opening:
+                    _UNAVAILABLE.log(
+                        "connection.limit_unavailable", logging.WARNING, ip=ip, error=exc
+                    )
+                    if not answer.cancelled():
+                        self._uncounted[ip] += 1
+                        answer.set_result(True)
+                continue
+            for (ip, answer), counted in zip(opening, answers, strict=True):
+                if not answer.cancelled():
+                    answer.set_result(counted)
+                elif counted:  # the connection it was for is gone already
+                    self._closed[ip] += 1

@@ -38,7 +38,19 @@ from poczta.queue.dsn import Report, ReportedRecipient, build_report
 from poczta.sending_limits import Refusal
 from poczta.store.base import MailStore, QuotaOverrides, QuotaUsage, RecipientDsn, UserId
 
-__all__ = ["OverQuota", "QuotaLimits", "Quotas", "UserQuota", "over_quota_report"]
+__all__ = [
+    "OverQuota",
+    "QuotaLimits",
+    "Quotas",
+    "UserQuota",
+    "over_quota_report",
+    "storage_units",
+]
+
+
+def storage_units(octets: int) -> int:
+    """`octets` in IMAP's STORAGE units of 1024 octets, rounded up (RFC 9208)."""
+    return -(-octets // 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +88,7 @@ class UserQuota:
         (RFC 9208): STORAGE in units of 1024 octets (usage rounded up), MESSAGE."""
         resources = []
         if self.limits.storage:
-            used = -(-self.usage.storage // 1024)
+            used = storage_units(self.usage.storage)
             resources.append(("STORAGE", used, self.limits.storage // 1024))
         if self.limits.messages:
             resources.append(("MESSAGE", self.usage.messages, self.limits.messages))

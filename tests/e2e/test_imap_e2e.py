@@ -243,13 +243,15 @@ def test_a_search_of_flags_follows_changes_expunges_and_arrivals(server: PocztaS
 def test_status_deleted_storage_sums_the_deleted_messages(server: PocztaServer) -> None:
     client = login(server)
     client.create("Cleanup")
-    bodies = [b"Subject: small\r\n\r\nshort\r\n", b"Subject: mid\r\n\r\n" + b"m" * 300 + b"\r\n"]
+    bodies = [b"Subject: small\r\n\r\nshort\r\n", b"Subject: mid\r\n\r\n" + b"m" * 1500 + b"\r\n"]
     bodies.append(b"Subject: kept\r\n\r\n" + b"k" * 5000 + b"\r\n")
     for body in bodies:
         assert client.append("Cleanup", None, None, body)[0] == "OK"
     client.select("Cleanup")
     client.store("1:2", "+FLAGS", "(\\Deleted)")
-    freed = len(bodies[0]) + len(bodies[1])  # their RFC822.SIZE: the bodies are CRLF already
+    # their RFC822.SIZE (the bodies are CRLF already) in units of 1024 octets, rounded up
+    freed = -(-(len(bodies[0]) + len(bodies[1])) // 1024)
+    assert freed == 2
     _, data = client.status("Cleanup", "(DELETED DELETED-STORAGE)")
     assert data[0] == f'"Cleanup" (DELETED 2 DELETED-STORAGE {freed})'.encode()
     _, listed = client.list('""', "Cleanup RETURN (STATUS (DELETED-STORAGE))")

@@ -1,5 +1,6 @@
 """Quotas over real sockets: imaplib's QUOTA commands and APPEND / COPY refusals, smtplib's
-452 at RCPT and after DATA, and `poczta user quota` / `poczta user show` beside them."""
+452 (or 552, when so configured) at RCPT and after DATA, and `poczta user quota` /
+`poczta user show` beside them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import smtplib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +144,19 @@ def test_submission_to_a_full_local_user_counts_the_same(server: PocztaServer) -
     }
     server.cli("user", "quota", BOB, "--messages", "default", "--storage", "default")
     assert quota_of(server, BOB)["storage"]["limit"] == 0
+
+
+def test_a_permanent_over_quota_answer_bounces_at_rcpt_and_after_data(tmp_path: Path) -> None:
+    quota = '[quota]\nstorage = 3000\nover_quota = "permanent"\n'
+    with running_server(tmp_path, quota, services=("smtp",)) as srv:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as client:
+            client.sendmail("carol@remote.test", [BOB], message("first"))
+            client.ehlo("client.test")
+            assert client.mail("carol@remote.test", ["SIZE=5000"])[0] == 250
+            assert client.rcpt(BOB) == (552, b"5.2.2 <bob@example.test>: Mailbox full")
+            client.rset()
+            assert client.mail("carol@remote.test")[0] == 250
+            assert client.rcpt(BOB)[0] == 250  # no size declared: room for a small one
+            assert client.data(message("too big", 4000)) == (552, b"5.2.2 Mailbox full")
+        assert [m["subject"] for m in srv.messages(BOB)] == ["first"]
+        assert "quota.refused" in srv.log_text()

@@ -24,6 +24,17 @@ CAPS = Failures(11, 6, 32)
 A, B = "node-a:h:1.1:aaaa", "node-b:h:2.2:bbbb"  # holders of another machine
 
 
+async def _open(
+    limits: SharedLimits, ip: str, holder: str, limit: int, now: float, until: float
+) -> bool:
+    (counted,) = await limits.count_connections(holder, {}, [ip], limit, now, until)
+    return counted
+
+
+async def _close(limits: SharedLimits, ip: str, holder: str) -> None:
+    assert await limits.count_connections(holder, {ip: 1}, [], 1, T0, T0) == []
+
+
 def _shared(backend: Backend, body: object) -> None:
     async def run(store: MailStore) -> None:
         limits = await store.shared_limits()
@@ -143,19 +154,38 @@ def test_a_maildrop_is_taken_from_a_gone_holder_only_while_it_holds_it(
 def test_connections_per_ip_are_counted_over_every_live_holder(backend: Backend) -> None:
     async def body(limits: SharedLimits) -> None:
         ip = "192.0.2.7"
-        assert await limits.open_connection(ip, A, 3, T0, T0 + 60)
-        assert await limits.open_connection(ip, B, 3, T0, T0 + 30)
-        assert await limits.open_connection(ip, A, 3, T0, T0 + 60)
-        assert not await limits.open_connection(ip, B, 3, T0, T0 + 30)
-        assert await limits.open_connection("192.0.2.8", B, 3, T0, T0 + 30)
+        assert await _open(limits, ip, A, 3, T0, T0 + 60)
+        assert await _open(limits, ip, B, 3, T0, T0 + 30)
+        assert await _open(limits, ip, A, 3, T0, T0 + 60)
+        assert not await _open(limits, ip, B, 3, T0, T0 + 30)
+        assert await _open(limits, "192.0.2.8", B, 3, T0, T0 + 30)
         assert sorted(await limits.connection_holders(ip)) == [A, B]
-        await limits.close_connection(ip, A)
-        assert await limits.open_connection(ip, B, 3, T0, T0 + 30)
-        assert not await limits.open_connection(ip, A, 3, T0 + 1, T0 + 61)
+        await _close(limits, ip, A)
+        assert await _open(limits, ip, B, 3, T0, T0 + 30)
+        assert not await _open(limits, ip, A, 3, T0 + 1, T0 + 61)
         # B's lease runs out: its two connections no longer count
-        assert await limits.open_connection(ip, A, 3, T0 + 30, T0 + 90)
+        assert await _open(limits, ip, A, 3, T0 + 30, T0 + 90)
         assert await limits.drop_holders([A]) == 1
         assert await limits.connection_holders(ip) == [B]
+
+    _shared(backend, body)
+
+
+def test_a_batch_counts_its_closes_first_then_its_opens_in_order(backend: Backend) -> None:
+    async def body(limits: SharedLimits) -> None:
+        ip, other = "192.0.2.7", "192.0.2.8"
+        assert await limits.count_connections(A, {}, [ip, other, ip], 2, T0, T0 + 60) == [
+            True,
+            True,
+            True,
+        ]
+        # one of ip's two ends, so two of three new ones fit; other's closes cannot go below 0
+        answers = await limits.count_connections(
+            A, {ip: 1, other: 5}, [other, ip, ip, other, other], 2, T0, T0 + 60
+        )
+        assert answers == [True, True, False, True, False]
+        assert await limits.count_connections(B, {}, [ip], 3, T0, T0 + 60) == [True]
+        assert await limits.count_connections(B, {}, [ip], 3, T0, T0 + 60) == [False]
 
     _shared(backend, body)
 
@@ -163,13 +193,13 @@ def test_connections_per_ip_are_counted_over_every_live_holder(backend: Backend)
 def test_renewal_keeps_a_holder_and_drops_what_ran_out_long_ago(backend: Backend) -> None:
     async def body(limits: SharedLimits) -> None:
         ip = "192.0.2.7"
-        await limits.open_connection(ip, A, 2, T0, T0 + 60)
-        await limits.open_connection("192.0.2.8", A, 2, T0, T0 + 60)
-        await limits.close_connection("192.0.2.8", A)
-        await limits.open_connection(ip, B, 2, T0, T0 + 60)
+        await _open(limits, ip, A, 2, T0, T0 + 60)
+        await _open(limits, "192.0.2.8", A, 2, T0, T0 + 60)
+        await _close(limits, "192.0.2.8", A)
+        await _open(limits, ip, B, 2, T0, T0 + 60)
         await limits.take_maildrop("bob", B, T0, T0 + 60)
         await limits.renew_leases(A, T0 + 200, T0 - 60)
-        assert not await limits.open_connection(ip, A, 2, T0 + 59, T0 + 200)
+        assert not await _open(limits, ip, A, 2, T0 + 59, T0 + 200)
         assert await limits.connection_holders("192.0.2.8") == []
         assert sorted(await limits.lease_holders()) == [A, B]
         await limits.renew_leases(A, T0 + 300, T0 + 61)  # B ran out before T0 + 61
@@ -185,12 +215,14 @@ def test_concurrent_accepts_at_two_nodes_never_pass_the_limit(backend: Backend) 
         try:
             first, second = await store.shared_limits(), await other.shared_limits()
             tries = [
-                (first if n % 2 else second).open_connection(
-                    "192.0.2.7", A if n % 2 else B, 7, T0, T0 + 60
+                (first if n % 2 else second).count_connections(
+                    A if n % 2 else B, {}, ["192.0.2.7"] * 3 + ["192.0.2.8"], 7, T0, T0 + 60
                 )
-                for n in range(30)
+                for n in range(10)
             ]
-            assert sum(await asyncio.gather(*tries)) == 7
+            answers = await asyncio.gather(*tries)
+            assert sum(sum(batch[:3]) for batch in answers) == 7
+            assert sum(batch[3] for batch in answers) == 7
         finally:
             await other.close()
 
@@ -219,7 +251,7 @@ def test_a_gone_holder_of_this_machine_loses_its_hold_at_once(backend: Backend) 
         assert not await other.take_maildrop("bob@example.test")
         # connections: the dead holder's are dropped once they would refuse one
         for _ in range(2):
-            assert await limits.open_connection("192.0.2.7", dead, 2, T0, T0 + 600)
+            assert await _open(limits, "192.0.2.7", dead, 2, T0, T0 + 600)
         limiter = SharedConnectionLimiter(keeper, max_per_ip=2)
         assert await limiter.acquire("192.0.2.7")
         assert await limiter.acquire("192.0.2.7")
@@ -238,7 +270,7 @@ def test_the_keeper_renews_and_drops_the_gone_and_what_it_holds_at_stop(
         limits = await store.shared_limits()
         clock = Clock(T0)
         keeper = LeaseKeeper(limits, "mx", lease=60.0, clock=clock)
-        await limits.open_connection("192.0.2.7", _gone_holder(), 5, T0, T0 + 600)
+        await _open(limits, "192.0.2.7", _gone_holder(), 5, T0, T0 + 600)
         assert await keeper.take_maildrop("bob@example.test")
         clock.now += 50
         await keeper.renew()  # the lease now lasts to T0 + 110
@@ -266,5 +298,75 @@ def test_the_connection_limit_fails_open_when_the_store_is_down(backend: Backend
         await limiter.release("192.0.2.7")
         with pytest.raises(StoreUnavailable):
             await keeper.take_maildrop("bob@example.test")
+
+    backend.run(body)
+
+
+class _CountingStore:
+    """A `LeaseStore` that counts its calls and can be made to fail."""
+
+    def __init__(self, limits: SharedLimits) -> None:
+        self.limits = limits
+        self.calls = 0
+        self.failing = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.limits, name)
+
+    async def count_connections(self, *args: object) -> list[bool]:
+        self.calls += 1
+        await asyncio.sleep(0.01)  # a round trip: what arrives meanwhile waits for the next
+        if self.failing:
+            raise StoreUnavailable("down")
+        return await self.limits.count_connections(*args)  # type: ignore[arg-type]
+
+
+def test_concurrent_accepts_share_round_trips_and_never_pass_the_limit(
+    backend: Backend,
+) -> None:
+    async def body(store: MailStore) -> None:
+        counting = _CountingStore(await store.shared_limits())
+        keeper = LeaseKeeper(counting, "mx", lease=60.0)  # type: ignore[arg-type]
+        limiter = SharedConnectionLimiter(keeper, max_per_ip=20)
+        answers = await asyncio.gather(*(limiter.acquire("192.0.2.7") for _ in range(30)))
+        assert sum(answers) == 20
+        assert counting.calls < 10  # 30 accepts (and the refused ones' gone-holder checks)
+        for _ in range(5):
+            await limiter.release("192.0.2.7")
+        assert sum(await asyncio.gather(*(limiter.acquire("192.0.2.7") for _ in range(6)))) == 5
+
+    backend.run(body)
+
+
+def test_an_accept_given_up_gives_its_count_back(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        counting = _CountingStore(await store.shared_limits())
+        keeper = LeaseKeeper(counting, "mx", lease=60.0)  # type: ignore[arg-type]
+        limiter = SharedConnectionLimiter(keeper, max_per_ip=1)
+        waiting = asyncio.ensure_future(limiter.acquire("192.0.2.7"))
+        await asyncio.sleep(0)
+        waiting.cancel()  # e.g. the server stops while the count is under way
+        await asyncio.sleep(0.05)
+        assert await limiter.acquire("192.0.2.7")
+
+    backend.run(body)
+
+
+def test_closes_missed_while_the_store_failed_are_counted_at_the_renewal(
+    backend: Backend,
+) -> None:
+    async def body(store: MailStore) -> None:
+        counting = _CountingStore(await store.shared_limits())
+        keeper = LeaseKeeper(counting, "mx", lease=60.0)  # type: ignore[arg-type]
+        limiter = SharedConnectionLimiter(keeper, max_per_ip=1)
+        assert await limiter.acquire("192.0.2.7")
+        counting.failing = True
+        await limiter.release("192.0.2.7")
+        await asyncio.sleep(0.05)
+        counting.failing = False
+        assert not await limiter.acquire("192.0.2.7")  # the close is not counted yet
+        await limiter.settle()
+        await asyncio.sleep(0.05)
+        assert await limiter.acquire("192.0.2.7")
 
     backend.run(body)

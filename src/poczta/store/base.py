@@ -217,16 +217,19 @@ class LeaseStore(Protocol):
         """Unlock `user`'s maildrop if `holder` holds it."""
         ...
 
-    async def open_connection(
-        self, ip: str, holder: str, limit: int, now: float, until: float
-    ) -> bool:
-        """Count one more connection of `ip` at `holder` (lease until `until`), unless the
-        connections of `ip` at holders whose leases last past `now` number `limit` or
-        more; True when counted. Atomic: one round trip."""
-        ...
-
-    async def close_connection(self, ip: str, holder: str) -> None:
-        """One connection of `ip` at `holder` ended."""
+    async def count_connections(
+        self,
+        holder: str,
+        closed: Mapping[str, int],
+        opened: Sequence[str],
+        limit: int,
+        now: float,
+        until: float,
+    ) -> list[bool]:
+        """In one transaction: count off `closed` (connections of each IP at `holder` that
+        ended), then count each of `opened` as one more connection at `holder` (lease
+        until `until`) unless the connections of that IP at holders whose leases last
+        past `now` number `limit` or more. One answer per `opened`, True when counted."""
         ...
 
     async def connection_holders(self, ip: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Data, list_data, namespace_data, status_data
 from poczta.imap.names import DELIMITER, canonical, name_problem, pattern_matcher
+from poczta.quota import storage_units
 from poczta.store.base import (
     SPECIAL_USES,
     AlreadyExists,
@@ -258,7 +259,8 @@ async def _status_data(session: ImapSession, box: MailboxState, items: tuple[str
         recent = len([u for u, _, _ in await session.store.changed_since(box.id, 0) if u >= first])
     deleted_storage = 0
     if "DELETED-STORAGE" in wanted:
-        deleted_storage = await session.store.deleted_storage(box.id)
+        # in the units of the STORAGE quota resource, which it tells the room of
+        deleted_storage = storage_units(await session.store.deleted_storage(box.id))
     values = {
         "MESSAGES": counts[0],
         "UNSEEN": counts[1],

@@ -4,8 +4,10 @@ Failed logins, POP3 maildrop locks and per-IP connection counts live in the UNLO
 tables of migration 0002 (no WAL flush for any of them; see there). What sits on the
 path of every connection or login is one statement outside an explicit transaction, so
 one round trip: the throttle's read before a password is checked, a connection counted
-at accept (the `open_connection` function, which sums and increments under a per-address
-advisory lock), a connection ended, a maildrop taken when it is free. What is rarer
+at accept and ended (`count_connections`: the connections that ended and those that
+began since the last call, together; each begun one through the `open_connection`
+function, which sums and increments under a per-address advisory lock), a maildrop
+taken when it is free. What is rarer
 (a failure recorded, renewals, holders dropped) is one small transaction.
 
 These run on a small pool of their own (`open_limits_pool`), so that they never wait
@@ -16,7 +18,7 @@ state in a session (the advisory lock ends with its transaction).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,16 @@ _COUNTS = (
     "   WHERE network = $1 AND account = $2 AND pair AND at > $3 LIMIT $5) p),"
     " (SELECT count(*) FROM (SELECT 1 FROM login_failures"
     "   WHERE account = $2 AND at > $3 LIMIT $6) a)"
+)
+_COUNT_OFF = (
+    "UPDATE connection_counts c SET count = greatest(c.count - e.n, 0)"
+    " FROM unnest($2::text[], $3::integer[]) AS e(ip, n)"
+    " WHERE c.ip = e.ip AND c.holder = $1"
+)
+# `open_connection` is volatile: each call sees what the calls before it counted.
+_COUNT_ON = (
+    "SELECT array_agg(open_connection(t.ip, $2, $3, $4, $5) ORDER BY t.n)"
+    " FROM unnest($1::text[]) WITH ORDINALITY AS t(ip, n)"
 )
 _TAKE = (
     "INSERT INTO maildrop_leases (address, holder, expires) VALUES ($1, $2, $4)"
@@ -143,26 +155,33 @@ class PostgresSharedLimits:
 
     # ------------------------------------------------------------ connection counts
 
-    async def open_connection(
-        self, ip: str, holder: str, limit: int, now: float, until: float
-    ) -> bool:
-        return bool(
-            await self._db.statement(
-                lambda c: c.fetchval(
-                    "SELECT open_connection($1, $2, $3, $4, $5)", ip, holder, limit, now, until
-                )
-            )
-        )
+    async def count_connections(
+        self,
+        holder: str,
+        closed: Mapping[str, int],
+        opened: Sequence[str],
+        limit: int,
+        now: float,
+        until: float,
+    ) -> list[bool]:
+        # The opens in the order of their addresses: each takes its address's advisory
+        # lock until the commit, and one order on every node means no deadlock.
+        order = sorted(range(len(opened)), key=opened.__getitem__)
+        ips = [opened[n] for n in order]
 
-    async def close_connection(self, ip: str, holder: str) -> None:
-        await self._db.statement(
-            lambda c: c.execute(
-                "UPDATE connection_counts SET count = count - 1"
-                " WHERE ip = $1 AND holder = $2 AND count > 0",
-                ip,
-                holder,
-            )
-        )
+        async def count(conn: Connection) -> list[bool]:
+            if closed:
+                await conn.execute(_COUNT_OFF, holder, list(closed), list(closed.values()))
+            if not ips:
+                return []
+            answers = await conn.fetchval(_COUNT_ON, ips, holder, limit, now, until)
+            return [bool(a) for a in answers]
+
+        answers = await (self._db.write(count) if closed and ips else self._db.statement(count))
+        result = [False] * len(opened)
+        for n, answer in zip(order, answers, strict=True):
+            result[n] = answer
+        return result
 
     async def connection_holders(self, ip: str) -> list[str]:
         rows = await self._db.statement(

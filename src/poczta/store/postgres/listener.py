@@ -12,9 +12,16 @@ watchers.
 
 A connection can also stay open while the server behind it no longer answers (a host
 that vanished, a network that drops packets, a failover that kept the address): nothing
-would ever arrive on it, and the kernel may take hours to notice. So after `keepalive`
-seconds without a notification the listener asks the server a trivial question; no
-answer within `timeout` seconds counts as a lost connection.
+would ever arrive on it, and the kernel may take hours to notice. So every `keepalive`
+seconds the listener asks the server a trivial question; no answer within `timeout`
+seconds counts as a lost connection.
+
+The other way round, a node that stops (frozen, suspended, its host swapping) keeps its
+listening session open without reading it, and every notification of every node waits
+in the server's queue for it; once that queue is full, each write that notifies fails.
+So the listening session carries an `idle_session_timeout` of `IDLE_LIMIT` keepalives
+(PostgreSQL 14 and later): the server ends it when its questions stop. The node, if it
+wakes, finds its connection lost and listens again as above.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from poczta.store.base import MailboxChange, MailboxId, StoreError
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL
 
-__all__ = ["KEEPALIVE", "LISTEN_TIMEOUT", "MailboxListener"]
+__all__ = ["IDLE_LIMIT", "KEEPALIVE", "LISTEN_TIMEOUT", "MailboxListener"]
 
 log = logging.getLogger("poczta.store")
 
@@ -39,7 +46,8 @@ ReadStates = Callable[[Collection[MailboxId]], Awaitable[dict[MailboxId, Mailbox
 _GATHER = 0.005  # seconds to let a burst of notifications arrive before reading
 _RETRY = 1.0  # seconds between attempts to listen again after the connection was lost
 LISTEN_TIMEOUT = 10.0  # seconds to connect and LISTEN (or answer a ping) before trying again
-KEEPALIVE = 15.0  # seconds without a notification before the server is asked whether it is there
+KEEPALIVE = 15.0  # seconds between the questions whether the server is there
+IDLE_LIMIT = 4  # keepalives without a question before the server ends the session
 
 
 class MailboxListener:
@@ -88,6 +96,9 @@ class MailboxListener:
     async def _listen(self) -> None:
         self._conn = await self._connect()
         self._conn.add_termination_listener(self._connection_lost)
+        if self._conn.get_server_version().major >= 14:
+            idle = max(1000, round(IDLE_LIMIT * self._keepalive * 1000))  # milliseconds
+            await self._conn.execute(f"SET idle_session_timeout = {idle}")
         await self._conn.add_listener(CHANGES_CHANNEL, self._notified)
 
     async def _drop(self) -> None:
@@ -115,16 +126,23 @@ class MailboxListener:
 
     async def _feed(self) -> None:
         """Report changes until the connection is lost."""
+        loop = asyncio.get_running_loop()
         lost = asyncio.ensure_future(self._lost.wait())
+        ping_at = loop.time() + self._keepalive
         try:
             while not self._lost.is_set():
                 woken = asyncio.ensure_future(self._wake.wait())
                 done, _ = await asyncio.wait(
-                    {woken, lost}, timeout=self._keepalive, return_when=asyncio.FIRST_COMPLETED
+                    {woken, lost},
+                    timeout=max(0.0, ping_at - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 woken.cancel()
-                if not done:
+                if loop.time() >= ping_at:  # also while notifications keep coming
                     await self._ping()
+                    ping_at = loop.time() + self._keepalive
+                    continue
+                if not done:
                     continue
                 if not self._wake.is_set():
                     continue

@@ -17,7 +17,7 @@ upgrade, so one of another version is emptied and made again.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from poczta.accounts import Failures
@@ -165,35 +165,24 @@ class SqliteSharedLimits(SideStore):
 
     # ------------------------------------------------------------ connection counts
 
-    async def open_connection(
-        self, ip: str, holder: str, limit: int, now: float, until: float
-    ) -> bool:
-        def count(conn: sqlite3.Connection) -> bool:
-            (total,) = conn.execute(
-                "SELECT coalesce(sum(count), 0) FROM connection_counts"
-                " WHERE ip = ? AND expires > ?",
-                (ip, now),
-            ).fetchone()
-            if total >= limit:
-                return False
-            conn.execute(
-                "INSERT INTO connection_counts (ip, holder, count, expires) VALUES (?, ?, 1, ?)"
-                " ON CONFLICT (ip, holder) DO UPDATE"
-                " SET count = count + 1, expires = excluded.expires",
-                (ip, holder, until),
+    async def count_connections(
+        self,
+        holder: str,
+        closed: Mapping[str, int],
+        opened: Sequence[str],
+        limit: int,
+        now: float,
+        until: float,
+    ) -> list[bool]:
+        def count(conn: sqlite3.Connection) -> list[bool]:
+            conn.executemany(
+                "UPDATE connection_counts SET count = max(count - ?, 0)"
+                " WHERE ip = ? AND holder = ?",
+                [(n, ip, holder) for ip, n in closed.items()],
             )
-            return True
+            return [_open_one(conn, ip, holder, limit, now, until) for ip in opened]
 
         return await self._transaction(count)
-
-    async def close_connection(self, ip: str, holder: str) -> None:
-        await self._transaction(
-            lambda c: c.execute(
-                "UPDATE connection_counts SET count = count - 1"
-                " WHERE ip = ? AND holder = ? AND count > 0",
-                (ip, holder),
-            )
-        )
 
     async def connection_holders(self, ip: str) -> list[str]:
         rows = await self._run(
@@ -235,3 +224,20 @@ class SqliteSharedLimits(SideStore):
             return conn.total_changes - before
 
         return await self._transaction(drop)
+
+
+def _open_one(
+    conn: sqlite3.Connection, ip: str, holder: str, limit: int, now: float, until: float
+) -> bool:
+    (total,) = conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM connection_counts WHERE ip = ? AND expires > ?",
+        (ip, now),
+    ).fetchone()
+    if total >= limit:
+        return False
+    conn.execute(
+        "INSERT INTO connection_counts (ip, holder, count, expires) VALUES (?, ?, 1, ?)"
+        " ON CONFLICT (ip, holder) DO UPDATE SET count = count + 1, expires = excluded.expires",
+        (ip, holder, until),
+    )
+    return True
