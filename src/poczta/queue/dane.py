@@ -13,12 +13,16 @@ signatures.
   `DanePolicy.authenticated` is then False and `verify_chain` accepts any chain.
 - DANE-EE(3): the leaf matches; names and validity dates are not looked at
   (RFC 7672 3.1.1).
-- DANE-TA(2): a certificate of the chain matches (or, for "2 1 0", the record's own key
-  signed the top of it), every certificate below it up to the leaf was issued and
-  signed by the next one up, those below are within their validity dates (the trust
-  anchor's own dates are not checked, as for any trust anchor), and the leaf carries
-  one of the reference names (RFC 7672 3.2.2: the TLSA base domain, i.e. the MX host
-  name, or the destination domain) as a DNS subject alternative name, or as its common
+- DANE-TA(2): the chain is checked as PKIX would check it, from the trust anchor
+  down (RFC 7672 3.1.2): a certificate of the chain matches (or, for "2 1 0", the
+  record's own key signed the top of it), every certificate below it up to the leaf
+  was issued and signed by the next one up, the intermediates are CA certificates,
+  every one below the anchor (intermediates and leaf) is within its validity dates at
+  `now` (an expired or not yet valid one fails the chain, saying which and when; the
+  trust anchor's own dates are not checked, as for any trust anchor), and the leaf carries
+  one of the reference names (RFC 7672 3.2.2: the MX host name, the end of its CNAME
+  chain when that is secure, and the destination domain; `poczta.queue.dane_hosts`
+  chooses them) as a DNS subject alternative name, or as its common
   name when it has none; a wildcard stands for the whole leftmost label only.
 
 The SubjectPublicKeyInfo is cut out of the certificate's DER as it was sent (a small
@@ -269,8 +273,9 @@ def _chain_fault(
             return f"the signature on certificate {depth} does not verify"
         if depth > 0 and not _is_ca(cert):
             return f"certificate {depth} is not a CA certificate"
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return f"certificate {depth} is outside its validity dates"
+        outside = _outside_dates(cert, now)
+        if outside:
+            return f"certificate {depth} ({_subject(cert)}) {outside}"
         issuer = cert
     leaf = below[0] if below else anchor
     if not isinstance(leaf, x509.Certificate):
@@ -278,6 +283,24 @@ def _chain_fault(
     if not any(name_matches(name, _leaf_names(leaf)) for name in names):
         return f"the certificate names none of {', '.join(names)}"
     return None
+
+
+def _outside_dates(cert: x509.Certificate, now: datetime) -> str:
+    """Why `cert` is not valid at `now` ("" when it is)."""
+    if now < cert.not_valid_before_utc:
+        return f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+    if now > cert.not_valid_after_utc:
+        return f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+    return ""
+
+
+def _subject(cert: x509.Certificate) -> str:
+    """The certificate's common name, else its whole subject, for messages."""
+    try:
+        common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(common[0].value) if common else cert.subject.rfc4514_string()
+    except ValueError:
+        return "unreadable subject"
 
 
 def _signed_by(cert: x509.Certificate, key: object) -> bool:
