@@ -11,13 +11,16 @@ CNAMEs (RFC 7672 2.2.2): alias.test's MX host is an alias, through signed zones,
 mail.target.test, whose DANE-TA record is the one that counts; the certificate names
 mail.target.test but not the MX host. relay.test's MX host reaches the same target
 through an unsigned zone, so only the MX host name's own (wrong) record is looked at.
+
+`poczta dns dane.test --check` on the receiver (hostname mx.dane.test) finds its
+certificate's record at _25._tcp.mx.dane.test, secure by the same resolver.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -41,8 +44,10 @@ class Servers:
     sender: PocztaServer
 
 
-def _zone(domain: str, port: int, tlsa: str, **options: object) -> TestZone:
-    records = ["@ IN MX 10 mx", f"mx IN A {RECEIVER}", f"_{port}._tcp.mx IN TLSA {tlsa}"]
+def _zone(
+    domain: str, port: int, tlsa: str, extra: Sequence[str] = (), **options: object
+) -> TestZone:
+    records = ["@ IN MX 10 mx", f"mx IN A {RECEIVER}", f"_{port}._tcp.mx IN TLSA {tlsa}", *extra]
     return TestZone(domain, records, **options)  # type: ignore[arg-type]
 
 
@@ -70,7 +75,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     wrong = tlsa_record(self_signed("mx.wrong.test").cert, 3).to_text()
     altered = ee[:-4] + ("0000" if not ee.endswith("0000") else "1111")
     zones = [
-        _zone("dane.test", port, ee),
+        _zone("dane.test", port, ee, [f"_25._tcp.mx IN TLSA {ee}"]),  # for poczta dns
         _zone("ta.test", port, tlsa_record(ca.cert, 2).to_text()),
         _zone("wrong.test", port, wrong),
         _zone("bogus.test", port, ee, tamper={ee[8:]: altered[8:]}),
@@ -187,3 +192,12 @@ def test_an_mx_alias_through_an_unsigned_zone_uses_the_mx_host_name_only(
     assert "DANE authentication failed" in reply
     assert f"_{servers.receiver.ports['smtp']}._tcp.mx.relay.test" in reply
     assert servers.receiver.messages("bob@relay.test") == []
+
+
+def test_the_dns_check_finds_the_receivers_tlsa_record_secure_and_matching(
+    servers: Servers,
+) -> None:
+    result = servers.receiver.cli("dns", "dane.test", "--check", "--json", check=False)
+    [dane] = [f for f in json.loads(result.stdout) if f["purpose"] == "DANE"]
+    assert dane["name"] == "_25._tcp.mx.dane.test" and dane["state"] == "ok", dane
+    assert dane["detail"] == "the certificate served on port 25 matches TLSA 3 1 1"

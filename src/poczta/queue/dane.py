@@ -54,6 +54,7 @@ __all__ = [
     "Usage",
     "dane_policy",
     "name_matches",
+    "record_for",
     "tlsa_name",
     "usable",
     "verify_chain",
@@ -84,6 +85,21 @@ _DIGEST_SIZE = {Matching.SHA256: 32, Matching.SHA512: 64}
 def tlsa_name(host: str, port: int = 25) -> str:
     """Where the TLSA records of an SMTP server live: `_25._tcp.<host>`."""
     return f"_{port}._tcp.{host.rstrip('.').lower()}"
+
+
+def record_for(der: bytes, usage: int, selector: int, mtype: int) -> TlsaRecord | None:
+    """The TLSA record that matches this DER certificate with these parameters (None when
+    the certificate cannot be cut up, or a parameter is unknown)."""
+    if selector not in (0, 1) or mtype not in (0, 1, 2):
+        return None
+    selected = der if selector == Selector.CERT else _spki(der)
+    if selected is None:
+        return None
+    if mtype == Matching.SHA256:
+        selected = hashlib.sha256(selected).digest()
+    elif mtype == Matching.SHA512:
+        selected = hashlib.sha512(selected).digest()
+    return TlsaRecord(usage, selector, mtype, selected)
 
 
 def usable(record: TlsaRecord) -> bool:
@@ -167,14 +183,8 @@ def _short(record: TlsaRecord) -> str:
 
 
 def _matches(der: bytes, record: TlsaRecord) -> bool:
-    selected = der if record.selector == Selector.CERT else _spki(der)
-    if selected is None:
-        return False
-    if record.mtype == Matching.SHA256:
-        return hashlib.sha256(selected).digest() == record.data
-    if record.mtype == Matching.SHA512:
-        return hashlib.sha512(selected).digest() == record.data
-    return selected == record.data
+    ours = record_for(der, record.usage, record.selector, record.mtype)
+    return ours is not None and ours.data == record.data
 
 
 def _der_item(data: bytes, at: int) -> tuple[int, int, int] | None:
