@@ -68,9 +68,8 @@ async def judge_tlsa(
     name = tlsa_name(host, SMTP_PORT)
     if not isinstance(resolver, DnssecResolver):
         return TlsaVerdict(name, "error", detail="this resolver cannot look up TLSA records")
-    dnssec = resolver
     try:
-        answer = await dnssec.tlsa(name)
+        answer = await resolver.tlsa(name)
     except DnssecBogus as exc:
         why = f"{exc}: senders that check DANE defer all mail to {host}"
         return TlsaVerdict(name, "wrong", detail=why)
@@ -82,7 +81,7 @@ async def judge_tlsa(
     if not chain:
         return TlsaVerdict(name, "error", found, "the certificate cannot be read to compare")
     state, detail = _compare(name, host, domain, answer.records, chain, now)
-    if not dnssec.validating:
+    if not resolver.validating:
         detail += (
             "; whether they are DNSSEC-secure cannot be told: the resolvers of [dns] are not"
             " trusted to validate (see [dns] dnssec)"

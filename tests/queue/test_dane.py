@@ -181,6 +181,14 @@ def test_dane_ta_refuses_an_expired_intermediate_below_the_anchor() -> None:
     assert check([tlsa_record(lapsed.cert, 2)], leaf.chain()).startswith("ok:")
 
 
+def test_a_dane_ta_record_of_the_leaf_itself_still_checks_its_dates() -> None:
+    assert check([tlsa_record(LEAF.cert, 2)], LEAF.chain()).startswith("ok:")
+    after = EXPIRED.cert.not_valid_after_utc
+    assert check([tlsa_record(EXPIRED.cert, 2)], EXPIRED.chain()).endswith(
+        f"(certificate 0 ({MX}) expired on {_when(after)})"
+    )
+
+
 def test_dane_ee_ignores_the_dates_a_dane_ta_match_would_refuse() -> None:
     for leaf in (EXPIRED, NOT_YET_VALID):
         records = [tlsa_record(CA.cert, 2), tlsa_record(leaf.cert, 3)]

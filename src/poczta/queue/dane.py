@@ -19,7 +19,8 @@ signatures.
   was issued and signed by the next one up, the intermediates are CA certificates,
   every one below the anchor (intermediates and leaf) is within its validity dates at
   `now` (an expired or not yet valid one fails the chain, saying which and when; the
-  trust anchor's own dates are not checked, as for any trust anchor), and the leaf carries
+  trust anchor's own dates are not checked, as for any trust anchor, unless the record
+  names the leaf itself, whose dates always count), and the leaf carries
   one of the reference names (RFC 7672 3.2.2: the MX host name, the end of its CNAME
   chain when that is secure, and the destination domain; `poczta.queue.dane_hosts`
   chooses them) as a DNS subject alternative name, or as its common
@@ -290,6 +291,9 @@ def _chain_fault(
     leaf = below[0] if below else anchor
     if not isinstance(leaf, x509.Certificate):
         return "the trust anchor is a bare key, with no certificate below it"
+    outside = "" if below else _outside_dates(leaf, now)  # the record names the leaf itself
+    if outside:
+        return f"certificate 0 ({_subject(leaf)}) {outside}"
     if not any(name_matches(name, _leaf_names(leaf)) for name in names):
         return f"the certificate names none of {', '.join(names)}"
     return None
