@@ -372,6 +372,16 @@ def test_zone_resolver_secure_zones_and_bogus_answers() -> None:
         assert not (await zone.mx_validated("plain.test")).secure
         with pytest.raises(DnssecBogus):
             await zone.tlsa("_25._tcp.mx.plain.test")
+        zone.add("alias.dane.test", "CNAME", "mx.dane.test")
+        zone.add("away.dane.test", "CNAME", "mx.plain.test")
+        zone.add("mx.plain.test", "A", "192.0.2.26")
+        aliased = await zone.a_validated("alias.dane.test")
+        assert aliased == Validated(["192.0.2.25"], True, "mx.dane.test")
+        assert await zone.a_validated("away.dane.test") == Validated(
+            ["192.0.2.26"], False, "mx.plain.test"
+        )
+        assert await zone.cname_validated("away.dane.test") == Validated(["mx.plain.test"], True)
+        assert await zone.cname_validated("mx.plain.test") == Validated([], False)
         zone.validating = False
         assert not (await zone.mx_validated("dane.test")).secure
 
@@ -386,6 +396,7 @@ def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """unbound validating dane.test (signed), bogus.test (a TLSA changed after signing),
     expired.test (signatures run out) and plain.test (unsigned); yields the port."""
     records = ["@ IN MX 10 mx", "mx IN A 192.0.2.25", f"_25._tcp.mx IN TLSA {_TLSA}"]
+    records += ["alias IN CNAME mx", "away IN CNAME mx.plain.test."]
     zones = [
         TestZone("dane.test", records),
         TestZone("bogus.test", records, tamper={"3 1 1 0123": "3 1 1 ff23"}),
@@ -415,6 +426,29 @@ def test_validated_answers_from_unbound(unbound: int) -> None:
         plain = await resolver.tlsa("_25._tcp.mx.plain.test")
         assert plain == Validated([TlsaRecord.from_text(_TLSA)], False)
         assert not (await resolver.mx_validated("plain.test")).secure
+
+    asyncio.run(run())
+
+
+def test_answers_through_cnames_say_where_they_ended_and_how_secure(unbound: int) -> None:
+    resolver = DnsPythonResolver(["127.0.0.1"], port=unbound, timeout=1, lifetime=2)
+
+    async def run() -> None:
+        aliased = await resolver.a_validated("alias.dane.test")
+        assert aliased == Validated(["192.0.2.25"], True, "mx.dane.test")
+        assert (await resolver.a_validated("mx.dane.test")).canonical == ""
+        away = await resolver.a_validated("away.dane.test")  # into the unsigned zone
+        assert away == Validated(["192.0.2.25"], False, "mx.plain.test")
+        assert await resolver.cname_validated("away.dane.test") == Validated(
+            ["mx.plain.test"], True
+        )
+        assert await resolver.cname_validated("mx.dane.test") == Validated([], True)
+        assert await resolver.cname_validated("away.plain.test") == Validated(
+            ["mx.plain.test"], False
+        )
+        misses = resolver.cache.misses
+        assert (await resolver.a_validated("alias.dane.test")).canonical == "mx.dane.test"
+        assert resolver.cache.misses == misses  # kept with the cached answer
 
     asyncio.run(run())
 

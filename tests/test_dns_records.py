@@ -8,14 +8,18 @@ from typing import Any
 from poczta.dns import ZoneResolver, reverse_name
 from poczta.dns_records import DkimPublication, DomainSetup, Finding, check, zone_text
 from poczta.mailauth.dkim_sign import generate_dkim_key
+from tests.certificates import self_signed, tlsa_record
 
 _, KEY = generate_dkim_key("ed25519-sha256")
 _, OTHER_KEY = generate_dkim_key("ed25519-sha256")
+SERVED = self_signed("mx.example.org")
+TLSA = tlsa_record(SERVED.cert, 3).to_text()
 SETUP = DomainSetup(
     "example.org",
     "mx.example.org",
     (DkimPublication("ed", "ed25519", KEY),),
     ("192.0.2.10",),
+    certificate=tuple(SERVED.chain()),
 )
 
 
@@ -29,18 +33,20 @@ def good_zone() -> dict[str, dict[str, list[Any]]]:
         "_smtp._tls.example.org": {"TXT": ["v=TLSRPTv1; rua=mailto:tls@example.org"]},
         "mx.example.org": {"A": ["192.0.2.10"], "AAAA": []},
         reverse_name("192.0.2.10"): {"PTR": ["mx.example.org."]},
+        "_25._tcp.mx.example.org": {"TLSA": [TLSA]},
     }
 
 
 def judge(zone: dict[str, dict[str, list[Any]]], setup: DomainSetup = SETUP) -> dict[str, Finding]:
     resolver = ZoneResolver.from_mapping(zone)
+    resolver.secure_zones.add("example.org")
     return {f.purpose: f for f in asyncio.run(check(setup, resolver))}
 
 
 def test_a_right_zone_is_all_ok() -> None:
     findings = judge(good_zone())
     purposes = ["MX", "SPF", "DKIM ed", "DMARC", "MTA-STS", "MTA-STS host", "TLS-RPT"]
-    purposes += ["host A/AAAA", "PTR"]
+    purposes += ["host A/AAAA", "PTR", "DANE"]
     assert {p: f.state for p, f in findings.items()} == dict.fromkeys(purposes, "ok")
     assert findings["DMARC"].detail.startswith("p=reject")
 
@@ -123,3 +129,30 @@ def test_zone_text_has_every_record() -> None:
     assert "mx.example.org. 3600 IN A 192.0.2.10" in text
     assert f'"v=STSv1; id={SETUP.mta_sts_id()}"' in text
     assert ";   mx: mx.example.org" in text
+
+
+def test_the_tlsa_record_suggested_is_3_1_1_of_the_certificate_served() -> None:
+    [dane] = [r for r in SETUP.records() if r.rtype == "TLSA"]
+    assert (dane.name, dane.value) == ("_25._tcp.mx.example.org", TLSA)
+    assert TLSA.startswith("3 1 1 ") and len(TLSA) == len("3 1 1 ") + 64
+    text = zone_text(SETUP)
+    assert f"_25._tcp.mx.example.org. 3600 IN TLSA {TLSA}\n" in text
+    comment = " ".join(line[2:].strip() for line in text.splitlines() if line.startswith(";"))
+    assert "only helps once the zone of the MX host is DNSSEC-signed" in comment
+    assert "publish the new key's record beside this one" in comment
+
+
+def test_without_a_readable_certificate_no_tlsa_record_is_suggested() -> None:
+    setup = DomainSetup("example.org", "mx.example.org", certificate_problem="cannot read it")
+    assert all(r.rtype != "TLSA" for r in setup.records())
+    assert "; no TLSA record: cannot read it" in zone_text(setup)
+    finding = judge(good_zone(), setup)["DANE"]
+    assert finding.state == "error" and "cannot read it" in finding.detail
+
+
+def test_no_tlsa_record_is_optional_and_the_check_still_passes() -> None:
+    zone = good_zone()
+    del zone["_25._tcp.mx.example.org"]
+    finding = judge(zone)["DANE"]
+    assert finding.state == "optional" and finding.ok
+    assert f"publish _25._tcp.mx.example.org. IN TLSA {TLSA}" in finding.detail

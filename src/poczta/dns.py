@@ -15,7 +15,9 @@ is *secure*, that is whether a resolver poczta trusts to validate set the AD bit
 poczta validates nothing itself: RFC 7672 wants a validating resolver the MTA trusts,
 normally on the same machine, and by default only the AD bit of loopback resolvers is
 believed (`trusts_ad`). Queries then carry the DO bit; the security of an answer is
-cached with it, so a DNSSEC question after a plain one costs no second query.
+cached with it, so a DNSSEC question after a plain one costs no second query. So is
+where a CNAME chain ended (`Validated.canonical`), which DANE needs for the TLSA base
+domain of an MX host that is an alias.
 
 `ZoneResolver` answers from an in-memory zone for tests; `DnsPythonResolver` asks
 real servers through dnspython's async resolver and keeps a bounded, TTL-respecting
@@ -95,6 +97,7 @@ class _CacheEntry:
     expires: float
     value: object  # a _Records list or _NX
     secure: bool = False  # a trusted validating resolver set the AD bit
+    canonical: str = ""  # the end of the CNAME chain followed, if one was
 
 
 class DnsCache:
@@ -148,11 +151,12 @@ class DnsCache:
         *,
         negative: bool,
         secure: bool = False,
+        canonical: str = "",
     ) -> None:
         ttl = min(ttl, self.max_negative_ttl if negative else self.max_ttl)
         if ttl <= 0 or self.max_entries <= 0:
             return
-        self._entries[key] = _CacheEntry(self.clock() + ttl, value, secure)
+        self._entries[key] = _CacheEntry(self.clock() + ttl, value, secure, canonical)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -177,8 +181,9 @@ _RDTYPES = {
     "MX": dns.rdatatype.MX,
     "PTR": dns.rdatatype.PTR,
     "TLSA": dns.rdatatype.TLSA,
+    "CNAME": dns.rdatatype.CNAME,
 }
-_Answer = tuple[_Records, bool]  # the records, and whether they are secure
+_Answer = tuple[_Records, bool, str]  # the records, whether they are secure, the CNAME target
 
 
 def _convert(rtype: str, rrset: Iterable[object]) -> _Records:
@@ -266,6 +271,9 @@ class DnsPythonResolver:
         except NXDomain:
             return Validated([], False)
 
+    async def cname_validated(self, name: str) -> Validated[str]:
+        return Validated(*await self._answer(name, "CNAME"))  # type: ignore[arg-type]
+
     def tracking(self) -> AnswerTrail:
         """A view of this resolver that records the cached answers each lookup used."""
         return AnswerTrail(self)
@@ -279,14 +287,14 @@ class DnsPythonResolver:
         if cached is not None and cached.value is _NX:
             raise NXDomain(key[0])
         if cached is not None:
-            return cast(_Records, cached.value).copy(), cached.secure
+            return cast(_Records, cached.value).copy(), cached.secure, cached.canonical
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._query(*key))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
-        records, secure = await asyncio.shield(task)
-        return records.copy(), secure
+        records, secure, canonical = await asyncio.shield(task)
+        return records.copy(), secure, canonical
 
     def _finished(self, key: tuple[str, str], task: asyncio.Task[_Answer]) -> None:
         self._inflight.pop(key, None)
@@ -317,13 +325,21 @@ class DnsPythonResolver:
             raise ServFail(f"{name}: {exc}") from exc
         except (dns.exception.DNSException, OSError) as exc:
             raise ServFail(f"{name}: {exc}") from exc
-        if len(answer.chaining_result.cnames) > self.max_cname_chain:
+        chain = answer.chaining_result
+        if len(chain.cnames) > self.max_cname_chain:
             raise ServFail(f"{name}: CNAME chain too long")
         records = _convert(rtype, answer.rrset or ())
-        ttl = answer.chaining_result.minimum_ttl
+        canonical = normalize_name(chain.canonical_name.to_text()) if chain.cnames else ""
         secure = self.validating and _all_authenticated([answer.response])
-        self.cache.put((name, rtype), records, ttl, negative=not records, secure=secure)
-        return records, secure
+        self.cache.put(
+            (name, rtype),
+            records,
+            chain.minimum_ttl,
+            negative=not records,
+            secure=secure,
+            canonical=canonical,
+        )
+        return records, secure, canonical
 
 
 def _all_authenticated(responses: Iterable[dns.message.Message]) -> bool:

@@ -83,10 +83,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Validated(Generic[T]):
-    """An answer's records and whether a trusted validating resolver vouched for them."""
+    """An answer's records and whether a trusted validating resolver vouched for them.
+
+    `canonical` is where the records were found when the name asked for is an alias:
+    the end of its CNAME chain ("" when no CNAME was followed).
+    """
 
     records: list[T]
     secure: bool
+    canonical: str = ""
 
 
 class Resolver(Protocol):
@@ -119,7 +124,11 @@ class DnssecResolver(Resolver, Protocol):
     `validating` is False when no answer can be secure (the resolver is not trusted
     to validate). The `*_validated` lookups fail as the plain ones do; `tlsa` answers
     NXDOMAIN as an empty, insecure answer, since for DANE it means "no TLSA records".
-    A bogus answer is `DnssecBogus` (or another `DnsTempError`).
+    A bogus answer is `DnssecBogus` (or another `DnsTempError`). An answer reached
+    through CNAMEs is secure only when every CNAME on the way is too, as the AD bit of
+    a validating resolver covers the whole answer. `cname_validated` asks for the
+    CNAME of a name itself, not followed: its target (none when the name is not an
+    alias) and whether that one record is secure.
     """
 
     validating: bool
@@ -131,6 +140,8 @@ class DnssecResolver(Resolver, Protocol):
     async def aaaa_validated(self, name: str) -> Validated[str]: ...
 
     async def tlsa(self, name: str) -> Validated[TlsaRecord]: ...
+
+    async def cname_validated(self, name: str) -> Validated[str]: ...
 
 
 def trusts_ad(setting: bool | None, nameservers: Iterable[str]) -> bool:

@@ -4,17 +4,20 @@
 -all``: the MX hosts may send, nobody else), one DKIM key record per key that is not
 retired, DMARC (``p=quarantine`` with aggregate reports to a local address), MTA-STS
 (the ``_mta-sts`` TXT, the ``mta-sts`` host that serves the policy, and the policy
-text, in testing mode to start), TLS-RPT, and the A/AAAA records of the hostname.
-`zone_text` prints them in zone-file form.
+text, in testing mode to start), TLS-RPT, a DANE ``3 1 1`` TLSA record of the
+certificate served on port 25 (`poczta.dns_tlsa`; useful only in a DNSSEC-signed
+zone), and the A/AAAA records of the hostname. `zone_text` prints them in zone-file
+form.
 
 `check(setup, resolver)` looks each one up through a `Resolver` and says, record by
 record, whether it is right (``ok``), absent (``missing``), there but not right
 (``wrong``, with what was found), or could not be looked up (``error``). A record is
 judged by what it does, not by its spelling: SPF passes when the hostname's addresses
 pass `check_host`, a DKIM record when it holds the same public key, DMARC, MTA-STS and
-TLS-RPT when they parse with a usable policy. The hostname's addresses also get a PTR
-check, since receivers often refuse mail from an address whose reverse name is not
-the sender's hostname.
+TLS-RPT when they parse with a usable policy, TLSA records when they are DNSSEC-secure
+and match the certificate (none at all is ``optional``, which counts as ok). The
+hostname's addresses also get a PTR check, since receivers often refuse mail from an
+address whose reverse name is not the sender's hostname.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from poczta.dns import DnsTempError, NXDomain, Resolver, normalize_name
+from poczta.dns_tlsa import SMTP_PORT, judge_tlsa, suggested_record
 from poczta.mailauth.dkim import KeyRecordError, parse_key_record
 from poczta.mailauth.dmarc import DmarcRecordError, parse_dmarc_record
 from poczta.mailauth.spf import SpfResultCode, check_host
@@ -63,7 +67,8 @@ class Record:
 
 @dataclass(frozen=True)
 class Finding:
-    """What DNS holds for one record: ok, missing, wrong or error, and what was found."""
+    """What DNS holds for one record: ok, missing, wrong or error (or optional: none, and
+    none is needed), and what was found."""
 
     purpose: str
     name: str
@@ -74,19 +79,28 @@ class Finding:
 
     @property
     def ok(self) -> bool:
-        return self.state == "ok"
+        return self.state in ("ok", "optional")
 
 
 @dataclass(frozen=True)
 class DomainSetup:
-    """What poczta knows of a domain: its name, the server's hostname, its DKIM keys, and
-    the server's public addresses when the config names them."""
+    """What poczta knows of a domain: its name, the server's hostname, its DKIM keys, the
+    server's public addresses when the config names them, and the certificate chain it
+    serves (DER, leaf first; empty, with `certificate_problem` saying why, when it
+    cannot be read)."""
 
     domain: str
     hostname: str
     dkim: tuple[DkimPublication, ...] = ()
     addresses: tuple[str, ...] = ()
     mta_sts_mode: str = "testing"
+    certificate: tuple[bytes, ...] = ()
+    certificate_problem: str = ""
+
+    @property
+    def mx_hosts(self) -> tuple[str, ...]:
+        """The MX hosts the records name: this server's own name."""
+        return (self.hostname,)
 
     @property
     def dmarc_reports(self) -> str:
@@ -161,7 +175,22 @@ class DomainSetup:
                 f"senders report TLS failures to {self.tls_reports}, which must exist",
             ),
         ]
-        return records + self._host_records()
+        return records + self._tlsa_records() + self._host_records()
+
+    def _tlsa_records(self) -> list[Record]:
+        record = suggested_record(self.certificate)
+        if record is None:
+            return []
+        note = (
+            "senders that check DANE authenticate this server's key by it; it only helps"
+            " once the zone of the MX host is DNSSEC-signed. Before a new certificate with a"
+            " new key is served, publish the new key's record beside this one (and keep"
+            " both a TTL or more), then remove the old one"
+        )
+        return [
+            Record("DANE", f"_{SMTP_PORT}._tcp.{host}", "TLSA", record.to_text(), note)
+            for host in self.mx_hosts
+        ]
 
     def _host_records(self) -> list[Record]:
         note = f"{self.hostname} must point at this server, and each address's PTR back at it"
@@ -202,6 +231,8 @@ def zone_text(setup: DomainSetup) -> str:
         ]
     if not setup.dkim:
         lines += ["", f"; no DKIM key for {setup.domain}: poczta dkim generate {setup.domain}"]
+    if not setup.certificate:
+        lines += ["", f"; no TLSA record: {setup.certificate_problem or 'no certificate'}"]
     policy = setup.mta_sts_policy().splitlines()
     lines += ["", f"; serve at https://mta-sts.{setup.domain}/.well-known/mta-sts.txt:"]
     lines += [f";   {line}" for line in policy]
@@ -401,7 +432,7 @@ async def check(setup: DomainSetup, resolver: Resolver) -> list[Finding]:
         detail = f"no DKIM key to publish: poczta dkim generate {setup.domain}"
         findings.append(Finding("DKIM", f"_domainkey.{setup.domain}", "TXT", "missing", (), detail))
     for record in setup.records():
-        if record.purpose.startswith("host "):
+        if record.purpose.startswith("host ") or record.rtype == "TLSA":
             continue
         judge = _check_dkim if record.purpose.startswith("DKIM") else checks[record.purpose]
         try:
@@ -414,4 +445,16 @@ async def check(setup: DomainSetup, resolver: Resolver) -> list[Finding]:
         findings += await _check_host(setup, resolver)
     except DnsTempError as exc:
         findings.append(Finding("host A/AAAA", setup.hostname, "A", "error", (), str(exc)))
+    return findings + await _check_tlsa(setup, resolver)
+
+
+async def _check_tlsa(setup: DomainSetup, resolver: Resolver) -> list[Finding]:
+    """Each MX host's TLSA records: DNSSEC-secure, and matching the certificate served."""
+    findings = []
+    for host in setup.mx_hosts:
+        verdict = await judge_tlsa(host, setup.domain, setup.certificate, resolver)
+        detail = verdict.detail
+        if not setup.certificate and setup.certificate_problem:
+            detail = f"{detail} ({setup.certificate_problem})"
+        findings.append(Finding("DANE", verdict.name, "TLSA", verdict.state, verdict.found, detail))
     return findings

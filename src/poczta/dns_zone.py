@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 from poczta.dns_answers import (
     DnssecBogus,
@@ -19,6 +19,8 @@ from poczta.dns_answers import (
 )
 
 __all__ = ["ZoneResolver"]
+
+T = TypeVar("T")
 
 
 def _txt_bytes(value: object) -> bytes:
@@ -45,9 +47,10 @@ class ZoneResolver:
     out for that type only. A name absent from `records` (and from the failure sets)
     is NXDOMAIN.
 
-    DNSSEC: answers for names at or below one of `secure_zones` are secure; (name,
-    type) pairs in `bogus` fail as a validating resolver fails a bogus answer. TLSA
-    values are `TlsaRecord`s or their text ("3 1 1 ab12...").
+    DNSSEC: answers for names at or below one of `secure_zones` are secure (one reached
+    through CNAMEs only when every name on the way is); (name, type) pairs in `bogus`
+    fail as a validating resolver fails a bogus answer. TLSA values are `TlsaRecord`s
+    or their text ("3 1 1 ab12...").
     """
 
     records: dict[str, dict[str, list[object]]] = field(default_factory=dict)
@@ -74,25 +77,36 @@ class ZoneResolver:
         return resolver
 
     def _lookup(self, name: str, rtype: str) -> Sequence[object]:
+        return self._follow(name, rtype)[0]
+
+    def _follow(self, name: str, rtype: str) -> tuple[Sequence[object], list[str]]:
+        """The values of `rtype` at `name` after its CNAMEs, and the names on the way."""
         name = normalize_name(name)
+        chain: list[str] = []
         for _ in range(self.max_cname_chain + 1):
-            self.queries.append((name, rtype))
-            if (name, rtype) in self.bogus:
-                raise DnssecBogus(f"{name} {rtype}: DNSSEC validation failed (dnssec bogus)")
-            if name in self.timeout or (name, rtype) in self.timeout_rtypes:
-                raise DnsTimeout(name)
-            if name in self.servfail:
-                raise ServFail(name)
-            node = self.records.get(name)
-            if node is None:
-                raise NXDomain(name)
+            chain.append(name)
+            node = self._node(name, rtype)
             if rtype in node:
-                return node[rtype]
+                return node[rtype], chain
             cname = node.get("CNAME")
             if not cname:
-                return []
+                return [], chain
             name = normalize_name(str(cname[0]))
         raise ServFail(f"CNAME chain too long at {name}")
+
+    def _node(self, name: str, rtype: str) -> dict[str, list[object]]:
+        """The records at `name`, or the failure configured for asking it for `rtype`."""
+        self.queries.append((name, rtype))
+        if (name, rtype) in self.bogus:
+            raise DnssecBogus(f"{name} {rtype}: DNSSEC validation failed (dnssec bogus)")
+        if name in self.timeout or (name, rtype) in self.timeout_rtypes:
+            raise DnsTimeout(name)
+        if name in self.servfail:
+            raise ServFail(name)
+        node = self.records.get(name)
+        if node is None:
+            raise NXDomain(name)
+        return node
 
     async def txt(self, name: str) -> list[bytes]:
         return [_txt_bytes(v) for v in self._lookup(name, "TXT")]
@@ -114,21 +128,37 @@ class ZoneResolver:
         return [normalize_name(str(v)) for v in self._lookup(reverse_name(ip), "PTR")]
 
     async def mx_validated(self, name: str) -> Validated[MxRecord]:
-        return Validated(await self.mx(name), self._secure(name))
+        values, chain = self._follow(name, "MX")
+        records = []
+        for v in values:
+            pref, exchange = cast(tuple[int, str], v)
+            records.append(MxRecord(int(pref), normalize_name(str(exchange))))
+        return self._validated(records, chain)
 
     async def a_validated(self, name: str) -> Validated[str]:
-        return Validated(await self.a(name), self._secure(name))
+        values, chain = self._follow(name, "A")
+        return self._validated([str(v) for v in values], chain)
 
     async def aaaa_validated(self, name: str) -> Validated[str]:
-        return Validated(await self.aaaa(name), self._secure(name))
+        values, chain = self._follow(name, "AAAA")
+        return self._validated([str(v) for v in values], chain)
 
     async def tlsa(self, name: str) -> Validated[TlsaRecord]:
         try:
-            values = self._lookup(name, "TLSA")
+            values, chain = self._follow(name, "TLSA")
         except NXDomain:
             return Validated([], False)
         records = [v if isinstance(v, TlsaRecord) else TlsaRecord.from_text(str(v)) for v in values]
-        return Validated(records, self._secure(name))
+        return self._validated(records, chain)
+
+    async def cname_validated(self, name: str) -> Validated[str]:
+        name = normalize_name(name)
+        target = self._node(name, "CNAME").get("CNAME", [])[:1]
+        return Validated([normalize_name(str(t)) for t in target], self._secure(name))
+
+    def _validated(self, records: list[T], chain: Sequence[str]) -> Validated[T]:
+        secure = all(self._secure(n) for n in chain)
+        return Validated(records, secure, chain[-1] if len(chain) > 1 else "")
 
     def _secure(self, name: str) -> bool:
         name = normalize_name(name)

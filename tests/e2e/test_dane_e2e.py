@@ -6,13 +6,21 @@ publishes a DANE-EE 3 1 1 record of the receiver's certificate, ta.test a DANE-T
 2 1 1 record of the CA that issued it, wrong.test a record of another key, bogus.test
 a record changed after signing, plain.test (not signed) the wrong record too. Every MX
 is the same receiving poczta on 127.0.0.2, with a certificate (and its CA) naming each.
+
+CNAMEs (RFC 7672 2.2.2): alias.test's MX host is an alias, through signed zones, of
+mail.target.test, whose DANE-TA record is the one that counts; the certificate names
+mail.target.test but not the MX host. relay.test's MX host reaches the same target
+through an unsigned zone, so only the MX host name's own (wrong) record is looked at.
+
+`poczta dns dane.test --check` on the receiver (hostname mx.dane.test) finds its
+certificate's record at _25._tcp.mx.dane.test, secure by the same resolver.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -26,6 +34,8 @@ pytestmark = pytest.mark.e2e
 
 RECEIVER = "127.0.0.2"
 DOMAINS = ("dane.test", "ta.test", "wrong.test", "bogus.test", "plain.test")
+ALIASED = ("alias.test", "relay.test")
+TARGET = "mail.target.test"
 
 
 @dataclass
@@ -34,8 +44,10 @@ class Servers:
     sender: PocztaServer
 
 
-def _zone(domain: str, port: int, tlsa: str, **options: object) -> TestZone:
-    records = ["@ IN MX 10 mx", f"mx IN A {RECEIVER}", f"_{port}._tcp.mx IN TLSA {tlsa}"]
+def _zone(
+    domain: str, port: int, tlsa: str, extra: Sequence[str] = (), **options: object
+) -> TestZone:
+    records = ["@ IN MX 10 mx", f"mx IN A {RECEIVER}", f"_{port}._tcp.mx IN TLSA {tlsa}", *extra]
     return TestZone(domain, records, **options)  # type: ignore[arg-type]
 
 
@@ -45,12 +57,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     (root / "rx").mkdir()
     (root / "tx").mkdir()
     receiver = make_server(
-        root / "rx", services=("smtp",), host=RECEIVER, hostname="mx.dane.test", domains=DOMAINS
+        root / "rx",
+        services=("smtp",),
+        host=RECEIVER,
+        hostname="mx.dane.test",
+        domains=DOMAINS + ALIASED,
     )
-    for domain in DOMAINS:
+    for domain in DOMAINS + ALIASED:
         receiver.cli("user", "add", f"bob@{domain}", "--password-stdin", stdin="bob-secret-77\n")
     ca = TestCa()
-    issued = ca.issue(*(f"mx.{d}" for d in DOMAINS))
+    issued = ca.issue(*(f"mx.{d}" for d in DOMAINS), TARGET)
     tls = receiver.root / "data" / "tls"
     issued.write(tls / "cert.pem", tls / "key.pem")  # the leaf, then the CA
     sender = make_server(root / "tx", services=("smtp", "submissions"))
@@ -59,11 +75,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     wrong = tlsa_record(self_signed("mx.wrong.test").cert, 3).to_text()
     altered = ee[:-4] + ("0000" if not ee.endswith("0000") else "1111")
     zones = [
-        _zone("dane.test", port, ee),
+        _zone("dane.test", port, ee, [f"_25._tcp.mx IN TLSA {ee}"]),  # for poczta dns
         _zone("ta.test", port, tlsa_record(ca.cert, 2).to_text()),
         _zone("wrong.test", port, wrong),
         _zone("bogus.test", port, ee, tamper={ee[8:]: altered[8:]}),
         _zone("plain.test", port, wrong, signed=False),
+        *_aliased_zones(port, tlsa_record(ca.cert, 2).to_text(), wrong),
         TestZone("example.test", ['@ IN TXT "v=spf1 ip4:127.0.0.1 -all"'], signed=False),
     ]
     with unbound_server(root, zones) as dns:
@@ -78,6 +95,20 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             for server in (receiver, sender):
                 if server.proc is not None:
                     server.stop()
+
+
+def _aliased_zones(port: int, good: str, wrong: str) -> list[TestZone]:
+    """alias.test and relay.test, their MX hosts aliases of mail.target.test."""
+    target = ["mail IN A " + RECEIVER, f"_{port}._tcp.mail IN TLSA {good}"]
+    return [
+        TestZone("target.test", target),
+        TestZone("alias.test", ["@ IN MX 10 mx", f"mx IN CNAME {TARGET}."]),
+        TestZone(
+            "relay.test",
+            ["@ IN MX 10 mx", "mx IN CNAME hop.unsigned.test.", f"_{port}._tcp.mx IN TLSA {wrong}"],
+        ),
+        TestZone("unsigned.test", [f"hop IN CNAME {TARGET}."], signed=False),
+    ]
 
 
 def _attempt_lines(server: PocztaServer, domain: str) -> list[str]:
@@ -142,3 +173,31 @@ def test_an_unsigned_zone_gets_opportunistic_tls_whatever_its_records(servers: S
     arrived(servers.receiver, "bob@plain.test", "no dnssec")
     [line] = _attempt_lines(servers.sender, "plain.test")
     assert 'tls="opportunistic TLSv1.3' in line
+
+
+def test_an_mx_alias_through_signed_zones_uses_the_targets_records(servers: Servers) -> None:
+    submit(servers.sender, "dane-cname", to="bob@alias.test")
+    arrived(servers.receiver, "bob@alias.test", "dane-cname")
+    [line] = _attempt_lines(servers.sender, "alias.test")
+    assert 'tls="dane verified TLSv1.3' in line and "1 delivered" in line
+
+
+def test_an_mx_alias_through_an_unsigned_zone_uses_the_mx_host_name_only(
+    servers: Servers,
+) -> None:
+    submit(servers.sender, "dane-insecure-cname", to="bob@relay.test")
+    shown = _pending(servers.sender, "bob@relay.test")
+    assert shown["status"] == "pending" and shown["reply_enhanced"] == "4.7.5"
+    reply = str(shown["last_reply"])
+    assert "DANE authentication failed" in reply
+    assert f"_{servers.receiver.ports['smtp']}._tcp.mx.relay.test" in reply
+    assert servers.receiver.messages("bob@relay.test") == []
+
+
+def test_the_dns_check_finds_the_receivers_tlsa_record_secure_and_matching(
+    servers: Servers,
+) -> None:
+    result = servers.receiver.cli("dns", "dane.test", "--check", "--json", check=False)
+    [dane] = [f for f in json.loads(result.stdout) if f["purpose"] == "DANE"]
+    assert dane["name"] == "_25._tcp.mx.dane.test" and dane["state"] == "ok", dane
+    assert dane["detail"] == "the certificate served on port 25 matches TLSA 3 1 1"

@@ -91,6 +91,7 @@ def test_published_records_all_check_out(server: PocztaServer) -> None:
         f"PTR {HOST_IP}": "ok",
         "report address dmarc-reports@good.test": "ok",
         "report address tls-reports@good.test": "ok",
+        f"DANE _25._tcp.{HOST}": "optional",  # none published: dnsmasq signs nothing
     }
     spf = next(f for f in findings if f["purpose"] == "SPF")
     assert spf["found"] == ["v=spf1 mx -all"] and HOST_IP in spf["detail"]
@@ -135,6 +136,7 @@ def test_zone_text_lists_every_record(server: PocztaServer) -> None:
     assert "_mta-sts.example.test. 3600 IN TXT " in text
     assert '_smtp._tls.example.test. 3600 IN TXT "v=TLSRPTv1;' in text
     assert ";   mode: testing" in text
+    assert f"_25._tcp.{HOST}. 3600 IN TLSA 3 1 1 " in text
     assert all(len(line) <= 78 or not line.startswith(";") for line in text.splitlines())
     # Long TXT values go as strings of at most 255 characters.
     dkim_line = next(line for line in text.splitlines() if line.startswith("main._domainkey"))

@@ -132,15 +132,68 @@ def test_dane_ta_rejects_a_leaf_posing_as_an_intermediate() -> None:
     )
 
 
-def test_dane_ta_checks_the_dates_below_the_anchor() -> None:
-    expired = CA.issue(
-        MX, not_before=NOW - datetime.timedelta(days=9), not_after=NOW - datetime.timedelta(days=2)
+DAY = datetime.timedelta(days=1)
+EXPIRED = CA.issue(MX, not_before=NOW - 9 * DAY, not_after=NOW - 2 * DAY)
+NOT_YET_VALID = CA.issue(MX, not_before=NOW + 2 * DAY, not_after=NOW + 9 * DAY)
+
+
+def _when(moment: datetime.datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_dane_ta_refuses_an_expired_leaf_saying_when_it_expired() -> None:
+    after = EXPIRED.cert.not_valid_after_utc
+    assert check([tlsa_record(CA.cert, 2)], EXPIRED.chain()) == (
+        f"fail: the certificate chain matches none of the 1 TLSA records at {TLSA_NAME}"
+        f" (certificate 0 ({MX}) expired on {_when(after)})"
     )
-    assert check([tlsa_record(CA.cert, 2)], expired.chain()).endswith(
-        "(certificate 0 is outside its validity dates)"
+
+
+def test_dane_ta_refuses_a_leaf_not_yet_valid() -> None:
+    before = NOT_YET_VALID.cert.not_valid_before_utc
+    assert check([tlsa_record(CA.cert, 2, 0, 1)], NOT_YET_VALID.chain()).endswith(
+        f"(certificate 0 ({MX}) is not valid before {_when(before)})"
     )
-    later = NOW + datetime.timedelta(days=400)  # after the leaf, before the CA expires
-    assert check([tlsa_record(CA.cert, 2)], LEAF.chain(), now=later).startswith("fail:")
+
+
+def test_dane_ta_checks_the_leaf_against_the_time_it_is_given() -> None:
+    record = tlsa_record(CA.cert, 2)
+    assert check([record], LEAF.chain()).startswith("ok:")
+    later = NOW + 400 * DAY  # after the leaf, before the CA expires
+    assert "certificate 0 (mx.dane.test) expired on" in check([record], LEAF.chain(), now=later)
+    assert check([record], EXPIRED.chain(), now=NOW - 5 * DAY).startswith("ok:")
+
+
+def test_dane_ta_refuses_an_expired_intermediate_below_the_anchor() -> None:
+    lapsed = TestCa.__new__(TestCa)
+    lapsed.name, lapsed.key_kind = "lapsed intermediate", "ec"
+    lapsed.issued = CA.issue(
+        ca=True,
+        common_name="lapsed intermediate",
+        not_before=NOW - 9 * DAY,
+        not_after=NOW - DAY,
+    )
+    leaf = lapsed.issue(MX)  # itself within its dates
+    assert check([tlsa_record(CA.cert, 2)], leaf.chain()).endswith(
+        f"(certificate 1 (lapsed intermediate) expired on {_when(lapsed.cert.not_valid_after_utc)})"
+    )
+    # the intermediate as the trust anchor: its own dates are not checked
+    assert check([tlsa_record(lapsed.cert, 2)], leaf.chain()).startswith("ok:")
+
+
+def test_a_dane_ta_record_of_the_leaf_itself_still_checks_its_dates() -> None:
+    assert check([tlsa_record(LEAF.cert, 2)], LEAF.chain()).startswith("ok:")
+    after = EXPIRED.cert.not_valid_after_utc
+    assert check([tlsa_record(EXPIRED.cert, 2)], EXPIRED.chain()).endswith(
+        f"(certificate 0 ({MX}) expired on {_when(after)})"
+    )
+
+
+def test_dane_ee_ignores_the_dates_a_dane_ta_match_would_refuse() -> None:
+    for leaf in (EXPIRED, NOT_YET_VALID):
+        records = [tlsa_record(CA.cert, 2), tlsa_record(leaf.cert, 3)]
+        assert check(records, leaf.chain()) == "ok: the certificate matches TLSA 3 1 1"
+        assert check(records[:1], leaf.chain()).startswith("fail:")
 
 
 def test_pkix_usages_and_unknown_parameters_are_unusable() -> None:

@@ -9,10 +9,14 @@ clear.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from poczta.dns import TlsaRecord, ZoneResolver
 from poczta.queue.connection import ConnectionCache, ConnectionKey, Timeouts, opportunistic_tls
@@ -20,7 +24,7 @@ from poczta.queue.dane import dane_policy
 from poczta.queue.deliver import Deliverer, DeliverySettings, DomainJob
 from poczta.smtp.client_events import OutboundMessage
 from poczta.store.base import DELIVERED, PENDING, QueueId, RecipientAttempt
-from tests.certificates import TestCa, self_signed, tlsa_record
+from tests.certificates import NOW, TestCa, self_signed, tlsa_record
 from tests.e2e.harness import free_port
 from tests.queue.peer import ScriptedMx, serving
 
@@ -29,6 +33,9 @@ BODY = b"From: alice@example.test\r\nSubject: dane\r\n\r\nHello.\r\n"
 CA = TestCa()
 CA_ISSUED = CA.issue(MX, "mx2.dane.test")
 SELF_SIGNED = self_signed(MX)
+EXPIRED = CA.issue(
+    MX, not_before=NOW - datetime.timedelta(days=30), not_after=NOW - datetime.timedelta(days=1)
+)
 
 
 @dataclass
@@ -268,5 +275,63 @@ def test_a_numeric_mx_is_never_looked_up_for_tlsa(tmp_path: Path) -> None:
             result = await attempt(d)
             assert result.status == DELIVERED and (result.tls or "").startswith("opportunistic")
             assert all(name != "127.0.0.1" for name, _ in zone.resolver.queries)  # not a name
+
+    run(test())
+
+
+def test_dane_ta_defers_a_host_whose_certificate_expired_and_logs_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="poczta")
+
+    async def test() -> None:
+        port = free_port()
+        mx = ScriptedMx(tls=EXPIRED.server_context(tmp_path))
+        zone = Zone(port, [tlsa_record(CA.cert, 2)])
+        async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
+            result = await attempt(d)
+            assert result.status == PENDING and result.reply_enhanced == "4.7.5"
+            assert "DANE authentication failed" in result.text
+            assert f"certificate 0 ({MX}) expired on" in result.text
+            assert mx.messages == []
+
+    run(test())
+    [line] = [r for r in caplog.records if r.getMessage() == "queue.dane"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert fields["result"] == "chain refused" and fields["tlsa"].endswith(f"._tcp.{MX}")
+    assert "expired on" in fields["reason"]
+
+
+def test_an_expired_dane_ta_host_is_passed_over_for_the_next_mx(tmp_path: Path) -> None:
+    async def test() -> None:
+        port = free_port()
+        expired = ScriptedMx(tls=EXPIRED.server_context(tmp_path))
+        good = ScriptedMx(tls=CA_ISSUED.server_context(tmp_path))
+        zone = Zone(port)
+        zone.resolver.records[DOMAIN]["MX"] = [(5, "mx1.dane.test"), (10, MX)]
+        zone.resolver.add("mx1.dane.test", "A", "127.0.0.2")
+        for host in ("mx1.dane.test", MX):
+            zone.resolver.add(f"_{port}._tcp.{host}", "TLSA", tlsa_record(CA.cert, 2))
+        async with (
+            serving(expired, "127.0.0.2", port),
+            serving(good, "127.0.0.1", port),
+            deliverer(zone) as d,
+        ):
+            result = await attempt(d)
+        assert result.status == DELIVERED and result.remote_mta == MX
+        assert expired.connections == 1 and expired.messages == []
+        assert len(good.messages) == 1
+
+    run(test())
+
+
+def test_dane_ee_delivers_to_a_host_whose_certificate_expired(tmp_path: Path) -> None:
+    async def test() -> None:
+        port = free_port()
+        mx = ScriptedMx(tls=EXPIRED.server_context(tmp_path))
+        zone = Zone(port, [tlsa_record(EXPIRED.cert, 3)])
+        async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
+            result = await attempt(d)
+            assert result.status == DELIVERED and (result.tls or "").startswith("dane verified")
 
     run(test())

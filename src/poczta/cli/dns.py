@@ -15,9 +15,16 @@ from poczta.cli.common import Failure, config_options, resolve_config, run_with_
 from poczta.config import Config
 from poczta.dkim_keys import DkimKeyError, KeyStore
 from poczta.dns_records import DkimPublication, DomainSetup, Finding, check, zone_text
+from poczta.dns_tlsa import load_chain
 from poczta.store.base import MailStore
 
-_STATES = {"ok": "OK", "missing": "MISSING", "wrong": "WRONG", "error": "ERROR"}
+_STATES = {
+    "ok": "OK",
+    "optional": "OPTIONAL",
+    "missing": "MISSING",
+    "wrong": "WRONG",
+    "error": "ERROR",
+}
 
 
 def public_addresses(config: Config) -> tuple[str, ...]:
@@ -33,8 +40,19 @@ def public_addresses(config: Config) -> tuple[str, ...]:
     return tuple(found)
 
 
+def served_certificate(config: Config) -> tuple[tuple[bytes, ...], str]:
+    """The certificate chain of [tls] as DER, leaf first, or () and why it cannot be read."""
+    path = config.tls.certificate
+    try:
+        chain = load_chain(path)
+    except (OSError, ValueError) as exc:
+        return (), f"cannot read the certificate {path}: {exc}"
+    return (chain, "") if chain else ((), f"no certificate in {path}")
+
+
 def domain_setup(config: Config, domain: str) -> DomainSetup:
-    """What poczta knows of a local domain: hostname, DKIM keys not retired, addresses."""
+    """What poczta knows of a local domain: hostname, DKIM keys not retired, addresses,
+    the certificate served."""
     if not run_with_store(config, lambda store: store.domain_exists(domain)):
         raise Failure(f"no domain {domain} (add it first: poczta domain add {domain})")
     try:
@@ -43,7 +61,15 @@ def domain_setup(config: Config, domain: str) -> DomainSetup:
         raise Failure(str(exc)) from exc
     dkim = tuple(DkimPublication(k.selector, k.algorithm, k.record) for k in keys)
     hostname = config.hostname.lower().rstrip(".")
-    return DomainSetup(domain, hostname, dkim, public_addresses(config))
+    chain, problem = served_certificate(config)
+    return DomainSetup(
+        domain,
+        hostname,
+        dkim,
+        public_addresses(config),
+        certificate=chain,
+        certificate_problem=problem,
+    )
 
 
 async def _mailbox_findings(store: MailStore, setup: DomainSetup) -> list[Finding]:
@@ -89,7 +115,8 @@ def dns(
     config_path: Path | None, data_dir: Path | None, domain: str, checking: bool, as_json: bool
 ) -> None:
     """Print the DNS records DOMAIN needs to send and receive mail well (MX, SPF, DKIM,
-    DMARC, MTA-STS, TLS-RPT, the host's addresses) in zone-file form; --check looks them up."""
+    DMARC, MTA-STS, TLS-RPT, DANE TLSA, the host's addresses) in zone-file form; --check
+    looks them up."""
     config = resolve_config(config_path, data_dir)
     setup = domain_setup(config, domain.lower().rstrip("."))
     if not checking:

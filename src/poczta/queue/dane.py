@@ -13,12 +13,17 @@ signatures.
   `DanePolicy.authenticated` is then False and `verify_chain` accepts any chain.
 - DANE-EE(3): the leaf matches; names and validity dates are not looked at
   (RFC 7672 3.1.1).
-- DANE-TA(2): a certificate of the chain matches (or, for "2 1 0", the record's own key
-  signed the top of it), every certificate below it up to the leaf was issued and
-  signed by the next one up, those below are within their validity dates (the trust
-  anchor's own dates are not checked, as for any trust anchor), and the leaf carries
-  one of the reference names (RFC 7672 3.2.2: the TLSA base domain, i.e. the MX host
-  name, or the destination domain) as a DNS subject alternative name, or as its common
+- DANE-TA(2): the chain is checked as PKIX would check it, from the trust anchor
+  down (RFC 7672 3.1.2): a certificate of the chain matches (or, for "2 1 0", the
+  record's own key signed the top of it), every certificate below it up to the leaf
+  was issued and signed by the next one up, the intermediates are CA certificates,
+  every one below the anchor (intermediates and leaf) is within its validity dates at
+  `now` (an expired or not yet valid one fails the chain, saying which and when; the
+  trust anchor's own dates are not checked, as for any trust anchor, unless the record
+  names the leaf itself, whose dates always count), and the leaf carries
+  one of the reference names (RFC 7672 3.2.2: the MX host name, the end of its CNAME
+  chain when that is secure, and the destination domain; `poczta.queue.dane_hosts`
+  chooses them) as a DNS subject alternative name, or as its common
   name when it has none; a wildcard stands for the whole leftmost label only.
 
 The SubjectPublicKeyInfo is cut out of the certificate's DER as it was sent (a small
@@ -50,6 +55,7 @@ __all__ = [
     "Usage",
     "dane_policy",
     "name_matches",
+    "record_for",
     "tlsa_name",
     "usable",
     "verify_chain",
@@ -80,6 +86,21 @@ _DIGEST_SIZE = {Matching.SHA256: 32, Matching.SHA512: 64}
 def tlsa_name(host: str, port: int = 25) -> str:
     """Where the TLSA records of an SMTP server live: `_25._tcp.<host>`."""
     return f"_{port}._tcp.{host.rstrip('.').lower()}"
+
+
+def record_for(der: bytes, usage: int, selector: int, mtype: int) -> TlsaRecord | None:
+    """The TLSA record that matches this DER certificate with these parameters (None when
+    the certificate cannot be cut up, or a parameter is unknown)."""
+    if selector not in (0, 1) or mtype not in (0, 1, 2):
+        return None
+    selected = der if selector == Selector.CERT else _spki(der)
+    if selected is None:
+        return None
+    if mtype == Matching.SHA256:
+        selected = hashlib.sha256(selected).digest()
+    elif mtype == Matching.SHA512:
+        selected = hashlib.sha512(selected).digest()
+    return TlsaRecord(usage, selector, mtype, selected)
 
 
 def usable(record: TlsaRecord) -> bool:
@@ -163,14 +184,8 @@ def _short(record: TlsaRecord) -> str:
 
 
 def _matches(der: bytes, record: TlsaRecord) -> bool:
-    selected = der if record.selector == Selector.CERT else _spki(der)
-    if selected is None:
-        return False
-    if record.mtype == Matching.SHA256:
-        return hashlib.sha256(selected).digest() == record.data
-    if record.mtype == Matching.SHA512:
-        return hashlib.sha512(selected).digest() == record.data
-    return selected == record.data
+    ours = record_for(der, record.usage, record.selector, record.mtype)
+    return ours is not None and ours.data == record.data
 
 
 def _der_item(data: bytes, at: int) -> tuple[int, int, int] | None:
@@ -269,15 +284,37 @@ def _chain_fault(
             return f"the signature on certificate {depth} does not verify"
         if depth > 0 and not _is_ca(cert):
             return f"certificate {depth} is not a CA certificate"
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return f"certificate {depth} is outside its validity dates"
+        outside = _outside_dates(cert, now)
+        if outside:
+            return f"certificate {depth} ({_subject(cert)}) {outside}"
         issuer = cert
     leaf = below[0] if below else anchor
     if not isinstance(leaf, x509.Certificate):
         return "the trust anchor is a bare key, with no certificate below it"
+    outside = "" if below else _outside_dates(leaf, now)  # the record names the leaf itself
+    if outside:
+        return f"certificate 0 ({_subject(leaf)}) {outside}"
     if not any(name_matches(name, _leaf_names(leaf)) for name in names):
         return f"the certificate names none of {', '.join(names)}"
     return None
+
+
+def _outside_dates(cert: x509.Certificate, now: datetime) -> str:
+    """Why `cert` is not valid at `now` ("" when it is)."""
+    if now < cert.not_valid_before_utc:
+        return f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+    if now > cert.not_valid_after_utc:
+        return f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+    return ""
+
+
+def _subject(cert: x509.Certificate) -> str:
+    """The certificate's common name, else its whole subject, for messages."""
+    try:
+        common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(common[0].value) if common else cert.subject.rfc4514_string()
+    except ValueError:
+        return "unreadable subject"
 
 
 def _signed_by(cert: x509.Certificate, key: object) -> bool:

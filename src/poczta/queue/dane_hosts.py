@@ -6,17 +6,22 @@ answer, so these are normally no new queries):
 
 - nothing applies unless the resolver is trusted to validate and the MX RRset (or,
   without MX records, the secure denial of them) is secure;
-- a host counts only when its address records are secure (a numeric MX never does);
-  then its TLSA RRset at `_<port>._tcp.<host>` is looked up;
+- a host counts only when its address records are secure (a numeric MX never does),
+  or, for an alias, when its own CNAME record is; then its TLSA RRset at
+  `_<port>._tcp.<base>` is looked up, the TLSA base domain being chosen as below;
 - secure TLSA records: the host requires STARTTLS and a chain matching them
   (`DanePolicy`; with no usable record, TLS without authentication);
 - no records, or an insecure answer: opportunistic TLS, as without DANE;
 - a failed TLSA lookup (a bogus answer, a SERVFAIL, a timeout): the host is not
   tried this time; when that leaves no host, the destination is deferred (4.7.5).
 
-The reference names a DANE-TA chain's leaf may carry are the host name and the
-destination domain (RFC 7672 3.2.2). CNAMEs are not expanded: the TLSA base domain is
-the MX host name.
+CNAMEs (RFC 7672 2.2.2, RFC 7671 7): when the MX host name is an alias and every
+CNAME of its chain is secure (so are the address records then: a validating
+resolver's AD bit covers the whole answer), the TLSA records are looked for first at
+the end of the chain, and when that has no secure ones, at the MX host name. When a
+CNAME of the chain is insecure but the host's own is secure, only the MX host name
+is used. The reference names a DANE-TA chain's leaf may carry are the MX host name,
+the end of a secure chain, and the destination domain (RFC 7672 3.2.2).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import cast
 
-from poczta.dns import DnsError, DnssecResolver, DnsTempError, Resolver
+from poczta.dns import DnsError, DnssecResolver, DnsTempError, Resolver, normalize_name
 from poczta.logs import log
 from poczta.queue.dane import DanePolicy, dane_policy, tlsa_name
 from poczta.queue.mx import MxFailure, MxHost, MxPlan
@@ -94,27 +99,54 @@ async def _host_policy(
     resolver: DnssecResolver, host: str, domain: str, port: int
 ) -> DanePolicy | str | None:
     """The host's policy, None when DANE does not apply, or why its lookup failed."""
-    if _is_address(host) or not await _secure_addresses(resolver, host):
+    if _is_address(host):
         return None
-    name = tlsa_name(host, port)
+    bases = await _base_domains(resolver, host)
+    reference = (*bases, domain)
+    for base in bases:
+        name = tlsa_name(base, port)
+        try:
+            tlsa = await resolver.tlsa(name)
+        except DnsTempError as exc:
+            return f"TLSA lookup of {name} failed, so {host} cannot be authenticated: {exc}"
+        if tlsa.secure and tlsa.records:
+            return dane_policy(name, tlsa.records, reference)
+    return None
+
+
+async def _base_domains(resolver: DnssecResolver, host: str) -> tuple[str, ...]:
+    """The TLSA base domains of `host` in the order they are tried; none when DANE does
+    not apply (RFC 7672 2.2.2)."""
+    host = normalize_name(host)
+    secure, canonical = await _addresses(resolver, host)
+    if canonical is None:
+        return ()  # no address records
+    if canonical == host:
+        return (host,) if secure else ()
+    if secure:  # the whole chain is: the expanded name first, then the original
+        return (canonical, host)
     try:
-        tlsa = await resolver.tlsa(name)
-    except DnsTempError as exc:
-        return f"TLSA lookup of {name} failed, so {host} cannot be authenticated: {exc}"
-    if not tlsa.secure or not tlsa.records:
-        return None
-    return dane_policy(name, tlsa.records, (host, domain))
+        own = await resolver.cname_validated(host)
+    except DnsError:
+        return ()
+    return (host,) if own.secure and own.records else ()
 
 
-async def _secure_addresses(resolver: DnssecResolver, host: str) -> bool:
-    """Whether every address record of `host` that exists is secure (and one does)."""
-    seen = False
+async def _addresses(resolver: DnssecResolver, host: str) -> tuple[bool, str | None]:
+    """Whether every address record of `host` that exists is secure, and the name they
+    were found at after CNAMEs (None when there is none). A and AAAA answers that end
+    their chains at different names count as insecure."""
+    secure, found = True, None
     for lookup in (resolver.a_validated, resolver.aaaa_validated):
         try:
             answer = await lookup(host)
         except DnsError:
             continue
-        if answer.records and not answer.secure:
-            return False
-        seen = seen or bool(answer.records)
-    return seen
+        if not answer.records:
+            continue
+        canonical = answer.canonical or host
+        if found is not None and canonical != found:
+            secure = False
+        found = found or canonical
+        secure = secure and answer.secure
+    return secure, found

@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from poczta.logs import log
 from poczta.queue.dane import DanePolicy, DaneResult, verify_chain
 
 __all__ = ["dane_check", "peer_chain"]
@@ -56,5 +57,9 @@ def _der(cert: object) -> bytes:
 def dane_check(
     policy: DanePolicy, ssl_object: ssl.SSLObject, now: datetime | None = None
 ) -> DaneResult:
-    """Whether the chain of this TLS connection satisfies the host's TLSA records."""
-    return verify_chain(policy, peer_chain(ssl_object), now or datetime.now(UTC))
+    """Whether the chain of this TLS connection satisfies the host's TLSA records; a
+    refusal is logged (`queue.dane`, with the TLSA name and the reason)."""
+    result = verify_chain(policy, peer_chain(ssl_object), now or datetime.now(UTC))
+    if not result.ok:
+        log("queue.dane", tlsa=policy.tlsa_name, result="chain refused", reason=result.text)
+    return result
