@@ -335,3 +335,23 @@ def test_dane_ee_delivers_to_a_host_whose_certificate_expired(tmp_path: Path) ->
             assert result.status == DELIVERED and (result.tls or "").startswith("dane verified")
 
     run(test())
+
+
+def test_the_tls_server_name_is_the_tlsa_base_domain_a_cname_led_to(tmp_path: Path) -> None:
+    async def test() -> None:
+        port, relay = free_port(), "relay.dane.test"
+        context = SELF_SIGNED.server_context(tmp_path)
+        names: list[str | None] = []
+        context.sni_callback = lambda _conn, name, _ctx: names.append(name)  # type: ignore[assignment,func-returns-value]
+        mx = ScriptedMx(tls=context)
+        zone = Zone(port)
+        zone.resolver.records[MX] = {"CNAME": [relay]}
+        zone.resolver.add(relay, "A", "127.0.0.1")
+        zone.resolver.add(f"_{port}._tcp.{relay}", "TLSA", tlsa_record(SELF_SIGNED.cert, 3))
+        async with serving(mx, "127.0.0.1", port), deliverer(zone) as d:
+            result = await attempt(d)
+        assert result.status == DELIVERED
+        assert result.tls is not None and result.tls.startswith("dane verified ")
+        assert names == [relay]  # RFC 7672 8.1: the SNI is the TLSA base domain
+
+    run(test())

@@ -276,7 +276,7 @@ class OutboundConnection:
     async def _start_tls(self) -> None:
         try:
             async with asyncio.timeout(self._timeouts.command):
-                await self._writer.start_tls(self._tls, server_hostname=self.host)
+                await self._writer.start_tls(self._tls, server_hostname=self._server_name())
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             await self._handle(self._client.tls_failed(str(exc) or type(exc).__name__))
             return
@@ -287,6 +287,11 @@ class OutboundConnection:
             return
         self.tls_outcome = self._describe_tls()
         await self._handle(self._client.tls_started())
+
+    def _server_name(self) -> str:
+        """The SNI: the TLSA base domain under DANE, which may be a CNAME target."""
+        dane = self.key.dane
+        return dane.base_domain if dane is not None and dane.authenticated else self.host
 
     def _dane_refusal(self) -> str | None:
         """Why the server's chain fails the key's DANE policy, or None when it passes."""

@@ -130,6 +130,11 @@ class DanePolicy:
     def authenticated(self) -> bool:
         return bool(self.records)
 
+    @property
+    def base_domain(self) -> str:
+        """The TLSA base domain: the name sent as SNI (RFC 7672 8.1)."""
+        return self.tlsa_name.split(".", 2)[2] if self.tlsa_name.startswith("_") else self.tlsa_name
+
 
 def dane_policy(name: str, records: Iterable[TlsaRecord], names: Sequence[str]) -> DanePolicy:
     """The policy of a secure, non-empty TLSA RRset at `name`."""
