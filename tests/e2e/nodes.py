@@ -16,6 +16,7 @@ Message-IDs got a 250, from which node; `inbox` reads a mailbox over IMAP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import os
 import re
@@ -187,9 +188,13 @@ def send_messages(node: PocztaServer, to: str, message_ids: Sequence[str]) -> li
 
 @dataclass
 class SmtpLoad:
-    """`clients` threads sending to `to` until stopped, each at its own node first and,
-    when that one cannot be reached, at the next of `nodes`: `per_connection` messages a
-    connection. `acked` holds (Message-ID, node name, time of the 250)."""
+    """`clients` threads sending to `to` until stopped, `per_connection` messages a
+    connection, each at a node of `nodes` of its own: after a connection there fails, it
+    tries the next node, and the next, and after a connection that worked it is back at
+    its own. So a node that answers again is sent mail again, as a client's retries
+    would find it, whatever another node did meanwhile. `acked` holds (Message-ID, node
+    name, time of the 250), `failures` (client, node name, error, time) each connection
+    that failed, `targets` the node each client sends to now."""
 
     nodes: Sequence[Node]
     to: str
@@ -197,6 +202,8 @@ class SmtpLoad:
     per_connection: int = 5
     acked: list[tuple[str, str, float]] = field(default_factory=list)
     refused: int = 0  # connections or messages that failed
+    failures: list[tuple[int, str, str, float]] = field(default_factory=list)
+    targets: dict[int, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -213,15 +220,22 @@ class SmtpLoad:
         for thread in self._threads:
             thread.join(60)
 
+    def where(self) -> dict[int, str]:
+        """The node each client sends to now, by client."""
+        with self._lock:
+            return dict(self.targets)
+
     def count(self, node: Node | None = None) -> int:
         with self._lock:
             return sum(1 for _, name, _ in self.acked if node is None or name == node.name)
 
     def _client(self, client: int) -> None:
         serial = 0
-        target = client % len(self.nodes)
+        home = target = client % len(self.nodes)
         while not self._stop.is_set():
             node = self.nodes[target]
+            with self._lock:
+                self.targets[client] = node.name
             try:
                 with smtplib.SMTP(node.host, node.ports["smtp"], timeout=10) as smtp:
                     for _ in range(self.per_connection):
@@ -232,9 +246,11 @@ class SmtpLoad:
                         )
                         with self._lock:
                             self.acked.append((message_id, node.name, time.monotonic()))
-            except (OSError, smtplib.SMTPException):
+                target = home
+            except (OSError, smtplib.SMTPException) as exc:
                 with self._lock:
                     self.refused += 1
+                    self.failures.append((client, node.name, repr(exc), time.monotonic()))
                 target = (target + 1) % len(self.nodes)  # that node may be gone
                 time.sleep(0.05)
 
@@ -356,23 +372,54 @@ def queue_entries(node: PocztaServer) -> list[QueueEntry]:
 
 
 def stuck_transactions(node: Node, password: str, idle_for: float = 0.5) -> int:
-    """How many of poczta's sessions with the database have a transaction idle for
-    `idle_for` seconds or more (those of a stopped node: a live one's last milliseconds)."""
+    """How many of `node`'s sessions with the database have a transaction idle for
+    `idle_for` seconds or more that has changed a mailbox's row (a delivery that took
+    its UID: the mailbox is locked). Only the node's own are counted, found by the
+    client ports of its processes' TCP sockets: on a loaded machine a live node's
+    transaction may sit idle that long too."""
+    assert node.proc is not None
+    ports = sorted(_group_tcp_ports(node.proc.pid))
 
     async def main() -> int:
         conn = await asyncpg.connect(node.dsn, password=password, timeout=10)
         try:
             found = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poczta'"
-                " AND state = 'idle in transaction'"
-                " AND state_change < now() - make_interval(secs => $1)",
+                "SELECT count(*) FROM pg_stat_activity a WHERE application_name = 'poczta'"
+                " AND state = 'idle in transaction' AND client_port = ANY($2::int[])"
+                " AND state_change < now() - make_interval(secs => $1)"
+                " AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
+                "  AND l.relation = 'mailboxes'::regclass AND l.mode = 'RowExclusiveLock')",
                 idle_for,
+                ports,
             )
             return int(found)
         finally:
             await conn.close()
 
     return asyncio.run(main())
+
+
+def _group_tcp_ports(group: int) -> set[int]:
+    """The local ports of the TCP sockets the processes of process group `group` hold."""
+    inodes = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            for fd in (stat.parent / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:  # gone meanwhile
+            continue
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
 
 
 def wait_for(

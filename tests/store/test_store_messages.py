@@ -15,6 +15,7 @@ from poczta.store import (
     MailStore,
     NotFound,
     StoreError,
+    UserId,
 )
 from tests.store.store_helpers import LATER, WHEN, Backend, deliver_one, make_message, with_user
 
@@ -47,6 +48,84 @@ def test_mailbox_lifecycle(backend: Backend) -> None:
             await store.delete_mailbox(user, "Work/2024")
         again = await store.create_mailbox(user, "Work/2024")
         assert again.uidvalidity > moved.uidvalidity and again.uidnext == 1
+
+    backend.run(body)
+
+
+async def _names(store: MailStore, user: UserId) -> dict[str, tuple[int, int]]:
+    """Each of the user's mailboxes by name: (UIDVALIDITY, messages)."""
+    return {b.name: (b.uidvalidity, b.messages) for b in await store.list_mailboxes(user)}
+
+
+async def _orphan(store: MailStore, user: UserId, name: str) -> None:
+    """Make mailbox `name` ("B/x") without its parent ("B"), as deleting a parent leaves it."""
+    await store.create_mailbox(user, name)
+    await store.delete_mailbox(user, name.rpartition("/")[0])
+
+
+def test_a_rename_onto_a_name_whose_orphan_child_exists_adopts_it(backend: Backend) -> None:
+    """RFC 9051 6.3.6: "B" does not exist, so RENAME A B succeeds; "B/x", which was there
+    without a parent, stays and is now a child of the renamed mailbox beside A's own."""
+
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        await _orphan(store, user, "B/x")
+        await deliver_one(store, user, 1, "B/x")
+        await store.create_mailbox(user, "A/y")
+        await deliver_one(store, user, 2, "A/y")
+        before = await _names(store, user)
+        await store.rename_mailbox(user, "A", "B")
+        after = await _names(store, user)
+        assert {"A", "A/y"}.isdisjoint(after)
+        assert after["B"] == before["A"] and after["B/y"] == before["A/y"]
+        assert after["B/x"] == before["B/x"] == (before["B/x"][0], 1)
+
+    backend.run(body)
+
+
+def test_a_rename_whose_child_would_take_an_existing_name_fails_and_changes_nothing(
+    backend: Backend,
+) -> None:
+    """A/x would become B/x, which exists (an orphan): AlreadyExists, every mailbox as it was."""
+
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        await _orphan(store, user, "B/x")
+        await store.create_mailbox(user, "A/x")
+        await deliver_one(store, user, 1, "A/x")
+        before = await _names(store, user)
+        with pytest.raises(AlreadyExists):
+            await store.rename_mailbox(user, "A", "B")
+        assert await _names(store, user) == before
+        await store.rename_mailbox(user, "A", "C")  # the store is still usable
+        assert {"C", "C/x", "B/x"} <= set(await _names(store, user))
+
+    backend.run(body)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "renamed"),
+    [
+        ("P/Q", "P", {"P/Q": "P", "P/Q/Q": "P/Q", "P/Q/Q/Q": "P/Q/Q"}),  # onto a superior
+        ("P", "P/Q", {"P": "P/Q", "P/Q/Q": "P/Q/Q/Q", "P/Q/Q/Q": "P/Q/Q/Q/Q"}),  # an inferior
+    ],
+)
+def test_a_rename_within_its_own_hierarchy_moves_every_inferior(
+    backend: Backend, old: str, new: str, renamed: dict[str, str]
+) -> None:
+    """Renamed names that are the old names of others (P/Q/Q becomes P/Q while P/Q
+    becomes P) never collide midway, whatever order the rows are taken in."""
+
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        await store.create_mailbox(user, "P/Q/Q/Q")
+        await store.delete_mailbox(user, new)  # "P" or "P/Q": the new name is free
+        before = await _names(store, user)
+        others = {name: box for name, box in before.items() if not name.startswith("P")}
+        assert set(before) - set(others) == set(renamed)
+        await store.rename_mailbox(user, old, new)
+        after = await _names(store, user)
+        assert after == others | {renamed[name]: before[name] for name in renamed}
 
     backend.run(body)
 

@@ -142,9 +142,27 @@ async def rename_mailbox(conn: Connection, user_id: int, old: str, new: str) -> 
     )
     if clash is not None:
         raise AlreadyExists(f"mailbox {new} exists")
+    moved = "(name = $2 OR starts_with(name, $2 || '/'))"  # old and its inferiors
+    # An inferior may land on a mailbox that stays: "A/x" on "B/x" left without its "B".
+    taken = await conn.fetchval(
+        "SELECT name FROM mailboxes WHERE user_id = $1 AND NOT" + moved + " AND name IN"
+        " (SELECT $3 || substr(name, length($2) + 1) FROM mailboxes"
+        "  WHERE user_id = $1 AND " + moved + ") LIMIT 1",
+        user_id,
+        old,
+        new,
+    )
+    if taken is not None:
+        raise AlreadyExists(f"mailbox {taken} exists")
+    # In two steps: the unique key is checked row by row, and within one hierarchy (P/Q to
+    # P, or P to P/Q) a new name may be the old name of a row not renamed yet. No valid
+    # name starts with "/", so the names in between are free.
     await conn.execute(
-        "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)"
-        " WHERE user_id = $1 AND (name = $2 OR starts_with(name, $2 || '/'))",
+        "UPDATE mailboxes SET name = '/' || name WHERE user_id = $1 AND " + moved, user_id, old
+    )
+    await conn.execute(
+        "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 2)"
+        " WHERE user_id = $1 AND starts_with(name, '/')",
         user_id,
         old,
         new,

@@ -162,19 +162,28 @@ def rename_mailbox_job(user_id: int, old: str, new: str) -> Job:
         if old == "INBOX" or new == "INBOX":
             raise StoreError("renaming INBOX is not supported")
         get_mailbox(conn, user_id, old)
-        clash = conn.execute(
-            "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, new)
-        ).fetchone()
-        if clash is not None:
+        names = dict(
+            conn.execute("SELECT id, name FROM mailboxes WHERE user_id = ?", (user_id,)).fetchall()
+        )
+        if new in names.values():
             raise AlreadyExists(f"mailbox {new} exists")
-        rows = conn.execute(
-            "SELECT id, name FROM mailboxes"
-            " WHERE user_id = ? AND (name = ? OR substr(name, 1, ?) = ?)",
-            (user_id, old, len(old) + 1, old + "/"),
-        ).fetchall()
-        for box_id, box_name in rows:
-            renamed = new + box_name[len(old) :]
-            conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, box_id))
+        renamed = {
+            box_id: new + name[len(old) :]
+            for box_id, name in names.items()
+            if name == old or name.startswith(old + "/")
+        }
+        # An inferior may land on a mailbox that stays: "A/x" on "B/x" left without its "B".
+        staying = {name for box_id, name in names.items() if box_id not in renamed}
+        taken = sorted(staying.intersection(renamed.values()))
+        if taken:
+            raise AlreadyExists(f"mailbox {taken[0]} exists")
+        # In two steps: the unique key is checked row by row, and within one hierarchy (P/Q
+        # to P, or P to P/Q) a new name may be the old name of a row not renamed yet. No
+        # valid name starts with "/", so the names in between are free.
+        for box_id in renamed:
+            conn.execute("UPDATE mailboxes SET name = '/' || id WHERE id = ?", (box_id,))
+        for box_id, name in renamed.items():
+            conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (name, box_id))
 
     return job
 
