@@ -51,7 +51,7 @@ def free_port() -> int:
 def wait_for_port(
     port: int,
     proc: subprocess.Popen[bytes],
-    timeout: float = 20.0,
+    timeout: float = 60.0,  # a bound for a hung start: several at once are slow on a busy machine
     tls: bool = False,
     host: str = "127.0.0.1",
 ) -> None:
