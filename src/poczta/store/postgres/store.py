@@ -1,7 +1,8 @@
 """The shared mail store: PostgreSQL for accounts, mailboxes, messages, bodies and the queue.
 
 `PostgresStore` implements `MailStore` over an asyncpg pool (`access.Database`). Each
-method is one transaction; a write returns after its COMMIT, with the server's
+method is one transaction (one of a single statement is sent without BEGIN and COMMIT,
+one round trip); a write returns after its COMMIT, with the server's
 synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
 (`bodies`), so a delivery's body, its messages and its queue entry commit together.
 Several processes and nodes may use one database at once: UIDs and MODSEQs are taken
@@ -50,6 +51,7 @@ from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, qu
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
 from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
 from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.flags import set_flags
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
 from poczta.store.postgres.listener import KEEPALIVE, LISTEN_TIMEOUT, MailboxListener
 from poczta.store.postgres.migrate import migrate
@@ -179,6 +181,11 @@ class PostgresStore(RecipientRouting):
     async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         return await self._db.write(fn)
 
+    async def _statement(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """A call of one statement, its own transaction without BEGIN and COMMIT around
+        it: one round trip (what IMAP asks on every command)."""
+        return await self._db.statement(fn)
+
     async def _write_releasing(self, fn: Callable[[Connection, float], Awaitable[T]]) -> T:
         """A write that may release bodies: sweep them once their grace period is over."""
         now = time.time()
@@ -230,10 +237,10 @@ class PostgresStore(RecipientRouting):
     # --- mailboxes ---------------------------------------------------------
 
     async def list_mailboxes(self, user_id: UserId) -> list[MailboxState]:
-        return await self._read(lambda c: mailboxes.list_mailboxes(c, user_id))
+        return await self._statement(lambda c: mailboxes.list_mailboxes(c, user_id))
 
     async def get_mailbox(self, user_id: UserId, name: str) -> MailboxState:
-        return await self._read(lambda c: mailboxes.get_mailbox(c, user_id, name))
+        return await self._statement(lambda c: mailboxes.get_mailbox(c, user_id, name))
 
     async def create_mailbox(
         self, user_id: UserId, name: str, special_use: str | None = None
@@ -274,7 +281,7 @@ class PostgresStore(RecipientRouting):
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]:
-        return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
+        return await self._statement(lambda c: imap.fetch_meta(c, mailbox_id, uids))
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
         return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))
@@ -295,7 +302,7 @@ class PostgresStore(RecipientRouting):
     ) -> FlagResult:
         wanted = frozenset(flags)
         return await self._write(
-            lambda c: messages.set_flags(c, mailbox_id, uids, wanted, mode, unchangedsince)
+            lambda c: set_flags(c, mailbox_id, uids, wanted, mode, unchangedsince)
         )
 
     async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None) -> list[int]:
@@ -305,21 +312,21 @@ class PostgresStore(RecipientRouting):
         )
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
-        return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+        return await self._statement(lambda c: imap.vanished(c, mailbox_id, since_modseq))
 
     async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
-        return await self._read(lambda c: imap.mailbox_version(c, mailbox_id))
+        return await self._statement(lambda c: imap.mailbox_version(c, mailbox_id))
 
     async def changed_since(
         self, mailbox_id: MailboxId, modseq: int
     ) -> list[tuple[int, frozenset[str], int]]:
-        return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+        return await self._statement(lambda c: imap.changed_since(c, mailbox_id, modseq))
 
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
-        return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
+        return await self._statement(lambda c: imap.mailbox_counts(c, mailbox_id))
 
     async def deleted_storage(self, mailbox_id: MailboxId) -> int:
-        return await self._read(lambda c: imap.deleted_storage(c, mailbox_id))
+        return await self._statement(lambda c: imap.deleted_storage(c, mailbox_id))
 
     async def copy_messages(
         self,
@@ -342,13 +349,13 @@ class PostgresStore(RecipientRouting):
         )
 
     async def claim_recent(self, mailbox_id: MailboxId, up_to: int | None = None) -> int:
-        return await self._write(lambda c: imap.claim_recent(c, mailbox_id, up_to))
+        return await self._statement(lambda c: imap.claim_recent(c, mailbox_id, up_to))
 
     async def recent_mark(self, mailbox_id: MailboxId) -> int:
-        return await self._read(lambda c: imap.recent_mark(c, mailbox_id))
+        return await self._statement(lambda c: imap.recent_mark(c, mailbox_id))
 
     async def subscriptions(self, user_id: UserId) -> list[str]:
-        return await self._read(lambda c: imap.subscriptions(c, user_id))
+        return await self._statement(lambda c: imap.subscriptions(c, user_id))
 
     async def subscribe(self, user_id: UserId, name: str) -> None:
         await self._write(lambda c: imap.subscribe(c, user_id, name))
@@ -372,7 +379,7 @@ class PostgresStore(RecipientRouting):
         return self._hub.changes(mailbox_id, since)
 
     async def _mailbox_states(self, ids: Collection[MailboxId]) -> dict[MailboxId, MailboxChange]:
-        return await self._read(lambda c: imap.mailbox_changes(c, ids))
+        return await self._statement(lambda c: imap.mailbox_changes(c, ids))
 
     async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
         return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))
