@@ -49,7 +49,8 @@ from poczta.store.base import (
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, quota
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
-from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
+from poczta.store.postgres.bodies import DEFAULT_GRACE, read_blob
+from poczta.store.postgres.body_reads import PostgresBodies
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.flags import set_flags
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
@@ -71,7 +72,7 @@ _SWEEP_AFTER_OPEN = 60.0  # seconds; a short-lived store (the command line) neve
 
 class PostgresStore(RecipientRouting):
     """`MailStore` on one PostgreSQL database (`resolve_recipient` is `RecipientRouting`'s,
-    over `find_addresses`; `blobs` is a `PostgresBlobStore`)."""
+    over `find_addresses`; `blobs` is a `PostgresBodies`)."""
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class PostgresStore(RecipientRouting):
         how long that connection may stay silent before the server is asked whether it is
         there, `listen_timeout` how long it has to answer (see `listener`)."""
         self._db = Database(pool)
-        self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
+        self._blobs = PostgresBodies(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
         self._sending: PostgresSendingStore | None = None
         self._limits: PostgresSharedLimits | None = None
@@ -146,7 +147,7 @@ class PostgresStore(RecipientRouting):
         await self._db.close()
 
     @property
-    def blobs(self) -> PostgresBlobStore:
+    def blobs(self) -> PostgresBodies:
         return self._blobs
 
     async def greylist_store(self) -> PostgresGreylistStore:
