@@ -302,9 +302,8 @@ class PostgresStore(RecipientRouting):
         unchangedsince: int | None = None,
     ) -> FlagResult:
         wanted = frozenset(flags)
-        return await self._write(
-            lambda c: set_flags(c, mailbox_id, uids, wanted, mode, unchangedsince)
-        )
+        self._db.check_open()
+        return await set_flags(self._db, mailbox_id, uids, wanted, mode, unchangedsince)
 
     async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the given messages (all flagged \\Deleted when `uids` is None)."""
