@@ -127,3 +127,33 @@ def test_concurrent_claims_of_recent_messages_never_share_one(
         assert await nodes[0].recent_mark(inbox) == uidnext
 
     _on_nodes(postgres, postgres_dsn, tmp_path, 4, body)
+
+
+def test_flag_changes_made_at_once_through_one_store_run_in_the_order_made(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    # a session's pipelined STOREs: the store is asked for all of them before any is done
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        [uid] = await _fill(nodes[0], bob, 1)
+        steps = [
+            (["\\Flagged"], FlagMode.ADD),
+            (["\\Flagged"], FlagMode.REMOVE),
+            (["$A", "$B"], FlagMode.ADD),
+            (["$A"], FlagMode.REMOVE),
+            (["$C"], FlagMode.REPLACE),
+            (["\\Flagged"], FlagMode.ADD),
+        ]
+        for round_ in range(10):
+            results = await asyncio.wait_for(
+                asyncio.gather(*(nodes[0].set_flags(inbox, [uid], f, m) for f, m in steps)), WAIT
+            )
+            told = [result.changed[-1][1] if result.changed else None for result in results]
+            expected = [{"\\Flagged"}, set(), {"$A", "$B"}, {"$B"}, {"$C"}, {"$C", "\\Flagged"}]
+            assert told == expected, round_
+            modseqs = [result.highestmodseq for result in results]
+            assert modseqs == sorted(modseqs), round_
+            [meta] = await nodes[1].fetch_meta(inbox, [uid])
+            assert meta.flags == {"$C", "\\Flagged"}
+            await nodes[0].set_flags(inbox, [uid], [], FlagMode.REPLACE)
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 2, body)

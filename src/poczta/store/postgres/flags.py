@@ -10,6 +10,11 @@ MODSEQ taken, nothing written); the change is then made in one transaction that
 locks before it reads (`_locked_change`). So the usual STORE costs two round trips,
 and one that changes nothing (+FLAGS of a flag the messages have) one.
 
+A session hands the store the changes of the STOREs a client pipelined all at once, to
+be made in command order (`poczta.imap.session.store_flags`); so this process makes the
+changes of one mailbox one after another, in the order they were asked for
+(`ChangeOrder`). Other processes' changes are ordered by the locks below.
+
 Why the locking statements read the newest rows: under READ COMMITTED a statement
 reads from the snapshot taken when it started, so a plain read that first waited for
 the mailbox's lock would see the messages as they were before the writer it waited
@@ -22,8 +27,10 @@ writer's: the mailbox, then its messages (see `mailboxes`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from poczta.store.base import FlagMode, FlagResult, NotFound, normalize_flags
@@ -31,7 +38,7 @@ from poczta.store.flag_changes import flag_changes
 from poczta.store.postgres.access import Connection, Database
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL
 
-__all__ = ["set_flags"]
+__all__ = ["ChangeOrder", "set_flags"]
 
 _MESSAGES = (
     "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])"
@@ -65,6 +72,26 @@ _WRITE_IF = (
 _WRITE = "WITH" + _TAKE_AND_WRITE.format(guard="")
 
 Rows = list[tuple[int, frozenset[str], int]]
+
+
+class ChangeOrder:
+    """Turns for the changes of each mailbox, in the order they were asked for."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: dict[int, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, mailbox_id: int) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(mailbox_id, asyncio.Lock())
+        self._waiting[mailbox_id] = self._waiting.get(mailbox_id, 0) + 1
+        try:
+            async with lock:  # asyncio's locks are taken in the order they were asked for
+                yield
+        finally:
+            self._waiting[mailbox_id] -= 1
+            if not self._waiting[mailbox_id]:
+                del self._waiting[mailbox_id], self._locks[mailbox_id]
 
 
 def _rows(found: Sequence[Any], mailbox_id: int) -> tuple[int, Rows]:
