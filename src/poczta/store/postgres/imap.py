@@ -161,11 +161,14 @@ async def copy_messages(
     UIDVALIDITY, [(source uid, new uid)] in UID order), messages already gone skipped.
     NotFound when the target does not exist (TRYCREATE) or the source is not the user's."""
     name = mailbox_name(target)
-    row = await conn.fetchrow(
-        "SELECT id, uidvalidity FROM mailboxes WHERE user_id = $1 AND name = $2", user_id, name
+    row = await conn.fetchrow(  # the target, if the source is the user's too
+        "SELECT t.id, t.uidvalidity FROM mailboxes t JOIN mailboxes s ON s.id = $3"
+        " AND s.user_id = t.user_id WHERE t.user_id = $1 AND t.name = $2",
+        user_id,
+        name,
+        source,
     )
-    owner = await conn.fetchval("SELECT user_id FROM mailboxes WHERE id = $1", source)
-    if row is None or owner != user_id:
+    if row is None:
         raise NotFound(f"no mailbox {name}")
     target_id, uidvalidity = int(row[0]), int(row[1])
     await lock_in_order(conn, [source, target_id])
