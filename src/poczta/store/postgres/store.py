@@ -222,7 +222,7 @@ class PostgresStore(RecipientRouting):
         return await self._read(lambda c: accounts.list_users(c, domain))
 
     async def get_user(self, address: str) -> UserRecord | None:
-        return await self._read(lambda c: accounts.get_user(c, address))
+        return await self._statement(lambda c: accounts.get_user(c, address))
 
     async def add_alias(self, source: str, target: str) -> None:
         await self._write(lambda c: accounts.add_alias(c, source, target))
