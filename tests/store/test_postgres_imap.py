@@ -1,7 +1,8 @@
 """IMAP's writes on the PostgreSQL store from several pools at once: flag changes made at
 the same moment on the same messages all count, none lost, each with a MODSEQ of its
 own; an expunge meanwhile only takes messages out of them; claims of \\Recent messages
-never hand one message to two sessions."""
+never hand one message to two sessions; and changes asked of one store all at once (a
+session's pipelined STOREs) are made in the order asked."""
 
 from __future__ import annotations
 
