@@ -356,3 +356,28 @@ def test_changedsince_over_a_large_mailbox_names_just_the_changed_messages(
     told = {int(m.group(1)) for m in re.finditer(rb"UID (\d+)", b" ".join(fetched))}  # type: ignore[arg-type]
     assert told == {7, 150, 299}
     client.logout()
+
+
+def test_one_fetch_of_many_bodies_gives_each_its_own_bytes(server: PocztaServer) -> None:
+    client = login(server)
+    client.create("Bodies")
+    sent = [
+        b"Subject: b%d\r\nX-Number: %d\r\n\r\n" % (n, n) + b"line %d\r\n" % n * (1 + n * 4000)
+        for n in range(6)
+    ]
+    stored = [*sent, sent[2]]  # the last one's body is kept once for two messages
+    for message in stored:
+        client.append("Bodies", None, None, message)
+    client.select("Bodies")
+    _, data = client.uid("FETCH", "1:*", "(RFC822.SIZE BODY.PEEK[HEADER] BODY.PEEK[])")
+    literals = [item for item in data if isinstance(item, tuple)]
+    heads = [message.split(b"\r\n\r\n")[0] + b"\r\n\r\n" for message in stored]
+    assert [p[1] for p in literals[0::2]] == heads
+    assert [p[1] for p in literals[1::2]] == stored
+    sizes = [int(re.search(rb"RFC822.SIZE (\d+)", p[0]).group(1)) for p in literals[0::2]]  # type: ignore[union-attr]
+    assert sizes == [len(message) for message in stored]
+    _, data = client.fetch("2,4", "(BODY[])")
+    assert [p[1] for p in data if isinstance(p, tuple)] == [sent[1], sent[3]]
+    _, data = client.fetch("1:*", "(FLAGS)")  # only a BODY[] without PEEK marks \Seen
+    assert [b"\\Seen" in line for line in data] == [n in (1, 3) for n in range(7)]
+    client.logout()

@@ -31,6 +31,28 @@ def test_a_body_is_named_by_its_digest_and_read_back_whole(backend: Backend) -> 
     backend.run(body)
 
 
+def test_many_bodies_are_read_back_in_the_order_asked(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        # more than one statement's worth on PostgreSQL (4 MiB), and one too big for any
+        sizes = [2_000, 1_500_000, 1_500_000, 1_500_000, 5_000_000, 0]
+        bodies = [make_message(n, size=size) if size else b"" for n, size in enumerate(sizes)]
+        digests = [await store.blobs.put(data) for data in bodies]
+        asked = [(d, len(data)) for d, data in zip(digests, bodies, strict=True)]
+        order = [3, 0, 4, 1, 0, 5, 2]
+        got = await store.blobs.read_many([asked[i] for i in order])
+        assert got == [bodies[i] for i in order]
+        assert await store.blobs.read_many([(digests[1], None), (digests[0], None)]) == [
+            bodies[1],
+            bodies[0],
+        ]
+        assert await store.blobs.read_many([]) == []
+        never = hashlib.sha256(b"never stored").hexdigest()
+        with pytest.raises(NotFound):
+            await store.blobs.read_many([asked[0], (never, 10), asked[1]])
+
+    backend.run(body)
+
+
 def test_a_body_is_swept_only_after_its_last_user_and_the_grace_period(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         data = make_message(3)

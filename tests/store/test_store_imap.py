@@ -82,6 +82,10 @@ def test_copy_keeps_flags_and_bodies_and_move_expunges(backend: Backend) -> None
         assert await store.read_message(junk.id, 2) == make_message(2)
         with pytest.raises(NotFound):
             await store.copy_messages(user, junk.id, [1], "Nowhere")
+        other = await with_user(store, "carol@example.com")
+        with pytest.raises(NotFound):  # not carol's to copy from
+            await store.copy_messages(other, junk.id, [1, 2], "Archive")
+        assert [m.uid for m in await store.fetch_meta(junk.id)] == [1, 2]
 
     backend.run(body)
 

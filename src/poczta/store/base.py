@@ -145,6 +145,12 @@ class BlobStore(Protocol):
         lets a small one be read without a thread hand-off."""
         ...
 
+    async def read_many(self, bodies: Sequence[tuple[str, int | None]]) -> list[bytes]:
+        """The bodies of (digest, size hint) pairs, in that order (NotFound when one is
+        missing): for a command that needs many at once (FETCH), in as few reads of the
+        store as it can. The caller bounds how many octets it asks for at once."""
+        ...
+
     async def sweep(self, now: float | None = None) -> int:
         """Delete the bodies nothing has referred to for the grace period (an expunged
         body stays that long, so that a delivery of the same content can still use it);

@@ -2,7 +2,8 @@
 
 FETCH reads the cached facts of the messages asked for in one store read (in slices of
 `FETCH_SLICE`, written out as they are built so that a `1:*` of a large mailbox never
-sits whole in memory) and the stored bytes only for items that need them. A non-PEEK
+sits whole in memory) and the stored bytes only for items that need them, many bodies
+in one store read (`BlobStore.read_many`, up to `BODY_BATCH_OCTETS` at a time). A non-PEEK
 body fetch in a read-write mailbox sets \\Seen, and the response carries the new
 FLAGS. COPY and MOVE run in one store transaction each and answer COPYUID (UIDPLUS); a
 COPY past a quota limit is NO [OVERQUOTA]. While a FETCH, STORE or SEARCH by sequence
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 FETCH_SLICE = 500
+BODY_BATCH_OCTETS = 4 * 1024 * 1024  # bodies asked of the store at once, by their sizes
 CHANGED_SCAN = 256  # CHANGEDSINCE over more messages asks the store which changed
 
 
@@ -132,31 +134,66 @@ async def _fetch_messages(
     if plan is not None and not plan.needs_facts:
         _fetch_from_view(session, view, uids, plan)
         return None
-    utf8 = session.utf8
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
         metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
         if mark_seen:
             await _mark_seen(session, view, [m.uid for m in metas])
         out: list[bytes] = []
-        for meta in metas:
-            msn = view.msn(meta.uid)
-            if msn is None:
-                continue
-            if plan is not None:
-                planned = plan.encode(msn, meta.uid, meta, view.flag_items(meta.uid))
-                if planned is not None:
-                    out.append(planned)
-                    continue
-            items = await _items(session, view, meta, attributes, read_body, uid_form, mark_seen)
-            if isinstance(items, UnknownEncoding):
-                return items
-            out.append(FetchData(msn, items).encode(utf8))
+        answered = [meta for meta in metas if view.msn(meta.uid) is not None]
+        for group in _body_groups(answered) if read_body else [answered]:
+            bodies: Sequence[bytes | None] = [None] * len(group)
+            if read_body:
+                bodies = await session.store.blobs.read_many([(m.digest, m.size) for m in group])
+            for meta, data in zip(group, bodies, strict=True):
+                encoded = await _encoded(
+                    session, view, meta, data, plan, attributes, uid_form, mark_seen
+                )
+                if isinstance(encoded, UnknownEncoding):
+                    return encoded
+                out.append(encoded)
         session.send(*view.keyword_news())
         session.conn.write(b"".join(out))
         if start + FETCH_SLICE < len(uids):  # more to come: let the client take this first
             await session.conn.drain()
     return None
+
+
+def _body_groups(metas: Sequence[MessageMeta]) -> list[list[MessageMeta]]:
+    """`metas` in runs whose bodies together are at most BODY_BATCH_OCTETS (a bigger one
+    alone), to be read from the store a run at a time."""
+    groups: list[list[MessageMeta]] = []
+    octets = 0
+    for meta in metas:
+        if not groups or octets + meta.size > BODY_BATCH_OCTETS:
+            groups.append([])
+            octets = 0
+        groups[-1].append(meta)
+        octets += meta.size
+    return groups
+
+
+async def _encoded(
+    session: ImapSession,
+    view: SelectedView,
+    meta: MessageMeta,
+    data: bytes | None,
+    plan: FetchPlan | None,
+    attributes: Sequence[FetchAttribute],
+    uid_form: bool,
+    mark_seen: bool,
+) -> bytes | UnknownEncoding:
+    """One message's FETCH response: planned when the plan can, else built item by item."""
+    msn = view.msn(meta.uid)
+    assert msn is not None
+    if plan is not None:
+        planned = plan.encode(msn, meta.uid, meta, view.flag_items(meta.uid))
+        if planned is not None:
+            return planned
+    items = await _items(session, view, meta, attributes, data, uid_form, mark_seen)
+    if isinstance(items, UnknownEncoding):
+        return items
+    return FetchData(msn, items).encode(session.utf8)
 
 
 def _fetch_from_view(
@@ -177,11 +214,11 @@ async def _items(
     view: SelectedView,
     meta: MessageMeta,
     attributes: Sequence[FetchAttribute],
-    read_body: bool,
+    data: bytes | None,
     uid_form: bool,
     seen_changed: bool,
 ) -> list[tuple[str, Value]] | UnknownEncoding:
-    data = await session.store.blobs.read(meta.digest, size_hint=meta.size) if read_body else None
+    """The items of one message; `data`, its bytes when the attributes need them."""
     utf8 = session.utf8
     root = None
     if needs_structure(attributes, meta, utf8):

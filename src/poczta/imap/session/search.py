@@ -141,13 +141,12 @@ async def _matching(
     bodies: dict[int, bytes | None] = {}  # read ahead, by sequence number (None: no body)
 
     async def read(numbers: range) -> dict[int, bytes | None]:
-        found: dict[int, bytes | None] = {}
-        for number in numbers:
-            message = messages[number - 1]
-            digest = getattr(message, "digest", "")
-            found[number] = None
-            if digest:
-                found[number] = await store.blobs.read(digest, size_hint=message.size)
+        found: dict[int, bytes | None] = dict.fromkeys(numbers)
+        stored = [(n, getattr(messages[n - 1], "digest", "")) for n in numbers]
+        stored = [(n, digest) for n, digest in stored if digest]
+        asked = [(digest, messages[n - 1].size) for n, digest in stored]
+        for (number, _), data in zip(stored, await store.blobs.read_many(asked), strict=True):
+            found[number] = data
         return found
 
     def text(number: int) -> str:

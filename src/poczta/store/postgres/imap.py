@@ -1,26 +1,36 @@
 """IMAP's reads and writes in the PostgreSQL store beyond plain messages: mailbox versions
-and counts, CONDSTORE's changes, COPY and MOVE, \\Recent, subscriptions.
+and counts, CONDSTORE's changes, VANISHED, the messages' facts for FETCH, COPY and MOVE,
+\\Recent, subscriptions.
 
 Async functions on a connection inside the caller's transaction. A COPY or MOVE locks
 its two mailboxes in id order before taking UIDs (see `mailboxes`); a copy counts one
 more reference to each body, a move keeps the references it had.
+
+The reads every IMAP command makes (the mailbox's version, what changed and what was
+expunged since a MODSEQ, the messages' facts, the \\Recent mark) are one statement each,
+so that the store can run them without a transaction around them (`Database.statement`):
+one round trip each. Where a read must also say that the mailbox is gone, the mailbox's
+row is the outer side of a lateral join: no row at all is NotFound, one row of NULLs is
+a mailbox with nothing to say. `claim_recent` is one statement too, a write of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from poczta.store.base import MailboxChange, MailboxId, NotFound
+from poczta.store.base import MailboxChange, MailboxId, MessageMeta, NotFound
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
 from poczta.store.postgres.bodies import add_blob_ref
 from poczta.store.postgres.mailboxes import bump, get_mailbox, lock_in_order
+from poczta.store.postgres.messages import _META_COLUMNS, meta_of
 
 __all__ = [
     "changed_since",
     "claim_recent",
     "copy_messages",
     "deleted_storage",
+    "fetch_meta",
     "mailbox_changes",
     "mailbox_counts",
     "mailbox_version",
@@ -29,6 +39,7 @@ __all__ = [
     "subscribe",
     "subscriptions",
     "unsubscribe",
+    "vanished",
 ]
 
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
@@ -37,9 +48,7 @@ _COPIED = (
     " sent_date_zone, subject, message_id, envelope, headers, structure, imap_envelope,"
     " imap_bodystructure"
 )
-_STATES = (
-    "SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE id = ANY($1::bigint[])"
-)
+_STATES = "SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE id = ANY($1::bigint[])"
 
 
 async def mailbox_changes(conn: Connection, ids: Collection[int]) -> dict[MailboxId, MailboxChange]:
@@ -65,6 +74,35 @@ async def changed_since(
         modseq,
     )
     return [(int(r[0]), frozenset(r[1]), int(r[2])) for r in rows]
+
+
+async def vanished(conn: Connection, mailbox_id: int, since_modseq: int) -> list[int]:
+    """The UIDs expunged after `since_modseq`, in UID order (NotFound: no such mailbox)."""
+    rows = await conn.fetch(
+        "SELECT e.uid FROM mailboxes b LEFT JOIN LATERAL (SELECT uid FROM expunged"
+        " WHERE mailbox_id = b.id AND modseq > $2) e ON true WHERE b.id = $1 ORDER BY e.uid",
+        mailbox_id,
+        since_modseq,
+    )
+    if not rows:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return [int(r[0]) for r in rows if r[0] is not None]
+
+
+async def fetch_meta(
+    conn: Connection, mailbox_id: int, uids: Sequence[int] | None
+) -> list[MessageMeta]:
+    """The facts of the mailbox's messages of `uids` (all when None), in UID order."""
+    chosen = "" if uids is None else " AND uid = ANY($2::bigint[])"
+    rows = await conn.fetch(
+        f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS} FROM messages"
+        f" WHERE mailbox_id = b.id{chosen}) m ON true WHERE b.id = $1 ORDER BY m.uid",
+        mailbox_id,
+        *(() if uids is None else (list(uids),)),
+    )
+    if not rows:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    return [meta_of(r) for r in rows if r["uid"] is not None]
 
 
 async def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int, int, int]:
@@ -123,11 +161,14 @@ async def copy_messages(
     UIDVALIDITY, [(source uid, new uid)] in UID order), messages already gone skipped.
     NotFound when the target does not exist (TRYCREATE) or the source is not the user's."""
     name = mailbox_name(target)
-    row = await conn.fetchrow(
-        "SELECT id, uidvalidity FROM mailboxes WHERE user_id = $1 AND name = $2", user_id, name
+    row = await conn.fetchrow(  # the target, if the source is the user's too
+        "SELECT t.id, t.uidvalidity FROM mailboxes t JOIN mailboxes s ON s.id = $3"
+        " AND s.user_id = t.user_id WHERE t.user_id = $1 AND t.name = $2",
+        user_id,
+        name,
+        source,
     )
-    owner = await conn.fetchval("SELECT user_id FROM mailboxes WHERE id = $1", source)
-    if row is None or owner != user_id:
+    if row is None:
         raise NotFound(f"no mailbox {name}")
     target_id, uidvalidity = int(row[0]), int(row[1])
     await lock_in_order(conn, [source, target_id])
@@ -172,17 +213,22 @@ async def move_message(conn: Connection, user_id: int, source: str, uid: int, ta
 
 async def claim_recent(conn: Connection, mailbox_id: int, up_to: int | None) -> int:
     """Take the \\Recent messages of a mailbox for one session: the first UID recent for
-    it; the mailbox's mark moves to `up_to` (UIDNEXT when None; never backwards)."""
-    row = await conn.fetchrow(
-        "SELECT recent_uid, uidnext FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
+    it; the mailbox's mark moves to `up_to` (UIDNEXT when None; never backwards).
+
+    One statement: the locking read gives the row as the last claim committed it (a
+    claim waiting for another reads that one's mark), and the update moves the mark."""
+    first = await conn.fetchval(
+        "WITH old AS (SELECT recent_uid, coalesce($2::bigint, uidnext) AS mark"
+        " FROM mailboxes WHERE id = $1 FOR UPDATE),"
+        " moved AS (UPDATE mailboxes b SET recent_uid = old.mark FROM old"
+        " WHERE b.id = $1 AND old.mark > old.recent_uid)"
+        " SELECT recent_uid FROM old",
+        mailbox_id,
+        up_to,
     )
-    if row is None:
+    if first is None:
         raise NotFound(f"no mailbox {mailbox_id}")
-    first, uidnext = int(row[0]), int(row[1])
-    mark = uidnext if up_to is None else up_to
-    if mark > first:
-        await conn.execute("UPDATE mailboxes SET recent_uid = $1 WHERE id = $2", mark, mailbox_id)
-    return first
+    return int(first)
 
 
 async def recent_mark(conn: Connection, mailbox_id: int) -> int:

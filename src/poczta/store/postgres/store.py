@@ -1,7 +1,8 @@
 """The shared mail store: PostgreSQL for accounts, mailboxes, messages, bodies and the queue.
 
 `PostgresStore` implements `MailStore` over an asyncpg pool (`access.Database`). Each
-method is one transaction; a write returns after its COMMIT, with the server's
+method is one transaction (one of a single statement is sent without BEGIN and COMMIT,
+one round trip); a write returns after its COMMIT, with the server's
 synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
 (`bodies`), so a delivery's body, its messages and its queue entry commit together.
 Several processes and nodes may use one database at once: UIDs and MODSEQs are taken
@@ -48,8 +49,10 @@ from poczta.store.base import (
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, quota
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
-from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
+from poczta.store.postgres.bodies import DEFAULT_GRACE, read_blob
+from poczta.store.postgres.body_reads import PostgresBodies
 from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.flags import ChangeOrder, set_flags
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
 from poczta.store.postgres.listener import KEEPALIVE, LISTEN_TIMEOUT, MailboxListener
 from poczta.store.postgres.migrate import migrate
@@ -69,7 +72,7 @@ _SWEEP_AFTER_OPEN = 60.0  # seconds; a short-lived store (the command line) neve
 
 class PostgresStore(RecipientRouting):
     """`MailStore` on one PostgreSQL database (`resolve_recipient` is `RecipientRouting`'s,
-    over `find_addresses`; `blobs` is a `PostgresBlobStore`)."""
+    over `find_addresses`; `blobs` is a `PostgresBodies`)."""
 
     def __init__(
         self,
@@ -85,13 +88,14 @@ class PostgresStore(RecipientRouting):
         how long that connection may stay silent before the server is asked whether it is
         there, `listen_timeout` how long it has to answer (see `listener`)."""
         self._db = Database(pool)
-        self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
+        self._blobs = PostgresBodies(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
         self._sending: PostgresSendingStore | None = None
         self._limits: PostgresSharedLimits | None = None
         self._limits_pool = limits_pool  # None: the shared limits use the store's pool
         self._limits_lock = asyncio.Lock()
         self._hub = ChangeHub()
+        self._flag_order = ChangeOrder()
         self._listen = listen
         self._listener: MailboxListener | None = None
         self._listener_options = {"keepalive": listen_keepalive, "timeout": listen_timeout}
@@ -144,7 +148,7 @@ class PostgresStore(RecipientRouting):
         await self._db.close()
 
     @property
-    def blobs(self) -> PostgresBlobStore:
+    def blobs(self) -> PostgresBodies:
         return self._blobs
 
     async def greylist_store(self) -> PostgresGreylistStore:
@@ -178,6 +182,11 @@ class PostgresStore(RecipientRouting):
 
     async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         return await self._db.write(fn)
+
+    async def _statement(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """A call of one statement, its own transaction without BEGIN and COMMIT around
+        it: one round trip (what IMAP asks on every command)."""
+        return await self._db.statement(fn)
 
     async def _write_releasing(self, fn: Callable[[Connection, float], Awaitable[T]]) -> T:
         """A write that may release bodies: sweep them once their grace period is over."""
@@ -213,7 +222,7 @@ class PostgresStore(RecipientRouting):
         return await self._read(lambda c: accounts.list_users(c, domain))
 
     async def get_user(self, address: str) -> UserRecord | None:
-        return await self._read(lambda c: accounts.get_user(c, address))
+        return await self._statement(lambda c: accounts.get_user(c, address))
 
     async def add_alias(self, source: str, target: str) -> None:
         await self._write(lambda c: accounts.add_alias(c, source, target))
@@ -230,10 +239,10 @@ class PostgresStore(RecipientRouting):
     # --- mailboxes ---------------------------------------------------------
 
     async def list_mailboxes(self, user_id: UserId) -> list[MailboxState]:
-        return await self._read(lambda c: mailboxes.list_mailboxes(c, user_id))
+        return await self._statement(lambda c: mailboxes.list_mailboxes(c, user_id))
 
     async def get_mailbox(self, user_id: UserId, name: str) -> MailboxState:
-        return await self._read(lambda c: mailboxes.get_mailbox(c, user_id, name))
+        return await self._statement(lambda c: mailboxes.get_mailbox(c, user_id, name))
 
     async def create_mailbox(
         self, user_id: UserId, name: str, special_use: str | None = None
@@ -274,7 +283,7 @@ class PostgresStore(RecipientRouting):
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]:
-        return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
+        return await self._statement(lambda c: imap.fetch_meta(c, mailbox_id, uids))
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
         return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))
@@ -294,9 +303,9 @@ class PostgresStore(RecipientRouting):
         unchangedsince: int | None = None,
     ) -> FlagResult:
         wanted = frozenset(flags)
-        return await self._write(
-            lambda c: messages.set_flags(c, mailbox_id, uids, wanted, mode, unchangedsince)
-        )
+        self._db.check_open()
+        async with self._flag_order.turn(mailbox_id):
+            return await set_flags(self._db, mailbox_id, uids, wanted, mode, unchangedsince)
 
     async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the given messages (all flagged \\Deleted when `uids` is None)."""
@@ -305,21 +314,21 @@ class PostgresStore(RecipientRouting):
         )
 
     async def vanished(self, mailbox_id: MailboxId, since_modseq: int) -> list[int]:
-        return await self._read(lambda c: messages.vanished(c, mailbox_id, since_modseq))
+        return await self._statement(lambda c: imap.vanished(c, mailbox_id, since_modseq))
 
     async def mailbox_version(self, mailbox_id: MailboxId) -> MailboxChange:
-        return await self._read(lambda c: imap.mailbox_version(c, mailbox_id))
+        return await self._statement(lambda c: imap.mailbox_version(c, mailbox_id))
 
     async def changed_since(
         self, mailbox_id: MailboxId, modseq: int
     ) -> list[tuple[int, frozenset[str], int]]:
-        return await self._read(lambda c: imap.changed_since(c, mailbox_id, modseq))
+        return await self._statement(lambda c: imap.changed_since(c, mailbox_id, modseq))
 
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
-        return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
+        return await self._statement(lambda c: imap.mailbox_counts(c, mailbox_id))
 
     async def deleted_storage(self, mailbox_id: MailboxId) -> int:
-        return await self._read(lambda c: imap.deleted_storage(c, mailbox_id))
+        return await self._statement(lambda c: imap.deleted_storage(c, mailbox_id))
 
     async def copy_messages(
         self,
@@ -342,13 +351,13 @@ class PostgresStore(RecipientRouting):
         )
 
     async def claim_recent(self, mailbox_id: MailboxId, up_to: int | None = None) -> int:
-        return await self._write(lambda c: imap.claim_recent(c, mailbox_id, up_to))
+        return await self._statement(lambda c: imap.claim_recent(c, mailbox_id, up_to))
 
     async def recent_mark(self, mailbox_id: MailboxId) -> int:
-        return await self._read(lambda c: imap.recent_mark(c, mailbox_id))
+        return await self._statement(lambda c: imap.recent_mark(c, mailbox_id))
 
     async def subscriptions(self, user_id: UserId) -> list[str]:
-        return await self._read(lambda c: imap.subscriptions(c, user_id))
+        return await self._statement(lambda c: imap.subscriptions(c, user_id))
 
     async def subscribe(self, user_id: UserId, name: str) -> None:
         await self._write(lambda c: imap.subscribe(c, user_id, name))
@@ -372,7 +381,7 @@ class PostgresStore(RecipientRouting):
         return self._hub.changes(mailbox_id, since)
 
     async def _mailbox_states(self, ids: Collection[MailboxId]) -> dict[MailboxId, MailboxChange]:
-        return await self._read(lambda c: imap.mailbox_changes(c, ids))
+        return await self._statement(lambda c: imap.mailbox_changes(c, ids))
 
     async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
         return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))

@@ -1,0 +1,160 @@
+"""IMAP's writes on the PostgreSQL store from several pools at once: flag changes made at
+the same moment on the same messages all count, none lost, each with a MODSEQ of its
+own; an expunge meanwhile only takes messages out of them; claims of \\Recent messages
+never hand one message to two sessions; and changes asked of one store all at once (a
+session's pipelined STOREs) are made in the order asked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from poczta.message import parse_message
+from poczta.store import DeliveryTarget, FlagMode, MailboxId, NotFound, UserId
+from poczta.store.postgres.store import PostgresStore
+from tests.pg_server import PostgresServer
+from tests.postgres.pg_helpers import store_settings
+from tests.store.store_helpers import WHEN, make_message, with_user
+
+WAIT = 30.0  # seconds: a bound for a hung test, not a measurement
+
+
+Body = Callable[[list[PostgresStore], UserId, MailboxId], Awaitable[None]]
+
+
+def _on_nodes(postgres: PostgresServer, dsn: str, tmp_path: Path, count: int, body: Body) -> None:
+    """Run `body` with `count` stores on one database (each its own pool), a user and
+    the user's INBOX."""
+
+    async def main() -> None:
+        settings = store_settings(postgres, dsn, tmp_path)
+        nodes = [await PostgresStore.open(settings, tmp_path, max_size=3) for _ in range(count)]
+        try:
+            user = await with_user(nodes[0], "bob@example.com")
+            inbox = await nodes[0].get_mailbox(user, "INBOX")
+            await body(nodes, user, inbox.id)
+        finally:
+            for node in nodes:
+                await node.close()
+
+    asyncio.run(main())
+
+
+async def _fill(store: PostgresStore, user: int, count: int) -> list[int]:
+    uids = []
+    for n in range(count):
+        data = make_message(n)
+        [done] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
+        uids.append(done.uid)
+    return uids
+
+
+def test_concurrent_flag_changes_on_the_same_messages_are_all_kept(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        uids = await _fill(nodes[0], bob, 6)
+        start = (await nodes[0].mailbox_version(inbox)).highestmodseq
+        changes = [
+            node.set_flags(inbox, uids, [f"$N{i}R{r}"], FlagMode.ADD)
+            for r in range(5)
+            for i, node in enumerate(nodes)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*changes), WAIT)
+        modseqs = sorted(result.highestmodseq for result in results)
+        assert modseqs == list(range(start + 1, start + 21))
+        for result in results:
+            assert [uid for uid, _, _ in result.changed] == uids
+            assert {m for _, _, m in result.changed} == {result.highestmodseq}
+        every = {f"$N{i}R{r}" for r in range(5) for i in range(4)}
+        for meta in await nodes[1].fetch_meta(inbox):
+            assert meta.flags == every and meta.modseq == start + 20
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 4, body)
+
+
+def test_unchangedsince_and_an_expunge_meanwhile_are_seen_by_a_waiting_flag_change(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        for round_ in range(10):
+            uids = await _fill(nodes[0], bob, 4)
+            known = (await nodes[0].mailbox_version(inbox)).highestmodseq
+            _, guarded, expunging = await asyncio.wait_for(
+                asyncio.gather(
+                    nodes[0].set_flags(inbox, uids, ["\\Flagged"], FlagMode.ADD),
+                    nodes[1].set_flags(inbox, uids, ["$Late"], FlagMode.ADD, known),
+                    nodes[2].expunge(inbox, uids[:2]),
+                ),
+                WAIT,
+            )
+            assert expunging == uids[:2]
+            # The other change is one transaction: the guarded one comes wholly before
+            # it (changing what is there) or wholly after (refusing what is there).
+            changed = {uid for uid, _, _ in guarded.changed}
+            modified = set(guarded.modified)
+            assert not (changed and modified), round_
+            assert changed | modified <= set(uids)
+            assert set(uids[2:]) <= changed | modified  # never expunged
+            left = {m.uid: m.flags for m in await nodes[0].fetch_meta(inbox, uids)}
+            assert set(left) == set(uids[2:]), round_
+            for uid, flags in left.items():
+                assert "\\Flagged" in flags
+                assert ("$Late" in flags) == (uid in changed)
+        with pytest.raises(NotFound):
+            await nodes[0].set_flags(inbox + 1000, [1], ["\\Seen"], FlagMode.ADD)
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 3, body)
+
+
+def test_concurrent_claims_of_recent_messages_never_share_one(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        for round_ in range(5):
+            await _fill(nodes[0], bob, 3)
+            uidnext = (await nodes[0].mailbox_version(inbox)).uidnext
+            firsts = await asyncio.wait_for(
+                asyncio.gather(*(node.claim_recent(inbox) for node in nodes)), WAIT
+            )
+            # one session gets the three new messages, the others none
+            assert sorted(firsts) == [uidnext - 3] + [uidnext] * 3, round_
+            assert await nodes[1].recent_mark(inbox) == uidnext
+        # a claim up to a UID below the mark leaves it where it is
+        assert await nodes[0].claim_recent(inbox, 2) == uidnext
+        assert await nodes[0].recent_mark(inbox) == uidnext
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 4, body)
+
+
+def test_flag_changes_made_at_once_through_one_store_run_in_the_order_made(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    # a session's pipelined STOREs: the store is asked for all of them before any is done
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        [uid] = await _fill(nodes[0], bob, 1)
+        steps = [
+            (["\\Flagged"], FlagMode.ADD),
+            (["\\Flagged"], FlagMode.REMOVE),
+            (["$A", "$B"], FlagMode.ADD),
+            (["$A"], FlagMode.REMOVE),
+            (["$C"], FlagMode.REPLACE),
+            (["\\Flagged"], FlagMode.ADD),
+        ]
+        for round_ in range(10):
+            results = await asyncio.wait_for(
+                asyncio.gather(*(nodes[0].set_flags(inbox, [uid], f, m) for f, m in steps)), WAIT
+            )
+            told = [result.changed[-1][1] if result.changed else None for result in results]
+            expected = [{"\\Flagged"}, set(), {"$A", "$B"}, {"$B"}, {"$C"}, {"$C", "\\Flagged"}]
+            assert told == expected, round_
+            modseqs = [result.highestmodseq for result in results]
+            assert modseqs == sorted(modseqs), round_
+            [meta] = await nodes[1].fetch_meta(inbox, [uid])
+            assert meta.flags == {"$C", "\\Flagged"}
+            await nodes[0].set_flags(inbox, [uid], [], FlagMode.REPLACE)
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 2, body)
