@@ -10,6 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from poczta.config import Config
@@ -18,7 +19,11 @@ from poczta.message import parse_message
 from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
 from poczta.store.postgres.access import Database
 from poczta.store.postgres.bodies import CHUNK
-from poczta.store.postgres.connect import IDLE_IN_TRANSACTION_TIMEOUT, create_pool
+from poczta.store.postgres.connect import (
+    IDLE_IN_TRANSACTION_TIMEOUT,
+    LOCK_WAIT_SHARE,
+    create_pool,
+)
 from poczta.store.postgres.connect import connect as connect_store
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
@@ -217,6 +222,73 @@ def test_a_node_frozen_in_a_transaction_holds_up_the_others_only_briefly(
             woken.set()
             with pytest.raises(StoreUnavailable):
                 await asyncio.wait_for(frozen, WAIT)
+        finally:
+            await store.close()
+            await default.close()
+            frozen_pool.terminate()
+
+    asyncio.run(main())
+
+
+def test_the_frozen_nodes_other_waits_for_the_lock_give_up_before_it_is_free(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A frozen node may have had a second delivery waiting for the INBOX row it locked.
+    That wait gives up before the idle limit ends the holder, so when the row is free
+    the live node's delivery, queued after it, takes it, not the frozen one."""
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        default = await create_pool(settings, tmp_path, min_size=1, max_size=1)
+        frozen_pool = await create_pool(settings, tmp_path, max_size=2, idle_timeout=0.5)
+        try:
+            shown = await default.fetchval("SHOW lock_timeout")
+            assert shown == f"{LOCK_WAIT_SHARE * IDLE_IN_TRANSACTION_TIMEOUT:g}s"
+            bob = await with_user(store)
+            inbox = await store.get_mailbox(bob, "INBOX")
+            locked, woken = asyncio.Event(), asyncio.Event()
+            taken: list[str] = []
+
+            def frozen_delivery(name: str) -> Any:
+                async def deliver(conn: Any) -> None:
+                    async with conn.transaction():
+                        await conn.execute(
+                            "SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE", inbox.id
+                        )
+                        taken.append(name)
+                        locked.set()
+                        await woken.wait()  # frozen here: the transaction idle, the row locked
+                        await conn.execute("SELECT 1")
+
+                async def on_its_connection() -> None:  # a frozen node runs nothing again
+                    async with frozen_pool.acquire() as conn:
+                        await deliver(conn)
+
+                return on_its_connection()
+
+            async def waiting_for_the_row(count: int) -> None:
+                while (
+                    await default.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                    < count
+                ):
+                    await asyncio.sleep(0.02)
+
+            first = asyncio.ensure_future(frozen_delivery("first"))
+            await asyncio.wait_for(locked.wait(), WAIT)
+            second = asyncio.ensure_future(frozen_delivery("second"))
+            await asyncio.wait_for(waiting_for_the_row(1), WAIT)
+            live = asyncio.ensure_future(_deliver(store, 1, [bob]))
+            assert await asyncio.wait_for(live, WAIT) == [(inbox.id, 1)]
+            assert taken == ["first"]  # the second frozen one did not take the row first
+            woken.set()
+            with pytest.raises(asyncpg.LockNotAvailableError):  # it gave up waiting
+                await asyncio.wait_for(second, WAIT)
+            with contextlib.suppress(asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                await asyncio.wait_for(first, WAIT)  # ended by the server meanwhile
         finally:
             await store.close()
             await default.close()

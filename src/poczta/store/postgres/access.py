@@ -28,7 +28,7 @@ __all__ = ["COMMAND_TIMEOUT", "Database", "translated"]
 
 COMMAND_TIMEOUT = 30.0  # seconds a statement may take before the call fails
 ACQUIRE_TIMEOUT = 10.0  # seconds to wait for a connection of the pool (or a new one)
-_RETRIES = 5  # runs of a transaction that lost a deadlock or serialization conflict
+_RETRIES = 5  # runs of a transaction that lost a deadlock, a serialization conflict or a lock wait
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ Connection = Any  # an asyncpg.Connection (the driver ships no type hints)
 # SQLSTATE classes of a database that cannot be used now: 08 connection exceptions,
 # 57 operator intervention (shutdown, cannot connect now), 53 insufficient resources.
 _UNAVAILABLE_CLASSES = ("08", "57", "53")
-_RETRY_STATES = ("40001", "40P01")  # serialization failure, deadlock detected
+# serialization failure, deadlock detected, a lock not free within `lock_timeout`
+_RETRY_STATES = ("40001", "40P01", "55P03")
 # What leaves a connection unusable: lost, ended by the server, or out of step with it.
 _BROKEN = (
     asyncpg.PostgresConnectionError,

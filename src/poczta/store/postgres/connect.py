@@ -16,10 +16,15 @@ database between the statements of a transaction, so such a client has stopped: 
 frozen or cut off mid-delivery, whose sockets no kernel closes (a `kill -9` closes them,
 and the server rolls back at once). Without the limit its row locks would stay held
 until the server's TCP keepalive gives up, hours later, and every delivery to a mailbox
-it had locked would wait, on every node. With it, each of the stopped node's
-transactions holds the others up that long at most (those of its deliveries that were
-waiting for the same lock take it in turn, and are ended in turn); a live node that
-loses one gets `StoreUnavailable`, and its client a temporary failure to retry.
+it had locked would wait, on every node. With it, the stopped node's transaction holds
+the others up that long at most; a live node that loses one gets `StoreUnavailable`,
+and its client a temporary failure to retry.
+
+The stopped node may also have had other transactions waiting for the same lock. Each
+would take it in turn and hold it idle for as long again, so a wait for a lock gives up
+a little earlier than the idle limit (`lock_timeout`, `LOCK_WAIT_SHARE` of it): those
+give up before the lock is free, and a live node's wait that gives up is run again
+(`poczta.store.postgres.access`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from poczta.store.postgres.errors import PostgresUnavailable
 __all__ = [
     "CONNECT_TIMEOUT",
     "IDLE_IN_TRANSACTION_TIMEOUT",
+    "LOCK_WAIT_SHARE",
     "PostgresTarget",
     "ServerFacts",
     "check_database",
@@ -56,6 +62,7 @@ CONNECT_TIMEOUT = 5.0  # seconds for the TCP connection, TLS and login together
 #: few milliseconds between the statements of a live one, and well under the statements'
 #: own timeout (`access.COMMAND_TIMEOUT`), so those waiting for its locks go on.
 IDLE_IN_TRANSACTION_TIMEOUT = 5.0
+LOCK_WAIT_SHARE = 0.8  # of the idle limit: how long a statement waits for a lock
 _SCHEMES = ("postgresql", "postgres")
 
 
@@ -193,6 +200,7 @@ def _options(
     server_settings = {
         "application_name": "poczta",
         "idle_in_transaction_session_timeout": str(max(1, round(idle_timeout * 1000))),
+        "lock_timeout": str(max(1, round(LOCK_WAIT_SHARE * idle_timeout * 1000))),
     }
     options: dict[str, Any] = {"dsn": target.dsn, "server_settings": server_settings}
     if password is not None:
