@@ -176,6 +176,11 @@ class PostgresStore(RecipientRouting):
     async def _read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         return await self._db.read(fn)
 
+    async def _read_one(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """A read of one statement: no BEGIN and COMMIT around it (the statement is its
+        own transaction and snapshot), one round trip instead of three."""
+        return await self._db.statement(fn)
+
     async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         return await self._db.write(fn)
 
@@ -195,10 +200,10 @@ class PostgresStore(RecipientRouting):
         await self._write_releasing(lambda c, now: accounts.remove_domain(c, domain, force, now))
 
     async def list_domains(self) -> list[str]:
-        return await self._read(accounts.list_domains)
+        return await self._read_one(accounts.list_domains)
 
     async def domain_exists(self, domain: str) -> bool:
-        return await self._read(lambda c: accounts.domain_exists(c, domain))
+        return await self._read_one(lambda c: accounts.domain_exists(c, domain))
 
     async def add_user(self, address: str, password_hash: str, scram: str) -> UserId:
         return await self._write(lambda c: accounts.add_user(c, address, password_hash, scram))
@@ -210,10 +215,10 @@ class PostgresStore(RecipientRouting):
         await self._write_releasing(lambda c, now: accounts.remove_user(c, address, now))
 
     async def list_users(self, domain: str | None = None) -> list[UserRecord]:
-        return await self._read(lambda c: accounts.list_users(c, domain))
+        return await self._read_one(lambda c: accounts.list_users(c, domain))
 
     async def get_user(self, address: str) -> UserRecord | None:
-        return await self._read(lambda c: accounts.get_user(c, address))
+        return await self._read_one(lambda c: accounts.get_user(c, address))
 
     async def add_alias(self, source: str, target: str) -> None:
         await self._write(lambda c: accounts.add_alias(c, source, target))
@@ -222,10 +227,10 @@ class PostgresStore(RecipientRouting):
         await self._write(lambda c: accounts.remove_alias(c, source, target))
 
     async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
-        return await self._read(lambda c: accounts.list_aliases(c, domain))
+        return await self._read_one(lambda c: accounts.list_aliases(c, domain))
 
     async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
-        return await self._read(lambda c: accounts.find_addresses(c, addresses))
+        return await self._read_one(lambda c: accounts.find_addresses(c, addresses))
 
     # --- mailboxes ---------------------------------------------------------
 
@@ -375,10 +380,10 @@ class PostgresStore(RecipientRouting):
         return await self._read(lambda c: imap.mailbox_changes(c, ids))
 
     async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
-        return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))
+        return await self._read_one(lambda c: quota.messages_size(c, mailbox_id, uids))
 
     async def quota_states(self, user_ids: Sequence[UserId]) -> dict[UserId, QuotaState]:
-        return await self._read(lambda c: quota.quota_states(c, user_ids))
+        return await self._read_one(lambda c: quota.quota_states(c, user_ids))
 
     async def set_quota(self, user_id: UserId, changes: Mapping[str, int | None]) -> None:
         quota.check_quota_changes(changes)
@@ -414,10 +419,10 @@ class PostgresStore(RecipientRouting):
         return await self._write(lambda c: queue.release_claims(c, prefix, keep))
 
     async def next_queue_due(self) -> datetime | None:
-        return await self._read(queue.next_due)
+        return await self._read_one(queue.next_due)
 
     async def claim_holders(self) -> list[str]:
-        return await self._read(queue.claim_holders)
+        return await self._read_one(queue.claim_holders)
 
     async def release_claims_of(self, owners: Sequence[str]) -> int:
         if not owners:
@@ -467,7 +472,7 @@ class PostgresStore(RecipientRouting):
     # --- MTA-STS policies of destination domains ----------------------------
 
     async def mta_sts_policy(self, domain: str) -> CachedStsPolicy | None:
-        return await self._read(lambda c: get_policy(c, domain))
+        return await self._read_one(lambda c: get_policy(c, domain))
 
     async def save_mta_sts_policy(self, policy: CachedStsPolicy, now: datetime) -> None:
         await self._write(lambda c: save_policy(c, policy, now))
