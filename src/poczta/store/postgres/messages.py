@@ -12,7 +12,7 @@ the offset in minutes east of UTC, put back on reading.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -29,6 +29,10 @@ from poczta.store.base import (
     MessageSummary,
     NotFound,
     Outbound,
+    QuotaOverrides,
+    QuotaState,
+    QuotaUsage,
+    UserId,
     normalize_flags,
 )
 from poczta.store.codec import (
@@ -40,12 +44,14 @@ from poczta.store.codec import (
     encode_structure,
 )
 from poczta.store.flag_changes import flag_changes
+from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
 from poczta.store.postgres.bodies import add_blob_ref, blob_digest, release_blobs
-from poczta.store.postgres.mailboxes import bump, lock_in_order, require_mailbox, target_mailbox
+from poczta.store.postgres.mailboxes import bump, lock_in_order, require_mailbox
 from poczta.store.postgres.queue import insert_queue
 
 __all__ = [
+    "HasRoom",
     "deliver",
     "expunge",
     "fetch_meta",
@@ -57,6 +63,9 @@ __all__ = [
     "vanished",
 ]
 
+#: Whether a user, in this quota state, has room for the message being delivered.
+HasRoom = Callable[[UserId, QuotaState], bool]
+
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, internal_date_zone, size, digest, header_size,"
     " sent_date, sent_date_zone, subject, envelope, headers, structure, imap_envelope,"
@@ -67,6 +76,19 @@ _INSERT = (
     " size, digest, header_size, sent_date, sent_date_zone, subject, message_id, envelope,"
     " headers, structure, imap_envelope, imap_bodystructure) VALUES ($1, $2, $3, $4, $5, $6,"
     " $7, $8, $9, $10, $11, $12, $13, $14::json, $15::json, $16::json, $17, $18)"
+)
+# Per target (in order): its mailbox (by special use first, else by name) and its user's
+# quota usage and own limits (NULL usage: no such user).
+_TARGETS = (
+    "SELECT t.user_id, m.id AS mailbox_id, u.storage, u.messages,"
+    " l.storage AS storage_limit, l.messages AS messages_limit"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[])"
+    " WITH ORDINALITY AS t(user_id, name, special, n)"
+    " LEFT JOIN LATERAL (SELECT b.id FROM mailboxes b WHERE b.user_id = t.user_id"
+    " AND (b.special_use = t.special OR b.name = t.name)"
+    " ORDER BY coalesce(b.special_use = t.special, false) DESC, b.id LIMIT 1) m ON true"
+    " LEFT JOIN quota_usage u ON u.user_id = t.user_id"
+    " LEFT JOIN quota_limits l ON l.user_id = t.user_id ORDER BY t.n"
 )
 
 
@@ -101,6 +123,28 @@ def _columns(parsed: ParsedMessage) -> tuple[Any, ...]:
     )
 
 
+async def _targets_and_quotas(
+    conn: Connection, targets: Sequence[DeliveryTarget]
+) -> tuple[list[int | None], dict[UserId, QuotaState]]:
+    """Each target's mailbox id (None: it has none) and the quota state of each of their
+    users, in one statement. A special use the user no longer has falls back to INBOX."""
+    rows = await conn.fetch(
+        _TARGETS,
+        [t.user_id for t in targets],
+        ["INBOX" if t.mailbox.startswith("\\") else mailbox_name(t.mailbox) for t in targets],
+        [t.mailbox if t.mailbox.startswith("\\") else None for t in targets],
+    )
+    states = {
+        UserId(row["user_id"]): QuotaState(
+            QuotaUsage(row["storage"], row["messages"]),
+            QuotaOverrides(row["storage_limit"], row["messages_limit"]),
+        )
+        for row in rows
+        if row["storage"] is not None
+    }
+    return [row["mailbox_id"] for row in rows], states
+
+
 async def deliver(
     conn: Connection,
     data: bytes,
@@ -108,16 +152,29 @@ async def deliver(
     internal_date: datetime,
     targets: Sequence[DeliveryTarget],
     outbound: Outbound | None,
-) -> Accepted:
-    """Store one message for `targets` and queue it for `outbound`, in this transaction."""
+    room: HasRoom | None = None,
+) -> tuple[Accepted, dict[UserId, QuotaState]]:
+    """Store one message for `targets` and queue it for `outbound`, in this transaction.
+
+    With `room`, the targets of a user it says has no room get no copy: the quota is
+    read in this transaction, and the copies stored count against it before COMMIT.
+    Returns what was stored and the quota state of each user left out."""
+    found, states = await _targets_and_quotas(conn, targets)
+    refused: dict[UserId, QuotaState] = {}
+    if room is not None:
+        refused = {user: state for user, state in states.items() if not room(user, state)}
+    kept = [(t, m) for t, m in zip(targets, found, strict=True) if t.user_id not in refused]
+    for target, mailbox_id in kept:
+        if mailbox_id is None:
+            raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
+    mailbox_ids = [int(m) for _, m in kept if m is not None]
+    queued = bool(outbound and outbound.recipients)
+    if not mailbox_ids and not queued:
+        return Accepted((), None), refused
     digest = blob_digest(data)
-    mailbox_ids = [await target_mailbox(conn, target) for target in targets]
     await lock_in_order(conn, mailbox_ids)
     taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
-    queued = bool(outbound and outbound.recipients)
-    refs = len(targets) + (1 if queued else 0)
-    if refs:
-        await add_blob_ref(conn, digest, len(data), data, refs)
+    await add_blob_ref(conn, digest, len(data), data, len(mailbox_ids) + (1 if queued else 0))
     internal, zone = split_time(internal_date)
     size, header_size, *rest = _columns(parsed)
     await conn.executemany(
@@ -135,7 +192,7 @@ async def deliver(
                 header_size,
                 *rest,
             )
-            for target, mailbox_id, (uid, modseq) in zip(targets, mailbox_ids, taken, strict=True)
+            for (target, _), mailbox_id, (uid, modseq) in zip(kept, mailbox_ids, taken, strict=True)
         ],
     )
     queue_id = None
@@ -145,7 +202,7 @@ async def deliver(
         Delivered(MailboxId(mailbox_id), uid)
         for mailbox_id, (uid, _) in zip(mailbox_ids, taken, strict=True)
     )
-    return Accepted(delivered, queue_id)
+    return Accepted(delivered, queue_id), refused
 
 
 def meta_of(row: Any) -> MessageMeta:

@@ -272,8 +272,24 @@ class PostgresStore(RecipientRouting):
         outbound: Outbound | None = None,
     ) -> Accepted:
         """Store the body, the local copies and the queue entry in one transaction."""
-        return await self._write(
+        accepted, _ = await self._write(
             lambda c: messages.deliver(c, data, parsed, internal_date, targets, outbound)
+        )
+        return accepted
+
+    async def accept_within_quota(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+        room: Callable[[UserId, QuotaState], bool],
+    ) -> tuple[Accepted, dict[UserId, QuotaState]]:
+        """`accept` for the targets of the users `room` finds room for, their quota read in
+        the same transaction (see `poczta.quota.QuotaCheckingStore`): what was stored, and
+        the quota state of each user left out."""
+        return await self._write(
+            lambda c: messages.deliver(c, data, parsed, internal_date, targets, None, room)
         )
 
     async def fetch_meta(
