@@ -15,9 +15,10 @@ import pytest
 from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
+from poczta.store import DeliveryTarget, NotFound, StoreUnavailable, UserId, open_store
+from poczta.store.postgres import messages
 from poczta.store.postgres.access import Database
-from poczta.store.postgres.bodies import CHUNK
+from poczta.store.postgres.bodies import CHUNK, blob_digest
 from poczta.store.postgres.connect import IDLE_IN_TRANSACTION_TIMEOUT, create_pool
 from poczta.store.postgres.connect import connect as connect_store
 from poczta.store.postgres.store import PostgresStore
@@ -69,6 +70,69 @@ def test_concurrent_deliveries_from_several_pools_never_share_a_uid(
         finally:
             for node in nodes:
                 await node.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_deliveries_into_one_mailbox_take_consecutive_uids_new_body_or_not(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+    shared = make_message(999)  # every fourth message: a body that is stored already
+
+    async def main() -> None:
+        nodes = [await PostgresStore.open(settings, tmp_path, max_size=4) for _ in range(4)]
+        try:
+            bob = await with_user(nodes[0], "bob@example.com")
+            bodies = [shared if n % 4 == 0 else make_message(n) for n in range(80)]
+            work = [_deliver_data(nodes[n % 4], data, [bob]) for n, data in enumerate(bodies)]
+            results = await asyncio.wait_for(asyncio.gather(*work), WAIT)
+            inbox = await nodes[1].get_mailbox(bob, "INBOX")
+            assert sorted(uid for [(_, uid)] in results) == list(range(1, 81))
+            assert inbox.uidnext == 81 and inbox.messages == 80
+            metas = await nodes[2].fetch_meta(inbox.id)
+            assert len({m.modseq for m in metas}) == 80
+            for data, [(mailbox_id, uid)] in zip(bodies, results, strict=True):
+                assert await nodes[3].read_message(mailbox_id, uid) == data
+        finally:
+            for node in nodes:
+                await node.close()
+        conn = await connect(postgres, postgres_dsn)
+        try:
+            refs = await conn.fetchval(
+                "SELECT refs FROM blobs WHERE digest = $1", blob_digest(shared)
+            )
+            bodies_stored = await conn.fetchval("SELECT count(*) FROM blobs")
+        finally:
+            await conn.close()
+        assert (refs, bodies_stored) == (20, 61)
+
+    asyncio.run(main())
+
+
+def test_a_new_body_for_a_mailbox_deleted_meanwhile_is_rolled_back_with_the_delivery(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+    data = make_message(5)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(store)
+            archive = await store.get_mailbox(bob, "Archive")
+            await store.delete_mailbox(bob, "Archive")
+            # what a delivery does after it found the mailbox, had it been deleted since
+            with pytest.raises(NotFound):
+                await store._db.write(
+                    lambda c: messages.file_message(
+                        c, data, parse_message(data), WHEN, [archive.id], [[]], None
+                    )
+                )
+            with pytest.raises(NotFound):
+                await store.blobs.read(blob_digest(data))
+        finally:
+            await store.close()
 
     asyncio.run(main())
 

@@ -3,8 +3,12 @@
 Async functions on a connection inside the caller's transaction. Every change to a
 mailbox's messages takes the next MODSEQ of that mailbox (`mailboxes.bump`): a delivery
 one per message, a flag change one per call, an expunge one per call (kept with the
-expunged UIDs for VANISHED). A delivery locks its mailboxes first, then its body's row
-(`bodies.add_blob_ref`), the order every other writer follows.
+expunged UIDs for VANISHED). Writers lock mailbox rows first, then body rows. A delivery
+of a new body (`bodies.insert_new_blob`, which locks no row another writer could wait
+for) takes its mailbox rows last, just before COMMIT, since every delivery into the
+mailbox waits for them: into one mailbox, a body of one chunk, the UID and the message
+row are one statement. A body stored before is counted (`bodies.add_blob_ref`) after
+the mailbox rows are locked, as the other writers do.
 
 Times keep their offset: a timestamptz column holds the instant and a smallint beside it
 the offset in minutes east of UTC, put back on reading.
@@ -46,8 +50,14 @@ from poczta.store.codec import (
 from poczta.store.flag_changes import flag_changes
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
-from poczta.store.postgres.bodies import add_blob_ref, blob_digest, release_blobs
-from poczta.store.postgres.mailboxes import bump, lock_in_order, require_mailbox
+from poczta.store.postgres.bodies import (
+    CHUNK,
+    add_blob_ref,
+    blob_digest,
+    insert_new_blob,
+    release_blobs,
+)
+from poczta.store.postgres.mailboxes import CHANGES_CHANNEL, bump, lock_in_order, require_mailbox
 from poczta.store.postgres.queue import insert_queue
 
 __all__ = [
@@ -56,6 +66,7 @@ __all__ = [
     "expunge",
     "fetch_meta",
     "fetch_summaries",
+    "file_message",
     "join_time",
     "message_digest",
     "set_flags",
@@ -76,6 +87,29 @@ _INSERT = (
     " size, digest, header_size, sent_date, sent_date_zone, subject, message_id, envelope,"
     " headers, structure, imap_envelope, imap_bodystructure) VALUES ($1, $2, $3, $4, $5, $6,"
     " $7, $8, $9, $10, $11, $12, $13, $14::json, $15::json, $16::json, $17, $18)"
+)
+# `bump` and `_INSERT` in one statement, for a delivery into one mailbox ($1).
+_FILE_ONE = (
+    "WITH taken AS (UPDATE mailboxes SET uidnext = uidnext + 1,"
+    " highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING id, uidnext - 1 AS uid,"
+    " highestmodseq AS modseq), filed AS (INSERT INTO messages (mailbox_id, uid, modseq,"
+    " flags, internal_date, internal_date_zone, size, digest, header_size, sent_date,"
+    " sent_date_zone, subject, message_id, envelope, headers, structure, imap_envelope,"
+    " imap_bodystructure) SELECT id, uid, modseq, $2::text[], $3::timestamptz, $4::smallint,"
+    " $5::bigint, $6::text, $7::bigint, $8::timestamptz, $9::smallint, $10::text, $11::text,"
+    " $12::json, $13::json, $14::json, $15::text, $16::text FROM taken)"
+    f" SELECT uid, modseq, pg_notify('{CHANGES_CHANNEL}', id::text) FROM taken"
+)
+# The same with a new body of one chunk ($17 octets, $18) first: nothing at all when
+# its digest ($6) is stored already (then the mailbox's row is not touched either).
+_FILE_WITH_BODY = (
+    "WITH body AS (INSERT INTO blobs (digest, size, refs) VALUES ($6::text, $17::bigint, 1)"
+    " ON CONFLICT (digest) DO NOTHING RETURNING id),"
+    " body_chunk AS (INSERT INTO blob_chunks (blob_id, seq, data)"
+    " SELECT id, 0, $18::bytea FROM body WHERE $17::bigint > 0),"
+    + _FILE_ONE.removeprefix("WITH ").replace(
+        "WHERE id = $1 RETURNING", "WHERE id = $1 AND EXISTS (SELECT 1 FROM body) RETURNING"
+    )
 )
 # Per target (in order): its mailbox (by special use first, else by name) and its user's
 # quota usage and own limits (NULL usage: no such user).
@@ -168,41 +202,96 @@ async def deliver(
         if mailbox_id is None:
             raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
     mailbox_ids = [int(m) for _, m in kept if m is not None]
-    queued = bool(outbound and outbound.recipients)
+    queued = outbound is not None and bool(outbound.recipients)
     if not mailbox_ids and not queued:
         return Accepted((), None), refused
+    flags = [sorted(normalize_flags(target.flags)) for target, _ in kept]
+    accepted = await file_message(conn, data, parsed, internal_date, mailbox_ids, flags, outbound)
+    return accepted, refused
+
+
+async def file_message(
+    conn: Connection,
+    data: bytes,
+    parsed: ParsedMessage,
+    internal_date: datetime,
+    mailbox_ids: Sequence[int],
+    flags: Sequence[list[str]],
+    outbound: Outbound | None,
+) -> Accepted:
+    """The body, a message row in each mailbox (with its flags) and the queue entry.
+
+    A new body locks nothing another writer waits for, so the mailboxes' rows, which
+    every delivery into them waits for, are taken last, just before COMMIT; a new body
+    of one chunk into one mailbox is one statement. A body stored before has its row
+    locked after the mailboxes', the order every other writer follows."""
     digest = blob_digest(data)
-    await lock_in_order(conn, mailbox_ids)
-    taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
-    await add_blob_ref(conn, digest, len(data), data, len(mailbox_ids) + (1 if queued else 0))
+    queued = outbound is not None and bool(outbound.recipients)
+    refs = len(mailbox_ids) + (1 if queued else 0)
     internal, zone = split_time(internal_date)
     size, header_size, *rest = _columns(parsed)
-    await conn.executemany(
-        _INSERT,
-        [
-            (
-                mailbox_id,
-                uid,
-                modseq,
-                sorted(normalize_flags(target.flags)),
-                internal,
-                zone,
-                size,
-                digest,
-                header_size,
-                *rest,
-            )
-            for (target, _), mailbox_id, (uid, modseq) in zip(kept, mailbox_ids, taken, strict=True)
-        ],
-    )
+    rows = [(f, internal, zone, size, digest, header_size, *rest) for f in flags]
     queue_id = None
-    if outbound is not None and queued:
-        queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
+    taken: list[tuple[int, int]] | None = None
+    if len(mailbox_ids) == 1 and not queued and len(data) <= CHUNK:
+        taken = await _file_with_body(conn, mailbox_ids[0], data, rows[0])
+    elif await insert_new_blob(conn, digest, data, refs):
+        if outbound is not None and queued:
+            queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
+        taken = await _file(conn, mailbox_ids, rows)
+    if taken is None:  # the body was there (or the one mailbox is gone: NotFound below)
+        await lock_in_order(conn, mailbox_ids)
+        taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
+        await add_blob_ref(conn, digest, len(data), data, refs)
+        await _insert_rows(conn, mailbox_ids, taken, rows)
+        if outbound is not None and queued:
+            queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
     delivered = tuple(
         Delivered(MailboxId(mailbox_id), uid)
         for mailbox_id, (uid, _) in zip(mailbox_ids, taken, strict=True)
     )
-    return Accepted(delivered, queue_id), refused
+    return Accepted(delivered, queue_id)
+
+
+async def _file_with_body(
+    conn: Connection, mailbox_id: int, data: bytes, row: tuple[Any, ...]
+) -> list[tuple[int, int]] | None:
+    """A new body of one chunk, a UID and MODSEQ of the mailbox and the message row, in
+    one statement: [(UID, MODSEQ)], or None and nothing done when the body is stored
+    already (or the mailbox is gone)."""
+    found = await conn.fetchrow(_FILE_WITH_BODY, mailbox_id, *row, len(data), data)
+    return None if found is None else [(int(found[0]), int(found[1]))]
+
+
+async def _insert_rows(
+    conn: Connection,
+    mailbox_ids: Sequence[int],
+    taken: Sequence[tuple[int, int]],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    await conn.executemany(
+        _INSERT,
+        [
+            (mailbox_id, uid, modseq, *row)
+            for mailbox_id, (uid, modseq), row in zip(mailbox_ids, taken, rows, strict=True)
+        ],
+    )
+
+
+async def _file(
+    conn: Connection, mailbox_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]
+) -> list[tuple[int, int]]:
+    """Take a UID and MODSEQ in each mailbox and insert its message row: (UID, MODSEQ) of
+    each. Into one mailbox, one statement (its row locked until COMMIT)."""
+    if len(mailbox_ids) != 1:
+        await lock_in_order(conn, mailbox_ids)
+        taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
+        await _insert_rows(conn, mailbox_ids, taken, rows)
+        return taken
+    found = await conn.fetchrow(_FILE_ONE, mailbox_ids[0], *rows[0])
+    if found is None:
+        raise NotFound(f"no mailbox {mailbox_ids[0]}")
+    return [(int(found[0]), int(found[1]))]
 
 
 def meta_of(row: Any) -> MessageMeta:
