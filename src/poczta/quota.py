@@ -23,11 +23,12 @@ Where the limits apply and how a full mailbox is answered:
   whatever the quota, like Dovecot does for its own notices.
 - Every refusal writes one log line, ``quota.refused``.
 
-At the end of DATA, a store that can (`QuotaCheckingStore`: PostgreSQL) reads the
-usage in the delivery's own transaction and leaves out the users without room there;
-otherwise the check is a read just before the store's write. Either way two messages
-stored at the same moment may both pass: a limit can be overshot by the messages in
-flight at once, never by more.
+At the end of DATA, a store that can (`QuotaCheckingStore`: PostgreSQL) checks the
+quota as part of the delivery, with no call of its own (it reads the usage with the
+target mailboxes, just before the write that counts the new copies), and leaves out
+the users without room; otherwise the check is a read of its own before the store's
+write. Either way two messages stored at the same moment may both pass: a limit can be
+overshot by the messages in flight at once, never by more.
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ class UserQuota:
 
 @runtime_checkable
 class QuotaCheckingStore(Protocol):
-    """A store that checks the quota inside the delivery's own write: `room` is asked,
-    in that transaction, whether each target's user has room (users the store has no
-    quota state for count as having room); the others get no copy. Returns what was
-    stored and the quota state of each user left out."""
+    """A store that checks the quota as part of a delivery: `room` is asked, with the
+    usage read just before the delivery's write, whether each target's user has room
+    (users the store has no quota state for count as having room); the others get no
+    copy. Returns what was stored and the quota state of each user left out."""
 
     async def accept_within_quota(
         self,

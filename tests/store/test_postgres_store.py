@@ -122,12 +122,16 @@ def test_a_new_body_for_a_mailbox_deleted_meanwhile_is_rolled_back_with_the_deli
             bob = await with_user(store)
             archive = await store.get_mailbox(bob, "Archive")
             await store.delete_mailbox(bob, "Archive")
-            # what a delivery does after it found the mailbox, had it been deleted since
+            # what a delivery does after it found the mailbox, had it been deleted since:
+            # the one statement stores nothing, the transaction is rolled back
+            parsed = parse_message(data)
+            alone = await store._db.statement(
+                lambda c: messages.file_new_message(c, data, parsed, WHEN, archive.id, [])
+            )
+            assert alone is None
             with pytest.raises(NotFound):
                 await store._db.write(
-                    lambda c: messages.file_message(
-                        c, data, parse_message(data), WHEN, [archive.id], [[]], None
-                    )
+                    lambda c: messages.file_message(c, data, parsed, WHEN, [archive.id], [[]], None)
                 )
             with pytest.raises(NotFound):
                 await store.blobs.read(blob_digest(data))

@@ -3,12 +3,15 @@
 Async functions on a connection inside the caller's transaction. Every change to a
 mailbox's messages takes the next MODSEQ of that mailbox (`mailboxes.bump`): a delivery
 one per message, a flag change one per call, an expunge one per call (kept with the
-expunged UIDs for VANISHED). Writers lock mailbox rows first, then body rows. A delivery
-of a new body (`bodies.insert_new_blob`, which locks no row another writer could wait
-for) takes its mailbox rows last, just before COMMIT, since every delivery into the
-mailbox waits for them: into one mailbox, a body of one chunk, the UID and the message
-row are one statement. A body stored before is counted (`bodies.add_blob_ref`) after
-the mailbox rows are locked, as the other writers do.
+expunged UIDs for VANISHED). Writers lock mailbox rows first, then body rows.
+
+A delivery finds its target mailboxes and their users' quota in one statement
+(`find_targets`), then writes. One copy of a new body of one chunk is one statement
+(`file_new_message`: the mailbox row, the body, the UID and MODSEQ, the message row),
+which commits on its own; anything else is `file_message` in a transaction: a new body
+(`bodies.insert_new_blob`, which locks no row another writer could wait for) and then
+the mailbox rows, taken last since every delivery into the mailbox waits for them; a
+body stored before is counted (`bodies.add_blob_ref`) after the mailbox rows are locked.
 
 Times keep their offset: a timestamptz column holds the instant and a smallint beside it
 the offset in minutes east of UTC, put back on reading.
@@ -17,6 +20,7 @@ the offset in minutes east of UTC, put back on reading.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -61,12 +65,15 @@ from poczta.store.postgres.mailboxes import CHANGES_CHANNEL, bump, lock_in_order
 from poczta.store.postgres.queue import insert_queue
 
 __all__ = [
+    "Filing",
     "HasRoom",
-    "deliver",
     "expunge",
     "fetch_meta",
     "fetch_summaries",
     "file_message",
+    "file_new_message",
+    "find_targets",
+    "fits_one_statement",
     "join_time",
     "message_digest",
     "set_flags",
@@ -100,11 +107,12 @@ _FILE_ONE = (
     " $12::json, $13::json, $14::json, $15::text, $16::text FROM taken)"
     f" SELECT uid, modseq, pg_notify('{CHANGES_CHANNEL}', id::text) FROM taken"
 )
-# The same with a new body of one chunk ($17 octets, $18) first: nothing at all when
-# its digest ($6) is stored already (then the mailbox's row is not touched either).
+# The same with a new body of one chunk ($17 octets, $18) and the mailbox's row locked
+# first: nothing at all when the digest ($6) is stored already or the mailbox is gone.
 _FILE_WITH_BODY = (
-    "WITH body AS (INSERT INTO blobs (digest, size, refs) VALUES ($6::text, $17::bigint, 1)"
-    " ON CONFLICT (digest) DO NOTHING RETURNING id),"
+    "WITH box AS (SELECT id FROM mailboxes WHERE id = $1 FOR UPDATE),"
+    " body AS (INSERT INTO blobs (digest, size, refs) SELECT $6::text, $17::bigint, 1"
+    " FROM box ON CONFLICT (digest) DO NOTHING RETURNING id),"
     " body_chunk AS (INSERT INTO blob_chunks (blob_id, seq, data)"
     " SELECT id, 0, $18::bytea FROM body WHERE $17::bigint > 0),"
     + _FILE_ONE.removeprefix("WITH ").replace(
@@ -179,20 +187,24 @@ async def _targets_and_quotas(
     return [row["mailbox_id"] for row in rows], states
 
 
-async def deliver(
-    conn: Connection,
-    data: bytes,
-    parsed: ParsedMessage,
-    internal_date: datetime,
-    targets: Sequence[DeliveryTarget],
-    outbound: Outbound | None,
-    room: HasRoom | None = None,
-) -> tuple[Accepted, dict[UserId, QuotaState]]:
-    """Store one message for `targets` and queue it for `outbound`, in this transaction.
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """Where a message's copies go once the quota is checked: the mailbox and flags of
+    each copy, and the quota state of each user left out."""
 
-    With `room`, the targets of a user it says has no room get no copy: the quota is
-    read in this transaction, and the copies stored count against it before COMMIT.
-    Returns what was stored and the quota state of each user left out."""
+    mailbox_ids: list[int]
+    flags: list[list[str]]
+    refused: dict[UserId, QuotaState]
+
+
+async def find_targets(
+    conn: Connection, targets: Sequence[DeliveryTarget], room: HasRoom | None
+) -> Filing:
+    """The mailboxes of `targets` and, with `room`, whose users have no room (their
+    targets are left out), in one statement that locks nothing. NotFound for a target
+    kept whose mailbox does not exist."""
+    if not targets:
+        return Filing([], [], {})
     found, states = await _targets_and_quotas(conn, targets)
     refused: dict[UserId, QuotaState] = {}
     if room is not None:
@@ -201,13 +213,47 @@ async def deliver(
     for target, mailbox_id in kept:
         if mailbox_id is None:
             raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
-    mailbox_ids = [int(m) for _, m in kept if m is not None]
+    return Filing(
+        [int(m) for _, m in kept if m is not None],
+        [sorted(normalize_flags(target.flags)) for target, _ in kept],
+        refused,
+    )
+
+
+def fits_one_statement(data: bytes, filing: Filing, outbound: Outbound | None) -> bool:
+    """Whether `file_new_message` may store it: one copy of a body of one chunk, nothing
+    queued."""
     queued = outbound is not None and bool(outbound.recipients)
-    if not mailbox_ids and not queued:
-        return Accepted((), None), refused
-    flags = [sorted(normalize_flags(target.flags)) for target, _ in kept]
-    accepted = await file_message(conn, data, parsed, internal_date, mailbox_ids, flags, outbound)
-    return accepted, refused
+    return len(filing.mailbox_ids) == 1 and not queued and len(data) <= CHUNK
+
+
+async def file_new_message(
+    conn: Connection,
+    data: bytes,
+    parsed: ParsedMessage,
+    internal_date: datetime,
+    mailbox_id: int,
+    flags: list[str],
+) -> Delivered | None:
+    """A new body of one chunk, the mailbox's next UID and MODSEQ and the message row, in
+    one statement, which may be a transaction of its own: what was delivered, or None
+    and nothing changed when the body is stored already or the mailbox is gone (then
+    `file_message` does it, or says NotFound). The mailbox's row is locked first, so
+    that a body is only ever stored with its message."""
+    digest = blob_digest(data)
+    found = await conn.fetchrow(
+        _FILE_WITH_BODY, mailbox_id, *_row(parsed, internal_date, digest, flags), len(data), data
+    )
+    return None if found is None else Delivered(MailboxId(mailbox_id), int(found[0]))
+
+
+def _row(
+    parsed: ParsedMessage, internal_date: datetime, digest: str, flags: list[str]
+) -> tuple[Any, ...]:
+    """A message row's columns after its mailbox, UID and MODSEQ (as in `_INSERT`)."""
+    internal, zone = split_time(internal_date)
+    size, header_size, *rest = _columns(parsed)
+    return (flags, internal, zone, size, digest, header_size, *rest)
 
 
 async def file_message(
@@ -219,27 +265,23 @@ async def file_message(
     flags: Sequence[list[str]],
     outbound: Outbound | None,
 ) -> Accepted:
-    """The body, a message row in each mailbox (with its flags) and the queue entry.
+    """The body, a message row in each mailbox (with its flags) and the queue entry, in
+    the caller's transaction.
 
     A new body locks nothing another writer waits for, so the mailboxes' rows, which
-    every delivery into them waits for, are taken last, just before COMMIT; a new body
-    of one chunk into one mailbox is one statement. A body stored before has its row
-    locked after the mailboxes', the order every other writer follows."""
+    every delivery into them waits for, are taken last, just before COMMIT. A body
+    stored before has its row locked after the mailboxes', the order every other writer
+    follows."""
     digest = blob_digest(data)
     queued = outbound is not None and bool(outbound.recipients)
     refs = len(mailbox_ids) + (1 if queued else 0)
-    internal, zone = split_time(internal_date)
-    size, header_size, *rest = _columns(parsed)
-    rows = [(f, internal, zone, size, digest, header_size, *rest) for f in flags]
+    rows = [_row(parsed, internal_date, digest, f) for f in flags]
     queue_id = None
-    taken: list[tuple[int, int]] | None = None
-    if len(mailbox_ids) == 1 and not queued and len(data) <= CHUNK:
-        taken = await _file_with_body(conn, mailbox_ids[0], data, rows[0])
-    elif await insert_new_blob(conn, digest, data, refs):
+    if await insert_new_blob(conn, digest, data, refs):
         if outbound is not None and queued:
             queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
         taken = await _file(conn, mailbox_ids, rows)
-    if taken is None:  # the body was there (or the one mailbox is gone: NotFound below)
+    else:
         await lock_in_order(conn, mailbox_ids)
         taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
         await add_blob_ref(conn, digest, len(data), data, refs)
@@ -251,16 +293,6 @@ async def file_message(
         for mailbox_id, (uid, _) in zip(mailbox_ids, taken, strict=True)
     )
     return Accepted(delivered, queue_id)
-
-
-async def _file_with_body(
-    conn: Connection, mailbox_id: int, data: bytes, row: tuple[Any, ...]
-) -> list[tuple[int, int]] | None:
-    """A new body of one chunk, a UID and MODSEQ of the mailbox and the message row, in
-    one statement: [(UID, MODSEQ)], or None and nothing done when the body is stored
-    already (or the mailbox is gone)."""
-    found = await conn.fetchrow(_FILE_WITH_BODY, mailbox_id, *row, len(data), data)
-    return None if found is None else [(int(found[0]), int(found[1]))]
 
 
 async def _insert_rows(

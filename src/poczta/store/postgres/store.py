@@ -1,8 +1,9 @@
 """The shared mail store: PostgreSQL for accounts, mailboxes, messages, bodies and the queue.
 
 `PostgresStore` implements `MailStore` over an asyncpg pool (`access.Database`). Each
-method is one transaction; a write returns after its COMMIT, with the server's
-synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
+method is one transaction (a delivery: one read that locks nothing, then its write), a
+read of one statement without BEGIN and COMMIT; a write returns after its COMMIT, with
+the server's synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
 (`bodies`), so a delivery's body, its messages and its queue entry commit together.
 Several processes and nodes may use one database at once: UIDs and MODSEQs are taken
 under the mailbox's row lock (`mailboxes.bump`), queue claims skip locked rows.
@@ -19,6 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+import asyncpg
 
 from poczta.config_schema import StoreSettings
 from poczta.message import ParsedMessage
@@ -271,10 +274,8 @@ class PostgresStore(RecipientRouting):
         targets: Sequence[DeliveryTarget],
         outbound: Outbound | None = None,
     ) -> Accepted:
-        """Store the body, the local copies and the queue entry in one transaction."""
-        accepted, _ = await self._write(
-            lambda c: messages.deliver(c, data, parsed, internal_date, targets, outbound)
-        )
+        """Store the body, the local copies and the queue entry, committed together."""
+        accepted, _ = await self._accept(data, parsed, internal_date, targets, outbound, None)
         return accepted
 
     async def accept_within_quota(
@@ -285,12 +286,46 @@ class PostgresStore(RecipientRouting):
         targets: Sequence[DeliveryTarget],
         room: Callable[[UserId, QuotaState], bool],
     ) -> tuple[Accepted, dict[UserId, QuotaState]]:
-        """`accept` for the targets of the users `room` finds room for, their quota read in
-        the same transaction (see `poczta.quota.QuotaCheckingStore`): what was stored, and
-        the quota state of each user left out."""
-        return await self._write(
-            lambda c: messages.deliver(c, data, parsed, internal_date, targets, None, room)
+        """`accept` for the targets of the users `room` finds room for (see
+        `poczta.quota.QuotaCheckingStore`): what was stored, and the quota state of each
+        user left out."""
+        return await self._accept(data, parsed, internal_date, targets, None, room)
+
+    async def _accept(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+        outbound: Outbound | None,
+        room: Callable[[UserId, QuotaState], bool] | None,
+    ) -> tuple[Accepted, dict[UserId, QuotaState]]:
+        """The target mailboxes and their users' quota in one read that locks nothing
+        (READ COMMITTED: inside the write it would see the same), then the write: for one
+        copy of a new small body one statement, its own transaction; else one
+        transaction. Either way the usage is counted by the write's own statements."""
+        filing = await self._read_one(lambda c: messages.find_targets(c, targets, room))
+        if not filing.mailbox_ids and not (outbound is not None and outbound.recipients):
+            return Accepted((), None), filing.refused
+        if messages.fits_one_statement(data, filing, outbound):
+            mailbox_id, flags = filing.mailbox_ids[0], filing.flags[0]
+            try:
+                done = await self._db.statement(
+                    lambda c: messages.file_new_message(
+                        c, data, parsed, internal_date, mailbox_id, flags
+                    )
+                )
+            except asyncpg.DeadlockDetectedError:
+                # the same new body delivered at once elsewhere: the transaction waits
+                done = None
+            if done is not None:
+                return Accepted((done,), None), filing.refused
+        accepted = await self._write(
+            lambda c: messages.file_message(
+                c, data, parsed, internal_date, filing.mailbox_ids, filing.flags, outbound
+            )
         )
+        return accepted, filing.refused
 
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
