@@ -1,7 +1,7 @@
 """The quota at the end of DATA on every backend: who gets a copy, what the sender is told.
 
-On PostgreSQL the check is read inside the delivery's own write; these tests hold both
-backends to the same answers as the policy's tests in tests/test_quota.py.
+On PostgreSQL the check is part of the delivery (`QuotaCheckingStore`), on SQLite a read
+before it; these tests hold both to the same answers as the policy's in tests/test_quota.py.
 """
 
 from __future__ import annotations
