@@ -18,6 +18,7 @@ from poczta.message import parse_message
 from poczta.store import DeliveryTarget, NotFound, StoreUnavailable, UserId, open_store
 from poczta.store.postgres import messages
 from poczta.store.postgres.access import Database
+from poczta.store.postgres.batch import file_new_messages
 from poczta.store.postgres.bodies import CHUNK, blob_digest
 from poczta.store.postgres.connect import IDLE_IN_TRANSACTION_TIMEOUT, create_pool
 from poczta.store.postgres.connect import connect as connect_store
@@ -125,16 +126,67 @@ def test_a_new_body_for_a_mailbox_deleted_meanwhile_is_rolled_back_with_the_deli
             # what a delivery does after it found the mailbox, had it been deleted since:
             # the one statement stores nothing, the transaction is rolled back
             parsed = parse_message(data)
-            alone = await store._db.statement(
-                lambda c: messages.file_new_message(c, data, parsed, WHEN, archive.id, [])
-            )
-            assert alone is None
+            filing = messages.Filing([archive.id], [[]], {})
+            item = messages.new_message(data, parsed, WHEN, filing)
+            alone = await store._db.statement(lambda c: file_new_messages(c, [item]))
+            assert alone == [None]
             with pytest.raises(NotFound):
                 await store._db.write(
                     lambda c: messages.file_message(c, data, parsed, WHEN, [archive.id], [[]], None)
                 )
             with pytest.raises(NotFound):
                 await store.blobs.read(blob_digest(data))
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_one_statement_files_a_batch_in_order_and_leaves_out_bodies_already_there(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(store)
+            inbox, archive = [await store.get_mailbox(bob, n) for n in ("INBOX", "Archive")]
+            stored = make_message(0)
+            [before] = await _deliver_data(store, stored, [bob])
+            boxes = [inbox.id, archive.id, inbox.id, archive.id, inbox.id, inbox.id]
+            bodies = [make_message(n) for n in (1, 2, 3, 1, 0, 4)]  # 1 twice, 0 stored
+            flags = [[], ["\\Seen"], [], [], [], ["$Label", "\\Flagged"]]
+            items = [
+                messages.new_message(
+                    data, parse_message(data), WHEN, messages.Filing([box], [f], {})
+                )
+                for box, data, f in zip(boxes, bodies, flags, strict=True)
+            ]
+            done = await store._db.statement(lambda c: file_new_messages(c, items))
+            places = [None if d is None else (d.mailbox_id, d.uid) for d in done]
+            assert before == (inbox.id, 1)
+            assert places == [
+                (inbox.id, 2),
+                (archive.id, 1),
+                (inbox.id, 3),
+                None,  # the same body as the first: left for a transaction
+                None,  # stored before the batch
+                (inbox.id, 4),
+            ]
+            metas = await store.fetch_meta(inbox.id)
+            assert [(m.uid, sorted(m.flags)) for m in metas] == [
+                (1, []),
+                (2, []),
+                (3, []),
+                (4, ["$Label", "\\Flagged"]),
+            ]
+            assert len({m.modseq for m in metas}) == 4
+            assert [m.flags for m in await store.fetch_meta(archive.id)] == [{"\\Seen"}]
+            for place, data in zip(places, bodies, strict=True):
+                if place is not None:
+                    assert await store.read_message(*place) == data
+            assert (await store.quota_states([bob]))[bob].usage.messages == 5
         finally:
             await store.close()
 

@@ -6,9 +6,10 @@ one per message, a flag change one per call, an expunge one per call (kept with 
 expunged UIDs for VANISHED). Writers lock mailbox rows first, then body rows.
 
 A delivery finds its target mailboxes and their users' quota in one statement
-(`find_targets`), then writes. One copy of a new body of one chunk is one statement
-(`file_new_message`: the mailbox row, the body, the UID and MODSEQ, the message row),
-which commits on its own; anything else is `file_message` in a transaction: a new body
+(`find_targets`), then writes. One copy of a new body of one chunk goes in one
+statement with the others waiting at once (`new_message`, `batch`: the mailbox rows,
+the bodies, the UIDs and MODSEQs, the message rows), which commits on its own; anything
+else, or one that statement left out, is `file_message` in a transaction: a new body
 (`bodies.insert_new_blob`, which locks no row another writer could wait for) and then
 the mailbox rows, taken last since every delivery into the mailbox waits for them; a
 body stored before is counted (`bodies.add_blob_ref`) after the mailbox rows are locked.
@@ -54,6 +55,7 @@ from poczta.store.codec import (
 from poczta.store.flag_changes import flag_changes
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
+from poczta.store.postgres.batch import NewMessage
 from poczta.store.postgres.bodies import (
     CHUNK,
     add_blob_ref,
@@ -71,11 +73,11 @@ __all__ = [
     "fetch_meta",
     "fetch_summaries",
     "file_message",
-    "file_new_message",
     "find_targets",
     "fits_one_statement",
     "join_time",
     "message_digest",
+    "new_message",
     "set_flags",
     "split_time",
     "vanished",
@@ -106,18 +108,6 @@ _FILE_ONE = (
     " $5::bigint, $6::text, $7::bigint, $8::timestamptz, $9::smallint, $10::text, $11::text,"
     " $12::json, $13::json, $14::json, $15::text, $16::text FROM taken)"
     f" SELECT uid, modseq, pg_notify('{CHANGES_CHANNEL}', id::text) FROM taken"
-)
-# The same with a new body of one chunk ($17 octets, $18) and the mailbox's row locked
-# first: nothing at all when the digest ($6) is stored already or the mailbox is gone.
-_FILE_WITH_BODY = (
-    "WITH box AS (SELECT id FROM mailboxes WHERE id = $1 FOR UPDATE),"
-    " body AS (INSERT INTO blobs (digest, size, refs) SELECT $6::text, $17::bigint, 1"
-    " FROM box ON CONFLICT (digest) DO NOTHING RETURNING id),"
-    " body_chunk AS (INSERT INTO blob_chunks (blob_id, seq, data)"
-    " SELECT id, 0, $18::bytea FROM body WHERE $17::bigint > 0),"
-    + _FILE_ONE.removeprefix("WITH ").replace(
-        "WHERE id = $1 RETURNING", "WHERE id = $1 AND EXISTS (SELECT 1 FROM body) RETURNING"
-    )
 )
 # Per target (in order): its mailbox (by special use first, else by name) and its user's
 # quota usage and own limits (NULL usage: no such user).
@@ -221,30 +211,19 @@ async def find_targets(
 
 
 def fits_one_statement(data: bytes, filing: Filing, outbound: Outbound | None) -> bool:
-    """Whether `file_new_message` may store it: one copy of a body of one chunk, nothing
+    """Whether `new_message` may take it: one copy of a body of one chunk, nothing
     queued."""
     queued = outbound is not None and bool(outbound.recipients)
     return len(filing.mailbox_ids) == 1 and not queued and len(data) <= CHUNK
 
 
-async def file_new_message(
-    conn: Connection,
-    data: bytes,
-    parsed: ParsedMessage,
-    internal_date: datetime,
-    mailbox_id: int,
-    flags: list[str],
-) -> Delivered | None:
-    """A new body of one chunk, the mailbox's next UID and MODSEQ and the message row, in
-    one statement, which may be a transaction of its own: what was delivered, or None
-    and nothing changed when the body is stored already or the mailbox is gone (then
-    `file_message` does it, or says NotFound). The mailbox's row is locked first, so
-    that a body is only ever stored with its message."""
+def new_message(
+    data: bytes, parsed: ParsedMessage, internal_date: datetime, filing: Filing
+) -> NewMessage:
+    """The one copy of `filing` (see `fits_one_statement`) for `batch.file_new_messages`."""
     digest = blob_digest(data)
-    found = await conn.fetchrow(
-        _FILE_WITH_BODY, mailbox_id, *_row(parsed, internal_date, digest, flags), len(data), data
-    )
-    return None if found is None else Delivered(MailboxId(mailbox_id), int(found[0]))
+    row = _row(parsed, internal_date, digest, filing.flags[0])
+    return NewMessage(filing.mailbox_ids[0], digest, data, row)
 
 
 def _row(

@@ -1,12 +1,13 @@
 """The shared mail store: PostgreSQL for accounts, mailboxes, messages, bodies and the queue.
 
 `PostgresStore` implements `MailStore` over an asyncpg pool (`access.Database`). Each
-method is one transaction (a delivery: one read that locks nothing, then its write), a
-read of one statement without BEGIN and COMMIT; a write returns after its COMMIT, with
-the server's synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
-(`bodies`), so a delivery's body, its messages and its queue entry commit together.
-Several processes and nodes may use one database at once: UIDs and MODSEQs are taken
-under the mailbox's row lock (`mailboxes.bump`), queue claims skip locked rows.
+method is one transaction (a delivery: one read that locks nothing, then its write, see
+`deliveries`), a read of one statement without BEGIN and COMMIT; a write returns after
+its COMMIT, with the server's synchronous_commit on, so what it acknowledges is on
+disk. Bodies are rows too (`bodies`), so a delivery's body, its messages and its queue
+entry commit together. Several processes and nodes may use one database at once: UIDs
+and MODSEQs are taken under the mailbox's row lock (`mailboxes.bump`), queue claims
+skip locked rows.
 
 A database that cannot be reached makes every call fail with `StoreUnavailable` within
 the pool's and the statements' timeouts; the pool reconnects by itself when it is back.
@@ -20,8 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-
-import asyncpg
 
 from poczta.config_schema import StoreSettings
 from poczta.message import ParsedMessage
@@ -53,6 +52,7 @@ from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, qu
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
 from poczta.store.postgres.bodies import DEFAULT_GRACE, PostgresBlobStore, read_blob
 from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.deliveries import Deliveries
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
 from poczta.store.postgres.listener import KEEPALIVE, LISTEN_TIMEOUT, MailboxListener
 from poczta.store.postgres.migrate import migrate
@@ -88,6 +88,7 @@ class PostgresStore(RecipientRouting):
         how long that connection may stay silent before the server is asked whether it is
         there, `listen_timeout` how long it has to answer (see `listener`)."""
         self._db = Database(pool)
+        self._deliveries = Deliveries(self._db)
         self._blobs = PostgresBlobStore(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
         self._sending: PostgresSendingStore | None = None
@@ -275,7 +276,9 @@ class PostgresStore(RecipientRouting):
         outbound: Outbound | None = None,
     ) -> Accepted:
         """Store the body, the local copies and the queue entry, committed together."""
-        accepted, _ = await self._accept(data, parsed, internal_date, targets, outbound, None)
+        accepted, _ = await self._deliveries.accept(
+            data, parsed, internal_date, targets, outbound, None
+        )
         return accepted
 
     async def accept_within_quota(
@@ -289,43 +292,7 @@ class PostgresStore(RecipientRouting):
         """`accept` for the targets of the users `room` finds room for (see
         `poczta.quota.QuotaCheckingStore`): what was stored, and the quota state of each
         user left out."""
-        return await self._accept(data, parsed, internal_date, targets, None, room)
-
-    async def _accept(
-        self,
-        data: bytes,
-        parsed: ParsedMessage,
-        internal_date: datetime,
-        targets: Sequence[DeliveryTarget],
-        outbound: Outbound | None,
-        room: Callable[[UserId, QuotaState], bool] | None,
-    ) -> tuple[Accepted, dict[UserId, QuotaState]]:
-        """The target mailboxes and their users' quota in one read that locks nothing
-        (READ COMMITTED: inside the write it would see the same), then the write: for one
-        copy of a new small body one statement, its own transaction; else one
-        transaction. Either way the usage is counted by the write's own statements."""
-        filing = await self._read_one(lambda c: messages.find_targets(c, targets, room))
-        if not filing.mailbox_ids and not (outbound is not None and outbound.recipients):
-            return Accepted((), None), filing.refused
-        if messages.fits_one_statement(data, filing, outbound):
-            mailbox_id, flags = filing.mailbox_ids[0], filing.flags[0]
-            try:
-                done = await self._db.statement(
-                    lambda c: messages.file_new_message(
-                        c, data, parsed, internal_date, mailbox_id, flags
-                    )
-                )
-            except asyncpg.DeadlockDetectedError:
-                # the same new body delivered at once elsewhere: the transaction waits
-                done = None
-            if done is not None:
-                return Accepted((done,), None), filing.refused
-        accepted = await self._write(
-            lambda c: messages.file_message(
-                c, data, parsed, internal_date, filing.mailbox_ids, filing.flags, outbound
-            )
-        )
-        return accepted, filing.refused
+        return await self._deliveries.accept(data, parsed, internal_date, targets, None, room)
 
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
