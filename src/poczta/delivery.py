@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from poczta.accounts import normalize_address
 from poczta.logs import log
 from poczta.message import HeaderSection, parse_message, split_header
-from poczta.quota import OverQuota, Quotas, UserQuota, over_quota_report
+from poczta.quota import OverQuota, QuotaCheckingStore, Quotas, UserQuota, over_quota_report
 from poczta.routing import resolve_recipient, route_recipient
 from poczta.sending_limits import Refusal
 from poczta.store.base import (
@@ -217,14 +217,10 @@ class Delivery:
         header = header if header is not None else split_header(data)
         if plan.user_ids:
             local, local_header = final_delivery_copy(data, header, sender)
-            full = await self.quotas.without_room(plan.user_ids, len(local)) if quota else {}
+            full = await self._store_local(plan, local, local_header, now, quota=quota)
             if full and len(full) == len(plan.user_ids) and not plan.remote:
                 self._log_full(plan, full, len(local), "refused")
                 raise OverQuota(self.quotas.refusal())
-            mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
-            targets = [DeliveryTarget(user, mailbox) for user in plan.user_ids if user not in full]
-            if targets:
-                await self.store.accept(local, parse_message(local, local_header), now, targets)
             if full:
                 self._log_full(plan, full, len(local), "bounced")
                 await self._bounce_full(plan, full, sender, local, now)
@@ -233,6 +229,33 @@ class Delivery:
             await self.store.accept(data, parse_message(data, header), now, (), outbound)
             if self.on_queued is not None:
                 self.on_queued()
+
+    async def _store_local(
+        self,
+        plan: DeliveryPlan,
+        local: bytes,
+        header: HeaderSection,
+        now: datetime,
+        *,
+        quota: bool,
+    ) -> Mapping[UserId, UserQuota]:
+        """Store the local copies for the users with room (all, without `quota`); the
+        quota of each user left out. Nothing is stored when no user has room and nothing
+        is remote (the caller refuses the message)."""
+        mailbox = JUNK_MAILBOX if plan.junk else "INBOX"
+        targets = [DeliveryTarget(user, mailbox) for user in plan.user_ids]
+        if quota and isinstance(self.store, QuotaCheckingStore):
+            room = self.quotas.room_for(len(local))
+            parsed = parse_message(local, header)
+            _, left_out = await self.store.accept_within_quota(local, parsed, now, targets, room)
+            return {user: self.quotas.quota_of(state) for user, state in left_out.items()}
+        full = await self.quotas.without_room(plan.user_ids, len(local)) if quota else {}
+        if full and len(full) == len(plan.user_ids) and not plan.remote:
+            return full
+        kept = [target for target in targets if target.user_id not in full]
+        if kept:
+            await self.store.accept(local, parse_message(local, header), now, kept)
+        return full
 
     def _log_full(
         self, plan: DeliveryPlan, full: Mapping[UserId, UserQuota], size: int, action: str

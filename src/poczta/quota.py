@@ -23,23 +23,39 @@ Where the limits apply and how a full mailbox is answered:
   whatever the quota, like Dovecot does for its own notices.
 - Every refusal writes one log line, ``quota.refused``.
 
-The check and the store are two steps, so two messages stored at the same moment may
-both pass: a limit can be overshot by the messages in flight at once, never by more.
+At the end of DATA, a store that can (`QuotaCheckingStore`: PostgreSQL) checks the
+quota as part of the delivery, with no call of its own (it reads the usage with the
+target mailboxes, just before the write that counts the new copies), and leaves out
+the users without room; otherwise the check is a read of its own before the store's
+write. Either way two messages stored at the same moment may both pass: a limit can be
+overshot by the messages in flight at once, never by more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from poczta.logs import log
+from poczta.message import ParsedMessage
 from poczta.queue.dsn import Report, ReportedRecipient, build_report
 from poczta.sending_limits import Refusal
-from poczta.store.base import MailStore, QuotaOverrides, QuotaUsage, RecipientDsn, UserId
+from poczta.store.base import (
+    Accepted,
+    DeliveryTarget,
+    MailStore,
+    QuotaOverrides,
+    QuotaState,
+    QuotaUsage,
+    RecipientDsn,
+    UserId,
+)
 
 __all__ = [
     "OverQuota",
+    "QuotaCheckingStore",
     "QuotaLimits",
     "Quotas",
     "UserQuota",
@@ -95,6 +111,23 @@ class UserQuota:
         return resources
 
 
+@runtime_checkable
+class QuotaCheckingStore(Protocol):
+    """A store that checks the quota as part of a delivery: `room` is asked, with the
+    usage read just before the delivery's write, whether each target's user has room
+    (users the store has no quota state for count as having room); the others get no
+    copy. Returns what was stored and the quota state of each user left out."""
+
+    async def accept_within_quota(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+        room: Callable[[UserId, QuotaState], bool],
+    ) -> tuple[Accepted, Mapping[UserId, QuotaState]]: ...
+
+
 class OverQuota(Exception):
     """No recipient of a message has room for it; the SMTP reply is `refusal`."""
 
@@ -117,10 +150,15 @@ class Quotas:
     async def of(self, user_ids: Sequence[UserId]) -> dict[UserId, UserQuota]:
         """The quota of each known user among `user_ids`, in one store read."""
         states = await self.store.quota_states(list(dict.fromkeys(user_ids)))
-        return {
-            user: UserQuota(self.defaults.with_overrides(state.overrides), state.usage)
-            for user, state in states.items()
-        }
+        return {user: self.quota_of(state) for user, state in states.items()}
+
+    def quota_of(self, state: QuotaState) -> UserQuota:
+        """A user's quota from the store's state of it: the defaults under its own limits."""
+        return UserQuota(self.defaults.with_overrides(state.overrides), state.usage)
+
+    def room_for(self, octets: int) -> Callable[[UserId, QuotaState], bool]:
+        """Whether a user in a given state has room for one message of `octets`."""
+        return lambda _user, state: self.quota_of(state).room_for(octets)
 
     async def without_room(
         self, user_ids: Sequence[UserId], octets: int

@@ -16,9 +16,11 @@ import pytest
 from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget, StoreUnavailable, UserId, open_store
+from poczta.store import DeliveryTarget, NotFound, StoreUnavailable, UserId, open_store
+from poczta.store.postgres import messages
 from poczta.store.postgres.access import Database
-from poczta.store.postgres.bodies import CHUNK
+from poczta.store.postgres.batch import file_new_messages
+from poczta.store.postgres.bodies import CHUNK, blob_digest
 from poczta.store.postgres.connect import (
     IDLE_IN_TRANSACTION_TIMEOUT,
     LOCK_WAIT_SHARE,
@@ -74,6 +76,124 @@ def test_concurrent_deliveries_from_several_pools_never_share_a_uid(
         finally:
             for node in nodes:
                 await node.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_deliveries_into_one_mailbox_take_consecutive_uids_new_body_or_not(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+    shared = make_message(999)  # every fourth message: a body that is stored already
+
+    async def main() -> None:
+        nodes = [await PostgresStore.open(settings, tmp_path, max_size=4) for _ in range(4)]
+        try:
+            bob = await with_user(nodes[0], "bob@example.com")
+            bodies = [shared if n % 4 == 0 else make_message(n) for n in range(80)]
+            work = [_deliver_data(nodes[n % 4], data, [bob]) for n, data in enumerate(bodies)]
+            results = await asyncio.wait_for(asyncio.gather(*work), WAIT)
+            inbox = await nodes[1].get_mailbox(bob, "INBOX")
+            assert sorted(uid for [(_, uid)] in results) == list(range(1, 81))
+            assert inbox.uidnext == 81 and inbox.messages == 80
+            metas = await nodes[2].fetch_meta(inbox.id)
+            assert len({m.modseq for m in metas}) == 80
+            for data, [(mailbox_id, uid)] in zip(bodies, results, strict=True):
+                assert await nodes[3].read_message(mailbox_id, uid) == data
+        finally:
+            for node in nodes:
+                await node.close()
+        conn = await connect(postgres, postgres_dsn)
+        try:
+            refs = await conn.fetchval(
+                "SELECT refs FROM blobs WHERE digest = $1", blob_digest(shared)
+            )
+            bodies_stored = await conn.fetchval("SELECT count(*) FROM blobs")
+        finally:
+            await conn.close()
+        assert (refs, bodies_stored) == (20, 61)
+
+    asyncio.run(main())
+
+
+def test_a_new_body_for_a_mailbox_deleted_meanwhile_is_rolled_back_with_the_delivery(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+    data = make_message(5)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(store)
+            archive = await store.get_mailbox(bob, "Archive")
+            await store.delete_mailbox(bob, "Archive")
+            # what a delivery does after it found the mailbox, had it been deleted since:
+            # the one statement stores nothing, the transaction is rolled back
+            parsed = parse_message(data)
+            filing = messages.Filing([archive.id], [[]], {})
+            item = messages.new_message(data, parsed, WHEN, filing)
+            alone = await store._db.statement(lambda c: file_new_messages(c, [item]))
+            assert alone == [None]
+            with pytest.raises(NotFound):
+                await store._db.write(
+                    lambda c: messages.file_message(c, data, parsed, WHEN, [archive.id], [[]], None)
+                )
+            with pytest.raises(NotFound):
+                await store.blobs.read(blob_digest(data))
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_one_statement_files_a_batch_in_order_and_leaves_out_bodies_already_there(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(store)
+            inbox, archive = [await store.get_mailbox(bob, n) for n in ("INBOX", "Archive")]
+            stored = make_message(0)
+            [before] = await _deliver_data(store, stored, [bob])
+            boxes = [inbox.id, archive.id, inbox.id, archive.id, inbox.id, inbox.id]
+            bodies = [make_message(n) for n in (1, 2, 3, 1, 0, 4)]  # 1 twice, 0 stored
+            flags = [[], ["\\Seen"], [], [], [], ["$Label", "\\Flagged"]]
+            items = [
+                messages.new_message(
+                    data, parse_message(data), WHEN, messages.Filing([box], [f], {})
+                )
+                for box, data, f in zip(boxes, bodies, flags, strict=True)
+            ]
+            done = await store._db.statement(lambda c: file_new_messages(c, items))
+            places = [None if d is None else (d.mailbox_id, d.uid) for d in done]
+            assert before == (inbox.id, 1)
+            assert places == [
+                (inbox.id, 2),
+                (archive.id, 1),
+                (inbox.id, 3),
+                None,  # the same body as the first: left for a transaction
+                None,  # stored before the batch
+                (inbox.id, 4),
+            ]
+            metas = await store.fetch_meta(inbox.id)
+            assert [(m.uid, sorted(m.flags)) for m in metas] == [
+                (1, []),
+                (2, []),
+                (3, []),
+                (4, ["$Label", "\\Flagged"]),
+            ]
+            assert len({m.modseq for m in metas}) == 4
+            assert [m.flags for m in await store.fetch_meta(archive.id)] == [{"\\Seen"}]
+            for place, data in zip(places, bodies, strict=True):
+                if place is not None:
+                    assert await store.read_message(*place) == data
+            assert (await store.quota_states([bob]))[bob].usage.messages == 5
+        finally:
+            await store.close()
 
     asyncio.run(main())
 

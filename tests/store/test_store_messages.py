@@ -276,3 +276,35 @@ def test_blob_removed_with_last_reference(backend: Backend) -> None:
         assert await store.read_message(inbox.id, 2) == data
 
     backend.run(body)
+
+
+def test_a_released_body_delivered_again_is_kept_and_counted(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        data = make_message(3)
+        inbox = await store.get_mailbox(user, "INBOX")
+        [first] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
+        await store.expunge(inbox.id, [first.uid])  # released: no message uses it
+        [again] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
+        [more] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
+        assert (again.uid, more.uid) == (2, 3)
+        assert await store.blobs.sweep(now=time.time() + LATER) == 0
+        await store.expunge(inbox.id, [again.uid])  # one copy left: still kept
+        assert await store.blobs.sweep(now=time.time() + LATER) == 0
+        assert await store.read_message(inbox.id, more.uid) == data
+        await store.expunge(inbox.id, [more.uid])
+        assert await store.blobs.sweep(now=time.time() + LATER) == 1
+
+    backend.run(body)
+
+
+def test_a_delivery_to_a_mailbox_that_is_gone_is_refused(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        data = make_message(4)
+        await store.delete_mailbox(user, "Archive")
+        with pytest.raises(NotFound):
+            await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user, "Archive")])
+        assert (await store.quota_states([user]))[user].usage.messages == 0
+
+    backend.run(body)

@@ -31,6 +31,7 @@ __all__ = [
     "PostgresBlobStore",
     "add_blob_ref",
     "blob_digest",
+    "insert_new_blob",
     "release_blobs",
 ]
 
@@ -39,6 +40,16 @@ DEFAULT_GRACE = 15 * 60.0  # seconds a released body stays, longer than any deli
 SWEEP_BATCH = 1000  # bodies per sweep transaction
 _READ_CHUNKS = 16  # chunks fetched per round trip while reading
 SMALL_READ = _READ_CHUNKS * CHUNK  # a body known to be no larger: read in one statement
+
+
+# The row and its one chunk (none for an empty body); nothing when the digest is there.
+_INSERT_ONE_CHUNK = (
+    "WITH added AS (INSERT INTO blobs (digest, size, refs) VALUES ($1, $2, $3)"
+    " ON CONFLICT (digest) DO NOTHING RETURNING id),"
+    " chunk AS (INSERT INTO blob_chunks (blob_id, seq, data)"
+    " SELECT id, 0, $4 FROM added WHERE $2 > 0)"
+    " SELECT EXISTS (SELECT 1 FROM added)"
+)
 
 
 def blob_digest(data: bytes) -> str:
@@ -85,6 +96,26 @@ async def add_blob_ref(
         if data is None:
             raise NotFound(f"no blob {digest}")
         await _write_chunks(conn, blob_id, data)
+
+
+async def insert_new_blob(conn: Connection, digest: str, data: bytes, refs: int) -> bool:
+    """Store a body with `refs` references when there is none of its digest yet (True),
+    else change nothing (False; `add_blob_ref` then counts the references). It locks no
+    row that is already there, so a delivery may call it before it locks its mailboxes.
+    A body of one chunk goes in one statement with its row."""
+    if len(data) <= CHUNK:
+        return bool(await conn.fetchval(_INSERT_ONE_CHUNK, digest, len(data), refs, data))
+    blob_id = await conn.fetchval(
+        "INSERT INTO blobs (digest, size, refs) VALUES ($1, $2, $3)"
+        " ON CONFLICT (digest) DO NOTHING RETURNING id",
+        digest,
+        len(data),
+        refs,
+    )
+    if blob_id is None:
+        return False
+    await _write_chunks(conn, int(blob_id), data)
+    return True
 
 
 async def release_blobs(conn: Connection, digests: Sequence[tuple[str, int]], now: float) -> None:

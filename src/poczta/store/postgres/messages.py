@@ -3,8 +3,16 @@
 Async functions on a connection inside the caller's transaction. Every change to a
 mailbox's messages takes the next MODSEQ of that mailbox (`mailboxes.bump`): a delivery
 one per message, a flag change one per call, an expunge one per call (kept with the
-expunged UIDs for VANISHED). A delivery locks its mailboxes first, then its body's row
-(`bodies.add_blob_ref`), the order every other writer follows.
+expunged UIDs for VANISHED). Writers lock mailbox rows first, then body rows.
+
+A delivery finds its target mailboxes and their users' quota in one statement
+(`find_targets`), then writes. One copy of a new body of one chunk goes in one
+statement with the others waiting at once (`new_message`, `batch`: the mailbox rows,
+the bodies, the UIDs and MODSEQs, the message rows), which commits on its own; anything
+else, or one that statement left out, is `file_message` in a transaction: a new body
+(`bodies.insert_new_blob`, which locks no row another writer could wait for) and then
+the mailbox rows, taken last since every delivery into the mailbox waits for them; a
+body stored before is counted (`bodies.add_blob_ref`) after the mailbox rows are locked.
 
 Times keep their offset: a timestamptz column holds the instant and a smallint beside it
 the offset in minutes east of UTC, put back on reading.
@@ -12,7 +20,8 @@ the offset in minutes east of UTC, put back on reading.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -29,6 +38,10 @@ from poczta.store.base import (
     MessageSummary,
     NotFound,
     Outbound,
+    QuotaOverrides,
+    QuotaState,
+    QuotaUsage,
+    UserId,
     normalize_flags,
 )
 from poczta.store.codec import (
@@ -40,22 +53,38 @@ from poczta.store.codec import (
     encode_structure,
 )
 from poczta.store.flag_changes import flag_changes
+from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
-from poczta.store.postgres.bodies import add_blob_ref, blob_digest, release_blobs
-from poczta.store.postgres.mailboxes import bump, lock_in_order, require_mailbox, target_mailbox
+from poczta.store.postgres.batch import NewMessage
+from poczta.store.postgres.bodies import (
+    CHUNK,
+    add_blob_ref,
+    blob_digest,
+    insert_new_blob,
+    release_blobs,
+)
+from poczta.store.postgres.mailboxes import CHANGES_CHANNEL, bump, lock_in_order, require_mailbox
 from poczta.store.postgres.queue import insert_queue
 
 __all__ = [
-    "deliver",
+    "Filing",
+    "HasRoom",
     "expunge",
     "fetch_meta",
     "fetch_summaries",
+    "file_message",
+    "find_targets",
+    "fits_one_statement",
     "join_time",
     "message_digest",
+    "new_message",
     "set_flags",
     "split_time",
     "vanished",
 ]
+
+#: Whether a user, in this quota state, has room for the message being delivered.
+HasRoom = Callable[[UserId, QuotaState], bool]
 
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, internal_date_zone, size, digest, header_size,"
@@ -67,6 +96,31 @@ _INSERT = (
     " size, digest, header_size, sent_date, sent_date_zone, subject, message_id, envelope,"
     " headers, structure, imap_envelope, imap_bodystructure) VALUES ($1, $2, $3, $4, $5, $6,"
     " $7, $8, $9, $10, $11, $12, $13, $14::json, $15::json, $16::json, $17, $18)"
+)
+# `bump` and `_INSERT` in one statement, for a delivery into one mailbox ($1).
+_FILE_ONE = (
+    "WITH taken AS (UPDATE mailboxes SET uidnext = uidnext + 1,"
+    " highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING id, uidnext - 1 AS uid,"
+    " highestmodseq AS modseq), filed AS (INSERT INTO messages (mailbox_id, uid, modseq,"
+    " flags, internal_date, internal_date_zone, size, digest, header_size, sent_date,"
+    " sent_date_zone, subject, message_id, envelope, headers, structure, imap_envelope,"
+    " imap_bodystructure) SELECT id, uid, modseq, $2::text[], $3::timestamptz, $4::smallint,"
+    " $5::bigint, $6::text, $7::bigint, $8::timestamptz, $9::smallint, $10::text, $11::text,"
+    " $12::json, $13::json, $14::json, $15::text, $16::text FROM taken)"
+    f" SELECT uid, modseq, pg_notify('{CHANGES_CHANNEL}', id::text) FROM taken"
+)
+# Per target (in order): its mailbox (by special use first, else by name) and its user's
+# quota usage and own limits (NULL usage: no such user).
+_TARGETS = (
+    "SELECT t.user_id, m.id AS mailbox_id, u.storage, u.messages,"
+    " l.storage AS storage_limit, l.messages AS messages_limit"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[])"
+    " WITH ORDINALITY AS t(user_id, name, special, n)"
+    " LEFT JOIN LATERAL (SELECT b.id FROM mailboxes b WHERE b.user_id = t.user_id"
+    " AND (b.special_use = t.special OR b.name = t.name)"
+    " ORDER BY coalesce(b.special_use = t.special, false) DESC, b.id LIMIT 1) m ON true"
+    " LEFT JOIN quota_usage u ON u.user_id = t.user_id"
+    " LEFT JOIN quota_limits l ON l.user_id = t.user_id ORDER BY t.n"
 )
 
 
@@ -101,51 +155,154 @@ def _columns(parsed: ParsedMessage) -> tuple[Any, ...]:
     )
 
 
-async def deliver(
+async def _targets_and_quotas(
+    conn: Connection, targets: Sequence[DeliveryTarget]
+) -> tuple[list[int | None], dict[UserId, QuotaState]]:
+    """Each target's mailbox id (None: it has none) and the quota state of each of their
+    users, in one statement. A special use the user no longer has falls back to INBOX."""
+    rows = await conn.fetch(
+        _TARGETS,
+        [t.user_id for t in targets],
+        ["INBOX" if t.mailbox.startswith("\\") else mailbox_name(t.mailbox) for t in targets],
+        [t.mailbox if t.mailbox.startswith("\\") else None for t in targets],
+    )
+    states = {
+        UserId(row["user_id"]): QuotaState(
+            QuotaUsage(row["storage"], row["messages"]),
+            QuotaOverrides(row["storage_limit"], row["messages_limit"]),
+        )
+        for row in rows
+        if row["storage"] is not None
+    }
+    return [row["mailbox_id"] for row in rows], states
+
+
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """Where a message's copies go once the quota is checked: the mailbox and flags of
+    each copy, and the quota state of each user left out."""
+
+    mailbox_ids: list[int]
+    flags: list[list[str]]
+    refused: dict[UserId, QuotaState]
+
+
+async def find_targets(
+    conn: Connection, targets: Sequence[DeliveryTarget], room: HasRoom | None
+) -> Filing:
+    """The mailboxes of `targets` and, with `room`, whose users have no room (their
+    targets are left out), in one statement that locks nothing. NotFound for a target
+    kept whose mailbox does not exist."""
+    if not targets:
+        return Filing([], [], {})
+    found, states = await _targets_and_quotas(conn, targets)
+    refused: dict[UserId, QuotaState] = {}
+    if room is not None:
+        refused = {user: state for user, state in states.items() if not room(user, state)}
+    kept = [(t, m) for t, m in zip(targets, found, strict=True) if t.user_id not in refused]
+    for target, mailbox_id in kept:
+        if mailbox_id is None:
+            raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
+    return Filing(
+        [int(m) for _, m in kept if m is not None],
+        [sorted(normalize_flags(target.flags)) for target, _ in kept],
+        refused,
+    )
+
+
+def fits_one_statement(data: bytes, filing: Filing, outbound: Outbound | None) -> bool:
+    """Whether `new_message` may take it: one copy of a body of one chunk, nothing
+    queued."""
+    queued = outbound is not None and bool(outbound.recipients)
+    return len(filing.mailbox_ids) == 1 and not queued and len(data) <= CHUNK
+
+
+def new_message(
+    data: bytes, parsed: ParsedMessage, internal_date: datetime, filing: Filing
+) -> NewMessage:
+    """The one copy of `filing` (see `fits_one_statement`) for `batch.file_new_messages`."""
+    digest = blob_digest(data)
+    row = _row(parsed, internal_date, digest, filing.flags[0])
+    return NewMessage(filing.mailbox_ids[0], digest, data, row)
+
+
+def _row(
+    parsed: ParsedMessage, internal_date: datetime, digest: str, flags: list[str]
+) -> tuple[Any, ...]:
+    """A message row's columns after its mailbox, UID and MODSEQ (as in `_INSERT`)."""
+    internal, zone = split_time(internal_date)
+    size, header_size, *rest = _columns(parsed)
+    return (flags, internal, zone, size, digest, header_size, *rest)
+
+
+async def file_message(
     conn: Connection,
     data: bytes,
     parsed: ParsedMessage,
     internal_date: datetime,
-    targets: Sequence[DeliveryTarget],
+    mailbox_ids: Sequence[int],
+    flags: Sequence[list[str]],
     outbound: Outbound | None,
 ) -> Accepted:
-    """Store one message for `targets` and queue it for `outbound`, in this transaction."""
+    """The body, a message row in each mailbox (with its flags) and the queue entry, in
+    the caller's transaction.
+
+    A new body locks nothing another writer waits for, so the mailboxes' rows, which
+    every delivery into them waits for, are taken last, just before COMMIT. A body
+    stored before has its row locked after the mailboxes', the order every other writer
+    follows."""
     digest = blob_digest(data)
-    mailbox_ids = [await target_mailbox(conn, target) for target in targets]
-    await lock_in_order(conn, mailbox_ids)
-    taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
-    queued = bool(outbound and outbound.recipients)
-    refs = len(targets) + (1 if queued else 0)
-    if refs:
-        await add_blob_ref(conn, digest, len(data), data, refs)
-    internal, zone = split_time(internal_date)
-    size, header_size, *rest = _columns(parsed)
-    await conn.executemany(
-        _INSERT,
-        [
-            (
-                mailbox_id,
-                uid,
-                modseq,
-                sorted(normalize_flags(target.flags)),
-                internal,
-                zone,
-                size,
-                digest,
-                header_size,
-                *rest,
-            )
-            for target, mailbox_id, (uid, modseq) in zip(targets, mailbox_ids, taken, strict=True)
-        ],
-    )
+    queued = outbound is not None and bool(outbound.recipients)
+    refs = len(mailbox_ids) + (1 if queued else 0)
+    rows = [_row(parsed, internal_date, digest, f) for f in flags]
     queue_id = None
-    if outbound is not None and queued:
-        queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
+    if await insert_new_blob(conn, digest, data, refs):
+        if outbound is not None and queued:
+            queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
+        taken = await _file(conn, mailbox_ids, rows)
+    else:
+        await lock_in_order(conn, mailbox_ids)
+        taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
+        await add_blob_ref(conn, digest, len(data), data, refs)
+        await _insert_rows(conn, mailbox_ids, taken, rows)
+        if outbound is not None and queued:
+            queue_id = await insert_queue(conn, outbound, digest, len(data), datetime.now(UTC))
     delivered = tuple(
         Delivered(MailboxId(mailbox_id), uid)
         for mailbox_id, (uid, _) in zip(mailbox_ids, taken, strict=True)
     )
     return Accepted(delivered, queue_id)
+
+
+async def _insert_rows(
+    conn: Connection,
+    mailbox_ids: Sequence[int],
+    taken: Sequence[tuple[int, int]],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    await conn.executemany(
+        _INSERT,
+        [
+            (mailbox_id, uid, modseq, *row)
+            for mailbox_id, (uid, modseq), row in zip(mailbox_ids, taken, rows, strict=True)
+        ],
+    )
+
+
+async def _file(
+    conn: Connection, mailbox_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]
+) -> list[tuple[int, int]]:
+    """Take a UID and MODSEQ in each mailbox and insert its message row: (UID, MODSEQ) of
+    each. Into one mailbox, one statement (its row locked until COMMIT)."""
+    if len(mailbox_ids) != 1:
+        await lock_in_order(conn, mailbox_ids)
+        taken = [await bump(conn, mailbox_id, 1) for mailbox_id in mailbox_ids]
+        await _insert_rows(conn, mailbox_ids, taken, rows)
+        return taken
+    found = await conn.fetchrow(_FILE_ONE, mailbox_ids[0], *rows[0])
+    if found is None:
+        raise NotFound(f"no mailbox {mailbox_ids[0]}")
+    return [(int(found[0]), int(found[1]))]
 
 
 def meta_of(row: Any) -> MessageMeta:

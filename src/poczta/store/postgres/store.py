@@ -1,12 +1,13 @@
 """The shared mail store: PostgreSQL for accounts, mailboxes, messages, bodies and the queue.
 
 `PostgresStore` implements `MailStore` over an asyncpg pool (`access.Database`). Each
-method is one transaction (one of a single statement is sent without BEGIN and COMMIT,
-one round trip); a write returns after its COMMIT, with the server's
-synchronous_commit on, so what it acknowledges is on disk. Bodies are rows too
-(`bodies`), so a delivery's body, its messages and its queue entry commit together.
-Several processes and nodes may use one database at once: UIDs and MODSEQs are taken
-under the mailbox's row lock (`mailboxes.bump`), queue claims skip locked rows.
+method is one transaction (a delivery: one read that locks nothing, then its write, see
+`deliveries`), a read of one statement without BEGIN and COMMIT; a write returns after
+its COMMIT, with the server's synchronous_commit on, so what it acknowledges is on
+disk. Bodies are rows too (`bodies`), so a delivery's body, its messages and its queue
+entry commit together. Several processes and nodes may use one database at once: UIDs
+and MODSEQs are taken under the mailbox's row lock (`mailboxes.bump`), queue claims
+skip locked rows.
 
 A database that cannot be reached makes every call fail with `StoreUnavailable` within
 the pool's and the statements' timeouts; the pool reconnects by itself when it is back.
@@ -52,6 +53,7 @@ from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, 
 from poczta.store.postgres.bodies import DEFAULT_GRACE, read_blob
 from poczta.store.postgres.body_reads import PostgresBodies
 from poczta.store.postgres.connect import connect, create_pool
+from poczta.store.postgres.deliveries import Deliveries
 from poczta.store.postgres.flags import ChangeOrder, set_flags
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
 from poczta.store.postgres.listener import KEEPALIVE, LISTEN_TIMEOUT, MailboxListener
@@ -88,6 +90,7 @@ class PostgresStore(RecipientRouting):
         how long that connection may stay silent before the server is asked whether it is
         there, `listen_timeout` how long it has to answer (see `listener`)."""
         self._db = Database(pool)
+        self._deliveries = Deliveries(self._db)
         self._blobs = PostgresBodies(self._db, grace=blob_grace)
         self._greylist: PostgresGreylistStore | None = None
         self._sending: PostgresSendingStore | None = None
@@ -204,10 +207,10 @@ class PostgresStore(RecipientRouting):
         await self._write_releasing(lambda c, now: accounts.remove_domain(c, domain, force, now))
 
     async def list_domains(self) -> list[str]:
-        return await self._read(accounts.list_domains)
+        return await self._statement(accounts.list_domains)
 
     async def domain_exists(self, domain: str) -> bool:
-        return await self._read(lambda c: accounts.domain_exists(c, domain))
+        return await self._statement(lambda c: accounts.domain_exists(c, domain))
 
     async def add_user(self, address: str, password_hash: str, scram: str) -> UserId:
         return await self._write(lambda c: accounts.add_user(c, address, password_hash, scram))
@@ -219,7 +222,7 @@ class PostgresStore(RecipientRouting):
         await self._write_releasing(lambda c, now: accounts.remove_user(c, address, now))
 
     async def list_users(self, domain: str | None = None) -> list[UserRecord]:
-        return await self._read(lambda c: accounts.list_users(c, domain))
+        return await self._statement(lambda c: accounts.list_users(c, domain))
 
     async def get_user(self, address: str) -> UserRecord | None:
         return await self._statement(lambda c: accounts.get_user(c, address))
@@ -231,10 +234,10 @@ class PostgresStore(RecipientRouting):
         await self._write(lambda c: accounts.remove_alias(c, source, target))
 
     async def list_aliases(self, domain: str | None = None) -> list[tuple[str, str]]:
-        return await self._read(lambda c: accounts.list_aliases(c, domain))
+        return await self._statement(lambda c: accounts.list_aliases(c, domain))
 
     async def find_addresses(self, addresses: Sequence[str]) -> list[AddressEntry]:
-        return await self._read(lambda c: accounts.find_addresses(c, addresses))
+        return await self._statement(lambda c: accounts.find_addresses(c, addresses))
 
     # --- mailboxes ---------------------------------------------------------
 
@@ -275,10 +278,24 @@ class PostgresStore(RecipientRouting):
         targets: Sequence[DeliveryTarget],
         outbound: Outbound | None = None,
     ) -> Accepted:
-        """Store the body, the local copies and the queue entry in one transaction."""
-        return await self._write(
-            lambda c: messages.deliver(c, data, parsed, internal_date, targets, outbound)
+        """Store the body, the local copies and the queue entry, committed together."""
+        accepted, _ = await self._deliveries.accept(
+            data, parsed, internal_date, targets, outbound, None
         )
+        return accepted
+
+    async def accept_within_quota(
+        self,
+        data: bytes,
+        parsed: ParsedMessage,
+        internal_date: datetime,
+        targets: Sequence[DeliveryTarget],
+        room: Callable[[UserId, QuotaState], bool],
+    ) -> tuple[Accepted, dict[UserId, QuotaState]]:
+        """`accept` for the targets of the users `room` finds room for (see
+        `poczta.quota.QuotaCheckingStore`): what was stored, and the quota state of each
+        user left out."""
+        return await self._deliveries.accept(data, parsed, internal_date, targets, None, room)
 
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
@@ -384,10 +401,10 @@ class PostgresStore(RecipientRouting):
         return await self._statement(lambda c: imap.mailbox_changes(c, ids))
 
     async def messages_size(self, mailbox_id: MailboxId, uids: Sequence[int]) -> tuple[int, int]:
-        return await self._read(lambda c: quota.messages_size(c, mailbox_id, uids))
+        return await self._statement(lambda c: quota.messages_size(c, mailbox_id, uids))
 
     async def quota_states(self, user_ids: Sequence[UserId]) -> dict[UserId, QuotaState]:
-        return await self._read(lambda c: quota.quota_states(c, user_ids))
+        return await self._statement(lambda c: quota.quota_states(c, user_ids))
 
     async def set_quota(self, user_id: UserId, changes: Mapping[str, int | None]) -> None:
         quota.check_quota_changes(changes)
@@ -423,10 +440,10 @@ class PostgresStore(RecipientRouting):
         return await self._write(lambda c: queue.release_claims(c, prefix, keep))
 
     async def next_queue_due(self) -> datetime | None:
-        return await self._read(queue.next_due)
+        return await self._statement(queue.next_due)
 
     async def claim_holders(self) -> list[str]:
-        return await self._read(queue.claim_holders)
+        return await self._statement(queue.claim_holders)
 
     async def release_claims_of(self, owners: Sequence[str]) -> int:
         if not owners:
@@ -476,7 +493,7 @@ class PostgresStore(RecipientRouting):
     # --- MTA-STS policies of destination domains ----------------------------
 
     async def mta_sts_policy(self, domain: str) -> CachedStsPolicy | None:
-        return await self._read(lambda c: get_policy(c, domain))
+        return await self._statement(lambda c: get_policy(c, domain))
 
     async def save_mta_sts_policy(self, policy: CachedStsPolicy, now: datetime) -> None:
         await self._write(lambda c: save_policy(c, policy, now))
