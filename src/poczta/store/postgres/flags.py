@@ -59,17 +59,22 @@ _TAKE_AND_WRITE = (
     f" RETURNING highestmodseq, pg_notify('{CHANGES_CHANNEL}', id::text)),"
     " written AS (UPDATE messages m SET flags = c.flags, modseq = taken.highestmodseq"
     " FROM taken, jsonb_to_recordset($2::jsonb) AS c(uid bigint, flags text[])"
-    " WHERE m.mailbox_id = $1 AND m.uid = c.uid)"
+    " WHERE m.mailbox_id = $1 AND m.uid = c.uid AND m.uid = ANY({uids}))"
     " SELECT (SELECT highestmodseq FROM taken)"
 )
+# The changed UIDs again, as an array: the planner takes the changes' JSON for 100 rows
+# and would scan the whole mailbox for them; with the array it looks up each by its key.
+_CHANGED_UIDS = "ARRAY(SELECT (e ->> 'uid')::bigint FROM jsonb_array_elements($2::jsonb) e)"
 _WRITE_IF = (
     "WITH box AS (SELECT id FROM mailboxes WHERE id = $1 FOR UPDATE),"
     " unchanged AS (SELECT m.uid FROM box JOIN messages m ON m.mailbox_id = box.id"
     " JOIN unnest($3::bigint[], $4::bigint[]) AS r(uid, modseq)"
     " ON m.uid = r.uid AND m.modseq = r.modseq FOR UPDATE OF m),"
-    + _TAKE_AND_WRITE.format(guard=" AND (SELECT count(*) FROM unchanged) = cardinality($3)")
+    + _TAKE_AND_WRITE.format(
+        guard=" AND (SELECT count(*) FROM unchanged) = cardinality($3)", uids=_CHANGED_UIDS
+    )
 )
-_WRITE = "WITH" + _TAKE_AND_WRITE.format(guard="")
+_WRITE = "WITH" + _TAKE_AND_WRITE.format(guard="", uids=_CHANGED_UIDS)
 
 Rows = list[tuple[int, frozenset[str], int]]
 
