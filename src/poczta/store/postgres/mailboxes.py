@@ -16,7 +16,6 @@ from typing import Any
 
 from poczta.store.base import (
     AlreadyExists,
-    DeliveryTarget,
     MailboxId,
     MailboxState,
     NotFound,
@@ -38,7 +37,6 @@ __all__ = [
     "lock_in_order",
     "rename_mailbox",
     "require_mailbox",
-    "target_mailbox",
 ]
 
 #: The NOTIFY channel of changed mailboxes; the payload is the mailbox id.
@@ -167,28 +165,6 @@ async def rename_mailbox(conn: Connection, user_id: int, old: str, new: str) -> 
         old,
         new,
     )
-
-
-async def target_mailbox(conn: Connection, target: DeliveryTarget) -> int:
-    """The id of the mailbox a delivery target names (a special use the user no longer
-    has: INBOX)."""
-    found = None
-    if target.mailbox.startswith("\\"):
-        found = await conn.fetchval(
-            "SELECT id FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1",
-            target.user_id,
-            target.mailbox,
-        )
-        name = "INBOX"
-    else:
-        name = mailbox_name(target.mailbox)
-    if found is None:
-        found = await conn.fetchval(
-            "SELECT id FROM mailboxes WHERE user_id = $1 AND name = $2", target.user_id, name
-        )
-    if found is None:
-        raise NotFound(f"no mailbox {target.mailbox} for user {target.user_id}")
-    return int(found)
 
 
 async def lock_in_order(conn: Connection, mailbox_ids: Iterable[int]) -> None:

@@ -1,9 +1,9 @@
-"""Messages in the PostgreSQL store: delivery, the cached parse, flags, expunge, VANISHED.
+"""Messages in the PostgreSQL store: delivery, the cached parse, expunge, the expunged UIDs.
 
 Async functions on a connection inside the caller's transaction. Every change to a
 mailbox's messages takes the next MODSEQ of that mailbox (`mailboxes.bump`): a delivery
-one per message, a flag change one per call, an expunge one per call (kept with the
-expunged UIDs for VANISHED). Writers lock mailbox rows first, then body rows.
+one per message, an expunge one per call (kept with the expunged UIDs for VANISHED; flag
+changes are `flags`'). Writers lock mailbox rows first, then body rows.
 
 A delivery finds its target mailboxes and their users' quota in one statement
 (`find_targets`), then writes. One copy of a new body of one chunk goes in one
@@ -31,8 +31,6 @@ from poczta.store.base import (
     Accepted,
     Delivered,
     DeliveryTarget,
-    FlagMode,
-    FlagResult,
     MailboxId,
     MessageMeta,
     MessageSummary,
@@ -52,7 +50,6 @@ from poczta.store.codec import (
     encode_headers,
     encode_structure,
 )
-from poczta.store.flag_changes import flag_changes
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
 from poczta.store.postgres.batch import NewMessage
@@ -70,7 +67,6 @@ __all__ = [
     "Filing",
     "HasRoom",
     "expunge",
-    "fetch_meta",
     "fetch_summaries",
     "file_message",
     "find_targets",
@@ -78,9 +74,7 @@ __all__ = [
     "join_time",
     "message_digest",
     "new_message",
-    "set_flags",
     "split_time",
-    "vanished",
 ]
 
 #: Whether a user, in this quota state, has room for the message being delivered.
@@ -326,25 +320,6 @@ def meta_of(row: Any) -> MessageMeta:
     )
 
 
-async def fetch_meta(
-    conn: Connection, mailbox_id: int, uids: Sequence[int] | None
-) -> list[MessageMeta]:
-    await require_mailbox(conn, mailbox_id)
-    if uids is None:
-        rows = await conn.fetch(
-            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = $1 ORDER BY uid",
-            mailbox_id,
-        )
-    else:
-        rows = await conn.fetch(
-            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = $1"
-            " AND uid = ANY($2::bigint[]) ORDER BY uid",
-            mailbox_id,
-            list(uids),
-        )
-    return [meta_of(r) for r in rows]
-
-
 async def fetch_summaries(conn: Connection, mailbox_id: int) -> list[MessageSummary]:
     await require_mailbox(conn, mailbox_id)
     rows = await conn.fetch(
@@ -360,40 +335,6 @@ async def message_digest(conn: Connection, mailbox_id: int, uid: int) -> str:
     if digest is None:
         raise NotFound(f"no message {uid} in mailbox {mailbox_id}")
     return str(digest)
-
-
-async def set_flags(
-    conn: Connection,
-    mailbox_id: int,
-    uids: Sequence[int],
-    flags: frozenset[str],
-    mode: FlagMode,
-    unchangedsince: int | None,
-) -> FlagResult:
-    wanted = normalize_flags(flags)
-    # The mailbox row first (every writer's order), then its messages.
-    highest = await conn.fetchval(
-        "SELECT highestmodseq FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
-    )
-    if highest is None:
-        raise NotFound(f"no mailbox {mailbox_id}")
-    rows = await conn.fetch(
-        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1"
-        " AND uid = ANY($2::bigint[]) ORDER BY uid",
-        mailbox_id,
-        list(uids),
-    )
-    current = ((uid, frozenset(old_flags), modseq) for uid, old_flags, modseq in rows)
-    modified, updates = flag_changes(current, wanted, mode, unchangedsince)
-    if not updates:
-        return FlagResult((), tuple(modified), int(highest))
-    _, modseq = await bump(conn, mailbox_id, 0)
-    await conn.executemany(
-        "UPDATE messages SET flags = $1, modseq = $2 WHERE mailbox_id = $3 AND uid = $4",
-        [(sorted(new), modseq, mailbox_id, uid) for uid, new in updates],
-    )
-    changed = tuple((uid, new, modseq) for uid, new in updates)
-    return FlagResult(changed, tuple(modified), modseq)
 
 
 async def expunge(
@@ -431,13 +372,3 @@ async def expunge(
     )
     await release_blobs(conn, [(r[0], r[1]) for r in digests], now)
     return gone
-
-
-async def vanished(conn: Connection, mailbox_id: int, since_modseq: int) -> list[int]:
-    await require_mailbox(conn, mailbox_id)
-    rows = await conn.fetch(
-        "SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
-        mailbox_id,
-        since_modseq,
-    )
-    return [int(r[0]) for r in rows]
