@@ -188,7 +188,7 @@ def send_messages(node: PocztaServer, to: str, message_ids: Sequence[str]) -> li
 
 @dataclass
 class SmtpLoad:
-    """`clients` threads sending to `to` until stopped, `per_connection` messages a
+    """`clients` threads sending to `to` (and `also`) until stopped, `per_connection` messages a
     connection, each at a node of `nodes` of its own: after a connection there fails, it
     tries the next node, and the next, and after a connection that worked it is back at
     its own. So a node that answers again is sent mail again, as a client's retries
@@ -199,6 +199,7 @@ class SmtpLoad:
     nodes: Sequence[Node]
     to: str
     clients: int = 6
+    also: Sequence[str] = ()  # more recipients of each message
     per_connection: int = 5
     acked: list[tuple[str, str, float]] = field(default_factory=list)
     refused: int = 0  # connections or messages that failed
@@ -242,7 +243,9 @@ class SmtpLoad:
                         serial += 1
                         message_id = f"load.{client}.{serial}@remote.test"
                         smtp.sendmail(
-                            "carol@remote.test", [self.to], message_for(self.to, message_id)
+                            "carol@remote.test",
+                            [self.to, *self.also],
+                            message_for(self.to, message_id),
                         )
                         with self._lock:
                             self.acked.append((message_id, node.name, time.monotonic()))
