@@ -544,3 +544,46 @@ def test_a_listening_connection_that_stops_answering_is_made_again(
             await gate.cut()
 
     asyncio.run(main())
+
+
+def test_a_live_write_whose_wait_for_a_lock_gives_up_is_run_again(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A wait past `lock_timeout` (here 0.4 s) is a failure the write runs again, so a
+    live node whose lock is held a little longer still succeeds."""
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        holder = await create_pool(settings, tmp_path, min_size=1, max_size=1)
+        waiting = await create_pool(settings, tmp_path, max_size=1, idle_timeout=0.5)
+        try:
+            bob = await with_user(store)
+            inbox = await store.get_mailbox(bob, "INBOX")
+            locked, tries = asyncio.Event(), []
+
+            async def hold() -> None:
+                async with holder.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE", inbox.id)
+                    locked.set()
+                    await asyncio.sleep(1.0)  # longer than one wait, shorter than the retries
+
+            async def lock_it(conn: Any) -> int:
+                tries.append(1)
+                return int(
+                    await conn.fetchval(
+                        "SELECT uidnext FROM mailboxes WHERE id = $1 FOR UPDATE", inbox.id
+                    )
+                )
+
+            held = asyncio.ensure_future(hold())
+            await asyncio.wait_for(locked.wait(), WAIT)
+            assert await asyncio.wait_for(Database(waiting).write(lock_it), WAIT) == 1
+            assert len(tries) > 1  # it gave up waiting at least once, and was run again
+            await held
+        finally:
+            await store.close()
+            await holder.close()
+            waiting.terminate()
+
+    asyncio.run(main())
