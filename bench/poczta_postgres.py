@@ -44,13 +44,13 @@ STORES = ("sqlite", "postgresql")
 SHARED_BUFFERS = "512MB"  # a quarter of what a small dedicated database host would have
 STATS_SETTLE = 1.2  # seconds: backends publish their WAL counters at most once a second
 
-_COUNTERS = ("calls", "rows", "wal_bytes", "wal_fpi", "blocks", "exec_ms")
+_COUNTERS = ("calls", "rows", "wal_bytes", "wal_fpi", "blocks", "exec_ms", "plan_ms")
 _TRANSACTION = ("BEGIN", "COMMIT", "ROLLBACK", "START TRANSACTION", "END")
 _RESET = ("SELECT pg_advisory_unlock_all()", "CLOSE ALL", "UNLISTEN *", "RESET ALL")
 _STATEMENTS_SQL = f"""
 SELECT query, sum(calls)::float8, sum(rows)::float8, sum(wal_bytes)::float8,
        sum(wal_fpi)::float8, sum(shared_blks_hit + shared_blks_read)::float8,
-       sum(total_exec_time)::float8
+       sum(total_exec_time)::float8, sum(total_plan_time)::float8
 FROM pg_stat_statements
 WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = '{ROLE}') AND toplevel
 GROUP BY query
@@ -115,6 +115,7 @@ class BenchPostgres:
             "shared_preload_libraries": "pg_stat_statements",
             "pg_stat_statements.track": "top",
             "pg_stat_statements.track_utility": "on",
+            "pg_stat_statements.track_planning": "on",
         }
         self.server = PostgresServer(root, binaries, free_port(), settings=settings)
         try:
@@ -244,7 +245,15 @@ class DbUsage:
         ends = sum(c["calls"] for q, c in self.queries.items() if query_kind(q) == "transaction")
         top = sorted(
             (
-                StatementCost(query, c["calls"] / n, c["rows"] / n, c["wal_bytes"] / n)
+                StatementCost(
+                    query,
+                    c["calls"] / n,
+                    c["rows"] / n,
+                    c["wal_bytes"] / n,
+                    c["blocks"] / n,
+                    c["exec_ms"] / n,
+                    c["plan_ms"] / n,
+                )
                 for query, c in self.queries.items()
                 if query_kind(query) == "work" and c["calls"] / n >= 0.05
             ),
@@ -287,6 +296,9 @@ class StatementCost:
     calls: float
     rows: float
     wal_bytes: float
+    blocks: float
+    exec_ms: float
+    plan_ms: float
 
 
 @dataclass
@@ -376,12 +388,20 @@ def print_costs(title: str, costs: Sequence[DbCost]) -> None:
         if c.top:
             print(f"\n{c.label}: statements per operation")
             print_table(
-                ["calls", "rows", "WAL B", "statement"],
+                ["calls", "rows", "WAL B", "blocks", "exec ms", "plan ms", "statement"],
                 [
-                    [f"{s.calls:.2f}", _num(s.rows), _num(s.wal_bytes), _shorten(s.query)]
+                    [
+                        f"{s.calls:.2f}",
+                        _num(s.rows),
+                        _num(s.wal_bytes),
+                        _num(s.blocks),
+                        f"{s.exec_ms:.3f}",
+                        f"{s.plan_ms:.3f}",
+                        _shorten(s.query),
+                    ]
                     for s in c.top
                 ],
-                right=range(3),
+                right=range(6),
             )
 
 
