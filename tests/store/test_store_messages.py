@@ -162,6 +162,25 @@ def test_deliver_and_fetch(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_a_one_target_delivery_finds_its_mailbox_by_special_use_then_by_name(
+    backend: Backend,
+) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        data = make_message(8)
+        parsed = parse_message(data)
+        await store.rename_mailbox(user, "Junk", "Spam")
+        [to_junk] = await store.deliver(data, parsed, WHEN, [DeliveryTarget(user, "\\Junk")])
+        assert to_junk.mailbox_id == (await store.get_mailbox(user, "Spam")).id
+        [by_name] = await store.deliver(data, parsed, WHEN, [DeliveryTarget(user, "Spam")])
+        assert (by_name.mailbox_id, by_name.uid) == (to_junk.mailbox_id, to_junk.uid + 1)
+        await store.delete_mailbox(user, "Spam")
+        [fallback] = await store.deliver(data, parsed, WHEN, [DeliveryTarget(user, "\\Junk")])
+        assert fallback.mailbox_id == (await store.get_mailbox(user, "INBOX")).id
+
+    backend.run(body)
+
+
 def test_fetch_meta_selected_uids(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         user = await with_user(store)

@@ -21,14 +21,20 @@ from poczta.store.postgres.access import Connection
 
 __all__ = ["check_quota_changes", "messages_size", "quota_states", "set_quota"]
 
+_QUOTA_STATES = (
+    "SELECT u.user_id, u.storage, u.messages, l.storage, l.messages"
+    " FROM quota_usage u LEFT JOIN quota_limits l ON l.user_id = u.user_id"
+)
+
 
 async def quota_states(conn: Connection, user_ids: Sequence[int]) -> dict[UserId, QuotaState]:
-    rows = await conn.fetch(
-        "SELECT u.user_id, u.storage, u.messages, l.storage, l.messages"
-        " FROM quota_usage u LEFT JOIN quota_limits l ON l.user_id = u.user_id"
-        " WHERE u.user_id = ANY($1::bigint[])",
-        list(user_ids),
-    )
+    # One user (almost every call) with a scalar parameter: see messages._TARGET.
+    if len(user_ids) == 1:
+        rows = await conn.fetch(_QUOTA_STATES + " WHERE u.user_id = $1", user_ids[0])
+    else:
+        rows = await conn.fetch(
+            _QUOTA_STATES + " WHERE u.user_id = ANY($1::bigint[])", list(user_ids)
+        )
     return {
         UserId(user_id): QuotaState(QuotaUsage(storage, messages), QuotaOverrides(limit, count))
         for user_id, storage, messages, limit, count in rows
