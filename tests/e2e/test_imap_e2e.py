@@ -381,3 +381,34 @@ def test_one_fetch_of_many_bodies_gives_each_its_own_bytes(server: PocztaServer)
     _, data = client.fetch("1:*", "(FLAGS)")  # only a BODY[] without PEEK marks \Seen
     assert [b"\\Seen" in line for line in data] == [n in (1, 3) for n in range(7)]
     client.logout()
+
+
+def test_a_keyword_another_session_created_comes_with_new_flags_and_permanentflags(
+    server: PocztaServer,
+) -> None:
+    client = login(server)
+    client.create("Keywords")
+    client.append("Keywords", None, None, b"Subject: k\r\n\r\nx\r\n")
+    client.logout()
+    raw = socket.create_connection(("127.0.0.1", server.ports["imaps"]), timeout=WAIT)
+    sock = client_tls().wrap_socket(raw, server_hostname="localhost")
+    _read_until(sock, rb"\* OK")
+    sock.sendall(f"a LOGIN {ALICE} {PASSWORDS[ALICE]}\r\nb SELECT Keywords\r\n".encode())
+    selected = _read_until(sock, rb"b OK")
+    assert b"$Fresh" not in selected
+    other = login(server)
+    other.select("Keywords")
+    other.store("1", "+FLAGS", "($Fresh)")
+    other.logout()
+    sock.sendall(b"c NOOP\r\n")
+    lines = [line for line in _read_until(sock, rb"c OK").split(b"\r\n") if line]
+    flags_at = next(i for i, line in enumerate(lines) if line.startswith(b"* FLAGS "))
+    assert b"$Fresh" in lines[flags_at]
+    # RFC 9051 §7.1: the PERMANENTFLAGS that follows a new FLAGS names the keyword too
+    following = lines[flags_at + 1]
+    assert following.startswith(b"* OK [PERMANENTFLAGS (")
+    assert b"$Fresh" in following and b"\\*)]" in following
+    assert any(re.match(rb"\* 1 FETCH \(FLAGS \([^)]*\$Fresh", line) for line in lines)
+    sock.sendall(b"z LOGOUT\r\n")
+    _read_until(sock, rb"z OK")
+    sock.close()

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from poczta.imap.encoder import FetchData
 from poczta.imap.session.core import ImapContext, ImapSession, SessionEnd
 from poczta.imap.view import Change, SelectedView
 from poczta.net.deadlines import ReadTimeouts
@@ -132,4 +133,46 @@ def test_logout_answers_bye_and_ok_without_news_of_the_mailbox() -> None:
         asyncio.run(session.handle(session.reader.feed(b"a1 LOGOUT\r\n")))
     assert bytes(connection.written) == (
         b"* BYE mx.example.test logging out\r\na1 OK LOGOUT completed\r\n"
+    )
+
+
+def test_many_expunges_are_told_highest_first_and_leave_the_rest_numbered_in_order() -> None:
+    view = opened([(uid, frozenset(), uid) for uid in range(1, 41)])
+    gone = [3, 4, 10, 11, 12, 20, 25, 30, 39, 40]  # more than are deleted one by one
+    told = wire(view.expunged_now(gone))
+    # each number is the message's own at the moment it is told
+    assert told == b"".join(b"* %d EXPUNGE\r\n" % uid for uid in reversed(gone))
+    kept = [uid for uid in range(1, 41) if uid not in gone]
+    assert view.uids == kept
+    assert view.msn(kept[-1]) == len(kept)
+
+
+def test_a_few_expunges_are_told_the_same_way() -> None:
+    view = opened([(uid, frozenset(), uid) for uid in range(1, 6)])
+    assert wire(view.expunged_now([2, 4])) == b"* 4 EXPUNGE\r\n* 2 EXPUNGE\r\n"
+    assert view.uids == [1, 3, 5]
+
+
+def test_the_message_count_says_when_expunges_may_be_missing() -> None:
+    view = opened([(1, frozenset(), 1), (2, frozenset(), 2), (3, frozenset(), 3)])
+    flag_change = [(2, frozenset({"\\Seen"}), 4)]
+    assert not view.may_miss_expunges(flag_change, 3)
+    assert view.may_miss_expunges(flag_change, 2)  # one of the three is gone
+    arrival = [(4, frozenset(), 5)]
+    assert not view.may_miss_expunges(arrival, 4)
+    assert view.may_miss_expunges(arrival, 3)  # one arrived, one went
+    view.absorb([], [1], 5)  # an expunge known, not yet told
+    assert not view.may_miss_expunges([], 2)
+
+
+def test_flags_and_modseq_are_written_as_before_for_recent_and_plain_messages() -> None:
+    view = opened([(1, frozenset({"\\Seen", "$A"}), 2), (2, frozenset({"\\Seen", "$A"}), 3)])
+    view.condstore = True
+    view.recent = {2}
+    assert (
+        wire([FetchData(1, view.flag_items(1))]) == b"* 1 FETCH (FLAGS ($A \\Seen) MODSEQ (2))\r\n"
+    )
+    assert (
+        wire([FetchData(2, view.flag_items(2))])
+        == b"* 2 FETCH (FLAGS ($A \\Seen \\Recent) MODSEQ (3))\r\n"
     )

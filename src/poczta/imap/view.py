@@ -24,7 +24,7 @@ from poczta.imap.encoder import Code, Data, FetchData, Untagged, exists, expunge
 from poczta.imap.encoder import flags as flags_response
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.values import flag_atoms
-from poczta.message.imap_wire import Value
+from poczta.message.imap_wire import Encoded, Value, write_value
 
 __all__ = ["OutOfRange", "SelectedView"]
 
@@ -57,6 +57,7 @@ class SelectedView:
     _expunged: set[int] = field(default_factory=set)  # gone in the store, not yet told
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
+    _flag_texts: dict[tuple[frozenset[str], bool], Encoded] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -177,6 +178,16 @@ class SelectedView:
                 self.modseqs[uid] = modseq
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
 
+    def may_miss_expunges(self, changes: Sequence[Change], messages: int) -> bool:
+        """Whether, with `changes` taken in, a mailbox now holding `messages` may have lost
+        some the view still counts (else the store need not be asked which). A count read
+        before the changes errs towards asking, or leaves the rest to the next look: the
+        view's MODSEQ then stays below the expunge's."""
+        known_top = self.uids[-1] if self.uids else 0
+        arrived = sum(1 for uid, _, _ in changes if uid > known_top and uid not in self._new)
+        present = len(self.uids) - len(self._expunged) + len(self._new) + arrived
+        return present != messages
+
     def expunge_pending(self, uid: int) -> bool:
         """Whether the store has expunged `uid` and the client is yet to be told."""
         return uid in self._expunged
@@ -221,13 +232,25 @@ class SelectedView:
         items: list[tuple[str, Value]] = []
         if self.qresync:
             items.append(("UID", uid))
-        flags = sorted(self.flags[uid])
-        if uid in self.recent:
-            flags.append("\\Recent")
-        items.append(("FLAGS", flag_atoms(flags)))
+        items.append(("FLAGS", self._flags_value(self.flags[uid], uid in self.recent)))
         if self.condstore or self.qresync:
-            items.append(("MODSEQ", [self.modseqs.get(uid, self.highestmodseq)]))
+            modseq = self.modseqs.get(uid, self.highestmodseq)
+            items.append(("MODSEQ", Encoded(f"({modseq})")))
         return items
+
+    def _flags_value(self, message_flags: frozenset[str], recent: bool) -> Encoded:
+        """The wire form of a FLAGS list, made once per distinct set: a mailbox has few,
+        and a resync or a STORE run tells hundreds of messages' flags."""
+        key = (message_flags, recent)
+        text = self._flag_texts.get(key)
+        if text is None:
+            names = sorted(message_flags)
+            if recent:
+                names.append("\\Recent")
+            out: list[bytes] = []
+            write_value(flag_atoms(names), out)
+            text = self._flag_texts[key] = Encoded(b"".join(out).decode("utf-8"))
+        return text
 
     def _tell_expunges(self) -> list[Data | FetchData]:
         gone = sorted(self._expunged)
@@ -235,14 +258,16 @@ class SelectedView:
         out: list[Data | FetchData] = []
         if self.qresync:
             out.append(vanished(compact(gone)))
-            keep = set(gone)
-            self.uids = [u for u in self.uids if u not in keep]
-        else:
-            for uid in reversed(gone):  # highest first: the lower numbers stay valid
-                msn = self.msn(uid)
-                if msn is not None:
+        else:  # highest first: the lower numbers stay valid
+            numbers = [msn for uid in gone if (msn := self.msn(uid)) is not None]
+            out += [expunge(msn) for msn in reversed(numbers)]
+        if len(gone) <= 8:  # a few: deleted in place, highest first
+            for uid in reversed(gone):
+                if (msn := self.msn(uid)) is not None:
                     del self.uids[msn - 1]
-                    out.append(expunge(msn))
+        else:  # many (a MOVE of a thousand): one pass, not a deletion each
+            dropped = set(gone)
+            self.uids = [u for u in self.uids if u not in dropped]
         for uid in gone:
             self.flags.pop(uid, None)
             self.recent.discard(uid)

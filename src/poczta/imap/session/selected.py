@@ -4,7 +4,9 @@ EXPUNGE, UID EXPUNGE, CLOSE, UNSELECT, and bringing the session's view up to dat
 Before each command's tagged answer the session tells its client what changed in the
 selected mailbox (`refresh`, then `SelectedView.announce`): one cheap read of the
 mailbox's version, and only when it moved, the changes since the last MODSEQ the client
-was told and the UIDs expunged since (the store keeps them for VANISHED). In IDLE the
+was told and, unless the mailbox's message count says none can be missing (as after
+this session's own MOVE or a flag change), the UIDs expunged since (the store keeps
+them for VANISHED). In IDLE the
 same happens whenever the store reports a change (`MailStore.changes`), from any process.
 
 \\Deleted and EXPUNGE (or CLOSE) are how IMAP removes mail; a POP3 session on the same
@@ -45,7 +47,9 @@ async def refresh(session: ImapSession) -> None:
         return
     since = view.highestmodseq
     changes = await session.store.changed_since(MailboxId(view.mailbox_id), since)
-    gone = await session.store.vanished(MailboxId(view.mailbox_id), since)
+    gone: list[int] = []
+    if view.may_miss_expunges(changes, version.messages):
+        gone = await session.store.vanished(MailboxId(view.mailbox_id), since)
     view.absorb(changes, gone, version.highestmodseq)
     arriving = view.arriving
     if arriving:

@@ -417,9 +417,9 @@ def expunge_job(mailbox_id: int, uids: Sequence[int] | None) -> Job:
             "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
             [(mailbox_id, uid) for uid in gone],
         )
-        conn.executemany(
-            "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
-            [(mailbox_id, uid, modseq) for uid in gone],
+        conn.execute(  # one statement for all the expunged UIDs
+            "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT ?, value, ? FROM json_each(?)",
+            (mailbox_id, modseq, json.dumps(gone)),
         )
         counts: dict[str, int] = {}
         for row in rows:

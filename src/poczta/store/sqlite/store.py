@@ -170,7 +170,8 @@ class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
         return await self._read(lambda c: messages.list_mailboxes(c, user_id))
 
     async def get_mailbox(self, user_id: UserId, name: str) -> MailboxState:
-        return await self._read(lambda c: messages.get_mailbox(c, user_id, name))
+        self._check_open()  # one row by its key: on the loop (SELECT, STATUS, APPEND)
+        return await self._small.read(lambda c: messages.get_mailbox(c, user_id, name))
 
     async def create_mailbox(
         self, user_id: UserId, name: str, special_use: str | None = None
