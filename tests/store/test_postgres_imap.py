@@ -2,7 +2,8 @@
 the same moment on the same messages all count, none lost, each with a MODSEQ of its
 own; an expunge meanwhile only takes messages out of them; claims of \\Recent messages
 never hand one message to two sessions; and changes asked of one store all at once (a
-session's pipelined STOREs) are made in the order asked."""
+session's pipelined STOREs) are made in the order asked, each answered as if made alone
+(its own MODSEQ, UNCHANGEDSINCE against the earlier ones'), and the change feed told."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, FlagMode, MailboxId, NotFound, UserId
+from poczta.store.postgres.flags import FlagBatches
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
 from tests.postgres.pg_helpers import store_settings
@@ -156,5 +158,63 @@ def test_flag_changes_made_at_once_through_one_store_run_in_the_order_made(
             [meta] = await nodes[1].fetch_meta(inbox, [uid])
             assert meta.flags == {"$C", "\\Flagged"}
             await nodes[0].set_flags(inbox, [uid], [], FlagMode.REPLACE)
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 2, body)
+
+
+def test_changes_asked_at_once_are_answered_as_if_made_one_after_another(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        one, two, three = await _fill(nodes[0], bob, 3)
+        start = await nodes[1].mailbox_version(inbox)
+        changes = nodes[1].changes(inbox, start)
+        told = asyncio.ensure_future(anext(changes))
+        before = start.highestmodseq
+        asked = [
+            nodes[0].set_flags(inbox, [one, two], ["$A"], FlagMode.ADD),
+            nodes[0].set_flags(inbox, [two], ["$B"], FlagMode.ADD, before),  # $A came first
+            nodes[0].set_flags(inbox, [one], ["$A"], FlagMode.ADD),  # nothing to change
+            nodes[0].set_flags(inbox, [one, three, 99], ["$A"], FlagMode.REMOVE, before + 1),
+            nodes[0].set_flags(inbox, [three, three], ["$C"], FlagMode.REPLACE),
+        ]
+        added, refused, same, removed, replaced = await asyncio.wait_for(
+            asyncio.gather(*asked), WAIT
+        )
+        assert added.changed == ((one, {"$A"}, before + 1), (two, {"$A"}, before + 1))
+        assert (refused.changed, refused.modified) == ((), (two,))
+        assert (same.changed, same.modified, same.highestmodseq) == ((), (), before + 1)
+        assert removed.changed == ((one, frozenset(), before + 2),)
+        assert replaced.changed == ((three, {"$C"}, before + 3),)
+        assert [r.highestmodseq for r in (added, refused, removed, replaced)] == [
+            before + 1, before + 1, before + 2, before + 3,
+        ]  # fmt: skip
+        found = {m.uid: (m.flags, m.modseq) for m in await nodes[1].fetch_meta(inbox)}
+        assert found == {
+            one: (frozenset(), before + 2),
+            two: ({"$A"}, before + 1),
+            three: ({"$C"}, before + 3),
+        }
+        state = await asyncio.wait_for(told, WAIT)
+        while state.highestmodseq < before + 3:
+            state = await asyncio.wait_for(anext(changes), WAIT)
+        assert state.highestmodseq == before + 3
+
+    _on_nodes(postgres, postgres_dsn, tmp_path, 2, body)
+
+
+def test_changes_to_more_messages_than_a_batch_holds_go_in_several_in_order(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
+        uids = await _fill(nodes[0], bob, 4)
+        nodes[0]._flag_batches = FlagBatches(nodes[0]._db, max_uids=2)
+        before = (await nodes[0].mailbox_version(inbox)).highestmodseq
+        asked = [nodes[0].set_flags(inbox, [uid], [f"$K{uid}"], FlagMode.ADD) for uid in uids]
+        asked.append(nodes[0].set_flags(inbox, uids, ["$K1"], FlagMode.REMOVE))
+        results = await asyncio.wait_for(asyncio.gather(*asked), WAIT)
+        assert [r.highestmodseq for r in results] == [before + n for n in range(1, 6)]
+        found = {m.uid: m.flags for m in await nodes[1].fetch_meta(inbox)}
+        assert found == {uid: ({f"$K{uid}"} - {"$K1"}) for uid in uids}
 
     _on_nodes(postgres, postgres_dsn, tmp_path, 2, body)

@@ -20,6 +20,7 @@ the offset in minutes east of UTC, put back on reading.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,6 +30,7 @@ from poczta.message import ParsedMessage
 from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.store.base import (
     Accepted,
+    Deferred,
     Delivered,
     DeliveryTarget,
     MailboxId,
@@ -141,7 +143,13 @@ def split_time(moment: datetime) -> tuple[datetime, int]:
 
 
 def join_time(instant: datetime, zone: int) -> datetime:
-    return instant.astimezone(timezone(timedelta(minutes=zone)))
+    return instant.astimezone(_zone(zone))
+
+
+@functools.cache
+def _zone(minutes: int) -> timezone:
+    """The fixed zone `minutes` east of UTC, made once (a few dozen ever occur)."""
+    return timezone(timedelta(minutes=minutes))
 
 
 def _columns(parsed: ParsedMessage) -> tuple[Any, ...]:
@@ -315,8 +323,11 @@ async def _file(
 
 
 def meta_of(row: Any) -> MessageMeta:
-    """A `MessageMeta` of a row of `_META_COLUMNS`."""
+    """A `MessageMeta` of a row of `_META_COLUMNS`; the envelope, headers and structure
+    decoded when first used (a FETCH of the kept ENVELOPE and BODYSTRUCTURE text, or a
+    SEARCH of flags, never needs them: decoding all three was most of a first-open FETCH)."""
     sent = row["sent_date"]
+    structure = row["structure"]
     return MessageMeta(
         uid=row["uid"],
         modseq=row["modseq"],
@@ -327,9 +338,9 @@ def meta_of(row: Any) -> MessageMeta:
         header_size=row["header_size"],
         sent_date=None if sent is None else join_time(sent, row["sent_date_zone"] or 0),
         subject=row["subject"],
-        envelope=decode_envelope(row["envelope"]),
-        search_headers=decode_headers(row["headers"]),
-        structure=decode_structure(row["structure"]),
+        envelope=Deferred(row["envelope"], decode_envelope),
+        search_headers=Deferred(row["headers"], decode_headers),
+        structure=Deferred(structure, decode_structure) if structure else None,
         imap_envelope=row["imap_envelope"],
         imap_bodystructure=row["imap_bodystructure"],
     )

@@ -54,7 +54,7 @@ from poczta.store.postgres.bodies import DEFAULT_GRACE, read_blob
 from poczta.store.postgres.body_reads import PostgresBodies
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.deliveries import Deliveries
-from poczta.store.postgres.flags import ChangeOrder, set_flags
+from poczta.store.postgres.flags import FlagBatches
 from poczta.store.postgres.limits import PostgresSharedLimits, open_limits_pool
 from poczta.store.postgres.listener import KEEPALIVE, LISTEN_TIMEOUT, MailboxListener
 from poczta.store.postgres.migrate import migrate
@@ -98,7 +98,7 @@ class PostgresStore(RecipientRouting):
         self._limits_pool = limits_pool  # None: the shared limits use the store's pool
         self._limits_lock = asyncio.Lock()
         self._hub = ChangeHub()
-        self._flag_order = ChangeOrder()
+        self._flag_batches = FlagBatches(self._db)
         self._listen = listen
         self._listener: MailboxListener | None = None
         self._listener_options = {"keepalive": listen_keepalive, "timeout": listen_timeout}
@@ -319,10 +319,10 @@ class PostgresStore(RecipientRouting):
         mode: FlagMode,
         unchangedsince: int | None = None,
     ) -> FlagResult:
-        wanted = frozenset(flags)
         self._db.check_open()
-        async with self._flag_order.turn(mailbox_id):
-            return await set_flags(self._db, mailbox_id, uids, wanted, mode, unchangedsince)
+        return await self._flag_batches.set_flags(
+            mailbox_id, uids, frozenset(flags), mode, unchangedsince
+        )
 
     async def expunge(self, mailbox_id: MailboxId, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the given messages (all flagged \\Deleted when `uids` is None)."""
