@@ -21,10 +21,14 @@ __all__ = ["PostgresBodies", "read_small_blobs"]
 
 async def read_small_blobs(conn: Connection, digests: Sequence[str]) -> dict[str, bytes]:
     """The bytes of each of `digests` (NotFound when one is missing or incomplete)."""
+    # One body (a message read) with a scalar parameter, planned once per connection (an
+    # array's statement is planned afresh on every call, see `imap._ONE_STATE`).
+    one = len(digests) == 1
     rows = await conn.fetch(
         "SELECT b.digest, b.size, c.data FROM blobs b LEFT JOIN blob_chunks c"
-        " ON c.blob_id = b.id WHERE b.digest = ANY($1::text[]) ORDER BY b.digest, c.seq",
-        list(digests),
+        f" ON c.blob_id = b.id WHERE b.digest {'= $1' if one else '= ANY($1::text[])'}"
+        " ORDER BY b.digest, c.seq",
+        digests[0] if one else list(digests),
     )
     parts: dict[str, list[bytes]] = {}
     sizes: dict[str, int] = {}

@@ -48,12 +48,21 @@ _COPIED = (
     " sent_date_zone, subject, message_id, envelope, headers, structure, imap_envelope,"
     " imap_bodystructure"
 )
-_STATES = "SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE id = ANY($1::bigint[])"
+_STATE = "SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE id"
+# One mailbox (every command's check) with a scalar parameter: PostgreSQL plans a
+# statement over an array afresh on each call (its generic plan, costed for arrays of
+# several elements, never looks cheaper), which took longer than running it; a scalar
+# one it plans once per connection.
+_ONE_STATE = f"{_STATE} = $1"
+_STATES = f"{_STATE} = ANY($1::bigint[])"
 
 
 async def mailbox_changes(conn: Connection, ids: Collection[int]) -> dict[MailboxId, MailboxChange]:
     """The current state of each mailbox of `ids` that still exists."""
-    rows = await conn.fetch(_STATES, list(ids))
+    if len(ids) == 1:
+        rows = await conn.fetch(_ONE_STATE, next(iter(ids)))
+    else:
+        rows = await conn.fetch(_STATES, list(ids))
     return {MailboxId(r[0]): MailboxChange(MailboxId(r[0]), r[1], r[2], r[3]) for r in rows}
 
 
@@ -93,12 +102,19 @@ async def fetch_meta(
     conn: Connection, mailbox_id: int, uids: Sequence[int] | None
 ) -> list[MessageMeta]:
     """The facts of the mailbox's messages of `uids` (all when None), in UID order."""
-    chosen = "" if uids is None else " AND uid = ANY($2::bigint[])"
+    chosen: tuple[str, tuple[object, ...]] = ("", ())
+    if uids is not None:  # one UID (a message read) as a scalar: see `_ONE_STATE`
+        one = len(uids) == 1
+        chosen = (
+            (" AND uid = $2", (uids[0],))
+            if one
+            else (" AND uid = ANY($2::bigint[])", (list(uids),))
+        )
     rows = await conn.fetch(
         f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS} FROM messages"
-        f" WHERE mailbox_id = b.id{chosen}) m ON true WHERE b.id = $1 ORDER BY m.uid",
+        f" WHERE mailbox_id = b.id{chosen[0]}) m ON true WHERE b.id = $1 ORDER BY m.uid",
         mailbox_id,
-        *(() if uids is None else (list(uids),)),
+        *chosen[1],
     )
     if not rows:
         raise NotFound(f"no mailbox {mailbox_id}")
