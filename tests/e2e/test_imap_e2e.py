@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import smtplib
@@ -412,3 +413,51 @@ def test_a_keyword_another_session_created_comes_with_new_flags_and_permanentfla
     sock.sendall(b"z LOGOUT\r\n")
     _read_until(sock, rb"z OK")
     sock.close()
+
+
+def test_a_rename_to_a_deeper_name_lists_the_superiors_it_made(server: PocztaServer) -> None:
+    """RFC 9051 6.3.6: RENAME to Trips/2024/Spring makes Trips and Trips/2024, as CREATE
+    would, so LIST shows a selectable hierarchy and no orphan."""
+    client = login(server)
+    assert client.create("Holiday/Photos")[0] == "OK"
+    assert client.rename("Holiday", "Trips/2024/Spring")[0] == "OK"
+    _, listed = client.list('""', "Trips*")
+    lines = {line.decode().rsplit(" ", 1)[-1].strip('"'): line.decode() for line in listed}
+    assert set(lines) == {"Trips", "Trips/2024", "Trips/2024/Spring", "Trips/2024/Spring/Photos"}
+    assert not any("\\Noselect" in line or "\\NonExistent" in line for line in lines.values())
+    assert client.select("Trips/2024")[0] == "OK"
+    _, holiday = client.list('""', "Holiday*")
+    assert holiday == [None]
+    client.logout()
+
+
+def test_a_body_search_finds_a_word_in_any_part_and_encoding(server: PocztaServer) -> None:
+    """SEARCH BODY looks into the decoded text: quoted-printable split across a soft line
+    break, base64 HTML, 8-bit UTF-8; not into an attachment or a word split in two."""
+    mime = (
+        "From: carol@remote.test\r\nTo: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n{part}\r\n--b\r\n'
+        "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        "bGlnaHRob3VzZQ==\r\n--b--\r\n"
+    )
+    html = b"<p>The <b>LightHouse</b> &amp; the sea</p>"
+    parts = {
+        "qp": "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9 by the light=\r\nhouse.",
+        "html": "Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(html).decode(),
+        "utf8": "Content-Type: text/plain; charset=utf-8\r\n\r\nZażółć, LIGHTHOUSE!",
+        "apart": "Content-Type: text/plain\r\n\r\nA light house, and the attachment.",
+    }
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
+        for subject, part in parts.items():
+            message = mime.format(to=BOB, subject=subject, part=part)
+            smtp.sendmail("carol@remote.test", [BOB], message.encode())
+    client = login(server, BOB)
+    client.select("INBOX")
+    _, matched = client.uid("SEARCH", "BODY", "lighthouse")
+    uids = b",".join(matched[0].split()).decode()
+    _, found = client.uid("FETCH", uids, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = sorted(item[1].decode().split(":", 1)[1].strip() for item in found if item != b")")
+    assert subjects == ["html", "qp", "utf8"]
+    client.logout()

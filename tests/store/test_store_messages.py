@@ -104,17 +104,18 @@ def test_a_rename_whose_child_would_take_an_existing_name_fails_and_changes_noth
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "renamed"),
+    ("old", "new", "renamed", "made"),
     [
-        ("P/Q", "P", {"P/Q": "P", "P/Q/Q": "P/Q", "P/Q/Q/Q": "P/Q/Q"}),  # onto a superior
-        ("P", "P/Q", {"P": "P/Q", "P/Q/Q": "P/Q/Q/Q", "P/Q/Q/Q": "P/Q/Q/Q/Q"}),  # an inferior
+        ("P/Q", "P", {"P/Q": "P", "P/Q/Q": "P/Q", "P/Q/Q/Q": "P/Q/Q"}, set()),  # a superior
+        ("P", "P/Q", {"P": "P/Q", "P/Q/Q": "P/Q/Q/Q", "P/Q/Q/Q": "P/Q/Q/Q/Q"}, {"P"}),
     ],
 )
 def test_a_rename_within_its_own_hierarchy_moves_every_inferior(
-    backend: Backend, old: str, new: str, renamed: dict[str, str]
+    backend: Backend, old: str, new: str, renamed: dict[str, str], made: set[str]
 ) -> None:
     """Renamed names that are the old names of others (P/Q/Q becomes P/Q while P/Q
-    becomes P) never collide midway, whatever order the rows are taken in."""
+    becomes P) never collide midway, whatever order the rows are taken in. P renamed to
+    P/Q leaves P/Q without its superior P, which the rename then makes anew, empty."""
 
     async def body(store: MailStore) -> None:
         user = await with_user(store)
@@ -125,7 +126,30 @@ def test_a_rename_within_its_own_hierarchy_moves_every_inferior(
         assert set(before) - set(others) == set(renamed)
         await store.rename_mailbox(user, old, new)
         after = await _names(store, user)
-        assert after == others | {renamed[name]: before[name] for name in renamed}
+        moved = {renamed[name]: before[name] for name in renamed}
+        assert {name: box for name, box in after.items() if name not in made} == others | moved
+        assert all(after[name][1] == 0 and after[name] not in before.values() for name in made)
+
+    backend.run(body)
+
+
+def test_a_rename_creates_the_missing_superiors_of_the_new_name(backend: Backend) -> None:
+    """RFC 9051 6.3.6: RENAME A x/y/z makes x and x/y, as CREATE x/y/z would, so the
+    renamed mailbox is no orphan; a superior that exists is left as it is."""
+
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        await store.create_mailbox(user, "A/child")
+        await deliver_one(store, user, 1, "A")
+        await store.create_mailbox(user, "x")
+        await deliver_one(store, user, 2, "x")
+        before = await _names(store, user)
+        await store.rename_mailbox(user, "A", "x/y/z")
+        after = await _names(store, user)
+        assert {"A", "A/child"}.isdisjoint(after)
+        assert after["x/y/z"] == before["A"] and after["x/y/z/child"] == before["A/child"]
+        assert after["x"] == before["x"]  # there already: kept, messages and all
+        assert after["x/y"][1] == 0 and after["x/y"][0] not in {v[0] for v in before.values()}
 
     backend.run(body)
 

@@ -10,7 +10,9 @@ folded once (`basesubject.search_fold`), sets resolved once, and the keys of eve
 ordered so that cheap ones (flags, sets, sizes, dates) decide before header keys, and
 header keys before BODY and TEXT. Only those two need the message text; `needs_body`
 says whether a search does, and `body(msn)` is then called lazily, at most once per
-message, for messages the cheaper keys did not already decide (see `search_text`).
+message, for messages the cheaper keys did not already decide (see `search_text`). It
+gives the decoded text, or an object that looks into the text itself (`body_search`,
+which decides on a part's octets where it can, without decoding them).
 
 Choices where the RFCs leave room, or poczta differs:
 
@@ -63,6 +65,7 @@ __all__ = [
     "BodyText",
     "SearchContext",
     "SearchableMessage",
+    "SearchableText",
     "address_text",
     "evaluate",
     "flags_test",
@@ -96,8 +99,17 @@ class SearchableMessage(Protocol):
     def search_headers(self) -> Sequence[tuple[str, str]]: ...
 
 
-BodyText = Callable[[int], str]
-"""The decoded body text of the message with the given sequence number."""
+class SearchableText(Protocol):
+    """A message's body text as BODY and TEXT look into it (`search_text.MessageText`)."""
+
+    def contains(self, needle: str) -> bool:
+        """Whether `needle`, folded by `search_fold`, is in the folded text."""
+        ...
+
+
+BodyText = Callable[[int], "str | SearchableText"]
+"""The body text of the message with the given sequence number: the decoded text, or
+an object that searches it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +291,7 @@ class _Compiler:
         self.body = body
         self.now = context.now if context.now.tzinfo else context.now.replace(tzinfo=UTC)
         self._body_number = 0
-        self._body_text = ""
+        self._body_text: SearchableText = _FoldedText("")
 
     def compile(self, key: SearchKey) -> Test:
         match key:
@@ -400,22 +412,36 @@ class _Compiler:
 
             return address_test
         if field == "BODY":
-            return lambda number, message: needle in self._folded_body(number)
+            return lambda number, message: self._body(number).contains(needle)
 
         def text_test(number: int, message: SearchableMessage) -> bool:
             for name, value in message.search_headers:
                 if needle in name or needle in search_fold(value):
                     return True
-            return needle in self._folded_body(number)
+            return self._body(number).contains(needle)
 
         return text_test
 
-    def _folded_body(self, number: int) -> str:
+    def _body(self, number: int) -> SearchableText:
         if number != self._body_number:
             assert self.body is not None  # evaluate checked needs_body
-            self._body_text = search_fold(self.body(number))
+            text = self.body(number)
+            self._body_text = _FoldedText(text) if isinstance(text, str) else text
             self._body_number = number
         return self._body_text
+
+
+class _FoldedText:
+    """Decoded text, folded at its first search."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._folded: str | None = None
+
+    def contains(self, needle: str) -> bool:
+        if self._folded is None:
+            self._folded = search_fold(self._text)
+        return needle in self._folded
 
 
 def _keyword(keyword: str, present: bool) -> Test:

@@ -21,12 +21,14 @@ import binascii
 import codecs
 import html
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from poczta.message.header import HeaderSection, split_header
 from poczta.message.words import decode_words
 
-__all__ = ["DEFAULT_TEXT_LIMIT", "MAX_DEPTH", "body_text"]
+__all__ = ["DEFAULT_TEXT_LIMIT", "MAX_DEPTH", "Leaf", "body_text", "leaves"]
 
 DEFAULT_TEXT_LIMIT = 10 * 1024 * 1024
 MAX_DEPTH = 20
@@ -67,9 +69,12 @@ class _ContentType:
 
 def _content_type(header: HeaderSection, default: str) -> _ContentType:
     found = header.first("content-type")
-    if found is None:
-        return _ContentType(default, {})
-    value = found.text()
+    return _ContentType(default, {}) if found is None else _parsed_type(found.text(), default)
+
+
+@lru_cache(maxsize=1024)
+def _parsed_type(value: str, default: str) -> _ContentType:
+    """A Content-Type value parsed (kept: most parts of a mailbox have one of a few)."""
     kind = value.partition(";")[0].strip().lower() or default
     if "/" not in kind:
         kind = default
@@ -156,7 +161,27 @@ def _parts(body: bytes, boundary: bytes) -> list[bytes]:
 _PART_FIELDS = ("content-type", "content-transfer-encoding")
 
 
-def _walk(data: bytes, text: _Text, depth: int, default: str = "text/plain") -> None:
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One piece of a message's searchable text, not yet decoded: a text part (its
+    transfer-decoded octets, charset and whether it is HTML) or the header section of
+    an embedded message (`header` set, `octets` empty)."""
+
+    octets: bytes = b""
+    charset: str | None = None
+    html: bool = False
+    header: HeaderSection | None = None
+
+    def text(self) -> str:
+        """The piece as `body_text` gives it."""
+        if self.header is not None:
+            return _header_text(self.header)
+        decoded = _unicode(self.octets, self.charset)
+        return _html_text(decoded) if self.html else decoded
+
+
+def leaves(data: bytes, depth: int = 0, default: str = "text/plain") -> Iterator[Leaf]:
+    """The pieces of the searchable text of message `data`, in order."""
     header = split_header(data, only=_PART_FIELDS)
     body = header.body(data)
     content_type = _content_type(header, default)
@@ -166,21 +191,23 @@ def _walk(data: bytes, text: _Text, depth: int, default: str = "text/plain") -> 
             return
         inner = "message/rfc822" if content_type.kind == "multipart/digest" else "text/plain"
         for part in _parts(body, boundary.encode("utf-8", "replace")):
-            if text.full:
-                return
-            _walk(part, text, depth + 1, inner)
+            yield from leaves(part, depth + 1, inner)
     elif content_type.kind in ("message/rfc822", "message/global"):
         if depth < MAX_DEPTH:
             embedded = _transfer_decoded(header, body)
-            text.add(_header_text(split_header(embedded)))
-            _walk(embedded, text, depth + 1)
+            yield Leaf(header=split_header(embedded))
+            yield from leaves(embedded, depth + 1)
     elif content_type.main == "text":
-        decoded = _unicode(_transfer_decoded(header, body), content_type.parameters.get("charset"))
-        text.add(_html_text(decoded) if content_type.kind == "text/html" else decoded)
+        octets = _transfer_decoded(header, body)
+        charset = content_type.parameters.get("charset")
+        yield Leaf(octets, charset, content_type.kind == "text/html")
 
 
 def body_text(raw: bytes, limit: int = DEFAULT_TEXT_LIMIT) -> str:
     """The decoded text of the body of message `raw`, at most `limit` characters."""
     text = _Text(limit)
-    _walk(raw, text, 0)
+    for leaf in leaves(raw):
+        if text.full:
+            break
+        text.add(leaf.text())
     return "\n".join(text.pieces)

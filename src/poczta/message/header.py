@@ -150,23 +150,46 @@ def split_header(
 
 
 def _header_end(data: bytes, limit: int) -> tuple[int, int] | None:
-    """Where the first `\\r?\\n\\r?\\n` in `data[:limit]` starts and ends: two finds,
-    where the regular expression tries every line end."""
-    bare, crlf = data.find(b"\n\n", 0, limit), data.find(b"\n\r\n", 0, limit)
-    if bare < 0 and crlf < 0:
+    """Where the first `\\r?\\n\\r?\\n` in `data[:limit]` starts and ends. One search
+    for a line feed followed by an empty line: it goes from line feed to line feed and
+    stops at the first empty line, where a find of each kind of empty line runs through
+    the whole body for the kind the message does not use."""
+    found = _EMPTY_LINE.search(data, 0, limit)
+    if found is None:
         return None
-    if crlf < 0 or 0 <= bare < crlf:
-        newline, after = bare, bare + 2
-    else:
-        newline, after = crlf, crlf + 3
+    newline, after = found.span()
     return (newline - 1 if newline and data[newline - 1] == 0x0D else newline), after
 
 
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
+
+
 @lru_cache(maxsize=64)
-def _named_fields(keys: tuple[str, ...]) -> re.Pattern[bytes]:
-    """`_FIELD` for the fields called one of `keys` only."""
+def _named_fields(keys: tuple[str, ...]) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """`_FIELD` for the fields called one of `keys` only: one pattern for the first line,
+    one for every other line start, found by its line feed (a pattern that starts with a
+    literal is searched for many times faster than one that starts with ``^``). The
+    second leaves the field's line feed to the field after it."""
     names = b"|".join(re.escape(key.encode("ascii")) for key in keys)
-    return re.compile(rb"^((?i:" + names + rb")[ \t]*):([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)", re.M)
+    field = rb"((?i:" + names + rb")[ \t]*):([^\n]*(?:\n[ \t][^\n]*)*)"
+    return re.compile(field + rb"(?:\n|\Z)"), re.compile(rb"\n" + field + rb"(?=\n|\Z)")
+
+
+def _field_spans(
+    data: bytes, stop: int, only: tuple[str, ...]
+) -> Iterator[tuple[int, int, bytes, bytes]]:
+    """(start, end, name, value) of each field in `data[:stop]` (those named `only`)."""
+    if not only:
+        for match in _FIELD.finditer(data, 0, stop):
+            yield match.start(), match.end(), match[1], match[2]
+        return
+    first_line, line_start = _named_fields(only)
+    first = first_line.match(data, 0, stop)
+    if first is not None:
+        yield first.start(), first.end(), first[1], first[2]
+    for match in line_start.finditer(data, 0, stop):
+        end = match.end() + 1 if match.end() < stop else match.end()
+        yield match.start() + 1, end, match[1], match[2]
 
 
 def _split_fields(
@@ -174,18 +197,14 @@ def _split_fields(
 ) -> tuple[HeaderField, ...]:
     """The fields of `data[:stop]`, a run of header lines (those named `only`, if given)."""
     fields: list[HeaderField] = []
-    pattern = _named_fields(only) if only else _FIELD
-    for match in pattern.finditer(data, 0, stop):
+    for start, end, name, value in _field_spans(data, stop, only):
         if max_fields is not None and len(fields) >= max_fields:
             raise HeaderLimitExceeded("fields", max_fields)
-        name, value = match.group(1, 2)
         if value.endswith(b"\r"):  # the last line's CR; the line end itself is not taken
             value = value[:-1]
         if b"\n" in value:  # folded: every line ends in CRLF, whatever it ended in
             value = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        fields.append(
-            HeaderField(name, value + b"\r\n", match.start(), match.end(), field_key(name))
-        )
+        fields.append(HeaderField(name, value + b"\r\n", start, end, field_key(name)))
     return tuple(fields)
 
 

@@ -7,23 +7,27 @@ text: the evaluator then runs on a thread, asking for a message's bytes only whe
 cheaper keys leave it undecided, so a body search of a large mailbox does not block the
 event loop. The bytes are read on the loop up to `READ_AHEAD` messages at a time (the
 messages after the one asked for; those the cheaper keys then decide are read for
-nothing, which costs less than a trip to the loop per message).
+nothing, which costs less than a trip to the loop per message), and the loop reads the
+next batch while the evaluator searches the one it has, so reading and searching overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from poczta.imap import commands as cmd
+from poczta.imap.body_search import MessageText
 from poczta.imap.encoder import Code, Thread, ThreadData, Untagged, search_data, sort_data
 from poczta.imap.esearch import esearch_response, search_return
 from poczta.imap.search import AndKey
 from poczta.imap.search_eval import (
     SearchableMessage,
+    SearchableText,
     SearchContext,
     evaluate,
     flags_test,
@@ -32,7 +36,6 @@ from poczta.imap.search_eval import (
     uids_of,
     uses_modseq,
 )
-from poczta.imap.search_text import body_text
 from poczta.imap.sort import sort_numbers
 from poczta.imap.thread import thread_numbers
 from poczta.message import Envelope
@@ -139,6 +142,7 @@ async def _matching(
     loop = asyncio.get_running_loop()
     store = session.store
     bodies: dict[int, bytes | None] = {}  # read ahead, by sequence number (None: no body)
+    coming: list[Future[dict[int, bytes | None]]] = []  # the next batch, being read
 
     async def read(numbers: range) -> dict[int, bytes | None]:
         found: dict[int, bytes | None] = dict.fromkeys(numbers)
@@ -149,15 +153,29 @@ async def _matching(
             found[number] = data
         return found
 
-    def text(number: int) -> str:
+    def read_from(number: int) -> Future[dict[int, bytes | None]]:
+        ahead = range(number, _read_ahead_end(messages, number))
+        return asyncio.run_coroutine_threadsafe(read(ahead), loop)
+
+    def text(number: int) -> SearchableText:
         if number not in bodies:
             bodies.clear()  # what was read ahead and not asked for is not needed
-            ahead = range(number, _read_ahead_end(messages, number))
-            bodies.update(asyncio.run_coroutine_threadsafe(read(ahead), loop).result())
+            if coming:
+                bodies.update(coming.pop().result())
+            if number not in bodies:
+                bodies.update(read_from(number).result())
+            # The loop reads the next batch while this thread searches this one.
+            following = max(bodies) + 1
+            if following <= len(messages):
+                coming.append(read_from(following))
         data = bodies.pop(number, None)
-        return body_text(data) if data is not None else ""
+        return MessageText(data if data is not None else b"")
 
-    return await asyncio.to_thread(evaluate, criteria, messages, context, text)
+    try:
+        return await asyncio.to_thread(evaluate, criteria, messages, context, text)
+    finally:
+        for batch in coming:
+            batch.cancel()
 
 
 def _read_ahead_end(messages: list[SearchableMessage], number: int) -> int:

@@ -90,20 +90,26 @@ async def create_mailbox_row(
     return int(mailbox_id)
 
 
-async def create_mailbox(
-    conn: Connection, user_id: int, name: str, special_use: str | None
-) -> MailboxState:
-    name = mailbox_name(name)
-    if await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR SHARE", user_id) is None:
-        raise NotFound(f"no user {user_id}")
+async def _create_superiors(conn: Connection, user_id: int, name: str) -> None:
+    """The missing superiors of `name` created, as CREATE and RENAME do (RFC 9051 6.3.4,
+    6.3.6): "a" and "a/b" for "a/b/c"."""
     parts = name.split("/")
-    for depth in range(1, len(parts)):  # superiors are created as needed
+    for depth in range(1, len(parts)):
         await conn.execute(
             "INSERT INTO mailboxes (user_id, name, uidvalidity)"
             " VALUES ($1, $2, next_uidvalidity()) ON CONFLICT (user_id, name) DO NOTHING",
             user_id,
             "/".join(parts[:depth]),
         )
+
+
+async def create_mailbox(
+    conn: Connection, user_id: int, name: str, special_use: str | None
+) -> MailboxState:
+    name = mailbox_name(name)
+    if await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR SHARE", user_id) is None:
+        raise NotFound(f"no user {user_id}")
+    await _create_superiors(conn, user_id, name)
     await create_mailbox_row(conn, user_id, name, special_use)
     return await get_mailbox(conn, user_id, name)
 
@@ -165,6 +171,8 @@ async def rename_mailbox(conn: Connection, user_id: int, old: str, new: str) -> 
         old,
         new,
     )
+    # After the move: renaming "a" to "a/b" takes "a" away, and then makes it anew.
+    await _create_superiors(conn, user_id, new)
 
 
 async def lock_in_order(conn: Connection, mailbox_ids: Iterable[int]) -> None:

@@ -118,20 +118,26 @@ def create_mailbox_row(
     return cursor.lastrowid
 
 
+def _create_superiors(conn: sqlite3.Connection, user_id: int, name: str) -> None:
+    """The missing superiors of `name` created, as CREATE and RENAME do (RFC 9051 6.3.4,
+    6.3.6): "a" and "a/b" for "a/b/c"."""
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        exists = conn.execute(
+            "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, parent)
+        ).fetchone()
+        if exists is None:
+            create_mailbox_row(conn, user_id, parent, None)
+
+
 def create_mailbox_job(user_id: int, name: str, special_use: str | None) -> Job:
     name = mailbox_name(name)
 
     def job(conn: sqlite3.Connection, ctx: JobContext) -> MailboxState:
         if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
             raise NotFound(f"no user {user_id}")
-        parts = name.split("/")
-        for depth in range(1, len(parts)):  # superiors are created as needed
-            parent = "/".join(parts[:depth])
-            exists = conn.execute(
-                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, parent)
-            ).fetchone()
-            if exists is None:
-                create_mailbox_row(conn, user_id, parent, None)
+        _create_superiors(conn, user_id, name)
         create_mailbox_row(conn, user_id, name, special_use)
         return get_mailbox(conn, user_id, name)
 
@@ -184,6 +190,8 @@ def rename_mailbox_job(user_id: int, old: str, new: str) -> Job:
             conn.execute("UPDATE mailboxes SET name = '/' || id WHERE id = ?", (box_id,))
         for box_id, name in renamed.items():
             conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (name, box_id))
+        # After the move: renaming "a" to "a/b" takes "a" away, and then makes it anew.
+        _create_superiors(conn, user_id, new)
 
     return job
 
