@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from poczta.imap import SequenceSet
 from poczta.imap import encoder as e
@@ -206,3 +208,20 @@ def test_date_time_forms() -> None:
     assert e.date_time(datetime(2024, 12, 31, 23, 59, 59)) == "31-Dec-2024 23:59:59 +0000"
     east = timezone(timedelta(hours=5, minutes=30))
     assert e.date_time(datetime(2000, 1, 1, tzinfo=east)) == "01-Jan-2000 00:00:00 +0530"
+    west = timezone(-timedelta(minutes=30))
+    assert e.date_time(datetime(5, 6, 7, 8, 9, 10, tzinfo=west)) == "07-Jun-0005 08:09:10 -0030"
+
+
+@given(
+    st.datetimes(timezones=st.one_of(st.none(), st.builds(
+        timezone, st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timedelta(minutes=m))))),
+)
+def test_date_time_is_day_month_year_time_and_zone(moment: datetime) -> None:
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    offset = moment.utcoffset() or timedelta()
+    minutes = int(offset.total_seconds()) // 60
+    zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    assert e.date_time(moment) == (
+        f"{moment.day:02d}-{months[moment.month - 1]}-{moment.year:04d}"
+        f" {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} {zone}"
+    )

@@ -35,6 +35,15 @@ def test_put_read_dedup(tmp_path: Path) -> None:
         blobs.read(digest)
 
 
+@pytest.mark.parametrize("size", [0, 1, 70_000, 300_000])
+def test_a_body_reads_whole_whatever_size_it_is_said_to_have(tmp_path: Path, size: int) -> None:
+    blobs = BlobFiles(tmp_path)
+    body = os.urandom(size)
+    digest, _ = blobs.put(body)
+    for hint in (None, size, 0, max(size - 1, 0), size + 1, size * 2 + 10):
+        assert blobs.read(digest, hint) == body
+
+
 def test_bad_digest_is_not_found(tmp_path: Path) -> None:
     blobs = BlobFiles(tmp_path)
     with pytest.raises(NotFound):

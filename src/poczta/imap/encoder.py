@@ -15,6 +15,7 @@ as such values.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -96,6 +97,12 @@ class Code:
 STATUSES = frozenset({"OK", "NO", "BAD", "PREAUTH", "BYE"})
 
 
+@functools.lru_cache(maxsize=256)
+def _status_text(text: str, utf8: bool) -> bytes:
+    """`response_text`, kept: most status texts are the same few ("FETCH completed")."""
+    return _text(text, utf8)
+
+
 def _status_line(
     prefix: bytes, status: str, code: Code | str | None, text: str, utf8: bool
 ) -> bytes:
@@ -109,7 +116,7 @@ def _status_line(
         else:
             code.write(out, utf8)
     if text:
-        out += (b" ", _text(text, utf8))
+        out += (b" ", _status_text(text, utf8))
     out.append(b"\r\n")
     return b"".join(out)
 

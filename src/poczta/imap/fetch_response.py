@@ -1,8 +1,9 @@
 """The items of one FETCH response, from a message's cached facts and, when needed, its bytes.
 
 `needs_body` says whether any attribute needs the stored bytes (sections, RFC822*,
-BINARY); the rest (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE,
-MODSEQ) comes from the parse cached at delivery, so a client's first open of a large
+BINARY), and `needs_structure` whether they need the MIME structure too (the whole
+message, BODY[], does not); the rest (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE,
+BODYSTRUCTURE, MODSEQ) comes from the parse cached at delivery, so a client's first open of a large
 mailbox reads no message file. ENVELOPE and BODYSTRUCTURE are sent as the wire text
 the message keeps (`poczta.message.fetch_text`) where that suits the client, and the MIME
 structure is decoded only for the items that need it (`needs_structure`). Sections are
@@ -39,6 +40,7 @@ __all__ = [
     "MessageFacts",
     "UnknownEncoding",
     "fetch_items",
+    "is_whole_message",
     "needs_body",
     "needs_structure",
     "sets_seen",
@@ -83,6 +85,8 @@ def needs_structure(
     """Whether answering these for this message needs its MIME structure."""
     for attribute in attributes:
         if not isinstance(attribute, FetchItem):
+            if is_whole_message(attribute):
+                continue
             return True
         name = attribute.name
         if name not in _STRUCTURE_FREE and not (
@@ -90,6 +94,16 @@ def needs_structure(
         ):
             return True
     return False
+
+
+def is_whole_message(attribute: FetchAttribute) -> bool:
+    """BODY[] or BODY.PEEK[] (partial or not): the stored bytes, no MIME structure needed."""
+    return (
+        isinstance(attribute, BodySection)
+        and not attribute.binary
+        and not attribute.part
+        and attribute.text is None
+    )
 
 
 def sets_seen(attributes: Sequence[FetchAttribute]) -> bool:
@@ -157,6 +171,9 @@ def fetch_items(
                 return decoded
             size = len(decoded) if decoded is not None else 0
             items.append((f"BINARY.SIZE[{'.'.join(map(str, attribute.part))}]", size))
+        elif is_whole_message(attribute):
+            assert data is not None
+            items.append((attribute.response_name(), Octets(_partial(data, attribute.partial))))
         else:
             assert data is not None and root is not None
             if attribute.binary:

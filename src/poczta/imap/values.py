@@ -30,6 +30,8 @@ class MailboxName(DialectString):
 
 
 _MONTH_NAMES = tuple(month.title() for month in MONTHS)
+_TWO_DIGITS = tuple(f"{number:02d}" for number in range(100))
+_ZONES: dict[int, str] = {}  # UTC offset in minutes -> "+0200" (a few distinct)
 _TEXT_BREAK = re.compile(r"[\r\n\x00]+")
 
 
@@ -41,22 +43,20 @@ def mailbox_octets(name: str, utf8: bool) -> bytes:
 def date_time(moment: datetime) -> str:
     """IMAP date-time text (without quotes): `17-Jul-1996 02:44:25 -0700`.
 
-    A naive datetime is taken as UTC.
+    A naive datetime is taken as UTC. Written from tables of two-digit numbers and of
+    the zones seen: `%02d` formatting costs twice as much, and a first FETCH of a
+    large mailbox writes one per message.
     """
     offset = moment.utcoffset()
     minutes = offset.days * 1440 + offset.seconds // 60 if offset is not None else 0
-    sign = "-" if minutes < 0 else "+"
-    minutes = abs(minutes)
-    return "%02d-%s-%04d %02d:%02d:%02d %s%02d%02d" % (  # noqa: UP031 - twice as fast as f""
-        moment.day,
-        _MONTH_NAMES[moment.month - 1],
-        moment.year,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        sign,
-        minutes // 60,
-        minutes % 60,
+    zone = _ZONES.get(minutes)
+    if zone is None:
+        size = abs(minutes)
+        zone = _ZONES[minutes] = f"{'-' if minutes < 0 else '+'}{size // 60:02d}{size % 60:02d}"
+    two = _TWO_DIGITS
+    return (
+        f"{two[moment.day]}-{_MONTH_NAMES[moment.month - 1]}-{moment.year:04d}"
+        f" {two[moment.hour]}:{two[moment.minute]}:{two[moment.second]} {zone}"
     )
 
 

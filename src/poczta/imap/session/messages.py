@@ -14,12 +14,13 @@ is `poczta.imap.session.store_flags`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Code, FetchData, Tagged, Untagged, vanished
 from poczta.imap.fetch import FetchAttribute, FetchItem
-from poczta.imap.fetch_plan import FetchPlan
+from poczta.imap.fetch_plan import FetchPlan, plan_for
 from poczta.imap.fetch_response import (
     UnknownEncoding,
     fetch_items,
@@ -31,7 +32,6 @@ from poczta.imap.names import canonical
 from poczta.imap.sequence import SequenceSet, compact
 from poczta.imap.session.quota import OVERQUOTA, lacks_room
 from poczta.imap.view import OutOfRange, SelectedView
-from poczta.message.imap_wire import Value
 from poczta.message.mime import parse_structure
 from poczta.store.base import FlagMode, MailboxId, MessageMeta, NotFound
 
@@ -105,7 +105,10 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
     if failure is not None:
         session.no(command.tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
         return
-    await _finish(session, command.tag, "FETCH completed", command.uid)
+    # The command's own check of the mailbox was just made: only a FETCH that set \Seen
+    # has changes of its own to take in before the OK.
+    changed = sets_seen(attributes) and not view.read_only
+    await _finish(session, command.tag, "FETCH completed", command.uid, refresh=changed)
 
 
 async def _changed_among(
@@ -130,70 +133,84 @@ async def _fetch_messages(
 ) -> UnknownEncoding | None:
     mark_seen = sets_seen(attributes) and not view.read_only
     read_body = needs_body(attributes)
-    plan = FetchPlan.make(attributes, with_uid=uid_form, utf8=session.utf8)
+    plan = plan_for(attributes, with_uid=uid_form, utf8=session.utf8, seen_set=mark_seen)
     if plan is not None and not plan.needs_facts:
         _fetch_from_view(session, view, uids, plan)
         return None
+    asked = _Asked(attributes, uid_form, mark_seen, plan)
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
         metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
         if mark_seen:
             await _mark_seen(session, view, [m.uid for m in metas])
         out: list[bytes] = []
-        answered = [meta for meta in metas if view.msn(meta.uid) is not None]
+        answered = [(msn, meta) for meta in metas if (msn := view.msn(meta.uid)) is not None]
         for group in _body_groups(answered) if read_body else [answered]:
             bodies: Sequence[bytes | None] = [None] * len(group)
             if read_body:
-                bodies = await session.store.blobs.read_many([(m.digest, m.size) for m in group])
-            for meta, data in zip(group, bodies, strict=True):
-                encoded = await _encoded(
-                    session, view, meta, data, plan, attributes, uid_form, mark_seen
-                )
-                if isinstance(encoded, UnknownEncoding):
-                    return encoded
-                out.append(encoded)
+                wanted = [(meta.digest, meta.size) for _, meta in group]
+                bodies = await session.store.blobs.read_many(wanted)
+            failure = await _encode_group(session, view, group, bodies, asked, out)
+            if failure is not None:
+                return failure
         session.send(*view.keyword_news())
-        session.conn.write(b"".join(out))
+        session.conn.write(out[0] if len(out) == 1 else b"".join(out))
         if start + FETCH_SLICE < len(uids):  # more to come: let the client take this first
             await session.conn.drain()
     return None
 
 
-def _body_groups(metas: Sequence[MessageMeta]) -> list[list[MessageMeta]]:
-    """`metas` in runs whose bodies together are at most BODY_BATCH_OCTETS (a bigger one
-    alone), to be read from the store a run at a time."""
-    groups: list[list[MessageMeta]] = []
+Numbered = tuple[int, MessageMeta]  # a message and its sequence number
+
+
+def _body_groups(messages: Sequence[Numbered]) -> list[list[Numbered]]:
+    """`messages` in runs whose bodies together are at most BODY_BATCH_OCTETS (a bigger
+    one alone), to be read from the store a run at a time."""
+    groups: list[list[Numbered]] = []
     octets = 0
-    for meta in metas:
-        if not groups or octets + meta.size > BODY_BATCH_OCTETS:
+    for numbered in messages:
+        size = numbered[1].size
+        if not groups or octets + size > BODY_BATCH_OCTETS:
             groups.append([])
             octets = 0
-        groups[-1].append(meta)
-        octets += meta.size
+        groups[-1].append(numbered)
+        octets += size
     return groups
 
 
-async def _encoded(
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What one FETCH command asks, as every message's response needs it."""
+
+    attributes: Sequence[FetchAttribute]
+    uid_form: bool
+    mark_seen: bool  # the command sets \\Seen: FLAGS go with every response
+    plan: FetchPlan | None
+
+
+async def _encode_group(
     session: ImapSession,
     view: SelectedView,
-    meta: MessageMeta,
-    data: bytes | None,
-    plan: FetchPlan | None,
-    attributes: Sequence[FetchAttribute],
-    uid_form: bool,
-    mark_seen: bool,
-) -> bytes | UnknownEncoding:
-    """One message's FETCH response: planned when the plan can, else built item by item."""
-    msn = view.msn(meta.uid)
-    assert msn is not None
-    if plan is not None:
-        planned = plan.encode(msn, meta.uid, meta, view.flag_items(meta.uid))
-        if planned is not None:
-            return planned
-    items = await _items(session, view, meta, attributes, data, uid_form, mark_seen)
-    if isinstance(items, UnknownEncoding):
-        return items
-    return FetchData(msn, items).encode(session.utf8)
+    group: Sequence[Numbered],
+    bodies: Sequence[bytes | None],
+    asked: _Asked,
+    out: list[bytes],
+) -> UnknownEncoding | None:
+    """Append the FETCH responses of `group` (with their `bodies`) to `out`: planned
+    when the plan can, else built item by item."""
+    plan = asked.plan
+    for (msn, meta), data in zip(group, bodies, strict=True):
+        if plan is not None:
+            flag_items = view.flag_items(meta.uid) if plan.needs_flags else []
+            planned = plan.encode(msn, meta.uid, meta, flag_items, data)
+            if planned is not None:
+                out.append(planned)
+                continue
+        built = await _built(session, view, msn, meta, data, asked)
+        if isinstance(built, UnknownEncoding):
+            return built
+        out.append(built)
+    return None
 
 
 def _fetch_from_view(
@@ -209,17 +226,18 @@ def _fetch_from_view(
     session.conn.write(b"".join(out))
 
 
-async def _items(
+async def _built(
     session: ImapSession,
     view: SelectedView,
+    msn: int,
     meta: MessageMeta,
-    attributes: Sequence[FetchAttribute],
     data: bytes | None,
-    uid_form: bool,
-    seen_changed: bool,
-) -> list[tuple[str, Value]] | UnknownEncoding:
-    """The items of one message; `data`, its bytes when the attributes need them."""
+    asked: _Asked,
+) -> bytes | UnknownEncoding:
+    """One message's response built item by item; `data`, its bytes when the attributes
+    need them."""
     utf8 = session.utf8
+    attributes = asked.attributes
     root = None
     if needs_structure(attributes, meta, utf8):
         root = meta.structure
@@ -227,10 +245,13 @@ async def _items(
             data = data if data is not None else await session.store.blobs.read(meta.digest)
             root = parse_structure(data)
     wanted = list(attributes)
-    if seen_changed and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):
+    if asked.mark_seen and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):
         wanted.append(FetchItem("FLAGS"))
     flag_items = view.flag_items(meta.uid)
-    return fetch_items(wanted, meta, root, data, flag_items, with_uid=uid_form, utf8=utf8)
+    items = fetch_items(wanted, meta, root, data, flag_items, with_uid=asked.uid_form, utf8=utf8)
+    if isinstance(items, UnknownEncoding):
+        return items
+    return FetchData(msn, items).encode(utf8)
 
 
 async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) -> None:
@@ -245,12 +266,20 @@ async def _mark_seen(session: ImapSession, view: SelectedView, uids: list[int]) 
 
 
 async def _finish(
-    session: ImapSession, tag: str, text: str, uid_form: bool, code: Code | None = None
+    session: ImapSession,
+    tag: str,
+    text: str,
+    uid_form: bool,
+    code: Code | None = None,
+    *,
+    refresh: bool = True,
 ) -> None:
-    """Tell what changed meanwhile (this command's own effects included), then the OK."""
-    from poczta.imap.session.selected import refresh
+    """Tell what changed meanwhile (this command's own effects included, looked for
+    unless `refresh` is False), then the OK."""
+    if refresh:
+        from poczta.imap.session.selected import refresh as look
 
-    await refresh(session)
+        await look(session)
     session.send(*session.updates(allow_expunge=uid_form), Tagged(tag, "OK", text, code))
 
 

@@ -71,14 +71,22 @@ class SqliteBlobStore:
     async def read(self, digest: str, *, size_hint: int | None = None) -> bytes:
         self._check_open()
         if size_hint is not None and size_hint <= INLINE_READ_LIMIT:
-            return self.files.read(digest)
+            return self.files.read(digest, size_hint)
         return await asyncio.get_running_loop().run_in_executor(
-            self._readers, self.files.read, digest
+            self._readers, self.files.read, digest, size_hint
         )
 
     async def read_many(self, bodies: Sequence[tuple[str, int | None]]) -> list[bytes]:
         """Each body as `read` reads it: files need no batching."""
-        return [await self.read(digest, size_hint=size) for digest, size in bodies]
+        self._check_open()
+        read = self.files.read
+        found: list[bytes] = []
+        for digest, size in bodies:
+            if size is not None and size <= INLINE_READ_LIMIT:
+                found.append(read(digest, size))
+            else:
+                found.append(await self.read(digest, size_hint=size))
+        return found
 
     async def sweep(self, now: float | None = None) -> int:
         """Delete the bodies released longer ago than the grace period, a batch per

@@ -334,7 +334,13 @@ def fetch_meta(
             f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
             (mailbox_id,),
         )
-    elif uids and max(uids) - min(uids) < 2 * len(uids):
+    elif len(uids) <= _LISTED_UIDS:  # a few (a client reading a message): by their keys
+        among, values = uid_condition(uids)
+        rows = conn.execute(
+            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? AND {among} ORDER BY uid",
+            (mailbox_id, *values),
+        ).fetchall()
+    elif max(uids) - min(uids) < 2 * len(uids):
         # Mostly consecutive UIDs (a slice of 1:*): one range of the key, minus the others.
         wanted = set(uids)
         rows = (
