@@ -277,4 +277,6 @@ def _as_uids(threads: Sequence[Thread], messages: list[SearchableMessage]) -> li
 async def _done(session: ImapSession, tag: str, text: str, uid_form: bool) -> None:
     from poczta.imap.session.messages import _finish
 
-    await _finish(session, tag, text, uid_form)
+    # A search changes nothing: what others changed is told at the next command, as the
+    # check before this one told what they had changed until then.
+    await _finish(session, tag, text, uid_form, refresh=False)
