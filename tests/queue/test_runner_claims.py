@@ -61,12 +61,7 @@ async def running(runner: QueueRunner) -> AsyncIterator[asyncio.Task[None]]:
     try:
         yield task
     finally:
-        # Python 3.11's wait_for drops a cancel that lands as the awaited event is set (the
-        # runner's idle wait on its wake-up): cancel again until the task has ended, or the
-        # test would sit out `run`'s whole limit and pass when that cancels it once more.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.5)
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
