@@ -38,10 +38,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
+# The tests run on two pytest-xdist workers, each test module whole on one of them (its
+# module fixtures start a server once); most e2e time is waiting on servers and peers. Each
+# worker and each server a test starts imports poczta: bytecode is written, so that each
+# module is compiled once rather than by every one of them.
 test: $(STAMP) debs
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
-	$(BIN)/python -m pytest -q
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/smtp_accept

@@ -1,11 +1,19 @@
-"""Fixtures shared by every test directory: the session's PostgreSQL server."""
+"""Fixtures shared by every test directory: the session's PostgreSQL server, and poczta's
+logging as each test found it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
+
+# No property test fails for taking long: an example's time says how busy the machine (or the
+# other test worker) is, not whether the property holds.
+settings.register_profile("poczta", deadline=None)
+settings.load_profile("poczta")
 
 if TYPE_CHECKING:
     from tests.pg_server import PostgresServer, SessionCluster
@@ -47,3 +55,19 @@ def postgres() -> Iterator[PostgresServer]:
 def postgres_dsn(postgres: PostgresServer) -> str:
     """The URL (without the password) of a new empty database for this test."""
     return postgres.dsn(postgres.new_database())
+
+
+@pytest.fixture(autouse=True)
+def _poczta_logging_restored() -> Iterator[None]:
+    """Undo what a test, or a command it runs in this process, did to poczta's logging:
+    after `setup_logging` lines go straight to stderr, past `logging` and so past caplog,
+    in every later test of the process (which ones those are depends on the order)."""
+    from poczta import logs
+
+    logger = logging.getLogger("poczta")
+    saved = (logs._DIRECT, dict(logs._CONTEXT), logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logs._DIRECT, context, logger.handlers[:], level, logger.propagate = saved
+    logger.setLevel(level)
+    logs._CONTEXT.clear()
+    logs._CONTEXT.update(context)

@@ -35,6 +35,7 @@ from poczta.dns import (
     trusts_ad,
 )
 from tests.e2e.dnssec_server import TestZone, unbound_server
+from tests.e2e.harness import free_port
 
 # --- ZoneResolver ----------------------------------------------------------------
 
@@ -116,7 +117,7 @@ def _cached_resolver(clock: FakeClock) -> DnsPythonResolver:
     """A resolver whose only answers are the ones put in its cache: nothing listens on
     its server port, so a question it has not cached fails as a temporary error."""
     resolver = DnsPythonResolver(
-        ["127.0.0.1"], port=_free_udp_port(), timeout=0.2, lifetime=0.5,
+        ["127.0.0.1"], port=free_port(), timeout=0.2, lifetime=0.5,
         cache=DnsCache(clock=clock),
     )  # fmt: skip
     resolver.cache.put(("a.test", "TXT"), [b"v=spf1 -all"], 300, negative=False)
@@ -198,12 +199,6 @@ def test_derived_cache_is_bounded_least_recently_used_first() -> None:
 # --- DnsPythonResolver against dnsmasq --------------------------------------------
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _wait_for_server(port: int) -> None:
     query = bytes.fromhex("abcd01000001000000000000") + b"\x04ping\x04test\x00\x00\x01\x00\x01"
     deadline = time.monotonic() + 5
@@ -227,7 +222,7 @@ def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Pat
     )
     if binary is None:
         pytest.skip("dnsmasq is not installed (Debian package dnsmasq-base)")
-    port = _free_udp_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("dnsmasq") / "queries.log"
     args = [
         binary,
@@ -329,7 +324,7 @@ def test_timeout_when_nothing_answers() -> None:
 
 
 def test_refused_port_is_temp_failure() -> None:
-    resolver = DnsPythonResolver(["127.0.0.1"], port=_free_udp_port(), timeout=0.2, lifetime=0.5)
+    resolver = DnsPythonResolver(["127.0.0.1"], port=free_port(), timeout=0.2, lifetime=0.5)
     with pytest.raises((ServFail, DnsTimeout)):
         asyncio.run(resolver.a("example.test"))
 

@@ -42,10 +42,37 @@ PASSWORDS = {
 }
 
 
+#: Ports `free_port` gave out in this process: none is given twice.
+_given_ports: set[int] = set()
+
+
+def _worker_share() -> tuple[int, int]:
+    """(this test process's index, how many run side by side): (0, 1) but under
+    pytest-xdist, whose workers are told by $PYTEST_XDIST_WORKER ("gw3") and
+    $PYTEST_XDIST_WORKER_COUNT."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return 0, 1
+    return int(worker[2:]) % count, count
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that nothing is bound to now, for a server a test starts later.
+
+    The port is free only until someone binds it, so two test workers picking ports at
+    the same time could pick the same one: each worker takes only the ports of its own
+    share (the kernel hands out ports of one parity to `bind`, so the share is counted
+    in pairs), and a process never gives out a port twice."""
+    index, count = _worker_share()
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if (port >> 1) % count == index and port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise RuntimeError("no free port in this worker's share")
 
 
 def wait_for_port(

@@ -14,6 +14,7 @@ from poczta.dns import ZoneResolver
 from poczta.queue.mta_sts import MAX_POLICY_SIZE
 from poczta.queue.mta_sts_fetch import PolicyFetcher, PolicyFetchError
 from tests.certificates import TestCa
+from tests.e2e.harness import free_port
 from tests.queue.policy_server import PolicyServer, serving_policies
 
 POLICY = b"version: STSv1\nmode: enforce\nmx: mx.example.org\nmax_age: 86400\n"
@@ -100,9 +101,7 @@ def test_a_policy_host_without_an_address(ca: TestCa) -> None:
 
 
 def test_a_policy_server_that_is_down(ca: TestCa) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()  # nothing listens there
     assert "127.0.0.1" in failure(fetcher(ca, port))
 
 

@@ -4,29 +4,23 @@ worked out the same, keyed by everything they depend on."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from poczta.dns import _NX, DnsCache, DnsPythonResolver
 from poczta.mailauth.dnsbl import DnsblKind, DnsblZone
 from poczta.mailauth.greylist import Greylister, GreylistSettings, MemoryGreylistStore
 from poczta.smtp.checks import CheckDecision, MailChecks
 from tests.clock import Clock
+from tests.e2e.harness import free_port
 
 GOOD_IP = "192.0.2.10"
 OTHER_IP = "192.0.2.11"
 SPF_GOOD = [b"v=spf1 ip4:192.0.2.10 -all"]
 
 
-def _closed_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def cached_resolver(clock: Clock) -> DnsPythonResolver:
     """A resolver answering only from its cache (no server listens on its port)."""
     resolver = DnsPythonResolver(
-        ["127.0.0.1"], port=_closed_udp_port(), timeout=0.2, lifetime=0.5,
+        ["127.0.0.1"], port=free_port(), timeout=0.2, lifetime=0.5,
         cache=DnsCache(clock=clock),
     )  # fmt: skip
     fill(resolver.cache)

@@ -31,6 +31,7 @@ from poczta.smtp.client_events import (
     TransactionResult,
     Write,
 )
+from tests.e2e.harness import free_port
 
 BODY = b"Subject: loopback\r\n\r\n.leading dot\r\nbare\nlf\r\n" + b"x" * 70 + b"\r\n"
 STORED = b"Subject: loopback\r\n\r\n.leading dot\r\nbare\r\nlf\r\n" + b"x" * 70 + b"\r\n"
@@ -134,15 +135,9 @@ class _Collect:
         return "250 2.0.0 Message accepted"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_message_to_aiosmtpd_without_pipelining() -> None:
     handler = _Collect()
-    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         message = OutboundMessage.to("a@client.test", ["b@peer.test"], BODY)
@@ -158,7 +153,7 @@ def smtp_sink() -> Iterator[int]:
     binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
     if not shutil.which(binary):
         pytest.skip("smtp-sink (Debian postfix) is not installed")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "-u", "nobody", "-c", f"127.0.0.1:{port}", "10"],
         stdout=subprocess.DEVNULL,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.certificates import self_signed
+from tests.e2e.harness import free_port
 
 USERS = (("tester", "imaptest-pass1"), ("tester2", "imaptest-pass2"))
 START_TIMEOUT = 20.0
@@ -90,13 +91,6 @@ class Dovecot:
 def dovecot_binary() -> str | None:
     return shutil.which("dovecot") or next(
         (p for p in ("/usr/sbin/dovecot",) if os.access(p, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def write_certificate(root: Path) -> None:
