@@ -237,3 +237,20 @@ def test_a_message_queued_wakes_the_runner_of_its_process(tmp_path: Path) -> Non
                 await until(lambda: received(mx) == ["bob@remote.test"])
 
     run(test)
+
+
+def test_a_runner_woken_as_it_is_stopped_stops(tmp_path: Path) -> None:
+    """A stop that comes in the same turn of the loop as a wake-up (a message queued as
+    the server shuts down) ends the runner; it is not lost to the wake-up."""
+
+    async def test() -> None:
+        async with setup(tmp_path, 9, poll=30) as s:
+            for _ in range(20):
+                task = asyncio.ensure_future(s.runner.run())
+                await asyncio.sleep(0.05)  # idle, waiting for a wake-up or the poll
+                s.runner.wake()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(task, 5)
+
+    run(test)

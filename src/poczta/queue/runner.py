@@ -165,7 +165,9 @@ class QueueRunner:
                     log("queue.store_failed", logging.WARNING, error=exc)
                     delay = self.settings.poll
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    # not wait_for: on Python 3.11 it loses a cancel that comes as the event is set
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             keeping.cancel()
             for task in list(self._tasks):

@@ -86,7 +86,9 @@ class ChangePoller:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self._interval)
+                # not wait_for: on Python 3.11 it loses a cancel that comes as the event is set
+                async with asyncio.timeout(self._interval):
+                    await self._poked.wait()
             self._poked.clear()
             if not self._hub:
                 continue
