@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -38,8 +38,11 @@ __all__ = [
     "NewMessage",
     "WriteBatch",
     "file_new_messages",
+    "tell_waiters",
     "write_batches",
 ]
+
+R = TypeVar("R")
 
 MAX_BATCH = 64  # deliveries per statement
 MAX_BATCH_OCTETS = 4 * 1024 * 1024  # bodies per statement, beyond its first
@@ -156,11 +159,11 @@ class DeliveryBatches:
                 log("store.batch_failed", level=logging.WARNING, size=len(batch), error=exc)
                 results = [None] * len(batch)
             except BaseException as exc:  # the database unreachable (StoreUnavailable)...
-                _tell(batch, [exc] * len(batch))
+                tell_waiters(batch, [exc] * len(batch))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            _tell(batch, results)
+            tell_waiters(batch, results)
 
     def _next_batch(self) -> list[tuple[NewMessage, asyncio.Future[Delivered | None]]]:
         """Take the first waiting deliveries, up to the batch's count and octets."""
@@ -174,12 +177,13 @@ class DeliveryBatches:
         return batch
 
 
-def _tell(
-    batch: Sequence[tuple[NewMessage, asyncio.Future[Delivered | None]]],
-    results: Sequence[Delivered | BaseException | None],
+def tell_waiters(
+    batch: Sequence[tuple[object, asyncio.Future[R]]], results: Sequence[R | BaseException]
 ) -> None:
+    """Give each waiter of a batch its result (or its exception), in order; a waiter
+    whose caller gave up is left alone."""
     for (_, future), result in zip(batch, results, strict=True):
-        if future.done():  # its caller gave up waiting
+        if future.done():
             continue
         if isinstance(result, BaseException):
             future.set_exception(result)

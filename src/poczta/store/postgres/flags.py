@@ -43,6 +43,7 @@ from typing import Any
 from poczta.store.base import FlagMode, FlagResult, NotFound, normalize_flags
 from poczta.store.flag_changes import flag_changes
 from poczta.store.postgres.access import Connection, Database
+from poczta.store.postgres.batch import tell_waiters
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL
 
 __all__ = ["MAX_BATCH_UIDS", "FlagBatches", "FlagChange", "change_flags"]
@@ -211,11 +212,11 @@ class FlagBatches:
                         self._db, mailbox_id, [change for change, _ in batch]
                     )
                 except BaseException as exc:  # the database unreachable, the mailbox gone...
-                    _tell(batch, [exc] * len(batch))
+                    tell_waiters(batch, [exc] * len(batch))
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                _tell(batch, results)
+                tell_waiters(batch, results)
         finally:
             del self._makers[mailbox_id]
             for _, future in self._waiting.pop(mailbox_id, []):  # only when cancelled
@@ -233,16 +234,3 @@ class FlagBatches:
             count += 1
         batch, self._waiting[mailbox_id] = waiting[:count], waiting[count:]
         return batch
-
-
-def _tell(
-    batch: Sequence[tuple[FlagChange, asyncio.Future[FlagResult]]],
-    results: Sequence[FlagResult | BaseException],
-) -> None:
-    for (_, future), result in zip(batch, results, strict=True):
-        if future.done():  # its caller gave up waiting
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
