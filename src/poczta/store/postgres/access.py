@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from poczta.store.base import StoreError, StoreUnavailable
 
-__all__ = ["COMMAND_TIMEOUT", "Database", "translated"]
+__all__ = ["COMMAND_TIMEOUT", "Database", "equals_any", "translated"]
 
 COMMAND_TIMEOUT = 30.0  # seconds a statement may take before the call fails
 ACQUIRE_TIMEOUT = 10.0  # seconds to wait for a connection of the pool (or a new one)
@@ -47,6 +47,21 @@ _BROKEN = (
     OSError,
     TimeoutError,
 )
+
+
+def equals_any(
+    column: str, values: Sequence[object], param: int, sql_type: str
+) -> tuple[str, object]:
+    """`column = ANY($param::sql_type[])` and its argument, or `column = $param` and the
+    value when `values` has one (nearly every call: one mailbox, message, body, user).
+
+    PostgreSQL plans a prepared statement over an array afresh on every call: its generic
+    plan, costed for an array of several elements, never looks cheaper than a custom plan
+    for one, and the planning took longer than running these statements. The scalar form
+    gets a generic plan and is planned once per connection."""
+    if len(values) == 1:
+        return f"{column} = ${param}", values[0]
+    return f"{column} = ANY(${param}::{sql_type}[])", list(values)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 
 from poczta.store.base import NotFound
-from poczta.store.postgres.access import Connection
+from poczta.store.postgres.access import Connection, equals_any
 from poczta.store.postgres.bodies import SMALL_READ, PostgresBlobStore
 
 __all__ = ["PostgresBodies", "read_small_blobs"]
@@ -21,14 +21,11 @@ __all__ = ["PostgresBodies", "read_small_blobs"]
 
 async def read_small_blobs(conn: Connection, digests: Sequence[str]) -> dict[str, bytes]:
     """The bytes of each of `digests` (NotFound when one is missing or incomplete)."""
-    # One body (a message read) with a scalar parameter, planned once per connection (an
-    # array's statement is planned afresh on every call, see `imap._ONE_STATE`).
-    one = len(digests) == 1
+    chosen, argument = equals_any("b.digest", digests, 1, "text")
     rows = await conn.fetch(
         "SELECT b.digest, b.size, c.data FROM blobs b LEFT JOIN blob_chunks c"
-        f" ON c.blob_id = b.id WHERE b.digest {'= $1' if one else '= ANY($1::text[])'}"
-        " ORDER BY b.digest, c.seq",
-        digests[0] if one else list(digests),
+        f" ON c.blob_id = b.id WHERE {chosen} ORDER BY b.digest, c.seq",
+        argument,
     )
     parts: dict[str, list[bytes]] = {}
     sizes: dict[str, int] = {}

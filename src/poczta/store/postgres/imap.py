@@ -20,7 +20,7 @@ from collections.abc import Collection, Sequence
 
 from poczta.store.base import MailboxChange, MailboxId, MessageMeta, NotFound
 from poczta.store.names import mailbox_name
-from poczta.store.postgres.access import Connection
+from poczta.store.postgres.access import Connection, equals_any
 from poczta.store.postgres.bodies import add_blob_ref
 from poczta.store.postgres.mailboxes import bump, get_mailbox, lock_in_order
 from poczta.store.postgres.messages import _META_COLUMNS, meta_of
@@ -48,21 +48,14 @@ _COPIED = (
     " sent_date_zone, subject, message_id, envelope, headers, structure, imap_envelope,"
     " imap_bodystructure"
 )
-_STATE = "SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE id"
-# One mailbox (every command's check) with a scalar parameter: PostgreSQL plans a
-# statement over an array afresh on each call (its generic plan, costed for arrays of
-# several elements, never looks cheaper), which took longer than running it; a scalar
-# one it plans once per connection.
-_ONE_STATE = f"{_STATE} = $1"
-_STATES = f"{_STATE} = ANY($1::bigint[])"
 
 
 async def mailbox_changes(conn: Connection, ids: Collection[int]) -> dict[MailboxId, MailboxChange]:
     """The current state of each mailbox of `ids` that still exists."""
-    if len(ids) == 1:
-        rows = await conn.fetch(_ONE_STATE, next(iter(ids)))
-    else:
-        rows = await conn.fetch(_STATES, list(ids))
+    chosen, argument = equals_any("id", list(ids), 1, "bigint")
+    rows = await conn.fetch(
+        f"SELECT id, highestmodseq, uidnext, messages FROM mailboxes WHERE {chosen}", argument
+    )
     return {MailboxId(r[0]): MailboxChange(MailboxId(r[0]), r[1], r[2], r[3]) for r in rows}
 
 
@@ -102,19 +95,15 @@ async def fetch_meta(
     conn: Connection, mailbox_id: int, uids: Sequence[int] | None
 ) -> list[MessageMeta]:
     """The facts of the mailbox's messages of `uids` (all when None), in UID order."""
-    chosen: tuple[str, tuple[object, ...]] = ("", ())
-    if uids is not None:  # one UID (a message read) as a scalar: see `_ONE_STATE`
-        one = len(uids) == 1
-        chosen = (
-            (" AND uid = $2", (uids[0],))
-            if one
-            else (" AND uid = ANY($2::bigint[])", (list(uids),))
-        )
+    chosen, arguments = "", []  # all of them
+    if uids is not None:
+        where, argument = equals_any("uid", uids, 2, "bigint")
+        chosen, arguments = f" AND {where}", [argument]
     rows = await conn.fetch(
         f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS} FROM messages"
-        f" WHERE mailbox_id = b.id{chosen[0]}) m ON true WHERE b.id = $1 ORDER BY m.uid",
+        f" WHERE mailbox_id = b.id{chosen}) m ON true WHERE b.id = $1 ORDER BY m.uid",
         mailbox_id,
-        *chosen[1],
+        *arguments,
     )
     if not rows:
         raise NotFound(f"no mailbox {mailbox_id}")

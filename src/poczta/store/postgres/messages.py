@@ -118,10 +118,8 @@ _TARGETS = (
     " LEFT JOIN quota_usage u ON u.user_id = t.user_id"
     " LEFT JOIN quota_limits l ON l.user_id = t.user_id ORDER BY t.n"
 )
-# `_TARGETS` for one target, with scalar parameters: PostgreSQL plans a statement over
-# arrays afresh on every call (its generic plan assumes arrays of several elements, so
-# it never looks cheaper), which costs more than running it; this one it plans once per
-# connection. Almost every delivery has one target.
+# `_TARGETS` for one target (almost every delivery), with scalar parameters so that it
+# is planned once per connection (why: `access.equals_any`).
 _TARGET = (
     "SELECT $1::bigint AS user_id, m.id AS mailbox_id, u.storage, u.messages,"
     " l.storage AS storage_limit, l.messages AS messages_limit"

@@ -17,7 +17,7 @@ from poczta.store.base import (
     QuotaUsage,
     UserId,
 )
-from poczta.store.postgres.access import Connection
+from poczta.store.postgres.access import Connection, equals_any
 
 __all__ = ["check_quota_changes", "messages_size", "quota_states", "set_quota"]
 
@@ -28,13 +28,8 @@ _QUOTA_STATES = (
 
 
 async def quota_states(conn: Connection, user_ids: Sequence[int]) -> dict[UserId, QuotaState]:
-    # One user (almost every call) with a scalar parameter: see messages._TARGET.
-    if len(user_ids) == 1:
-        rows = await conn.fetch(_QUOTA_STATES + " WHERE u.user_id = $1", user_ids[0])
-    else:
-        rows = await conn.fetch(
-            _QUOTA_STATES + " WHERE u.user_id = ANY($1::bigint[])", list(user_ids)
-        )
+    chosen, argument = equals_any("u.user_id", user_ids, 1, "bigint")
+    rows = await conn.fetch(f"{_QUOTA_STATES} WHERE {chosen}", argument)
     return {
         UserId(user_id): QuotaState(QuotaUsage(storage, messages), QuotaOverrides(limit, count))
         for user_id, storage, messages, limit, count in rows
