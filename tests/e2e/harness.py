@@ -24,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.e2e.in_process import as_text, run_in_process
 
@@ -73,6 +73,21 @@ def free_port() -> int:
             _given_ports.add(port)
             return port
     raise RuntimeError("no free port in this worker's share")
+
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 10.0) -> T:
+    """The first true answer of `check`, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{check} gave no answer within {timeout} s")
+        time.sleep(0.05)
 
 
 def wait_for_port(
@@ -368,9 +383,7 @@ def remove_sqlite_files(data_dir: Path) -> None:
 def postgres_store_config(dsn: str, password_file: Path) -> str:
     """The `[store]` table of a server whose store is the PostgreSQL database at `dsn`
     (several servers given the same one share it, as nodes do)."""
-    return (
-        f'\n[store]\nbackend = "postgres"\ndsn = "{dsn}"\npassword_file = "{password_file}"\n'
-    )
+    return f'\n[store]\nbackend = "postgres"\ndsn = "{dsn}"\npassword_file = "{password_file}"\n'
 
 
 @contextlib.contextmanager

@@ -7,13 +7,8 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from tests.e2e.harness import PocztaServer, client_tls
-
-T = TypeVar("T")
 
 
 class Pop3Wire:
@@ -69,15 +64,3 @@ def workers_logging(server: PocztaServer, pattern: str) -> list[int]:
     """The worker of each log line matching `pattern`, in order."""
     found = re.findall(rf"{pattern}.* worker=(\d+)", server.log_text())
     return [int(pid) for pid in found]
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 10.0) -> T:
-    """The first true answer of `check`, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{check} gave no answer within {timeout} s")
-        time.sleep(0.05)

@@ -24,11 +24,11 @@ from tests.e2e.harness import (
     PASSWORDS,
     PocztaServer,
     client_tls,
+    eventually,
     make_server,
     start_servers,
     stop_servers,
 )
-from tests.e2e.pop3_wire import eventually
 
 pytestmark = pytest.mark.e2e
 

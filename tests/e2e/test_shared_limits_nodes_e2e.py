@@ -17,13 +17,14 @@ from tests.e2e.harness import (
     PASSWORDS,
     POCZTA,
     PocztaServer,
+    eventually,
     make_server,
     postgres_store_config,
     remove_sqlite_files,
     start_servers,
     stop_servers,
 )
-from tests.e2e.pop3_wire import Pop3Wire, eventually, greets, try_login
+from tests.e2e.pop3_wire import Pop3Wire, greets, try_login
 from tests.pg_server import PostgresServer
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import PASSWORDS, PocztaServer, make_server
-from tests.e2e.pop3_wire import Pop3Wire, eventually, greets, try_login, workers_logging
+from tests.e2e.harness import PASSWORDS, PocztaServer, eventually, make_server
+from tests.e2e.pop3_wire import Pop3Wire, greets, try_login, workers_logging
 
 pytestmark = pytest.mark.e2e
 
