@@ -469,16 +469,25 @@ def _setquota(scanner: Scanner, tag: str) -> c.SetQuota:
     return c.SetQuota(tag, root, tuple(limits))
 
 
+NO_ARGUMENTS: dict[str, Callable[[str], c.Command]] = {
+    "CAPABILITY": c.Capability,
+    "NOOP": c.Noop,
+    "LOGOUT": c.Logout,
+    "STARTTLS": c.StartTls,
+    "NAMESPACE": c.Namespace,
+    "IDLE": c.Idle,
+    "CHECK": c.Check,
+    "CLOSE": c.Close,
+    "UNSELECT": c.Unselect,
+}
 COMMANDS: dict[str, CommandParser] = {
-    "CAPABILITY": _no_arguments(c.Capability),
-    "NOOP": _no_arguments(c.Noop),
-    "LOGOUT": _no_arguments(c.Logout),
-    "STARTTLS": _no_arguments(c.StartTls),
+    name: _no_arguments(kind) for name, kind in NO_ARGUMENTS.items()
+}
+COMMANDS |= {
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "ENABLE": _enable,
     "ID": _id,
-    "NAMESPACE": _no_arguments(c.Namespace),
     "SELECT": _select(read_only=False),
     "EXAMINE": _select(read_only=True),
     "CREATE": _create,
@@ -490,10 +499,6 @@ COMMANDS: dict[str, CommandParser] = {
     "LSUB": _lsub,
     "STATUS": _status,
     "APPEND": _append,
-    "IDLE": _no_arguments(c.Idle),
-    "CHECK": _no_arguments(c.Check),
-    "CLOSE": _no_arguments(c.Close),
-    "UNSELECT": _no_arguments(c.Unselect),
     "EXPUNGE": _expunge,
     "UID EXPUNGE": _uid_expunge,
     "GETQUOTA": _getquota,

@@ -49,6 +49,7 @@ from poczta.imap.events import (
     LiteralPending,
     SaslResponse,
 )
+from poczta.imap.fast_path import parse_simple
 from poczta.imap.lexer import (
     AppendHead,
     Incomplete,
@@ -227,6 +228,13 @@ class CommandReader:
         if not self._lines:
             if not line:
                 return True  # an empty line between commands is ignored
+            command = parse_simple(line, self.limits)  # one line is within max_command
+            if command is not None:
+                self._tag = command.tag
+                events.append(command)
+                if isinstance(command, PAUSING):
+                    self._state = _State.PAUSED
+                return True
             self._tag = leading_tag(line[:_HEAD])
         self._lines.append(line)
         self._size += len(line)

@@ -1,0 +1,147 @@
+"""The fast path for the commands clients pipeline: one simple line → its `Command`.
+
+`parse_simple(line, limits)` recognises a whole command line without literals:
+a tag, optionally UID, and FETCH, STORE, SEARCH or a command without arguments,
+written in ASCII atoms. One pattern per command finds its parts; the parts
+clients repeat (a FETCH attribute list, a STORE flag list, a SEARCH program) are
+parsed by the general grammar once and kept, with the limits they were checked
+against, up to `CACHE_SIZE` entries of each kind.
+
+It returns exactly the command `parser.parse_command` returns for the line, or
+None whenever it is not sure: for every malformed line, so the general parser
+gives the error, and for anything it does not know (literals, quoted strings,
+CHARSET, modifiers other than CHANGEDSINCE and UNCHANGEDSINCE). The lines it
+takes hold no quotes, literals or 8-bit octets, so the dialect cannot change
+their meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+from poczta.imap import commands as c
+from poczta.imap.fetch import FetchAttribute, parse_attributes
+from poczta.imap.lexer import MAX_NUMBER64, ParseError, Scanner
+from poczta.imap.limits import Dialect, ImapLimits
+from poczta.imap.parser import NO_ARGUMENTS
+from poczta.imap.search import AndKey, parse_program
+from poczta.imap.sequence import SequenceSet, SequenceSyntaxError, parse_sequence_set
+
+T = TypeVar("T")
+
+CACHE_SIZE = 256
+
+_DIALECT = Dialect()
+_ATOM = rb'[^\x00-\x20\x7f-\xff(){%*"\\\]]+'
+_HEAD = re.compile(rb'([^\x00-\x20\x7f-\xff(){%*"\\+]+) (?:([Uu][Ii][Dd]) )?([A-Za-z]+)(?= |\Z)')
+_SET = rb"([0-9:*,$]+)"
+_FETCH = re.compile(
+    _SET + rb" (\((?:[A-Za-z0-9.\[\]<> -]|\([A-Za-z0-9 -]*\))*\)|[A-Za-z0-9.\[\]<>]+)"
+    rb"(?: \((?i:CHANGEDSINCE) ([0-9]{1,19})\))?"
+)
+_STORE = re.compile(
+    _SET + rb" (?:\((?i:UNCHANGEDSINCE) ([0-9]{1,19})\) )?([+-]?)(?i:FLAGS)((?i:\.SILENT)?) "
+    rb"(\((?:\\?" + _ATOM + rb"(?: \\?" + _ATOM + rb")*)?\))"
+)
+_PROGRAM = re.compile(rb'[^\x00-\x1f\x7f-\xff"{]+')
+_NOT_PROGRAMS = (b"RETURN", b"CHARSET")
+
+Cache = dict[bytes, tuple[T, ImapLimits]]
+_attributes: Cache[tuple[FetchAttribute, ...]] = {}
+_flag_lists: Cache[tuple[str, ...]] = {}
+_programs: Cache[AndKey] = {}
+
+
+def parse_simple(line: bytes, limits: ImapLimits) -> c.Command | None:
+    """The command on `line` (one whole command without CRLF), or None: use the parser."""
+    head = _HEAD.match(line)
+    if head is None:
+        return None
+    tag, uid, name = head.groups()
+    end = head.end()
+    if end == len(line):
+        kind = None if uid else NO_ARGUMENTS.get(name.upper().decode("ascii"))
+        return None if kind is None else kind(tag.decode("ascii"))
+    parse = _PARSERS.get(name.upper())
+    if parse is None:
+        return None
+    return parse(tag.decode("ascii"), uid is not None, line, end + 1, limits)
+
+
+def _fetch(tag: str, uid: bool, line: bytes, pos: int, limits: ImapLimits) -> c.Command | None:
+    found = _FETCH.fullmatch(line, pos)
+    if found is None:
+        return None
+    numbers, items, changed = found.groups()
+    sequence = _sequence_set(numbers, limits)
+    attributes = _cached(_attributes, items, limits, parse_attributes)
+    if sequence is None or attributes is None:
+        return None
+    if changed is None:
+        return c.Fetch(tag, uid, sequence, attributes)
+    modseq = int(changed)
+    if modseq > MAX_NUMBER64:
+        return None
+    return c.Fetch(tag, uid, sequence, attributes, modseq)
+
+
+def _store(tag: str, uid: bool, line: bytes, pos: int, limits: ImapLimits) -> c.Command | None:
+    found = _STORE.fullmatch(line, pos)
+    if found is None:
+        return None
+    numbers, unchanged, sign, silent, listed = found.groups()
+    sequence = _sequence_set(numbers, limits)
+    flags = _cached(_flag_lists, listed, limits, Scanner.flag_list)
+    if sequence is None or flags is None:
+        return None
+    modseq = None if unchanged is None else int(unchanged)
+    if modseq is not None and modseq > MAX_NUMBER64:
+        return None
+    mode = c.StoreMode(sign.decode("ascii")) if sign else c.StoreMode.REPLACE
+    return c.Store(tag, uid, sequence, mode, flags, bool(silent), modseq)
+
+
+def _search(tag: str, uid: bool, line: bytes, pos: int, limits: ImapLimits) -> c.Command | None:
+    found = _PROGRAM.fullmatch(line, pos)
+    if found is None or line[pos:].split(b" ", 1)[0].upper() in _NOT_PROGRAMS:
+        return None
+    program = _cached(_programs, found.group(), limits, _program)
+    return None if program is None else c.Search(tag, uid, program)
+
+
+def _program(scanner: Scanner) -> AndKey:
+    return parse_program(scanner, None)
+
+
+Parser = Callable[[str, bool, bytes, int, ImapLimits], c.Command | None]
+_PARSERS: dict[bytes, Parser] = {b"FETCH": _fetch, b"STORE": _store, b"SEARCH": _search}
+
+
+def _sequence_set(text: bytes, limits: ImapLimits) -> SequenceSet | None:
+    if len(text) > limits.max_sequence_set:
+        return None
+    try:
+        return parse_sequence_set(text.decode("ascii"))
+    except SequenceSyntaxError:
+        return None
+
+
+def _cached(
+    cache: Cache[T], text: bytes, limits: ImapLimits, parse: Callable[[Scanner], T]
+) -> T | None:
+    """`parse` of `text` alone under `limits`, kept for the next time; None when malformed."""
+    entry = cache.get(text)
+    if entry is not None and (entry[1] is limits or entry[1] == limits):
+        return entry[0]
+    scanner = Scanner((text,), (), _DIALECT, limits)
+    try:
+        value = parse(scanner)
+        scanner.end()
+    except ParseError:
+        return None
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[text] = (value, limits)
+    return value
