@@ -1,6 +1,6 @@
 """IMAP command reading and parsing cost, without I/O: `CommandReader.feed` alone.
 
-Run: .venv/bin/python bench/imap_parse.py [--commands N] [--repeat R] [--profile].
+Run: .venv/bin/python bench/imap_parse.py [--commands N] [--repeat R] [--kind K] [--profile].
 For each kind of command in a fixed mix (the pipelined commands clients send most,
 and an APPEND with a non-synchronising literal) it builds a stream of N commands
 (default 20,000), feeds it to a fresh reader in 16 KiB chunks as TLS delivers
@@ -87,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--kind", help="measure only this kind (or mix)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     count = args.commands
@@ -98,6 +99,8 @@ def main() -> None:
         return
     rows = []
     for name, maker in [*KINDS.items(), ("mix", _mix)]:
+        if args.kind not in (None, name):
+            continue
         seconds = measure(stream(maker, count), count, args.repeat)
         rows.append([name, f"{count / seconds:,.0f}", f"{seconds / count * 1e6:.2f}"])
     print_table(["command", "commands/s", "µs/command"], rows, right=(1, 2))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poczta.imap import CommandError, Dialect, ImapLimits
+from poczta.imap import CommandError, CommandReader, Dialect, ImapLimits
 from poczta.imap import commands as c
 from poczta.imap.fast_path import parse_simple
 from poczta.imap.fetch import BodySection, FetchItem
@@ -120,14 +120,34 @@ def test_fast_path_parses_like_the_general_parser(
         assert fast == general(line, dialect, limits), line
 
 
+_appends = st.sampled_from(
+    [
+        b"p APPEND INBOX {3+}\r\nabc",
+        b"q append Sent (\\Seen) {2}\r\nhi",
+        b"r APPEND INBOX ~{1}\r\n\x00",
+        b'r APPEND INBOX "01-Jan-2024 00:00:00 +0000" {1+}\r\nx',
+        b"s APPEND INBOX {1+}\r\nx {1+}\r\ny",
+        b"t APPEND INBOX {1+}\r\nx ",
+        b"u APPEND INBOX {1+}\r\nxy",
+        b"v APPEND &Jjo- {1+}\r\nx",
+    ]
+)
+
+
 @settings(max_examples=300)
-@given(st.lists(simple_lines(), min_size=1, max_size=8), st.sampled_from([ImapLimits(), TIGHT]))
-def test_reader_events_are_the_same_without_the_fast_path(
+@given(
+    st.lists(st.one_of(simple_lines(), _appends), min_size=1, max_size=8),
+    st.sampled_from([ImapLimits(), TIGHT]),
+)
+def test_reader_events_are_the_same_without_the_fast_paths(
     lines: list[bytes], limits: ImapLimits
 ) -> None:
     data = b"".join(line + b"\r\n" for line in lines)
     fast = play([data], limits=limits)
-    with mock.patch("poczta.imap.reader.parse_simple", return_value=None):
+    with (
+        mock.patch("poczta.imap.reader.parse_simple", return_value=None),
+        mock.patch.object(CommandReader, "_one_message_append", return_value=None),
+    ):
         assert play([data], limits=limits) == fast
 
 

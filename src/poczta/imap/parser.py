@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from poczta.imap import commands as c
 from poczta.imap.fetch import parse_attributes
-from poczta.imap.lexer import AppendHead, Literal, ParseError, Scanner
+from poczta.imap.lexer import AppendHead, Literal, MessageSlot, ParseError, Scanner
 from poczta.imap.limits import Dialect, ImapLimits
 from poczta.imap.search import parse_charset, parse_program, parse_return_options
 
@@ -285,9 +285,14 @@ def _append(scanner: Scanner, tag: str) -> c.Append:
         if scanner.peek() == 0x22:
             date = scanner.date_time()
             scanner.sp()
-        slot = scanner.message(AppendHead(mailbox, flags, date, len(messages)))
-        messages.append(c.AppendMessage(flags, date, slot.size, slot.binary))
+        head = AppendHead(mailbox, flags, date, len(messages))
+        messages.append(append_message(head, scanner.message(head)))
     return c.Append(tag, mailbox, tuple(messages))
+
+
+def append_message(head: AppendHead, slot: MessageSlot) -> c.AppendMessage:
+    """The APPEND message announced as `head` whose literal was `slot`."""
+    return c.AppendMessage(head.flags, head.internal_date, slot.size, slot.binary)
 
 
 # ------------------------------------------------------------------ message commands

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from enum import Enum, auto
 
+from poczta.imap.commands import Append
 from poczta.imap.events import (
     AppendData,
     AppendStart,
@@ -60,7 +61,7 @@ from poczta.imap.lexer import (
     literal_announcement,
 )
 from poczta.imap.limits import LITERAL_MINUS_MAX, Dialect, ImapLimits
-from poczta.imap.parser import PAUSING, parse_command
+from poczta.imap.parser import PAUSING, append_message, parse_command
 
 _TAIL = 32  # enough of a discarded line's end to find a literal announcement
 _HEAD = 256  # enough of a line's start to find its tag
@@ -249,6 +250,11 @@ class CommandReader:
         return True
 
     def _finish(self, events: list[Event]) -> None:
+        append = self._one_message_append()
+        if append is not None:
+            events.append(append)
+            self._reset(_State.LINE)
+            return
         try:
             command = parse_command(self._lines, self._literals, self.dialect, self.limits)
         except ParseError as error:
@@ -260,6 +266,17 @@ class CommandReader:
         else:
             events.append(command)
             self._reset(_State.PAUSED if isinstance(command, PAUSING) else _State.LINE)
+
+    def _one_message_append(self) -> Append | None:
+        """An APPEND whose one message ends the command, known from its head without parsing."""
+        _, _, head = self._announced
+        lines = self._lines
+        if head is None or head.index or len(lines) != 2 or lines[1] or self._tag is None:
+            return None
+        slot = self._literals[0]
+        if not isinstance(slot, MessageSlot):  # pragma: no cover - a head announces a message
+            return None
+        return Append(self._tag, head.mailbox, (append_message(head, slot),))
 
     # ------------------------------------------------------------------ literals
 
