@@ -45,6 +45,7 @@ _STORE = re.compile(
     _SET + rb" (?:\((?i:UNCHANGEDSINCE) ([0-9]{1,19})\) )?([+-]?)(?i:FLAGS)((?i:\.SILENT)?) "
     rb"(\((?:\\?" + _ATOM + rb"(?: \\?" + _ATOM + rb")*)?\))"
 )
+_MODES = {b"": c.StoreMode.REPLACE, b"+": c.StoreMode.ADD, b"-": c.StoreMode.REMOVE}
 _PROGRAM = re.compile(rb'[^\x00-\x1f\x7f-\xff"{]+')
 _NOT_PROGRAMS = (b"RETURN", b"CHARSET")
 
@@ -99,8 +100,7 @@ def _store(tag: str, uid: bool, line: bytes, pos: int, limits: ImapLimits) -> c.
     modseq = None if unchanged is None else int(unchanged)
     if modseq is not None and modseq > MAX_NUMBER64:
         return None
-    mode = c.StoreMode(sign.decode("ascii")) if sign else c.StoreMode.REPLACE
-    return c.Store(tag, uid, sequence, mode, flags, bool(silent), modseq)
+    return c.Store(tag, uid, sequence, _MODES[sign], flags, bool(silent), modseq)
 
 
 def _search(tag: str, uid: bool, line: bytes, pos: int, limits: ImapLimits) -> c.Command | None:

@@ -222,20 +222,50 @@ class CommandReader:
         self._scan_from = 0
         return line
 
+    def _simple_lines(self, events: list[Event]) -> None:
+        """Take the simple command lines that start the buffer (see `fast_path`), all at once.
+
+        Stops before a line it cannot take (or an over-long or unfinished one), which
+        the general path reads next, and after a pausing command.
+        """
+        buffer = self._buffer
+        limits = self.limits
+        start = 0
+        newline = buffer.find(b"\n", self._scan_from)
+        last = None
+        while newline >= 0:
+            end = newline - 1 if newline > start and buffer[newline - 1] == 0x0D else newline
+            if end > start:
+                if end - start > limits.max_line:
+                    break
+                command = parse_simple(bytes(buffer[start:end]), limits)  # within max_command
+                if command is None:
+                    break
+                events.append(command)
+                last = command
+                if isinstance(command, PAUSING):
+                    self._state = _State.PAUSED
+                    start = newline + 1
+                    break
+            start = newline + 1  # an empty line between commands is ignored
+            newline = buffer.find(b"\n", start)
+        if start:
+            del buffer[:start]
+            self._scan_from = 0
+        if last is not None:
+            self._tag = last.tag
+
     def _line_step(self, events: list[Event]) -> bool:
+        if not self._lines:
+            self._simple_lines(events)
+            if self._state is not _State.LINE:
+                return True
         line = self._next_line(events)
         if line is None:
             return self._state is not _State.LINE
         if not self._lines:
             if not line:
                 return True  # an empty line between commands is ignored
-            command = parse_simple(line, self.limits)  # one line is within max_command
-            if command is not None:
-                self._tag = command.tag
-                events.append(command)
-                if isinstance(command, PAUSING):
-                    self._state = _State.PAUSED
-                return True
             self._tag = leading_tag(line[:_HEAD])
         self._lines.append(line)
         self._size += len(line)
