@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from unittest import mock
 
 import pytest
@@ -10,9 +11,9 @@ from hypothesis import strategies as st
 
 from poczta.imap import CommandError, CommandReader, Dialect, ImapLimits
 from poczta.imap import commands as c
-from poczta.imap.fast_path import parse_simple
+from poczta.imap.fast_path import append_head, parse_simple
 from poczta.imap.fetch import BodySection, FetchItem
-from poczta.imap.lexer import ParseError
+from poczta.imap.lexer import AppendHead, Incomplete, ParseError
 from poczta.imap.parser import parse_command
 from poczta.imap.search import AndKey, FlagKey
 from poczta.imap.sequence import STAR, SequenceSet
@@ -118,6 +119,48 @@ def test_fast_path_parses_like_the_general_parser(
     fast = parse_simple(line, limits)
     if fast is not None:
         assert fast == general(line, dialect, limits), line
+
+
+_mailboxes = st.sampled_from(
+    ["INBOX", "inbox", "Sent", "&Jjo-", "a]b", "x+y", '"q"', "~x", "a\xe9"]
+)
+_dates = st.sampled_from(
+    ["", ' "01-Jan-2024 00:00:00 +0000"', ' "1-Jan-2024 00:00:00 +0000"',
+     ' "31-Feb-2024 00:00:00 +0000"', ' " 1-jan-2024 23:59:59 -1200"', ' "01-Jan-2024"',
+     " 01-Jan-2024"]
+)  # fmt: skip
+_literals = st.sampled_from(
+    ["{5}", "{5+}", "~{5}", "~{5+}", "{}", "{5+} ", "{99999999999999999999}"]
+)
+
+
+@st.composite
+def append_lines(draw: st.DrawFn) -> bytes:
+    """First lines of APPEND commands, up to their message literal, many of them wrong."""
+    line = f"{draw(_tags)} {draw(_cased('APPEND'))} {draw(_mailboxes)}"
+    if draw(st.booleans()):
+        line += " " + draw(_flag_lists)
+    line += draw(_dates) + draw(st.sampled_from([" ", " ", "  "])) + draw(_literals)
+    return line.encode("latin-1")
+
+
+@settings(max_examples=600)
+@given(append_lines(), st.booleans(), st.sampled_from([ImapLimits(), TIGHT]))
+def test_fast_append_head_is_the_general_parsers(
+    line: bytes, utf8: bool, limits: ImapLimits
+) -> None:
+    head = append_head(line, limits)
+    if head is not None:
+        with pytest.raises(Incomplete) as incomplete:
+            parse_command([line], [], Dialect(utf8=utf8), limits)
+        assert incomplete.value.head == head, line
+
+
+def test_common_append_heads_take_the_fast_path() -> None:
+    line = b'a APPEND inbox (\\seen) "01-Jan-2024 00:00:00 +0000" {12+}'
+    moment = datetime(2024, 1, 1, tzinfo=UTC)
+    assert append_head(line, ImapLimits()) == AppendHead("INBOX", ("\\Seen",), moment, 0)
+    assert append_head(b"b APPEND Sent ~{3}", ImapLimits()) == AppendHead("Sent", (), None, 0)
 
 
 _appends = st.sampled_from(

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from poczta.imap import commands as c
 from poczta.imap.fetch import FetchAttribute, parse_attributes
-from poczta.imap.lexer import MAX_NUMBER64, ParseError, Scanner
+from poczta.imap.lexer import MAX_NUMBER64, AppendHead, ParseError, Scanner
 from poczta.imap.limits import Dialect, ImapLimits
 from poczta.imap.parser import NO_ARGUMENTS
 from poczta.imap.search import AndKey, parse_program
@@ -37,13 +37,18 @@ _DIALECT = Dialect()
 _ATOM = rb'[^\x00-\x20\x7f-\xff(){%*"\\\]]+'
 _HEAD = re.compile(rb'([^\x00-\x20\x7f-\xff(){%*"\\+]+) (?:([Uu][Ii][Dd]) )?([A-Za-z]+)(?= |\Z)')
 _SET = rb"([0-9:*,$]+)"
+_FLAG_LIST = rb"(\((?:\\?" + _ATOM + rb"(?: \\?" + _ATOM + rb")*)?\))"
 _FETCH = re.compile(
     _SET + rb" (\((?:[A-Za-z0-9.\[\]<> -]|\([A-Za-z0-9 -]*\))*\)|[A-Za-z0-9.\[\]<>]+)"
     rb"(?: \((?i:CHANGEDSINCE) ([0-9]{1,19})\))?"
 )
 _STORE = re.compile(
-    _SET + rb" (?:\((?i:UNCHANGEDSINCE) ([0-9]{1,19})\) )?([+-]?)(?i:FLAGS)((?i:\.SILENT)?) "
-    rb"(\((?:\\?" + _ATOM + rb"(?: \\?" + _ATOM + rb")*)?\))"
+    _SET
+    + rb" (?:\((?i:UNCHANGEDSINCE) ([0-9]{1,19})\) )?([+-]?)(?i:FLAGS)((?i:\.SILENT)?) "
+    + _FLAG_LIST
+)
+_APPEND = re.compile(
+    rb'([^\x00-\x20\x7f-\xff(){%*"\\&]+)(?: ' + _FLAG_LIST + rb')?( "[^"]*")? ~?\{[0-9]{1,20}\+?\}'
 )
 _MODES = {b"": c.StoreMode.REPLACE, b"+": c.StoreMode.ADD, b"-": c.StoreMode.REMOVE}
 _PROGRAM = re.compile(rb'[^\x00-\x1f\x7f-\xff"{]+')
@@ -53,6 +58,7 @@ Cache = dict[bytes, tuple[T, ImapLimits]]
 _attributes: Cache[tuple[FetchAttribute, ...]] = {}
 _flag_lists: Cache[tuple[str, ...]] = {}
 _programs: Cache[AndKey] = {}
+_mailboxes: Cache[str] = {}
 
 
 def parse_simple(line: bytes, limits: ImapLimits) -> c.Command | None:
@@ -69,6 +75,30 @@ def parse_simple(line: bytes, limits: ImapLimits) -> c.Command | None:
     if parse is None:
         return None
     return parse(tag.decode("ascii"), uid is not None, line, end + 1, limits)
+
+
+def append_head(line: bytes, limits: ImapLimits) -> AppendHead | None:
+    """What the first line of an APPEND, ending with its message literal, says; or None."""
+    head = _HEAD.match(line)
+    if head is None or head.group(2) is not None or head.group(3).upper() != b"APPEND":
+        return None
+    found = _APPEND.fullmatch(line, head.end() + 1)
+    if found is None:
+        return None
+    name, listed, moment = found.groups()
+    mailbox = _cached(_mailboxes, name, limits, Scanner.mailbox)
+    flags = () if listed is None else _cached(_flag_lists, listed, limits, Scanner.flag_list)
+    if mailbox is None or flags is None:
+        return None
+    if moment is None:
+        return AppendHead(mailbox, flags, None, 0)
+    scanner = Scanner((moment[1:],), (), _DIALECT, limits)
+    try:
+        internal_date = scanner.date_time()
+        scanner.end()
+    except ParseError:
+        return None
+    return AppendHead(mailbox, flags, internal_date, 0)
 
 
 def _fetch(tag: str, uid: bool, line: bytes, pos: int, limits: ImapLimits) -> c.Command | None:

@@ -50,7 +50,7 @@ from poczta.imap.events import (
     LiteralPending,
     SaslResponse,
 )
-from poczta.imap.fast_path import parse_simple
+from poczta.imap.fast_path import append_head, parse_simple
 from poczta.imap.lexer import (
     AppendHead,
     Incomplete,
@@ -311,18 +311,12 @@ class CommandReader:
     # ------------------------------------------------------------------ literals
 
     def _announce(self, events: list[Event], size: int, sync: bool, binary: bool) -> None:
+        head = append_head(self._lines[0], self.limits) if len(self._lines) == 1 else None
         error: CommandError | None
-        try:
-            parse_command(self._lines, self._literals, self.dialect, self.limits)
-            error = CommandError(self._tag, "unexpected literal")
-            head = None
-        except Incomplete as incomplete:
-            head = incomplete.head
+        if head is not None:
             error = self._literal_error(size, sync, head)
-        except ParseError as parse_error:
-            error = CommandError(
-                parse_error.tag, parse_error.reason, parse_error.status, parse_error.code
-            )
+        else:
+            head, error = self._parse_announced(size, sync)
         if error is not None:
             self._refuse_literal(events, error, size, sync)
             return
@@ -332,6 +326,18 @@ class CommandReader:
             events.append(LiteralPending(self._tag or "", size, binary, head))
         else:
             self._begin_literal(events)
+
+    def _parse_announced(
+        self, size: int, sync: bool
+    ) -> tuple[AppendHead | None, CommandError | None]:
+        """Parse the command up to its announced literal: an APPEND message's head, or an error."""
+        try:
+            parse_command(self._lines, self._literals, self.dialect, self.limits)
+            return None, CommandError(self._tag, "unexpected literal")
+        except Incomplete as incomplete:
+            return incomplete.head, self._literal_error(size, sync, incomplete.head)
+        except ParseError as error:
+            return None, CommandError(error.tag, error.reason, error.status, error.code)
 
     def _literal_error(self, size: int, sync: bool, head: AppendHead | None) -> CommandError | None:
         limits = self.limits
