@@ -2,17 +2,18 @@
 
 `parse_simple(line, limits)` recognises a whole command line without literals:
 a tag, optionally UID, and FETCH, STORE, SEARCH or a command without arguments,
-written in ASCII atoms. One pattern per command finds its parts; the parts
-clients repeat (a FETCH attribute list, a STORE flag list, a SEARCH program) are
-parsed by the general grammar once and kept, with the limits they were checked
-against, up to `CACHE_SIZE` entries of each kind.
+written in ASCII atoms. `append_head(line, limits)` does the same for the first
+line of an APPEND, up to its message literal. One pattern per command finds the
+parts; the parts clients repeat (a FETCH attribute list, a flag list, a SEARCH
+program, a mailbox name) are parsed by the general grammar once and kept, with
+the limits they were checked against, up to `CACHE_SIZE` entries of each kind.
 
-It returns exactly the command `parser.parse_command` returns for the line, or
-None whenever it is not sure: for every malformed line, so the general parser
-gives the error, and for anything it does not know (literals, quoted strings,
-CHARSET, modifiers other than CHANGEDSINCE and UNCHANGEDSINCE). The lines it
-takes hold no quotes, literals or 8-bit octets, so the dialect cannot change
-their meaning.
+Both give exactly what the general parser (`parser.parse_command`) gives for the
+line, or None whenever they are not sure: for every malformed line, so that the
+general parser reports the error, and for what they do not know (literals, quoted
+strings other than an APPEND date-time, CHARSET, RETURN, modifiers other than
+CHANGEDSINCE and UNCHANGEDSINCE, mailbox names with "&"). The lines they take hold
+no 8-bit octets, so the dialect cannot change their meaning.
 """
 
 from __future__ import annotations
