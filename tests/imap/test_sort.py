@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from poczta.imap.basesubject import base_subject, casemap_key, search_fold
 from poczta.imap.commands import SortKey
-from poczta.imap.parser import SORT_KEYS
+from poczta.imap.message_commands import SORT_KEYS
 from poczta.imap.sort import SORT_VALUES, sort_numbers
 from poczta.store.base import MessageMeta
 from tests.imap.imaptest_replay import check_script, script_params

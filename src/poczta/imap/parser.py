@@ -17,15 +17,22 @@ import re
 from collections.abc import Callable, Sequence
 
 from poczta.imap import commands as c
-from poczta.imap.fetch import parse_attributes
-from poczta.imap.lexer import AppendHead, Literal, ParseError, Scanner
+from poczta.imap.lexer import AppendHead, Literal, MessageSlot, ParseError, Scanner
 from poczta.imap.limits import Dialect, ImapLimits
-from poczta.imap.search import parse_charset, parse_program, parse_return_options
+from poczta.imap.message_commands import (
+    CommandParser,
+    copy_or_move,
+    expunge,
+    fetch,
+    search,
+    sort,
+    store,
+    thread,
+    uid_expunge,
+)
 
 _DIALECT = Dialect()
 _LIMITS = ImapLimits()
-
-CommandParser = Callable[[Scanner, str], c.Command]
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "DELETED-STORAGE", "SIZE",
@@ -33,9 +40,6 @@ STATUS_ITEMS = frozenset(
 )  # fmt: skip
 LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
-SORT_KEYS = frozenset(
-    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
-)
 _BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
@@ -285,168 +289,14 @@ def _append(scanner: Scanner, tag: str) -> c.Append:
         if scanner.peek() == 0x22:
             date = scanner.date_time()
             scanner.sp()
-        slot = scanner.message(AppendHead(mailbox, flags, date, len(messages)))
-        messages.append(c.AppendMessage(flags, date, slot.size, slot.binary))
+        head = AppendHead(mailbox, flags, date, len(messages))
+        messages.append(append_message(head, scanner.message(head)))
     return c.Append(tag, mailbox, tuple(messages))
 
 
-# ------------------------------------------------------------------ message commands
-
-
-def _expunge(scanner: Scanner, tag: str) -> c.Expunge:
-    if not scanner.at_end():
-        raise ParseError("EXPUNGE takes no arguments")
-    return c.Expunge(tag)
-
-
-def _uid_expunge(scanner: Scanner, tag: str) -> c.Expunge:
-    scanner.sp()
-    return c.Expunge(tag, scanner.sequence_set())
-
-
-def _search(uid: bool) -> CommandParser:
-    def parse(scanner: Scanner, tag: str) -> c.Search:
-        scanner.sp()
-        returns = None
-        charset = None
-        word = _peek_word(scanner)
-        if word == "RETURN":
-            scanner.pos += 6
-            returns = parse_return_options(scanner)
-            scanner.sp()
-            word = _peek_word(scanner)
-        if word == "CHARSET":
-            scanner.pos += 7
-            scanner.sp()
-            charset = parse_charset(scanner)
-            scanner.sp()
-        return c.Search(tag, uid, parse_program(scanner, charset), charset, returns)
-
-    return parse
-
-
-def _peek_word(scanner: Scanner) -> str:
-    end = scanner.line.find(b" ", scanner.pos)
-    return scanner.line[scanner.pos : end if end >= 0 else None].decode("latin-1").upper()
-
-
-def _store(uid: bool) -> CommandParser:
-    def parse(scanner: Scanner, tag: str) -> c.Store:
-        scanner.sp()
-        sequence = scanner.sequence_set()
-        scanner.sp()
-        unchanged = None
-        if scanner.take(b"("):
-            if scanner.keyword("a STORE modifier") != "UNCHANGEDSINCE":
-                raise ParseError("unknown STORE modifier")
-            scanner.sp()
-            unchanged = scanner.number("a mod-sequence", wide=True)
-            scanner.expect(b")", ") after the STORE modifier")
-            scanner.sp()
-        mode = c.StoreMode.REPLACE
-        if scanner.peek() in (0x2B, 0x2D):  # "+" or "-"
-            mode = c.StoreMode(chr(scanner.peek()))
-            scanner.pos += 1
-        item = scanner.keyword("FLAGS, +FLAGS or -FLAGS")
-        if item not in ("FLAGS", "FLAGS.SILENT"):
-            raise ParseError(f"unknown STORE item {item[:32]}")
-        scanner.sp()
-        flags = scanner.flag_list() if scanner.peek() == 0x28 else tuple(_flags_to_end(scanner))
-        return c.Store(tag, uid, sequence, mode, flags, item.endswith(".SILENT"), unchanged)
-
-    return parse
-
-
-def _flags_to_end(scanner: Scanner) -> list[str]:
-    flags = [scanner.flag()]
-    while not scanner.at_end():
-        scanner.sp()
-        flags.append(scanner.flag())
-        if len(flags) > scanner.limits.max_items:
-            raise ParseError("too many flags", code="LIMIT")
-    return flags
-
-
-def _fetch(uid: bool) -> CommandParser:
-    def parse(scanner: Scanner, tag: str) -> c.Fetch:
-        scanner.sp()
-        sequence = scanner.sequence_set()
-        scanner.sp()
-        attributes = parse_attributes(scanner)
-        changed, vanished = None, False
-        if scanner.skip_sp():
-            for name, value in scanner.paren_list(lambda: _fetch_modifier(scanner)):
-                if name == "VANISHED":
-                    vanished = True
-                else:
-                    changed = value
-        if vanished and (not uid or changed is None):
-            raise ParseError("VANISHED needs UID FETCH with CHANGEDSINCE")
-        return c.Fetch(tag, uid, sequence, attributes, changed, vanished)
-
-    return parse
-
-
-def _fetch_modifier(scanner: Scanner) -> tuple[str, int | None]:
-    name = scanner.keyword("a FETCH modifier")
-    if name == "VANISHED":
-        return name, None
-    if name != "CHANGEDSINCE":
-        raise ParseError(f"unknown FETCH modifier {name[:32]}")
-    scanner.sp()
-    return name, scanner.number("a mod-sequence", wide=True)
-
-
-def _copy_or_move(kind: type[c.Copy] | type[c.Move], uid: bool) -> CommandParser:
-    def parse(scanner: Scanner, tag: str) -> c.Command:
-        scanner.sp()
-        sequence = scanner.sequence_set()
-        scanner.sp()
-        return kind(tag, uid, sequence, scanner.mailbox())
-
-    return parse
-
-
-def _sort(uid: bool) -> CommandParser:
-    def parse(scanner: Scanner, tag: str) -> c.Sort:
-        scanner.sp()
-        returns = None
-        if _peek_word(scanner) == "RETURN":
-            scanner.pos += 6
-            returns = parse_return_options(scanner)
-            scanner.sp()
-        keys = tuple(scanner.paren_list(lambda: _sort_key(scanner)))
-        scanner.sp()
-        charset = parse_charset(scanner)
-        scanner.sp()
-        return c.Sort(tag, uid, keys, charset, parse_program(scanner, charset), returns)
-
-    return parse
-
-
-def _sort_key(scanner: Scanner) -> c.SortKey:
-    name = scanner.keyword("a sort key")
-    reverse = name == "REVERSE"
-    if reverse:
-        scanner.sp()
-        name = scanner.keyword("a sort key")
-    if name not in SORT_KEYS:
-        raise ParseError(f"unknown sort key {name[:32]}")
-    return c.SortKey(name, reverse)
-
-
-def _thread(uid: bool) -> CommandParser:
-    def parse(scanner: Scanner, tag: str) -> c.Thread:
-        scanner.sp()
-        algorithm = scanner.keyword("a threading algorithm")
-        if algorithm not in ("REFERENCES", "ORDEREDSUBJECT"):
-            raise ParseError(f"unknown threading algorithm {algorithm[:32]}")
-        scanner.sp()
-        charset = parse_charset(scanner)
-        scanner.sp()
-        return c.Thread(tag, uid, algorithm, charset, parse_program(scanner, charset))
-
-    return parse
+def append_message(head: AppendHead, slot: MessageSlot) -> c.AppendMessage:
+    """The APPEND message announced as `head` whose literal was `slot`."""
+    return c.AppendMessage(head.flags, head.internal_date, slot.size, slot.binary)
 
 
 def _getquota(scanner: Scanner, tag: str) -> c.GetQuota:
@@ -469,16 +319,25 @@ def _setquota(scanner: Scanner, tag: str) -> c.SetQuota:
     return c.SetQuota(tag, root, tuple(limits))
 
 
+NO_ARGUMENTS: dict[str, Callable[[str], c.Command]] = {
+    "CAPABILITY": c.Capability,
+    "NOOP": c.Noop,
+    "LOGOUT": c.Logout,
+    "STARTTLS": c.StartTls,
+    "NAMESPACE": c.Namespace,
+    "IDLE": c.Idle,
+    "CHECK": c.Check,
+    "CLOSE": c.Close,
+    "UNSELECT": c.Unselect,
+}
 COMMANDS: dict[str, CommandParser] = {
-    "CAPABILITY": _no_arguments(c.Capability),
-    "NOOP": _no_arguments(c.Noop),
-    "LOGOUT": _no_arguments(c.Logout),
-    "STARTTLS": _no_arguments(c.StartTls),
+    name: _no_arguments(kind) for name, kind in NO_ARGUMENTS.items()
+}
+COMMANDS |= {
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "ENABLE": _enable,
     "ID": _id,
-    "NAMESPACE": _no_arguments(c.Namespace),
     "SELECT": _select(read_only=False),
     "EXAMINE": _select(read_only=True),
     "CREATE": _create,
@@ -490,24 +349,20 @@ COMMANDS: dict[str, CommandParser] = {
     "LSUB": _lsub,
     "STATUS": _status,
     "APPEND": _append,
-    "IDLE": _no_arguments(c.Idle),
-    "CHECK": _no_arguments(c.Check),
-    "CLOSE": _no_arguments(c.Close),
-    "UNSELECT": _no_arguments(c.Unselect),
-    "EXPUNGE": _expunge,
-    "UID EXPUNGE": _uid_expunge,
+    "EXPUNGE": expunge,
+    "UID EXPUNGE": uid_expunge,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
     "SETQUOTA": _setquota,
     "COMPRESS": _compress,
 }
 for _uid, _prefix in ((False, ""), (True, "UID ")):
-    COMMANDS[_prefix + "SEARCH"] = _search(_uid)
-    COMMANDS[_prefix + "FETCH"] = _fetch(_uid)
-    COMMANDS[_prefix + "STORE"] = _store(_uid)
-    COMMANDS[_prefix + "COPY"] = _copy_or_move(c.Copy, _uid)
-    COMMANDS[_prefix + "MOVE"] = _copy_or_move(c.Move, _uid)
-    COMMANDS[_prefix + "SORT"] = _sort(_uid)
-    COMMANDS[_prefix + "THREAD"] = _thread(_uid)
+    COMMANDS[_prefix + "SEARCH"] = search(_uid)
+    COMMANDS[_prefix + "FETCH"] = fetch(_uid)
+    COMMANDS[_prefix + "STORE"] = store(_uid)
+    COMMANDS[_prefix + "COPY"] = copy_or_move(c.Copy, _uid)
+    COMMANDS[_prefix + "MOVE"] = copy_or_move(c.Move, _uid)
+    COMMANDS[_prefix + "SORT"] = sort(_uid)
+    COMMANDS[_prefix + "THREAD"] = thread(_uid)
 
 PAUSING = (c.Authenticate, c.StartTls, c.Idle, c.Compress)

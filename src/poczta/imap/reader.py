@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from enum import Enum, auto
 
+from poczta.imap.commands import Append
 from poczta.imap.events import (
     AppendData,
     AppendStart,
@@ -49,6 +50,7 @@ from poczta.imap.events import (
     LiteralPending,
     SaslResponse,
 )
+from poczta.imap.fast_path import append_head, parse_simple
 from poczta.imap.lexer import (
     AppendHead,
     Incomplete,
@@ -59,7 +61,7 @@ from poczta.imap.lexer import (
     literal_announcement,
 )
 from poczta.imap.limits import LITERAL_MINUS_MAX, Dialect, ImapLimits
-from poczta.imap.parser import PAUSING, parse_command
+from poczta.imap.parser import PAUSING, append_message, parse_command
 
 _TAIL = 32  # enough of a discarded line's end to find a literal announcement
 _HEAD = 256  # enough of a line's start to find its tag
@@ -220,7 +222,44 @@ class CommandReader:
         self._scan_from = 0
         return line
 
+    def _simple_lines(self, events: list[Event]) -> None:
+        """Take the simple command lines that start the buffer (see `fast_path`), all at once.
+
+        Stops before a line it cannot take (or an over-long or unfinished one), which
+        the general path reads next, and after a pausing command.
+        """
+        buffer = self._buffer
+        limits = self.limits
+        start = 0
+        newline = buffer.find(b"\n", self._scan_from)
+        last = None
+        while newline >= 0:
+            end = newline - 1 if newline > start and buffer[newline - 1] == 0x0D else newline
+            if end > start:
+                if end - start > limits.max_line:
+                    break
+                command = parse_simple(bytes(buffer[start:end]), limits)  # within max_command
+                if command is None:
+                    break
+                events.append(command)
+                last = command
+                if isinstance(command, PAUSING):
+                    self._state = _State.PAUSED
+                    start = newline + 1
+                    break
+            start = newline + 1  # an empty line between commands is ignored
+            newline = buffer.find(b"\n", start)
+        if start:
+            del buffer[:start]
+            self._scan_from = 0
+        if last is not None:
+            self._tag = last.tag
+
     def _line_step(self, events: list[Event]) -> bool:
+        if not self._lines:
+            self._simple_lines(events)
+            if self._state is not _State.LINE:
+                return True
         line = self._next_line(events)
         if line is None:
             return self._state is not _State.LINE
@@ -241,6 +280,11 @@ class CommandReader:
         return True
 
     def _finish(self, events: list[Event]) -> None:
+        append = self._one_message_append()
+        if append is not None:
+            events.append(append)
+            self._reset(_State.LINE)
+            return
         try:
             command = parse_command(self._lines, self._literals, self.dialect, self.limits)
         except ParseError as error:
@@ -253,21 +297,26 @@ class CommandReader:
             events.append(command)
             self._reset(_State.PAUSED if isinstance(command, PAUSING) else _State.LINE)
 
+    def _one_message_append(self) -> Append | None:
+        """An APPEND whose one message ends the command, known from its head without parsing."""
+        _, _, head = self._announced
+        lines = self._lines
+        if head is None or head.index or len(lines) != 2 or lines[1] or self._tag is None:
+            return None
+        slot = self._literals[0]
+        if not isinstance(slot, MessageSlot):  # pragma: no cover - a head announces a message
+            return None
+        return Append(self._tag, head.mailbox, (append_message(head, slot),))
+
     # ------------------------------------------------------------------ literals
 
     def _announce(self, events: list[Event], size: int, sync: bool, binary: bool) -> None:
+        head = append_head(self._lines[0], self.limits) if len(self._lines) == 1 else None
         error: CommandError | None
-        try:
-            parse_command(self._lines, self._literals, self.dialect, self.limits)
-            error = CommandError(self._tag, "unexpected literal")
-            head = None
-        except Incomplete as incomplete:
-            head = incomplete.head
+        if head is not None:
             error = self._literal_error(size, sync, head)
-        except ParseError as parse_error:
-            error = CommandError(
-                parse_error.tag, parse_error.reason, parse_error.status, parse_error.code
-            )
+        else:
+            head, error = self._parse_announced(size, sync)
         if error is not None:
             self._refuse_literal(events, error, size, sync)
             return
@@ -277,6 +326,18 @@ class CommandReader:
             events.append(LiteralPending(self._tag or "", size, binary, head))
         else:
             self._begin_literal(events)
+
+    def _parse_announced(
+        self, size: int, sync: bool
+    ) -> tuple[AppendHead | None, CommandError | None]:
+        """Parse the command up to its announced literal: an APPEND message's head, or an error."""
+        try:
+            parse_command(self._lines, self._literals, self.dialect, self.limits)
+            return None, CommandError(self._tag, "unexpected literal")
+        except Incomplete as incomplete:
+            return incomplete.head, self._literal_error(size, sync, incomplete.head)
+        except ParseError as error:
+            return None, CommandError(error.tag, error.reason, error.status, error.code)
 
     def _literal_error(self, size: int, sync: bool, head: AppendHead | None) -> CommandError | None:
         limits = self.limits

@@ -118,13 +118,14 @@ def compact(numbers: Iterable[int]) -> str:
 
 
 def _parse_number(text: str) -> int:
+    if text.isdigit() and text.isascii() and text[0] != "0":
+        number = int(text) if len(text) <= 10 else MAX_NUMBER + 1
+        if number > MAX_NUMBER:
+            raise SequenceSyntaxError("number in sequence set exceeds 4294967295")
+        return number
     if text == "*":
         return STAR
-    if not text.isdigit() or not text.isascii() or text[0] == "0":
-        raise SequenceSyntaxError(f"invalid number {text[:20]!r} in sequence set")
-    if len(text) > 10 or int(text) > MAX_NUMBER:
-        raise SequenceSyntaxError("number in sequence set exceeds 4294967295")
-    return int(text)
+    raise SequenceSyntaxError(f"invalid number {text[:20]!r} in sequence set")
 
 
 def parse_sequence_set(text: str, *, allow_saved: bool = True) -> SequenceSet:
@@ -135,6 +136,9 @@ def parse_sequence_set(text: str, *, allow_saved: bool = True) -> SequenceSet:
         return SequenceSet(saved=True)
     if not text:
         raise SequenceSyntaxError("empty sequence set")
+    if text.isdigit():  # the most common set: one number
+        number = _parse_number(text)
+        return SequenceSet(((number, number),))
     ranges: list[Range] = []
     for item in text.split(","):
         low, colon, high = item.partition(":")
