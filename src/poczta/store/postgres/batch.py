@@ -4,14 +4,18 @@ A delivery into a mailbox holds that mailbox's row (its UID counter) until its c
 flushed, so deliveries into one busy mailbox would commit one flush at a time. The
 simple ones (one copy of a new body of one chunk, see `messages.fits_one_statement`)
 that a process has waiting while a statement of them runs are written together by the
-next one: every mailbox row locked in id order, every new body with its chunk, the
-UIDs and MODSEQs taken per mailbox in one update, the message rows; then one commit.
-A delivery that finds nobody writing goes at once, so an idle server adds no wait.
+next one: each target's mailbox found (or given), every mailbox row locked in id order,
+then the users' quota usage rows, each delivery held to its user's quota (with those
+before it in the batch for the same user), every new body with its chunk, the UIDs and
+MODSEQs taken per mailbox in one update, the message rows; then one commit. A delivery
+that finds nobody writing goes at once, so an idle server adds no wait.
 
-Any that the statement leaves out (its body is stored already, or its mailbox is gone)
-or that it fails for get None, and the caller stores each in a transaction of its own
-(`messages.file_message`), where they meet the usual answers; the database being
-unreachable is told to each as `StoreUnavailable`.
+One whose user has no room for it is refused (`NoRoom`, with the state that refused
+it). Any that the statement leaves out (its body is stored already, its mailbox is gone,
+or its user has room for it but not for those before it too) or that it fails for get
+None, and the caller stores each in a transaction of its own (`messages.file_message`),
+where they meet the usual answers; the database being unreachable is told to each as
+`StoreUnavailable`.
 """
 
 from __future__ import annotations
