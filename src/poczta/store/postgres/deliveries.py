@@ -58,8 +58,10 @@ class Deliveries:
         """Store the body, the copies for `targets` (only those of users `room` finds
         room for, when given) and the queue entry for `outbound`, committed together:
         what was stored, and the quota state of each user left out."""
-        batched = len(targets) == 1 and outbound is None and len(data) <= CHUNK
-        if batched and (room is None or room.octets == len(data)):
+        # the statement holds the copy to `room`'s rule for a message of its own size
+        fits = room is None or room.octets == len(data)
+        batched = len(targets) == 1 and outbound is None and len(data) <= CHUNK and fits
+        if batched:
             done = await self._batches.file(_to_target(data, parsed, internal_date, targets, room))
             if isinstance(done, NoRoom):
                 return Accepted((), None), {targets[0].user_id: done.state}
