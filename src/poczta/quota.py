@@ -24,16 +24,18 @@ Where the limits apply and how a full mailbox is answered:
 - Every refusal writes one log line, ``quota.refused``.
 
 At the end of DATA, a store that can (`QuotaCheckingStore`: PostgreSQL) checks the
-quota as part of the delivery, with no call of its own (it reads the usage with the
-target mailboxes, just before the write that counts the new copies), and leaves out
-the users without room; otherwise the check is a read of its own before the store's
-write. Either way two messages stored at the same moment may both pass: a limit can be
-overshot by the messages in flight at once, never by more.
+quota as part of the delivery, with no call of its own, and leaves out the users without
+room (`Room`: the rule it applies); otherwise the check is a read of its own before the
+store's write. On PostgreSQL a message for one user (the commonest) is checked against
+the usage locked by the statement that stores it, so two arriving at once for the last
+room are one stored, one refused, on one node or several; for a message to several users
+or one that is queued too, and on SQLite, two stored at the same moment may both pass: a
+limit can be overshot by the messages in flight at once, never by more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -58,9 +60,11 @@ __all__ = [
     "QuotaCheckingStore",
     "QuotaLimits",
     "Quotas",
+    "Room",
     "UserQuota",
     "over_quota_report",
     "storage_units",
+    "user_quota",
 ]
 
 
@@ -111,6 +115,24 @@ class UserQuota:
         return resources
 
 
+@dataclass(frozen=True, slots=True)
+class Room:
+    """Whether a user, in a given quota state, has room for one message of `octets`:
+    under the user's own limits, or else `defaults`. A store that checks it in the
+    database (`QuotaCheckingStore`) applies the same rule there."""
+
+    defaults: QuotaLimits
+    octets: int
+
+    def __call__(self, _user: UserId, state: QuotaState) -> bool:
+        return user_quota(self.defaults, state).room_for(self.octets)
+
+
+def user_quota(defaults: QuotaLimits, state: QuotaState) -> UserQuota:
+    """A user's quota from the store's state of it: `defaults` under its own limits."""
+    return UserQuota(defaults.with_overrides(state.overrides), state.usage)
+
+
 @runtime_checkable
 class QuotaCheckingStore(Protocol):
     """A store that checks the quota as part of a delivery: `room` is asked, with the
@@ -124,7 +146,7 @@ class QuotaCheckingStore(Protocol):
         parsed: ParsedMessage,
         internal_date: datetime,
         targets: Sequence[DeliveryTarget],
-        room: Callable[[UserId, QuotaState], bool],
+        room: Room,
     ) -> tuple[Accepted, Mapping[UserId, QuotaState]]: ...
 
 
@@ -154,11 +176,11 @@ class Quotas:
 
     def quota_of(self, state: QuotaState) -> UserQuota:
         """A user's quota from the store's state of it: the defaults under its own limits."""
-        return UserQuota(self.defaults.with_overrides(state.overrides), state.usage)
+        return user_quota(self.defaults, state)
 
-    def room_for(self, octets: int) -> Callable[[UserId, QuotaState], bool]:
+    def room_for(self, octets: int) -> Room:
         """Whether a user in a given state has room for one message of `octets`."""
-        return lambda _user, state: self.quota_of(state).room_for(octets)
+        return Room(self.defaults, octets)
 
     async def without_room(
         self, user_ids: Sequence[UserId], octets: int

@@ -5,9 +5,9 @@ tables of migration 0002 (no WAL flush for any of them; see there). What sits on
 path of every connection or login is one statement outside an explicit transaction, so
 one round trip: the throttle's read before a password is checked, a connection counted
 at accept and ended (`count_connections`: the connections that ended and those that
-began since the last call, together; each begun one through the `open_connection`
-function, which sums and increments under a per-address advisory lock), a maildrop
-taken when it is free. What is rarer
+began since the last call, together in one statement; each begun one through the
+`open_connection` function, which sums and increments under a per-address advisory
+lock), a maildrop taken when it is free. What is rarer
 (a failure recorded, renewals, holders dropped) is one small transaction.
 
 These run on a small pool of their own (`open_limits_pool`), so that they never wait
@@ -40,15 +40,17 @@ _COUNTS = (
     " (SELECT count(*) FROM (SELECT 1 FROM login_failures"
     "   WHERE account = $2 AND at > $3 LIMIT $6) a)"
 )
-_COUNT_OFF = (
-    "UPDATE connection_counts c SET count = greatest(c.count - e.n, 0)"
+# The closes since the last call, then each open through `open_connection`, one statement:
+# the closes' CTE runs first (the count of its rows gates the opens' scan), and
+# `open_connection` is volatile, so each call sees what the closes and the calls before
+# it counted.
+_COUNT = (
+    "WITH off AS (UPDATE connection_counts c SET count = greatest(c.count - e.n, 0)"
     " FROM unnest($2::text[], $3::integer[]) AS e(ip, n)"
-    " WHERE c.ip = e.ip AND c.holder = $1"
-)
-# `open_connection` is volatile: each call sees what the calls before it counted.
-_COUNT_ON = (
-    "SELECT array_agg(open_connection(t.ip, $2, $3, $4, $5) ORDER BY t.n)"
-    " FROM unnest($1::text[]) WITH ORDINALITY AS t(ip, n)"
+    " WHERE c.ip = e.ip AND c.holder = $1 RETURNING 1)"
+    " SELECT coalesce(array_agg(open_connection(t.ip, $1, $5, $6, $7) ORDER BY t.n), '{}')"
+    " FROM unnest($4::text[]) WITH ORDINALITY AS t(ip, n)"
+    " WHERE (SELECT count(*) FROM off) >= 0"
 )
 _TAKE = (
     "INSERT INTO maildrop_leases (address, holder, expires) VALUES ($1, $2, $4)"
@@ -168,19 +170,11 @@ class PostgresSharedLimits:
         # lock until the commit, and one order on every node means no deadlock.
         order = sorted(range(len(opened)), key=opened.__getitem__)
         ips = [opened[n] for n in order]
-
-        async def count(conn: Connection) -> list[bool]:
-            if closed:
-                await conn.execute(_COUNT_OFF, holder, list(closed), list(closed.values()))
-            if not ips:
-                return []
-            answers = await conn.fetchval(_COUNT_ON, ips, holder, limit, now, until)
-            return [bool(a) for a in answers]
-
-        answers = await (self._db.write(count) if closed and ips else self._db.statement(count))
+        args = (holder, list(closed), list(closed.values()), ips, limit, now, until)
+        answers = await self._db.statement(lambda c: c.fetchval(_COUNT, *args))
         result = [False] * len(opened)
         for n, answer in zip(order, answers, strict=True):
-            result[n] = answer
+            result[n] = bool(answer)
         return result
 
     async def connection_holders(self, ip: str) -> list[str]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from poczta.config_schema import StoreSettings
 from poczta.message import ParsedMessage
@@ -64,6 +64,9 @@ from poczta.store.postgres.side import (
     get_policy,
     save_policy,
 )
+
+if TYPE_CHECKING:
+    from poczta.quota import Room
 
 __all__ = ["PostgresStore"]
 
@@ -290,7 +293,7 @@ class PostgresStore(RecipientRouting):
         parsed: ParsedMessage,
         internal_date: datetime,
         targets: Sequence[DeliveryTarget],
-        room: Callable[[UserId, QuotaState], bool],
+        room: Room,
     ) -> tuple[Accepted, dict[UserId, QuotaState]]:
         """`accept` for the targets of the users `room` finds room for (see
         `poczta.quota.QuotaCheckingStore`): what was stored, and the quota state of each
