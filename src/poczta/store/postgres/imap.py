@@ -4,7 +4,8 @@ and counts, CONDSTORE's changes, VANISHED, the messages' facts for FETCH, COPY a
 
 Async functions on a connection inside the caller's transaction. A COPY or MOVE locks
 its two mailboxes in id order before taking UIDs (see `mailboxes`); a copy counts one
-more reference to each body, a move keeps the references it had.
+more reference to each body; a move changes its rows' places and keeps the references
+they had.
 
 The reads every IMAP command makes (the mailbox's version, what changed and what was
 expunged since a MODSEQ, the messages' facts, the \\Recent mark) are one statement each,
@@ -160,16 +161,34 @@ async def _copy_rows(
     )
 
 
-async def _expunge_moved(conn: Connection, source: int, uids: Sequence[int]) -> None:
-    """The source side of a MOVE: the messages go as an expunge with a MODSEQ of its own."""
+async def _move_rows(
+    conn: Connection, source: int, target: int, pairs: Sequence[tuple[int, int]], modseq: int
+) -> None:
+    """The rows of a MOVE change places, and the source side goes as an expunge with a
+    MODSEQ of its own (kept for VANISHED). The two mailboxes' counts change here, in the
+    statement that tells the per-row triggers so (see migration 5); the user's usage
+    does not change."""
     _, gone = await bump(conn, source, 0)
     await conn.execute(
-        "WITH gone AS (DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])"
-        " RETURNING uid) INSERT INTO expunged (mailbox_id, uid, modseq)"
-        " SELECT $1, uid, $3 FROM gone ON CONFLICT (mailbox_id, uid)"
-        " DO UPDATE SET modseq = excluded.modseq",
+        "WITH counted AS (UPDATE mailboxes SET messages = messages"
+        " + CASE WHEN $1 = $2 THEN 0 WHEN id = $2 THEN $3::bigint ELSE -$3::bigint END"
+        " WHERE id IN ($1, $2))"
+        " SELECT set_config('poczta.counted_move', 'on', true)",
         source,
-        list(uids),
+        target,
+        len(pairs),
+    )
+    await conn.execute(
+        "WITH moved AS (UPDATE messages m SET mailbox_id = $2, uid = p.new, modseq = $3"
+        " FROM unnest($4::bigint[], $5::bigint[]) AS p(old, new)"
+        " WHERE m.mailbox_id = $1 AND m.uid = p.old RETURNING p.old)"
+        " INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, old, $6 FROM moved"
+        " ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+        source,
+        target,
+        modseq,
+        [old for old, _ in pairs],
+        [new for _, new in pairs],
         gone,
     )
 
@@ -192,8 +211,9 @@ async def copy_messages(
         raise NotFound(f"no mailbox {name}")
     target_id, uidvalidity = int(row[0]), int(row[1])
     await lock_in_order(conn, [source, target_id])
+    columns = "uid" if move else "uid, digest, size"  # a MOVE's from the index alone
     found = await conn.fetch(
-        "SELECT uid, digest, size FROM messages WHERE mailbox_id = $1"
+        f"SELECT {columns} FROM messages WHERE mailbox_id = $1"
         " AND uid = ANY($2::bigint[]) ORDER BY uid",
         source,
         list(uids),
@@ -202,16 +222,16 @@ async def copy_messages(
         return uidvalidity, []
     first, modseq = await bump(conn, target_id, len(found))
     pairs = [(int(r[0]), first + i) for i, r in enumerate(found)]
-    if not move:  # the body rows first: the copies' foreign keys need them
-        counts: dict[str, tuple[int, int]] = {}
-        for _, digest, size in found:
-            count, _ = counts.get(digest, (0, size))
-            counts[digest] = (count + 1, size)
-        for digest, (count, size) in sorted(counts.items()):
-            await add_blob_ref(conn, digest, size, None, count)
-    await _copy_rows(conn, source, target_id, pairs, modseq)
     if move:
-        await _expunge_moved(conn, source, [old for old, _ in pairs])
+        await _move_rows(conn, source, target_id, pairs, modseq)
+        return uidvalidity, pairs
+    counts: dict[str, tuple[int, int]] = {}  # the body rows first: the copies' keys need them
+    for _, digest, size in found:
+        count, _ = counts.get(digest, (0, size))
+        counts[digest] = (count + 1, size)
+    for digest, (count, size) in sorted(counts.items()):
+        await add_blob_ref(conn, digest, size, None, count)
+    await _copy_rows(conn, source, target_id, pairs, modseq)
     return uidvalidity, pairs
 
 
@@ -226,8 +246,7 @@ async def move_message(conn: Connection, user_id: int, source: str, uid: int, ta
     if found is None:
         raise NotFound(f"no message {uid} in {from_box.name}")
     new_uid, modseq = await bump(conn, to_box.id, 1)
-    await _copy_rows(conn, from_box.id, to_box.id, [(uid, new_uid)], modseq)
-    await _expunge_moved(conn, from_box.id, [uid])
+    await _move_rows(conn, from_box.id, to_box.id, [(uid, new_uid)], modseq)
     return new_uid
 
 
