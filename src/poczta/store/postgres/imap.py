@@ -47,6 +47,22 @@ __all__ = [
 #: UIDs asked whose range is under this many times their count are read as a range.
 DENSE_SPAN = 2
 
+
+def among_uids(uids: Sequence[int], param: int) -> tuple[str, list[object]]:
+    """The condition that a message's UID is one of `uids` (parameters from `$param`
+    on) and its arguments. UIDs that lie close together (a slice of a mailbox, as a
+    first-open FETCH or a MOVE of many asks) are also bounded by their lowest and highest,
+    so that the index is read once over that range with the set as a filter, instead of
+    once from its root for each UID."""
+    where, argument = equals_any("uid", uids, param, "bigint")
+    if len(uids) > 1:
+        low, high = min(uids), max(uids)
+        if high - low < DENSE_SPAN * len(uids):
+            bounds = f"uid BETWEEN ${param + 1} AND ${param + 2}"
+            return f"{bounds} AND {where}", [argument, low, high]
+    return where, [argument]
+
+
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
 _COPIED = (
     "flags, internal_date, internal_date_zone, digest, size, header_size, sent_date,"
@@ -103,18 +119,11 @@ async def vanished(conn: Connection, mailbox_id: int, since_modseq: int) -> list
 async def fetch_meta(
     conn: Connection, mailbox_id: int, uids: Sequence[int] | None
 ) -> list[MessageMeta]:
-    """The facts of the mailbox's messages of `uids` (all when None), in UID order.
-
-    UIDs that lie close together (a slice of a mailbox, as a first-open FETCH asks) are
-    also bounded by their lowest and highest, so that the index is read once over that
-    range with the set as a filter, instead of once from its root for each UID."""
-    chosen, arguments = "", []  # all of them
+    """The facts of the mailbox's messages of `uids` (all when None), in UID order."""
+    chosen, arguments = "", list[object]()  # all of them
     if uids is not None:
-        where, argument = equals_any("uid", uids, 2, "bigint")
-        chosen, arguments = f" AND {where}", [argument]
-        low, high = (min(uids), max(uids)) if uids else (0, 0)
-        if len(uids) > 1 and high - low < DENSE_SPAN * len(uids):
-            chosen, arguments = f" AND uid BETWEEN $3 AND $4{chosen}", [argument, low, high]
+        where, arguments = among_uids(uids, 2)
+        chosen = f" AND {where}"
     rows = await conn.fetch(
         f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS} FROM messages"
         f" WHERE mailbox_id = b.id{chosen}) m ON true WHERE b.id = $1 ORDER BY m.uid",
@@ -212,11 +221,11 @@ async def copy_messages(
     target_id, uidvalidity = int(row[0]), int(row[1])
     await lock_in_order(conn, [source, target_id])
     columns = "uid" if move else "uid, digest, size"  # a MOVE's from the index alone
+    among, arguments = among_uids(uids, 2)
     found = await conn.fetch(
-        f"SELECT {columns} FROM messages WHERE mailbox_id = $1"
-        " AND uid = ANY($2::bigint[]) ORDER BY uid",
+        f"SELECT {columns} FROM messages WHERE mailbox_id = $1 AND {among} ORDER BY uid",
         source,
-        list(uids),
+        *arguments,
     )
     if not found:
         return uidvalidity, []
