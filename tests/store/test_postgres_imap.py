@@ -253,3 +253,34 @@ def test_a_move_counts_its_mailboxes_itself_and_later_updates_are_counted_again(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_the_expunged_uids_of_a_mailbox_go_with_it_and_with_its_user(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        settings = store_settings(postgres, postgres_dsn, tmp_path)
+        store = await PostgresStore.open(settings, tmp_path)
+
+        async def expunged() -> dict[int, int]:
+            rows = await store._db.read(
+                lambda c: c.fetch("SELECT mailbox_id, count(*) FROM expunged GROUP BY 1")
+            )
+            return {int(r[0]): int(r[1]) for r in rows}
+
+        try:
+            user = await with_user(store, "bob@example.com")
+            inbox = await store.get_mailbox(user, "INBOX")
+            uids = await _fill(store, user, 3)
+            _, pairs = await store.copy_messages(user, inbox.id, uids, "Archive", move=True)
+            archive = await store.get_mailbox(user, "Archive")
+            await store.expunge(archive.id, [pairs[0][1]])
+            assert await expunged() == {inbox.id: 3, archive.id: 1}
+            await store.delete_mailbox(user, "Archive")
+            assert await expunged() == {inbox.id: 3}
+            await store.remove_user("bob@example.com")
+            assert await expunged() == {}
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -24,3 +24,18 @@ CREATE TRIGGER mailbox_message_moved AFTER UPDATE OF mailbox_id ON messages
     WHEN (OLD.mailbox_id IS DISTINCT FROM NEW.mailbox_id
           AND current_setting('poczta.counted_move', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION mailbox_message_moved();
+
+-- The expunged UIDs of a mailbox go with it by a trigger instead of a foreign key: a
+-- mailbox's id is never given again, and every writer of `expunged` has locked (and so
+-- found) the mailbox's row first, while the key cost a lookup of the mailbox for every
+-- UID an EXPUNGE or a MOVE records.
+ALTER TABLE expunged DROP CONSTRAINT expunged_mailbox_id_fkey;
+
+CREATE FUNCTION expunged_mailbox_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM expunged WHERE mailbox_id = OLD.id;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER expunged_mailbox_removed AFTER DELETE ON mailboxes
+    FOR EACH ROW EXECUTE FUNCTION expunged_mailbox_removed();
