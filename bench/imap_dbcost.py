@@ -9,7 +9,8 @@ command a number of times between two snapshots of the database's counters (see
 * UID FETCH of 100 messages' headers, as a client opening a mailbox asks for a screenful
   (flags, size, the header fields a list view shows), each time the next 100;
 * BODY.PEEK[] of one message; UID STORE +FLAGS of a keyword on one message (each a change);
-* UID SEARCH by a subject word, and by flags (UNSEEN FLAGGED); NOOP.
+* UID SEARCH by a subject word, and by flags (UNSEEN FLAGGED); NOOP;
+* MOVE of the first 100 messages to Archive in one command (last: they stay there).
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
 
     await measure("LOGIN + LOGOUT", 10, login)
     await measure("SELECT INBOX", 50, lambda _: client.select("INBOX"))
-    await measure(
-        "UID FETCH 100 headers", 50, command(lambda i: _headers(pages[i % len(pages)]))
-    )
+    await measure("UID FETCH 100 headers", 50, command(lambda i: _headers(pages[i % len(pages)])))
     await measure("UID FETCH 1 BODY.PEEK[]", 100, command(lambda i: _peek(uids, i)))
     await measure("UID STORE 1 flag", 200, command(lambda i: _store(uids, i)))
     await measure("UID SEARCH SUBJECT", 20, command(lambda _: f"UID SEARCH SUBJECT {SUBJECT_WORD}"))
     await measure("UID SEARCH UNSEEN FLAGGED", 20, command(lambda _: "UID SEARCH UNSEEN FLAGGED"))
     await measure("NOOP", 200, command(lambda _: "NOOP"))
+    # Last: the first 100 messages each time, which then stay in Archive.
+    await measure("MOVE 100", 5, command(lambda _: "MOVE 1:100 Archive"))
     await client.logout()
     return costs
 

@@ -307,6 +307,25 @@ class PocztaPgTarget(PocztaTarget):
     def store_table(self) -> str:
         return str(self.opts.postgres.store_config())
 
+    def fill(self) -> None:
+        """The mail, then what autovacuum does within its first minute after a bulk
+        load (VACUUM ANALYZE: the visibility map that lets a read be answered from an
+        index, the planner's statistics), so that the figures are those of a server
+        that has been running, as Dovecot's are once its indexes are built."""
+        super().fill()
+        asyncio.run(self._settle())
+
+    async def _settle(self) -> None:
+        from poczta.config import load_config
+        from poczta.store.postgres.connect import connect
+
+        config = load_config(self.config)
+        conn = await connect(config.store, config.data_dir)
+        try:
+            await conn.execute("VACUUM (ANALYZE)")
+        finally:
+            await conn.close()
+
 
 TARGETS: dict[str, type[Target]] = {
     "poczta": PocztaTarget,

@@ -218,3 +218,69 @@ def test_changes_to_more_messages_than_a_batch_holds_go_in_several_in_order(
         assert found == {uid: ({f"$K{uid}"} - {"$K1"}) for uid in uids}
 
     _on_nodes(postgres, postgres_dsn, tmp_path, 2, body)
+
+
+def test_a_move_counts_its_mailboxes_itself_and_later_updates_are_counted_again(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """A MOVE tells the per-row counting triggers to leave its rows alone for its own
+    transaction only: a later UPDATE of a row's mailbox on the same connection is counted."""
+
+    async def main() -> None:
+        settings = store_settings(postgres, postgres_dsn, tmp_path)
+        store = await PostgresStore.open(settings, tmp_path, min_size=1, max_size=1)
+        try:
+            user = await with_user(store, "bob@example.com")
+            inbox = await store.get_mailbox(user, "INBOX")
+            uids = await _fill(store, user, 3)
+            _, pairs = await store.copy_messages(user, inbox.id, uids[:2], "Archive", move=True)
+            archive = await store.get_mailbox(user, "Archive")
+            assert (await store.get_mailbox(user, "INBOX")).messages == 1
+            assert archive.messages == 2
+            await store._db.write(
+                lambda c: c.execute(
+                    "UPDATE messages SET mailbox_id = $2, uid = 100"
+                    " WHERE mailbox_id = $1 AND uid = $3",
+                    archive.id,
+                    inbox.id,
+                    pairs[0][1],
+                )
+            )
+            counts = {b.name: b.messages for b in await store.list_mailboxes(user)}
+            assert (counts["INBOX"], counts["Archive"]) == (2, 1)
+            assert (await store.quota_states([user]))[user].usage.messages == 3
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_expunged_uids_of_a_mailbox_go_with_it_and_with_its_user(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        settings = store_settings(postgres, postgres_dsn, tmp_path)
+        store = await PostgresStore.open(settings, tmp_path)
+
+        async def expunged() -> dict[int, int]:
+            rows = await store._db.read(
+                lambda c: c.fetch("SELECT mailbox_id, count(*) FROM expunged GROUP BY 1")
+            )
+            return {int(r[0]): int(r[1]) for r in rows}
+
+        try:
+            user = await with_user(store, "bob@example.com")
+            inbox = await store.get_mailbox(user, "INBOX")
+            uids = await _fill(store, user, 3)
+            _, pairs = await store.copy_messages(user, inbox.id, uids, "Archive", move=True)
+            archive = await store.get_mailbox(user, "Archive")
+            await store.expunge(archive.id, [pairs[0][1]])
+            assert await expunged() == {inbox.id: 3, archive.id: 1}
+            await store.delete_mailbox(user, "Archive")
+            assert await expunged() == {inbox.id: 3}
+            await store.remove_user("bob@example.com")
+            assert await expunged() == {}
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -125,3 +125,22 @@ def test_message_counts_follow_deliveries_copies_moves_and_expunges(backend: Bac
         assert (await store.get_mailbox(user, "Archive")).messages == 4
 
     backend.run(body)
+
+
+def test_a_move_into_the_mailbox_itself_gives_new_uids_and_keeps_the_count(
+    backend: Backend,
+) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        uids = [await deliver_one(store, user, n) for n in range(3)]
+        usage = (await store.quota_states([user]))[user].usage
+        _, pairs = await store.copy_messages(user, inbox.id, uids[:2], "INBOX", move=True)
+        assert pairs == [(uids[0], 4), (uids[1], 5)]
+        after = await store.get_mailbox(user, "INBOX")
+        assert (after.messages, after.uidnext) == (3, 6)
+        assert [m.uid for m in await store.fetch_meta(inbox.id)] == [uids[2], 4, 5]
+        assert await store.vanished(inbox.id, inbox.highestmodseq) == uids[:2]
+        assert (await store.quota_states([user]))[user].usage == usage
+
+    backend.run(body)

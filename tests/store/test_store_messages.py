@@ -212,6 +212,9 @@ def test_fetch_meta_selected_uids(backend: Backend) -> None:
             await deliver_one(store, user, n)
         inbox = await store.get_mailbox(user, "INBOX")
         assert [m.uid for m in await store.fetch_meta(inbox.id, [4, 2, 99])] == [2, 4]
+        # UIDs close together (read as a range): only those asked, those that exist.
+        assert [m.uid for m in await store.fetch_meta(inbox.id, [4, 1, 3])] == [1, 3, 4]
+        assert [m.uid for m in await store.fetch_meta(inbox.id, [5, 6, 4])] == [4, 5]
         assert [m.uid for m in await store.fetch_meta(inbox.id)] == [1, 2, 3, 4, 5]
         assert await store.fetch_meta(inbox.id, []) == []
         with pytest.raises(NotFound):

@@ -4,7 +4,8 @@ and counts, CONDSTORE's changes, VANISHED, the messages' facts for FETCH, COPY a
 
 Async functions on a connection inside the caller's transaction. A COPY or MOVE locks
 its two mailboxes in id order before taking UIDs (see `mailboxes`); a copy counts one
-more reference to each body, a move keeps the references it had.
+more reference to each body; a move changes its rows' places and keeps the references
+they had.
 
 The reads every IMAP command makes (the mailbox's version, what changed and what was
 expunged since a MODSEQ, the messages' facts, the \\Recent mark) are one statement each,
@@ -19,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from poczta.store.base import MailboxChange, MailboxId, MessageMeta, NotFound
+from poczta.store.codec import decode_flags
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection, equals_any
 from poczta.store.postgres.bodies import add_blob_ref
 from poczta.store.postgres.mailboxes import bump, get_mailbox, lock_in_order
-from poczta.store.postgres.messages import _META_COLUMNS, meta_of
+from poczta.store.postgres.messages import _META_COLUMNS, FLAGS_TEXT, meta_of
 
 __all__ = [
     "changed_since",
@@ -41,6 +43,25 @@ __all__ = [
     "unsubscribe",
     "vanished",
 ]
+
+#: UIDs asked whose range is under this many times their count are read as a range.
+DENSE_SPAN = 2
+
+
+def among_uids(uids: Sequence[int], param: int) -> tuple[str, list[object]]:
+    """The condition that a message's UID is one of `uids` (parameters from `$param`
+    on) and its arguments. UIDs that lie close together (a slice of a mailbox, as a
+    first-open FETCH or a MOVE of many asks) are also bounded by their lowest and highest,
+    so that the index is read once over that range with the set as a filter, instead of
+    once from its root for each UID."""
+    where, argument = equals_any("uid", uids, param, "bigint")
+    if len(uids) > 1:
+        low, high = min(uids), max(uids)
+        if high - low < DENSE_SPAN * len(uids):
+            bounds = f"uid BETWEEN ${param + 1} AND ${param + 2}"
+            return f"{bounds} AND {where}", [argument, low, high]
+    return where, [argument]
+
 
 # Every column of a message but its place (mailbox, uid, modseq): what a copy keeps.
 _COPIED = (
@@ -69,13 +90,17 @@ async def mailbox_version(conn: Connection, mailbox_id: int) -> MailboxChange:
 async def changed_since(
     conn: Connection, mailbox_id: int, modseq: int
 ) -> list[tuple[int, frozenset[str], int]]:
+    """(uid, flags, modseq) of the messages changed after `modseq`, in UID order.
+
+    Answered from the index `messages_modseq` alone (it holds uid and flags); the flags
+    come as the codec's text, one decoded set per distinct text (a mailbox has few)."""
     rows = await conn.fetch(
-        "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND modseq > $2"
+        f"SELECT uid, {FLAGS_TEXT}, modseq FROM messages WHERE mailbox_id = $1 AND modseq > $2"
         " ORDER BY uid",
         mailbox_id,
         modseq,
     )
-    return [(int(r[0]), frozenset(r[1]), int(r[2])) for r in rows]
+    return [(uid, decode_flags(text), changed) for uid, text, changed in rows]
 
 
 async def vanished(conn: Connection, mailbox_id: int, since_modseq: int) -> list[int]:
@@ -95,10 +120,10 @@ async def fetch_meta(
     conn: Connection, mailbox_id: int, uids: Sequence[int] | None
 ) -> list[MessageMeta]:
     """The facts of the mailbox's messages of `uids` (all when None), in UID order."""
-    chosen, arguments = "", []  # all of them
+    chosen, arguments = "", list[object]()  # all of them
     if uids is not None:
-        where, argument = equals_any("uid", uids, 2, "bigint")
-        chosen, arguments = f" AND {where}", [argument]
+        where, arguments = among_uids(uids, 2)
+        chosen = f" AND {where}"
     rows = await conn.fetch(
         f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS} FROM messages"
         f" WHERE mailbox_id = b.id{chosen}) m ON true WHERE b.id = $1 ORDER BY m.uid",
@@ -107,7 +132,7 @@ async def fetch_meta(
     )
     if not rows:
         raise NotFound(f"no mailbox {mailbox_id}")
-    return [meta_of(r) for r in rows if r["uid"] is not None]
+    return [meta_of(r) for r in rows if r[0] is not None]
 
 
 async def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int, int, int]:
@@ -145,16 +170,34 @@ async def _copy_rows(
     )
 
 
-async def _expunge_moved(conn: Connection, source: int, uids: Sequence[int]) -> None:
-    """The source side of a MOVE: the messages go as an expunge with a MODSEQ of its own."""
+async def _move_rows(
+    conn: Connection, source: int, target: int, pairs: Sequence[tuple[int, int]], modseq: int
+) -> None:
+    """The rows of a MOVE change places, and the source side goes as an expunge with a
+    MODSEQ of its own (kept for VANISHED). The two mailboxes' counts change here, in the
+    statement that tells the per-row triggers so (see migration 5); the user's usage
+    does not change."""
     _, gone = await bump(conn, source, 0)
     await conn.execute(
-        "WITH gone AS (DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])"
-        " RETURNING uid) INSERT INTO expunged (mailbox_id, uid, modseq)"
-        " SELECT $1, uid, $3 FROM gone ON CONFLICT (mailbox_id, uid)"
-        " DO UPDATE SET modseq = excluded.modseq",
+        "WITH counted AS (UPDATE mailboxes SET messages = messages"
+        " + CASE WHEN $1 = $2 THEN 0 WHEN id = $2 THEN $3::bigint ELSE -$3::bigint END"
+        " WHERE id IN ($1, $2))"
+        " SELECT set_config('poczta.counted_move', 'on', true)",
         source,
-        list(uids),
+        target,
+        len(pairs),
+    )
+    await conn.execute(
+        "WITH moved AS (UPDATE messages m SET mailbox_id = $2, uid = p.new, modseq = $3"
+        " FROM unnest($4::bigint[], $5::bigint[]) AS p(old, new)"
+        " WHERE m.mailbox_id = $1 AND m.uid = p.old RETURNING p.old)"
+        " INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, old, $6 FROM moved"
+        " ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+        source,
+        target,
+        modseq,
+        [old for old, _ in pairs],
+        [new for _, new in pairs],
         gone,
     )
 
@@ -177,26 +220,27 @@ async def copy_messages(
         raise NotFound(f"no mailbox {name}")
     target_id, uidvalidity = int(row[0]), int(row[1])
     await lock_in_order(conn, [source, target_id])
+    columns = "uid" if move else "uid, digest, size"  # a MOVE's from the index alone
+    among, arguments = among_uids(uids, 2)
     found = await conn.fetch(
-        "SELECT uid, digest, size FROM messages WHERE mailbox_id = $1"
-        " AND uid = ANY($2::bigint[]) ORDER BY uid",
+        f"SELECT {columns} FROM messages WHERE mailbox_id = $1 AND {among} ORDER BY uid",
         source,
-        list(uids),
+        *arguments,
     )
     if not found:
         return uidvalidity, []
     first, modseq = await bump(conn, target_id, len(found))
     pairs = [(int(r[0]), first + i) for i, r in enumerate(found)]
-    if not move:  # the body rows first: the copies' foreign keys need them
-        counts: dict[str, tuple[int, int]] = {}
-        for _, digest, size in found:
-            count, _ = counts.get(digest, (0, size))
-            counts[digest] = (count + 1, size)
-        for digest, (count, size) in sorted(counts.items()):
-            await add_blob_ref(conn, digest, size, None, count)
-    await _copy_rows(conn, source, target_id, pairs, modseq)
     if move:
-        await _expunge_moved(conn, source, [old for old, _ in pairs])
+        await _move_rows(conn, source, target_id, pairs, modseq)
+        return uidvalidity, pairs
+    counts: dict[str, tuple[int, int]] = {}  # the body rows first: the copies' keys need them
+    for _, digest, size in found:
+        count, _ = counts.get(digest, (0, size))
+        counts[digest] = (count + 1, size)
+    for digest, (count, size) in sorted(counts.items()):
+        await add_blob_ref(conn, digest, size, None, count)
+    await _copy_rows(conn, source, target_id, pairs, modseq)
     return uidvalidity, pairs
 
 
@@ -211,8 +255,7 @@ async def move_message(conn: Connection, user_id: int, source: str, uid: int, ta
     if found is None:
         raise NotFound(f"no message {uid} in {from_box.name}")
     new_uid, modseq = await bump(conn, to_box.id, 1)
-    await _copy_rows(conn, from_box.id, to_box.id, [(uid, new_uid)], modseq)
-    await _expunge_moved(conn, from_box.id, [uid])
+    await _move_rows(conn, from_box.id, to_box.id, [(uid, new_uid)], modseq)
     return new_uid
 
 
