@@ -175,7 +175,7 @@ async def _move_rows(
 ) -> None:
     """The rows of a MOVE change places, and the source side goes as an expunge with a
     MODSEQ of its own (kept for VANISHED). The two mailboxes' counts change here, in the
-    statement that tells the per-row triggers so (see migration 5); the user's usage
+    statement that tells the per-row triggers so (see migration 6); the user's usage
     does not change."""
     _, gone = await bump(conn, source, 0)
     await conn.execute(

@@ -1,4 +1,4 @@
--- poczta mail store on PostgreSQL, schema version 4: the index by MODSEQ holds each
+-- poczta mail store on PostgreSQL, schema version 5: the index by MODSEQ holds each
 -- message's UID and flags too, as the SQLite store's does, so that what a session reads
 -- of every message to open a mailbox (UID, flags, MODSEQ) and what it reads of the
 -- messages changed since a MODSEQ are answered from the index alone: for a 10,000-message

@@ -1,4 +1,4 @@
--- poczta mail store on PostgreSQL, schema version 5: a MOVE changes the place of its rows
+-- poczta mail store on PostgreSQL, schema version 6: a MOVE changes the place of its rows
 -- (mailbox, UID, MODSEQ) with one UPDATE instead of copying every row and deleting the
 -- originals, which wrote each row twice, checked each body's foreign key again and ran
 -- the counting triggers of both statements for a usage that does not change.
