@@ -16,7 +16,16 @@ import pytest
 from poczta.config import Config
 from poczta.config_schema import StoreSettings
 from poczta.message import parse_message
-from poczta.store import DeliveryTarget, NotFound, StoreUnavailable, UserId, open_store
+from poczta.store import (
+    DeliveryTarget,
+    FlagMode,
+    LimitExceeded,
+    MailboxId,
+    NotFound,
+    StoreUnavailable,
+    UserId,
+    open_store,
+)
 from poczta.store.postgres import messages
 from poczta.store.postgres.access import Database
 from poczta.store.postgres.batch import file_new_messages
@@ -585,5 +594,35 @@ def test_a_live_write_whose_wait_for_a_lock_gives_up_is_run_again(
             await store.close()
             await holder.close()
             waiting.terminate()
+
+    asyncio.run(main())
+
+
+def test_flags_too_long_for_the_index_are_refused_and_the_others_in_the_batch_made(
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Keywords past what the MODSEQ index can hold (IMAP refuses them before: this is
+    two sessions adding at once) give LimitExceeded for that change alone; the changes
+    batched with it are made."""
+    settings = store_settings(postgres, postgres_dsn, tmp_path)
+
+    async def main() -> None:
+        store = await PostgresStore.open(settings, tmp_path)
+        try:
+            bob = await with_user(store, "bob@example.com")
+            [(inbox, first), (_, second)] = [
+                *(await _deliver(store, 1, [bob])),
+                *(await _deliver(store, 2, [bob])),
+            ]
+            keywords = [f"k{n:04d}{'x' * 20}{n * 7919 % 10007}" for n in range(600)]
+            too_long = store.set_flags(MailboxId(inbox), [first], keywords, FlagMode.ADD)
+            fine = store.set_flags(MailboxId(inbox), [second], ["$Label1"], FlagMode.ADD)
+            results = await asyncio.gather(too_long, fine, return_exceptions=True)
+            assert isinstance(results[0], LimitExceeded)
+            [meta_first, meta_second] = await store.fetch_meta(MailboxId(inbox), [first, second])
+            assert meta_first.flags == frozenset()
+            assert meta_second.flags == frozenset({"$Label1"})
+        finally:
+            await store.close()
 
     asyncio.run(main())

@@ -15,7 +15,7 @@ A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk")
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, NewType, TypeVar
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAILBOXES",
     "DELIVERED",
     "FAILED",
+    "MAX_FLAGS_OCTETS",
     "PENDING",
     "QUOTA_RESOURCES",
     "SPECIAL_USES",
@@ -40,6 +41,7 @@ __all__ = [
     "DeliveryTarget",
     "FlagMode",
     "FlagResult",
+    "LimitExceeded",
     "MailboxChange",
     "MailboxId",
     "MailboxState",
@@ -60,6 +62,7 @@ __all__ = [
     "StoreUnavailable",
     "UserId",
     "UserRecord",
+    "flags_octets",
     "normalize_address",
     "normalize_flags",
 ]
@@ -88,6 +91,11 @@ class StoreUnavailable(StoreError):
     """The disk or the database failed; nothing was changed. Callers answer 451 4.3.0."""
 
 
+class LimitExceeded(StoreError):
+    """A value is larger than the store can hold (see `MAX_FLAGS_OCTETS`); nothing was
+    changed. IMAP answers NO [LIMIT]."""
+
+
 class NotFound(StoreError):
     """The domain, user, alias, mailbox, message or blob named does not exist."""
 
@@ -107,6 +115,19 @@ def normalize_address(address: str) -> str:
 
 
 _SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+
+
+# The most octets a message's flags may take, written as IMAP lists them (separated by
+# spaces). The PostgreSQL store keeps them in the index SELECT reads, whose entries must
+# fit in a page. IMAP refuses more on either backend (STORE, APPEND: NO [LIMIT]), so a
+# mailbox moves between them whole; should more reach the PostgreSQL store anyway (two
+# sessions adding keywords at once), it refuses the change with `LimitExceeded`.
+MAX_FLAGS_OCTETS = 4000
+
+
+def flags_octets(flags: Iterable[str]) -> int:
+    """What `flags` take against `MAX_FLAGS_OCTETS`."""
+    return max(0, sum(len(flag.encode()) + 1 for flag in flags) - 1)
 
 
 def normalize_flags(flags: Sequence[str] | frozenset[str]) -> frozenset[str]:

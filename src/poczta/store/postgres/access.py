@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from poczta.store.base import StoreError, StoreUnavailable
+from poczta.store.base import LimitExceeded, StoreError, StoreUnavailable
 
 __all__ = ["COMMAND_TIMEOUT", "Database", "equals_any", "translated"]
 
@@ -37,6 +37,7 @@ Connection = Any  # an asyncpg.Connection (the driver ships no type hints)
 # SQLSTATE classes of a database that cannot be used now: 08 connection exceptions,
 # 57 operator intervention (shutdown, cannot connect now), 53 insufficient resources.
 _UNAVAILABLE_CLASSES = ("08", "57", "53")
+_PROGRAM_LIMIT = "54000"  # a value too large for the database (program_limit_exceeded)
 # serialization failure, deadlock detected, a lock not free within `lock_timeout`
 _RETRY_STATES = ("40001", "40P01", "55P03")
 # What leaves a connection unusable: lost, ended by the server, or out of step with it.
@@ -75,6 +76,8 @@ def translated() -> Iterator[None]:
         state = str(getattr(exc, "sqlstate", "") or "")
         if state.startswith(_UNAVAILABLE_CLASSES) or state == "57014":
             raise StoreUnavailable(f"postgres store: {_one_line(exc)}") from exc
+        if state == _PROGRAM_LIMIT:  # an index entry over a page: flags, say
+            raise LimitExceeded(f"postgres store: {_one_line(exc)}") from exc
         raise
     except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
         # InternalClientError: the driver lost track of a connection the server ended

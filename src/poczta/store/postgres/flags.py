@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from poczta.store.base import FlagMode, FlagResult, NotFound, normalize_flags
+from poczta.store.base import FlagMode, FlagResult, LimitExceeded, NotFound, normalize_flags
 from poczta.store.flag_changes import flag_changes
 from poczta.store.postgres.access import Connection, Database
 from poczta.store.postgres.batch import tell_waiters
@@ -211,6 +211,8 @@ class FlagBatches:
                     results: Sequence[FlagResult | BaseException] = await change_flags(
                         self._db, mailbox_id, [change for change, _ in batch]
                     )
+                except LimitExceeded:  # one change's flags too long: each goes on its own
+                    results = [await self._alone(mailbox_id, change) for change, _ in batch]
                 except BaseException as exc:  # the database unreachable, the mailbox gone...
                     tell_waiters(batch, [exc] * len(batch))
                     if not isinstance(exc, Exception):
@@ -221,6 +223,12 @@ class FlagBatches:
             del self._makers[mailbox_id]
             for _, future in self._waiting.pop(mailbox_id, []):  # only when cancelled
                 future.cancel()
+
+    async def _alone(self, mailbox_id: int, change: FlagChange) -> FlagResult | BaseException:
+        try:
+            return (await change_flags(self._db, mailbox_id, [change]))[0]
+        except Exception as exc:
+            return exc
 
     def _next_batch(self, mailbox_id: int) -> list[tuple[FlagChange, asyncio.Future[FlagResult]]]:
         """The first waiting changes, up to `max_uids` distinct messages (at least one)."""
