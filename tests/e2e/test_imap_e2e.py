@@ -461,3 +461,24 @@ def test_a_body_search_finds_a_word_in_any_part_and_encoding(server: PocztaServe
     subjects = sorted(item[1].decode().split(":", 1)[1].strip() for item in found if item != b")")
     assert subjects == ["html", "qp", "utf8"]
     client.logout()
+
+
+def test_flags_past_what_the_store_keeps_are_refused_with_limit(server: PocztaServer) -> None:
+    """APPEND or STORE of keywords over 4,000 octets on one message: NO [LIMIT], nothing
+    changed; as many as fit are kept."""
+    client = login(server)
+    client.create("Keywords")
+    many = " ".join(f"$Tag{n:04d}Longish" for n in range(300))  # 4,799 octets
+    fitting = " ".join(f"$Tag{n:04d}Longish" for n in range(200))  # 3,199 octets
+    status, data = client.append("Keywords", f"({many})", None, b"Subject: k\r\n\r\nk\r\n")
+    assert status == "NO" and b"[LIMIT]" in data[0]
+    assert client.append("Keywords", f"({fitting})", None, b"Subject: k\r\n\r\nk\r\n")[0] == "OK"
+    client.select("Keywords")
+    more = " ".join(f"$More{n:04d}Longish" for n in range(100))
+    status, data = client.store("1", "+FLAGS", f"({more})")
+    assert status == "NO" and b"[LIMIT]" in data[0]
+    _, data = client.fetch("1", "(FLAGS)")
+    assert data[0].count(b"$Tag") == 200 and b"$More" not in data[0]
+    status, _ = client.store("1", "FLAGS", "(\\Seen $Short)")
+    assert status == "OK"
+    client.logout()

@@ -13,7 +13,8 @@ group commit is on disk.
 MULTIAPPEND stores its messages one after the other; should one fail, those before it
 are expunged again so that the command as a whole did nothing. Messages that would take
 the user past a quota limit are refused with NO [OVERQUOTA] (`poczta.imap.session.quota`),
-a synchronising literal before it is sent.
+a synchronising literal before it is sent; flags longer than the store keeps
+(`MAX_FLAGS_OCTETS`) with NO [LIMIT].
 """
 
 from __future__ import annotations
@@ -31,12 +32,21 @@ from poczta.imap.session.quota import OVERQUOTA, lacks_room
 from poczta.logs import log
 from poczta.message import parse_message
 from poczta.message.textual import needs_textual_form, textual_form
-from poczta.store.base import DeliveryTarget, MailboxId, NotFound, StoreError, normalize_flags
+from poczta.store.base import (
+    MAX_FLAGS_OCTETS,
+    DeliveryTarget,
+    MailboxId,
+    NotFound,
+    StoreError,
+    flags_octets,
+    normalize_flags,
+)
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+FLAGS_TOO_LONG = f"A message's flags may take at most {MAX_FLAGS_OCTETS} octets"
 
 
 async def literal_pending(session: ImapSession, event: LiteralPending) -> None:
@@ -82,6 +92,9 @@ async def append(session: ImapSession, command: cmd.Command) -> None:
         return
     if any(not body for body in bodies):
         session.no(command.tag, "An empty message cannot be appended", "CANNOT")
+        return
+    if any(flags_octets(message.flags) > MAX_FLAGS_OCTETS for message in command.messages):
+        session.no(command.tag, FLAGS_TOO_LONG, "LIMIT")
         return
     datas = [
         _stored_form(bytes(body), message.binary)

@@ -57,6 +57,7 @@ from poczta.net.listener import ServiceReplies
 from poczta.net.tls import ReloadableContext
 from poczta.quota import Quotas
 from poczta.store.base import (
+    LimitExceeded,
     MailboxChange,
     MailboxId,
     MailStore,
@@ -396,6 +397,8 @@ class ImapSession:
         """The NO for a command the store failed (logged when the store is unavailable)."""
         if isinstance(exc, NotFound):
             return Tagged(command.tag, "NO", f"{exc}", "NONEXISTENT")
+        if isinstance(exc, LimitExceeded):
+            return Tagged(command.tag, "NO", "Too large for the mail store", "LIMIT")
         if not isinstance(exc, StoreError):
             raise exc
         log("imap.store_failed", user=self.user or "", command=type(command).__name__, error=exc)
