@@ -17,7 +17,7 @@ Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from poczta.imap.encoder import Code, Data, FetchData, Untagged, exists, expunge, recent, vanished
@@ -29,6 +29,7 @@ from poczta.message.imap_wire import Encoded, Value, write_value
 __all__ = ["OutOfRange", "SelectedView"]
 
 Change = tuple[int, frozenset[str], int]  # (uid, flags, modseq)
+CHANGE_LOG = 4096  # MODSEQ moves kept to answer CHANGEDSINCE; past that the oldest half goes
 
 
 class OutOfRange(ValueError):
@@ -58,6 +59,8 @@ class SelectedView:
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
     _flag_texts: dict[tuple[frozenset[str], bool], Encoded] = field(default_factory=dict)
+    _log: list[tuple[int, int]] = field(default_factory=list)  # (modseq, uid) since _log_floor
+    _log_floor: int = 0  # every MODSEQ above it that the view took in is in _log
 
     @classmethod
     def open(
@@ -72,12 +75,14 @@ class SelectedView:
         system_flags: Sequence[str] = (),
     ) -> SelectedView:
         view = cls(mailbox_id, uidvalidity, read_only, highestmodseq=highestmodseq)
+        view._log_floor = highestmodseq
         view.uidnext = uidnext
         view.system_flags = tuple(system_flags)
         ordered = sorted(messages)
         view.uids = [uid for uid, _, _ in ordered]
         view.flags = {uid: message_flags for uid, message_flags, _ in ordered}
         view.modseqs = {uid: modseq for uid, _, modseq in ordered}
+        view._log = [(modseq, uid) for uid, _, modseq in ordered if modseq > highestmodseq]
         for message_flags in set(view.flags.values()):
             view.keywords.update(_keywords_of(message_flags))
         return view
@@ -168,15 +173,41 @@ class SelectedView:
         known_top = self.uids[-1] if self.uids else 0
         for uid, flags, modseq in changes:
             if uid in self.flags:
-                self.modseqs[uid] = modseq
+                self._moved(uid, modseq)
                 if flags != self.flags[uid] and uid not in self._expunged:
                     self._changed[uid] = flags
             elif uid > known_top and uid not in self._new:
                 self._new.append(uid)
                 self._new.sort()
                 self._changed[uid] = flags
-                self.modseqs[uid] = modseq
+                self._moved(uid, modseq)
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
+
+    def _moved(self, uid: int, modseq: int) -> None:
+        """A message's MODSEQ is now `modseq` (kept in the log for `changed_since`)."""
+        self.modseqs[uid] = modseq
+        if modseq <= self._log_floor:
+            return
+        self._log.append((modseq, uid))
+        if len(self._log) > CHANGE_LOG:
+            self._log.sort()
+            dropped = len(self._log) // 2
+            self._log_floor = max(self._log_floor, self._log[dropped - 1][0])
+            del self._log[:dropped]
+
+    def knows_changes_since(self, modseq: int) -> bool:
+        """Whether `changed_since(modseq)` can answer from the view's log alone."""
+        return modseq >= self._log_floor
+
+    def changed_since(self, modseq: int) -> list[int]:
+        """The known UIDs whose MODSEQ is above `modseq`, in UID order: from the log when
+        it reaches back that far (`knows_changes_since`), else by looking at each."""
+        modseqs = self.modseqs
+        if not self.knows_changes_since(modseq):
+            return [uid for uid in self.uids if modseqs.get(uid, 0) > modseq]
+        logged = {uid for moved, uid in self._log if moved > modseq}
+        known = [uid for uid in logged if modseqs.get(uid, 0) > modseq and uid in self.flags]
+        return sorted(known)
 
     def may_miss_expunges(self, changes: Sequence[Change], messages: int) -> bool:
         """Whether, with `changes` taken in, a mailbox now holding `messages` may have lost
@@ -199,33 +230,49 @@ class SelectedView:
             self._showing(flags)
             self._changed.pop(uid, None)
             if modseq is not None:
-                self.modseqs[uid] = modseq
+                self._moved(uid, modseq)
 
-    def announce(self, *, allow_expunge: bool) -> list[Data | FetchData | Untagged]:
-        """The untagged responses due now, and the view updated as if the client read them."""
+    def announce(
+        self,
+        *,
+        allow_expunge: bool,
+        answering: Callable[[], Container[int]] | None = None,
+    ) -> list[Data | FetchData | Untagged]:
+        """The untagged responses due now, and the view updated as if the client read them.
+
+        `answering`, called once the sequence numbers are brought up to date, names the
+        messages the caller's own FETCH responses are about to tell with FLAGS and MODSEQ
+        (RFC 7162 §3.2: such a response is the flag update): their changes are taken in
+        as told here, and only their new keywords announced."""
         out: list[Data | FetchData] = []
         if allow_expunge and self._expunged:
             out += self._tell_expunges()
+        arrived = self._tell_arrivals()
+        answered = answering() if answering is not None else ()
         for uid in sorted(self._changed):
-            if uid in self._new:
-                continue
             msn = self.msn(uid)
             flags = self._changed.pop(uid)
             if msn is None:
                 continue
             self.flags[uid] = flags
             self._showing(flags)
-            out.append(FetchData(msn, self.flag_items(uid)))
-        if self._new:
-            for uid in self._new:
-                self.uids.append(uid)
-                self.flags[uid] = self._changed.pop(uid, frozenset())
-                self._showing(self.flags[uid])
-            self._new.clear()
-            out.append(exists(len(self.uids)))
-            if self.tell_recent:
-                out.append(recent(len(self.recent)))
-        return [*self.keyword_news(), *out]
+            if uid not in answered:
+                out.append(FetchData(msn, self.flag_items(uid)))
+        return [*self.keyword_news(), *out, *arrived]
+
+    def _tell_arrivals(self) -> list[Data]:
+        """EXISTS (and RECENT) for the messages that arrived, now numbered."""
+        if not self._new:
+            return []
+        for uid in self._new:
+            self.uids.append(uid)
+            self.flags[uid] = self._changed.pop(uid, frozenset())
+            self._showing(self.flags[uid])
+        self._new.clear()
+        out = [exists(len(self.uids))]
+        if self.tell_recent:
+            out.append(recent(len(self.recent)))
+        return out
 
     def flag_items(self, uid: int) -> list[tuple[str, Value]]:
         """FLAGS (and UID, MODSEQ as CONDSTORE/QRESYNC want) of a message, for FETCH."""

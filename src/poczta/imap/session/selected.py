@@ -143,11 +143,10 @@ async def _resync(
         gone = [uid for uid in gone if qresync.known_uids.contains(uid, top)]
     if gone:
         out.append(vanished(compact(gone), earlier=True))
-    for uid in view.uids:
-        if view.modseqs.get(uid, 0) > qresync.modseq:
-            msn = view.msn(uid)
-            assert msn is not None
-            out.append(FetchData(msn, view.flag_items(uid)))
+    for uid in view.changed_since(qresync.modseq):
+        msn = view.msn(uid)
+        assert msn is not None
+        out.append(FetchData(msn, view.flag_items(uid)))
     return out
 
 
