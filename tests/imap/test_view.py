@@ -11,7 +11,7 @@ import pytest
 
 from poczta.imap.encoder import FetchData
 from poczta.imap.session.core import ImapContext, ImapSession, SessionEnd
-from poczta.imap.view import Change, SelectedView
+from poczta.imap.view import CHANGE_LOG, Change, SelectedView
 from poczta.net.deadlines import ReadTimeouts
 from poczta.store.base import SYSTEM_FLAGS, MailboxChange, MailboxId
 
@@ -176,3 +176,17 @@ def test_flags_and_modseq_are_written_as_before_for_recent_and_plain_messages() 
         wire([FetchData(2, view.flag_items(2))])
         == b"* 2 FETCH (FLAGS ($A \\Seen \\Recent) MODSEQ (3))\r\n"
     )
+
+
+def test_changed_since_answers_alike_from_its_log_and_by_looking_at_each_message() -> None:
+    view = opened([(uid, frozenset(), uid) for uid in range(1, 101)], highestmodseq=100)
+    modseq = 100
+    for step in range(CHANGE_LOG + 50):  # past the log's size: its oldest half goes
+        modseq += 1
+        view.absorb([(1 + step * 37 % 100, frozenset({"\\Seen"}), modseq)], [], modseq)
+    view.told(5, frozenset({"\\Seen", "\\Flagged"}), modseq + 1)
+    view.expunged_now([9])
+    for since in (0, 100, modseq - CHANGE_LOG // 2, modseq - 40, modseq, modseq + 1):
+        scanned = [uid for uid in view.uids if view.modseqs[uid] > since]
+        assert view.changed_since(since) == scanned, since
+    assert view.knows_changes_since(modseq - 40) and not view.knows_changes_since(100)
