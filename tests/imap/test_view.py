@@ -179,14 +179,15 @@ def test_flags_and_modseq_are_written_as_before_for_recent_and_plain_messages() 
 
 
 def test_changed_since_answers_alike_from_its_log_and_by_looking_at_each_message() -> None:
-    view = opened([(uid, frozenset(), uid) for uid in range(1, 101)], highestmodseq=100)
-    modseq = 100
-    for step in range(CHANGE_LOG + 50):  # past the log's size: its oldest half goes
+    count = CHANGE_LOG + 1000  # more messages changed than the log keeps: its oldest half goes
+    view = opened([(uid, frozenset(), uid) for uid in range(1, count + 1)], highestmodseq=count)
+    modseq = count
+    for step in range(count + 200):  # some changed twice
         modseq += 1
-        view.absorb([(1 + step * 37 % 100, frozenset({"\\Seen"}), modseq)], [], modseq)
+        view.absorb([(1 + step * 37 % count, frozenset({"\\Seen"}), modseq)], [], modseq)
     view.told(5, frozenset({"\\Seen", "\\Flagged"}), modseq + 1)
     view.expunged_now([9])
-    for since in (0, 100, modseq - CHANGE_LOG // 2, modseq - 40, modseq, modseq + 1):
+    assert not view.knows_changes_since(count) and view.knows_changes_since(modseq - 1000)
+    for since in (0, count, modseq - CHANGE_LOG, modseq - 1000, modseq - 1, modseq, modseq + 1):
         scanned = [uid for uid in view.uids if view.modseqs[uid] > since]
         assert view.changed_since(since) == scanned, since
-    assert view.knows_changes_since(modseq - 40) and not view.knows_changes_since(100)

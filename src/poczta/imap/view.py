@@ -17,6 +17,7 @@ Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -59,8 +60,8 @@ class SelectedView:
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
     _flag_texts: dict[tuple[frozenset[str], bool], Encoded] = field(default_factory=dict)
-    _log: list[tuple[int, int]] = field(default_factory=list)  # (modseq, uid) since _log_floor
-    _log_floor: int = 0  # every MODSEQ above it that the view took in is in _log
+    _log: dict[int, int] = field(default_factory=dict)  # uid: modseq, last moved last
+    _log_floor: int = 0  # every message whose MODSEQ the view took above it is in _log
 
     @classmethod
     def open(
@@ -82,7 +83,7 @@ class SelectedView:
         view.uids = [uid for uid, _, _ in ordered]
         view.flags = {uid: message_flags for uid, message_flags, _ in ordered}
         view.modseqs = {uid: modseq for uid, _, modseq in ordered}
-        view._log = [(modseq, uid) for uid, _, modseq in ordered if modseq > highestmodseq]
+        view._log = {uid: modseq for uid, _, modseq in ordered if modseq > highestmodseq}
         for message_flags in set(view.flags.values()):
             view.keywords.update(_keywords_of(message_flags))
         return view
@@ -188,12 +189,14 @@ class SelectedView:
         self.modseqs[uid] = modseq
         if modseq <= self._log_floor:
             return
-        self._log.append((modseq, uid))
-        if len(self._log) > CHANGE_LOG:
-            self._log.sort()
-            dropped = len(self._log) // 2
-            self._log_floor = max(self._log_floor, self._log[dropped - 1][0])
-            del self._log[:dropped]
+        log = self._log
+        log.pop(uid, None)
+        log[uid] = modseq
+        if len(log) > CHANGE_LOG:  # the oldest half goes, and the floor up to its MODSEQs
+            dropped = list(itertools.islice(log.items(), len(log) // 2))
+            self._log_floor = max(self._log_floor, *(moved for _, moved in dropped))
+            for old, _ in dropped:
+                del log[old]
 
     def knows_changes_since(self, modseq: int) -> bool:
         """Whether `changed_since(modseq)` can answer from the view's log alone."""
@@ -205,9 +208,8 @@ class SelectedView:
         modseqs = self.modseqs
         if not self.knows_changes_since(modseq):
             return [uid for uid in self.uids if modseqs.get(uid, 0) > modseq]
-        logged = {uid for moved, uid in self._log if moved > modseq}
-        known = [uid for uid in logged if modseqs.get(uid, 0) > modseq and uid in self.flags]
-        return sorted(known)
+        flags = self.flags
+        return sorted(u for u, moved in self._log.items() if moved > modseq and u in flags)
 
     def may_miss_expunges(self, changes: Sequence[Change], messages: int) -> bool:
         """Whether, with `changes` taken in, a mailbox now holding `messages` may have lost
