@@ -9,7 +9,11 @@ send them (`announce`). Expunges wait while the client runs FETCH, STORE or SEAR
 sequence number (the numbers it used must stay valid); new messages and flag changes
 may be told at once. With QRESYNC enabled expunges are told as VANISHED, and flag
 changes carry UID and MODSEQ. A keyword another session created is told in a new
-`* FLAGS` response before the first FETCH that shows it (RFC 9051 §7.3.5).
+`* FLAGS` response before the first FETCH that shows it (RFC 9051 §7.3.5). A FETCH
+(CHANGEDSINCE) whose own responses carry a changed message's FLAGS and MODSEQ takes
+that change as told by them (`announce(answering=...)`), so it is told once. The view
+knows every message's MODSEQ, and which messages' MODSEQs moved since it opened
+(`changed_since`), so CHANGEDSINCE needs no store read of what it took in already.
 
 Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
 """
