@@ -60,6 +60,14 @@ class _Store:
     async def vanished(self, mailbox_id: MailboxId, since: int) -> list[int]:
         return []
 
+    async def news_since(
+        self, mailbox_id: MailboxId, since: int
+    ) -> tuple[MailboxChange, list[Change]]:
+        version = await self.mailbox_version(mailbox_id)
+        if version.highestmodseq <= since:
+            return version, []
+        return version, await self.changed_since(mailbox_id, since)
+
     async def set_flags(
         self, mailbox_id: MailboxId, uids: list[int], flags: Any, mode: FlagMode, _: Any = None
     ) -> FlagResult:

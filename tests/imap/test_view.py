@@ -113,6 +113,11 @@ class _Store:
     async def vanished(self, mailbox_id: MailboxId, since: int) -> list[int]:
         return []
 
+    async def news_since(
+        self, mailbox_id: MailboxId, since: int
+    ) -> tuple[MailboxChange, list[Change]]:
+        return await self.mailbox_version(mailbox_id), await self.changed_since(mailbox_id, since)
+
 
 def test_logout_answers_bye_and_ok_without_news_of_the_mailbox() -> None:
     ctx = ImapContext(
