@@ -39,6 +39,7 @@ class _Store:
         }
         self.highest = count
         self.after_read: list[tuple[int, frozenset[str]]] = []
+        self.after_store: list[tuple[int, frozenset[str]]] = []  # committed right after a STORE
         self.store_reads = 0
 
     def commit(self, uid: int, *flags: str) -> int:
@@ -76,6 +77,9 @@ class _Store:
         for uid in uids:
             modseq = self.commit(uid, *self.messages[uid][0], *flags)
             changed.append((uid, self.messages[uid][0], modseq))
+        for uid, later in self.after_store:
+            self.commit(uid, *later)
+        self.after_store.clear()
         return FlagResult(tuple(changed), (), self.highest)
 
 
@@ -206,3 +210,26 @@ def test_a_silent_store_is_not_told_and_the_answer_then_tells_each_change_once()
         b"* 7 FETCH (UID 7 FLAGS (\\Flagged) MODSEQ (%d))" % other,
         b"a OK FETCH completed",
     ]
+
+
+def test_a_change_made_right_after_a_store_is_told_after_the_stores_own_answer() -> None:
+    store = _Store(10)
+    session, connection = _session(store)
+    for later in (set(), {"\\Seen", "$Other"}):  # back to the flags told before, and another
+        store.after_store = [(3, frozenset(later))]
+        lines = _lines(session, connection, b"s UID STORE 3 +FLAGS (\\Seen)")
+        fetches = [line for line in lines if b" FETCH " in line]
+        assert fetches[0].startswith(b"* 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (")
+        flags = " ".join(sorted(later)).encode()
+        assert fetches[1:] == [b"* 3 FETCH (FLAGS (%s) MODSEQ (%d))" % (flags, store.highest)]
+        assert lines[-1].startswith(b"s OK")
+        assert _told(_lines(session, connection, b"n NOOP")) == []
+
+
+def test_a_sequence_number_out_of_range_is_bad_and_the_news_still_comes_first() -> None:
+    store = _Store(10)
+    session, connection = _session(store)
+    modseq = store.commit(4, "\\Seen")
+    lines = _lines(session, connection, b"a FETCH 11 (FLAGS) (CHANGEDSINCE 1)")
+    assert lines[0] == b"* 4 FETCH (FLAGS (\\Seen) MODSEQ (%d))" % modseq
+    assert lines[1].startswith(b"a BAD") and len(lines) == 2

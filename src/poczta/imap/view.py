@@ -181,6 +181,8 @@ class SelectedView:
                 self._moved(uid, modseq)
                 if flags != self.flags[uid] and uid not in self._expunged:
                     self._changed[uid] = flags
+                else:  # back to what the client was told: nothing to tell
+                    self._changed.pop(uid, None)
             elif uid > known_top and uid not in self._new:
                 self._new.append(uid)
                 self._new.sort()
@@ -230,13 +232,18 @@ class SelectedView:
         return uid in self._expunged
 
     def told(self, uid: int, flags: frozenset[str], modseq: int | None = None) -> None:
-        """The session itself has just told the client these flags (a FETCH or STORE)."""
-        if uid in self.flags:
-            self.flags[uid] = flags
-            self._showing(flags)
-            self._changed.pop(uid, None)
+        """The session itself has just told the client these flags (a FETCH or STORE),
+        as of `modseq`: a later change the view took in already is still to be told."""
+        if uid not in self.flags:
+            return
+        latest = self._changed.pop(uid, self.flags[uid])
+        self.flags[uid] = flags
+        self._showing(flags)
+        if modseq is None or modseq >= self.modseqs.get(uid, 0):
             if modseq is not None:
                 self._moved(uid, modseq)
+        elif latest != flags:
+            self._changed[uid] = latest
 
     def announce(
         self,

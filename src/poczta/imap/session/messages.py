@@ -84,16 +84,14 @@ def condstore_enabled(view: SelectedView) -> list[Untagged]:
 async def fetch(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Fetch)
     view = _view(session)
-    attributes: tuple[FetchAttribute, ...] = command.attributes
-    if command.changed_since is not None:
-        found = await _changed_targets(session, view, command)
+    if command.changed_since is not None:  # the news and the messages together
+        uids = await _changed_targets(session, view, command)
     else:
         session.send(*view.announce(allow_expunge=command.uid))
-        found = resolve_targets(session, command.sequence, command.uid)
-    if isinstance(found, str):
-        session.bad(command.tag, found)
+        uids = _targets(session, command.tag, command.sequence, command.uid)
+    if uids is None:
         return
-    uids = found
+    attributes: tuple[FetchAttribute, ...] = command.attributes
     if command.changed_since is not None:
         if command.vanished and command.uid and "QRESYNC" in session.enabled:
             gone = await session.store.vanished(MailboxId(view.mailbox_id), command.changed_since)
@@ -116,9 +114,9 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
 
 async def _changed_targets(
     session: ImapSession, view: SelectedView, command: cmd.Fetch
-) -> list[int] | str:
+) -> list[int] | None:
     """CHANGEDSINCE: the news due, then the messages asked for whose MODSEQ is above the
-    client's (or the text of a BAD). A flag change among those the answer tells with
+    client's (None: answered BAD). A flag change among those the answer tells with
     FLAGS and MODSEQ from the view is not announced as well: the answer's response is
     that message's flag update (RFC 7162 §3.2.4), as it would be for a new message."""
     assert command.changed_since is not None
@@ -138,7 +136,8 @@ async def _changed_targets(
 
     session.send(*view.announce(allow_expunge=command.uid, answering=answering))
     if isinstance(found, str):
-        return found
+        session.bad(command.tag, found)
+        return None
     enable_condstore(session)
     if view.knows_changes_since(since):
         return found
