@@ -10,6 +10,8 @@ command a number of times between two snapshots of the database's counters (see
   (flags, size, the header fields a list view shows), each time the next 100;
 * BODY.PEEK[] of one message; UID STORE +FLAGS of a keyword on one message (each a change);
 * UID SEARCH by a subject word, and by flags (UNSEEN FLAGGED); NOOP;
+* a CONDSTORE resync: ``UID FETCH 1:* (FLAGS) (CHANGEDSINCE m)`` of a session selected
+  with CONDSTORE after another changed 100 messages (the FETCH alone is counted).
 * MOVE of the first 100 messages to Archive in one command (last: they stay there).
 """
 
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from imap_client import ImapClient, response_code
 from imap_scenarios import CLIENT_OPEN, Session
 from mailgen import SUBJECT_WORD
 from poczta_postgres import BenchPostgres, DbCost, DbUsage, background
+
+RESYNCS = 10
 
 HEADERS_100 = CLIENT_OPEN.replace("UID FETCH 1:*", "UID FETCH {}")
 
@@ -54,10 +59,45 @@ async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
     await measure("UID SEARCH SUBJECT", 20, command(lambda _: f"UID SEARCH SUBJECT {SUBJECT_WORD}"))
     await measure("UID SEARCH UNSEEN FLAGGED", 20, command(lambda _: "UID SEARCH UNSEEN FLAGGED"))
     await measure("NOOP", 200, command(lambda _: "NOOP"))
+    costs.append(await _resync_cost(session, db, idle, client, uids))
     # Last: the first 100 messages each time, which then stay in Archive.
     await measure("MOVE 100", 5, command(lambda _: "MOVE 1:100 Archive"))
     await client.logout()
     return costs
+
+
+async def _resync_cost(
+    session: Session, db: BenchPostgres, idle: DbUsage, client: ImapClient, uids: list[int]
+) -> DbCost:
+    """CHANGEDSINCE after another session's 100 changes: the FETCH's cost alone."""
+    resync = await session.open(session.target.plan.big_user, None)
+    selected = await resync.select("INBOX", condstore=True)
+    modseq = next(m for r in selected.untagged if (m := response_code(r, b"HIGHESTMODSEQ")))
+    usages = []
+    for i in range(RESYNCS):
+        changed = [uids[(i * 100 + n) * 7 % len(uids)] for n in range(100)]
+        stores = [f"UID STORE {u} +FLAGS.SILENT ($DbResync{i})" for u in changed]
+        await client.pipeline(stores, 16)
+        before = db.snapshot()
+        await resync.command(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq.decode()})")
+        usages.append(DbUsage.between(before, db.snapshot(settle=True)).net(idle))
+    await resync.logout()
+    return _summed(usages).per(RESYNCS, "CHANGEDSINCE, 100 changed")
+
+
+def _summed(usages: list[DbUsage]) -> DbUsage:
+    queries: dict[str, dict[str, float]] = {}
+    for usage in usages:
+        for query, counters in usage.queries.items():
+            total = queries.setdefault(query, dict.fromkeys(counters, 0.0))
+            for name, value in counters.items():
+                total[name] = total.get(name, 0.0) + value
+    return DbUsage(
+        sum(u.seconds for u in usages),
+        sum(u.cpu for u in usages),
+        sum(u.wal_syncs for u in usages),
+        queries,
+    )
 
 
 def idle_rate(db: BenchPostgres, connections: int, seconds: float = 5.0) -> DbCost:

@@ -11,7 +11,7 @@ import pytest
 
 from poczta.imap.encoder import FetchData
 from poczta.imap.session.core import ImapContext, ImapSession, SessionEnd
-from poczta.imap.view import Change, SelectedView
+from poczta.imap.view import CHANGE_LOG, Change, SelectedView
 from poczta.net.deadlines import ReadTimeouts
 from poczta.store.base import SYSTEM_FLAGS, MailboxChange, MailboxId
 
@@ -113,6 +113,11 @@ class _Store:
     async def vanished(self, mailbox_id: MailboxId, since: int) -> list[int]:
         return []
 
+    async def news_since(
+        self, mailbox_id: MailboxId, since: int
+    ) -> tuple[MailboxChange, list[Change]]:
+        return await self.mailbox_version(mailbox_id), await self.changed_since(mailbox_id, since)
+
 
 def test_logout_answers_bye_and_ok_without_news_of_the_mailbox() -> None:
     ctx = ImapContext(
@@ -176,3 +181,18 @@ def test_flags_and_modseq_are_written_as_before_for_recent_and_plain_messages() 
         wire([FetchData(2, view.flag_items(2))])
         == b"* 2 FETCH (FLAGS ($A \\Seen \\Recent) MODSEQ (3))\r\n"
     )
+
+
+def test_changed_since_answers_alike_from_its_log_and_by_looking_at_each_message() -> None:
+    count = CHANGE_LOG + 1000  # more messages changed than the log keeps: its oldest half goes
+    view = opened([(uid, frozenset(), uid) for uid in range(1, count + 1)], highestmodseq=count)
+    modseq = count
+    for step in range(count + 200):  # some changed twice
+        modseq += 1
+        view.absorb([(1 + step * 37 % count, frozenset({"\\Seen"}), modseq)], [], modseq)
+    view.told(5, frozenset({"\\Seen", "\\Flagged"}), modseq + 1)
+    view.expunged_now([9])
+    assert not view.knows_changes_since(count) and view.knows_changes_since(modseq - 1000)
+    for since in (0, count, modseq - CHANGE_LOG, modseq - 1000, modseq - 1, modseq, modseq + 1):
+        scanned = [uid for uid in view.uids if view.modseqs[uid] > since]
+        assert view.changed_since(since) == scanned, since

@@ -39,6 +39,32 @@ def test_version_and_changes_since_a_modseq(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_news_since_is_the_version_and_the_changes_read_together(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        inbox = await store.get_mailbox(user, "INBOX")
+        first = await deliver_one(store, user, 1)
+        known = await store.mailbox_version(inbox.id)
+        assert await store.news_since(inbox.id, known.highestmodseq) == (known, [])
+        second = await deliver_one(store, user, 2)
+        await store.set_flags(inbox.id, [first], ["\\Flagged"], FlagMode.ADD)
+        version, changes = await store.news_since(inbox.id, known.highestmodseq)
+        assert version == await store.mailbox_version(inbox.id)
+        assert changes == await store.changed_since(inbox.id, known.highestmodseq)
+        assert [(uid, flags) for uid, flags, _ in changes] == [
+            (first, frozenset({"\\Flagged"})),
+            (second, frozenset()),
+        ]
+        await store.expunge(inbox.id, [second])  # a MODSEQ of its own, no message's
+        flagged = max(modseq for _, _, modseq in changes)
+        version, changes = await store.news_since(inbox.id, flagged)
+        assert (version.messages, changes) == (1, []) and version.highestmodseq > flagged
+        with pytest.raises(NotFound):
+            await store.news_since(inbox.id + 1000, 0)
+
+    backend.run(body)
+
+
 def test_deleted_storage_is_the_size_of_the_deleted_messages(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         user = await with_user(store)

@@ -9,7 +9,11 @@ send them (`announce`). Expunges wait while the client runs FETCH, STORE or SEAR
 sequence number (the numbers it used must stay valid); new messages and flag changes
 may be told at once. With QRESYNC enabled expunges are told as VANISHED, and flag
 changes carry UID and MODSEQ. A keyword another session created is told in a new
-`* FLAGS` response before the first FETCH that shows it (RFC 9051 §7.3.5).
+`* FLAGS` response before the first FETCH that shows it (RFC 9051 §7.3.5). A FETCH
+(CHANGEDSINCE) whose own responses carry a changed message's FLAGS and MODSEQ takes
+that change as told by them (`announce(answering=...)`), so it is told once. The view
+knows every message's MODSEQ, and which messages' MODSEQs moved since it opened
+(`changed_since`), so CHANGEDSINCE needs no store read of what it took in already.
 
 Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
 """
@@ -17,7 +21,8 @@ Pure: no I/O, no store; the session feeds it (uid, flags, modseq) triples.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from poczta.imap.encoder import Code, Data, FetchData, Untagged, exists, expunge, recent, vanished
@@ -29,6 +34,7 @@ from poczta.message.imap_wire import Encoded, Value, write_value
 __all__ = ["OutOfRange", "SelectedView"]
 
 Change = tuple[int, frozenset[str], int]  # (uid, flags, modseq)
+CHANGE_LOG = 4096  # MODSEQ moves kept to answer CHANGEDSINCE; past that the oldest half goes
 
 
 class OutOfRange(ValueError):
@@ -58,6 +64,8 @@ class SelectedView:
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
     _flag_texts: dict[tuple[frozenset[str], bool], Encoded] = field(default_factory=dict)
+    _log: dict[int, int] = field(default_factory=dict)  # uid: modseq, last moved last
+    _log_floor: int = 0  # every message whose MODSEQ the view took above it is in _log
 
     @classmethod
     def open(
@@ -72,12 +80,14 @@ class SelectedView:
         system_flags: Sequence[str] = (),
     ) -> SelectedView:
         view = cls(mailbox_id, uidvalidity, read_only, highestmodseq=highestmodseq)
+        view._log_floor = highestmodseq
         view.uidnext = uidnext
         view.system_flags = tuple(system_flags)
         ordered = sorted(messages)
         view.uids = [uid for uid, _, _ in ordered]
         view.flags = {uid: message_flags for uid, message_flags, _ in ordered}
         view.modseqs = {uid: modseq for uid, _, modseq in ordered}
+        view._log = {uid: modseq for uid, _, modseq in ordered if modseq > highestmodseq}
         for message_flags in set(view.flags.values()):
             view.keywords.update(_keywords_of(message_flags))
         return view
@@ -168,15 +178,44 @@ class SelectedView:
         known_top = self.uids[-1] if self.uids else 0
         for uid, flags, modseq in changes:
             if uid in self.flags:
-                self.modseqs[uid] = modseq
+                self._moved(uid, modseq)
                 if flags != self.flags[uid] and uid not in self._expunged:
                     self._changed[uid] = flags
+                else:  # back to what the client was told: nothing to tell
+                    self._changed.pop(uid, None)
             elif uid > known_top and uid not in self._new:
                 self._new.append(uid)
                 self._new.sort()
                 self._changed[uid] = flags
-                self.modseqs[uid] = modseq
+                self._moved(uid, modseq)
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
+
+    def _moved(self, uid: int, modseq: int) -> None:
+        """A message's MODSEQ is now `modseq` (kept in the log for `changed_since`)."""
+        self.modseqs[uid] = modseq
+        if modseq <= self._log_floor:
+            return
+        log = self._log
+        log.pop(uid, None)
+        log[uid] = modseq
+        if len(log) > CHANGE_LOG:  # the oldest half goes, and the floor up to its MODSEQs
+            dropped = list(itertools.islice(log.items(), len(log) // 2))
+            self._log_floor = max(self._log_floor, *(moved for _, moved in dropped))
+            for old, _ in dropped:
+                del log[old]
+
+    def knows_changes_since(self, modseq: int) -> bool:
+        """Whether `changed_since(modseq)` can answer from the view's log alone."""
+        return modseq >= self._log_floor
+
+    def changed_since(self, modseq: int) -> list[int]:
+        """The known UIDs whose MODSEQ is above `modseq`, in UID order: from the log when
+        it reaches back that far (`knows_changes_since`), else by looking at each."""
+        modseqs = self.modseqs
+        if not self.knows_changes_since(modseq):
+            return [uid for uid in self.uids if modseqs.get(uid, 0) > modseq]
+        flags = self.flags
+        return sorted(u for u, moved in self._log.items() if moved > modseq and u in flags)
 
     def may_miss_expunges(self, changes: Sequence[Change], messages: int) -> bool:
         """Whether, with `changes` taken in, a mailbox now holding `messages` may have lost
@@ -193,39 +232,60 @@ class SelectedView:
         return uid in self._expunged
 
     def told(self, uid: int, flags: frozenset[str], modseq: int | None = None) -> None:
-        """The session itself has just told the client these flags (a FETCH or STORE)."""
-        if uid in self.flags:
-            self.flags[uid] = flags
-            self._showing(flags)
-            self._changed.pop(uid, None)
+        """The session itself has just told the client these flags (a FETCH or STORE),
+        as of `modseq`: a later change the view took in already is still to be told."""
+        if uid not in self.flags:
+            return
+        latest = self._changed.pop(uid, self.flags[uid])
+        self.flags[uid] = flags
+        self._showing(flags)
+        if modseq is None or modseq >= self.modseqs.get(uid, 0):
             if modseq is not None:
-                self.modseqs[uid] = modseq
+                self._moved(uid, modseq)
+        elif latest != flags:
+            self._changed[uid] = latest
 
-    def announce(self, *, allow_expunge: bool) -> list[Data | FetchData | Untagged]:
-        """The untagged responses due now, and the view updated as if the client read them."""
+    def announce(
+        self,
+        *,
+        allow_expunge: bool,
+        answering: Callable[[], Container[int]] | None = None,
+    ) -> list[Data | FetchData | Untagged]:
+        """The untagged responses due now, and the view updated as if the client read them.
+
+        `answering`, called once the sequence numbers are brought up to date, names the
+        messages the caller's own FETCH responses are about to tell with FLAGS and MODSEQ
+        (RFC 7162 §3.2: such a response is the flag update): their changes are taken in
+        as told here, and only their new keywords announced."""
         out: list[Data | FetchData] = []
         if allow_expunge and self._expunged:
             out += self._tell_expunges()
+        arrived = self._tell_arrivals()
+        answered = answering() if answering is not None else ()
         for uid in sorted(self._changed):
-            if uid in self._new:
-                continue
             msn = self.msn(uid)
             flags = self._changed.pop(uid)
             if msn is None:
                 continue
             self.flags[uid] = flags
             self._showing(flags)
-            out.append(FetchData(msn, self.flag_items(uid)))
-        if self._new:
-            for uid in self._new:
-                self.uids.append(uid)
-                self.flags[uid] = self._changed.pop(uid, frozenset())
-                self._showing(self.flags[uid])
-            self._new.clear()
-            out.append(exists(len(self.uids)))
-            if self.tell_recent:
-                out.append(recent(len(self.recent)))
-        return [*self.keyword_news(), *out]
+            if uid not in answered:
+                out.append(FetchData(msn, self.flag_items(uid)))
+        return [*self.keyword_news(), *out, *arrived]
+
+    def _tell_arrivals(self) -> list[Data]:
+        """EXISTS (and RECENT) for the messages that arrived, now numbered."""
+        if not self._new:
+            return []
+        for uid in self._new:
+            self.uids.append(uid)
+            self.flags[uid] = self._changed.pop(uid, frozenset())
+            self._showing(self.flags[uid])
+        self._new.clear()
+        out = [exists(len(self.uids))]
+        if self.tell_recent:
+            out.append(recent(len(self.recent)))
+        return out
 
     def flag_items(self, uid: int) -> list[tuple[str, Value]]:
         """FLAGS (and UID, MODSEQ as CONDSTORE/QRESYNC want) of a message, for FETCH."""

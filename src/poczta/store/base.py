@@ -372,6 +372,13 @@ class MailStore(AddressBook, Protocol):
         """(uid, flags, modseq) of every message changed or added after `modseq`, by UID."""
         ...
 
+    async def news_since(
+        self, mailbox_id: MailboxId, modseq: int
+    ) -> tuple[MailboxChange, list[tuple[int, frozenset[str], int]]]:
+        """`mailbox_version` and, when its HIGHESTMODSEQ is above `modseq`, `changed_since`
+        of `modseq` (else none), read together: what a session asks before each command."""
+        ...
+
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         """(messages, unseen, deleted, size in octets) of a mailbox (IMAP STATUS)."""
         ...

@@ -13,7 +13,7 @@ is `poczta.imap.session.store_flags`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -84,14 +84,15 @@ def condstore_enabled(view: SelectedView) -> list[Untagged]:
 async def fetch(session: ImapSession, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Fetch)
     view = _view(session)
-    session.send(*view.announce(allow_expunge=command.uid))
-    uids = _targets(session, command.tag, command.sequence, command.uid)
+    if command.changed_since is not None:  # the news and the messages together
+        uids = await _changed_targets(session, view, command)
+    else:
+        session.send(*view.announce(allow_expunge=command.uid))
+        uids = _targets(session, command.tag, command.sequence, command.uid)
     if uids is None:
         return
     attributes: tuple[FetchAttribute, ...] = command.attributes
     if command.changed_since is not None:
-        enable_condstore(session)
-        uids = await _changed_among(session, view, uids, command.changed_since)
         if command.vanished and command.uid and "QRESYNC" in session.enabled:
             gone = await session.store.vanished(MailboxId(view.mailbox_id), command.changed_since)
             gone = [u for u in gone if command.sequence.contains(u, max(gone, default=0))]
@@ -111,17 +112,59 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
     await _finish(session, command.tag, "FETCH completed", command.uid, refresh=changed)
 
 
-async def _changed_among(
-    session: ImapSession, view: SelectedView, uids: list[int], since: int
-) -> list[int]:
-    """Those of `uids` whose MODSEQ the view has above `since` (CHANGEDSINCE). Of many,
-    only the few the store names as changed since then are looked at (by its index)."""
-    modseqs = view.modseqs
-    if len(uids) > CHANGED_SCAN:
-        asked = set(uids)
+async def _changed_targets(
+    session: ImapSession, view: SelectedView, command: cmd.Fetch
+) -> list[int] | None:
+    """CHANGEDSINCE: the news due, then the messages asked for whose MODSEQ is above the
+    client's (None: answered BAD). A flag change among those the answer tells with
+    FLAGS and MODSEQ from the view is not announced as well: the answer's response is
+    that message's flag update (RFC 7162 §3.2.4), as it would be for a new message."""
+    assert command.changed_since is not None
+    since = command.changed_since
+    with_flags = _told_from_view(session, command)
+    found: list[int] | str = []
+
+    def answering() -> Container[int]:
+        nonlocal found
+        found = resolve_targets(session, command.sequence, command.uid)
+        if isinstance(found, str) or not view.knows_changes_since(since):
+            return ()
+        found = _changed_among(view, found, since)
+        if not with_flags:
+            return ()
+        return {uid for uid in found if not view.expunge_pending(uid)}
+
+    session.send(*view.announce(allow_expunge=command.uid, answering=answering))
+    if isinstance(found, str):
+        session.bad(command.tag, found)
+        return None
+    enable_condstore(session)
+    if view.knows_changes_since(since):
+        return found
+    if len(found) > CHANGED_SCAN:  # of many, only those the store names (by its index)
+        asked = set(found)
         changed = await session.store.changed_since(MailboxId(view.mailbox_id), since)
-        uids = [uid for uid, _, _ in changed if uid in asked]
-    return [uid for uid in uids if modseqs.get(uid, 0) > since]
+        found = [uid for uid, _, _ in changed if uid in asked]
+    return [uid for uid in found if view.modseqs.get(uid, 0) > since]
+
+
+def _changed_among(view: SelectedView, uids: list[int], since: int) -> list[int]:
+    """Those of `uids` whose MODSEQ is above `since`, by the view's log of changes."""
+    changed = view.changed_since(since)
+    if len(uids) == view.exists:  # all of them (1:*, say): the UIDs resolved are distinct
+        return changed
+    asked = set(uids)
+    return [uid for uid in changed if uid in asked]
+
+
+def _told_from_view(session: ImapSession, command: cmd.Fetch) -> bool:
+    """Whether the FETCH's answer is FLAGS (and UID, MODSEQ) from the view alone: a
+    response for every message named, none left out for want of the store."""
+    attributes = command.attributes
+    if not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in attributes):
+        return False
+    plan = plan_for(attributes, with_uid=command.uid, utf8=session.utf8, seen_set=False)
+    return plan is not None and not plan.needs_facts
 
 
 async def _fetch_messages(

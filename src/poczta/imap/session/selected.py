@@ -36,17 +36,16 @@ async def refresh(session: ImapSession) -> None:
     view = session.view
     if view is None:
         return
+    since = view.highestmodseq
     try:
-        version = await session.store.mailbox_version(MailboxId(view.mailbox_id))
+        version, changes = await session.store.news_since(MailboxId(view.mailbox_id), since)
     except NotFound:
         from poczta.imap.session.core import SessionEnd
 
         session.send(Untagged("BYE", "The selected mailbox was deleted"))
         raise SessionEnd() from None
-    if version.highestmodseq <= view.highestmodseq:
+    if version.highestmodseq <= since:
         return
-    since = view.highestmodseq
-    changes = await session.store.changed_since(MailboxId(view.mailbox_id), since)
     gone: list[int] = []
     if view.may_miss_expunges(changes, version.messages):
         gone = await session.store.vanished(MailboxId(view.mailbox_id), since)
@@ -143,11 +142,10 @@ async def _resync(
         gone = [uid for uid in gone if qresync.known_uids.contains(uid, top)]
     if gone:
         out.append(vanished(compact(gone), earlier=True))
-    for uid in view.uids:
-        if view.modseqs.get(uid, 0) > qresync.modseq:
-            msn = view.msn(uid)
-            assert msn is not None
-            out.append(FetchData(msn, view.flag_items(uid)))
+    for uid in view.changed_since(qresync.modseq):
+        msn = view.msn(uid)
+        assert msn is not None
+        out.append(FetchData(msn, view.flag_items(uid)))
     return out
 
 

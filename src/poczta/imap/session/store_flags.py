@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from poczta.imap import commands as cmd
-from poczta.imap.encoder import Code, Data, FetchData, Tagged, Untagged
+from poczta.imap.encoder import Code, Tagged
+from poczta.imap.fetch import FetchItem
+from poczta.imap.fetch_plan import plan_for
 from poczta.imap.sequence import compact
 from poczta.imap.session.messages import condstore_enabled, resolve_targets
 from poczta.store.base import FlagMode, FlagResult, MailboxId, StoreError, normalize_flags
@@ -41,6 +43,7 @@ __all__ = ["StoreRun", "store_flags"]
 
 _MODES = {cmd.StoreMode.ADD: FlagMode.ADD, cmd.StoreMode.REMOVE: FlagMode.REMOVE,
           cmd.StoreMode.REPLACE: FlagMode.REPLACE}  # fmt: skip
+_TOLD = (FetchItem("FLAGS"), FetchItem("MODSEQ"))  # a STORE's FETCH (MODSEQ when the view has it)
 
 
 @dataclass
@@ -49,7 +52,7 @@ class _Answer:
 
     command: cmd.Store
     uids: list[int] | None = None  # the messages to change; None: answered already
-    responses: tuple[Data | FetchData | Untagged | Tagged, ...] = ()
+    responses: tuple[bytes, ...] = ()  # on the wire, the tagged answer last
 
 
 async def store_flags(session: ImapSession, command: cmd.Command) -> None:
@@ -97,51 +100,54 @@ class StoreRun:
 
             with contextlib.suppress(StoreError):  # the changes are made: news can wait
                 await refresh(session)
+        utf8 = session.utf8
         for answer, result in zip(self._changing, results, strict=True):
             if isinstance(result, Exception):
-                answer.responses = (session.store_failure(answer.command, result),)
+                answer.responses = (session.store_failure(answer.command, result).encode(utf8),)
             elif isinstance(result, BaseException):
                 raise result
             else:
                 answer.responses = _told(session, answer.command, result)
         *earlier, final = self.answers
-        for answer in earlier:
-            session.send(*answer.responses)
-        news = session.updates(allow_expunge=self.uid_form) if last else []
-        session.send(*final.responses[:-1], *news, *final.responses[-1:])
+        out = [wire for answer in earlier for wire in answer.responses]
+        out += final.responses[:-1]
+        if last:
+            out += [news.encode(utf8) for news in session.updates(allow_expunge=self.uid_form)]
+        out += final.responses[-1:]
+        session.conn.write(b"".join(out))
 
 
 def _prepare(session: ImapSession, command: cmd.Store) -> _Answer:
     """The messages a command changes, or its answer when it changes none."""
     assert session.view is not None
     if session.view.read_only:
-        return _Answer(command, None, (Tagged(command.tag, "NO", "The mailbox is read-only",
-                                              "READ-ONLY"),))  # fmt: skip
+        refused = Tagged(command.tag, "NO", "The mailbox is read-only", "READ-ONLY")
+        return _Answer(command, None, (refused.encode(session.utf8),))
     uids = resolve_targets(session, command.sequence, command.uid)
     if isinstance(uids, str):
-        return _Answer(command, None, (Tagged(command.tag, "BAD", uids),))
+        return _Answer(command, None, (Tagged(command.tag, "BAD", uids).encode(session.utf8),))
     return _Answer(command, uids)
 
 
-def _told(
-    session: ImapSession, command: cmd.Store, result: FlagResult
-) -> tuple[Data | FetchData | Untagged | Tagged, ...]:
+def _told(session: ImapSession, command: cmd.Store, result: FlagResult) -> tuple[bytes, ...]:
     """The view takes in a command's changes; its responses, the tagged OK last."""
     view = session.view
     assert view is not None
+    utf8 = session.utf8
     news = condstore_enabled(view) if command.unchanged_since is not None else []
-    out: list[FetchData] = []
+    plan = None
+    if not command.silent or command.unchanged_since is not None:
+        plan = plan_for(_TOLD, with_uid=command.uid or view.qresync, utf8=utf8, seen_set=False)
+        assert plan is not None
+    out: list[bytes] = []
     for uid, new_flags, modseq in result.changed:
         view.told(uid, new_flags, modseq)
-        msn = view.msn(uid)
-        if msn is not None and (not command.silent or command.unchanged_since is not None):
-            items = view.flag_items(uid)
-            if command.uid and not any(name == "UID" for name, _ in items):
-                items.insert(0, ("UID", uid))
-            out.append(FetchData(msn, items))
+        if plan is not None and (msn := view.msn(uid)) is not None:
+            out.append(plan.encode(msn, uid, None, view.flag_items(uid)) or b"")
     code = None
     if result.modified:
         numbers = result.modified if command.uid else [view.msn(u) or 0 for u in result.modified]
         code = Code.modified(compact(numbers))
     done = Tagged(command.tag, "OK", "STORE completed", code)
-    return (*news, *view.keyword_news(), *out, done)
+    told = [response.encode(utf8) for response in (*news, *view.keyword_news())]
+    return (*told, *out, done.encode(utf8))

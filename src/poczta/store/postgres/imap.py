@@ -37,6 +37,7 @@ __all__ = [
     "mailbox_counts",
     "mailbox_version",
     "move_message",
+    "news_since",
     "recent_mark",
     "subscribe",
     "subscriptions",
@@ -101,6 +102,27 @@ async def changed_since(
         modseq,
     )
     return [(uid, decode_flags(text), changed) for uid, text, changed in rows]
+
+
+async def news_since(
+    conn: Connection, mailbox_id: int, modseq: int
+) -> tuple[MailboxChange, list[tuple[int, frozenset[str], int]]]:
+    """The mailbox's version and, when it moved past `modseq`, the changes since: one
+    statement (the messages are not looked at when HIGHESTMODSEQ did not move)."""
+    rows = await conn.fetch(_NEWS, mailbox_id, modseq)
+    if not rows:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    first = rows[0]
+    version = MailboxChange(MailboxId(mailbox_id), first[0], first[1], first[2])
+    return version, [(int(r[3]), frozenset(r[4]), int(r[5])) for r in rows if r[3] is not None]
+
+
+_NEWS = (
+    "SELECT b.highestmodseq, b.uidnext, b.messages, m.uid, m.flags, m.modseq"
+    " FROM mailboxes b LEFT JOIN LATERAL (SELECT uid, flags, modseq FROM messages"
+    " WHERE mailbox_id = b.id AND modseq > $2 AND b.highestmodseq > $2) m ON true"
+    " WHERE b.id = $1 ORDER BY m.uid"
+)
 
 
 async def vanished(conn: Connection, mailbox_id: int, since_modseq: int) -> list[int]:

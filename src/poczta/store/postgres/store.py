@@ -344,6 +344,11 @@ class PostgresStore(RecipientRouting):
     ) -> list[tuple[int, frozenset[str], int]]:
         return await self._statement(lambda c: imap.changed_since(c, mailbox_id, modseq))
 
+    async def news_since(
+        self, mailbox_id: MailboxId, modseq: int
+    ) -> tuple[MailboxChange, list[tuple[int, frozenset[str], int]]]:
+        return await self._statement(lambda c: imap.news_since(c, mailbox_id, modseq))
+
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._statement(lambda c: imap.mailbox_counts(c, mailbox_id))
 

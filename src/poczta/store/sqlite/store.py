@@ -290,6 +290,14 @@ class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
             lambda c, limit: imap.changed_since(c, mailbox_id, modseq, limit)
         )
 
+    async def news_since(
+        self, mailbox_id: MailboxId, modseq: int
+    ) -> tuple[MailboxChange, list[tuple[int, frozenset[str], int]]]:
+        version = await self.mailbox_version(mailbox_id)  # from memory when nothing moved
+        if version.highestmodseq <= modseq:
+            return version, []
+        return version, await self.changed_since(mailbox_id, modseq)
+
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
 
