@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeGuard
 
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Tagged, Untagged
-from poczta.imap.fetch import BinarySize, BodySection, FetchItem
+from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute, FetchItem
 from poczta.imap.fetch_plan import plan_for
 from poczta.imap.fetch_response import needs_body, sets_seen
 from poczta.imap.session.messages import (
@@ -65,15 +65,23 @@ def joins_run(command: object, session: ImapSession) -> TypeGuard[cmd.Fetch]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a command asks, the same for every command of the run asking alike."""
+
+    asked: Asked
+    from_view: bool  # the view has all it asks: the store is not read
+    reads_body: bool
+    modseq: bool  # MODSEQ is asked: CONDSTORE is on from this command
+
+
 @dataclass(slots=True)
 class _Turn:
     """One command of a run: its messages (or the text of its BAD) and what it asks."""
 
     command: cmd.Fetch
     uids: list[int] | str
-    asked: Asked
-    from_view: bool  # the view has all it asks: the store is not read
-    reads_body: bool
+    shape: _Shape
 
 
 async def fetch_run(session: ImapSession, first: cmd.Fetch) -> None:
@@ -102,23 +110,28 @@ def _turns(session: ImapSession, view: SelectedView, commands: list[cmd.Fetch]) 
     """The run's commands resolved against the view; those after a cut go back to
     `session.pending`, to be read as the next run."""
     holding = view.expunges_held
+    shapes: dict[tuple[bool, tuple[FetchAttribute, ...]], _Shape] = {}
     turns: list[_Turn] = []
     for command in commands:
         if turns and holding and command.uid:
             session.more(list(commands[len(turns) :]))
             break
-        attributes = command.attributes
-        plan = plan_for(attributes, with_uid=command.uid, utf8=session.utf8, seen_set=False)
-        turns.append(
-            _Turn(
-                command,
-                resolve_targets(session, command.sequence, command.uid),
-                Asked(attributes, command.uid, False, plan),
-                plan is not None and not plan.needs_facts,
-                needs_body(attributes),
-            )
-        )
+        key = (command.uid, command.attributes)
+        shape = shapes.get(key) or shapes.setdefault(key, _shape(session, command))
+        targets = resolve_targets(session, command.sequence, command.uid)
+        turns.append(_Turn(command, targets, shape))
     return turns
+
+
+def _shape(session: ImapSession, command: cmd.Fetch) -> _Shape:
+    attributes = command.attributes
+    plan = plan_for(attributes, with_uid=command.uid, utf8=session.utf8, seen_set=False)
+    return _Shape(
+        Asked(attributes, command.uid, False, plan),
+        plan is not None and not plan.needs_facts,
+        needs_body(attributes),
+        any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes),
+    )
 
 
 # A message to answer: its command (index in the run), number, UID and facts (None
@@ -151,7 +164,7 @@ async def _entries(
 ) -> list[_Entry]:
     """The messages of `piece` to answer, with their facts read in one store read (a
     message the store has expunged meanwhile is left out, as a FETCH of it alone would)."""
-    asked = sorted({uid for k, uid in piece if not turns[k].from_view})
+    asked = sorted({uid for k, uid in piece if not turns[k].shape.from_view})
     metas: dict[int, MessageMeta] = {}
     if asked:
         found = await session.store.fetch_meta(MailboxId(view.mailbox_id), asked)
@@ -161,7 +174,7 @@ async def _entries(
         msn = view.msn(uid)
         if msn is None:
             continue
-        if turns[k].from_view:
+        if turns[k].shape.from_view:
             if not view.expunge_pending(uid):
                 entries.append((k, msn, uid, None))
         elif (meta := metas.get(uid)) is not None:
@@ -171,7 +184,7 @@ async def _entries(
 
 def _body_size(turns: list[_Turn], entry: _Entry) -> int:
     meta = entry[3]
-    return meta.size if meta is not None and turns[entry[0]].reads_body else 0
+    return meta.size if meta is not None and turns[entry[0]].shape.reads_body else 0
 
 
 class _Writer:
@@ -186,21 +199,23 @@ class _Writer:
     async def write(self, group: Sequence[_Entry]) -> None:
         """Answer the messages of `group`, their bodies read in one store read."""
         session, turns = self.session, self.turns
-        reading = [meta for k, _, _, meta in group if meta is not None and turns[k].reads_body]
+        reading = [
+            meta for k, _, _, meta in group if meta is not None and turns[k].shape.reads_body
+        ]
         bodies: list[bytes] = []
         if reading:
             bodies = await session.store.blobs.read_many([(m.digest, m.size) for m in reading])
         given = iter(bodies)
         for k, span in _spans(group):
             self._begin(k)
-            turn = turns[k]
-            if turn.from_view:
-                assert turn.asked.plan is not None
-                self.out += encode_from_view(self.view, [e[2] for e in span], turn.asked.plan)
+            shape = turns[k].shape
+            if shape.from_view:
+                assert shape.asked.plan is not None
+                self.out += encode_from_view(self.view, [e[2] for e in span], shape.asked.plan)
                 continue
             numbered = [(msn, meta) for _, msn, _, meta in span if meta is not None]
-            data = [next(given) if turn.reads_body else None for _ in numbered]
-            failure = await encode_group(session, self.view, numbered, data, turn.asked, self.out)
+            data = [next(given) if shape.reads_body else None for _ in numbered]
+            failure = await encode_group(session, self.view, numbered, data, shape.asked, self.out)
             assert failure is None  # the commands that may fail are not run together
         self._flush()
 
@@ -244,11 +259,9 @@ def _spans(group: Sequence[_Entry]) -> list[tuple[int, list[_Entry]]]:
 
 def _opening(view: SelectedView, turn: _Turn) -> list[Untagged]:
     """What a turn says before its messages: that CONDSTORE is on, when MODSEQ is asked."""
-    if isinstance(turn.uids, str):
+    if isinstance(turn.uids, str) or not turn.shape.modseq:
         return []
-    if any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in turn.command.attributes):
-        return condstore_enabled(view)
-    return []
+    return condstore_enabled(view)
 
 
 def _done(turn: _Turn) -> Tagged:
