@@ -159,3 +159,15 @@ def test_a_run_in_a_read_only_mailbox_leaves_messages_unseen(server: PocztaServe
     _, flags = client.fetch("1:3", "(FLAGS)")
     client.logout()
     assert flags == [b"1 (FLAGS ())", b"2 (FLAGS ())", b"3 (FLAGS ())"]
+
+
+def test_more_commands_than_one_run_takes_are_answered_in_order(server: PocztaServer) -> None:
+    fill(server, "Many", [message(n, 40 * n) for n in range(1, 7)])
+    lines = [
+        b"UID FETCH %d BODY.PEEK[]" % (n % 6 + 1) if n % 3 else b"FETCH %d (FLAGS)" % (n % 6 + 1)
+        for n in range(300)
+    ]
+    at_once, one_by_one = both_ways(server, "Many", lines)
+    assert at_once == one_by_one
+    tags = re.findall(rb"(?:^|\n)(t\d+) OK", at_once)
+    assert tags == [b"t%d" % n for n in range(300)]

@@ -16,7 +16,9 @@ that set no \\Seen (PEEK, or a read-only mailbox), carry no CHANGEDSINCE or VANI
 and cannot fail on a message (no BINARY) join a run; a sequence set out of range is
 that command's BAD. When expunges are being held back (the first command numbers by
 sequence, RFC 9051 §7.5.2) the run ends before a UID FETCH, which starts the next run
-by telling them.
+by telling them. A run takes at most `MAX_RUN` commands and holds at most
+`FETCH_SLICE` messages' facts and `BODY_BATCH_OCTETS` of bodies (or one bigger body)
+at a time, its responses written out as each batch is answered.
 """
 
 from __future__ import annotations
