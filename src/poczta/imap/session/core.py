@@ -299,9 +299,9 @@ class ImapSession:
             event = self.pending.pop(0)
             if isinstance(event, cmd.Store):
                 await self._store_run(event)
-            elif joins_run(event, self):
+            elif joins_run(event, self) and self.pending and joins_run(self.pending[0], self):
                 await self.answer_runs()
-                await fetch_run(self, event)
+                await fetch_run(self, event)  # several in a row; a lone one as ever
             else:
                 await self.answer_runs()  # what is in flight is answered first
                 await self._event(event)
