@@ -8,7 +8,9 @@ command a number of times between two snapshots of the database's counters (see
 * SELECT of the big INBOX (from the selected state: a re-select);
 * UID FETCH of 100 messages' headers, as a client opening a mailbox asks for a screenful
   (flags, size, the header fields a list view shows), each time the next 100;
-* BODY.PEEK[] of one message; UID STORE +FLAGS of a keyword on one message (each a change);
+* BODY.PEEK[] of one message; and 500 of them pipelined (`--pipeline` in flight), the
+  figures of the 500 together;
+* UID STORE +FLAGS of a keyword on one message (each a change);
 * UID SEARCH by a subject word, and by flags (UNSEEN FLAGGED); NOOP;
 * a CONDSTORE resync: ``UID FETCH 1:* (FLAGS) (CHANGEDSINCE m)`` of a session selected
   with CONDSTORE after another changed 100 messages (the FETCH alone is counted).
@@ -27,6 +29,7 @@ from poczta_postgres import BenchPostgres, DbCost, DbUsage, background
 RESYNCS = 10
 
 HEADERS_100 = CLIENT_OPEN.replace("UID FETCH 1:*", "UID FETCH {}")
+PIPELINED = 500
 
 
 async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
@@ -36,6 +39,7 @@ async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
     plan = session.target.plan
     client = await session.open(plan.big_user)
     uids = sorted(session.sizes) or list(range(1, len(plan.inbox) + 1))
+    window = session.opts.pipeline
     pages = [uids[i : i + 100] for i in range(0, len(uids), 100)]
 
     async def measure(label: str, times: int, one: Callable[[int], Awaitable[object]]) -> None:
@@ -55,6 +59,8 @@ async def db_costs(session: Session, db: BenchPostgres) -> list[DbCost]:
     await measure("SELECT INBOX", 50, lambda _: client.select("INBOX"))
     await measure("UID FETCH 100 headers", 50, command(lambda i: _headers(pages[i % len(pages)])))
     await measure("UID FETCH 1 BODY.PEEK[]", 100, command(lambda i: _peek(uids, i)))
+    peeks = [_peek(uids, i) for i in range(PIPELINED)]
+    await measure(f"{PIPELINED} BODY.PEEK[] pipelined", 1, lambda _: client.pipeline(peeks, window))
     await measure("UID STORE 1 flag", 200, command(lambda i: _store(uids, i)))
     await measure("UID SEARCH SUBJECT", 20, command(lambda _: f"UID SEARCH SUBJECT {SUBJECT_WORD}"))
     await measure("UID SEARCH UNSEEN FLAGGED", 20, command(lambda _: "UID SEARCH UNSEEN FLAGGED"))

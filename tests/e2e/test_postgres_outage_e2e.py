@@ -214,6 +214,9 @@ def pop3_error(error: poplib.error_proto) -> str:
 def check_sessions_while_down(sessions: Sessions) -> None:
     typ, data = sessions.imap.status("INBOX", "(MESSAGES)")
     assert (typ, data[0][:13]) == ("NO", b"[UNAVAILABLE]"), data
+    sessions.imap.send(b"p1 UID FETCH 1 BODY.PEEK[]\r\np2 FETCH 1 (FLAGS)\r\n")  # one run
+    answers = [sessions.imap.readline(), sessions.imap.readline()]
+    assert [a[:19] for a in answers] == [b"p1 NO [UNAVAILABLE]", b"p2 NO [UNAVAILABLE]"], answers
     fresh = sessions.new_imap()
     with pytest.raises(imaplib.IMAP4.error) as refused:
         fresh.login(ALICE, PASSWORDS[ALICE])

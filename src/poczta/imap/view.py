@@ -227,6 +227,12 @@ class SelectedView:
         present = len(self.uids) - len(self._expunged) + len(self._new) + arrived
         return present != messages
 
+    @property
+    def expunges_held(self) -> bool:
+        """Whether expunges are waiting to be told (held back while commands number by
+        sequence)."""
+        return bool(self._expunged)
+
     def expunge_pending(self, uid: int) -> bool:
         """Whether the store has expunged `uid` and the client is yet to be told."""
         return uid in self._expunged

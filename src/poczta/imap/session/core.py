@@ -5,9 +5,11 @@ protocol; this module reads from the connection with its deadlines, feeds the re
 runs each command in order through its handler (one module per command area in this
 package), writes the responses, upgrades to TLS, and waits in IDLE for whatever comes
 first: the client's DONE or a change to the selected mailbox (`MailStore.changes`).
-STOREs are the one exception to one command at a time: those pipelined together are
+Two kinds of pipelined commands are taken together rather than one at a time: STOREs,
 handed to the store at once and answered, in order, once committed, while the session
-reads on (`store_flags.StoreRun`); any other command first waits for those answers.
+reads on (`store_flags.StoreRun`; any other command first waits for those answers), and
+FETCHes that change nothing, answered with one look at the mailbox and one store read
+(`fetch_run`).
 
 Before login a client may stay silent a minute; after login 30 minutes (RFC 9051 §5.4),
 which an IDLE client refreshes by its own DONE/IDLE cycle. Several bad commands in a
@@ -47,6 +49,7 @@ from poczta.imap.limits import Dialect, ImapLimits
 from poczta.imap.parser import PAUSING
 from poczta.imap.reader import CommandReader
 from poczta.imap.session.dispatch import handler_for
+from poczta.imap.session.fetch_run import fetch_run, joins_run
 from poczta.imap.view import SelectedView
 from poczta.login import LoginService
 from poczta.logs import log
@@ -297,6 +300,9 @@ class ImapSession:
             event = self.pending.pop(0)
             if isinstance(event, cmd.Store):
                 await self._store_run(event)
+            elif joins_run(event, self) and self.pending and joins_run(self.pending[0], self):
+                await self.answer_runs()
+                await fetch_run(self, event)  # several in a row; a lone one as ever
             else:
                 await self.answer_runs()  # what is in flight is answered first
                 await self._event(event)

@@ -13,9 +13,9 @@ is `poczta.imap.session.store_flags`.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Code, FetchData, Tagged, Untagged, vanished
@@ -180,7 +180,7 @@ async def _fetch_messages(
     if plan is not None and not plan.needs_facts:
         _fetch_from_view(session, view, uids, plan)
         return None
-    asked = _Asked(attributes, uid_form, mark_seen, plan)
+    asked = Asked(attributes, uid_form, mark_seen, plan)
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
         metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
@@ -188,12 +188,12 @@ async def _fetch_messages(
             await _mark_seen(session, view, [m.uid for m in metas])
         out: list[bytes] = []
         answered = [(msn, meta) for meta in metas if (msn := view.msn(meta.uid)) is not None]
-        for group in _body_groups(answered) if read_body else [answered]:
+        for group in body_groups(answered, _size) if read_body else [answered]:
             bodies: Sequence[bytes | None] = [None] * len(group)
             if read_body:
                 wanted = [(meta.digest, meta.size) for _, meta in group]
                 bodies = await session.store.blobs.read_many(wanted)
-            failure = await _encode_group(session, view, group, bodies, asked, out)
+            failure = await encode_group(session, view, group, bodies, asked, out)
             if failure is not None:
                 return failure
         session.send(*view.keyword_news())
@@ -204,25 +204,30 @@ async def _fetch_messages(
 
 
 Numbered = tuple[int, MessageMeta]  # a message and its sequence number
+T = TypeVar("T")
 
 
-def _body_groups(messages: Sequence[Numbered]) -> list[list[Numbered]]:
-    """`messages` in runs whose bodies together are at most BODY_BATCH_OCTETS (a bigger
-    one alone), to be read from the store a run at a time."""
-    groups: list[list[Numbered]] = []
+def _size(numbered: Numbered) -> int:
+    return numbered[1].size
+
+
+def body_groups(items: Sequence[T], size: Callable[[T], int]) -> list[list[T]]:
+    """`items` in runs whose bodies (of `size` octets each) together are at most
+    BODY_BATCH_OCTETS (a bigger one alone), to be read from the store a run at a time."""
+    groups: list[list[T]] = []
     octets = 0
-    for numbered in messages:
-        size = numbered[1].size
-        if not groups or octets + size > BODY_BATCH_OCTETS:
+    for item in items:
+        length = size(item)
+        if not groups or octets + length > BODY_BATCH_OCTETS:
             groups.append([])
             octets = 0
-        groups[-1].append(numbered)
-        octets += size
+        groups[-1].append(item)
+        octets += length
     return groups
 
 
 @dataclass(frozen=True, slots=True)
-class _Asked:
+class Asked:
     """What one FETCH command asks, as every message's response needs it."""
 
     attributes: Sequence[FetchAttribute]
@@ -231,12 +236,12 @@ class _Asked:
     plan: FetchPlan | None
 
 
-async def _encode_group(
+async def encode_group(
     session: ImapSession,
     view: SelectedView,
     group: Sequence[Numbered],
     bodies: Sequence[bytes | None],
-    asked: _Asked,
+    asked: Asked,
     out: list[bytes],
 ) -> UnknownEncoding | None:
     """Append the FETCH responses of `group` (with their `bodies`) to `out`: planned
@@ -259,14 +264,19 @@ async def _encode_group(
 def _fetch_from_view(
     session: ImapSession, view: SelectedView, uids: Sequence[int], plan: FetchPlan
 ) -> None:
-    """A FETCH of UID, FLAGS and MODSEQ only: the view has them, the store is not asked
-    (a message the store has expunged meanwhile is left out, as the store would)."""
+    """A FETCH of UID, FLAGS and MODSEQ only: the view has them, the store is not asked."""
+    session.conn.write(b"".join(encode_from_view(view, uids, plan)))
+
+
+def encode_from_view(view: SelectedView, uids: Sequence[int], plan: FetchPlan) -> list[bytes]:
+    """The responses of a plan of UID, FLAGS and MODSEQ only (a message the store has
+    expunged meanwhile is left out, as the store would)."""
     out: list[bytes] = []
     for uid in uids:
         msn = view.msn(uid)
         if msn is not None and not view.expunge_pending(uid):
             out.append(plan.encode(msn, uid, None, view.flag_items(uid)) or b"")
-    session.conn.write(b"".join(out))
+    return out
 
 
 async def _built(
@@ -275,7 +285,7 @@ async def _built(
     msn: int,
     meta: MessageMeta,
     data: bytes | None,
-    asked: _Asked,
+    asked: Asked,
 ) -> bytes | UnknownEncoding:
     """One message's response built item by item; `data`, its bytes when the attributes
     need them."""
@@ -384,9 +394,15 @@ async def search(session: ImapSession, command: cmd.Command) -> None:
 
 
 __all__ = [
+    "BODY_BATCH_OCTETS",
+    "FETCH_SLICE",
+    "Asked",
+    "body_groups",
     "condstore_enabled",
     "copy",
     "enable_condstore",
+    "encode_from_view",
+    "encode_group",
     "fetch",
     "move",
     "resolve_targets",
