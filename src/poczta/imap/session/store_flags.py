@@ -33,8 +33,18 @@ from poczta.imap.encoder import Code, Tagged
 from poczta.imap.fetch import FetchItem
 from poczta.imap.fetch_plan import plan_for
 from poczta.imap.sequence import compact
+from poczta.imap.session.append import FLAGS_TOO_LONG
 from poczta.imap.session.messages import condstore_enabled, resolve_targets
-from poczta.store.base import FlagMode, FlagResult, MailboxId, StoreError, normalize_flags
+from poczta.imap.view import SelectedView
+from poczta.store.base import (
+    MAX_FLAGS_OCTETS,
+    FlagMode,
+    FlagResult,
+    MailboxId,
+    StoreError,
+    flags_octets,
+    normalize_flags,
+)
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
@@ -126,7 +136,22 @@ def _prepare(session: ImapSession, command: cmd.Store) -> _Answer:
     uids = resolve_targets(session, command.sequence, command.uid)
     if isinstance(uids, str):
         return _Answer(command, None, (Tagged(command.tag, "BAD", uids).encode(session.utf8),))
+    if _too_long(session.view, command, uids):
+        refused = Tagged(command.tag, "NO", FLAGS_TOO_LONG, "LIMIT")
+        return _Answer(command, None, (refused.encode(session.utf8),))
     return _Answer(command, uids)
+
+
+def _too_long(view: SelectedView, command: cmd.Store, uids: Sequence[int]) -> bool:
+    """Whether the command would leave a message with more flags than the store keeps."""
+    flags = normalize_flags(command.flags)
+    if command.mode is cmd.StoreMode.REMOVE:
+        return False
+    if command.mode is cmd.StoreMode.REPLACE:
+        return flags_octets(flags) > MAX_FLAGS_OCTETS
+    return any(
+        flags_octets(view.flags.get(uid, frozenset()) | flags) > MAX_FLAGS_OCTETS for uid in uids
+    )
 
 
 def _told(session: ImapSession, command: cmd.Store, result: FlagResult) -> tuple[bytes, ...]:
