@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import imaplib
 import json
 import os
 import shutil
@@ -433,6 +434,32 @@ def client_tls() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def imap_login(
+    srv: PocztaServer, user: str = "alice@example.test", mailbox: str | None = None
+) -> imaplib.IMAP4_SSL:
+    """imaplib logged in as `user` over implicit TLS, with `mailbox` selected if given."""
+    client = imaplib.IMAP4_SSL(
+        "127.0.0.1", srv.ports["imaps"], ssl_context=client_tls(), timeout=10
+    )
+    client.login(user, PASSWORDS[user])
+    if mailbox is not None:
+        client.select(mailbox)
+    return client
+
+
+def fill_mailbox(
+    srv: PocztaServer, mailbox: str, messages: list[bytes], user: str = "alice@example.test"
+) -> None:
+    """A new mailbox of `user` holding `messages`, none of them \\Recent for the sessions
+    that come after (this one selected it)."""
+    client = imap_login(srv, user)
+    client.create(mailbox)
+    for message in messages:
+        client.append(mailbox, None, None, message)
+    client.select(mailbox)
+    client.logout()
 
 
 def b64(data: bytes | str) -> str:

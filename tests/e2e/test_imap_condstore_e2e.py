@@ -4,7 +4,6 @@ in its answer or, for those the answer does not carry, as news before it."""
 
 from __future__ import annotations
 
-import imaplib
 import re
 import socket
 import ssl
@@ -14,7 +13,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import StoreBackend
-from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
+from tests.e2e.harness import (
+    PASSWORDS,
+    PocztaServer,
+    client_tls,
+    fill_mailbox,
+    imap_login,
+    running_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -63,13 +69,6 @@ class _Wire:
         self.sock.close()
 
 
-def _other(srv: PocztaServer, box: str) -> imaplib.IMAP4_SSL:
-    client = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_tls())
-    client.login(ALICE, PASSWORDS[ALICE])
-    client.select(box)
-    return client
-
-
 def _fetches(lines: list[bytes]) -> dict[int, list[bytes]]:
     """The FETCH responses by sequence number, every time one was told."""
     told: dict[int, list[bytes]] = {}
@@ -85,15 +84,10 @@ def _modseq(lines: list[bytes]) -> int:
 
 
 def test_changes_are_told_once_each_with_flags_and_modseq(server: PocztaServer) -> None:
-    setup = _other(server, "INBOX")
-    setup.create("Resync")
-    for n in range(5):
-        setup.append("Resync", None, None, f"Subject: r{n}\r\n\r\nx\r\n".encode())
-    setup.select("Resync")  # the messages are recent here, not in the session below
-    setup.logout()
+    fill_mailbox(server, "Resync", [f"Subject: r{n}\r\n\r\nx\r\n".encode() for n in range(5)])
     client = _Wire(server)
     since = _modseq(client.command("SELECT Resync (CONDSTORE)"))
-    other = _other(server, "Resync")
+    other = imap_login(server, mailbox="Resync")
     other.uid("STORE", "2,4", "+FLAGS.SILENT", "($Kw)")
     other.uid("STORE", "5", "+FLAGS", "(\\Seen)")
 
@@ -126,15 +120,10 @@ def test_changes_are_told_once_each_with_flags_and_modseq(server: PocztaServer) 
 
 
 def test_a_silent_store_of_its_own_is_in_the_next_changedsince(server: PocztaServer) -> None:
-    setup = _other(server, "INBOX")
-    setup.create("Own")
-    for n in range(3):
-        setup.append("Own", None, None, f"Subject: o{n}\r\n\r\nx\r\n".encode())
-    setup.select("Own")  # the messages are recent here, not in the session below
-    setup.logout()
+    fill_mailbox(server, "Own", [f"Subject: o{n}\r\n\r\nx\r\n".encode() for n in range(3)])
     client = _Wire(server)
     since = _modseq(client.command("SELECT Own (CONDSTORE)"))
-    other = _other(server, "Own")
+    other = imap_login(server, mailbox="Own")
     other.uid("STORE", "3", "+FLAGS.SILENT", "(\\Answered)")
     stored = _fetches(client.command("UID STORE 1 +FLAGS.SILENT (\\Seen)"))
     assert list(stored) == [3]  # the other session's change, told once as news

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, make_server, running_server
+from tests.e2e.harness import imap_login as login
 
 pytestmark = pytest.mark.e2e
 
@@ -40,14 +41,6 @@ def deliver(srv: PocztaServer, to: str, subject: str, body: str = "Hello.\r\n") 
     )
     with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as client:
         client.sendmail("carol@remote.test", [to], message.encode())
-
-
-def login(srv: PocztaServer, user: str = ALICE) -> imaplib.IMAP4_SSL:
-    client = imaplib.IMAP4_SSL(
-        "127.0.0.1", srv.ports["imaps"], ssl_context=client_tls(), timeout=10
-    )
-    client.login(user, PASSWORDS[user])
-    return client
 
 
 @pytest.mark.sqlite_only("what STARTTLS allows, not the store")

@@ -3,7 +3,6 @@ the octets it would have read sending each after the previous one's answer."""
 
 from __future__ import annotations
 
-import imaplib
 import re
 import socket
 import ssl
@@ -12,7 +11,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import StoreBackend
-from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
+from tests.e2e.harness import (
+    PASSWORDS,
+    PocztaServer,
+    client_tls,
+    fill_mailbox,
+    imap_login,
+    running_server,
+)
 from tests.e2e.nodes import read_until
 
 pytestmark = pytest.mark.e2e
@@ -28,22 +34,6 @@ def server(
     root = tmp_path_factory.mktemp("fetch-run")
     with running_server(root, services=("imaps",), store=store_backend.config()) as srv:
         yield srv
-
-
-def imap_client(srv: PocztaServer) -> imaplib.IMAP4_SSL:
-    client = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_tls())
-    client.login(ALICE, PASSWORDS[ALICE])
-    return client
-
-
-def fill(srv: PocztaServer, mailbox: str, messages: list[bytes]) -> None:
-    """A mailbox holding `messages`, none of them \\Recent for the sessions to come."""
-    client = imap_client(srv)
-    client.create(mailbox)
-    for message in messages:
-        client.append(mailbox, None, None, message)
-    client.select(mailbox)
-    client.logout()
 
 
 def open_session(srv: PocztaServer, mailbox: str) -> ssl.SSLSocket:
@@ -88,7 +78,9 @@ def message(n: int, size: int = 0) -> bytes:
 
 
 def test_a_pipelined_run_says_what_one_command_at_a_time_says(server: PocztaServer) -> None:
-    fill(server, "Run", [message(1), message(2, BIG), message(3, BIG), message(4), message(5, BIG)])
+    fill_mailbox(
+        server, "Run", [message(1), message(2, BIG), message(3, BIG), message(4), message(5, BIG)]
+    )
     lines = [
         b"UID FETCH 2 BODY.PEEK[]",
         b"FETCH 1 (BODY.PEEK[HEADER] FLAGS)",
@@ -113,9 +105,9 @@ def test_a_pipelined_run_says_what_one_command_at_a_time_says(server: PocztaServ
 
 
 def test_what_another_session_changed_is_told_as_one_at_a_time(server: PocztaServer) -> None:
-    fill(server, "Shared", [message(n) for n in range(1, 7)])
+    fill_mailbox(server, "Shared", [message(n) for n in range(1, 7)])
     at_once, one_by_one = open_session(server, "Shared"), open_session(server, "Shared")
-    other = imap_client(server)
+    other = imap_login(server)
     other.select("Shared")
     other.store("2", "+FLAGS", "(\\Flagged)")
     other.store("3", "+FLAGS", "(\\Deleted)")
@@ -143,7 +135,7 @@ def test_what_another_session_changed_is_told_as_one_at_a_time(server: PocztaSer
 
 
 def test_a_run_in_a_read_only_mailbox_leaves_messages_unseen(server: PocztaServer) -> None:
-    fill(server, "Examined", [message(n) for n in range(1, 4)])
+    fill_mailbox(server, "Examined", [message(n) for n in range(1, 4)])
     sock = open_session(server, "Examined")
     try:
         sock.sendall(b"e EXAMINE Examined\r\n")
@@ -154,7 +146,7 @@ def test_a_run_in_a_read_only_mailbox_leaves_messages_unseen(server: PocztaServe
         sock.close()
     assert b"* 1 FETCH (BODY[] {" in out and b"* 2 FETCH (UID 2 RFC822 {" in out
     assert out.count(b"FLAGS ()") == 3 and b"\\Seen" not in out
-    client = imap_client(server)
+    client = imap_login(server)
     client.select("Examined")
     _, flags = client.fetch("1:3", "(FLAGS)")
     client.logout()
@@ -162,7 +154,7 @@ def test_a_run_in_a_read_only_mailbox_leaves_messages_unseen(server: PocztaServe
 
 
 def test_more_commands_than_one_run_takes_are_answered_in_order(server: PocztaServer) -> None:
-    fill(server, "Many", [message(n, 40 * n) for n in range(1, 7)])
+    fill_mailbox(server, "Many", [message(n, 40 * n) for n in range(1, 7)])
     lines = [
         b"UID FETCH %d BODY.PEEK[]" % (n % 6 + 1) if n % 3 else b"FETCH %d (FLAGS)" % (n % 6 + 1)
         for n in range(300)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import StoreBackend
 from tests.e2e.harness import PASSWORDS, PocztaServer, client_tls, running_server
+from tests.e2e.harness import imap_login as login
 
 pytestmark = pytest.mark.e2e
 
@@ -38,14 +39,6 @@ def message(subject: str, padding: int = 0) -> bytes:
         f"From: carol@remote.test\r\nTo: someone@example.test\r\nSubject: {subject}\r\n"
         f"Message-ID: <{subject.replace(' ', '.')}@remote.test>\r\n\r\n{body}"
     ).encode()
-
-
-def login(srv: PocztaServer, user: str = ALICE) -> imaplib.IMAP4_SSL:
-    client = imaplib.IMAP4_SSL(
-        "127.0.0.1", srv.ports["imaps"], ssl_context=client_tls(), timeout=10
-    )
-    client.login(user, PASSWORDS[user])
-    return client
 
 
 def quota_of(srv: PocztaServer, user: str) -> dict[str, dict[str, object]]:

@@ -7,26 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, cast
+from typing import Any
 
-from poczta.imap.session.core import ImapContext, ImapSession
+from poczta.imap.session.core import ImapSession
 from poczta.imap.view import Change, SelectedView
-from poczta.net.deadlines import ReadTimeouts
 from poczta.store.base import SYSTEM_FLAGS, FlagMode, MailboxChange, MailboxId
 from poczta.store.records import FlagResult
-
-
-class _Connection:
-    is_loopback = True
-    tls = None
-    peer_ip = "127.0.0.1"
-    interrupted = False
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.written += data
+from tests.imap.session_harness import RecordingConnection, logged_in_session
 
 
 class _Store:
@@ -83,19 +70,8 @@ class _Store:
         return FlagResult(tuple(changed), (), self.highest)
 
 
-def _session(store: _Store) -> tuple[ImapSession, _Connection]:
-    ctx = ImapContext(
-        hostname="mx.example.test",
-        service="imap",
-        timeouts=ReadTimeouts(60.0, 60.0, 0.0, 3600.0),
-        tls=None,
-        dev_mode=True,
-        logins=cast(Any, None),
-        store=cast(Any, store),
-    )
-    connection = _Connection()
-    session = ImapSession(ctx, cast(Any, connection))
-    session.user, session.user_id = "alice@example.test", cast(Any, 1)
+def _session(store: _Store) -> tuple[ImapSession, RecordingConnection]:
+    session, connection = logged_in_session(store)
     messages = [(uid, flags, modseq) for uid, (flags, modseq) in store.messages.items()]
     session.view = SelectedView.open(
         7, 1, messages, store.highest, len(messages) + 1, read_only=False,
@@ -106,7 +82,7 @@ def _session(store: _Store) -> tuple[ImapSession, _Connection]:
     return session, connection
 
 
-def _lines(session: ImapSession, connection: _Connection, command: bytes) -> list[bytes]:
+def _lines(session: ImapSession, connection: RecordingConnection, command: bytes) -> list[bytes]:
     connection.written.clear()
 
     async def run() -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from poczta.imap.encoder import FetchData
-from poczta.imap.session.core import ImapContext, ImapSession, SessionEnd
+from poczta.imap.session.core import SessionEnd
 from poczta.imap.view import CHANGE_LOG, Change, SelectedView
-from poczta.net.deadlines import ReadTimeouts
 from poczta.store.base import SYSTEM_FLAGS, MailboxChange, MailboxId
+from tests.imap.session_harness import logged_in_session
 
 SYSTEM = "\\Answered \\Deleted \\Draft \\Flagged \\Seen"
 
@@ -88,19 +88,6 @@ def test_a_read_only_view_gets_the_new_flags_and_still_no_permanent_flags() -> N
     )
 
 
-class _Connection:
-    is_loopback = True
-    tls = None
-    peer_ip = "127.0.0.1"
-    interrupted = False
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-
 class _Store:
     """A mailbox in which another session has just flagged message 1 \\Seen."""
 
@@ -120,18 +107,7 @@ class _Store:
 
 
 def test_logout_answers_bye_and_ok_without_news_of_the_mailbox() -> None:
-    ctx = ImapContext(
-        hostname="mx.example.test",
-        service="imap",
-        timeouts=ReadTimeouts(60.0, 60.0, 0.0, 3600.0),
-        tls=None,
-        dev_mode=True,
-        logins=cast(Any, None),
-        store=cast(Any, _Store()),
-    )
-    connection = _Connection()
-    session = ImapSession(ctx, cast(Any, connection))
-    session.user, session.user_id = "alice@example.test", cast(Any, 1)
+    session, connection = logged_in_session(_Store())
     session.view = opened([(1, frozenset(), 1)])
 
     with pytest.raises(SessionEnd):
