@@ -75,6 +75,11 @@ class MessageFacts(Protocol):
     def imap_bodystructure(self) -> str | None: ...
 
 
+def asks_item(attributes: Sequence[FetchAttribute], name: str) -> bool:
+    """Whether the plain item `name` (FLAGS, MODSEQ, UID...) is among `attributes`."""
+    return any(isinstance(a, FetchItem) and a.name == name for a in attributes)
+
+
 def needs_body(attributes: Sequence[FetchAttribute]) -> bool:
     return any(not (isinstance(a, FetchItem) and a.name in BODY_FREE) for a in attributes)
 

@@ -245,9 +245,10 @@ class SelectedView:
         latest = self._changed.pop(uid, self.flags[uid])
         self.flags[uid] = flags
         self._showing(flags)
-        if modseq is None or modseq >= self.modseqs.get(uid, 0):
-            if modseq is not None:
-                self._moved(uid, modseq)
+        if modseq is None:
+            return
+        if modseq >= self.modseqs.get(uid, 0):
+            self._moved(uid, modseq)
         elif latest != flags:
             self._changed[uid] = latest
 

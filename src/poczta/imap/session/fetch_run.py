@@ -23,15 +23,16 @@ at a time, its responses written out as each batch is answered.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
 
 from poczta.imap import commands as cmd
 from poczta.imap.encoder import Tagged, Untagged
-from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute, FetchItem
+from poczta.imap.fetch import BinarySize, BodySection, FetchAttribute
 from poczta.imap.fetch_plan import plan_for
-from poczta.imap.fetch_response import needs_body, sets_seen
+from poczta.imap.fetch_response import asks_item, needs_body, sets_seen
 from poczta.imap.session.messages import (
     FETCH_SLICE,
     Asked,
@@ -119,7 +120,9 @@ def _turns(session: ImapSession, view: SelectedView, commands: list[cmd.Fetch]) 
             session.more(list(commands[len(turns) :]))
             break
         key = (command.uid, command.attributes)
-        shape = shapes.get(key) or shapes.setdefault(key, _shape(session, command))
+        if key not in shapes:
+            shapes[key] = _shape(session, command)
+        shape = shapes[key]
         targets = resolve_targets(session, command.sequence, command.uid)
         turns.append(_Turn(command, targets, shape))
     return turns
@@ -132,7 +135,7 @@ def _shape(session: ImapSession, command: cmd.Fetch) -> _Shape:
         Asked(attributes, command.uid, False, plan),
         plan is not None and not plan.needs_facts,
         needs_body(attributes),
-        any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes),
+        asks_item(attributes, "MODSEQ"),
     )
 
 
@@ -251,12 +254,7 @@ class _Writer:
 
 def _spans(group: Sequence[_Entry]) -> list[tuple[int, list[_Entry]]]:
     """`group` cut into the runs of entries of one turn each."""
-    spans: list[tuple[int, list[_Entry]]] = []
-    for entry in group:
-        if not spans or spans[-1][0] != entry[0]:
-            spans.append((entry[0], []))
-        spans[-1][1].append(entry)
-    return spans
+    return [(k, list(span)) for k, span in itertools.groupby(group, key=lambda e: e[0])]
 
 
 def _opening(view: SelectedView, turn: _Turn) -> list[Untagged]:

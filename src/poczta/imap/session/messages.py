@@ -23,6 +23,7 @@ from poczta.imap.fetch import FetchAttribute, FetchItem
 from poczta.imap.fetch_plan import FetchPlan, plan_for
 from poczta.imap.fetch_response import (
     UnknownEncoding,
+    asks_item,
     fetch_items,
     needs_body,
     needs_structure,
@@ -98,9 +99,9 @@ async def fetch(session: ImapSession, command: cmd.Command) -> None:
             gone = [u for u in gone if command.sequence.contains(u, max(gone, default=0))]
             if gone:
                 session.send(vanished(compact(gone), earlier=True))
-        if not any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes):
+        if not asks_item(attributes, "MODSEQ"):
             attributes = (*attributes, FetchItem("MODSEQ"))
-    if any(isinstance(a, FetchItem) and a.name == "MODSEQ" for a in attributes):
+    if asks_item(attributes, "MODSEQ"):
         enable_condstore(session)
     failure = await _fetch_messages(session, view, uids, attributes, command.uid)
     if failure is not None:
@@ -161,7 +162,7 @@ def _told_from_view(session: ImapSession, command: cmd.Fetch) -> bool:
     """Whether the FETCH's answer is FLAGS (and UID, MODSEQ) from the view alone: a
     response for every message named, none left out for want of the store."""
     attributes = command.attributes
-    if not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in attributes):
+    if not asks_item(attributes, "FLAGS"):
         return False
     plan = plan_for(attributes, with_uid=command.uid, utf8=session.utf8, seen_set=False)
     return plan is not None and not plan.needs_facts
@@ -298,7 +299,7 @@ async def _built(
             data = data if data is not None else await session.store.blobs.read(meta.digest)
             root = parse_structure(data)
     wanted = list(attributes)
-    if asked.mark_seen and not any(isinstance(a, FetchItem) and a.name == "FLAGS" for a in wanted):
+    if asked.mark_seen and not asks_item(wanted, "FLAGS"):
         wanted.append(FetchItem("FLAGS"))
     flag_items = view.flag_items(meta.uid)
     items = fetch_items(wanted, meta, root, data, flag_items, with_uid=asked.uid_form, utf8=utf8)
