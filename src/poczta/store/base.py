@@ -58,7 +58,7 @@ from poczta.store.records import (
     StoreUnavailable,
     UserId,
     UserRecord,
-    flags_octets,
+    flags_fit,
     normalize_address,
     normalize_flags,
 )
@@ -115,7 +115,7 @@ __all__ = [
     "StoreUnavailable",
     "UserId",
     "UserRecord",
-    "flags_octets",
+    "flags_fit",
     "normalize_address",
     "normalize_flags",
 ]

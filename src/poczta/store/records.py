@@ -62,7 +62,7 @@ __all__ = [
     "StoreUnavailable",
     "UserId",
     "UserRecord",
-    "flags_octets",
+    "flags_fit",
     "normalize_address",
     "normalize_flags",
 ]
@@ -125,9 +125,10 @@ _SYSTEM_BY_LOWER = {flag.lower(): flag for flag in SYSTEM_FLAGS}
 MAX_FLAGS_OCTETS = 4000
 
 
-def flags_octets(flags: Iterable[str]) -> int:
-    """What `flags` take against `MAX_FLAGS_OCTETS`."""
-    return max(0, sum(len(flag.encode()) + 1 for flag in flags) - 1)
+def flags_fit(flags: Iterable[str]) -> bool:
+    """Whether a message may carry `flags`: written as IMAP lists them, at most
+    `MAX_FLAGS_OCTETS`."""
+    return sum(len(flag.encode()) + 1 for flag in flags) - 1 <= MAX_FLAGS_OCTETS
 
 
 def normalize_flags(flags: Sequence[str] | frozenset[str]) -> frozenset[str]:

@@ -38,7 +38,7 @@ from poczta.store.base import (
     MailboxId,
     NotFound,
     StoreError,
-    flags_octets,
+    flags_fit,
     normalize_flags,
 )
 
@@ -93,7 +93,7 @@ async def append(session: ImapSession, command: cmd.Command) -> None:
     if any(not body for body in bodies):
         session.no(command.tag, "An empty message cannot be appended", "CANNOT")
         return
-    if any(flags_octets(message.flags) > MAX_FLAGS_OCTETS for message in command.messages):
+    if not all(flags_fit(message.flags) for message in command.messages):
         session.no(command.tag, FLAGS_TOO_LONG, "LIMIT")
         return
     datas = [

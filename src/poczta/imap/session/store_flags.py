@@ -37,12 +37,11 @@ from poczta.imap.session.append import FLAGS_TOO_LONG
 from poczta.imap.session.messages import condstore_enabled, resolve_targets
 from poczta.imap.view import SelectedView
 from poczta.store.base import (
-    MAX_FLAGS_OCTETS,
     FlagMode,
     FlagResult,
     MailboxId,
     StoreError,
-    flags_octets,
+    flags_fit,
     normalize_flags,
 )
 
@@ -148,10 +147,8 @@ def _too_long(view: SelectedView, command: cmd.Store, uids: Sequence[int]) -> bo
     if command.mode is cmd.StoreMode.REMOVE:
         return False
     if command.mode is cmd.StoreMode.REPLACE:
-        return flags_octets(flags) > MAX_FLAGS_OCTETS
-    return any(
-        flags_octets(view.flags.get(uid, frozenset()) | flags) > MAX_FLAGS_OCTETS for uid in uids
-    )
+        return not flags_fit(flags)
+    return not all(flags_fit(view.flags.get(uid, frozenset()) | flags) for uid in uids)
 
 
 def _told(session: ImapSession, command: cmd.Store, result: FlagResult) -> tuple[bytes, ...]:
