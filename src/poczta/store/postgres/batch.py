@@ -39,9 +39,9 @@ from poczta.store.base import (
     QuotaState,
     QuotaUsage,
 )
-from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection, Database
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL
+from poczta.store.postgres.targets import mailbox_of, target_key
 
 __all__ = [
     "MAX_BATCH",
@@ -74,10 +74,8 @@ _FILE_NEW = (
     " storage_default, messages_default, digest, octets, data, flags, internal_date, zone,"
     " size, header_size, sent_date, sent_zone, subject, message_id, envelope, headers,"
     " structure, imap_envelope, imap_bodystructure, n)),"
-    " target AS (SELECT i.n, coalesce(i.box_id, (SELECT b.id FROM mailboxes b"
-    " WHERE b.user_id = i.to_user AND (b.special_use = i.to_special OR b.name = i.to_name)"
-    " ORDER BY coalesce(b.special_use = i.to_special, false) DESC, b.id LIMIT 1))"
-    " AS mailbox_id FROM item i),"
+    " target AS (SELECT i.n, coalesce(i.box_id,"
+    f" {mailbox_of('i.to_user', 'i.to_name', 'i.to_special')}) AS mailbox_id FROM item i),"
     " box AS (SELECT id, user_id FROM mailboxes WHERE id IN (SELECT mailbox_id FROM target)"
     " ORDER BY id FOR UPDATE),"
     # The users' usage rows after every mailbox row (the count gates the scan: the order of
@@ -165,14 +163,8 @@ Filed = Delivered | NoRoom | None
 
 
 def _target_columns(item: NewMessage) -> tuple[int | None, str | None, str | None]:
-    """(user, mailbox name, special use) of `item.to`, as `messages.find_targets` looks
-    a target up: by its special use first, else INBOX."""
-    if item.to is None:
-        return None, None, None
-    mailbox = item.to.mailbox
-    if mailbox.startswith("\\"):
-        return item.to.user_id, "INBOX", mailbox
-    return item.to.user_id, mailbox_name(mailbox), None
+    """(user, mailbox name, special use) of `item.to` (`targets.target_key`), or NULLs."""
+    return (None, None, None) if item.to is None else target_key(item.to)
 
 
 async def file_new_messages(conn: Connection, items: Sequence[NewMessage]) -> list[Filed]:

@@ -53,7 +53,6 @@ from poczta.store.codec import (
     encode_headers,
     encode_structure,
 )
-from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection
 from poczta.store.postgres.batch import NewMessage
 from poczta.store.postgres.bodies import (
@@ -65,6 +64,7 @@ from poczta.store.postgres.bodies import (
 )
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL, bump, lock_in_order, require_mailbox
 from poczta.store.postgres.queue import insert_queue
+from poczta.store.postgres.targets import mailbox_of, target_key
 
 __all__ = [
     "FLAGS_TEXT",
@@ -117,9 +117,7 @@ _TARGETS = (
     " l.storage AS storage_limit, l.messages AS messages_limit"
     " FROM unnest($1::bigint[], $2::text[], $3::text[])"
     " WITH ORDINALITY AS t(user_id, name, special, n)"
-    " LEFT JOIN LATERAL (SELECT b.id FROM mailboxes b WHERE b.user_id = t.user_id"
-    " AND (b.special_use = t.special OR b.name = t.name)"
-    " ORDER BY coalesce(b.special_use = t.special, false) DESC, b.id LIMIT 1) m ON true"
+    f" CROSS JOIN LATERAL (SELECT {mailbox_of('t.user_id', 't.name', 't.special')} AS id) m"
     " LEFT JOIN quota_usage u ON u.user_id = t.user_id"
     " LEFT JOIN quota_limits l ON l.user_id = t.user_id ORDER BY t.n"
 )
@@ -129,9 +127,7 @@ _TARGET = (
     "SELECT $1::bigint AS user_id, m.id AS mailbox_id, u.storage, u.messages,"
     " l.storage AS storage_limit, l.messages AS messages_limit"
     " FROM (SELECT $1::bigint AS user_id) t"
-    " LEFT JOIN LATERAL (SELECT b.id FROM mailboxes b WHERE b.user_id = $1::bigint"
-    " AND (b.special_use = $3::text OR b.name = $2::text)"
-    " ORDER BY coalesce(b.special_use = $3::text, false) DESC, b.id LIMIT 1) m ON true"
+    f" CROSS JOIN LATERAL (SELECT {mailbox_of('$1::bigint', '$2::text', '$3::text')} AS id) m"
     " LEFT JOIN quota_usage u ON u.user_id = t.user_id"
     " LEFT JOIN quota_limits l ON l.user_id = t.user_id"
 )
@@ -179,9 +175,7 @@ async def _targets_and_quotas(
 ) -> tuple[list[int | None], dict[UserId, QuotaState]]:
     """Each target's mailbox id (None: it has none) and the quota state of each of their
     users, in one statement. A special use the user no longer has falls back to INBOX."""
-    users = [t.user_id for t in targets]
-    names = ["INBOX" if t.mailbox.startswith("\\") else mailbox_name(t.mailbox) for t in targets]
-    specials = [t.mailbox if t.mailbox.startswith("\\") else None for t in targets]
+    users, names, specials = (list(part) for part in zip(*map(target_key, targets), strict=True))
     if len(targets) == 1:
         rows = await conn.fetch(_TARGET, users[0], names[0], specials[0])
     else:
