@@ -159,6 +159,13 @@ def test_flags_and_modseq_are_written_as_before_for_recent_and_plain_messages() 
     )
 
 
+def test_an_imap4rev2_session_is_never_told_recent_in_flags() -> None:
+    view = opened([(1, frozenset({"\\Seen"}), 2)])
+    view.recent = {1}
+    view.tell_recent = False
+    assert wire([FetchData(1, view.flag_items(1))]) == b"* 1 FETCH (FLAGS (\\Seen))\r\n"
+
+
 def test_changed_since_answers_alike_from_its_log_and_by_looking_at_each_message() -> None:
     count = CHANGE_LOG + 1000  # more messages changed than the log keeps: its oldest half goes
     view = opened([(uid, frozenset(), uid) for uid in range(1, count + 1)], highestmodseq=count)

@@ -299,7 +299,8 @@ class SelectedView:
         items: list[tuple[str, Value]] = []
         if self.qresync:
             items.append(("UID", uid))
-        items.append(("FLAGS", self._flags_value(self.flags[uid], uid in self.recent)))
+        recent = self.tell_recent and uid in self.recent  # IMAP4rev2 has no \Recent
+        items.append(("FLAGS", self._flags_value(self.flags[uid], recent)))
         if self.condstore or self.qresync:
             modseq = self.modseqs.get(uid, self.highestmodseq)
             items.append(("MODSEQ", Encoded(f"({modseq})")))
