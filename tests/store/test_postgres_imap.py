@@ -15,7 +15,7 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, FlagMode, MailboxId, NotFound, UserId
-from poczta.store.postgres.flags import FlagBatches
+from poczta.store.postgres.flags import FEW_UIDS, FlagBatches
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
 from tests.postgres.pg_helpers import store_settings
@@ -54,11 +54,13 @@ async def _fill(store: PostgresStore, user: int, count: int) -> list[int]:
     return uids
 
 
+# a few messages, read by key one by one; more, read in one pass over the mailbox
+@pytest.mark.parametrize("count", [6, FEW_UIDS + 20])
 def test_concurrent_flag_changes_on_the_same_messages_are_all_kept(
-    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
+    postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, count: int
 ) -> None:
     async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
-        uids = await _fill(nodes[0], bob, 6)
+        uids = await _fill(nodes[0], bob, count)
         start = (await nodes[0].mailbox_version(inbox)).highestmodseq
         changes = [
             node.set_flags(inbox, uids, [f"$N{i}R{r}"], FlagMode.ADD)

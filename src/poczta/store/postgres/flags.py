@@ -12,7 +12,7 @@ with those) and gets its own answer (`FlagResult`); one notification tells the c
 feed of them all.
 
 What to write is decided by `flag_changes`, the one rule of both backends, from the
-messages as a first statement reads them (`_READ`, no lock). The second (`_WRITE_IF`)
+messages as a first statement reads them (`_read`, no lock). The second (`_WRITE_IF`)
 is the change itself, its own transaction: it locks the mailbox's row where it still
 has the HIGHESTMODSEQ that was read, then those messages only where each still has the
 MODSEQ that was read, and when all do, writes the new HIGHESTMODSEQ, every changed
@@ -46,22 +46,46 @@ from poczta.store.postgres.access import Connection, Database
 from poczta.store.postgres.batch import tell_waiters
 from poczta.store.postgres.mailboxes import CHANGES_CHANNEL
 
-__all__ = ["MAX_BATCH_UIDS", "FlagBatches", "FlagChange", "change_flags"]
+__all__ = ["FEW_UIDS", "MAX_BATCH_UIDS", "FlagBatches", "FlagChange", "change_flags"]
 
 MAX_BATCH_UIDS = 10_000  # distinct messages one batch reads and writes, beyond its first change
 
-_MESSAGES = (
-    "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])"
+# The messages of a batch, looked up one by one by key (a batch of a few, as a client's
+# STORE of one message at a time makes) or read in one pass over the mailbox's MODSEQ
+# index, which holds UID and flags too (a batch of many). The lookups are spelled out
+# (LIMIT keeps the subquery from being folded into a join) because the prepared
+# statement's generic plan would otherwise scan the whole mailbox for a few UIDs: it
+# costs `mailbox_id = $1` for a typical mailbox, and next to one 10,000-message INBOX
+# a typical mailbox is small.
+FEW_UIDS = 100
+_LOOKUPS = (
+    "SELECT x.uid, x.flags, x.modseq FROM unnest($2::bigint[]) AS u(uid) CROSS JOIN LATERAL"
+    " (SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND uid = u.uid"
+    " LIMIT 1{lock}) x"
 )
-_READ = (
-    "SELECT b.highestmodseq, m.uid, m.flags, m.modseq FROM mailboxes b LEFT JOIN LATERAL"
-    f" ({_MESSAGES}) m ON true WHERE b.id = $1 ORDER BY m.uid"
+_PASS = (
+    "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1"
+    " AND uid = ANY($2::bigint[]){lock}"
 )
-_LOCKED_READ = (
-    "WITH box AS (SELECT highestmodseq FROM mailboxes WHERE id = $1 FOR UPDATE)"
-    " SELECT box.highestmodseq, m.uid, m.flags, m.modseq FROM box LEFT JOIN LATERAL"
-    f" ({_MESSAGES} FOR UPDATE) m ON true ORDER BY m.uid"
-)
+
+
+def _read(uids: Sequence[int], *, lock: bool) -> str:
+    """The statement reading HIGHESTMODSEQ and the messages `uids`, locked or not."""
+    messages = (_LOOKUPS if len(uids) <= FEW_UIDS else _PASS).format(
+        lock=" FOR UPDATE" if lock else ""
+    )
+    if not lock:
+        return (
+            "SELECT b.highestmodseq, m.uid, m.flags, m.modseq FROM mailboxes b LEFT JOIN"
+            f" LATERAL ({messages}) m ON true WHERE b.id = $1 ORDER BY m.uid"
+        )
+    return (
+        "WITH box AS (SELECT highestmodseq FROM mailboxes WHERE id = $1 FOR UPDATE)"
+        " SELECT box.highestmodseq, m.uid, m.flags, m.modseq FROM box LEFT JOIN LATERAL"
+        f" ({messages}) m ON true ORDER BY m.uid"
+    )
+
+
 # $1 mailbox, $2 the messages' new flags and MODSEQs as JSON [{uid, flags, modseq}], $3
 # the new HIGHESTMODSEQ; with $4, $5, $6 (the UIDs, MODSEQs and HIGHESTMODSEQ read) the
 # statement writes only if they are all still so, and returns NULL otherwise.
@@ -116,7 +140,7 @@ class _Outcome:
 
 
 def _rows(found: Sequence[Any], mailbox_id: int) -> tuple[int, Rows]:
-    """(HIGHESTMODSEQ, the messages' (uid, flags, modseq)) of `_READ`'s answer."""
+    """(HIGHESTMODSEQ, the messages' (uid, flags, modseq)) of `_read`'s answer."""
     if not found:
         raise NotFound(f"no mailbox {mailbox_id}")
     rows = [(int(r[1]), frozenset(r[2]), int(r[3])) for r in found if r[1] is not None]
@@ -152,7 +176,7 @@ async def change_flags(
     """Make `changes` to the mailbox's messages as if one after another, in one commit:
     each one's answer (see `MailStore.set_flags`)."""
     uids = _all_uids(changes)
-    found = await db.statement(lambda c: c.fetch(_READ, mailbox_id, uids))
+    found = await db.statement(lambda c: c.fetch(_read(uids, lock=False), mailbox_id, uids))
     highest, rows = _rows(found, mailbox_id)
     outcome = _outcome(changes, highest, rows)
     if not outcome.written:
@@ -169,7 +193,7 @@ async def _locked_batch(
     conn: Connection, mailbox_id: int, changes: Sequence[FlagChange], uids: list[int]
 ) -> list[FlagResult]:
     """The batch in one transaction that locks the mailbox and its messages first."""
-    highest, rows = _rows(await conn.fetch(_LOCKED_READ, mailbox_id, uids), mailbox_id)
+    highest, rows = _rows(await conn.fetch(_read(uids, lock=True), mailbox_id, uids), mailbox_id)
     outcome = _outcome(changes, highest, rows)
     if outcome.written:
         await conn.fetchval(_WRITE, mailbox_id, outcome.as_json(), outcome.highest)
