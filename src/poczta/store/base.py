@@ -345,6 +345,14 @@ class MailStore(AddressBook, Protocol):
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]: ...
+    async def fetch_meta_with_bodies(
+        self, mailbox_id: MailboxId, uids: Sequence[int]
+    ) -> tuple[list[MessageMeta], dict[str, bytes]]:
+        """`fetch_meta` of `uids` and, by digest, the bodies of those among them the
+        store reads as cheaply with their facts as alone (maybe none: the others are
+        for `blobs.read_many`)."""
+        ...
+
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
         """Every message of the mailbox by UID: uid, size and digest only (cheap)."""
         ...

@@ -24,7 +24,7 @@ at a time, its responses written out as each batch is answered.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
 
@@ -36,6 +36,7 @@ from poczta.imap.fetch_response import asks_item, needs_body, sets_seen
 from poczta.imap.session.messages import (
     FETCH_SLICE,
     Asked,
+    bodies_of,
     body_groups,
     condstore_enabled,
     encode_from_view,
@@ -153,9 +154,9 @@ async def _answer(session: ImapSession, view: SelectedView, turns: list[_Turn]) 
     for start in range(0, len(wanted), FETCH_SLICE):
         piece = wanted[start : start + FETCH_SLICE]
         try:
-            entries = await _entries(session, view, turns, piece)
+            entries, given = await _entries(session, view, turns, piece)
             for group in body_groups(entries, lambda e: _body_size(turns, e)):
-                await writer.write(group)
+                await writer.write(group, given)
         except StoreError as exc:
             writer.failed(exc)
             return
@@ -166,13 +167,19 @@ async def _answer(session: ImapSession, view: SelectedView, turns: list[_Turn]) 
 
 async def _entries(
     session: ImapSession, view: SelectedView, turns: list[_Turn], piece: list[tuple[int, int]]
-) -> list[_Entry]:
+) -> tuple[list[_Entry], Mapping[str, bytes]]:
     """The messages of `piece` to answer, with their facts read in one store read (a
-    message the store has expunged meanwhile is left out, as a FETCH of it alone would)."""
+    message the store has expunged meanwhile is left out, as a FETCH of it alone would),
+    and such bodies as came with them."""
     asked = sorted({uid for k, uid in piece if not turns[k].shape.from_view})
     metas: dict[int, MessageMeta] = {}
+    given: Mapping[str, bytes] = {}
     if asked:
-        found = await session.store.fetch_meta(MailboxId(view.mailbox_id), asked)
+        box = MailboxId(view.mailbox_id)
+        if any(turns[k].shape.reads_body for k, _ in piece):
+            found, given = await session.store.fetch_meta_with_bodies(box, asked)
+        else:
+            found = await session.store.fetch_meta(box, asked)
         metas = {meta.uid: meta for meta in found}
     entries: list[_Entry] = []
     for k, uid in piece:
@@ -184,7 +191,7 @@ async def _entries(
                 entries.append((k, msn, uid, None))
         elif (meta := metas.get(uid)) is not None:
             entries.append((k, msn, uid, meta))
-    return entries
+    return entries, given
 
 
 def _body_size(turns: list[_Turn], entry: _Entry) -> int:
@@ -201,15 +208,14 @@ class _Writer:
         self.begun = 0  # turns whose opening is written
         self.out: list[bytes] = []
 
-    async def write(self, group: Sequence[_Entry]) -> None:
-        """Answer the messages of `group`, their bodies read in one store read."""
+    async def write(self, group: Sequence[_Entry], read: Mapping[str, bytes]) -> None:
+        """Answer the messages of `group`, their bodies as `read` with their facts or
+        read now in one store read."""
         session, turns = self.session, self.turns
         reading = [
             meta for k, _, _, meta in group if meta is not None and turns[k].shape.reads_body
         ]
-        bodies: list[bytes] = []
-        if reading:
-            bodies = await session.store.blobs.read_many([(m.digest, m.size) for m in reading])
+        bodies = await bodies_of(session, reading, read) if reading else []
         given = iter(bodies)
         for k, span in _spans(group):
             self._begin(k)

@@ -13,7 +13,7 @@ is `poczta.imap.session.store_flags`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -184,7 +184,11 @@ async def _fetch_messages(
     asked = Asked(attributes, uid_form, mark_seen, plan)
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
-        metas = await session.store.fetch_meta(MailboxId(view.mailbox_id), chunk)
+        box = MailboxId(view.mailbox_id)
+        if read_body:
+            metas, given = await session.store.fetch_meta_with_bodies(box, chunk)
+        else:
+            metas, given = await session.store.fetch_meta(box, chunk), {}
         if mark_seen:
             await _mark_seen(session, view, [m.uid for m in metas])
         out: list[bytes] = []
@@ -192,8 +196,7 @@ async def _fetch_messages(
         for group in body_groups(answered, _size) if read_body else [answered]:
             bodies: Sequence[bytes | None] = [None] * len(group)
             if read_body:
-                wanted = [(meta.digest, meta.size) for _, meta in group]
-                bodies = await session.store.blobs.read_many(wanted)
+                bodies = await bodies_of(session, [meta for _, meta in group], given)
             failure = await encode_group(session, view, group, bodies, asked, out)
             if failure is not None:
                 return failure
@@ -210,6 +213,15 @@ T = TypeVar("T")
 
 def _size(numbered: Numbered) -> int:
     return numbered[1].size
+
+
+async def bodies_of(
+    session: ImapSession, metas: Sequence[MessageMeta], given: Mapping[str, bytes]
+) -> list[bytes]:
+    """The bytes of each of `metas`: as `given` (read with their facts) or from the store."""
+    missing = [(meta.digest, meta.size) for meta in metas if meta.digest not in given]
+    read = iter(await session.store.blobs.read_many(missing) if missing else ())
+    return [given[meta.digest] if meta.digest in given else next(read) for meta in metas]
 
 
 def body_groups(items: Sequence[T], size: Callable[[T], int]) -> list[list[T]]:

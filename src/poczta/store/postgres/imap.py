@@ -33,6 +33,7 @@ __all__ = [
     "copy_messages",
     "deleted_storage",
     "fetch_meta",
+    "fetch_meta_with_bodies",
     "mailbox_changes",
     "mailbox_counts",
     "mailbox_version",
@@ -159,6 +160,42 @@ async def fetch_meta(
     if not rows:
         raise NotFound(f"no mailbox {mailbox_id}")
     return [meta_of(r) for r in rows if r[0] is not None]
+
+
+#: At most this many messages come with their small bodies in one statement.
+FEW_WITH_BODIES = 16
+
+
+async def fetch_meta_with_bodies(
+    conn: Connection, mailbox_id: int, uids: Sequence[int], small: int
+) -> tuple[list[MessageMeta], dict[str, bytes]]:
+    """The facts of the mailbox's messages of `uids` (as `fetch_meta`) and, read in the
+    same statement, the bytes of each body of at most `small` octets (by digest; one
+    not there whole is left out, for the caller to read as it reads the large ones)."""
+    where, arguments = among_uids(uids, 3)
+    rows = await conn.fetch(
+        f"SELECT m.*, d.size, d.data FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS}"
+        f" FROM messages WHERE mailbox_id = b.id AND {where}) m ON true LEFT JOIN LATERAL"
+        " (SELECT o.size, string_agg(c.data, ''::bytea ORDER BY c.seq) AS data FROM blobs o"
+        " JOIN blob_chunks c ON c.blob_id = o.id WHERE o.digest = m.digest AND o.size <= $2"
+        " GROUP BY o.size) d ON true WHERE b.id = $1 ORDER BY m.uid",
+        mailbox_id,
+        small,
+        *arguments,
+    )
+    if not rows:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    metas: list[MessageMeta] = []
+    bodies: dict[str, bytes] = {}
+    for row in rows:
+        if row[0] is None:
+            continue
+        meta = meta_of(row[:-2])
+        metas.append(meta)
+        size, data = row[-2], row[-1]
+        if data is not None and len(data) == size:
+            bodies[meta.digest] = data
+    return metas, bodies
 
 
 async def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int, int, int]:

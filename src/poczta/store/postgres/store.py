@@ -50,7 +50,7 @@ from poczta.store.base import (
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, quota
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
-from poczta.store.postgres.bodies import DEFAULT_GRACE, read_blob
+from poczta.store.postgres.bodies import DEFAULT_GRACE, SMALL_READ, read_blob
 from poczta.store.postgres.body_reads import PostgresBodies
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.deliveries import Deliveries
@@ -304,6 +304,15 @@ class PostgresStore(RecipientRouting):
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
     ) -> list[MessageMeta]:
         return await self._statement(lambda c: imap.fetch_meta(c, mailbox_id, uids))
+
+    async def fetch_meta_with_bodies(
+        self, mailbox_id: MailboxId, uids: Sequence[int]
+    ) -> tuple[list[MessageMeta], dict[str, bytes]]:
+        if len(uids) > imap.FEW_WITH_BODIES:  # their bodies are read apart, in batches
+            return await self.fetch_meta(mailbox_id, uids), {}
+        return await self._statement(
+            lambda c: imap.fetch_meta_with_bodies(c, mailbox_id, uids, SMALL_READ)
+        )
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
         return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))

@@ -246,6 +246,11 @@ class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
             return await self._small.read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
         return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
 
+    async def fetch_meta_with_bodies(
+        self, mailbox_id: MailboxId, uids: Sequence[int]
+    ) -> tuple[list[MessageMeta], dict[str, bytes]]:
+        return await self.fetch_meta(mailbox_id, uids), {}  # bodies are files: read apart
+
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
         return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))
 
