@@ -27,6 +27,7 @@ class _Store:
         self.highest = count
         self.after_read: list[tuple[int, frozenset[str]]] = []
         self.after_store: list[tuple[int, frozenset[str]]] = []  # committed right after a STORE
+        self.before_store: list[tuple[int, frozenset[str]]] = []  # just before its write
         self.store_reads = 0
 
     def commit(self, uid: int, *flags: str) -> int:
@@ -60,6 +61,9 @@ class _Store:
         self, mailbox_id: MailboxId, uids: list[int], flags: Any, mode: FlagMode, _: Any = None
     ) -> FlagResult:
         assert mode is FlagMode.ADD
+        for uid, earlier in self.before_store:
+            self.commit(uid, *earlier)
+        self.before_store.clear()
         changed = []
         for uid in uids:
             modseq = self.commit(uid, *self.messages[uid][0], *flags)
@@ -200,6 +204,34 @@ def test_a_change_made_right_after_a_store_is_told_after_the_stores_own_answer()
         assert fetches[1:] == [b"* 3 FETCH (FLAGS (%s) MODSEQ (%d))" % (flags, store.highest)]
         assert lines[-1].startswith(b"s OK")
         assert _told(_lines(session, connection, b"n NOOP")) == []
+
+
+def test_a_store_that_was_all_that_changed_the_mailbox_asks_the_store_nothing_after() -> None:
+    store = _Store(10)
+    session, connection = _session(store)
+    lines = _lines(session, connection, b"s UID STORE 3 +FLAGS (\\Seen)")
+    assert lines == [b"* 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (%d))" % store.highest, lines[-1]]
+    assert lines[-1].startswith(b"s OK") and store.store_reads == 0
+    assert session.view is not None and session.view.highestmodseq == store.highest
+    other = store.commit(5, "$Later")  # the next command still learns of what came after
+    assert _lines(session, connection, b"n NOOP")[-2:] == [  # after a new FLAGS
+        b"* 5 FETCH (FLAGS ($Later) MODSEQ (%d))" % other,
+        b"n OK NOOP completed",
+    ]
+
+
+def test_a_change_committed_between_the_look_and_the_write_is_told_before_the_ok() -> None:
+    store = _Store(10)
+    session, connection = _session(store)
+    store.before_store = [(8, frozenset({"\\Flagged"}))]
+    lines = _lines(session, connection, b"s UID STORE 3 +FLAGS (\\Seen)")
+    fetches = [line for line in lines if b" FETCH " in line]
+    assert fetches == [
+        b"* 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (%d))" % store.highest,
+        b"* 8 FETCH (FLAGS (\\Flagged) MODSEQ (%d))" % (store.highest - 1),
+    ]
+    assert lines[-1].startswith(b"s OK") and store.store_reads == 1
+    assert _told(_lines(session, connection, b"n NOOP")) == []
 
 
 def test_a_sequence_number_out_of_range_is_bad_and_the_news_still_comes_first() -> None:

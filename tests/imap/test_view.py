@@ -179,3 +179,13 @@ def test_changed_since_answers_alike_from_its_log_and_by_looking_at_each_message
     for since in (0, count, modseq - CHANGE_LOG, modseq - 1000, modseq - 1, modseq, modseq + 1):
         scanned = [uid for uid in view.uids if view.modseqs[uid] > since]
         assert view.changed_since(since) == scanned, since
+
+
+def test_own_changes_each_taking_the_next_modseq_catch_the_view_up_and_a_gap_does_not() -> None:
+    view = opened([(1, frozenset(), 1), (2, frozenset(), 2)], highestmodseq=3)
+    assert view.caught_up([(4, True), (4, False), (5, True)])  # one changed nothing
+    assert view.highestmodseq == 5
+    assert not view.caught_up([(7, True)])  # 6 was someone else's
+    assert not view.caught_up([(6, True), (8, True)])
+    assert view.highestmodseq == 5  # left for the store to say what came between
+    assert not view.caught_up([(6, False)])  # nothing changed by us, but 6 happened

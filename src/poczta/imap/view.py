@@ -190,6 +190,20 @@ class SelectedView:
                 self._moved(uid, modseq)
         self.highestmodseq = max(self.highestmodseq, highestmodseq)
 
+    def caught_up(self, own: Iterable[tuple[int, bool]]) -> bool:
+        """Whether the session's own flag changes, in the order committed, are all that
+        happened to the mailbox since the view's HIGHESTMODSEQ: each (the HIGHESTMODSEQ
+        after it, whether it took a MODSEQ) came right after the one before. Every change
+        to a mailbox takes its next MODSEQ, so then nothing else can have changed
+        meanwhile, and the view moves to the last without asking the store."""
+        known = self.highestmodseq
+        for after, took in own:
+            if after - took != known:
+                return False
+            known = after
+        self.highestmodseq = known
+        return True
+
     def _moved(self, uid: int, modseq: int) -> None:
         """A message's MODSEQ is now `modseq` (kept in the log for `changed_since`)."""
         self.modseqs[uid] = modseq

@@ -77,7 +77,8 @@ class StoreRun:
     may make further runs before answering this one (commands the client pipelined
     meanwhile): their changes then go into the next group commit, and the runs are
     answered in the order they were made. Only the `last` of them brings the view up
-    to date and tells what other sessions changed.
+    to date and tells what other sessions changed; when the changes of the runs are
+    all that changed the mailbox (`SelectedView.caught_up`), the store is not asked.
     """
 
     def __init__(self, session: ImapSession, commands: Sequence[cmd.Store], *, announce: bool):
@@ -104,7 +105,11 @@ class StoreRun:
 
     async def answer(self, session: ImapSession, *, last: bool) -> None:
         results = await self.committed
-        if last:
+        view = session.view
+        assert view is not None
+        own = [(r.highestmodseq, bool(r.changed)) for r in results if isinstance(r, FlagResult)]
+        caught_up = len(own) == len(results) and view.caught_up(own)
+        if last and not caught_up:  # others changed the mailbox too: ask what
             from poczta.imap.session.selected import refresh
 
             with contextlib.suppress(StoreError):  # the changes are made: news can wait
