@@ -55,8 +55,8 @@ async def _fill(store: PostgresStore, user: int, count: int) -> list[int]:
     return uids
 
 
-# a few messages, read by key one by one; more, read in one pass over the mailbox
-@pytest.mark.parametrize("count", [6, FEW_UIDS + 20])
+# one message, a few read by key one by one, more read in one pass over the mailbox
+@pytest.mark.parametrize("count", [1, 6, FEW_UIDS + 20])
 def test_concurrent_flag_changes_on_the_same_messages_are_all_kept(
     postgres: PostgresServer, postgres_dsn: str, tmp_path: Path, count: int
 ) -> None:

@@ -56,8 +56,12 @@ MAX_BATCH_UIDS = 10_000  # distinct messages one batch reads and writes, beyond 
 # (LIMIT keeps the subquery from being folded into a join) because the prepared
 # statement's generic plan would otherwise scan the whole mailbox for a few UIDs: it
 # costs `mailbox_id = $1` for a typical mailbox, and next to one 10,000-message INBOX
-# a typical mailbox is small.
+# a typical mailbox is small. One message (the commonest STORE) is one key, whose
+# generic plan is that lookup and is kept: no planning on every call.
 FEW_UIDS = 100
+_LOOKUP = (
+    "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND uid = $2::bigint{lock}"
+)
 _LOOKUPS = (
     "SELECT x.uid, x.flags, x.modseq FROM unnest($2::bigint[]) AS u(uid) CROSS JOIN LATERAL"
     " (SELECT uid, flags, modseq FROM messages WHERE mailbox_id = $1 AND uid = u.uid"
@@ -69,21 +73,22 @@ _PASS = (
 )
 
 
-def _read(uids: Sequence[int], *, lock: bool) -> str:
-    """The statement reading HIGHESTMODSEQ and the messages `uids`, locked or not."""
-    messages = (_LOOKUPS if len(uids) <= FEW_UIDS else _PASS).format(
-        lock=" FOR UPDATE" if lock else ""
-    )
+def _read(uids: Sequence[int], *, lock: bool) -> tuple[str, object]:
+    """The statement reading HIGHESTMODSEQ and the messages `uids`, locked or not, and
+    its argument for them."""
+    shape = _LOOKUP if len(uids) == 1 else _LOOKUPS if len(uids) <= FEW_UIDS else _PASS
+    messages = shape.format(lock=" FOR UPDATE" if lock else "")
+    argument: object = uids[0] if len(uids) == 1 else list(uids)
     if not lock:
         return (
             "SELECT b.highestmodseq, m.uid, m.flags, m.modseq FROM mailboxes b LEFT JOIN"
             f" LATERAL ({messages}) m ON true WHERE b.id = $1 ORDER BY m.uid"
-        )
+        ), argument
     return (
         "WITH box AS (SELECT highestmodseq FROM mailboxes WHERE id = $1 FOR UPDATE)"
         " SELECT box.highestmodseq, m.uid, m.flags, m.modseq FROM box LEFT JOIN LATERAL"
         f" ({messages}) m ON true ORDER BY m.uid"
-    )
+    ), argument
 
 
 # $1 mailbox, $2 the messages' new flags and MODSEQs as JSON [{uid, flags, modseq}], $3
@@ -176,7 +181,8 @@ async def change_flags(
     """Make `changes` to the mailbox's messages as if one after another, in one commit:
     each one's answer (see `MailStore.set_flags`)."""
     uids = _all_uids(changes)
-    found = await db.statement(lambda c: c.fetch(_read(uids, lock=False), mailbox_id, uids))
+    read, argument = _read(uids, lock=False)
+    found = await db.statement(lambda c: c.fetch(read, mailbox_id, argument))
     highest, rows = _rows(found, mailbox_id)
     outcome = _outcome(changes, highest, rows)
     if not outcome.written:
@@ -193,7 +199,8 @@ async def _locked_batch(
     conn: Connection, mailbox_id: int, changes: Sequence[FlagChange], uids: list[int]
 ) -> list[FlagResult]:
     """The batch in one transaction that locks the mailbox and its messages first."""
-    highest, rows = _rows(await conn.fetch(_read(uids, lock=True), mailbox_id, uids), mailbox_id)
+    read, argument = _read(uids, lock=True)
+    highest, rows = _rows(await conn.fetch(read, mailbox_id, argument), mailbox_id)
     outcome = _outcome(changes, highest, rows)
     if outcome.written:
         await conn.fetchval(_WRITE, mailbox_id, outcome.as_json(), outcome.highest)
