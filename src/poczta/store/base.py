@@ -23,6 +23,7 @@ from poczta.store.records import (
     DELIVERED,
     FAILED,
     MAX_FLAGS_OCTETS,
+    NOT_READ,
     PENDING,
     QUOTA_RESOURCES,
     SPECIAL_USES,
@@ -73,6 +74,7 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "MAX_FLAGS_OCTETS",
+    "NOT_READ",
     "PENDING",
     "QUOTA_RESOURCES",
     "SPECIAL_USES",
@@ -343,8 +345,13 @@ class MailStore(AddressBook, Protocol):
         outbound: Outbound | None = None,
     ) -> Accepted: ...
     async def fetch_meta(
-        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
-    ) -> list[MessageMeta]: ...
+        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *, kept_only: bool = False
+    ) -> list[MessageMeta]:
+        """The facts of the mailbox's messages of `uids` (all when None), in UID order.
+        With `kept_only` the caller needs only the dates, size, digest and the kept
+        ENVELOPE and BODYSTRUCTURE text: the store may leave out the rest (NOT_READ,
+        `MessageMeta.complete` False)."""
+        ...
     async def fetch_meta_with_bodies(
         self, mailbox_id: MailboxId, uids: Sequence[int]
     ) -> tuple[list[MessageMeta], dict[str, bytes]]:

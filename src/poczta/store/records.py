@@ -27,6 +27,7 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "MAX_FLAGS_OCTETS",
+    "NOT_READ",
     "PENDING",
     "QUOTA_RESOURCES",
     "SPECIAL_USES",
@@ -202,6 +203,15 @@ class Deferred(Generic[T]):
         self.decode = decode
 
 
+def _not_read(text: str) -> Any:
+    raise LookupError("the message's facts were read without this one (kept_only)")
+
+
+#: What a message's facts hold in place of the parts a `kept_only` read left out: using
+#: one raises LookupError.
+NOT_READ: Deferred[Any] = Deferred("", _not_read)
+
+
 class MessageMeta:
     """One message as FETCH and SEARCH see it, without its bytes.
 
@@ -262,6 +272,11 @@ class MessageMeta:
         self._structure = structure
         self.imap_envelope = imap_envelope
         self.imap_bodystructure = imap_bodystructure
+
+    @property
+    def complete(self) -> bool:
+        """Whether every fact was read (not a `kept_only` read's)."""
+        return self._envelope is not NOT_READ
 
     @property
     def envelope(self) -> Envelope:

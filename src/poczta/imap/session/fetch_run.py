@@ -41,6 +41,7 @@ from poczta.imap.session.messages import (
     condstore_enabled,
     encode_from_view,
     encode_group,
+    kept_suffice,
     resolve_targets,
 )
 from poczta.imap.view import SelectedView
@@ -179,7 +180,9 @@ async def _entries(
         if any(turns[k].shape.reads_body for k, _ in piece):
             found, given = await session.store.fetch_meta_with_bodies(box, asked)
         else:
-            found = await session.store.fetch_meta(box, asked)
+            plans = [turns[k].shape.asked.plan for k, _ in piece if not turns[k].shape.from_view]
+            kept_only = kept_suffice(session, plans)
+            found = await session.store.fetch_meta(box, asked, kept_only=kept_only)
         metas = {meta.uid: meta for meta in found}
     entries: list[_Entry] = []
     for k, uid in piece:

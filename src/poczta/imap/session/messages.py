@@ -182,13 +182,14 @@ async def _fetch_messages(
         _fetch_from_view(session, view, uids, plan)
         return None
     asked = Asked(attributes, uid_form, mark_seen, plan)
+    kept_only = kept_suffice(session, [plan])
     for start in range(0, len(uids), FETCH_SLICE):
         chunk = list(uids[start : start + FETCH_SLICE])
         box = MailboxId(view.mailbox_id)
         if read_body:
             metas, given = await session.store.fetch_meta_with_bodies(box, chunk)
         else:
-            metas, given = await session.store.fetch_meta(box, chunk), {}
+            metas, given = await session.store.fetch_meta(box, chunk, kept_only=kept_only), {}
         if mark_seen:
             await _mark_seen(session, view, [m.uid for m in metas])
         out: list[bytes] = []
@@ -213,6 +214,15 @@ T = TypeVar("T")
 
 def _size(numbered: Numbered) -> int:
     return numbered[1].size
+
+
+def kept_suffice(session: ImapSession, plans: Sequence[FetchPlan | None]) -> bool:
+    """Whether FETCHes of these plans need of the store's facts only what the kept texts
+    answer from (`fetch_meta`'s kept_only): a plan writes nothing else, and a message
+    whose kept text does not serve (none kept, or non-ASCII for a UTF-8 session) is
+    read again whole (`encode_group`). A UTF-8 session reads all: more of its messages
+    would need that."""
+    return not session.utf8 and all(plan is not None for plan in plans)
 
 
 async def bodies_of(
@@ -267,6 +277,11 @@ async def encode_group(
             if planned is not None:
                 out.append(planned)
                 continue
+        if not meta.complete:  # read for the plan alone, which cannot answer this one
+            whole = await session.store.fetch_meta(MailboxId(view.mailbox_id), [meta.uid])
+            if not whole:
+                continue  # expunged meanwhile: left out, as the store would
+            meta = whole[0]
         built = await _built(session, view, msn, meta, data, asked)
         if isinstance(built, UnknownEncoding):
             return built

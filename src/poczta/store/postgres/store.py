@@ -301,8 +301,9 @@ class PostgresStore(RecipientRouting):
         return await self._deliveries.accept(data, parsed, internal_date, targets, None, room)
 
     async def fetch_meta(
-        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
+        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *, kept_only: bool = False
     ) -> list[MessageMeta]:
+        # every fact, kept_only or not: the row's text columns come in one round trip
         return await self._statement(lambda c: imap.fetch_meta(c, mailbox_id, uids))
 
     async def fetch_meta_with_bodies(

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from poczta.store.base import (
+    NOT_READ,
     Accepted,
     AlreadyExists,
     Deferred,
@@ -59,6 +60,12 @@ _MAILBOX_STATE = (
 _META_COLUMNS = (
     "uid, modseq, flags, internal_date, size, digest, header_size, sent_date, subject,"
     " envelope, headers, structure, imap_envelope, imap_bodystructure"
+)
+# What a FETCH answered from the kept texts needs (`fetch_meta`'s kept_only): not the
+# envelope, search headers and structure, half of what a row's facts take to read.
+_KEPT_COLUMNS = (
+    "uid, modseq, flags, internal_date, size, digest, header_size, sent_date, subject,"
+    " imap_envelope, imap_bodystructure"
 )
 _UIDS = "uid IN (SELECT value FROM json_each(?))"
 _LISTED_UIDS = 16  # up to this many UIDs are bound one by one, more as one JSON array
@@ -293,8 +300,32 @@ def deliver_job(
 
 def _meta(row: tuple[Any, ...]) -> MessageMeta:
     """A row of `_META_COLUMNS`; the envelope, headers and structure decoded when used."""
-    uid, modseq, flags, internal, size, digest, header_size, sent, subject = row[:9]
     envelope, headers, structure, imap_envelope, imap_bodystructure = row[9:]
+    return _facts(
+        row,
+        Deferred(envelope, decode_envelope),
+        Deferred(headers, decode_headers),
+        Deferred(structure, decode_structure) if structure else None,
+        imap_envelope,
+        imap_bodystructure,
+    )
+
+
+def _kept_meta(row: tuple[Any, ...]) -> MessageMeta:
+    """A row of `_KEPT_COLUMNS`: the parts not read are NOT_READ."""
+    return _facts(row, NOT_READ, NOT_READ, NOT_READ, row[9], row[10])
+
+
+def _facts(
+    row: tuple[Any, ...],
+    envelope: Deferred[Any],
+    headers: Deferred[Any],
+    structure: Deferred[Any] | None,
+    imap_envelope: str | None,
+    imap_bodystructure: str | None,
+) -> MessageMeta:
+    """The facts of a row whose first nine columns are those both column lists start with."""
+    uid, modseq, flags, internal, size, digest, header_size, sent, subject = row[:9]
     return MessageMeta(
         uid,
         modseq,
@@ -305,9 +336,9 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
         header_size,
         decode_time(sent) if sent else None,
         subject,
-        Deferred(envelope, decode_envelope),
-        Deferred(headers, decode_headers),
-        Deferred(structure, decode_structure) if structure else None,
+        envelope,
+        headers,
+        structure,
         imap_envelope,
         imap_bodystructure,
     )
@@ -327,17 +358,18 @@ def fetch_summaries(conn: sqlite3.Connection, mailbox_id: int) -> list[MessageSu
 
 
 def fetch_meta(
-    conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int] | None
+    conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int] | None, kept_only: bool = False
 ) -> list[MessageMeta]:
+    columns, make = (_KEPT_COLUMNS, _kept_meta) if kept_only else (_META_COLUMNS, _meta)
     if uids is None:
         rows: Iterable[tuple[Any, ...]] = conn.execute(
-            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+            f"SELECT {columns} FROM messages WHERE mailbox_id = ? ORDER BY uid",
             (mailbox_id,),
         )
     elif len(uids) <= _LISTED_UIDS:  # a few (a client reading a message): by their keys
         among, values = uid_condition(uids)
         rows = conn.execute(
-            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? AND {among} ORDER BY uid",
+            f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND {among} ORDER BY uid",
             (mailbox_id, *values),
         ).fetchall()
     elif max(uids) - min(uids) < 2 * len(uids):
@@ -346,7 +378,7 @@ def fetch_meta(
         rows = (
             row
             for row in conn.execute(
-                f"SELECT {_META_COLUMNS} FROM messages"
+                f"SELECT {columns} FROM messages"
                 " WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
                 (mailbox_id, min(uids), max(uids)),
             )
@@ -354,10 +386,10 @@ def fetch_meta(
         )
     else:
         rows = conn.execute(
-            f"SELECT {_META_COLUMNS} FROM messages WHERE mailbox_id = ? AND {_UIDS} ORDER BY uid",
+            f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND {_UIDS} ORDER BY uid",
             (mailbox_id, json.dumps(list(uids))),
         )
-    found = [_meta(r) for r in rows]
+    found = [make(r) for r in rows]
     if not found:  # none, or no such mailbox
         _require_mailbox(conn, mailbox_id)
     return found

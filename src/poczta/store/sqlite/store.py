@@ -240,11 +240,14 @@ class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
         return accepted
 
     async def fetch_meta(
-        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None
+        self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *, kept_only: bool = False
     ) -> list[MessageMeta]:
+        def read(conn: sqlite3.Connection) -> list[MessageMeta]:
+            return messages.fetch_meta(conn, mailbox_id, uids, kept_only)
+
         if uids is not None and len(uids) <= INLINE_FETCH:
-            return await self._small.read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
-        return await self._read(lambda c: messages.fetch_meta(c, mailbox_id, uids))
+            return await self._small.read(read)
+        return await self._read(read)
 
     async def fetch_meta_with_bodies(
         self, mailbox_id: MailboxId, uids: Sequence[int]
