@@ -162,6 +162,7 @@ class PocztaTarget(Target):
     """``poczta serve`` with only an imaps (or imap) listener, one process (the default)."""
 
     name = "poczta"
+    fill_concurrency = 64  # deliveries in flight while filling
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -217,7 +218,7 @@ class PocztaTarget(Target):
         store = await poczta_instance.open_store(self.config)
         scram = poczta_instance.user_secret(PASSWORD)[1]
         hashes = self.plan.password_hashes
-        gate = asyncio.Semaphore(64)
+        gate = asyncio.Semaphore(self.fill_concurrency)
 
         async def add_user(address: str) -> Any:
             async with gate:
@@ -303,6 +304,9 @@ class PocztaPgTarget(PocztaTarget):
 
     name = "poczta-pg"
     db_backed = True
+    # A message for the 50 clients is one transaction locking their 50 INBOXes; 64 of
+    # those at once queue on the same rows and wait for the pool past its timeout.
+    fill_concurrency = 8
 
     def store_table(self) -> str:
         return str(self.opts.postgres.store_config())
