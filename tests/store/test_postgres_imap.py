@@ -15,7 +15,6 @@ import pytest
 
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, FlagMode, MailboxId, NotFound, UserId
-from poczta.store.postgres import imap
 from poczta.store.postgres.flags import FEW_UIDS, FlagBatches
 from poczta.store.postgres.store import PostgresStore
 from tests.pg_server import PostgresServer
@@ -289,7 +288,7 @@ def test_the_expunged_uids_of_a_mailbox_go_with_it_and_with_its_user(
     asyncio.run(main())
 
 
-def test_small_bodies_come_whole_with_the_facts_and_large_ones_are_left_to_read(
+def test_bodies_of_one_chunk_come_whole_with_the_facts_and_larger_ones_are_left_to_read(
     postgres: PostgresServer, postgres_dsn: str, tmp_path: Path
 ) -> None:
     async def body(nodes: list[PostgresStore], bob: UserId, inbox: MailboxId) -> None:
@@ -300,15 +299,14 @@ def test_small_bodies_come_whole_with_the_facts_and_large_ones_are_left_to_read(
             [done] = await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(bob)])
             sent[done.uid] = data
         uids = sorted(sent)
-        metas, bodies = await store.fetch_meta_with_bodies(inbox, uids)
-        assert [(m.uid, m.digest) for m in metas] == [
-            (m.uid, m.digest) for m in await store.fetch_meta(inbox, uids)
-        ]
-        assert {m.uid: bodies[m.digest] for m in metas} == sent
-        _, few = await store._db.statement(
-            lambda c: imap.fetch_meta_with_bodies(c, inbox, uids, 100 * 1024)
-        )
-        assert sorted(few.values()) == sorted(sent[u] for u in (uids[0], uids[2]))
+        for kept_only in (False, True):
+            metas, bodies = await store.fetch_meta_with_bodies(inbox, uids, kept_only=kept_only)
+            assert [(m.uid, m.digest) for m in metas] == [
+                (m.uid, m.digest) for m in await store.fetch_meta(inbox, uids)
+            ]
+            assert sorted(bodies.values()) == sorted(sent[u] for u in (uids[0], uids[2]))
+            [large] = [m for m in metas if m.digest not in bodies]
+            assert await store.blobs.read_many([(large.digest, large.size)]) == [sent[large.uid]]
         with pytest.raises(NotFound):
             await store.fetch_meta_with_bodies(MailboxId(inbox + 1000), uids)
 

@@ -94,3 +94,34 @@ def test_messages_stored_before_version_13_get_their_fetch_text_on_upgrade(
     conn.execute("DELETE FROM schema_version WHERE version = 13")
     conn.close()
     assert asyncio.run(kept()) == [_live(data) for data in messages]
+
+
+def test_a_kept_only_read_has_the_kept_texts_and_leaves_out_the_parse(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        bob = await with_user(store)
+        for data in (MULTIPART, EIGHT_BIT):
+            await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(bob)])
+        inbox = (await store.get_mailbox(bob, "INBOX")).id
+        whole = await store.fetch_meta(inbox)
+        kept = await store.fetch_meta(inbox, kept_only=True)
+        with_bodies, bodies = await store.fetch_meta_with_bodies(
+            inbox, [m.uid for m in whole], kept_only=True
+        )
+        for read in (kept, with_bodies):
+            assert [(m.uid, m.digest, m.size, m.header_size, m.flags) for m in read] == [
+                (m.uid, m.digest, m.size, m.header_size, m.flags) for m in whole
+            ]
+            assert [(m.imap_envelope, m.imap_bodystructure) for m in read] == [
+                (m.imap_envelope, m.imap_bodystructure) for m in whole
+            ]
+            assert [(m.internal_date, m.sent_date, m.subject) for m in read] == [
+                (m.internal_date, m.sent_date, m.subject) for m in whole
+            ]
+            assert all(not m.complete for m in read) and all(m.complete for m in whole)
+            with pytest.raises(LookupError):
+                _ = read[0].envelope
+        for meta in with_bodies:
+            if meta.digest in bodies:  # the store's choice (PostgreSQL: small ones)
+                assert bodies[meta.digest] == await store.blobs.read(meta.digest)
+
+    backend.run(body)

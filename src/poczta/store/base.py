@@ -352,12 +352,13 @@ class MailStore(AddressBook, Protocol):
         ENVELOPE and BODYSTRUCTURE text: the store may leave out the rest (NOT_READ,
         `MessageMeta.complete` False)."""
         ...
+
     async def fetch_meta_with_bodies(
-        self, mailbox_id: MailboxId, uids: Sequence[int]
+        self, mailbox_id: MailboxId, uids: Sequence[int], *, kept_only: bool = False
     ) -> tuple[list[MessageMeta], dict[str, bytes]]:
-        """`fetch_meta` of `uids` and, by digest, the bodies of those among them the
-        store reads as cheaply with their facts as alone (maybe none: the others are
-        for `blobs.read_many`)."""
+        """`fetch_meta` of `uids` (`kept_only` as there) and, by digest, the bodies of
+        those among them the store reads as cheaply with their facts as alone (maybe
+        none: the others are for `blobs.read_many`)."""
         ...
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:

@@ -177,11 +177,13 @@ async def _entries(
     given: Mapping[str, bytes] = {}
     if asked:
         box = MailboxId(view.mailbox_id)
+        plans = [turns[k].shape.asked.plan for k, _ in piece if not turns[k].shape.from_view]
+        kept_only = kept_suffice(session, plans)
         if any(turns[k].shape.reads_body for k, _ in piece):
-            found, given = await session.store.fetch_meta_with_bodies(box, asked)
+            found, given = await session.store.fetch_meta_with_bodies(
+                box, asked, kept_only=kept_only
+            )
         else:
-            plans = [turns[k].shape.asked.plan for k, _ in piece if not turns[k].shape.from_view]
-            kept_only = kept_suffice(session, plans)
             found = await session.store.fetch_meta(box, asked, kept_only=kept_only)
         metas = {meta.uid: meta for meta in found}
     entries: list[_Entry] = []

@@ -187,7 +187,9 @@ async def _fetch_messages(
         chunk = list(uids[start : start + FETCH_SLICE])
         box = MailboxId(view.mailbox_id)
         if read_body:
-            metas, given = await session.store.fetch_meta_with_bodies(box, chunk)
+            metas, given = await session.store.fetch_meta_with_bodies(
+                box, chunk, kept_only=kept_only
+            )
         else:
             metas, given = await session.store.fetch_meta(box, chunk, kept_only=kept_only), {}
         if mark_seen:

@@ -17,15 +17,22 @@ a mailbox with nothing to say. `claim_recent` is one statement too, a write of i
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 from poczta.store.base import MailboxChange, MailboxId, MessageMeta, NotFound
 from poczta.store.codec import decode_flags
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection, equals_any
-from poczta.store.postgres.bodies import add_blob_ref
+from poczta.store.postgres.bodies import CHUNK, add_blob_ref
 from poczta.store.postgres.mailboxes import bump, get_mailbox, lock_in_order
-from poczta.store.postgres.messages import _META_COLUMNS, FLAGS_TEXT, meta_of
+from poczta.store.postgres.messages import (
+    _META_COLUMNS,
+    FLAGS_TEXT,
+    KEPT_COLUMNS,
+    kept_meta_of,
+    meta_of,
+)
 
 __all__ = [
     "changed_since",
@@ -143,23 +150,30 @@ async def vanished(conn: Connection, mailbox_id: int, since_modseq: int) -> list
     return [int(r[0]) for r in rows if r[0] is not None]
 
 
+def _read_columns(kept_only: bool) -> tuple[str, Callable[[Any], MessageMeta]]:
+    """The columns a facts read selects and how a row of them becomes a `MessageMeta`."""
+    return (KEPT_COLUMNS, kept_meta_of) if kept_only else (_META_COLUMNS, meta_of)
+
+
 async def fetch_meta(
-    conn: Connection, mailbox_id: int, uids: Sequence[int] | None
+    conn: Connection, mailbox_id: int, uids: Sequence[int] | None, kept_only: bool = False
 ) -> list[MessageMeta]:
-    """The facts of the mailbox's messages of `uids` (all when None), in UID order."""
+    """The facts of the mailbox's messages of `uids` (all when None), in UID order;
+    with `kept_only` without the envelope, headers and structure (`KEPT_COLUMNS`)."""
     chosen, arguments = "", list[object]()  # all of them
     if uids is not None:
         where, arguments = among_uids(uids, 2)
         chosen = f" AND {where}"
+    columns, make = _read_columns(kept_only)
     rows = await conn.fetch(
-        f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS} FROM messages"
+        f"SELECT m.* FROM mailboxes b LEFT JOIN LATERAL (SELECT {columns} FROM messages"
         f" WHERE mailbox_id = b.id{chosen}) m ON true WHERE b.id = $1 ORDER BY m.uid",
         mailbox_id,
         *arguments,
     )
     if not rows:
         raise NotFound(f"no mailbox {mailbox_id}")
-    return [meta_of(r) for r in rows if r[0] is not None]
+    return [make(r) for r in rows if r[0] is not None]
 
 
 #: At most this many messages come with their small bodies in one statement.
@@ -167,20 +181,23 @@ FEW_WITH_BODIES = 16
 
 
 async def fetch_meta_with_bodies(
-    conn: Connection, mailbox_id: int, uids: Sequence[int], small: int
+    conn: Connection, mailbox_id: int, uids: Sequence[int], kept_only: bool = False
 ) -> tuple[list[MessageMeta], dict[str, bytes]]:
     """The facts of the mailbox's messages of `uids` (as `fetch_meta`) and, read in the
-    same statement, the bytes of each body of at most `small` octets (by digest; one
-    not there whole is left out, for the caller to read as it reads the large ones)."""
-    where, arguments = among_uids(uids, 3)
+    same statement, the bytes of each body that is one chunk (by digest; the others,
+    and an empty one, which has no chunk, are for the caller to read apart). One chunk
+    each keeps the plan to three index lookups a message, the same for every call: one
+    that gathered the chunks of bigger bodies was planned anew each time, which cost
+    more than running it."""
+    where, arguments = among_uids(uids, 2)
+    columns, make = _read_columns(kept_only)
     rows = await conn.fetch(
-        f"SELECT m.*, d.size, d.data FROM mailboxes b LEFT JOIN LATERAL (SELECT {_META_COLUMNS}"
-        f" FROM messages WHERE mailbox_id = b.id AND {where}) m ON true LEFT JOIN LATERAL"
-        " (SELECT o.size, string_agg(c.data, ''::bytea ORDER BY c.seq) AS data FROM blobs o"
-        " JOIN blob_chunks c ON c.blob_id = o.id WHERE o.digest = m.digest AND o.size <= $2"
-        " GROUP BY o.size) d ON true WHERE b.id = $1 ORDER BY m.uid",
+        f"SELECT m.*, o.size, c.data FROM mailboxes b LEFT JOIN LATERAL (SELECT {columns}"
+        f" FROM messages WHERE mailbox_id = b.id AND {where}) m ON true"
+        f" LEFT JOIN blobs o ON o.digest = m.digest AND o.size <= {CHUNK}"
+        " LEFT JOIN blob_chunks c ON c.blob_id = o.id AND c.seq = 0"
+        " WHERE b.id = $1 ORDER BY m.uid",
         mailbox_id,
-        small,
         *arguments,
     )
     if not rows:
@@ -190,7 +207,7 @@ async def fetch_meta_with_bodies(
     for row in rows:
         if row[0] is None:
             continue
-        meta = meta_of(row[:-2])
+        meta = make(row[:-2])
         metas.append(meta)
         size, data = row[-2], row[-1]
         if data is not None and len(data) == size:

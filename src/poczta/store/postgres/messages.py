@@ -29,6 +29,7 @@ from typing import Any
 from poczta.message import ParsedMessage
 from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.store.base import (
+    NOT_READ,
     Accepted,
     Deferred,
     Delivered,
@@ -68,6 +69,7 @@ from poczta.store.postgres.targets import mailbox_of, target_key
 
 __all__ = [
     "FLAGS_TEXT",
+    "KEPT_COLUMNS",
     "Filing",
     "HasRoom",
     "expunge",
@@ -76,6 +78,7 @@ __all__ = [
     "find_targets",
     "fits_one_statement",
     "join_time",
+    "kept_meta_of",
     "message_digest",
     "new_message",
     "split_time",
@@ -91,6 +94,12 @@ _META_COLUMNS = (
     f"uid, modseq, {FLAGS_TEXT} AS flags, internal_date, internal_date_zone, size, digest,"
     " header_size, sent_date, sent_date_zone, subject, envelope, headers, structure,"
     " imap_envelope, imap_bodystructure"
+)
+#: The facts a FETCH the kept texts answer needs (`fetch_meta`'s kept_only): without the
+#: envelope, headers and structure, the largest columns of a row.
+KEPT_COLUMNS = (
+    f"uid, modseq, {FLAGS_TEXT} AS flags, internal_date, internal_date_zone, size, digest,"
+    " header_size, sent_date, sent_date_zone, subject, imap_envelope, imap_bodystructure"
 )
 _INSERT = (
     "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, internal_date_zone,"
@@ -324,8 +333,33 @@ def meta_of(row: Any) -> MessageMeta:
     way to read an asyncpg row); the envelope, headers and structure decoded when first
     used (a FETCH of the kept ENVELOPE and BODYSTRUCTURE text, or a SEARCH of flags,
     never needs them: decoding all three was most of a first-open FETCH)."""
+    envelope, headers, structure, imap_envelope, imap_text = row[11:]
+    return _facts(
+        row,
+        Deferred(envelope, decode_envelope),
+        Deferred(headers, decode_headers),
+        Deferred(structure, decode_structure) if structure else None,
+        imap_envelope,
+        imap_text,
+    )
+
+
+def kept_meta_of(row: Any) -> MessageMeta:
+    """A `MessageMeta` of a row of `KEPT_COLUMNS`: the parts not read are NOT_READ."""
+    return _facts(row, NOT_READ, NOT_READ, NOT_READ, row[11], row[12])
+
+
+def _facts(
+    row: Any,
+    envelope: Deferred[Any],
+    headers: Deferred[Any],
+    structure: Deferred[Any] | None,
+    imap_envelope: str | None,
+    imap_bodystructure: str | None,
+) -> MessageMeta:
+    """The facts of a row whose first eleven columns are those both column lists start with."""
     uid, modseq, flags, internal, internal_zone, size, digest, header_size = row[:8]
-    sent, sent_zone, subject, envelope, headers, structure, imap_envelope, imap_text = row[8:]
+    sent, sent_zone, subject = row[8:11]
     return MessageMeta(
         uid,
         modseq,
@@ -336,11 +370,11 @@ def meta_of(row: Any) -> MessageMeta:
         header_size,
         None if sent is None else join_time(sent, sent_zone or 0),
         subject,
-        Deferred(envelope, decode_envelope),
-        Deferred(headers, decode_headers),
-        Deferred(structure, decode_structure) if structure else None,
+        envelope,
+        headers,
+        structure,
         imap_envelope,
-        imap_text,
+        imap_bodystructure,
     )
 
 

@@ -50,7 +50,7 @@ from poczta.store.base import (
 from poczta.store.changes import ChangeHub
 from poczta.store.postgres import accounts, imap, mailboxes, messages, queue, quota
 from poczta.store.postgres.access import COMMAND_TIMEOUT, Connection, Database, translated
-from poczta.store.postgres.bodies import DEFAULT_GRACE, SMALL_READ, read_blob
+from poczta.store.postgres.bodies import DEFAULT_GRACE, read_blob
 from poczta.store.postgres.body_reads import PostgresBodies
 from poczta.store.postgres.connect import connect, create_pool
 from poczta.store.postgres.deliveries import Deliveries
@@ -303,16 +303,15 @@ class PostgresStore(RecipientRouting):
     async def fetch_meta(
         self, mailbox_id: MailboxId, uids: Sequence[int] | None = None, *, kept_only: bool = False
     ) -> list[MessageMeta]:
-        # every fact, kept_only or not: the row's text columns come in one round trip
-        return await self._statement(lambda c: imap.fetch_meta(c, mailbox_id, uids))
+        return await self._statement(lambda c: imap.fetch_meta(c, mailbox_id, uids, kept_only))
 
     async def fetch_meta_with_bodies(
-        self, mailbox_id: MailboxId, uids: Sequence[int]
+        self, mailbox_id: MailboxId, uids: Sequence[int], *, kept_only: bool = False
     ) -> tuple[list[MessageMeta], dict[str, bytes]]:
         if len(uids) > imap.FEW_WITH_BODIES:  # their bodies are read apart, in batches
-            return await self.fetch_meta(mailbox_id, uids), {}
+            return await self.fetch_meta(mailbox_id, uids, kept_only=kept_only), {}
         return await self._statement(
-            lambda c: imap.fetch_meta_with_bodies(c, mailbox_id, uids, SMALL_READ)
+            lambda c: imap.fetch_meta_with_bodies(c, mailbox_id, uids, kept_only)
         )
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:

@@ -250,9 +250,10 @@ class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
         return await self._read(read)
 
     async def fetch_meta_with_bodies(
-        self, mailbox_id: MailboxId, uids: Sequence[int]
+        self, mailbox_id: MailboxId, uids: Sequence[int], *, kept_only: bool = False
     ) -> tuple[list[MessageMeta], dict[str, bytes]]:
-        return await self.fetch_meta(mailbox_id, uids), {}  # bodies are files: read apart
+        # bodies are files: read apart
+        return await self.fetch_meta(mailbox_id, uids, kept_only=kept_only), {}
 
     async def fetch_summaries(self, mailbox_id: MailboxId) -> list[MessageSummary]:
         return await self._read(lambda c: messages.fetch_summaries(c, mailbox_id))
