@@ -14,6 +14,7 @@ A `DeliveryTarget` names its mailbox either by name or by special use ("\\Junk")
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -272,6 +273,12 @@ class MessageMeta:
         self._structure = structure
         self.imap_envelope = imap_envelope
         self.imap_bodystructure = imap_bodystructure
+
+    def with_flags(self, flags: frozenset[str], modseq: int) -> MessageMeta:
+        """The same message after a flag change: these flags, at this MODSEQ."""
+        other = copy.copy(self)
+        other.flags, other.modseq = flags, modseq
+        return other
 
     @property
     def complete(self) -> bool:

@@ -70,7 +70,7 @@ from poczta.store.base import (
 )
 
 if TYPE_CHECKING:
-    from poczta.imap.session.search import SearchFacts
+    from poczta.imap.session.search_facts import SearchFacts
     from poczta.imap.session.store_flags import StoreRun
 
 __all__ = ["IMAP_REPLIES", "ImapContext", "ImapSession", "run_imap_session"]

@@ -2,7 +2,8 @@
 the pure evaluator (`poczta.imap.search_eval`, `sort`, `thread`), answered as SEARCH,
 ESEARCH (RFC 4731, with SAVE for `$`, RFC 5182), SORT, ESORT or THREAD.
 
-The facts come from one store read of the mailbox. BODY and TEXT need the messages'
+The facts come from one store read of the mailbox, kept and brought up to date from
+the view (`search_facts`). BODY and TEXT need the messages'
 text: the evaluator then runs on a thread, asking for a message's bytes only when the
 cheaper keys leave it undecided, so a body search of a large mailbox does not block the
 event loop. The bytes are read on the loop up to `READ_AHEAD` messages at a time (the
@@ -14,9 +15,8 @@ next batch while the evaluator searches the one it has, so reading and searching
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -36,15 +36,13 @@ from poczta.imap.search_eval import (
     uids_of,
     uses_modseq,
 )
+from poczta.imap.session.search_facts import search_facts
 from poczta.imap.sort import sort_numbers
 from poczta.imap.thread import thread_numbers
-from poczta.message import Envelope
-from poczta.store.base import MailboxId
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Bodies a body search reads per trip to the event loop (at most, and at most so many
 # octets): the evaluator asks for them in sequence order, and each trip costs two thread
 # switches, more than reading and searching a message.
@@ -52,78 +50,10 @@ READ_AHEAD = 256
 READ_AHEAD_OCTETS = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class _Gone:
-    """A message this client still numbers but the store has expunged: matches little."""
-
-    uid: int
-    modseq: int = 0
-    flags: frozenset[str] = frozenset({"\\Deleted"})
-    internal_date: datetime = EPOCH
-    size: int = 0
-    sent_date: datetime | None = None
-    subject: str = ""
-    envelope: Envelope = field(default_factory=Envelope)
-    search_headers: tuple[tuple[str, str], ...] = ()
-    digest: str = ""
-
-
-class SearchFacts:
-    """The facts of the selected mailbox one SEARCH read, kept for the next SEARCH, SORT
-    or THREAD while the mailbox's HIGHESTMODSEQ (brought up to date before every
-    command) has not moved: every change to a mailbox moves it, so an unchanged one has
-    unchanged facts. Also kept: the messages in the client's order, and their sequence
-    numbers grouped by flags, while the client's numbering stands."""
-
-    def __init__(self, key: tuple[int, int], by_uid: dict[int, SearchableMessage]) -> None:
-        self.key = key
-        self._by_uid = by_uid
-        self._numbering: tuple[int, int] | None = None  # (count, highest UID) of `_ordered`
-        self._ordered: list[SearchableMessage] = []
-        self._by_flags: dict[frozenset[str], list[int]] | None = None
-
-    def ordered(self, uids: list[int]) -> list[SearchableMessage]:
-        """The messages in the order of `uids`, the client's sequence numbers."""
-        # Any arrival raises the highest UID (new ones are higher), any expunge alone
-        # lowers the count: this pair changes whenever the client's numbering does.
-        numbering = (len(uids), uids[-1] if uids else 0)
-        if numbering != self._numbering:
-            by_uid = self._by_uid
-            self._ordered = [by_uid.get(uid) or _Gone(uid) for uid in uids]
-            self._numbering, self._by_flags = numbering, None
-        return self._ordered
-
-    def holds(self, messages: list[SearchableMessage]) -> bool:
-        """Whether `messages` is this mailbox in the order `ordered` gave last."""
-        return messages is self._ordered
-
-    def numbers_with(self, test: Callable[[frozenset[str]], bool]) -> list[int]:
-        """The sequence numbers of the messages whose flags pass `test`, ascending."""
-        if self._by_flags is None:
-            self._by_flags = {}
-            for number, message in enumerate(self._ordered, 1):
-                self._by_flags.setdefault(message.flags, []).append(number)
-        found = [n for flags, numbers in self._by_flags.items() if test(flags) for n in numbers]
-        found.sort()
-        return found
-
-
-async def _facts(session: ImapSession) -> SearchFacts:
-    view = session.view
-    assert view is not None
-    key = (view.mailbox_id, view.highestmodseq)
-    cached = session.search_cache
-    if cached is None or cached.key != key:
-        metas = await session.store.fetch_meta(MailboxId(view.mailbox_id))
-        cached = session.search_cache = SearchFacts(key, {m.uid: m for m in metas})
-    cached.ordered(view.uids)
-    return cached
-
-
 async def _messages(session: ImapSession) -> list[SearchableMessage]:
     """The selected mailbox's messages in this client's sequence-number order."""
     assert session.view is not None
-    return (await _facts(session)).ordered(session.view.uids)
+    return (await search_facts(session)).ordered(session.view.uids)
 
 
 async def _matching(

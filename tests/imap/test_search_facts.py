@@ -1,0 +1,136 @@
+"""SEARCH keeps the mailbox's facts between commands and, when the mailbox changed, takes
+the changes from the view: every answer is the one a session reading all anew gives,
+and only new messages are read from the store again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from poczta.imap.session.core import ImapSession
+from poczta.message import parse_message
+from poczta.store import DeliveryTarget, MailboxId, UserId
+from poczta.store.base import FlagMode, MessageMeta
+from poczta.store.sqlite.store import SqliteStore
+from tests.imap.session_harness import RecordingConnection, logged_in_session
+from tests.store.store_helpers import WHEN, make_message
+
+ALICE = "alice@example.test"
+SEARCHES = [
+    b"UID SEARCH UNSEEN",
+    b"UID SEARCH FLAGGED NOT DELETED",
+    b"SEARCH SUBJECT Hello SEEN",
+    b"UID SEARCH KEYWORD $Work",
+    b"UID SEARCH MODSEQ 1",
+]
+
+
+class Reads:
+    """The store's fetch_meta calls of a session: which UIDs each asked for."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.asked: list[Sequence[int] | None] = []
+        self._store = store
+
+    async def fetch_meta(
+        self, mailbox: MailboxId, uids: Sequence[int] | None = None, **kw: Any
+    ) -> list[MessageMeta]:
+        self.asked.append(None if uids is None else list(uids))
+        return await self._store.fetch_meta(mailbox, uids, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def _deliver(store: SqliteStore, user: UserId, n: int) -> None:
+    data = make_message(n, subject="Hello" if n % 2 else "Other")
+    await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
+
+
+async def _session(store: object, user: UserId) -> tuple[ImapSession, RecordingConnection]:
+    session, connection = logged_in_session(store)
+    session.user_id = user
+    await session.handle(session.reader.feed(b"s SELECT INBOX\r\n"))
+    return session, connection
+
+
+async def _ask(session: ImapSession, connection: RecordingConnection, line: bytes) -> list[bytes]:
+    connection.written.clear()
+    await session.handle(session.reader.feed(b"t " + line + b"\r\n"))
+    await session.answer_runs()  # a STORE is answered once committed
+    lines = bytes(connection.written).split(b"\r\n")
+    assert any(x.startswith(b"t OK") for x in lines), lines
+    return [x for x in lines if x.startswith((b"* SEARCH", b"* ESEARCH"))]
+
+
+def test_searches_after_changes_answer_as_a_fresh_read_and_read_only_the_new(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+        try:
+            await store.add_domain("example.test")
+            user = await store.add_user(ALICE, "hash", "scram")
+            for n in range(1, 21):
+                await _deliver(store, user, n)
+            inbox = (await store.get_mailbox(user, "INBOX")).id
+            reads = Reads(store)
+            session, connection = await _session(reads, user)
+
+            async def same_as_fresh() -> None:
+                fresh, fresh_connection = await _session(store, user)
+                for line in SEARCHES:
+                    assert await _ask(session, connection, line) == await _ask(
+                        fresh, fresh_connection, line
+                    ), line
+
+            await same_as_fresh()
+            assert reads.asked == [None]  # one read of all
+
+            await _ask(session, connection, b"UID STORE 3,5 +FLAGS (\\Seen $Work)")
+            await same_as_fresh()
+            await store.set_flags(inbox, [4, 7], ["\\Flagged"], FlagMode.ADD)  # another session
+            await same_as_fresh()
+            await _ask(session, connection, b"STORE 1:2 -FLAGS (\\Seen)")
+            await same_as_fresh()
+            assert reads.asked == [None]  # flags moved: from the view, nothing read
+
+            await _deliver(store, user, 21)
+            await _deliver(store, user, 22)
+            await same_as_fresh()
+            assert reads.asked[1:] == [[21, 22]]  # the new ones alone
+
+            await store.set_flags(inbox, [6, 21], ["\\Deleted"], FlagMode.ADD)
+            await store.expunge(inbox, [6, 21])
+            await _ask(session, connection, b"NOOP")  # told of the expunges
+            await same_as_fresh()
+            assert reads.asked[2:] == []
+            assert len(session.search_cache.by_uid) == 20  # type: ignore[union-attr]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_mailbox_selected_anew_past_the_views_record_is_read_again(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+        try:
+            await store.add_domain("example.test")
+            user = await store.add_user(ALICE, "hash", "scram")
+            for n in range(1, 6):
+                await _deliver(store, user, n)
+            inbox = (await store.get_mailbox(user, "INBOX")).id
+            reads = Reads(store)
+            session, connection = await _session(reads, user)
+            first = await _ask(session, connection, b"UID SEARCH FLAGGED")
+            await store.set_flags(inbox, [2], ["\\Flagged"], FlagMode.ADD)
+            await session.handle(session.reader.feed(b"s SELECT INBOX\r\n"))  # a new view
+            assert await _ask(session, connection, b"UID SEARCH FLAGGED") == [b"* SEARCH 2"]
+            assert first == [b"* SEARCH"] and reads.asked == [None, None]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
