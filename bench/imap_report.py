@@ -51,6 +51,12 @@ def rows(opts: argparse.Namespace) -> list[Row]:
         ("SEARCH BODY word (ms)", "search_body", median("search_body"), ms),
         ("SEARCH SINCE .. BEFORE (ms)", "search_dates", median("search_dates"), ms),
         ("SEARCH UNSEEN FLAGGED (ms)", "search_flags", median("search_flags"), ms),
+        (
+            "SEARCH UNSEEN FLAGGED after a change (ms)",
+            "search_flags_changed",
+            median("search_flags_changed"),
+            ms,
+        ),
         (f"BODY.PEEK[] of {bodies:,} (ms)", "bodies", median("bodies"), ms),
         (f"STORE of {changes:,} (ms)", "store", median("store"), ms),
         ("CONDSTORE resync, 100 changed (ms)", "condstore", median("condstore"), ms),

@@ -207,6 +207,17 @@ class Session:
                 with self.meter.run(scenario):
                     done = await client.command(f"UID SEARCH {criteria}")
                 self.meter.check(f"SEARCH {criteria}", len(search_uids(done.untagged)), expected)
+        # The same right after a flag change (a keyword the search does not look at):
+        # what a client asks after the user has read or flagged a message.
+        criteria, expected = cases[-1][1:]
+        for run in range(self.opts.repeat):
+            touched = self.rng.choice(list(self.sizes))
+            sign = "-" if run % 2 else "+"
+            await client.command(f"UID STORE {touched} {sign}FLAGS.SILENT ($BenchTouched)")
+            with self.meter.run("search_flags_changed"):
+                done = await client.command(f"UID SEARCH {criteria}")
+            found = len(search_uids(done.untagged))
+            self.meter.check(f"SEARCH {criteria} after a change", found, expected)
 
     async def read_bodies(self, client: ImapClient) -> None:
         uids = list(self.sizes)
