@@ -65,6 +65,35 @@ def test_news_since_is_the_version_and_the_changes_read_together(backend: Backen
     backend.run(body)
 
 
+def test_news_and_facts_are_the_news_and_the_facts_of_one_moment(backend: Backend) -> None:
+    async def body(store: MailStore) -> None:
+        user = await with_user(store)
+        box = (await store.get_mailbox(user, "INBOX")).id
+        first = await deliver_one(store, user, 1)
+        known = (await store.mailbox_version(box)).highestmodseq
+        second = await deliver_one(store, user, 2)
+        await store.set_flags(box, [first], ["\\Seen"], FlagMode.ADD)
+        asked = [first, second, second + 5]  # one that is not there
+        for kept_only in (False, True):
+            version, changes, metas, bodies = await store.news_and_facts(
+                box, known, asked, kept_only=kept_only
+            )
+            assert (version, changes) == await store.news_since(box, known)
+            expected, _ = await store.fetch_meta_with_bodies(box, asked, kept_only=kept_only)
+            assert [(m.uid, m.flags, m.modseq, m.digest, m.complete) for m in metas] == [
+                (m.uid, m.flags, m.modseq, m.digest, m.complete) for m in expected
+            ]
+            for meta in metas:  # the store's choice which come along
+                if meta.digest in bodies:
+                    assert bodies[meta.digest] == await store.blobs.read(meta.digest)
+        now = version.highestmodseq
+        assert (await store.news_and_facts(box, now, [first]))[1] == []  # nothing new
+        with pytest.raises(NotFound):
+            await store.news_and_facts(box + 1000, 0, [first])
+
+    backend.run(body)
+
+
 def test_deleted_storage_is_the_size_of_the_deleted_messages(backend: Backend) -> None:
     async def body(store: MailStore) -> None:
         user = await with_user(store)

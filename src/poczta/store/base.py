@@ -395,6 +395,15 @@ class MailStore(AddressBook, Protocol):
         of `modseq` (else none), read together: what a session asks before each command."""
         ...
 
+    async def news_and_facts(
+        self, mailbox_id: MailboxId, modseq: int, uids: Sequence[int], *, kept_only: bool = False
+    ) -> tuple[
+        MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
+    ]:
+        """`news_since` of `modseq` and `fetch_meta_with_bodies` of a few `uids`, as of one
+        moment: a FETCH of messages named by UID, which needs both, in one look."""
+        ...
+
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         """(messages, unseen, deleted, size in octets) of a mailbox (IMAP STATUS)."""
         ...

@@ -49,7 +49,7 @@ from poczta.imap.limits import Dialect, ImapLimits
 from poczta.imap.parser import PAUSING
 from poczta.imap.reader import CommandReader
 from poczta.imap.session.dispatch import handler_for
-from poczta.imap.session.fetch_run import fetch_run, joins_run
+from poczta.imap.session.fetch_run import fetch_run, joins_run, reads_with_news
 from poczta.imap.view import SelectedView
 from poczta.login import LoginService
 from poczta.logs import log
@@ -300,9 +300,11 @@ class ImapSession:
             event = self.pending.pop(0)
             if isinstance(event, cmd.Store):
                 await self._store_run(event)
-            elif joins_run(event, self) and self.pending and joins_run(self.pending[0], self):
+            elif joins_run(event, self) and (
+                (self.pending and joins_run(self.pending[0], self)) or reads_with_news(event)
+            ):
                 await self.answer_runs()
-                await fetch_run(self, event)  # several in a row; a lone one as ever
+                await fetch_run(self, event)  # several in a row, or one of a few UIDs
             else:
                 await self.answer_runs()  # what is in flight is answered first
                 await self._event(event)

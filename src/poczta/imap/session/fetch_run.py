@@ -5,7 +5,8 @@ message each) pipelines them. Taken one by one, each would look at the mailbox f
 news, read its message's facts and then its body: a round trip to the store each.
 When the reader has produced several such FETCHes in a row, the session answers them
 as one run (`fetch_run`): one look at the mailbox and one announce before the first,
-the facts of all their messages in one store read (in slices of `FETCH_SLICE`), the
+the facts of all their messages in one store read (in slices of `FETCH_SLICE`; when
+the run names at most `READ_WITH_NEWS` messages by UID, in the look at the mailbox), the
 bodies in `read_many` batches of up to `BODY_BATCH_OCTETS`, and then each command's
 FETCH responses followed by its own tagged answer, in order.
 
@@ -50,9 +51,10 @@ from poczta.store.base import MailboxId, MessageMeta, StoreError
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
 
-__all__ = ["MAX_RUN", "fetch_run", "joins_run"]
+__all__ = ["MAX_RUN", "fetch_run", "joins_run", "reads_with_news"]
 
 MAX_RUN = 128  # commands answered as one run; those after wait for the next
+READ_WITH_NEWS = 16  # messages named by UID whose facts are read with the mailbox's news
 
 
 def joins_run(command: object, session: ImapSession) -> TypeGuard[cmd.Fetch]:
@@ -91,7 +93,7 @@ class _Turn:
 
 async def fetch_run(session: ImapSession, first: cmd.Fetch) -> None:
     """Answer `first` and the FETCHes right behind it that join the run."""
-    from poczta.imap.session.selected import refresh
+    from poczta.imap.session.selected import refresh, refresh_with_facts
 
     commands = [first]
     while len(commands) < MAX_RUN and session.pending and joins_run(session.pending[0], session):
@@ -99,16 +101,59 @@ async def fetch_run(session: ImapSession, first: cmd.Fetch) -> None:
         assert isinstance(following, cmd.Fetch)
         commands.append(following)
     session.bad_in_a_row = 0
+    view = session.view
+    assert view is not None
+    shapes = [_shape(session, command) for command in commands]
+    needing = [shape.asked.plan for shape in shapes if not shape.from_view]
+    named = _named_uids(commands) if needing else None
+    read: _Read | None = None
     try:
-        await refresh(session)
+        if named:  # the news and these messages' facts in one look
+            kept_only = kept_suffice(session, needing)
+            facts = await refresh_with_facts(session, view, named, kept_only=kept_only)
+            read = _Read(frozenset(named), *facts)
+        else:
+            await refresh(session)
     except StoreError as exc:
         session.send(*(session.store_failure(command, exc) for command in commands))
         return
-    view = session.view
-    assert view is not None
     session.send(*view.announce(allow_expunge=first.uid))
     turns = _turns(session, view, commands)
-    await _answer(session, view, turns)
+    await _answer(session, view, turns, read)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """The facts (and such bodies as came with them) of the UIDs the run's commands
+    name, read with the mailbox's news: those of them the store still has."""
+
+    named: frozenset[int]
+    metas: list[MessageMeta]
+    bodies: Mapping[str, bytes]
+
+
+def reads_with_news(command: cmd.Fetch) -> bool:
+    """Whether a FETCH alone names so few messages by UID that, answered as a run of its
+    own, their facts are read with the mailbox's news: one look at the store, not two."""
+    return _named_uids([command]) is not None
+
+
+def _named_uids(commands: Sequence[cmd.Fetch]) -> list[int] | None:
+    """The UIDs the commands name, when each names its messages by UID (no `*`, no `$`)
+    and they are at most `READ_WITH_NEWS`; else None."""
+    named: set[int] = set()
+    for command in commands:
+        sequence = command.sequence
+        if not command.uid or sequence.saved or sequence.uses_star:
+            return None
+        for first, last in sequence.ranges:
+            low, high = min(first, last), max(first, last)
+            if high - low >= READ_WITH_NEWS:
+                return None
+            named.update(range(low, high + 1))
+        if len(named) > READ_WITH_NEWS:
+            return None
+    return sorted(named)
 
 
 def _turns(session: ImapSession, view: SelectedView, commands: list[cmd.Fetch]) -> list[_Turn]:
@@ -146,7 +191,9 @@ def _shape(session: ImapSession, command: cmd.Fetch) -> _Shape:
 _Entry = tuple[int, int, int, MessageMeta | None]
 
 
-async def _answer(session: ImapSession, view: SelectedView, turns: list[_Turn]) -> None:
+async def _answer(
+    session: ImapSession, view: SelectedView, turns: list[_Turn], read: _Read | None
+) -> None:
     """Every turn's responses and tagged answer, in order; the messages read from the
     store a slice at a time."""
     wanted = [(k, uid) for k, turn in enumerate(turns) if isinstance(turn.uids, list)
@@ -155,7 +202,7 @@ async def _answer(session: ImapSession, view: SelectedView, turns: list[_Turn]) 
     for start in range(0, len(wanted), FETCH_SLICE):
         piece = wanted[start : start + FETCH_SLICE]
         try:
-            entries, given = await _entries(session, view, turns, piece)
+            entries, given = await _entries(session, view, turns, piece, read)
             for group in body_groups(entries, lambda e: _body_size(turns, e)):
                 await writer.write(group, given)
         except StoreError as exc:
@@ -167,7 +214,11 @@ async def _answer(session: ImapSession, view: SelectedView, turns: list[_Turn]) 
 
 
 async def _entries(
-    session: ImapSession, view: SelectedView, turns: list[_Turn], piece: list[tuple[int, int]]
+    session: ImapSession,
+    view: SelectedView,
+    turns: list[_Turn],
+    piece: list[tuple[int, int]],
+    read: _Read | None,
 ) -> tuple[list[_Entry], Mapping[str, bytes]]:
     """The messages of `piece` to answer, with their facts read in one store read (a
     message the store has expunged meanwhile is left out, as a FETCH of it alone would),
@@ -175,7 +226,10 @@ async def _entries(
     asked = sorted({uid for k, uid in piece if not turns[k].shape.from_view})
     metas: dict[int, MessageMeta] = {}
     given: Mapping[str, bytes] = {}
-    if asked:
+    if asked and read is not None and read.named.issuperset(asked):
+        metas = {meta.uid: meta for meta in read.metas}
+        given = read.bodies
+    elif asked:
         box = MailboxId(view.mailbox_id)
         plans = [turns[k].shape.asked.plan for k, _ in piece if not turns[k].shape.from_view]
         kept_only = kept_suffice(session, plans)

@@ -18,6 +18,8 @@ ignores UIDs already gone), and a POP3 RETR of a message IMAP expunged meanwhile
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from poczta.imap import commands as cmd
@@ -25,7 +27,14 @@ from poczta.imap.encoder import Code, Data, FetchData, Untagged, exists, flags, 
 from poczta.imap.names import canonical
 from poczta.imap.sequence import compact
 from poczta.imap.view import SelectedView
-from poczta.store.base import SYSTEM_FLAGS, MailboxId, NotFound, StoreError
+from poczta.store.base import (
+    SYSTEM_FLAGS,
+    MailboxChange,
+    MailboxId,
+    MessageMeta,
+    NotFound,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from poczta.imap.session.core import ImapSession
@@ -37,13 +46,44 @@ async def refresh(session: ImapSession) -> None:
     if view is None:
         return
     since = view.highestmodseq
-    try:
+    with _selected_mailbox_gone(session):
         version, changes = await session.store.news_since(MailboxId(view.mailbox_id), since)
+    await _take_in(session, view, since, version, changes)
+
+
+async def refresh_with_facts(
+    session: ImapSession, view: SelectedView, uids: Sequence[int], *, kept_only: bool
+) -> tuple[list[MessageMeta], dict[str, bytes]]:
+    """`refresh`, and the facts of `uids` (as `fetch_meta_with_bodies`) read with the
+    news: true of the mailbox as the view then knows it."""
+    since = view.highestmodseq
+    with _selected_mailbox_gone(session):
+        version, changes, metas, bodies = await session.store.news_and_facts(
+            MailboxId(view.mailbox_id), since, uids, kept_only=kept_only
+        )
+    await _take_in(session, view, since, version, changes)
+    return metas, bodies
+
+
+@contextlib.contextmanager
+def _selected_mailbox_gone(session: ImapSession) -> Iterator[None]:
+    """A selected mailbox deleted meanwhile (by another session) ends the session."""
+    try:
+        yield
     except NotFound:
         from poczta.imap.session.core import SessionEnd
 
         session.send(Untagged("BYE", "The selected mailbox was deleted"))
         raise SessionEnd() from None
+
+
+async def _take_in(
+    session: ImapSession,
+    view: SelectedView,
+    since: int,
+    version: MailboxChange,
+    changes: list[tuple[int, frozenset[str], int]],
+) -> None:
     if version.highestmodseq <= since:
         return
     gone: list[int] = []

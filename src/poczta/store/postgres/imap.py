@@ -45,6 +45,7 @@ __all__ = [
     "mailbox_counts",
     "mailbox_version",
     "move_message",
+    "news_and_facts",
     "news_since",
     "recent_mark",
     "subscribe",
@@ -202,17 +203,55 @@ async def fetch_meta_with_bodies(
     )
     if not rows:
         raise NotFound(f"no mailbox {mailbox_id}")
+    return _with_bodies([row for row in rows if row[0] is not None], make)
+
+
+def _with_bodies(
+    rows: Sequence[Any], make: Callable[[Any], MessageMeta]
+) -> tuple[list[MessageMeta], dict[str, bytes]]:
+    """The facts of rows of a message's columns, its body's size and its one chunk (NULL
+    when the body is not one chunk), and the bodies whole that way, by digest."""
     metas: list[MessageMeta] = []
     bodies: dict[str, bytes] = {}
     for row in rows:
-        if row[0] is None:
-            continue
         meta = make(row[:-2])
         metas.append(meta)
         size, data = row[-2], row[-1]
         if data is not None and len(data) == size:
             bodies[meta.digest] = data
     return metas, bodies
+
+
+async def news_and_facts(
+    conn: Connection, mailbox_id: int, modseq: int, uids: Sequence[int], kept_only: bool
+) -> tuple[
+    MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
+]:
+    """`news_since` and `fetch_meta_with_bodies` in one statement, so of one snapshot:
+    the mailbox's row, with the changes and the facts (and one-chunk bodies) as arrays
+    of rows, each read once whatever the other holds."""
+    where, arguments = among_uids(uids, 3)
+    columns, make = _read_columns(kept_only)
+    row = await conn.fetchrow(
+        "SELECT b.highestmodseq, b.uidnext, b.messages,"
+        f" (SELECT array_agg(ROW(uid, {FLAGS_TEXT}, modseq) ORDER BY uid) FROM messages"
+        " WHERE mailbox_id = b.id AND modseq > $2 AND modseq <= b.highestmodseq"
+        " AND b.highestmodseq > $2),"
+        " (SELECT array_agg(ROW(m.*, o.size, c.data) ORDER BY m.uid)"
+        f" FROM (SELECT {columns} FROM messages WHERE mailbox_id = b.id AND {where}) m"
+        f" LEFT JOIN blobs o ON o.digest = m.digest AND o.size <= {CHUNK}"
+        " LEFT JOIN blob_chunks c ON c.blob_id = o.id AND c.seq = 0)"
+        " FROM mailboxes b WHERE b.id = $1",
+        mailbox_id,
+        modseq,
+        *arguments,
+    )
+    if row is None:
+        raise NotFound(f"no mailbox {mailbox_id}")
+    version = MailboxChange(MailboxId(mailbox_id), row[0], row[1], row[2])
+    changes = [(uid, decode_flags(text), moved) for uid, text, moved in row[3] or ()]
+    metas, bodies = _with_bodies(row[4] or (), make)
+    return version, changes, metas, bodies
 
 
 async def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int, int, int]:

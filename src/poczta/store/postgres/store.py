@@ -358,6 +358,19 @@ class PostgresStore(RecipientRouting):
     ) -> tuple[MailboxChange, list[tuple[int, frozenset[str], int]]]:
         return await self._statement(lambda c: imap.news_since(c, mailbox_id, modseq))
 
+    async def news_and_facts(
+        self, mailbox_id: MailboxId, modseq: int, uids: Sequence[int], *, kept_only: bool = False
+    ) -> tuple[
+        MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
+    ]:
+        if len(uids) > imap.FEW_WITH_BODIES:
+            version, changes = await self.news_since(mailbox_id, modseq)
+            metas, bodies = await self.fetch_meta_with_bodies(mailbox_id, uids, kept_only=kept_only)
+            return version, changes, metas, bodies
+        return await self._statement(
+            lambda c: imap.news_and_facts(c, mailbox_id, modseq, uids, kept_only)
+        )
+
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._statement(lambda c: imap.mailbox_counts(c, mailbox_id))
 
