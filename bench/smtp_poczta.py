@@ -131,6 +131,7 @@ class PocztaTarget(PopenTarget):
     name = "poczta"
     host = HOST
     accounts = True  # whether this server adds the recipient (the first node of several)
+    workers: int | None = None  # its `workers` setting, when not --poczta-workers
 
     def store_table(self) -> str:
         return ""
@@ -162,7 +163,7 @@ class PocztaTarget(PopenTarget):
             self.config,
             self.workdir / "poczta-data",
             self.port,
-            workers=self.opts.poczta_workers,
+            workers=self.opts.poczta_workers if self.workers is None else self.workers,
             host=self.host,
             store=self.store_table(),
             accounts=self.accounts,
@@ -299,6 +300,16 @@ class PocztaPgTarget(PocztaTarget):
         return self.store
 
 
+def node_workers(workers: int, nodes: int) -> int:
+    """Each node's `workers` when `nodes` share one machine: with 0 (one process per
+    core), the machine's cores shared out, so that the nodes together run as many
+    processes as one node would (two nodes stand for two machines' worth of nodes, not
+    for twice the CPUs)."""
+    if workers:
+        return workers
+    return max(1, (os.cpu_count() or 1) // nodes)
+
+
 class PocztaNodesTarget(Target):
     """Two `poczta serve` nodes on one machine sharing one PostgreSQL database: each in a
     directory of its own, listening on its own loopback address (the same port)."""
@@ -314,11 +325,13 @@ class PocztaNodesTarget(Target):
     def start(self) -> None:
         store = self.opts.postgres.store_config()
         self.nodes: list[PocztaPgTarget] = []
+        workers = node_workers(self.opts.poczta_workers, len(self.hosts))
         for n, host in enumerate(self.hosts, 1):
             folder = self.workdir / f"node{n}"
             folder.mkdir()
             node = PocztaPgTarget(self.opts, folder, self.port)
             node.host, node.accounts, node.store = host, n == 1, store
+            node.workers = workers
             self.nodes.append(node)
             node.start()
             wait_port(host, self.port, timeout=self.opts.start_timeout, alive=node.alive)

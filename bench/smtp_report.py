@@ -12,6 +12,7 @@ from pathlib import Path
 
 from _common import fs_type, print_table
 from poczta_postgres import SHARED_BUFFERS, DbCost, print_costs
+from smtp_poczta import node_workers
 from smtp_targets import BUSY_PCT
 
 
@@ -111,7 +112,8 @@ def report(results: list[Result], opts: argparse.Namespace, skipped: dict[str, s
         print(
             f"poczta-pg: {opts.postgres.version}, a cluster of the benchmark's (fsync and"
             f" synchronous_commit on, shared_buffers {SHARED_BUFFERS}), a new database per run;"
-            " poczta-pg-2nodes: two servers (127.0.0.2 and .3) on one database"
+            " poczta-pg-2nodes: two servers (127.0.0.2 and .3) on one database, each with"
+            f" workers = {node_workers(workers, 2)} (the CPUs shared out between them)"
         )
     print()
     rows = []
