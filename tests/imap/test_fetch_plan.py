@@ -182,3 +182,31 @@ def test_the_whole_message_needs_no_mime_structure() -> None:
         assert isinstance(items, list) and items[0][1] == expected
     for part in (BodySection(part=(1,)), BodySection(text="TEXT"), BodySection(binary=True)):
         assert needs_structure([part], meta)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attributes=st.lists(st.sampled_from(["FLAGS", "MODSEQ", "UID"]), min_size=1, max_size=3),
+    with_uid=st.booleans(),
+    flags=st.lists(st.sampled_from(["\\Seen", "\\Flagged", "$Work", "\\Recent"]), unique=True),
+    modseq=st.one_of(st.none(), st.integers(1, 2**63 - 1)),
+    number=st.integers(1, 10_000),
+    uid=st.integers(1, 2**32 - 1),
+)
+def test_a_plan_of_view_items_writes_from_their_texts_what_it_writes_from_the_items(
+    attributes: list[str],
+    with_uid: bool,
+    flags: list[str],
+    modseq: int | None,
+    number: int,
+    uid: int,
+) -> None:
+    plan = plan_for(
+        [FetchItem(a) for a in attributes], with_uid=with_uid, utf8=False, seen_set=False
+    )
+    assert plan is not None and not plan.needs_facts
+    items = _flag_items(flags, modseq, None)
+    flags_text = encode_value(flag_atoms(flags))
+    assert plan.encode_view(number, uid, flags_text, modseq) == plan.encode(
+        number, uid, None, items
+    )

@@ -189,3 +189,22 @@ def test_own_changes_each_taking_the_next_modseq_catch_the_view_up_and_a_gap_doe
     assert not view.caught_up([(6, True), (8, True)])
     assert view.highestmodseq == 5  # left for the store to say what came between
     assert not view.caught_up([(6, False)])  # nothing changed by us, but 6 happened
+
+
+@pytest.mark.parametrize("condstore", [False, True])
+def test_a_view_only_plan_writes_the_same_from_view_items_as_from_flag_items(
+    condstore: bool,
+) -> None:
+    from poczta.imap.fetch import FetchItem
+    from poczta.imap.fetch_plan import plan_for
+
+    view = opened([(1, frozenset({"$Label1", "\\Seen"}), 2), (2, frozenset(), 3)])
+    view.condstore = condstore
+    view.recent.add(2)
+    for names in (["FLAGS"], ["FLAGS", "MODSEQ"], ["MODSEQ"]):
+        plan = plan_for([FetchItem(n) for n in names], with_uid=True, utf8=False, seen_set=False)
+        assert plan is not None
+        for number, uid in ((1, 1), (2, 2)):
+            assert plan.encode_view(number, uid, *view.view_items(uid)) == plan.encode(
+                number, uid, None, view.flag_items(uid)
+            )

@@ -144,12 +144,13 @@ def _writer(item: _Item, utf8: bool) -> _Writer:
 class FetchPlan:
     """The items of one FETCH command whose attributes the plan can write."""
 
-    __slots__ = ("_omits", "_writers", "needs_body", "needs_facts", "needs_flags")
+    __slots__ = ("_omits", "_view_items", "_writers", "needs_body", "needs_facts", "needs_flags")
 
     def __init__(self, items: Sequence[_Item], utf8: bool) -> None:
         self._writers = tuple(_writer(item, utf8) for item in items)
         names = {item if isinstance(item, str) else "" for item in items}
         self.needs_facts = not _FROM_VIEW.issuperset(names)
+        self._view_items = () if self.needs_facts else tuple(str(item) for item in items)
         self.needs_flags = bool(names & {"FLAGS", "MODSEQ"})
         self._omits = self.needs_flags  # a view item may be missing: b"" to drop
         self.needs_body = any(not isinstance(item, str) for item in items)
@@ -199,6 +200,21 @@ class FetchPlan:
         if self._omits:
             pieces = [piece for piece in pieces if piece]
         return b"* %d FETCH (%s)\r\n" % (number, b" ".join(cast("list[bytes]", pieces)))
+
+
+    def encode_view(self, number: int, uid: int, flags: bytes, modseq: int | None) -> bytes:
+        """`encode` of a plan that needs no facts (UID, FLAGS and MODSEQ only), from the
+        wire text of the message's FLAGS list and its MODSEQ (None: not told, as when
+        the view has no MODSEQ item); a resync writes hundreds of these."""
+        parts: list[bytes] = []
+        for name in self._view_items:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                parts.append(b"FLAGS " + flags)
+            elif modseq is not None:
+                parts.append(b"MODSEQ (%d)" % modseq)
+        return b"* %d FETCH (%s)\r\n" % (number, b" ".join(parts))
 
 
 _plans: dict[tuple[tuple[FetchAttribute, ...], bool, bool, bool], FetchPlan | None] = {}

@@ -35,6 +35,7 @@ __all__ = ["OutOfRange", "SelectedView"]
 
 Change = tuple[int, frozenset[str], int]  # (uid, flags, modseq)
 CHANGE_LOG = 4096  # MODSEQ moves kept to answer CHANGEDSINCE; past that the oldest half goes
+SHOWN_SETS = 1024  # distinct flag sets remembered as shown (a mailbox has few)
 
 
 class OutOfRange(ValueError):
@@ -64,6 +65,7 @@ class SelectedView:
     _changed: dict[int, frozenset[str]] = field(default_factory=dict)  # flags not yet told
     _new: list[int] = field(default_factory=list)  # arrived, EXISTS not yet told
     _flag_texts: dict[tuple[frozenset[str], bool], Encoded] = field(default_factory=dict)
+    _shown: set[frozenset[str]] = field(default_factory=set)  # flag sets shown the client
     _log: dict[int, int] = field(default_factory=dict)  # uid: modseq, last moved last
     _log_floor: int = 0  # every message whose MODSEQ the view took above it is in _log
 
@@ -121,7 +123,12 @@ class SelectedView:
         return news
 
     def _showing(self, message_flags: frozenset[str]) -> None:
+        if message_flags in self._shown:  # its keywords are told or due already
+            return
         self._keywords_due.update(k for k in _keywords_of(message_flags) if k not in self.keywords)
+        if len(self._shown) >= SHOWN_SETS:
+            self._shown.clear()
+        self._shown.add(message_flags)
 
     # --- numbers -------------------------------------------------------------
 
@@ -319,6 +326,15 @@ class SelectedView:
             modseq = self.modseqs.get(uid, self.highestmodseq)
             items.append(("MODSEQ", Encoded(f"({modseq})")))
         return items
+
+    def view_items(self, uid: int) -> tuple[bytes, int | None]:
+        """What `flag_items` gives, as `FetchPlan.encode_view` takes it: the FLAGS list's
+        wire text and the MODSEQ (None when CONDSTORE and QRESYNC are off)."""
+        recent = self.tell_recent and uid in self.recent
+        text = self._flags_value(self.flags[uid], recent).encode("utf-8")
+        if self.condstore or self.qresync:
+            return text, self.modseqs.get(uid, self.highestmodseq)
+        return text, None
 
     def _flags_value(self, message_flags: frozenset[str], recent: bool) -> Encoded:
         """The wire form of a FLAGS list, made once per distinct set: a mailbox has few,

@@ -305,7 +305,7 @@ def encode_from_view(view: SelectedView, uids: Sequence[int], plan: FetchPlan) -
     for uid in uids:
         msn = view.msn(uid)
         if msn is not None and not view.expunge_pending(uid):
-            out.append(plan.encode(msn, uid, None, view.flag_items(uid)) or b"")
+            out.append(plan.encode_view(msn, uid, *view.view_items(uid)))
     return out
 
 
