@@ -8,7 +8,9 @@ as one run (`fetch_run`): one look at the mailbox and one announce before the fi
 the facts of all their messages in one store read (in slices of `FETCH_SLICE`; when
 the run names at most `READ_WITH_NEWS` messages by UID, in the look at the mailbox), the
 bodies in `read_many` batches of up to `BODY_BATCH_OCTETS`, and then each command's
-FETCH responses followed by its own tagged answer, in order.
+FETCH responses followed by its own tagged answer, in order. A lone FETCH of a few
+messages named by UID (`reads_with_news`: a client opening one message) is answered as
+a run of its own, for that one look.
 
 The client sees what it would have seen had it waited for each answer before sending
 the next command: nothing a run's commands do changes the mailbox, and what other
