@@ -49,6 +49,16 @@ async def _deliver(store: SqliteStore, user: UserId, n: int) -> None:
     await store.deliver(data, parse_message(data), WHEN, [DeliveryTarget(user)])
 
 
+async def _filled(root: Path, count: int) -> tuple[SqliteStore, UserId, MailboxId]:
+    """A store with alice's INBOX of `count` messages."""
+    store = await SqliteStore.open(root / "mail.db", root / "blobs")
+    await store.add_domain("example.test")
+    user = await store.add_user(ALICE, "hash", "scram")
+    for n in range(1, count + 1):
+        await _deliver(store, user, n)
+    return store, user, (await store.get_mailbox(user, "INBOX")).id
+
+
 async def _session(store: object, user: UserId) -> tuple[ImapSession, RecordingConnection]:
     session, connection = logged_in_session(store)
     session.user_id = user
@@ -69,13 +79,8 @@ def test_searches_after_changes_answer_as_a_fresh_read_and_read_only_the_new(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+        store, user, inbox = await _filled(tmp_path, 20)
         try:
-            await store.add_domain("example.test")
-            user = await store.add_user(ALICE, "hash", "scram")
-            for n in range(1, 21):
-                await _deliver(store, user, n)
-            inbox = (await store.get_mailbox(user, "INBOX")).id
             reads = Reads(store)
             session, connection = await _session(reads, user)
 
@@ -116,13 +121,8 @@ def test_searches_after_changes_answer_as_a_fresh_read_and_read_only_the_new(
 
 def test_a_mailbox_selected_anew_past_the_views_record_is_read_again(tmp_path: Path) -> None:
     async def main() -> None:
-        store = await SqliteStore.open(tmp_path / "mail.db", tmp_path / "blobs")
+        store, user, inbox = await _filled(tmp_path, 5)
         try:
-            await store.add_domain("example.test")
-            user = await store.add_user(ALICE, "hash", "scram")
-            for n in range(1, 6):
-                await _deliver(store, user, n)
-            inbox = (await store.get_mailbox(user, "INBOX")).id
             reads = Reads(store)
             session, connection = await _session(reads, user)
             first = await _ask(session, connection, b"UID SEARCH FLAGGED")

@@ -23,6 +23,7 @@ from typing import Any
 from poczta.message import Address, Envelope, MimePart, ParsedMessage
 from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.message.mime import Encapsulated
+from poczta.store.records import Deferred
 
 __all__ = [
     "MessageColumns",
@@ -218,6 +219,21 @@ def _list_part(items: list[Any]) -> MimePart:
 def decode_structure(text: str | None) -> MimePart | None:
     """The structure of a row; None for a row written before structures were kept."""
     return _list_part(json.loads(text)) if text else None
+
+
+StoredParse = tuple[
+    Deferred[Envelope], Deferred[tuple[tuple[str, str], ...]], Deferred[MimePart | None] | None
+]
+
+
+def stored_parse(envelope: str, headers: str, structure: str | None) -> StoredParse:
+    """A row's envelope, headers and structure as `MessageMeta` takes them: each decoded
+    at its first use (no structure: a row written before structures were kept)."""
+    return (
+        Deferred(envelope, decode_envelope),
+        Deferred(headers, decode_headers),
+        Deferred(structure, decode_structure) if structure else None,
+    )
 
 
 MessageColumns = tuple[

@@ -46,13 +46,11 @@ from poczta.store.base import (
     normalize_flags,
 )
 from poczta.store.codec import (
-    decode_envelope,
     decode_flags,
-    decode_headers,
-    decode_structure,
     encode_envelope,
     encode_headers,
     encode_structure,
+    stored_parse,
 )
 from poczta.store.postgres.access import Connection
 from poczta.store.postgres.batch import NewMessage
@@ -334,14 +332,7 @@ def meta_of(row: Any) -> MessageMeta:
     used (a FETCH of the kept ENVELOPE and BODYSTRUCTURE text, or a SEARCH of flags,
     never needs them: decoding all three was most of a first-open FETCH)."""
     envelope, headers, structure, imap_envelope, imap_text = row[11:]
-    return _facts(
-        row,
-        Deferred(envelope, decode_envelope),
-        Deferred(headers, decode_headers),
-        Deferred(structure, decode_structure) if structure else None,
-        imap_envelope,
-        imap_text,
-    )
+    return _facts(row, *stored_parse(envelope, headers, structure), imap_envelope, imap_text)
 
 
 def kept_meta_of(row: Any) -> MessageMeta:

@@ -40,12 +40,10 @@ from poczta.store.base import (
 )
 from poczta.store.codec import (
     MessageColumns,
-    decode_envelope,
     decode_flags,
-    decode_headers,
-    decode_structure,
     decode_time,
     encode_flags,
+    stored_parse,
 )
 from poczta.store.flag_changes import flag_changes
 from poczta.store.names import mailbox_name
@@ -300,15 +298,8 @@ def deliver_job(
 
 def _meta(row: tuple[Any, ...]) -> MessageMeta:
     """A row of `_META_COLUMNS`; the envelope, headers and structure decoded when used."""
-    envelope, headers, structure, imap_envelope, imap_bodystructure = row[9:]
-    return _facts(
-        row,
-        Deferred(envelope, decode_envelope),
-        Deferred(headers, decode_headers),
-        Deferred(structure, decode_structure) if structure else None,
-        imap_envelope,
-        imap_bodystructure,
-    )
+    envelope, headers, structure, imap_envelope, imap_text = row[9:]
+    return _facts(row, *stored_parse(envelope, headers, structure), imap_envelope, imap_text)
 
 
 def _kept_meta(row: tuple[Any, ...]) -> MessageMeta:
