@@ -86,6 +86,10 @@ def test_news_and_facts_are_the_news_and_the_facts_of_one_moment(backend: Backen
             for meta in metas:  # the store's choice which come along
                 if meta.digest in bodies:
                     assert bodies[meta.digest] == await store.blobs.read(meta.digest)
+        many = [first, second, *range(second + 1, second + 20)]  # more than one statement takes
+        _, changes, metas, _ = await store.news_and_facts(box, known, many)
+        assert changes == (await store.news_since(box, known))[1]
+        assert [m.uid for m in metas] == [first, second]
         now = version.highestmodseq
         assert (await store.news_and_facts(box, now, [first]))[1] == []  # nothing new
         with pytest.raises(NotFound):
