@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from poczta.imap import view as view_module
 from poczta.imap.session.core import ImapSession
 from poczta.message import parse_message
 from poczta.store import DeliveryTarget, MailboxId, UserId
@@ -119,17 +122,30 @@ def test_searches_after_changes_answer_as_a_fresh_read_and_read_only_the_new(
     asyncio.run(main())
 
 
-def test_a_mailbox_selected_anew_past_the_views_record_is_read_again(tmp_path: Path) -> None:
+def test_changes_past_the_views_log_of_moves_are_still_taken_from_the_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(view_module, "CHANGE_LOG", 4)  # the view forgets all but 2-4 moves
+
     async def main() -> None:
-        store, user, inbox = await _filled(tmp_path, 5)
+        store, user, inbox = await _filled(tmp_path, 12)
         try:
             reads = Reads(store)
             session, connection = await _session(reads, user)
-            first = await _ask(session, connection, b"UID SEARCH FLAGGED")
-            await store.set_flags(inbox, [2], ["\\Flagged"], FlagMode.ADD)
+            assert await _ask(session, connection, b"UID SEARCH FLAGGED") == [b"* SEARCH"]
+            await _ask(session, connection, b"UID STORE 1 +FLAGS (\\Flagged)")
+            assert await _ask(session, connection, b"UID SEARCH FLAGGED") == [b"* SEARCH 1"]
+            assert reads.asked == [None]  # one move: from the view
+            assert session.search_cache is not None and session.view is not None
+            kept = session.search_cache.key[2]
+            await store.set_flags(inbox, list(range(2, 12)), ["\\Flagged"], FlagMode.ADD)
+            found = await _ask(session, connection, b"UID SEARCH FLAGGED")
+            assert not session.view.knows_changes_since(kept)  # the log no longer reaches
+            assert found == [b"* SEARCH " + b" ".join(b"%d" % n for n in range(1, 12))]
+            assert reads.asked == [None]  # ten moves past the log: the view's MODSEQs tell
             await session.handle(session.reader.feed(b"s SELECT INBOX\r\n"))  # a new view
-            assert await _ask(session, connection, b"UID SEARCH FLAGGED") == [b"* SEARCH 2"]
-            assert first == [b"* SEARCH"] and reads.asked == [None, None]
+            assert await _ask(session, connection, b"UID SEARCH FLAGGED") == found
+            assert reads.asked == [None, None]  # the facts are the view's: read anew
         finally:
             await store.close()
 

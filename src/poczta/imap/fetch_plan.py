@@ -201,7 +201,6 @@ class FetchPlan:
             pieces = [piece for piece in pieces if piece]
         return b"* %d FETCH (%s)\r\n" % (number, b" ".join(cast("list[bytes]", pieces)))
 
-
     def encode_view(self, number: int, uid: int, flags: bytes, modseq: int | None) -> bytes:
         """`encode` of a plan that needs no facts (UID, FLAGS and MODSEQ only), from the
         wire text of the message's FLAGS list and its MODSEQ (None: not told, as when

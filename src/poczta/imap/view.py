@@ -317,24 +317,26 @@ class SelectedView:
 
     def flag_items(self, uid: int) -> list[tuple[str, Value]]:
         """FLAGS (and UID, MODSEQ as CONDSTORE/QRESYNC want) of a message, for FETCH."""
-        items: list[tuple[str, Value]] = []
-        if self.qresync:
-            items.append(("UID", uid))
-        recent = self.tell_recent and uid in self.recent  # IMAP4rev2 has no \Recent
-        items.append(("FLAGS", self._flags_value(self.flags[uid], recent)))
-        if self.condstore or self.qresync:
-            modseq = self.modseqs.get(uid, self.highestmodseq)
+        items: list[tuple[str, Value]] = [("UID", uid)] if self.qresync else []
+        items.append(("FLAGS", self._told_flags(uid)))
+        modseq = self._told_modseq(uid)
+        if modseq is not None:
             items.append(("MODSEQ", Encoded(f"({modseq})")))
         return items
 
     def view_items(self, uid: int) -> tuple[bytes, int | None]:
         """What `flag_items` gives, as `FetchPlan.encode_view` takes it: the FLAGS list's
         wire text and the MODSEQ (None when CONDSTORE and QRESYNC are off)."""
-        recent = self.tell_recent and uid in self.recent
-        text = self._flags_value(self.flags[uid], recent).encode("utf-8")
+        return self._told_flags(uid).encode("utf-8"), self._told_modseq(uid)
+
+    def _told_flags(self, uid: int) -> Encoded:
+        recent = self.tell_recent and uid in self.recent  # IMAP4rev2 has no \Recent
+        return self._flags_value(self.flags[uid], recent)
+
+    def _told_modseq(self, uid: int) -> int | None:
         if self.condstore or self.qresync:
-            return text, self.modseqs.get(uid, self.highestmodseq)
-        return text, None
+            return self.modseqs.get(uid, self.highestmodseq)
+        return None
 
     def _flags_value(self, message_flags: frozenset[str], recent: bool) -> Encoded:
         """The wire form of a FLAGS list, made once per distinct set: a mailbox has few,

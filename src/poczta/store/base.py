@@ -44,6 +44,7 @@ from poczta.store.records import (
     MailboxState,
     MessageMeta,
     MessageSummary,
+    NewsAndFacts,
     NotFound,
     Outbound,
     QueueEntry,
@@ -100,6 +101,7 @@ __all__ = [
     "MailboxState",
     "MessageMeta",
     "MessageSummary",
+    "NewsAndFacts",
     "NotFound",
     "Outbound",
     "QueueEntry",
@@ -397,9 +399,7 @@ class MailStore(AddressBook, Protocol):
 
     async def news_and_facts(
         self, mailbox_id: MailboxId, modseq: int, uids: Sequence[int], *, kept_only: bool = False
-    ) -> tuple[
-        MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
-    ]:
+    ) -> NewsAndFacts:
         """`news_since` of `modseq` and `fetch_meta_with_bodies` of a few `uids`, as of one
         moment: a FETCH of messages named by UID, which needs both, in one look."""
         ...

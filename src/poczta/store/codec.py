@@ -23,7 +23,7 @@ from typing import Any
 from poczta.message import Address, Envelope, MimePart, ParsedMessage
 from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.message.mime import Encapsulated
-from poczta.store.records import Deferred
+from poczta.store.records import NOT_READ, Deferred
 
 __all__ = [
     "MessageColumns",
@@ -224,6 +224,10 @@ def decode_structure(text: str | None) -> MimePart | None:
 StoredParse = tuple[
     Deferred[Envelope], Deferred[tuple[tuple[str, str], ...]], Deferred[MimePart | None] | None
 ]
+
+
+#: The parse of a row read without it (`fetch_meta`'s kept_only): using a part raises.
+PARSE_NOT_READ: StoredParse = (NOT_READ, NOT_READ, NOT_READ)
 
 
 def stored_parse(envelope: str, headers: str, structure: str | None) -> StoredParse:

@@ -49,6 +49,7 @@ __all__ = [
     "MailboxState",
     "MessageMeta",
     "MessageSummary",
+    "NewsAndFacts",
     "NotFound",
     "Outbound",
     "QueueEntry",
@@ -323,6 +324,17 @@ class MessageMeta:
 
     def __repr__(self) -> str:
         return f"MessageMeta(uid={self.uid}, modseq={self.modseq}, digest={self.digest!r})"
+
+
+class NewsAndFacts(NamedTuple):
+    """What `MailStore.news_and_facts` read as of one moment: the mailbox's version, the
+    (uid, flags, modseq) of the messages changed since the MODSEQ asked, the facts of
+    the UIDs asked that the mailbox holds, and such of their bodies as came along."""
+
+    version: MailboxChange
+    changes: list[tuple[int, frozenset[str], int]]
+    metas: list[MessageMeta]
+    bodies: dict[str, bytes]
 
 
 class MessageSummary(NamedTuple):

@@ -105,7 +105,7 @@ async def fetch_run(session: ImapSession, first: cmd.Fetch) -> None:
     session.bad_in_a_row = 0
     view = session.view
     assert view is not None
-    shapes = [_shape(session, command) for command in commands]
+    shapes = _shapes(session, commands)
     needing = [shape.asked.plan for shape in shapes if not shape.from_view]
     named = _named_uids(commands) if needing else None
     read: _Read | None = None
@@ -120,7 +120,7 @@ async def fetch_run(session: ImapSession, first: cmd.Fetch) -> None:
         session.send(*(session.store_failure(command, exc) for command in commands))
         return
     session.send(*view.announce(allow_expunge=first.uid))
-    turns = _turns(session, view, commands)
+    turns = _turns(session, view, commands, shapes)
     await _answer(session, view, turns, read)
 
 
@@ -158,23 +158,30 @@ def _named_uids(commands: Sequence[cmd.Fetch]) -> list[int] | None:
     return sorted(named)
 
 
-def _turns(session: ImapSession, view: SelectedView, commands: list[cmd.Fetch]) -> list[_Turn]:
-    """The run's commands resolved against the view; those after a cut go back to
-    `session.pending`, to be read as the next run."""
+def _turns(
+    session: ImapSession, view: SelectedView, commands: list[cmd.Fetch], shapes: list[_Shape]
+) -> list[_Turn]:
+    """The run's commands (with their `shapes`) resolved against the view; those after a
+    cut go back to `session.pending`, to be read as the next run."""
     holding = view.expunges_held
-    shapes: dict[tuple[bool, tuple[FetchAttribute, ...]], _Shape] = {}
     turns: list[_Turn] = []
-    for command in commands:
+    for command, shape in zip(commands, shapes, strict=True):
         if turns and holding and command.uid:
             session.more(list(commands[len(turns) :]))
             break
-        key = (command.uid, command.attributes)
-        if key not in shapes:
-            shapes[key] = _shape(session, command)
-        shape = shapes[key]
         targets = resolve_targets(session, command.sequence, command.uid)
         turns.append(_Turn(command, targets, shape))
     return turns
+
+
+def _shapes(session: ImapSession, commands: list[cmd.Fetch]) -> list[_Shape]:
+    """What each command asks; commands asking alike share one."""
+    made: dict[tuple[bool, tuple[FetchAttribute, ...]], _Shape] = {}
+    for command in commands:
+        key = (command.uid, command.attributes)
+        if key not in made:
+            made[key] = _shape(session, command)
+    return [made[(command.uid, command.attributes)] for command in commands]
 
 
 def _shape(session: ImapSession, command: cmd.Fetch) -> _Shape:

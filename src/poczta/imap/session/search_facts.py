@@ -4,13 +4,13 @@ One store read gives every message's facts (`fetch_meta`). The session keeps the
 its next SEARCH, SORT or THREAD, with the mailbox's HIGHESTMODSEQ they are true at.
 When the mailbox has moved on since, there is no need to read it all again: of a
 message's facts only its flags and MODSEQ ever change; the view holds those of every
-message it numbers, brought up to date before the command, and knows which messages'
-MODSEQs moved since a given one (`SelectedView.changed_since`); and a new message has
-a UID above every one known. So the kept facts take the flags of the messages that moved
-from the view, and only the new messages are read from the store: a client that sets a
-flag and then searches UNSEEN does not have the whole mailbox read again. Where the
-view's record of changes does not reach back that far, or the mailbox is another one
-(or the same name with a new UIDVALIDITY), everything is read.
+message it numbers, brought up to date before the command, and tells which messages'
+MODSEQs moved since a given one (`SelectedView.changed_since`: from its log of moves,
+or past the log by looking at each message's); and a new message has a UID above every
+one known. So the kept facts take the flags of the messages that moved from the view,
+and only the new messages are read from the store: a client that sets a flag and then
+searches UNSEEN does not have the whole mailbox read again. Only for another mailbox
+(or the same with a new UIDVALIDITY) is everything read.
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ async def _caught_up(
     session: ImapSession, view: SelectedView, kept: SearchFacts, key: FactsKey
 ) -> SearchFacts | None:
     """`kept` brought to `key` from the view and a read of the new messages alone, or
-    None when the view cannot tell what changed since `kept` was true."""
+    None when `kept` is of another mailbox or not of an earlier moment."""
     since = kept.key[2]
-    if kept.key[:2] != key[:2] or since > key[2] or not view.knows_changes_since(since):
+    if kept.key[:2] != key[:2] or since > key[2]:
         return None
     by_uid = kept.by_uid  # taken over: `kept` is not used again
     moved: list[tuple[int, MessageMeta]] = []

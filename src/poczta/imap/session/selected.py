@@ -58,11 +58,11 @@ async def refresh_with_facts(
     news: true of the mailbox as the view then knows it."""
     since = view.highestmodseq
     with _selected_mailbox_gone(session):
-        version, changes, metas, bodies = await session.store.news_and_facts(
+        found = await session.store.news_and_facts(
             MailboxId(view.mailbox_id), since, uids, kept_only=kept_only
         )
-    await _take_in(session, view, since, version, changes)
-    return metas, bodies
+    await _take_in(session, view, since, found.version, found.changes)
+    return found.metas, found.bodies
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from poczta.store.base import MailboxChange, MailboxId, MessageMeta, NotFound
+from poczta.store.base import MailboxChange, MailboxId, MessageMeta, NewsAndFacts, NotFound
 from poczta.store.codec import decode_flags
 from poczta.store.names import mailbox_name
 from poczta.store.postgres.access import Connection, equals_any
@@ -130,11 +130,11 @@ async def news_since(
 # found, but it bounds the range on both sides, and the server's estimate of the generic
 # plan drops below that of planning anew. Without it every execution of this statement,
 # the one every IMAP command makes, was planned afresh at five times its own cost.
+_MOVED_SINCE = "modseq > $2 AND modseq <= b.highestmodseq AND b.highestmodseq > $2"
 _NEWS = (
     "SELECT b.highestmodseq, b.uidnext, b.messages, m.uid, m.flags, m.modseq"
     " FROM mailboxes b LEFT JOIN LATERAL (SELECT uid, flags, modseq FROM messages"
-    " WHERE mailbox_id = b.id AND modseq > $2 AND modseq <= b.highestmodseq"
-    " AND b.highestmodseq > $2) m ON true WHERE b.id = $1 ORDER BY m.uid"
+    f" WHERE mailbox_id = b.id AND {_MOVED_SINCE}) m ON true WHERE b.id = $1 ORDER BY m.uid"
 )
 
 
@@ -179,6 +179,11 @@ async def fetch_meta(
 
 #: At most this many messages come with their small bodies in one statement.
 FEW_WITH_BODIES = 16
+# A message's body, when it is one chunk: its row (o) and that chunk (c), NULL otherwise.
+_ONE_CHUNK = (
+    f" LEFT JOIN blobs o ON o.digest = m.digest AND o.size <= {CHUNK}"
+    " LEFT JOIN blob_chunks c ON c.blob_id = o.id AND c.seq = 0"
+)
 
 
 async def fetch_meta_with_bodies(
@@ -194,9 +199,7 @@ async def fetch_meta_with_bodies(
     columns, make = _read_columns(kept_only)
     rows = await conn.fetch(
         f"SELECT m.*, o.size, c.data FROM mailboxes b LEFT JOIN LATERAL (SELECT {columns}"
-        f" FROM messages WHERE mailbox_id = b.id AND {where}) m ON true"
-        f" LEFT JOIN blobs o ON o.digest = m.digest AND o.size <= {CHUNK}"
-        " LEFT JOIN blob_chunks c ON c.blob_id = o.id AND c.seq = 0"
+        f" FROM messages WHERE mailbox_id = b.id AND {where}) m ON true{_ONE_CHUNK}"
         " WHERE b.id = $1 ORDER BY m.uid",
         mailbox_id,
         *arguments,
@@ -224,9 +227,7 @@ def _with_bodies(
 
 async def news_and_facts(
     conn: Connection, mailbox_id: int, modseq: int, uids: Sequence[int], kept_only: bool
-) -> tuple[
-    MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
-]:
+) -> NewsAndFacts:
     """`news_since` and `fetch_meta_with_bodies` in one statement, so of one snapshot:
     the mailbox's row, with the changes and the facts (and one-chunk bodies) as arrays
     of rows, each read once whatever the other holds."""
@@ -235,12 +236,10 @@ async def news_and_facts(
     row = await conn.fetchrow(
         "SELECT b.highestmodseq, b.uidnext, b.messages,"
         f" (SELECT array_agg(ROW(uid, {FLAGS_TEXT}, modseq) ORDER BY uid) FROM messages"
-        " WHERE mailbox_id = b.id AND modseq > $2 AND modseq <= b.highestmodseq"
-        " AND b.highestmodseq > $2),"
+        f" WHERE mailbox_id = b.id AND {_MOVED_SINCE}),"
         " (SELECT array_agg(ROW(m.*, o.size, c.data) ORDER BY m.uid)"
         f" FROM (SELECT {columns} FROM messages WHERE mailbox_id = b.id AND {where}) m"
-        f" LEFT JOIN blobs o ON o.digest = m.digest AND o.size <= {CHUNK}"
-        " LEFT JOIN blob_chunks c ON c.blob_id = o.id AND c.seq = 0)"
+        f"{_ONE_CHUNK})"
         " FROM mailboxes b WHERE b.id = $1",
         mailbox_id,
         modseq,
@@ -251,7 +250,7 @@ async def news_and_facts(
     version = MailboxChange(MailboxId(mailbox_id), row[0], row[1], row[2])
     changes = [(uid, decode_flags(text), moved) for uid, text, moved in row[3] or ()]
     metas, bodies = _with_bodies(row[4] or (), make)
-    return version, changes, metas, bodies
+    return NewsAndFacts(version, changes, metas, bodies)
 
 
 async def mailbox_counts(conn: Connection, mailbox_id: int) -> tuple[int, int, int, int]:

@@ -29,9 +29,7 @@ from typing import Any
 from poczta.message import ParsedMessage
 from poczta.message.fetch_text import bodystructure_text, envelope_text
 from poczta.store.base import (
-    NOT_READ,
     Accepted,
-    Deferred,
     Delivered,
     DeliveryTarget,
     MailboxId,
@@ -46,6 +44,8 @@ from poczta.store.base import (
     normalize_flags,
 )
 from poczta.store.codec import (
+    PARSE_NOT_READ,
+    StoredParse,
     decode_flags,
     encode_envelope,
     encode_headers,
@@ -332,19 +332,17 @@ def meta_of(row: Any) -> MessageMeta:
     used (a FETCH of the kept ENVELOPE and BODYSTRUCTURE text, or a SEARCH of flags,
     never needs them: decoding all three was most of a first-open FETCH)."""
     envelope, headers, structure, imap_envelope, imap_text = row[11:]
-    return _facts(row, *stored_parse(envelope, headers, structure), imap_envelope, imap_text)
+    return _facts(row, stored_parse(envelope, headers, structure), imap_envelope, imap_text)
 
 
 def kept_meta_of(row: Any) -> MessageMeta:
     """A `MessageMeta` of a row of `KEPT_COLUMNS`: the parts not read are NOT_READ."""
-    return _facts(row, NOT_READ, NOT_READ, NOT_READ, row[11], row[12])
+    return _facts(row, PARSE_NOT_READ, row[11], row[12])
 
 
 def _facts(
     row: Any,
-    envelope: Deferred[Any],
-    headers: Deferred[Any],
-    structure: Deferred[Any] | None,
+    parse: StoredParse,
     imap_envelope: str | None,
     imap_bodystructure: str | None,
 ) -> MessageMeta:
@@ -361,9 +359,7 @@ def _facts(
         header_size,
         None if sent is None else join_time(sent, sent_zone or 0),
         subject,
-        envelope,
-        headers,
-        structure,
+        *parse,
         imap_envelope,
         imap_bodystructure,
     )

@@ -38,6 +38,7 @@ from poczta.store.base import (
     MailboxState,
     MessageMeta,
     MessageSummary,
+    NewsAndFacts,
     Outbound,
     QueueEntry,
     QueueId,
@@ -360,13 +361,11 @@ class PostgresStore(RecipientRouting):
 
     async def news_and_facts(
         self, mailbox_id: MailboxId, modseq: int, uids: Sequence[int], *, kept_only: bool = False
-    ) -> tuple[
-        MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
-    ]:
+    ) -> NewsAndFacts:
         if len(uids) > imap.FEW_WITH_BODIES:
             version, changes = await self.news_since(mailbox_id, modseq)
             metas, bodies = await self.fetch_meta_with_bodies(mailbox_id, uids, kept_only=kept_only)
-            return version, changes, metas, bodies
+            return NewsAndFacts(version, changes, metas, bodies)
         return await self._statement(
             lambda c: imap.news_and_facts(c, mailbox_id, modseq, uids, kept_only)
         )

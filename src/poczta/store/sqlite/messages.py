@@ -20,10 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from poczta.store.base import (
-    NOT_READ,
     Accepted,
     AlreadyExists,
-    Deferred,
     Delivered,
     DeliveryTarget,
     FlagMode,
@@ -39,7 +37,9 @@ from poczta.store.base import (
     normalize_flags,
 )
 from poczta.store.codec import (
+    PARSE_NOT_READ,
     MessageColumns,
+    StoredParse,
     decode_flags,
     decode_time,
     encode_flags,
@@ -299,19 +299,17 @@ def deliver_job(
 def _meta(row: tuple[Any, ...]) -> MessageMeta:
     """A row of `_META_COLUMNS`; the envelope, headers and structure decoded when used."""
     envelope, headers, structure, imap_envelope, imap_text = row[9:]
-    return _facts(row, *stored_parse(envelope, headers, structure), imap_envelope, imap_text)
+    return _facts(row, stored_parse(envelope, headers, structure), imap_envelope, imap_text)
 
 
 def _kept_meta(row: tuple[Any, ...]) -> MessageMeta:
     """A row of `_KEPT_COLUMNS`: the parts not read are NOT_READ."""
-    return _facts(row, NOT_READ, NOT_READ, NOT_READ, row[9], row[10])
+    return _facts(row, PARSE_NOT_READ, row[9], row[10])
 
 
 def _facts(
     row: tuple[Any, ...],
-    envelope: Deferred[Any],
-    headers: Deferred[Any],
-    structure: Deferred[Any] | None,
+    parse: StoredParse,
     imap_envelope: str | None,
     imap_bodystructure: str | None,
 ) -> MessageMeta:
@@ -327,9 +325,7 @@ def _facts(
         header_size,
         decode_time(sent) if sent else None,
         subject,
-        envelope,
-        headers,
-        structure,
+        *parse,
         imap_envelope,
         imap_bodystructure,
     )

@@ -39,6 +39,7 @@ from poczta.store.base import (
     MailboxState,
     MessageMeta,
     MessageSummary,
+    NewsAndFacts,
     Outbound,
     QuotaState,
     UserId,
@@ -309,13 +310,11 @@ class SqliteStore(SqliteAccountMethods, SqliteQueueMethods, RecipientRouting):
 
     async def news_and_facts(
         self, mailbox_id: MailboxId, modseq: int, uids: Sequence[int], *, kept_only: bool = False
-    ) -> tuple[
-        MailboxChange, list[tuple[int, frozenset[str], int]], list[MessageMeta], dict[str, bytes]
-    ]:
+    ) -> NewsAndFacts:
         # two local reads: nothing to gain by joining them
         version, changes = await self.news_since(mailbox_id, modseq)
         metas = await self.fetch_meta(mailbox_id, uids, kept_only=kept_only)
-        return version, changes, metas, {}
+        return NewsAndFacts(version, changes, metas, {})
 
     async def mailbox_counts(self, mailbox_id: MailboxId) -> tuple[int, int, int, int]:
         return await self._read(lambda c: imap.mailbox_counts(c, mailbox_id))
